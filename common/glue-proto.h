@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Registration protocol between libuffd-glue.so (inside QEMU or guestsim)
+ * and uffd-pager, over a SOCK_SEQPACKET Unix socket so that message
+ * boundaries are kept and a short or oversized message is detectable.
+ *
+ *   shim -> pager  GLUE_MSG_HELLO   + SCM_RIGHTS [uffd]    VM identity + policy text
+ *   pager -> shim  GLUE_MSG_REPLY                          status, message
+ *   shim -> pager  GLUE_MSG_REGION  + SCM_RIGHTS [memfd]   one guest-RAM mapping
+ *   pager -> shim  GLUE_MSG_REPLY
+ *
+ * The connection then stays open for the life of the process: its EOF is
+ * how the pager learns that the VM exited (a uffd does not tell).
+ * All integers are host-endian: both ends run on the same host.
+ */
+#pragma once
+
+#include <stdint.h>
+
+#define GLUE_PROTO_MAGIC 0x75666664u /* "uffd" */
+#define GLUE_PROTO_VERSION 1
+#define GLUE_NAME_MAX 64          /* including the NUL */
+#define GLUE_POLICY_MAX (32 * 1024) /* policy JSON text carried in HELLO */
+#define GLUE_REPLY_TEXT_MAX 256
+
+enum glue_msg_type {
+	GLUE_MSG_HELLO = 1,
+	GLUE_MSG_REGION = 2,
+	GLUE_MSG_REPLY = 3,
+};
+
+struct glue_msg_header {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t type;
+	uint32_t length; /* whole message, header included */
+};
+
+struct glue_msg_hello {
+	struct glue_msg_header hdr;
+	uint64_t uffd_features; /* what UFFDIO_API granted */
+	uint32_t pid;           /* informational; the pager trusts SO_PEERCRED */
+	uint32_t policy_len;    /* bytes of policy JSON following the struct, 0 = none */
+	char name[GLUE_NAME_MAX];
+	/* char policy[policy_len] follows */
+};
+
+struct glue_msg_region {
+	struct glue_msg_header hdr;
+	uint64_t host_addr;    /* start of the mapping in the sender's address space */
+	uint64_t length;       /* bytes, multiple of 4 KiB */
+	uint64_t memfd_offset; /* file offset the mapping starts at */
+};
+
+enum glue_status {
+	GLUE_OK = 0,
+	GLUE_REFUSED = 1,   /* policy or budget says no: do not run paged */
+	GLUE_INVALID = 2,   /* malformed message */
+};
+
+struct glue_msg_reply {
+	struct glue_msg_header hdr;
+	uint32_t status;
+	char text[GLUE_REPLY_TEXT_MAX];
+};
+
+/*
+ * Environment set by uffd-qemu for the shim. Only UFFD_GLUE_SOCKET is
+ * required; without it the shim does nothing at all.
+ */
+#define GLUE_ENV_SOCKET "UFFD_GLUE_SOCKET"           /* pager registration socket */
+#define GLUE_ENV_NAME "UFFD_GLUE_NAME"               /* VM name */
+#define GLUE_ENV_POLICY "UFFD_GLUE_POLICY"           /* policy JSON text */
+#define GLUE_ENV_UNAVAILABLE "UFFD_GLUE_ON_UNAVAILABLE" /* "refuse" (default) or "run-unpaged" */
+#define GLUE_ENV_MIN_SIZE "UFFD_GLUE_MIN_SIZE"       /* smallest memfd mapping taken as RAM */
+#define GLUE_DEFAULT_MIN_SIZE (16ULL << 20)

@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: MIT */
+/* Size parsing and formatting shared by the CLI tools, policies and daemons. */
+#include "util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+int parse_size(const char *s, uint64_t *ret_bytes)
+{
+	uint64_t value = 0, mult = 1;
+	const char *p = s;
+
+	if (!s || !isdigit((unsigned char)*p))
+		return -EINVAL;
+	for (; isdigit((unsigned char)*p); p++) {
+		if (value > (UINT64_MAX - 9) / 10)
+			return -ERANGE;
+		value = value * 10 + (uint64_t)(*p - '0');
+	}
+	switch (toupper((unsigned char)*p)) {
+	case '\0': break;
+	case 'K': mult = 1ULL << 10; p++; break;
+	case 'M': mult = 1ULL << 20; p++; break;
+	case 'G': mult = 1ULL << 30; p++; break;
+	case 'T': mult = 1ULL << 40; p++; break;
+	case 'B': break;
+	default: return -EINVAL;
+	}
+	if (*p && strcasecmp(p, "iB") != 0 && strcasecmp(p, "B") != 0)
+		return -EINVAL;
+	if (value && mult > UINT64_MAX / value)
+		return -ERANGE;
+	*ret_bytes = value * mult;
+	return 0;
+}
+
+const char *format_size(uint64_t bytes, char *buf, size_t len)
+{
+	static const char units[] = "BKMGT";
+	double v = (double)bytes;
+	unsigned u = 0;
+
+	while (v >= 1024.0 && u < sizeof(units) - 2) {
+		v /= 1024.0;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, len, "%llu", (unsigned long long)bytes);
+	else if (v == (double)(uint64_t)v)
+		snprintf(buf, len, "%llu%c", (unsigned long long)v, units[u]);
+	else
+		snprintf(buf, len, "%.1f%c", v, units[u]);
+	return buf;
+}

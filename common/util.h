@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: MIT */
+/* Small helpers shared by every component: cleanup attributes, sizes, clocks. */
+#pragma once
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define PAGE_SIZE_4K 4096UL
+
+#ifndef container_of
+#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#endif
+
+static inline void freep(void *p) { free(*(void **)p); }
+static inline void closep(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+}
+#define _cleanup_free_ __attribute__((cleanup(freep)))
+#define _cleanup_close_ __attribute__((cleanup(closep)))
+
+/* Hands ownership out of a cleanup variable. */
+#define TAKE_PTR(p) \
+	({ \
+		__typeof__(p) _p = (p); \
+		(p) = NULL; \
+		_p; \
+	})
+#define TAKE_FD(fd) \
+	({ \
+		int _fd = (fd); \
+		(fd) = -1; \
+		_fd; \
+	})
+
+static inline uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * Parses a size: plain bytes ("4096") or a number with a binary suffix
+ * K, M, G, T (optionally followed by "iB" or "B"): "512M", "2G", "1GiB".
+ * Returns 0 or -EINVAL (malformed) / -ERANGE (overflows 64 bits).
+ */
+int parse_size(const char *s, uint64_t *ret_bytes);
+/* Formats bytes as "512M", "1.5G" etc. into buf; returns buf. */
+const char *format_size(uint64_t bytes, char *buf, size_t len);

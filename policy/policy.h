@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Policies: what an operator decides, as opposed to the mechanism in
+ * uffd-pager/. Per-VM policy files and the pager's own configuration are
+ * JSON; parsing and validation live here, with no syscalls beyond reading
+ * the file, so every rule is unit-testable.
+ *
+ * Every error is reported as one line in err->msg of the form
+ *   FILE:LINE:COLUMN: field 'PATH': PROBLEM (allowed: VALUES)
+ * naming the source (file path, or the name the caller gave), the position
+ * of the offending value, the dotted field path and what is allowed.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define POLICY_NAME_MAX 64 /* including NUL; names are [A-Za-z0-9._-], 1..63 chars */
+
+struct policy_error {
+	char msg[512];
+	int line, column; /* 1-based; 0 when unknown */
+};
+
+enum policy_unavailable {
+	POLICY_UNAVAILABLE_REFUSE = 0, /* "refuse": QEMU does not start (default) */
+	POLICY_UNAVAILABLE_RUN_UNPAGED, /* "run-unpaged": start without the pager */
+};
+
+enum policy_loss_action {
+	POLICY_LOSS_STOP = 0, /* "stop": SIGSTOP the VM, hold it for inspection (default) */
+	POLICY_LOSS_KILL,     /* "kill": SIGKILL the VM */
+};
+
+struct policy_vm {
+	char name[POLICY_NAME_MAX];        /* "name", required */
+	uint64_t local_memory;             /* "local_memory": bytes, required, >= 1M */
+	unsigned high_pct;                 /* "watermarks.high": % of local_memory, default 100 */
+	unsigned low_pct;                  /* "watermarks.low": default 90, < high */
+	uint64_t spill_max;                /* "spill.max_size": bytes, 0 = unlimited (default) */
+	enum policy_unavailable on_pager_unavailable; /* "on_pager_unavailable" */
+	enum policy_loss_action on_data_loss;         /* "on_data_loss" */
+};
+
+/* Fills defaults (no name, local_memory 0: not yet valid). */
+void policy_vm_init(struct policy_vm *p);
+/*
+ * Parses and validates a per-VM policy from text. source names it in errors.
+ * Unknown keys are errors (a typo must not silently fall back to a default).
+ * Returns 0 or -EINVAL (err filled). ret is untouched on failure.
+ */
+int policy_vm_parse(const char *text, size_t len, const char *source, struct policy_vm *ret,
+		    struct policy_error *err);
+/* Reads and parses a file (at most 1 MiB). Returns 0, -EINVAL or -errno of the read. */
+int policy_vm_load(const char *path, struct policy_vm *ret, struct policy_error *err);
+/* Serializes to JSON text (malloc'ed, caller frees), parseable by policy_vm_parse. */
+char *policy_vm_to_json(const struct policy_vm *p);
+
+/* Derived page counts, rounded down, at least 1. */
+uint64_t policy_vm_high_pages(const struct policy_vm *p, uint64_t page_size);
+uint64_t policy_vm_low_pages(const struct policy_vm *p, uint64_t page_size);
+
+struct policy_pager_config {
+	uint64_t budget;              /* "budget": host-wide sum of local_memory; 0 = unlimited */
+	uint64_t max_guest_memory;    /* "max_guest_memory": largest VM accepted, default 1T */
+	char state_dir[256];          /* "state_dir": default UFFDVM_STATE_DIR */
+	char socket_path[108];        /* "socket": registration socket */
+	char control_path[108];       /* "control": control socket */
+	uid_t allowed_uids[16];       /* "allowed_uids": who may register besides root */
+	unsigned n_allowed_uids;
+	int log_level;                /* "log_level": "error"|"warn"|"info"|"debug" */
+};
+
+void policy_config_init(struct policy_pager_config *c);
+int policy_config_parse(const char *text, size_t len, const char *source,
+			struct policy_pager_config *ret, struct policy_error *err);
+int policy_config_load(const char *path, struct policy_pager_config *ret, struct policy_error *err);

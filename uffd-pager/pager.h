@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The pager as seen by its control server: a registry of VMs that can be
+ * listed, inspected and re-limited. Every function is safe to call from the
+ * control thread while fault and eviction threads run.
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdint.h>
+
+struct pager;
+
+/* {"vms":[{"name","pid","state","local_memory","resident_pages","stored_pages",...}]} */
+json_t *pager_vm_list(struct pager *p);
+/*
+ * Stats of one VM (see docs/control-api.md for the fields).
+ * Returns 0 or -ENOENT (no such VM).
+ */
+int pager_vm_stats(struct pager *p, const char *name, json_t **ret_stats);
+/*
+ * Changes a VM's local-memory limit at run time; lowering it makes the
+ * evictor bring residency down. Returns 0, -ENOENT, or -EINVAL / -ENOSPC
+ * with a reason in err (e.g. over the host budget).
+ */
+int pager_vm_set_limit(struct pager *p, const char *name, uint64_t bytes, char *err, size_t errlen);
+/* Host-wide figures: budget, committed, VM count, totals. */
+json_t *pager_stats(struct pager *p);
