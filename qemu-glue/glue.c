@@ -1,0 +1,373 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libuffd-glue.so: preloaded into an unmodified qemu-system (or guestsim) by
+ * uffd-qemu. It watches the process map guest RAM, and for every shared
+ * memfd mapping of RAM size it registers the range with a userfaultfd
+ * created here - a uffd only traps faults of the mm that created it - and
+ * hands uffd and memfd to uffd-pager over its registration socket. From
+ * then on the pager serves every first touch and every refault of that RAM.
+ *
+ * Without UFFD_GLUE_SOCKET in the environment the shim does nothing, so a
+ * preload leaking into a child process is harmless.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "glue-proto.h"
+
+#ifndef USERFAULTFD_IOC_NEW
+#define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)
+#endif
+
+#define GLUE_FEATURES (UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_EVENT_REMOVE)
+
+typedef void *(*mmap_fn)(void *, size_t, int, int, int, off_t);
+
+static pthread_mutex_t glue_lock = PTHREAD_MUTEX_INITIALIZER;
+static int glue_sock = -1;
+static int glue_uffd = -1;
+static bool glue_disabled; /* run-unpaged after the pager was unreachable */
+
+static void glue_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void glue_msg(const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+	int n;
+
+	n = snprintf(line, sizeof(line), "uffd-glue[%d]: ", (int)getpid());
+	va_start(ap, fmt);
+	vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+	va_end(ap);
+	strcat(line, "\n");
+	/* write(2), not stdio: this runs inside mmap, possibly before stdio is usable */
+	if (write(STDERR_FILENO, line, strlen(line)) < 0)
+		return;
+}
+
+static bool run_unpaged_allowed(void)
+{
+	const char *v = getenv(GLUE_ENV_UNAVAILABLE);
+
+	return v && strcmp(v, "run-unpaged") == 0;
+}
+
+/* The pager cannot serve this process: obey the policy. Never returns when refusing. */
+static void glue_unavailable(const char *why)
+{
+	if (run_unpaged_allowed()) {
+		glue_msg("%s; running unpaged (policy 'on_pager_unavailable' is 'run-unpaged')", why);
+		glue_disabled = true;
+		return;
+	}
+	glue_msg("%s; refusing to start (policy 'on_pager_unavailable' is 'refuse')", why);
+	_exit(1);
+}
+
+static uint64_t min_ram_size(void)
+{
+	const char *v = getenv(GLUE_ENV_MIN_SIZE);
+	char *end;
+	unsigned long long n;
+
+	if (!v)
+		return GLUE_DEFAULT_MIN_SIZE;
+	n = strtoull(v, &end, 0);
+	return *end ? GLUE_DEFAULT_MIN_SIZE : n;
+}
+
+static bool is_memfd(int fd)
+{
+	char path[64], target[256];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, target, sizeof(target) - 1);
+	if (n < 0)
+		return false;
+	target[n] = '\0';
+	return strncmp(target, "/memfd:", 7) == 0;
+}
+
+static int uffd_create(void)
+{
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	int dev;
+
+	if (fd >= 0)
+		return fd;
+	/* Without CAP_SYS_PTRACE and with vm.unprivileged_userfaultfd=0 the
+	 * syscall refuses kernel-mode faults; /dev/userfaultfd has no such limit. */
+	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (dev < 0)
+		return -errno;
+	fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		fd = -errno;
+	close(dev);
+	return fd;
+}
+
+/* Creates the uffd and negotiates the features the pager relies on. Returns fd or -errno. */
+static int uffd_open_negotiated(uint64_t *ret_features, char *why, size_t whylen)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = 0 };
+	int probe, fd;
+
+	/* Ask a scratch uffd what the kernel offers: UFFDIO_API can be done once per fd. */
+	probe = uffd_create();
+	if (probe < 0) {
+		snprintf(why, whylen, "cannot create a userfaultfd (%s; is /dev/userfaultfd accessible?)",
+			 strerror(-probe));
+		return probe;
+	}
+	if (ioctl(probe, UFFDIO_API, &api) < 0) {
+		snprintf(why, whylen, "UFFDIO_API failed: %s", strerror(errno));
+		close(probe);
+		return -errno;
+	}
+	close(probe);
+	if ((api.features & GLUE_FEATURES) != GLUE_FEATURES) {
+		snprintf(why, whylen, "kernel lacks userfaultfd features 0x%llx (has 0x%llx)",
+			 (unsigned long long)(GLUE_FEATURES & ~api.features), (unsigned long long)api.features);
+		return -EOPNOTSUPP;
+	}
+	fd = uffd_create();
+	if (fd < 0) {
+		snprintf(why, whylen, "cannot create a userfaultfd: %s", strerror(-fd));
+		return fd;
+	}
+	api = (struct uffdio_api){ .api = UFFD_API, .features = GLUE_FEATURES };
+	if (ioctl(fd, UFFDIO_API, &api) < 0) {
+		snprintf(why, whylen, "UFFDIO_API with features failed: %s", strerror(errno));
+		close(fd);
+		return -EOPNOTSUPP;
+	}
+	*ret_features = api.features;
+	return fd;
+}
+
+static int send_with_fd(int sock, const void *msg, size_t len, int fd)
+{
+	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+	struct iovec iov = { .iov_base = (void *)msg, .iov_len = len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	if (sendmsg(sock, &mh, MSG_NOSIGNAL) != (ssize_t)len)
+		return -errno ? -errno : -EIO;
+	return 0;
+}
+
+/* Waits for the pager's verdict on the last message. Returns 0, or -1 with why filled. */
+static int recv_reply(int sock, char *why, size_t whylen)
+{
+	struct glue_msg_reply r;
+	ssize_t n;
+
+	do
+		n = recv(sock, &r, sizeof(r), 0);
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)sizeof(r) || r.hdr.magic != GLUE_PROTO_MAGIC || r.hdr.type != GLUE_MSG_REPLY) {
+		snprintf(why, whylen, "uffd-pager closed the registration or answered garbage");
+		return -1;
+	}
+	if (r.status != GLUE_OK) {
+		r.text[sizeof(r.text) - 1] = '\0';
+		snprintf(why, whylen, "uffd-pager refused this VM: %s", r.text);
+		return -1;
+	}
+	return 0;
+}
+
+static int glue_connect(char *why, size_t whylen)
+{
+	const char *path = getenv(GLUE_ENV_SOCKET);
+	const char *name = getenv(GLUE_ENV_NAME);
+	const char *policy = getenv(GLUE_ENV_POLICY);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct glue_msg_hello *hello;
+	size_t policy_len = policy ? strlen(policy) : 0, len;
+	uint64_t features = 0;
+	int sock, uffd, r;
+
+	if (policy_len > GLUE_POLICY_MAX) {
+		snprintf(why, whylen, "policy text is %zu bytes, more than %d", policy_len, GLUE_POLICY_MAX);
+		return -1;
+	}
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(why, whylen, "socket path %s is too long", path);
+		return -1;
+	}
+	strcpy(sa.sun_path, path);
+	sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (sock < 0 || connect(sock, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		snprintf(why, whylen, "cannot reach uffd-pager at %s: %s", path, strerror(errno));
+		if (sock >= 0)
+			close(sock);
+		return -1;
+	}
+	uffd = uffd_open_negotiated(&features, why, whylen);
+	if (uffd < 0) {
+		close(sock);
+		return -1;
+	}
+
+	len = sizeof(*hello) + policy_len;
+	hello = calloc(1, len);
+	if (!hello) {
+		snprintf(why, whylen, "out of memory");
+		close(sock);
+		close(uffd);
+		return -1;
+	}
+	*hello = (struct glue_msg_hello){
+		.hdr = { .magic = GLUE_PROTO_MAGIC, .version = GLUE_PROTO_VERSION, .type = GLUE_MSG_HELLO,
+			 .length = (uint32_t)len },
+		.uffd_features = features,
+		.pid = (uint32_t)getpid(),
+		.policy_len = (uint32_t)policy_len,
+	};
+	if (name)
+		snprintf(hello->name, sizeof(hello->name), "%s", name);
+	else
+		snprintf(hello->name, sizeof(hello->name), "pid-%d", (int)getpid());
+	if (policy_len)
+		memcpy(hello + 1, policy, policy_len);
+	r = send_with_fd(sock, hello, len, uffd);
+	free(hello);
+	if (r < 0) {
+		snprintf(why, whylen, "sending registration to %s failed: %s", path, strerror(-r));
+		close(sock);
+		close(uffd);
+		return -1;
+	}
+	if (recv_reply(sock, why, whylen) < 0) {
+		close(sock);
+		close(uffd);
+		return -1;
+	}
+	glue_sock = sock;
+	glue_uffd = uffd;
+	return 0;
+}
+
+static int glue_register_region(void *addr, size_t len, int memfd, off_t off, char *why, size_t whylen)
+{
+	struct uffdio_register reg = {
+		.range = { .start = (uint64_t)(uintptr_t)addr, .len = len },
+		.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP,
+	};
+	const uint64_t needed = (1ULL << _UFFDIO_COPY) | (1ULL << _UFFDIO_ZEROPAGE) |
+				(1ULL << _UFFDIO_WRITEPROTECT) | (1ULL << _UFFDIO_WAKE);
+	struct glue_msg_region msg = {
+		.hdr = { .magic = GLUE_PROTO_MAGIC, .version = GLUE_PROTO_VERSION, .type = GLUE_MSG_REGION,
+			 .length = sizeof(msg) },
+		.host_addr = (uint64_t)(uintptr_t)addr,
+		.length = len,
+		.memfd_offset = (uint64_t)off,
+	};
+	int r;
+
+	/* Punching 4 KiB out of a huge page that cannot be split leaves no hole. */
+	madvise(addr, len, MADV_NOHUGEPAGE);
+	if (ioctl(glue_uffd, UFFDIO_REGISTER, &reg) < 0) {
+		snprintf(why, whylen, "UFFDIO_REGISTER of %zu bytes at %p failed: %s", len, addr, strerror(errno));
+		return -1;
+	}
+	if ((reg.ioctls & needed) != needed) {
+		snprintf(why, whylen, "the kernel does not offer copy/zeropage/writeprotect on guest RAM");
+		return -1;
+	}
+	r = send_with_fd(glue_sock, &msg, sizeof(msg), memfd);
+	if (r < 0) {
+		snprintf(why, whylen, "sending region to uffd-pager failed: %s", strerror(-r));
+		return -1;
+	}
+	return recv_reply(glue_sock, why, whylen);
+}
+
+static void glue_take(void *addr, size_t len, int fd, off_t off)
+{
+	char why[512];
+
+	pthread_mutex_lock(&glue_lock);
+	if (glue_disabled)
+		goto out;
+	if (glue_sock < 0 && glue_connect(why, sizeof(why)) < 0) {
+		glue_unavailable(why);
+		goto out;
+	}
+	if (glue_register_region(addr, len, fd, off, why, sizeof(why)) < 0) {
+		/* RAM that is registered but unserved would hang the guest: never run so. */
+		glue_msg("%s; refusing to run with guest RAM the pager does not serve", why);
+		_exit(1);
+	}
+out:
+	pthread_mutex_unlock(&glue_lock);
+}
+
+static void *glue_mmap_common(mmap_fn real, void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	int saved_errno;
+	void *p = real(addr, len, prot, flags, fd, off);
+
+	if (p == MAP_FAILED || fd < 0 || !(flags & MAP_SHARED) || !(prot & PROT_WRITE))
+		return p;
+	if (!getenv(GLUE_ENV_SOCKET) || len < min_ram_size() || (len & 4095) || (off & 4095))
+		return p;
+	saved_errno = errno;
+	if (is_memfd(fd))
+		glue_take(p, len, fd, off);
+	errno = saved_errno;
+	return p;
+}
+
+static mmap_fn resolve(const char *sym)
+{
+	mmap_fn f = (mmap_fn)dlsym(RTLD_NEXT, sym);
+
+	if (!f) {
+		glue_msg("cannot resolve %s: %s", sym, dlerror());
+		_exit(1);
+	}
+	return f;
+}
+
+void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	static mmap_fn real;
+
+	if (!real)
+		real = resolve("mmap");
+	return glue_mmap_common(real, addr, len, prot, flags, fd, off);
+}
+
+/* QEMU 7.2 maps RAM through mmap64, a separate symbol in glibc. */
+void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	static mmap_fn real;
+
+	if (!real)
+		real = resolve("mmap64");
+	return glue_mmap_common(real, addr, len, prot, flags, fd, off);
+}

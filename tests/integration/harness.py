@@ -1,0 +1,165 @@
+# SPDX-License-Identifier: MIT
+"""Shared helpers for uffdvm integration tests: start real daemons, talk to
+their control sockets, run guestsim under the pager through the same glue
+path QEMU uses (LD_PRELOAD of libuffd-glue.so), and read ground truth from
+/proc. Tests are plain scripts: exit 0 pass, 1 fail, 77 skip (or fail when
+UFFDVM_REQUIRE_ALL=1)."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+BUILD = os.environ.get("UFFDVM_BUILD_DIR") or os.path.abspath(
+    os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+
+
+def fail(msg):
+    print(f"FAIL: {msg}", flush=True)
+    sys.exit(1)
+
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+    print(f"ok: {msg}", flush=True)
+
+
+def skip(msg):
+    if os.environ.get("UFFDVM_REQUIRE_ALL") == "1":
+        fail(f"cannot run ({msg}) and UFFDVM_REQUIRE_ALL=1")
+    print(f"SKIP: {msg}", flush=True)
+    sys.exit(77)
+
+
+def require_root_and_uffd():
+    if os.geteuid() != 0:
+        skip("needs root (userfaultfd for kernel-mode faults, /var/lib state)")
+    if not os.path.exists("/dev/userfaultfd"):
+        skip("no /dev/userfaultfd")
+
+
+def exe(name):
+    for sub in ("uffd-pager", "uffd-pager/control", "qemu-glue", "tests/guestsim", "donor"):
+        p = os.path.join(BUILD, sub, name)
+        if os.path.exists(p):
+            return p
+    fail(f"{name} not built under {BUILD}")
+
+
+class Pager:
+    """A real uffd-pager with private sockets and a private state dir on disk."""
+
+    def __init__(self, extra_args=(), config=None):
+        self.tmp = tempfile.mkdtemp(prefix="uffdvm-test-")
+        # spill files must be on disk, never tmpfs: /var/tmp is on disk here
+        self.state = tempfile.mkdtemp(prefix="uffdvm-state-", dir="/var/tmp")
+        self.sock = os.path.join(self.tmp, "register.sock")
+        self.control = os.path.join(self.tmp, "control.sock")
+        self.log_path = os.path.join(self.tmp, "pager.log")
+        args = [exe("uffd-pager"), "--socket", self.sock, "--control", self.control,
+                "--state-dir", self.state]
+        if config is not None:
+            cfg = os.path.join(self.tmp, "pager.json")
+            with open(cfg, "w") as f:
+                json.dump(config, f)
+            args += ["--config", cfg]
+        args += list(extra_args)
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if os.path.exists(self.sock) and os.path.exists(self.control):
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        fail(f"uffd-pager did not start: {self.read_log()}")
+
+    def read_log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def call(self, cmd, timeout=10, **args):
+        req = {"cmd": cmd}
+        if args:
+            req["args"] = args
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(self.control)
+            s.sendall((json.dumps(req) + "\n").encode())
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        return json.loads(buf)
+
+    def result(self, cmd, **args):
+        r = self.call(cmd, **args)
+        if not r.get("ok"):
+            fail(f"{cmd} {args}: {r}")
+        return r["result"]
+
+    def vm_stats(self, name):
+        r = self.call("vm.stats", vm=name)
+        return r["result"] if r.get("ok") else None
+
+    def wait_vm(self, name, timeout=20):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            st = self.vm_stats(name)
+            if st:
+                return st
+            time.sleep(0.05)
+        fail(f"VM {name} never registered; pager log:\n{self.read_log()}")
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def threads(self):
+        return len(os.listdir(f"/proc/{self.proc.pid}/task"))
+
+    def fds(self):
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                fail("uffd-pager did not stop on SIGTERM")
+        self.log.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        shutil.rmtree(self.state, ignore_errors=True)
+
+
+def policy(name, local_memory, **extra):
+    p = {"name": name, "local_memory": local_memory}
+    p.update(extra)
+    return json.dumps(p)
+
+
+def guestsim(pager, name, policy_json, args, **popen):
+    """Starts guestsim registered with pager as VM `name`."""
+    env = dict(os.environ)
+    env.update({
+        "LD_PRELOAD": exe("libuffd-glue.so"),
+        "UFFD_GLUE_SOCKET": pager.sock,
+        "UFFD_GLUE_NAME": name,
+        "UFFD_GLUE_POLICY": policy_json,
+    })
+    if "ASAN_OPTIONS" in os.environ or os.environ.get("UFFDVM_ASAN"):
+        env["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
+    return subprocess.Popen([exe("guestsim")] + list(args), env=env, **popen)
+
+
+def memfd_resident_ok(stats):
+    return stats["memfd_resident_pages"] <= stats["high_watermark_pages"]

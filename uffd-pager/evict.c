@@ -1,0 +1,329 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The evictor thread: one per VM, off the fault path. When residency rises
+ * above the low watermark it takes a batch of victims from the policy's
+ * victim selector and pushes them out in the order that never loses a
+ * write (DESIGN.md): write-protect each contiguous run, read it through the
+ * memfd, write every non-zero page to the store and wait until durable,
+ * then punch the run. A write that lands on a page in the middle of this
+ * either takes the page back out of the batch or waits for the punch.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/userfaultfd.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "crc32c.h"
+#include "log.h"
+#include "util.h"
+#include "vm-private.h"
+
+#define EVICT_BATCH 128
+
+struct evict_ctx {
+	struct vm *vm;
+	uint8_t *buf; /* EVICT_BATCH aligned pages */
+	uint64_t pages[EVICT_BATCH];
+	uint32_t slots[EVICT_BATCH];
+	uint32_t crcs[EVICT_BATCH];
+	bool zero[EVICT_BATCH];
+	bool protected_[EVICT_BATCH];
+	bool commit[EVICT_BATCH];
+	void *bufs[EVICT_BATCH];
+	int results[EVICT_BATCH];
+	unsigned n;
+};
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static bool page_is_zero(const void *p)
+{
+	const uint64_t *w = p;
+
+	for (size_t i = 0; i < VM_PAGE_SIZE / 8; i += 4)
+		if (w[i] | w[i + 1] | w[i + 2] | w[i + 3])
+			return false;
+	return true;
+}
+
+/* Length of the run of pages starting at index i that are adjacent in one region and selected by want[]. */
+static unsigned run_length(struct evict_ctx *ec, unsigned i, const bool *want)
+{
+	struct vm_region *r = vm_region_of_page(ec->vm, ec->pages[i]);
+	unsigned j = i + 1;
+
+	while (j < ec->n && want[j] && ec->pages[j] == ec->pages[j - 1] + 1 &&
+	       ec->pages[j] < r->first_page + (r->length >> VM_PAGE_SHIFT))
+		j++;
+	return j - i;
+}
+
+static int uffd_wp_range(struct vm *vm, uint64_t addr, uint64_t len, bool protect)
+{
+	struct uffdio_writeprotect wp = { .range = { .start = addr, .len = len },
+					  .mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0 };
+
+	return ioctl(vm->uffd, UFFDIO_WRITEPROTECT, &wp) < 0 ? -errno : 0;
+}
+
+/* Picks up to EVICT_BATCH resident pages and marks them EVICTING. Returns how many. */
+static unsigned pick_victims(struct evict_ctx *ec)
+{
+	struct vm *vm = ec->vm;
+	uint64_t cand[EVICT_BATCH];
+	unsigned n = 0;
+
+	pthread_mutex_lock(&vm->lock);
+	while (n < EVICT_BATCH && vm->resident_pages > vm->low_pages) {
+		size_t want = EVICT_BATCH - n, got;
+		uint64_t excess = vm->resident_pages - vm->low_pages;
+		if (want > excess)
+			want = (size_t)excess;
+		got = vm->victim->pick(vm->victim_state, cand, want);
+		if (!got)
+			break;
+		for (size_t i = 0; i < got; i++) {
+			struct page_entry *pe = vm_page(vm, cand[i]);
+			/* The selector may hand back pages that left residency since they were queued. */
+			if (pe->state != PG_RESIDENT)
+				continue;
+			pe->state = PG_EVICTING;
+			pe->flags = 0;
+			ec->pages[n++] = cand[i];
+		}
+		/* Pages counted but not yet queued are in flight on the fault path. */
+		if (got < want)
+			break;
+	}
+	pthread_mutex_unlock(&vm->lock);
+	qsort(ec->pages, n, sizeof(ec->pages[0]), cmp_u64);
+	return n;
+}
+
+/* Gives a page back to the guest as resident (write during eviction, store failure). Under lock. */
+static void abort_page_locked(struct vm *vm, uint64_t page, uint32_t slot)
+{
+	struct page_entry *pe = vm_page(vm, page);
+
+	if (slot != SPILL_NO_SLOT)
+		spill_free_slot(vm->spill, slot);
+	pe->slot = SPILL_NO_SLOT;
+	if ((pe->flags & PGF_DISCARDED) && !(pe->flags & PGF_WRITE_PENDING)) {
+		/* The guest discarded it meanwhile: the memfd holds a hole now. */
+		pe->state = PG_ZERO;
+		vm->resident_pages--;
+		vm->zero_pages++;
+	} else {
+		pe->state = PG_RESIDENT;
+		vm->victim->on_resident(vm->victim_state, page);
+	}
+	pe->flags = 0;
+}
+
+static void evict_batch(struct evict_ctx *ec)
+{
+	struct vm *vm = ec->vm;
+	uint64_t t0 = now_ns();
+	unsigned i, n_store = 0, n_commit = 0, n_aborted = 0, n_store_failed = 0;
+	bool want_all[EVICT_BATCH];
+	int r;
+
+	ec->n = pick_victims(ec);
+	if (!ec->n)
+		return;
+	for (i = 0; i < ec->n; i++) {
+		want_all[i] = true;
+		ec->protected_[i] = false;
+		ec->slots[i] = SPILL_NO_SLOT;
+		ec->commit[i] = false;
+	}
+
+	/* 1. write-protect, one ioctl per contiguous run */
+	for (i = 0; i < ec->n;) {
+		unsigned len = run_length(ec, i, want_all);
+		r = uffd_wp_range(vm, vm_page_addr(vm, ec->pages[i]), (uint64_t)len << VM_PAGE_SHIFT, true);
+		/* EAGAIN: the pages are not protected and must not be evicted now. */
+		for (unsigned k = i; k < i + len; k++)
+			ec->protected_[k] = (r == 0);
+		i += len;
+	}
+
+	/* 2. read contents through the memfd (a hole reads as zeros without allocating) */
+	for (i = 0; i < ec->n; i++) {
+		struct vm_region *rg;
+		void *dst = ec->buf + (size_t)i * VM_PAGE_SIZE;
+		ssize_t got;
+
+		ec->zero[i] = false;
+		if (!ec->protected_[i])
+			continue;
+		rg = vm_region_of_page(vm, ec->pages[i]);
+		got = pread(rg->memfd, dst, VM_PAGE_SIZE,
+			    (off_t)(rg->memfd_offset + ((ec->pages[i] - rg->first_page) << VM_PAGE_SHIFT)));
+		if (got != (ssize_t)VM_PAGE_SIZE) {
+			ec->protected_[i] = false; /* treat like a failed store: keep it resident */
+			continue;
+		}
+		if (page_is_zero(dst)) {
+			ec->zero[i] = true;
+			continue;
+		}
+		ec->crcs[i] = crc32c(0, dst, VM_PAGE_SIZE);
+		ec->slots[i] = spill_alloc_slot(vm->spill);
+		if (ec->slots[i] == SPILL_NO_SLOT) {
+			ec->protected_[i] = false; /* spill full: the page stays */
+			n_store_failed++;
+			continue;
+		}
+		ec->bufs[n_store] = dst;
+		ec->results[n_store] = 0;
+		n_store++;
+	}
+
+	/* 3. store every non-zero page and wait until durable */
+	if (n_store) {
+		uint32_t slots[EVICT_BATCH];
+		unsigned k = 0;
+		for (i = 0; i < ec->n; i++)
+			if (ec->protected_[i] && !ec->zero[i])
+				slots[k++] = ec->slots[i];
+		spill_write_batch(vm->spill, slots, ec->bufs, ec->results, n_store);
+		k = 0;
+		for (i = 0; i < ec->n; i++) {
+			if (!ec->protected_[i] || ec->zero[i])
+				continue;
+			if (ec->results[k++] < 0) {
+				ec->protected_[i] = false;
+				n_store_failed++;
+				atomic_fetch_add_explicit(&vm->stats.store_errors, 1, memory_order_relaxed);
+			}
+		}
+	}
+
+	/* 4. decide: pages written to meanwhile go back; the rest is committed */
+	pthread_mutex_lock(&vm->lock);
+	for (i = 0; i < ec->n; i++) {
+		struct page_entry *pe = vm_page(vm, ec->pages[i]);
+		if (!ec->protected_[i] || (pe->flags & PGF_WRITE_PENDING)) {
+			if (ec->protected_[i])
+				n_aborted++;
+			abort_page_locked(vm, ec->pages[i], ec->slots[i]);
+			continue;
+		}
+		pe->state = PG_EVICT_COMMITTED;
+		pe->slot = ec->zero[i] ? SPILL_NO_SLOT : ec->slots[i];
+		pe->crc = ec->crcs[i];
+		ec->commit[i] = true;
+		n_commit++;
+	}
+	/* Degraded while the store refuses pages; healthy again once a batch stores all it wanted. */
+	if (n_store_failed && !vm->degraded)
+		log_warn("vm %s: spill store full or failing: pages stay resident", vm->policy.name);
+	vm->degraded = n_store_failed > 0;
+	pthread_mutex_unlock(&vm->lock);
+	if (n_aborted)
+		atomic_fetch_add_explicit(&vm->stats.evictions_aborted, n_aborted, memory_order_relaxed);
+
+	/* Un-protect every page given back; this also wakes its writers. */
+	for (i = 0; i < ec->n; i++)
+		if (!ec->commit[i])
+			uffd_wp_range(vm, vm_page_addr(vm, ec->pages[i]), VM_PAGE_SIZE, false);
+
+	/* 5. punch committed runs: the next access is a MISSING fault */
+	for (i = 0; i < ec->n;) {
+		if (!ec->commit[i]) {
+			i++;
+			continue;
+		}
+		unsigned len = run_length(ec, i, ec->commit);
+		struct vm_region *rg = vm_region_of_page(vm, ec->pages[i]);
+		off_t off = (off_t)(rg->memfd_offset + ((ec->pages[i] - rg->first_page) << VM_PAGE_SHIFT));
+		if (fallocate(rg->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
+			      (off_t)len << VM_PAGE_SHIFT) < 0)
+			log_err("vm %s: punching %u pages failed: %s", vm->policy.name, len, strerror(errno));
+		i += len;
+	}
+
+	/* 6. record, then wake writers that waited for the punch */
+	pthread_mutex_lock(&vm->lock);
+	unsigned n_wake = 0;
+	uint64_t wake[EVICT_BATCH];
+	for (i = 0; i < ec->n; i++) {
+		struct page_entry *pe;
+		if (!ec->commit[i])
+			continue;
+		pe = vm_page(vm, ec->pages[i]);
+		if (pe->state != PG_EVICT_COMMITTED)
+			continue; /* refaulted in between: the fault thread took over */
+		if (pe->flags & PGF_WRITE_PENDING)
+			wake[n_wake++] = ec->pages[i];
+		vm->resident_pages--;
+		if (ec->zero[i] || (pe->flags & PGF_DISCARDED)) {
+			if (pe->slot != SPILL_NO_SLOT)
+				spill_free_slot(vm->spill, pe->slot);
+			pe->slot = SPILL_NO_SLOT;
+			pe->state = PG_ZERO;
+			vm->zero_pages++;
+		} else {
+			pe->state = PG_STORED;
+			vm->stored_pages++;
+		}
+		pe->flags = 0;
+	}
+	pthread_mutex_unlock(&vm->lock);
+	pthread_cond_broadcast(&vm->space_cond);
+	for (i = 0; i < n_wake; i++) {
+		struct uffdio_range rg = { .start = vm_page_addr(vm, wake[i]), .len = VM_PAGE_SIZE };
+		ioctl(vm->uffd, UFFDIO_WAKE, &rg);
+	}
+
+	for (i = 0; i < ec->n; i++)
+		if (ec->commit[i] && ec->zero[i])
+			atomic_fetch_add_explicit(&vm->stats.zero_pages_skipped, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&vm->stats.evictions, n_commit, memory_order_relaxed);
+	atomic_fetch_add_explicit(&vm->stats.eviction_batches, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&vm->stats.eviction_ns, now_ns() - t0, memory_order_relaxed);
+}
+
+void *vm_evict_thread(void *arg)
+{
+	struct evict_ctx *ec;
+	struct vm *vm = arg;
+
+	ec = calloc(1, sizeof(*ec));
+	if (!ec || posix_memalign((void **)&ec->buf, VM_PAGE_SIZE, EVICT_BATCH * VM_PAGE_SIZE)) {
+		log_err("vm %s: evictor out of memory", vm->policy.name);
+		free(ec);
+		return NULL;
+	}
+	ec->vm = vm;
+	for (;;) {
+		bool work;
+
+		pthread_mutex_lock(&vm->lock);
+		while (!vm->stopping && vm->resident_pages <= vm->low_pages)
+			pthread_cond_wait(&vm->evict_cond, &vm->lock);
+		work = !vm->stopping;
+		pthread_mutex_unlock(&vm->lock);
+		if (!work)
+			break;
+		uint64_t before = atomic_load(&vm->stats.evictions);
+		evict_batch(ec);
+		if (atomic_load(&vm->stats.evictions) == before) {
+			/* Nothing could go (store full, all pages busy): do not spin. */
+			usleep(10000);
+		}
+	}
+	free(ec->buf);
+	free(ec);
+	return NULL;
+}

@@ -1,0 +1,359 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The fault thread: one per VM, the only reader of the VM's uffd. It turns
+ * every MISSING fault into exactly one UFFDIO_ZEROPAGE or UFFDIO_COPY (the
+ * kernel wakes every thread waiting on that page when the page lands), every
+ * write-protect fault into either "wait for the evictor" or an un-protect,
+ * and every EVENT_REMOVE into forgotten pages. Nothing here allocates or
+ * logs per page: counters and the latency histogram say what happened.
+ */
+#include <errno.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "crc32c.h"
+#include "log.h"
+#include "util.h"
+#include "vm-private.h"
+
+#define FAULT_BATCH 64
+#define BACKLOG_MAX 4096
+
+/* Messages read while a copy had to be retried (EAGAIN): served after the current batch. */
+struct backlog {
+	struct uffd_msg msgs[BACKLOG_MAX];
+	unsigned head, count;
+};
+
+struct fault_ctx {
+	struct vm *vm;
+	void *page_buf; /* one aligned page for spill reads */
+	struct backlog backlog;
+};
+
+static void handle_remove(struct vm *vm, uint64_t start, uint64_t end);
+
+static int uffd_wake(struct vm *vm, uint64_t addr, uint64_t len)
+{
+	struct uffdio_range r = { .start = addr, .len = len };
+
+	return ioctl(vm->uffd, UFFDIO_WAKE, &r) < 0 ? -errno : 0;
+}
+
+/* Reads every pending message so non-cooperative events stop blocking copies. */
+static void drain_events(struct fault_ctx *fc)
+{
+	struct vm *vm = fc->vm;
+	struct uffd_msg msg;
+
+	while (read(vm->uffd, &msg, sizeof(msg)) == (ssize_t)sizeof(msg)) {
+		if (msg.event == UFFD_EVENT_REMOVE) {
+			handle_remove(vm, msg.arg.remove.start, msg.arg.remove.end);
+			continue;
+		}
+		if (fc->backlog.count < BACKLOG_MAX) {
+			unsigned tail = (fc->backlog.head + fc->backlog.count) % BACKLOG_MAX;
+			fc->backlog.msgs[tail] = msg;
+			fc->backlog.count++;
+		} else {
+			/* Cannot happen with fewer faulting threads than BACKLOG_MAX;
+			 * a dropped fault would leave its thread asleep, so say so loudly. */
+			log_err("vm %s: fault backlog overflow", vm->policy.name);
+		}
+	}
+}
+
+/*
+ * Places a page: zeros when src is NULL, else a copy. Returns 0 (placed),
+ * 1 (already present: waiters woken), or -errno.
+ */
+static int place_page(struct fault_ctx *fc, uint64_t addr, const void *src)
+{
+	struct vm *vm = fc->vm;
+
+	for (int attempt = 0; attempt < 1000; attempt++) {
+		int r;
+		if (src) {
+			struct uffdio_copy c = { .dst = addr, .src = (uint64_t)(uintptr_t)src, .len = VM_PAGE_SIZE };
+			r = ioctl(vm->uffd, UFFDIO_COPY, &c);
+		} else {
+			struct uffdio_zeropage z = { .range = { .start = addr, .len = VM_PAGE_SIZE } };
+			r = ioctl(vm->uffd, UFFDIO_ZEROPAGE, &z);
+		}
+		if (r == 0)
+			return 0;
+		switch (errno) {
+		case EEXIST:
+			/* The kernel does not wake the faulting thread on EEXIST. */
+			uffd_wake(vm, addr, VM_PAGE_SIZE);
+			return 1;
+		case EAGAIN:
+			/* A REMOVE event is pending; it must be read before copies go through. */
+			drain_events(fc);
+			continue;
+		case EINTR:
+			continue;
+		default:
+			return -errno;
+		}
+	}
+	return -EAGAIN;
+}
+
+/* Waits until the VM may hold one more page. Called without the lock held. */
+static void throttle(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	if (vm->resident_pages >= vm->high_pages) {
+		atomic_fetch_add_explicit(&vm->stats.throttle_waits, 1, memory_order_relaxed);
+		vm->throttled = true;
+		while (vm->resident_pages >= vm->high_pages && !vm->stopping) {
+			struct timespec ts;
+			pthread_cond_signal(&vm->evict_cond);
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += 1;
+			pthread_cond_timedwait(&vm->space_cond, &vm->lock, &ts);
+		}
+		vm->throttled = false;
+	}
+	pthread_mutex_unlock(&vm->lock);
+}
+
+static void handle_missing(struct fault_ctx *fc, uint64_t addr)
+{
+	struct vm *vm = fc->vm;
+	struct page_entry *pe;
+	uint64_t page, paddr;
+	uint32_t slot, crc;
+	int state, r;
+
+	if (vm_addr_to_page(vm, addr, &page) < 0) {
+		/* Not guest RAM we know: the faulting thread would sleep forever. */
+		log_err("vm %s: fault at 0x%llx outside registered RAM", vm->policy.name, (unsigned long long)addr);
+		return;
+	}
+	paddr = vm_page_addr(vm, page);
+
+	pthread_mutex_lock(&vm->lock);
+	pe = vm_page(vm, page);
+	state = pe->state;
+	slot = pe->slot;
+	crc = pe->crc;
+	if (pe->flags & PGF_LOST) {
+		pthread_mutex_unlock(&vm->lock);
+		return; /* the VM is being stopped; never serve a page we cannot vouch for */
+	}
+	pthread_mutex_unlock(&vm->lock);
+
+	switch (state) {
+	case PG_RESIDENT:
+	case PG_EVICTING:
+		/* Either a duplicate message for a page already placed (EEXIST), or
+		 * the guest discarded it behind our back (balloon): then zeros. */
+		r = place_page(fc, paddr, NULL);
+		pthread_mutex_lock(&vm->lock);
+		if (r == 0) {
+			atomic_fetch_add_explicit(&vm->stats.faults_discard, 1, memory_order_relaxed);
+			if (pe->state == PG_EVICTING)
+				pe->flags |= PGF_WRITE_PENDING; /* evictor read stale data: give it back */
+		} else if (r == 1) {
+			atomic_fetch_add_explicit(&vm->stats.faults_duplicate, 1, memory_order_relaxed);
+		}
+		pthread_mutex_unlock(&vm->lock);
+		break;
+
+	case PG_UNTOUCHED:
+	case PG_ZERO:
+		throttle(vm);
+		r = place_page(fc, paddr, NULL);
+		pthread_mutex_lock(&vm->lock);
+		if (r == 0 && (pe->state == PG_UNTOUCHED || pe->state == PG_ZERO)) {
+			if (pe->state == PG_ZERO)
+				vm->zero_pages--;
+			pe->state = PG_RESIDENT;
+			vm_note_resident(vm, page);
+			atomic_fetch_add_explicit(&vm->stats.faults_zero, 1, memory_order_relaxed);
+		} else if (r == 1) {
+			atomic_fetch_add_explicit(&vm->stats.faults_duplicate, 1, memory_order_relaxed);
+		}
+		pthread_mutex_unlock(&vm->lock);
+		if (r < 0 && r != -ENOENT && r != -ESRCH)
+			log_err("vm %s: UFFDIO_ZEROPAGE at 0x%llx: %s", vm->policy.name, (unsigned long long)paddr,
+				strerror(-r));
+		break;
+
+	case PG_STORED:
+	case PG_EVICT_COMMITTED:
+		/* EVICT_COMMITTED: punched but not yet marked STORED; the copy is durable
+		 * and current (the page was write-protected while it was taken). */
+		if (state == PG_STORED)
+			throttle(vm);
+		r = spill_read(vm->spill, slot, fc->page_buf);
+		if (r < 0 || crc32c(0, fc->page_buf, VM_PAGE_SIZE) != crc) {
+			pthread_mutex_lock(&vm->lock);
+			pe->flags |= PGF_LOST;
+			pthread_mutex_unlock(&vm->lock);
+			atomic_fetch_add_explicit(&vm->stats.integrity_errors, 1, memory_order_relaxed);
+			vm_data_loss(vm, page, r < 0 ? "spill read failed" : "checksum mismatch in the spill copy");
+			break;
+		}
+		r = place_page(fc, paddr, fc->page_buf);
+		pthread_mutex_lock(&vm->lock);
+		if (r == 0 && (pe->state == PG_STORED || pe->state == PG_EVICT_COMMITTED)) {
+			if (pe->state == PG_STORED)
+				vm->stored_pages--;
+			else
+				vm->resident_pages--; /* EVICT_COMMITTED was never uncounted */
+			spill_free_slot(vm->spill, pe->slot);
+			pe->slot = SPILL_NO_SLOT;
+			pe->state = PG_RESIDENT;
+			pe->flags &= (uint8_t)~PGF_WRITE_PENDING; /* the copy woke every waiter */
+			vm_note_resident(vm, page);
+			atomic_fetch_add_explicit(&vm->stats.faults_spill, 1, memory_order_relaxed);
+		} else if (r == 0 || r == 1) {
+			/* EEXIST means something filled a stored page behind our back. */
+			if (r == 1 && pe->state == PG_STORED) {
+				atomic_fetch_add_explicit(&vm->stats.integrity_errors, 1, memory_order_relaxed);
+				log_err("vm %s: page %llu was filled while its contents were stored (integrity alarm)",
+					vm->policy.name, (unsigned long long)page);
+			} else {
+				atomic_fetch_add_explicit(&vm->stats.faults_duplicate, 1, memory_order_relaxed);
+			}
+		}
+		pthread_mutex_unlock(&vm->lock);
+		if (r < 0 && r != -ENOENT && r != -ESRCH)
+			log_err("vm %s: UFFDIO_COPY at 0x%llx: %s", vm->policy.name, (unsigned long long)paddr,
+				strerror(-r));
+		break;
+	}
+}
+
+static void handle_wp(struct vm *vm, uint64_t addr)
+{
+	struct uffdio_writeprotect wp;
+	uint64_t page;
+	bool leave_to_evictor = false;
+
+	atomic_fetch_add_explicit(&vm->stats.faults_wp, 1, memory_order_relaxed);
+	if (vm_addr_to_page(vm, addr, &page) < 0)
+		return;
+	pthread_mutex_lock(&vm->lock);
+	struct page_entry *pe = vm_page(vm, page);
+	if (pe->state == PG_EVICTING || pe->state == PG_EVICT_COMMITTED) {
+		pe->flags |= PGF_WRITE_PENDING;
+		leave_to_evictor = true;
+	}
+	pthread_mutex_unlock(&vm->lock);
+	if (leave_to_evictor)
+		return;
+	/* Not under eviction (a marker left by an earlier punch): un-protect, which wakes. */
+	wp = (struct uffdio_writeprotect){ .range = { .start = vm_page_addr(vm, page), .len = VM_PAGE_SIZE },
+					   .mode = 0 };
+	if (ioctl(vm->uffd, UFFDIO_WRITEPROTECT, &wp) < 0)
+		uffd_wake(vm, vm_page_addr(vm, page), VM_PAGE_SIZE);
+}
+
+static void handle_remove(struct vm *vm, uint64_t start, uint64_t end)
+{
+	atomic_fetch_add_explicit(&vm->stats.remove_events, 1, memory_order_relaxed);
+	pthread_mutex_lock(&vm->lock);
+	for (uint64_t a = start & ~(VM_PAGE_SIZE - 1); a < end; a += VM_PAGE_SIZE) {
+		uint64_t page;
+		if (vm_addr_to_page(vm, a, &page) < 0)
+			continue;
+		struct page_entry *pe = vm_page(vm, page);
+		switch (pe->state) {
+		case PG_RESIDENT:
+			pe->state = PG_ZERO;
+			vm->resident_pages--;
+			vm->zero_pages++;
+			break;
+		case PG_STORED:
+			spill_free_slot(vm->spill, pe->slot);
+			pe->slot = SPILL_NO_SLOT;
+			pe->state = PG_ZERO;
+			pe->flags &= (uint8_t)~PGF_LOST;
+			vm->stored_pages--;
+			vm->zero_pages++;
+			break;
+		case PG_EVICTING:
+		case PG_EVICT_COMMITTED:
+			pe->flags |= PGF_DISCARDED;
+			break;
+		default:
+			break;
+		}
+	}
+	pthread_mutex_unlock(&vm->lock);
+	pthread_cond_broadcast(&vm->space_cond);
+}
+
+static void dispatch(struct fault_ctx *fc, const struct uffd_msg *msg)
+{
+	struct vm *vm = fc->vm;
+	uint64_t t0;
+
+	switch (msg->event) {
+	case UFFD_EVENT_PAGEFAULT:
+		t0 = now_ns();
+		if (msg->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
+			handle_wp(vm, msg->arg.pagefault.address);
+		else
+			handle_missing(fc, msg->arg.pagefault.address);
+		hist_record(&vm->fault_latency, now_ns() - t0);
+		break;
+	case UFFD_EVENT_REMOVE:
+		handle_remove(vm, msg->arg.remove.start, msg->arg.remove.end);
+		break;
+	default:
+		log_err("vm %s: unexpected userfaultfd event %u", vm->policy.name, msg->event);
+		break;
+	}
+}
+
+void *vm_fault_thread(void *arg)
+{
+	struct vm *vm = arg;
+	struct fault_ctx *fc;
+	struct uffd_msg msgs[FAULT_BATCH];
+
+	fc = calloc(1, sizeof(*fc));
+	if (!fc || posix_memalign(&fc->page_buf, VM_PAGE_SIZE, VM_PAGE_SIZE)) {
+		log_err("vm %s: fault thread out of memory", vm->policy.name);
+		free(fc);
+		return NULL;
+	}
+	fc->vm = vm;
+	for (;;) {
+		struct pollfd pfd[2] = { { .fd = vm->uffd, .events = POLLIN }, { .fd = vm->stop_efd, .events = POLLIN } };
+		ssize_t n;
+
+		while (fc->backlog.count) {
+			struct uffd_msg m = fc->backlog.msgs[fc->backlog.head];
+			fc->backlog.head = (fc->backlog.head + 1) % BACKLOG_MAX;
+			fc->backlog.count--;
+			dispatch(fc, &m);
+		}
+		if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+			break;
+		if (pfd[1].revents)
+			break;
+		if (pfd[0].revents & (POLLERR | POLLHUP | POLLNVAL))
+			break;
+		n = read(vm->uffd, msgs, sizeof(msgs));
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				continue;
+			break;
+		}
+		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++)
+			dispatch(fc, &msgs[i]);
+	}
+	free(fc->page_buf);
+	free(fc);
+	return NULL;
+}

@@ -1,0 +1,592 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Registration server and VM registry. Everything a shim sends is hostile
+ * until checked: the peer's uid (SO_PEERCRED), each message's size, type
+ * and version, the kind of every passed fd (a userfaultfd, a memfd), and
+ * the region against the memfd's real size. Extra fds are closed, never
+ * kept. A client that misbehaves gets an error reply and is dropped; the
+ * daemon goes on serving everyone else.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <linux/magic.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "control.h"
+#include "glue-proto.h"
+#include "log.h"
+#include "registry.h"
+#include "util.h"
+#include "vm.h"
+
+#define MAX_CLIENTS 256
+#define MAX_FDS_PER_MSG 4
+
+enum tag_kind { TAG_LISTEN, TAG_SIGNAL, TAG_CLIENT, TAG_PIDFD };
+
+struct client {
+	int fd;
+	pid_t pid;
+	uid_t uid;
+	struct vm *vm;
+	struct epoll_tag { enum tag_kind kind; struct client *c; } tag, pid_tag;
+	struct client *next;
+};
+
+struct pager {
+	struct policy_pager_config cfg;
+	int listen_fd, epfd, sigfd;
+	struct epoll_tag listen_tag, signal_tag;
+	pthread_mutex_t lock; /* the client list and every VM pointer in it */
+	struct client *clients;
+	unsigned nclients;
+	uint64_t committed; /* sum of local_memory of registered VMs */
+	uint64_t vms_registered, vms_refused, vms_exited;
+	struct ctl_server *ctl;
+};
+
+static bool fd_link_is(int fd, const char *prefix)
+{
+	char path[64], target[128];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, target, sizeof(target) - 1);
+	if (n < 0)
+		return false;
+	target[n] = '\0';
+	return strncmp(target, prefix, strlen(prefix)) == 0;
+}
+
+static bool name_is_valid(const char *s)
+{
+	size_t n = strnlen(s, GLUE_NAME_MAX);
+
+	if (n == 0 || n >= GLUE_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!(s[i] >= 'a' && s[i] <= 'z') && !(s[i] >= 'A' && s[i] <= 'Z') && !(s[i] >= '0' && s[i] <= '9') &&
+		    s[i] != '.' && s[i] != '_' && s[i] != '-')
+			return false;
+	return true;
+}
+
+static void reply(struct client *c, enum glue_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void reply(struct client *c, enum glue_status st, const char *fmt, ...)
+{
+	struct glue_msg_reply r = {
+		.hdr = { .magic = GLUE_PROTO_MAGIC, .version = GLUE_PROTO_VERSION, .type = GLUE_MSG_REPLY,
+			 .length = sizeof(r) },
+		.status = st,
+	};
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(r.text, sizeof(r.text), fmt, ap);
+	va_end(ap);
+	/* MSG_DONTWAIT: a client that does not read must not stall the daemon. */
+	if (send(c->fd, &r, sizeof(r), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		log_debug("reply to pid %d lost: %s", (int)c->pid, strerror(errno));
+}
+
+static struct vm *find_vm_locked(struct pager *p, const char *name)
+{
+	for (struct client *c = p->clients; c; c = c->next)
+		if (c->vm && strcmp(vm_name(c->vm), name) == 0)
+			return c->vm;
+	return NULL;
+}
+
+static void client_drop(struct pager *p, struct client *c, const char *why)
+{
+	struct client **pp;
+	struct vm *vm;
+
+	pthread_mutex_lock(&p->lock);
+	for (pp = &p->clients; *pp && *pp != c; pp = &(*pp)->next)
+		;
+	if (*pp)
+		*pp = c->next;
+	p->nclients--;
+	vm = c->vm;
+	if (vm) {
+		p->committed -= vm_local_memory(vm);
+		p->vms_exited++;
+	}
+	c->vm = NULL;
+	pthread_mutex_unlock(&p->lock);
+
+	if (vm) {
+		log_info("vm %s: %s; freeing its pages and spill file", vm_name(vm), why);
+		vm_free(vm);
+	}
+	epoll_ctl(p->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	close(c->fd);
+	free(c);
+}
+
+static void handle_hello(struct pager *p, struct client *c, const struct glue_msg_hello *h, size_t len, int fd)
+{
+	struct policy_vm pol;
+	struct policy_error perr;
+	struct vm *vm;
+	char err[256], src[96];
+	int pidfd, r;
+
+	if (c->vm) {
+		reply(c, GLUE_INVALID, "HELLO sent twice");
+		goto drop_fd;
+	}
+	if (len < sizeof(*h) || h->policy_len > GLUE_POLICY_MAX || len != sizeof(*h) + h->policy_len) {
+		reply(c, GLUE_INVALID, "HELLO length %zu does not match its policy_len", len);
+		goto drop_fd;
+	}
+	if (fd < 0 || !fd_link_is(fd, "anon_inode:[userfaultfd]")) {
+		reply(c, GLUE_INVALID, "HELLO must carry exactly one userfaultfd");
+		goto drop_fd;
+	}
+	char name[GLUE_NAME_MAX];
+	memcpy(name, h->name, sizeof(name));
+	name[GLUE_NAME_MAX - 1] = '\0';
+	if (!name_is_valid(name)) {
+		reply(c, GLUE_INVALID, "VM name must be 1-63 characters of [A-Za-z0-9._-]");
+		goto drop_fd;
+	}
+	if (!h->policy_len) {
+		reply(c, GLUE_REFUSED, "no policy: start the VM with uffd-qemu --policy FILE");
+		goto drop_fd;
+	}
+	snprintf(src, sizeof(src), "policy of vm %s", name);
+	if (policy_vm_parse((const char *)(h + 1), h->policy_len, src, &pol, &perr) < 0) {
+		reply(c, GLUE_REFUSED, "%s", perr.msg);
+		goto drop_fd;
+	}
+	/* The name the launcher chose (--name) wins over the policy's. */
+	snprintf(pol.name, sizeof(pol.name), "%s", name);
+
+	pthread_mutex_lock(&p->lock);
+	if (find_vm_locked(p, name)) {
+		pthread_mutex_unlock(&p->lock);
+		p->vms_refused++;
+		reply(c, GLUE_REFUSED, "a VM named '%s' is already registered", name);
+		goto drop_fd;
+	}
+	if (p->cfg.budget && p->committed + pol.local_memory > p->cfg.budget) {
+		char a[32], b[32], d[32];
+		pthread_mutex_unlock(&p->lock);
+		p->vms_refused++;
+		reply(c, GLUE_REFUSED, "local_memory %s does not fit the host budget: %s of %s already committed",
+		      format_size(pol.local_memory, a, sizeof(a)), format_size(p->committed, b, sizeof(b)),
+		      format_size(p->cfg.budget, d, sizeof(d)));
+		log_warn("vm %s refused: local_memory %s over the budget", name, a);
+		goto drop_fd;
+	}
+	p->committed += pol.local_memory; /* reserved now so two HELLOs cannot both fit */
+	pthread_mutex_unlock(&p->lock);
+
+	pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
+	if (pidfd < 0) {
+		reply(c, GLUE_REFUSED, "pidfd_open(%d): %s", (int)c->pid, strerror(errno));
+		goto unreserve;
+	}
+	r = vm_new(&pol, c->pid, pidfd, fd, p->cfg.state_dir, p->cfg.max_guest_memory, &vm, err, sizeof(err));
+	fd = -1; /* vm_new owns it now, also on failure */
+	if (r < 0) {
+		reply(c, GLUE_REFUSED, "%s", err);
+		goto unreserve;
+	}
+	pthread_mutex_lock(&p->lock);
+	c->vm = vm;
+	p->vms_registered++;
+	pthread_mutex_unlock(&p->lock);
+	c->pid_tag = (struct epoll_tag){ .kind = TAG_PIDFD, .c = c };
+	/* The pidfd turns readable when the process exits, even if its socket lingers in a child. */
+	epoll_ctl(p->epfd, EPOLL_CTL_ADD, pidfd,
+		  &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &c->pid_tag });
+	reply(c, GLUE_OK, "registered as %s", name);
+	return;
+
+unreserve:
+	pthread_mutex_lock(&p->lock);
+	p->committed -= pol.local_memory;
+	p->vms_refused++;
+	pthread_mutex_unlock(&p->lock);
+drop_fd:
+	if (fd >= 0)
+		close(fd);
+}
+
+static void handle_region(struct pager *p, struct client *c, const struct glue_msg_region *m, size_t len, int fd)
+{
+	char err[256];
+
+	if (!c->vm) {
+		reply(c, GLUE_INVALID, "REGION before HELLO");
+		goto drop_fd;
+	}
+	if (len != sizeof(*m)) {
+		reply(c, GLUE_INVALID, "REGION of %zu bytes, expected %zu", len, sizeof(*m));
+		goto drop_fd;
+	}
+	if (fd < 0 || !fd_link_is(fd, "/memfd:")) {
+		reply(c, GLUE_INVALID, "REGION must carry exactly one memfd");
+		goto drop_fd;
+	}
+	/* vm_add_region runs without the registry lock: only this thread adds regions or frees VMs. */
+	if (vm_add_region(c->vm, fd, m->host_addr, m->length, m->memfd_offset, err, sizeof(err)) < 0) {
+		reply(c, GLUE_INVALID, "%s", err);
+		return;
+	}
+	reply(c, GLUE_OK, "region registered");
+	return;
+drop_fd:
+	if (fd >= 0)
+		close(fd);
+}
+
+/* Returns false when the client must be dropped. */
+static bool client_read(struct pager *p, struct client *c)
+{
+	static _Alignas(8) char buf[sizeof(struct glue_msg_hello) + GLUE_POLICY_MAX + 64];
+	char cbuf[CMSG_SPACE(sizeof(int) * MAX_FDS_PER_MSG)];
+	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+	const struct glue_msg_header *hdr = (const void *)buf;
+	int fds[MAX_FDS_PER_MSG * 2], nfds = 0, fd = -1;
+	ssize_t n;
+
+	n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+	if (n < 0)
+		return errno == EAGAIN || errno == EINTR;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k && nfds < (int)ARRAY_SIZE(fds); i++)
+			memcpy(&fds[nfds++], CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+	}
+	if (nfds == 1)
+		fd = fds[0];
+	else
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
+	if (n == 0)
+		return false; /* EOF: the process is gone or gave up */
+	if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || (size_t)n < sizeof(*hdr) || hdr->magic != GLUE_PROTO_MAGIC ||
+	    hdr->length != (uint32_t)n) {
+		reply(c, GLUE_INVALID, "malformed message (%zd bytes)", n);
+		goto bad;
+	}
+	if (hdr->version != GLUE_PROTO_VERSION) {
+		reply(c, GLUE_INVALID, "protocol version %u, this pager speaks %u", hdr->version, GLUE_PROTO_VERSION);
+		goto bad;
+	}
+	switch (hdr->type) {
+	case GLUE_MSG_HELLO:
+		handle_hello(p, c, (const void *)buf, (size_t)n, fd);
+		return c->vm != NULL;
+	case GLUE_MSG_REGION:
+		handle_region(p, c, (const void *)buf, (size_t)n, fd);
+		return true;
+	default:
+		reply(c, GLUE_INVALID, "unknown message type %u", hdr->type);
+		goto bad;
+	}
+bad:
+	if (fd >= 0)
+		close(fd);
+	/* A registered VM keeps running on a garbled follow-up; a stranger is dropped. */
+	return c->vm != NULL;
+}
+
+static void accept_client(struct pager *p)
+{
+	struct ucred cred;
+	socklen_t cl = sizeof(cred);
+	struct client *c;
+	int fd = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+	if (fd < 0)
+		return;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0) {
+		close(fd);
+		return;
+	}
+	bool allowed = cred.uid == 0;
+	for (unsigned i = 0; i < p->cfg.n_allowed_uids; i++)
+		allowed |= cred.uid == p->cfg.allowed_uids[i];
+	if (!allowed || p->nclients >= MAX_CLIENTS) {
+		log_warn("registration from pid %d uid %u refused: %s", (int)cred.pid, (unsigned)cred.uid,
+			 allowed ? "too many clients" : "uid not allowed (pager config 'allowed_uids')");
+		close(fd);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		return;
+	}
+	c->fd = fd;
+	c->pid = cred.pid;
+	c->uid = cred.uid;
+	c->tag = (struct epoll_tag){ .kind = TAG_CLIENT, .c = c };
+	pthread_mutex_lock(&p->lock);
+	c->next = p->clients;
+	p->clients = c;
+	p->nclients++;
+	pthread_mutex_unlock(&p->lock);
+	epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &c->tag });
+}
+
+static int make_dir(const char *path, mode_t mode)
+{
+	char tmp[256];
+
+	snprintf(tmp, sizeof(tmp), "%s", path);
+	for (char *s = tmp + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		mkdir(tmp, 0755);
+		*s = '/';
+	}
+	if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static bool dir_is_on_disk(const char *dir)
+{
+	struct statfs sf;
+
+	if (statfs(dir, &sf) < 0)
+		return false;
+	return sf.f_type != TMPFS_MAGIC && sf.f_type != RAMFS_MAGIC;
+}
+
+static int dirname_of(const char *path, char *out, size_t len)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (!slash || slash == path)
+		return -EINVAL;
+	snprintf(out, len, "%.*s", (int)(slash - path), path);
+	return 0;
+}
+
+int pager_new(const struct policy_pager_config *cfg, struct pager **ret)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct pager *p;
+	sigset_t mask;
+	char dir[256];
+	int r;
+
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->cfg = *cfg;
+	p->listen_fd = p->epfd = p->sigfd = -1;
+	pthread_mutex_init(&p->lock, NULL);
+
+	if ((r = make_dir(cfg->state_dir, 0700)) < 0) {
+		log_err("cannot create state directory %s: %s", cfg->state_dir, strerror(-r));
+		goto fail;
+	}
+	if (!dir_is_on_disk(cfg->state_dir)) {
+		log_err("state directory %s is on tmpfs/ramfs: spill files there would use the RAM they are meant to free; use a directory on disk (--state-dir)",
+			cfg->state_dir);
+		r = -EINVAL;
+		goto fail;
+	}
+	if (dirname_of(cfg->socket_path, dir, sizeof(dir)) == 0)
+		make_dir(dir, 0755);
+	if (strlen(cfg->socket_path) >= sizeof(sa.sun_path)) {
+		log_err("socket path %s is too long", cfg->socket_path);
+		r = -ENAMETOOLONG;
+		goto fail;
+	}
+	strcpy(sa.sun_path, cfg->socket_path);
+	p->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	unlink(cfg->socket_path);
+	if (p->listen_fd < 0 || bind(p->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    listen(p->listen_fd, 64) < 0) {
+		r = log_err_errno(-errno, "cannot listen on %s", cfg->socket_path);
+		goto fail;
+	}
+	/* Who may connect is checked with SO_PEERCRED; the mode only keeps strangers from trying. */
+	chmod(cfg->socket_path, cfg->n_allowed_uids ? 0666 : 0600);
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	p->sigfd = signalfd(-1, &mask, SFD_CLOEXEC);
+	p->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (p->sigfd < 0 || p->epfd < 0) {
+		r = log_err_errno(-errno, "signalfd/epoll");
+		goto fail;
+	}
+	p->listen_tag.kind = TAG_LISTEN;
+	p->signal_tag.kind = TAG_SIGNAL;
+	epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->listen_fd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &p->listen_tag });
+	epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->sigfd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &p->signal_tag });
+
+	if (dirname_of(cfg->control_path, dir, sizeof(dir)) == 0)
+		make_dir(dir, 0755);
+	r = ctl_server_start(p, cfg->control_path, 0660, &p->ctl);
+	if (r < 0) {
+		log_err_errno(r, "cannot start the control server on %s", cfg->control_path);
+		goto fail;
+	}
+	*ret = p;
+	return 0;
+fail:
+	pager_free(p);
+	return r;
+}
+
+int pager_run(struct pager *p)
+{
+	char sz[32];
+
+	log_info("uffd-pager %s: registration %s, control %s, state %s, budget %s", UFFDVM_VERSION, p->cfg.socket_path,
+		 p->cfg.control_path, p->cfg.state_dir, p->cfg.budget ? format_size(p->cfg.budget, sz, sizeof(sz)) : "unlimited");
+	for (;;) {
+		struct epoll_event ev[16];
+		int n = epoll_wait(p->epfd, ev, 16, -1);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return log_err_errno(-errno, "epoll_wait");
+		}
+		for (int i = 0; i < n; i++) {
+			struct epoll_tag *t = ev[i].data.ptr;
+			switch (t->kind) {
+			case TAG_LISTEN:
+				accept_client(p);
+				break;
+			case TAG_SIGNAL:
+				log_info("shutting down");
+				return 0;
+			case TAG_CLIENT:
+				if ((ev[i].events & EPOLLIN) && client_read(p, t->c))
+					break;
+				if (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+					client_drop(p, t->c, "process exited or closed its registration");
+					/* later events of this round may name the freed client */
+					goto next_round;
+				}
+				break;
+			case TAG_PIDFD:
+				client_drop(p, t->c, "process exited");
+				goto next_round;
+			}
+		}
+next_round:;
+	}
+}
+
+void pager_free(struct pager *p)
+{
+	if (!p)
+		return;
+	ctl_server_stop(p->ctl);
+	while (p->clients)
+		client_drop(p, p->clients, "pager shutting down");
+	if (p->listen_fd >= 0) {
+		close(p->listen_fd);
+		unlink(p->cfg.socket_path);
+	}
+	if (p->epfd >= 0)
+		close(p->epfd);
+	if (p->sigfd >= 0)
+		close(p->sigfd);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+}
+
+/* ---- pager.h: what the control server may ask ---- */
+
+json_t *pager_vm_list(struct pager *p)
+{
+	json_t *arr = json_array();
+
+	pthread_mutex_lock(&p->lock);
+	for (struct client *c = p->clients; c; c = c->next)
+		if (c->vm)
+			json_array_append_new(arr, vm_stats_json(c->vm, true));
+	pthread_mutex_unlock(&p->lock);
+	return json_pack("{s:o}", "vms", arr);
+}
+
+int pager_vm_stats(struct pager *p, const char *name, json_t **ret_stats)
+{
+	struct vm *vm;
+
+	pthread_mutex_lock(&p->lock);
+	vm = find_vm_locked(p, name);
+	if (vm)
+		*ret_stats = vm_stats_json(vm, false);
+	pthread_mutex_unlock(&p->lock);
+	return vm ? 0 : -ENOENT;
+}
+
+int pager_vm_set_limit(struct pager *p, const char *name, uint64_t bytes, char *err, size_t errlen)
+{
+	struct vm *vm;
+	int r = 0;
+
+	if (bytes < (1ULL << 20)) {
+		snprintf(err, errlen, "local_memory must be at least 1M");
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&p->lock);
+	vm = find_vm_locked(p, name);
+	if (!vm) {
+		r = -ENOENT;
+		snprintf(err, errlen, "no VM named '%s'", name);
+	} else if (p->cfg.budget && p->committed - vm_local_memory(vm) + bytes > p->cfg.budget) {
+		char a[32], b[32];
+		snprintf(err, errlen, "%s does not fit the host budget of %s", format_size(bytes, a, sizeof(a)),
+			 format_size(p->cfg.budget, b, sizeof(b)));
+		r = -ENOSPC;
+	} else {
+		p->committed = p->committed - vm_local_memory(vm) + (bytes & ~4095ULL);
+		vm_set_local_memory(vm, bytes & ~4095ULL);
+		log_info("vm %s: local memory set to %llu MiB", name, (unsigned long long)(bytes >> 20));
+	}
+	pthread_mutex_unlock(&p->lock);
+	return r;
+}
+
+json_t *pager_stats(struct pager *p)
+{
+	json_t *o;
+	unsigned vms = 0;
+
+	pthread_mutex_lock(&p->lock);
+	for (struct client *c = p->clients; c; c = c->next)
+		vms += c->vm != NULL;
+	o = json_pack("{s:s, s:I, s:I, s:i, s:I, s:I, s:I, s:s}", "version", UFFDVM_VERSION, "budget",
+		      (json_int_t)p->cfg.budget, "committed", (json_int_t)p->committed, "vms", (int)vms,
+		      "vms_registered", (json_int_t)p->vms_registered, "vms_refused", (json_int_t)p->vms_refused,
+		      "vms_exited", (json_int_t)p->vms_exited, "state_dir", p->cfg.state_dir);
+	pthread_mutex_unlock(&p->lock);
+	return o;
+}

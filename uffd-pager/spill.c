@@ -1,0 +1,236 @@
+/* SPDX-License-Identifier: MIT */
+/* Spill file: slot allocator and io_uring I/O for one VM's evicted pages. */
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "spill.h"
+#include "util.h"
+
+#define SPILL_RING_DEPTH 256
+
+struct spill {
+	int fd;
+	bool direct;
+	char path[512];
+	struct io_uring write_ring; /* evictor */
+	struct io_uring read_ring;  /* fault thread */
+	pthread_mutex_t lock;       /* guards the allocator */
+	uint64_t *bitmap;           /* 1 = slot in use */
+	uint64_t bitmap_words;      /* allocated words */
+	uint64_t max_slots;
+	uint64_t used;
+	uint64_t hint;              /* first word that may have a free bit */
+};
+
+int spill_new(const char *dir, const char *name, uint64_t max_slots, struct spill **ret)
+{
+	struct spill *s;
+	int r;
+
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->fd = -1;
+	pthread_mutex_init(&s->lock, NULL);
+	if (!max_slots || max_slots > UINT32_MAX - 1)
+		max_slots = UINT32_MAX - 1;
+	s->max_slots = max_slots;
+	if ((size_t)snprintf(s->path, sizeof(s->path), "%s/%s.spill", dir, name) >= sizeof(s->path)) {
+		r = -ENAMETOOLONG;
+		goto fail;
+	}
+	/* A file left by a crashed pager for a VM of the same name is stale. */
+	unlink(s->path);
+	s->fd = open(s->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_DIRECT, 0600);
+	if (s->fd >= 0) {
+		s->direct = true;
+	} else if (errno == EINVAL) {
+		/* Filesystem without O_DIRECT: buffered I/O is still correct. */
+		s->fd = open(s->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	}
+	if (s->fd < 0) {
+		r = -errno;
+		goto fail;
+	}
+	r = io_uring_queue_init(SPILL_RING_DEPTH, &s->write_ring, 0);
+	if (r < 0)
+		goto fail_unlink;
+	r = io_uring_queue_init(8, &s->read_ring, 0);
+	if (r < 0) {
+		io_uring_queue_exit(&s->write_ring);
+		goto fail_unlink;
+	}
+	*ret = s;
+	return 0;
+
+fail_unlink:
+	unlink(s->path);
+fail:
+	if (s->fd >= 0)
+		close(s->fd);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+	return r;
+}
+
+void spill_free(struct spill *s)
+{
+	if (!s)
+		return;
+	io_uring_queue_exit(&s->write_ring);
+	io_uring_queue_exit(&s->read_ring);
+	close(s->fd);
+	if (unlink(s->path) < 0)
+		log_warn("cannot delete spill file %s: %s", s->path, strerror(errno));
+	pthread_mutex_destroy(&s->lock);
+	free(s->bitmap);
+	free(s);
+}
+
+const char *spill_path(const struct spill *s) { return s->path; }
+bool spill_is_direct(const struct spill *s) { return s->direct; }
+
+uint32_t spill_alloc_slot(struct spill *s)
+{
+	uint32_t slot = SPILL_NO_SLOT;
+
+	pthread_mutex_lock(&s->lock);
+	if (s->used >= s->max_slots)
+		goto out;
+	for (uint64_t w = s->hint; w < s->bitmap_words; w++) {
+		if (s->bitmap[w] != UINT64_MAX) {
+			unsigned bit = (unsigned)__builtin_ctzll(~s->bitmap[w]);
+			uint64_t cand = w * 64 + bit;
+			if (cand >= s->max_slots)
+				goto out;
+			s->bitmap[w] |= 1ULL << bit;
+			s->hint = w;
+			slot = (uint32_t)cand;
+			s->used++;
+			goto out;
+		}
+	}
+	/* Grow the bitmap geometrically; the file grows by itself on write. */
+	{
+		uint64_t words = s->bitmap_words ? s->bitmap_words * 2 : 64;
+		uint64_t *nb = realloc(s->bitmap, words * sizeof(uint64_t));
+		if (!nb)
+			goto out;
+		memset(nb + s->bitmap_words, 0, (words - s->bitmap_words) * sizeof(uint64_t));
+		slot = (uint32_t)(s->bitmap_words * 64);
+		if (slot >= s->max_slots) {
+			s->bitmap = nb;
+			s->bitmap_words = words;
+			slot = SPILL_NO_SLOT;
+			goto out;
+		}
+		nb[s->bitmap_words] |= 1;
+		s->hint = s->bitmap_words;
+		s->bitmap = nb;
+		s->bitmap_words = words;
+		s->used++;
+	}
+out:
+	pthread_mutex_unlock(&s->lock);
+	return slot;
+}
+
+void spill_free_slot(struct spill *s, uint32_t slot)
+{
+	uint64_t w = slot / 64;
+
+	pthread_mutex_lock(&s->lock);
+	if (w < s->bitmap_words && (s->bitmap[w] & (1ULL << (slot % 64)))) {
+		s->bitmap[w] &= ~(1ULL << (slot % 64));
+		s->used--;
+		if (w < s->hint)
+			s->hint = w;
+	} else {
+		log_err("spill %s: double free of slot %u", s->path, slot);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+uint64_t spill_used_slots(struct spill *s)
+{
+	uint64_t u;
+
+	pthread_mutex_lock(&s->lock);
+	u = s->used;
+	pthread_mutex_unlock(&s->lock);
+	return u;
+}
+
+void spill_set_max_slots(struct spill *s, uint64_t max_slots)
+{
+	pthread_mutex_lock(&s->lock);
+	s->max_slots = max_slots && max_slots < UINT32_MAX - 1 ? max_slots : UINT32_MAX - 1;
+	pthread_mutex_unlock(&s->lock);
+}
+
+int spill_write_batch(struct spill *s, const uint32_t *slots, void *const *bufs, int *results, unsigned n)
+{
+	unsigned submitted = 0, done = 0;
+	int first_err = 0;
+
+	while (done < n) {
+		while (submitted < n) {
+			struct io_uring_sqe *sqe = io_uring_get_sqe(&s->write_ring);
+			if (!sqe)
+				break;
+			io_uring_prep_write(sqe, s->fd, bufs[submitted], PAGE_SIZE_4K,
+					    (uint64_t)slots[submitted] * PAGE_SIZE_4K);
+			io_uring_sqe_set_data64(sqe, submitted);
+			submitted++;
+		}
+		int r = io_uring_submit_and_wait(&s->write_ring, 1);
+		if (r < 0 && r != -EINTR) {
+			/* Could not even submit: fail what is not yet complete. */
+			for (unsigned i = done; i < n; i++)
+				results[i] = r;
+			return r;
+		}
+		struct io_uring_cqe *cqe;
+		unsigned head, seen = 0;
+		io_uring_for_each_cqe(&s->write_ring, head, cqe) {
+			uint64_t i = io_uring_cqe_get_data64(cqe);
+			int res = cqe->res == (int)PAGE_SIZE_4K ? 0 : (cqe->res < 0 ? cqe->res : -EIO);
+			results[i] = res;
+			if (res && !first_err)
+				first_err = res;
+			seen++;
+		}
+		io_uring_cq_advance(&s->write_ring, seen);
+		done += seen;
+	}
+	return first_err;
+}
+
+int spill_read(struct spill *s, uint32_t slot, void *buf)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&s->read_ring);
+	struct io_uring_cqe *cqe;
+	int r;
+
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_read(sqe, s->fd, buf, PAGE_SIZE_4K, (uint64_t)slot * PAGE_SIZE_4K);
+	r = io_uring_submit_and_wait(&s->read_ring, 1);
+	if (r < 0)
+		return r;
+	r = io_uring_wait_cqe(&s->read_ring, &cqe);
+	if (r < 0)
+		return r;
+	r = cqe->res == (int)PAGE_SIZE_4K ? 0 : (cqe->res < 0 ? cqe->res : -EIO);
+	io_uring_cqe_seen(&s->read_ring, cqe);
+	return r;
+}

@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Per-VM spill file: the local-disk store for evicted pages. Pages live in
+ * 4 KiB slots handed out by a bitmap allocator (freed slots are reused
+ * first-fit, so the file stays as small as the peak of stored pages).
+ * I/O goes through io_uring, O_DIRECT where the filesystem allows. The
+ * evictor writes batches through one ring, the fault thread reads through
+ * another, so neither waits for the other's I/O.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SPILL_NO_SLOT UINT32_MAX
+
+struct spill;
+
+/*
+ * Creates DIR/NAME.spill (exclusive; a stale file of the same name is
+ * replaced). max_slots bounds the file (0 = as many as fit in 32 bits).
+ * Returns 0 or -errno.
+ */
+int spill_new(const char *dir, const char *name, uint64_t max_slots, struct spill **ret);
+/* Closes and deletes the file. NULL-safe. */
+void spill_free(struct spill *s);
+const char *spill_path(const struct spill *s);
+bool spill_is_direct(const struct spill *s);
+
+/* Returns a free slot, or SPILL_NO_SLOT when the cap is reached. Thread-safe. */
+uint32_t spill_alloc_slot(struct spill *s);
+void spill_free_slot(struct spill *s, uint32_t slot);
+uint64_t spill_used_slots(struct spill *s);
+void spill_set_max_slots(struct spill *s, uint64_t max_slots);
+
+/*
+ * Writes n pages (4 KiB-aligned buffers) to their slots in one submission
+ * and waits for all. results[i] is 0 or -errno per page. Returns 0 if all
+ * succeeded, else the first error. Evictor thread only.
+ */
+int spill_write_batch(struct spill *s, const uint32_t *slots, void *const *bufs, int *results, unsigned n);
+/* Reads one slot into a 4 KiB-aligned buffer. Fault thread only. Returns 0 or -errno. */
+int spill_read(struct spill *s, uint32_t slot, void *buf);

@@ -1,0 +1,371 @@
+/* SPDX-License-Identifier: MIT */
+/* VM lifecycle, page-map helpers, limits and statistics. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "util.h"
+#include "vm-private.h"
+#include "vm.h"
+
+struct page_entry *vm_page(struct vm *vm, uint64_t page)
+{
+	struct vm_region *r = vm_region_of_page(vm, page);
+
+	return &r->pages[page - r->first_page];
+}
+
+struct vm_region *vm_region_of_page(struct vm *vm, uint64_t page)
+{
+	for (unsigned i = 1; i < vm->nregions; i++)
+		if (page < vm->regions[i].first_page)
+			return &vm->regions[i - 1];
+	return &vm->regions[vm->nregions - 1];
+}
+
+int vm_addr_to_page(struct vm *vm, uint64_t addr, uint64_t *ret_page)
+{
+	for (unsigned i = 0; i < vm->nregions; i++) {
+		struct vm_region *r = &vm->regions[i];
+		if (addr >= r->host_addr && addr - r->host_addr < r->length) {
+			*ret_page = r->first_page + ((addr - r->host_addr) >> VM_PAGE_SHIFT);
+			return 0;
+		}
+	}
+	return -EFAULT;
+}
+
+uint64_t vm_page_addr(struct vm *vm, uint64_t page)
+{
+	struct vm_region *r = vm_region_of_page(vm, page);
+
+	return r->host_addr + ((page - r->first_page) << VM_PAGE_SHIFT);
+}
+
+void vm_update_watermarks(struct vm *vm)
+{
+	vm->high_pages = policy_vm_high_pages(&vm->policy, VM_PAGE_SIZE);
+	vm->low_pages = policy_vm_low_pages(&vm->policy, VM_PAGE_SIZE);
+	if (vm->low_pages >= vm->high_pages)
+		vm->low_pages = vm->high_pages > 1 ? vm->high_pages - 1 : 0;
+}
+
+void vm_note_resident(struct vm *vm, uint64_t page)
+{
+	vm->resident_pages++;
+	vm->victim->on_resident(vm->victim_state, page);
+	if (vm->resident_pages > vm->low_pages)
+		pthread_cond_signal(&vm->evict_cond);
+}
+
+static int pidfd_signal(int pidfd, int sig)
+{
+	return syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) < 0 ? -errno : 0;
+}
+
+void vm_data_loss(struct vm *vm, uint64_t page, const char *why)
+{
+	const bool kill_it = vm->policy.on_data_loss == POLICY_LOSS_KILL;
+
+	pthread_mutex_lock(&vm->lock);
+	vm->failed = true;
+	pthread_mutex_unlock(&vm->lock);
+	log_err("vm %s: page %llu (guest RAM offset 0x%llx) cannot be restored: %s; never installing it; %s the VM (pid %d) per policy 'on_data_loss'",
+		vm->policy.name, (unsigned long long)page, (unsigned long long)(page << VM_PAGE_SHIFT), why,
+		kill_it ? "killing" : "stopping", (int)vm->pid);
+	/* pidfd: the signal cannot reach a recycled pid. */
+	pidfd_signal(vm->pidfd, kill_it ? SIGKILL : SIGSTOP);
+}
+
+int vm_new(const struct policy_vm *policy, pid_t pid, int pidfd, int uffd, const char *state_dir,
+	   uint64_t max_guest_memory, struct vm **ret, char *err, size_t errlen)
+{
+	struct vm *vm = calloc(1, sizeof(*vm));
+
+	if (!vm) {
+		close(uffd);
+		close(pidfd);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	vm->policy = *policy;
+	vm->pid = pid;
+	vm->pidfd = pidfd;
+	vm->uffd = uffd;
+	vm->max_guest_memory = max_guest_memory;
+	snprintf(vm->state_dir, sizeof(vm->state_dir), "%s", state_dir);
+	vm->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	vm->victim = &policy_victim_fifo;
+	pthread_mutex_init(&vm->lock, NULL);
+	pthread_cond_init(&vm->evict_cond, NULL);
+	pthread_cond_init(&vm->space_cond, NULL);
+	vm_update_watermarks(vm);
+	if (vm->stop_efd < 0) {
+		snprintf(err, errlen, "eventfd: %s", strerror(errno));
+		vm_free(vm);
+		return -EMFILE;
+	}
+	*ret = vm;
+	return 0;
+}
+
+/* Re-creates the victim selector for the grown page space, keeping every resident page queued. */
+static int vm_resize_victims(struct vm *vm, uint64_t npages)
+{
+	void *st = vm->victim->create(npages);
+
+	if (!st)
+		return -ENOMEM;
+	for (unsigned i = 0; i < vm->nregions; i++) {
+		struct vm_region *r = &vm->regions[i];
+		for (uint64_t p = 0; p < (r->length >> VM_PAGE_SHIFT); p++)
+			if (r->pages[p].state == PG_RESIDENT)
+				vm->victim->on_resident(st, r->first_page + p);
+	}
+	if (vm->victim_state)
+		vm->victim->destroy(vm->victim_state);
+	vm->victim_state = st;
+	return 0;
+}
+
+int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length, uint64_t memfd_offset,
+		  char *err, size_t errlen)
+{
+	struct vm_region *r;
+	struct stat st;
+	uint64_t npages = length >> VM_PAGE_SHIFT;
+	int ret;
+
+	if (vm->nregions >= VM_MAX_REGIONS) {
+		snprintf(err, errlen, "more than %d RAM regions", VM_MAX_REGIONS);
+		ret = -E2BIG;
+		goto fail;
+	}
+	if (!length || (length | host_addr | memfd_offset) & (VM_PAGE_SIZE - 1)) {
+		snprintf(err, errlen, "region not 4 KiB aligned (addr 0x%llx, length %llu, offset %llu)",
+			 (unsigned long long)host_addr, (unsigned long long)length, (unsigned long long)memfd_offset);
+		ret = -EINVAL;
+		goto fail;
+	}
+	if (fstat(memfd, &st) < 0 || !S_ISREG(st.st_mode) || memfd_offset > (uint64_t)st.st_size ||
+	    length > (uint64_t)st.st_size - memfd_offset) {
+		snprintf(err, errlen, "region of %llu bytes at offset %llu does not fit the memfd (%lld bytes)",
+			 (unsigned long long)length, (unsigned long long)memfd_offset, (long long)st.st_size);
+		ret = -EINVAL;
+		goto fail;
+	}
+	if (((vm->npages + npages) << VM_PAGE_SHIFT) > vm->max_guest_memory ||
+	    vm->npages + npages >= UINT32_MAX - 2) {
+		snprintf(err, errlen, "guest RAM would exceed the pager's max_guest_memory");
+		ret = -E2BIG;
+		goto fail;
+	}
+	for (unsigned i = 0; i < vm->nregions; i++) {
+		struct vm_region *o = &vm->regions[i];
+		if (host_addr < o->host_addr + o->length && o->host_addr < host_addr + length) {
+			snprintf(err, errlen, "region at 0x%llx overlaps an existing one", (unsigned long long)host_addr);
+			ret = -EINVAL;
+			goto fail;
+		}
+	}
+
+	/* Page maps come from mmap so untouched parts of a huge guest cost nothing. */
+	void *pages = mmap(NULL, npages * sizeof(struct page_entry), PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (pages == MAP_FAILED) {
+		snprintf(err, errlen, "page map: %s", strerror(errno));
+		ret = -ENOMEM;
+		goto fail;
+	}
+	pthread_mutex_lock(&vm->lock);
+	r = &vm->regions[vm->nregions];
+	*r = (struct vm_region){ .host_addr = host_addr, .length = length, .memfd_offset = memfd_offset,
+				 .first_page = vm->npages, .memfd = memfd, .pages = pages };
+	/* Regions stay sorted by first_page because each is appended at the end. */
+	vm->nregions++;
+	vm->npages += npages;
+	ret = vm_resize_victims(vm, vm->npages);
+	if (ret < 0) {
+		vm->nregions--;
+		vm->npages -= npages;
+		pthread_mutex_unlock(&vm->lock);
+		munmap(pages, npages * sizeof(struct page_entry));
+		snprintf(err, errlen, "victim selector: out of memory");
+		goto fail;
+	}
+	pthread_mutex_unlock(&vm->lock);
+
+	if (!vm->threads_started) {
+		uint64_t max_slots = vm->policy.spill_max / VM_PAGE_SIZE;
+		char fname[128];
+
+		snprintf(fname, sizeof(fname), "%s-%d", vm->policy.name, (int)vm->pid);
+		ret = spill_new(vm->state_dir, fname, max_slots, &vm->spill);
+		if (ret < 0) {
+			snprintf(err, errlen, "cannot create spill file in %s: %s", vm->state_dir, strerror(-ret));
+			return ret; /* the region stays owned by the VM and is freed with it */
+		}
+		if ((ret = -pthread_create(&vm->fault_thread, NULL, vm_fault_thread, vm)) < 0 ||
+		    (ret = -pthread_create(&vm->evict_thread, NULL, vm_evict_thread, vm)) < 0) {
+			snprintf(err, errlen, "cannot start threads: %s", strerror(-ret));
+			/* a started fault thread is stopped by vm_free through stop_efd */
+			return ret;
+		}
+		vm->threads_started = true;
+		log_info("vm %s: paging pid %d, local memory %llu MiB, spill %s%s", vm->policy.name, (int)vm->pid,
+			 (unsigned long long)(vm->policy.local_memory >> 20), spill_path(vm->spill),
+			 spill_is_direct(vm->spill) ? " (O_DIRECT)" : "");
+	}
+	log_info("vm %s: region %u: %llu MiB at 0x%llx", vm->policy.name, vm->nregions - 1,
+		 (unsigned long long)(length >> 20), (unsigned long long)host_addr);
+	return 0;
+
+fail:
+	close(memfd);
+	return ret;
+}
+
+void vm_free(struct vm *vm)
+{
+	if (!vm)
+		return;
+	pthread_mutex_lock(&vm->lock);
+	vm->stopping = true;
+	pthread_cond_broadcast(&vm->evict_cond);
+	pthread_cond_broadcast(&vm->space_cond);
+	pthread_mutex_unlock(&vm->lock);
+	if (vm->threads_started) {
+		uint64_t one = 1;
+		if (write(vm->stop_efd, &one, sizeof(one)) < 0)
+			log_warn("vm %s: cannot signal the fault thread: %s", vm->policy.name, strerror(errno));
+		pthread_join(vm->fault_thread, NULL);
+		pthread_join(vm->evict_thread, NULL);
+	}
+	if (vm->threads_started)
+		log_info("vm %s: final: %llu zero faults, %llu refaults, %llu wp faults, %llu evictions (%llu aborted), %llu integrity errors, fault p50 %llu ns p99 %llu ns",
+			 vm->policy.name, (unsigned long long)vm->stats.faults_zero, (unsigned long long)vm->stats.faults_spill,
+			 (unsigned long long)vm->stats.faults_wp, (unsigned long long)vm->stats.evictions,
+			 (unsigned long long)vm->stats.evictions_aborted, (unsigned long long)vm->stats.integrity_errors,
+			 (unsigned long long)hist_quantile(&vm->fault_latency, 0.5),
+			 (unsigned long long)hist_quantile(&vm->fault_latency, 0.99));
+	spill_free(vm->spill);
+	for (unsigned i = 0; i < vm->nregions; i++) {
+		close(vm->regions[i].memfd);
+		munmap(vm->regions[i].pages, (vm->regions[i].length >> VM_PAGE_SHIFT) * sizeof(struct page_entry));
+	}
+	if (vm->victim_state)
+		vm->victim->destroy(vm->victim_state);
+	if (vm->uffd >= 0)
+		close(vm->uffd);
+	if (vm->pidfd >= 0)
+		close(vm->pidfd);
+	if (vm->stop_efd >= 0)
+		close(vm->stop_efd);
+	pthread_cond_destroy(&vm->evict_cond);
+	pthread_cond_destroy(&vm->space_cond);
+	pthread_mutex_destroy(&vm->lock);
+	free(vm);
+}
+
+const char *vm_name(const struct vm *vm) { return vm->policy.name; }
+pid_t vm_pid(const struct vm *vm) { return vm->pid; }
+uint64_t vm_local_memory(const struct vm *vm) { return vm->policy.local_memory; }
+
+void vm_set_local_memory(struct vm *vm, uint64_t bytes)
+{
+	pthread_mutex_lock(&vm->lock);
+	vm->policy.local_memory = bytes;
+	vm_update_watermarks(vm);
+	pthread_cond_signal(&vm->evict_cond);
+	pthread_cond_broadcast(&vm->space_cond);
+	pthread_mutex_unlock(&vm->lock);
+}
+
+/* Pages the memfds really hold: the ground truth, not our counter. */
+static uint64_t memfd_resident_pages(struct vm *vm)
+{
+	uint64_t pages = 0;
+
+	for (unsigned i = 0; i < vm->nregions; i++) {
+		struct stat st;
+		if (fstat(vm->regions[i].memfd, &st) == 0)
+			pages += (uint64_t)st.st_blocks * 512 / VM_PAGE_SIZE;
+	}
+	return pages;
+}
+
+static const char *vm_state_name(struct vm *vm)
+{
+	if (vm->failed)
+		return "failed";
+	if (vm->degraded)
+		return "degraded";
+	if (vm->throttled)
+		return "throttled";
+	return "running";
+}
+
+#define STAT(field) ((json_int_t)atomic_load_explicit(&vm->stats.field, memory_order_relaxed))
+
+json_t *vm_stats_json(struct vm *vm, bool brief)
+{
+	struct histogram h;
+	json_t *o, *buckets;
+	uint64_t evict_ns;
+
+	pthread_mutex_lock(&vm->lock);
+	o = json_pack("{s:s, s:i, s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "name", vm->policy.name, "pid",
+		      (int)vm->pid, "state", vm_state_name(vm), "local_memory", (json_int_t)vm->policy.local_memory,
+		      "guest_pages", (json_int_t)vm->npages, "resident_pages", (json_int_t)vm->resident_pages,
+		      "stored_pages", (json_int_t)vm->stored_pages, "zero_pages", (json_int_t)vm->zero_pages,
+		      "high_watermark_pages", (json_int_t)vm->high_pages);
+	json_object_set_new(o, "low_watermark_pages", json_integer((json_int_t)vm->low_pages));
+	pthread_mutex_unlock(&vm->lock);
+	json_object_set_new(o, "faults",
+			    json_pack("{s:I, s:I, s:I, s:I, s:I}", "zero", STAT(faults_zero), "spill",
+				      STAT(faults_spill), "discard", STAT(faults_discard), "wp", STAT(faults_wp),
+				      "duplicate", STAT(faults_duplicate)));
+	json_object_set_new(o, "evictions", json_integer(STAT(evictions)));
+	if (brief)
+		return o;
+
+	json_object_set_new(o, "memfd_resident_pages", json_integer((json_int_t)memfd_resident_pages(vm)));
+	json_object_set_new(o, "spill_pages", json_integer(vm->spill ? (json_int_t)spill_used_slots(vm->spill) : 0));
+	json_object_set_new(o, "spill_file", json_string(vm->spill ? spill_path(vm->spill) : ""));
+	json_object_set_new(o, "evictions_aborted", json_integer(STAT(evictions_aborted)));
+	json_object_set_new(o, "refaults", json_integer(STAT(faults_spill)));
+	json_object_set_new(o, "zero_pages_skipped", json_integer(STAT(zero_pages_skipped)));
+	json_object_set_new(o, "integrity_errors", json_integer(STAT(integrity_errors)));
+	json_object_set_new(o, "store_errors", json_integer(STAT(store_errors)));
+	json_object_set_new(o, "throttle_waits", json_integer(STAT(throttle_waits)));
+	json_object_set_new(o, "remove_events", json_integer(STAT(remove_events)));
+	json_object_set_new(o, "eviction_batches", json_integer(STAT(eviction_batches)));
+	evict_ns = (uint64_t)STAT(eviction_ns);
+	/* MB/s while the evictor works: the rate it can sustain, not the average over idle time. */
+	json_object_set_new(o, "eviction_mbps",
+			    json_real(evict_ns ? (double)STAT(evictions) * VM_PAGE_SIZE / 1e6 / ((double)evict_ns / 1e9) : 0.0));
+
+	/* The fault thread writes the histogram unlocked; a copy is a good-enough snapshot. */
+	memcpy(&h, &vm->fault_latency, sizeof(h));
+	buckets = json_array();
+	for (unsigned i = 0; i < HIST_BUCKETS; i++)
+		if (h.buckets[i])
+			json_array_append_new(buckets, json_pack("{s:I, s:I}", "le", (json_int_t)hist_bucket_limit(i),
+								 "count", (json_int_t)h.buckets[i]));
+	json_object_set_new(o, "fault_latency_ns",
+			    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "count", (json_int_t)h.count, "p50",
+				      (json_int_t)hist_quantile(&h, 0.50), "p90", (json_int_t)hist_quantile(&h, 0.90),
+				      "p99", (json_int_t)hist_quantile(&h, 0.99), "p999",
+				      (json_int_t)hist_quantile(&h, 0.999), "max", (json_int_t)h.max, "mean",
+				      (json_int_t)(h.count ? h.sum / h.count : 0), "buckets", buckets));
+	return o;
+}

@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * One paged VM: its uffd, guest-RAM regions, page map, fault thread and
+ * evictor thread. The registry (registry.c) creates a VM when a shim says
+ * HELLO, adds regions as the shim maps RAM, and frees it when the shim's
+ * connection ends.
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "policy.h"
+
+struct vm;
+
+/* Takes ownership of uffd and pidfd (closed by vm_free, also on failure). */
+int vm_new(const struct policy_vm *policy, pid_t pid, int pidfd, int uffd, const char *state_dir,
+	   uint64_t max_guest_memory, struct vm **ret, char *err, size_t errlen);
+/*
+ * Adds a guest-RAM mapping backed by memfd (ownership taken). The first
+ * region starts the fault and evictor threads. Returns 0 or -errno with a
+ * reason in err.
+ */
+int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length, uint64_t memfd_offset,
+		  char *err, size_t errlen);
+/* Stops the threads, deletes the spill file, closes every fd. NULL-safe. */
+void vm_free(struct vm *vm);
+
+const char *vm_name(const struct vm *vm);
+pid_t vm_pid(const struct vm *vm);
+uint64_t vm_local_memory(const struct vm *vm);
+/* Changes the local-memory limit; lowering it wakes the evictor. */
+void vm_set_local_memory(struct vm *vm, uint64_t bytes);
+/* Full statistics (docs/control-api.md); brief = the vm.list subset. */
+json_t *vm_stats_json(struct vm *vm, bool brief);
