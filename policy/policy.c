@@ -518,8 +518,9 @@ static int get_percent(struct pctx *x, json_t *v, const struct fpath *p, unsigne
 		const char *s = json_string_value(v), *q = s;
 
 		val = 0;
-		for (; *q >= '0' && *q <= '9' && val <= 1000; q++)
-			val = val * 10 + (*q - '0');
+		for (; *q >= '0' && *q <= '9'; q++)
+			if (val <= 1000) /* saturate: anything above is out of range anyway */
+				val = val * 10 + (*q - '0');
 		if (q == s || strcmp(q, "%") != 0)
 			return fail(x, p, false, allowed, "\"%.64s\" is not a percentage", s);
 	} else {
@@ -821,8 +822,11 @@ static json_t *size_json(uint64_t bytes)
 	while (u < 3 && bytes % (1ULL << (10 * (u + 2))) == 0)
 		u++;
 	if (u < 0) {
-		if (bytes > (uint64_t)INT64_MAX) /* does not fit a JSON integer */
-			return NULL;
+		/* Beyond a JSON integer, but parse_size() reads a string of digits. */
+		if (bytes > (uint64_t)INT64_MAX) {
+			snprintf(buf, sizeof(buf), "%" PRIu64, bytes);
+			return json_string(buf);
+		}
 		return json_integer((json_int_t)bytes);
 	}
 	snprintf(buf, sizeof(buf), "%" PRIu64 "%c", bytes >> (10 * (u + 1)), suffix[u]);
