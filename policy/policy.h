@@ -18,6 +18,8 @@
 #include <sys/types.h>
 
 #define POLICY_NAME_MAX 64 /* including NUL; names are [A-Za-z0-9._-], 1..63 chars */
+/* Largest guest in 4 KiB pages: victim selection keeps 32-bit page indices, two reserved. */
+#define POLICY_MAX_GUEST_PAGES ((uint64_t)UINT32_MAX - 1)
 
 struct policy_error {
 	char msg[512];
@@ -43,6 +45,9 @@ struct policy_vm {
 	enum policy_unavailable on_pager_unavailable; /* "on_pager_unavailable" */
 	enum policy_loss_action on_data_loss;         /* "on_data_loss" */
 };
+
+/* True if name is 1..63 characters of [A-Za-z0-9._-] and not "." or "..". */
+bool policy_name_valid(const char *name);
 
 /* Fills defaults (no name, local_memory 0: not yet valid). */
 void policy_vm_init(struct policy_vm *p);
@@ -77,3 +82,12 @@ void policy_config_init(struct policy_pager_config *c);
 int policy_config_parse(const char *text, size_t len, const char *source,
 			struct policy_pager_config *ret, struct policy_error *err);
 int policy_config_load(const char *path, struct policy_pager_config *ret, struct policy_error *err);
+
+/*
+ * The one check that needs the file system: refuses a state_dir on tmpfs or
+ * ramfs (spill files there would consume the RAM they are meant to free).
+ * policy_config_parse() already refuses the usual tmpfs paths (/run,
+ * /var/run, /dev/shm) lexically; the daemon calls this at startup.
+ * Returns 0, -EINVAL (tmpfs/ramfs) or -errno of statfs(); err gets a message.
+ */
+int policy_check_state_dir_fstype(const char *dir, char *err, size_t len);

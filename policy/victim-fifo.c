@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * FIFO victim selection: pages are evicted in the order they faulted in.
+ * It needs no access information, which the kernel does not give cheaply
+ * for a uffd-managed memfd, and so is the baseline other policies are
+ * measured against. The queue is intrusive: next[page] links each queued
+ * page to its successor, so memory is 4 bytes per guest page and every
+ * operation is O(1) with no allocation after create().
+ */
+#include "victim.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+#define FIFO_NOT_QUEUED UINT32_MAX    /* next[] of a page that is not in the queue */
+#define FIFO_END (UINT32_MAX - 1)     /* next[] of the tail; head/tail of an empty queue */
+
+struct fifo {
+	uint64_t npages;
+	uint32_t head, tail;
+	uint32_t next[];
+};
+
+static void *fifo_create(uint64_t npages)
+{
+	struct fifo *f;
+
+	if (npages == 0 || npages > POLICY_VICTIM_MAX_PAGES ||
+	    npages > (SIZE_MAX - sizeof(*f)) / sizeof(f->next[0])) {
+		errno = EINVAL;
+		return NULL;
+	}
+	f = malloc(sizeof(*f) + npages * sizeof(f->next[0]));
+	if (!f)
+		return NULL;
+	f->npages = npages;
+	f->head = f->tail = FIFO_END;
+	/* Every byte 0xff makes every entry FIFO_NOT_QUEUED. */
+	memset(f->next, 0xff, npages * sizeof(f->next[0]));
+	return f;
+}
+
+static void fifo_destroy(void *state)
+{
+	free(state);
+}
+
+static void fifo_on_resident(void *state, uint64_t page)
+{
+	struct fifo *f = state;
+	uint32_t p = (uint32_t)page;
+
+	if (page >= f->npages || f->next[p] != FIFO_NOT_QUEUED)
+		return;
+	f->next[p] = FIFO_END;
+	if (f->tail == FIFO_END)
+		f->head = p;
+	else
+		f->next[f->tail] = p;
+	f->tail = p;
+}
+
+static size_t fifo_pick(void *state, uint64_t *ret_pages, size_t max)
+{
+	struct fifo *f = state;
+	size_t n = 0;
+
+	while (n < max && f->head != FIFO_END) {
+		uint32_t p = f->head;
+
+		f->head = f->next[p];
+		f->next[p] = FIFO_NOT_QUEUED;
+		ret_pages[n++] = p;
+	}
+	if (f->head == FIFO_END)
+		f->tail = FIFO_END;
+	return n;
+}
+
+const struct policy_victim_ops policy_victim_fifo = {
+	.name = "fifo",
+	.create = fifo_create,
+	.destroy = fifo_destroy,
+	.on_resident = fifo_on_resident,
+	.pick = fifo_pick,
+};
+
+static const struct policy_victim_ops *const victims[] = { &policy_victim_fifo };
+
+const struct policy_victim_ops *policy_victim_find(const char *name)
+{
+	if (!name)
+		return NULL;
+	for (size_t i = 0; i < ARRAY_SIZE(victims); i++)
+		if (strcmp(victims[i]->name, name) == 0)
+			return victims[i];
+	return NULL;
+}
+
+const char *policy_victim_names(void)
+{
+	return "fifo";
+}

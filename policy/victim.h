@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Victim selection: which resident pages the pager evicts when a VM is over
+ * its high watermark. Eviction policies plug in through a const ops table so
+ * the mechanism in uffd-pager/ stays the same whatever the policy; every
+ * implementation is pure bookkeeping (no syscalls) and unit-testable alone.
+ *
+ * Contract between the mechanism and a policy:
+ *  - The caller serializes all calls on one state (it holds a lock); the
+ *    implementations do no locking of their own.
+ *  - on_resident() is called whenever a page becomes resident (in fault
+ *    order). It may be called again for a page that is still queued, e.g. a
+ *    page the guest discarded and then refaulted without the policy having
+ *    picked it: such a page keeps its old position.
+ *  - pick() removes the candidates it returns from its queue. It may return
+ *    pages that are no longer resident (discarded behind the policy's back):
+ *    the caller skips those. A picked page re-enters the queue only through
+ *    a later on_resident().
+ *  - Page indices are < npages given to create(), which is at most
+ *    POLICY_VICTIM_MAX_PAGES. Out-of-range indices are ignored.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Page indices must leave two 32-bit values free for the FIFO's sentinels. */
+#define POLICY_VICTIM_MAX_PAGES ((uint64_t)UINT32_MAX - 1)
+
+struct policy_victim_ops {
+	const char *name;
+	/* NULL on ENOMEM (errno set), or EINVAL if npages is 0 or > POLICY_VICTIM_MAX_PAGES. */
+	void *(*create)(uint64_t npages);
+	void (*destroy)(void *state); /* NULL-safe */
+	/* Page became resident (fault order). */
+	void (*on_resident)(void *state, uint64_t page);
+	/* Removes and returns up to max candidates, coldest first. */
+	size_t (*pick)(void *state, uint64_t *ret_pages, size_t max);
+};
+
+/* First in, first out by fault order: O(1) per page, 4 bytes per guest page. */
+extern const struct policy_victim_ops policy_victim_fifo;
+
+/* Looks an implementation up by name ("fifo"); NULL if unknown. */
+const struct policy_victim_ops *policy_victim_find(const char *name);
+/* Comma-separated names of all implementations, for error messages. */
+const char *policy_victim_names(void);
