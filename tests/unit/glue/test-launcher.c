@@ -136,6 +136,8 @@ static int run(struct env *e, const char *emulator, const char **args)
 		setenv("FAKE_QEMU_OUT", e->out, 1);
 		setenv("UFFD_GLUE_LIB", e->fake_glue, 1);
 		setenv("LD_PRELOAD", "libc.so.6", 1);
+		/* In a sanitized build, a preload ahead of the ASan runtime is expected here. */
+		setenv("ASAN_OPTIONS", "verify_asan_link_order=0", 1);
 		unsetenv(GLUE_ENV_SOCKET);
 		if (emulator)
 			setenv("UFFD_QEMU_BINARY", emulator, 1);
