@@ -450,6 +450,33 @@ static json_t *load_object(struct pctx *x)
 
 /* ---- typed getters ------------------------------------------------------------ */
 
+/* Edit distance of a and b, or a large value when either is long. */
+static size_t edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), row[64];
+
+	if (la >= ARRAY_SIZE(row) || lb >= ARRAY_SIZE(row))
+		return SIZE_MAX;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		size_t diag = row[0];
+
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
+
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			diag = up;
+			row[j] = best;
+		}
+	}
+	return row[lb];
+}
+
 /* Rejects keys not in names (NULL-terminated); "_..." keys are comments. */
 static int check_keys(struct pctx *x, json_t *obj, const struct fpath *p,
 		      const char *const *names)
@@ -471,7 +498,20 @@ static int check_keys(struct pctx *x, json_t *obj, const struct fpath *p,
 			known = strcmp(key, *n) == 0;
 		if (!known) {
 			struct fpath kp = path_key(p, key);
+			const char *guess = NULL;
+			size_t best = 3; /* a typo, not a different word */
 
+			for (const char *const *n = names; *n; n++) {
+				size_t d = edit_distance(key, *n);
+
+				if (d < best) {
+					best = d;
+					guess = *n;
+				}
+			}
+			if (guess)
+				return fail(x, &kp, true, allowed, "unknown key; did you mean '%s'?",
+					    guess);
 			return fail(x, &kp, true, allowed, "unknown key");
 		}
 	}

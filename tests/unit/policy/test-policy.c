@@ -265,6 +265,10 @@ static void test_vm_unknown_keys(void **state)
 {
 	vm_bad("{\"name\": \"x\", \"local_memory\": \"1G\",\n  \"locla_memory\": 5}", "locla_memory", 2,
 	       3, "unknown key", VM_ALLOWED_KEYS);
+	vm_bad("{\"name\": \"x\", \"local_memory\": \"1G\",\n  \"locla_memory\": 5}", "locla_memory", 2,
+	       3, "did you mean 'local_memory'?", NULL);
+	vm_bad("{\"colour\": 1}", "colour", 1, 2, "unknown key (allowed:", NULL);
+	vm_bad("{\"on-data-loss\": 1}", "on-data-loss", 1, 2, "did you mean 'on_data_loss'?", NULL);
 	vm_bad("{\"name\": \"x\", \"local_memory\": \"1G\", \"watermarks\": {\"hihg\": 5}}",
 	       "watermarks.hihg", 1, 52, "unknown key", "allowed: high, low, or comments");
 	vm_bad("{\"name\": \"x\", \"local_memory\": \"1G\", \"spill\": {\"max\": 5}}", "spill.max", 1,
