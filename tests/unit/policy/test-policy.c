@@ -621,6 +621,31 @@ static void test_state_dir_fstype(void **state)
 	assert_int_equal(policy_check_state_dir_fstype("/proc", msg, sizeof(msg)), 0);
 }
 
+/* The shipped examples must stay valid and mean what docs/policy.md says. */
+static void test_examples(void **state)
+{
+	struct policy_vm p;
+	struct policy_pager_config c;
+	struct policy_error err;
+
+	if (policy_vm_load(EXAMPLES_DIR "/vm-policy.json", &p, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_string_equal(p.name, "web-1");
+	assert_int_equal(p.local_memory, 2ULL << 30);
+	assert_int_equal(p.high_pct, 100);
+	assert_int_equal(p.low_pct, 90);
+	assert_int_equal(p.spill_max, 16ULL << 30);
+	assert_int_equal(p.on_pager_unavailable, POLICY_UNAVAILABLE_REFUSE);
+	assert_int_equal(p.on_data_loss, POLICY_LOSS_STOP);
+	if (policy_config_load(EXAMPLES_DIR "/pager.json", &c, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_int_equal(c.budget, 64ULL << 30);
+	assert_int_equal(c.max_guest_memory, 1ULL << 40);
+	assert_string_equal(c.state_dir, "/var/lib/uffd-pager");
+	assert_int_equal(c.n_allowed_uids, 1);
+	assert_int_equal(c.log_level, LOG_LVL_INFO);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -642,6 +667,7 @@ int main(void)
 		cmocka_unit_test(test_config_full),
 		cmocka_unit_test(test_config_bad),
 		cmocka_unit_test(test_state_dir_fstype),
+		cmocka_unit_test(test_examples),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
