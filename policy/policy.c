@@ -1067,8 +1067,10 @@ int policy_config_parse(const char *text, size_t len, const char *source,
 		/* Victim selection indexes pages with 32 bits, two values reserved. */
 		if (c.max_guest_memory < MIN_LOCAL_MEMORY ||
 		    c.max_guest_memory > POLICY_MAX_GUEST_PAGES * PAGE_SIZE_4K) {
-			r = fail(&x, &fp, false, allowed, "%" PRIu64 " bytes is out of range",
-				 c.max_guest_memory);
+			char human[32];
+
+			r = fail(&x, &fp, false, allowed, "%" PRIu64 " bytes (%s) is out of range",
+				 c.max_guest_memory, format_size(c.max_guest_memory, human, sizeof(human)));
 			goto out;
 		}
 	}
