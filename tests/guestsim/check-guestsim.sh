@@ -55,6 +55,7 @@ run 2 --size 16M --writes 101 && { grep -q -- "--writes: '101'" "$TMP/err" || fa
 run 2 --size 16M --ops 10 --duration 1
 run 2 --size 16M --frobnicate && { grep -q -- "--frobnicate" "$TMP/err" || fail "unknown option not named"; }
 run 2 --size 16M --threads 0
+run 2 --size 16M --threads && { grep -q -- "--threads needs an argument" "$TMP/err" || fail "missing argument not named"; }
 
 # 4. System error: an unwritable --json path, exit 3 with the path named.
 run 3 --size 16M --ops 10 --json "$TMP/no/such/dir/out.json" &&

@@ -100,6 +100,7 @@ struct run {
 	atomic_bool stop;
 	atomic_uint mismatches;
 	enum phase phase;
+	uint64_t phase_start_ns;
 	uint64_t deadline_ns;
 	uint64_t corrupt_page;
 	uint32_t corrupt_offset;
@@ -224,7 +225,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 		.content = GS_CONTENT_RANDOM, .seed = 1, .fill = true, .final_verify = true,
 	};
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	/* A leading ':' makes a missing argument return ':' instead of '?'. */
+	while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
 		r = 0;
 		switch (c) {
 		case OPT_SIZE:
@@ -536,6 +538,8 @@ static void *worker_main(void *arg)
 		run_verify(w);
 		break;
 	}
+	/* Timed here, not after join, so progress polling does not inflate it. */
+	w->st[w->run->phase].wall_ns = now_ns() - w->run->phase_start_ns;
 	return NULL;
 }
 
@@ -562,7 +566,7 @@ static int run_phase(struct run *run, enum phase ph)
 		atomic_store(&run->workers[t].done, 0);
 		run->workers[t].joined = false;
 	}
-	start = last_print = now_ns();
+	start = last_print = run->phase_start_ns = now_ns();
 	if (ph == PH_ACCESS && run->opt.duration > 0)
 		run->deadline_ns = start + (uint64_t)(run->opt.duration * 1e9);
 	for (t = 0; t < run->opt.threads; t++) {
@@ -616,7 +620,6 @@ static int run_phase(struct run *run, enum phase ph)
 	for (t = 0; t < run->opt.threads; t++) {
 		struct worker *w = &run->workers[t];
 
-		w->st[ph].wall_ns = now_ns() - start;
 		if (w->err && r == 0)
 			r = log_err_errno(w->err, "Worker %u: %s failed", t, w->err_what);
 	}
