@@ -74,6 +74,7 @@ assert a["accesses"] == 30000 and a["reads"] + a["writes"] == 30000, a
 assert 0.3 < a["writes"] / 30000 < 0.5, a
 assert 0.4 < a["kernel_io_writes"] / a["writes"] < 0.6, a
 assert a["kernel_io_latency_ns"]["count"] == a["kernel_io_writes"], a
+assert 0.4 < f["kernel_io_writes"] / f["writes"] < 0.6, f
 lat = a["latency_ns"]
 assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99_9"] <= lat["max"], lat
 assert lat["count"] == 30000 and f["bytes_per_s"] > 0, a

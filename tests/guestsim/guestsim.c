@@ -125,8 +125,9 @@ static void usage(FILE *f)
 		"                       set scattered by a fixed permutation\n"
 		"  --zipf-theta T       Zipf exponent, 0 < T < 1 (default 0.99)\n"
 		"  --writes PCT         share of accesses that rewrite the page (default 25)\n"
-		"  --kernel-io PCT      share of writes done by read(2) from a scratch memfd\n"
-		"                       into the page, so the kernel takes the fault (default 0)\n"
+		"  --kernel-io PCT      share of writes (fill and access) done by read(2) from a\n"
+		"                       scratch memfd into the page, so the kernel takes the\n"
+		"                       fault as KVM would (default 0)\n"
 		"  --ops N              accesses in total, split over the threads\n"
 		"                       (default: one per page)\n"
 		"  --duration SEC       run the access phase for SEC seconds instead of --ops\n"
@@ -419,23 +420,45 @@ static uint64_t next_local(struct worker *w, uint64_t i)
 	}
 }
 
+/*
+ * Fill writes are first touches, so --kernel-io here makes the kernel take
+ * MISSING faults on never-present pages, as KVM does on a guest's first use.
+ */
 static void run_fill(struct worker *w)
 {
 	struct run *run = w->run;
 	struct phase_stats *st = &w->st[PH_FILL];
+	double kfrac = run->opt.kio_pct / 100.0;
 
 	for (uint64_t local = 0; local < w->npages; local++) {
 		uint64_t page = local * run->opt.threads + w->id, t0, t1;
+		bool kio = kfrac > 0 && gs_rng_unit(&w->rng) < kfrac, ok = true;
 
 		if (atomic_load_explicit(&run->stop, memory_order_relaxed))
 			break;
 		t0 = now_ns();
-		gs_page_fill(page_addr(run, page), run->opt.seed, page, 1, run->opt.content);
+		if (kio) {
+			int r = write_page_kernel(w, page, 1, &ok);
+
+			if (r < 0) {
+				w->err = r;
+				atomic_store(&run->stop, true);
+				break;
+			}
+		} else {
+			gs_page_fill(page_addr(run, page), run->opt.seed, page, 1, run->opt.content);
+		}
 		w->gen[local] = 1;
 		t1 = now_ns();
 		gs_hist_add(&st->all, t1 - t0);
 		gs_hist_add(&st->write, t1 - t0);
 		st->writes++;
+		if (kio) {
+			gs_hist_add(&st->kio, t1 - t0);
+			st->kio_writes++;
+		}
+		if (!ok && !verify_page(w, local, "fill (kernel-io write)"))
+			break;
 		atomic_store_explicit(&w->done, local + 1, memory_order_relaxed);
 	}
 }
