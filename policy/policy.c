@@ -450,6 +450,33 @@ static json_t *load_object(struct pctx *x)
 
 /* ---- typed getters ------------------------------------------------------------ */
 
+/* Edit distance of a and b, or a large value when either is long. */
+static size_t edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), row[64];
+
+	if (la >= ARRAY_SIZE(row) || lb >= ARRAY_SIZE(row))
+		return SIZE_MAX;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		size_t diag = row[0];
+
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
+
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			diag = up;
+			row[j] = best;
+		}
+	}
+	return row[lb];
+}
+
 /* Rejects keys not in names (NULL-terminated); "_..." keys are comments. */
 static int check_keys(struct pctx *x, json_t *obj, const struct fpath *p,
 		      const char *const *names)
@@ -471,7 +498,20 @@ static int check_keys(struct pctx *x, json_t *obj, const struct fpath *p,
 			known = strcmp(key, *n) == 0;
 		if (!known) {
 			struct fpath kp = path_key(p, key);
+			const char *guess = NULL;
+			size_t best = 3; /* a typo, not a different word */
 
+			for (const char *const *n = names; *n; n++) {
+				size_t d = edit_distance(key, *n);
+
+				if (d < best) {
+					best = d;
+					guess = *n;
+				}
+			}
+			if (guess)
+				return fail(x, &kp, true, allowed, "unknown key; did you mean '%s'?",
+					    guess);
 			return fail(x, &kp, true, allowed, "unknown key");
 		}
 	}
@@ -1027,8 +1067,10 @@ int policy_config_parse(const char *text, size_t len, const char *source,
 		/* Victim selection indexes pages with 32 bits, two values reserved. */
 		if (c.max_guest_memory < MIN_LOCAL_MEMORY ||
 		    c.max_guest_memory > POLICY_MAX_GUEST_PAGES * PAGE_SIZE_4K) {
-			r = fail(&x, &fp, false, allowed, "%" PRIu64 " bytes is out of range",
-				 c.max_guest_memory);
+			char human[32];
+
+			r = fail(&x, &fp, false, allowed, "%" PRIu64 " bytes (%s) is out of range",
+				 c.max_guest_memory, format_size(c.max_guest_memory, human, sizeof(human)));
 			goto out;
 		}
 	}

@@ -58,7 +58,10 @@ void policy_vm_init(struct policy_vm *p);
  */
 int policy_vm_parse(const char *text, size_t len, const char *source, struct policy_vm *ret,
 		    struct policy_error *err);
-/* Reads and parses a file (at most 1 MiB). Returns 0, -EINVAL or -errno of the read. */
+/*
+ * Reads and parses a file (at most 1 MiB). Returns 0, -EINVAL, -EFBIG (too
+ * large) or -errno of open/read; err->msg names the file in every case.
+ */
 int policy_vm_load(const char *path, struct policy_vm *ret, struct policy_error *err);
 /* Serializes to JSON text (malloc'ed, caller frees), parseable by policy_vm_parse. */
 char *policy_vm_to_json(const struct policy_vm *p);
@@ -81,6 +84,7 @@ struct policy_pager_config {
 void policy_config_init(struct policy_pager_config *c);
 int policy_config_parse(const char *text, size_t len, const char *source,
 			struct policy_pager_config *ret, struct policy_error *err);
+/* Same contract as policy_vm_load(). */
 int policy_config_load(const char *path, struct policy_pager_config *ret, struct policy_error *err);
 
 /*

@@ -55,6 +55,7 @@ run 2 --size 16M --writes 101 && { grep -q -- "--writes: '101'" "$TMP/err" || fa
 run 2 --size 16M --ops 10 --duration 1
 run 2 --size 16M --frobnicate && { grep -q -- "--frobnicate" "$TMP/err" || fail "unknown option not named"; }
 run 2 --size 16M --threads 0
+run 2 --size 16M --threads && { grep -q -- "--threads needs an argument" "$TMP/err" || fail "missing argument not named"; }
 
 # 4. System error: an unwritable --json path, exit 3 with the path named.
 run 3 --size 16M --ops 10 --json "$TMP/no/such/dir/out.json" &&
@@ -73,6 +74,7 @@ assert a["accesses"] == 30000 and a["reads"] + a["writes"] == 30000, a
 assert 0.3 < a["writes"] / 30000 < 0.5, a
 assert 0.4 < a["kernel_io_writes"] / a["writes"] < 0.6, a
 assert a["kernel_io_latency_ns"]["count"] == a["kernel_io_writes"], a
+assert 0.4 < f["kernel_io_writes"] / f["writes"] < 0.6, f
 lat = a["latency_ns"]
 assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99_9"] <= lat["max"], lat
 assert lat["count"] == 30000 and f["bytes_per_s"] > 0, a

@@ -55,11 +55,11 @@ static void fill_random(uint64_t *w, unsigned nwords, uint64_t z)
 static const char text_lines[8][65] = {
 	"Mar 14 09:26:53 node7 kernel: virtio_net virtio0 eth0: link up \n",
 	"GET /api/v1/objects?limit=100&offset=0 HTTP/1.1 200 4096 bytes \n",
-	"INSERT INTO events (id, kind, payload) VALUES (?, 'tick', NULL) \n",
-	"{\"name\": \"worker\", \"state\": \"running\", \"retries\": 0, \"id\":   \n",
-	"static inline int page_is_resident(const struct page_map *m, u64\n",
+	"INSERT INTO events (id, kind, payload) VALUES (?, 'tick', NULL)\n",
+	"{\"name\": \"worker\", \"state\": \"running\", \"retries\": 0, \"id\":     \n",
+	"static inline int page_is_resident(const struct page_map *m, u6\n",
 	"systemd[1]: Started Session of user debian; unit session.scope \n",
-	"the quick brown fox jumps over the lazy dog while memory pages  \n",
+	"the quick brown fox jumps over the lazy dog while memory pages \n",
 	"0000000000000000000000000000000000000000000000000000000000000000",
 };
 

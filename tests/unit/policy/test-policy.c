@@ -265,6 +265,10 @@ static void test_vm_unknown_keys(void **state)
 {
 	vm_bad("{\"name\": \"x\", \"local_memory\": \"1G\",\n  \"locla_memory\": 5}", "locla_memory", 2,
 	       3, "unknown key", VM_ALLOWED_KEYS);
+	vm_bad("{\"name\": \"x\", \"local_memory\": \"1G\",\n  \"locla_memory\": 5}", "locla_memory", 2,
+	       3, "did you mean 'local_memory'?", NULL);
+	vm_bad("{\"colour\": 1}", "colour", 1, 2, "unknown key (allowed:", NULL);
+	vm_bad("{\"on-data-loss\": 1}", "on-data-loss", 1, 2, "did you mean 'on_data_loss'?", NULL);
 	vm_bad("{\"name\": \"x\", \"local_memory\": \"1G\", \"watermarks\": {\"hihg\": 5}}",
 	       "watermarks.hihg", 1, 52, "unknown key", "allowed: high, low, or comments");
 	vm_bad("{\"name\": \"x\", \"local_memory\": \"1G\", \"spill\": {\"max\": 5}}", "spill.max", 1,
@@ -617,6 +621,31 @@ static void test_state_dir_fstype(void **state)
 	assert_int_equal(policy_check_state_dir_fstype("/proc", msg, sizeof(msg)), 0);
 }
 
+/* The shipped examples must stay valid and mean what docs/policy.md says. */
+static void test_examples(void **state)
+{
+	struct policy_vm p;
+	struct policy_pager_config c;
+	struct policy_error err;
+
+	if (policy_vm_load(EXAMPLES_DIR "/vm-policy.json", &p, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_string_equal(p.name, "web-1");
+	assert_int_equal(p.local_memory, 2ULL << 30);
+	assert_int_equal(p.high_pct, 100);
+	assert_int_equal(p.low_pct, 90);
+	assert_int_equal(p.spill_max, 16ULL << 30);
+	assert_int_equal(p.on_pager_unavailable, POLICY_UNAVAILABLE_REFUSE);
+	assert_int_equal(p.on_data_loss, POLICY_LOSS_STOP);
+	if (policy_config_load(EXAMPLES_DIR "/pager.json", &c, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_int_equal(c.budget, 64ULL << 30);
+	assert_int_equal(c.max_guest_memory, 1ULL << 40);
+	assert_string_equal(c.state_dir, "/var/lib/uffd-pager");
+	assert_int_equal(c.n_allowed_uids, 1);
+	assert_int_equal(c.log_level, LOG_LVL_INFO);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -638,6 +667,7 @@ int main(void)
 		cmocka_unit_test(test_config_full),
 		cmocka_unit_test(test_config_bad),
 		cmocka_unit_test(test_state_dir_fstype),
+		cmocka_unit_test(test_examples),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
