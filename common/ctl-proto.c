@@ -17,15 +17,15 @@
 
 #include "util.h"
 
-static const struct ctl_arg_spec args_none[] = { { NULL } };
+static const struct ctl_arg_spec args_none[] = { { .name = NULL } };
 static const struct ctl_arg_spec args_vm[] = {
 	{ "vm", CTL_ARG_VM_NAME, true },
-	{ NULL },
+	{ .name = NULL },
 };
 static const struct ctl_arg_spec args_vm_size[] = {
 	{ "vm", CTL_ARG_VM_NAME, true },
 	{ "local_memory", CTL_ARG_SIZE, true },
-	{ NULL },
+	{ .name = NULL },
 };
 
 static const struct ctl_command command_table[] = {

@@ -264,7 +264,12 @@ static void client_free(struct ctl_server *s, struct ctl_client *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	s->nclients--;
-	/* close() also removes the fd from the epoll set. */
+	/*
+	 * Deregister explicitly: close() alone leaves the registration alive
+	 * while a forked child still shares the socket, and epoll would keep
+	 * reporting events for the freed client.
+	 */
+	epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
 	free(c->in);
 	free(c->out);
