@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -605,6 +606,7 @@ int ctl_server_start(struct pager *p, const char *path, mode_t mode, struct ctl_
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct ctl_server *s;
 	struct epoll_event e;
+	sigset_t all, old;
 	struct stat st;
 	int r;
 
@@ -679,7 +681,11 @@ int ctl_server_start(struct pager *p, const char *path, mode_t mode, struct ctl_
 		r = log_err_errno(-errno, "control: epoll_ctl");
 		goto fail;
 	}
+	/* Process signals belong to the daemon's main loop, never to this thread. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
 	r = -pthread_create(&s->thread, NULL, server_thread, s);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (r < 0) {
 		log_err_errno(r, "control: cannot start the server thread");
 		goto fail;

@@ -575,7 +575,10 @@ int main(int argc, char **argv)
 			if (r < 0 || bytes == 0 || bytes > INT64_MAX)
 				return usage_error("SIZE \"%s\": %s (expected bytes or a number with suffix K, M, G or T, "
 						   "e.g. 512M)",
-						   args[3], r == -ERANGE || bytes > INT64_MAX ? "too large" : "invalid size");
+						   args[3],
+						   r == -ERANGE || bytes > INT64_MAX ? "too large"
+						   : r < 0			     ? "invalid size"
+										     : "must be positive");
 			return cmd_simple("vm.set-limit",
 					  json_pack("{s:s, s:I}", "vm", args[2], "local_memory", (json_int_t)bytes),
 					  render_set_limit);

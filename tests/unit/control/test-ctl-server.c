@@ -420,7 +420,7 @@ static void test_slow_reader(void **state)
 	resp = call(f, "vm.list", NULL);
 	assert_string_equal(error_code(resp), "OK");
 	json_decref(resp);
-	assert_true(now_ns() - t0 < 500000000ULL);
+	assert_true(now_ns() - t0 < 2000000000ULL);
 
 	/* The stalled client is dropped after the idle timeout... */
 	sleep(2);
