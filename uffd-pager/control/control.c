@@ -49,6 +49,7 @@ struct ctl_client {
 	char *out;
 	size_t outoff, outlen, outcap;
 	uint64_t last_progress_ns;
+	uint64_t line_start_ns; /* when the pending partial line began, 0 if none */
 	uint32_t events; /* what epoll currently watches */
 	bool eof;        /* peer will send nothing more */
 	bool closing;    /* no more requests: close once the output is flushed */
@@ -298,7 +299,10 @@ static int client_process_input(struct ctl_server *s, struct ctl_client *c)
 	if (start) {
 		memmove(c->in, c->in + start, c->inlen - start);
 		c->inlen -= start;
+		c->line_start_ns = 0;
 	}
+	if (c->inlen && !c->line_start_ns)
+		c->line_start_ns = now_ns();
 	if (r < 0)
 		return r;
 	if (!c->closing && c->inlen == CTL_REQUEST_MAX && !memchr(c->in, '\n', c->inlen)) {
@@ -503,6 +507,15 @@ static void server_timers(struct ctl_server *s)
 		if (now - c->last_progress_ns >= idle) {
 			log_debug("control: closing client pid %d uid %u: idle for %u ms", (int)c->cred.pid,
 				  (unsigned)c->cred.uid, idle_timeout_ms(s));
+			client_free(s, c);
+		} else if (c->line_start_ns && now - c->line_start_ns >= idle && !c->closing) {
+			/*
+			 * A line trickled in a byte at a time counts as progress
+			 * forever; cap how long one request may take to arrive so
+			 * such clients cannot hold connection slots.
+			 */
+			log_debug("control: closing client pid %d uid %u: request line incomplete after %u ms",
+				  (int)c->cred.pid, (unsigned)c->cred.uid, idle_timeout_ms(s));
 			client_free(s, c);
 		}
 	}

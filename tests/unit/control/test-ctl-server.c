@@ -379,6 +379,30 @@ static void test_idle_timeout(void **state)
 	close(fd);
 }
 
+static void test_trickling_client(void **state)
+{
+	struct fixture *f = *state;
+	static const char partial[] = "{\"cmd\":\"vm.list\"";
+	uint64_t t0;
+	int fd;
+
+	ctl_server_set_idle_timeout(f->server, 400);
+	fd = raw_connect(f->path);
+	t0 = now_ns();
+	/* One byte every 100 ms: never idle, but the line never completes in time. */
+	for (size_t i = 0; i < sizeof(partial) - 1; i++) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+		if (poll(&pfd, 1, 100) == 1)
+			break; /* closed on us */
+		if (send(fd, partial + i, 1, MSG_NOSIGNAL) < 0)
+			break;
+	}
+	assert_true(wait_closed(fd, 3000));
+	assert_true(now_ns() - t0 < 1500000000ULL);
+	close(fd);
+}
+
 static void test_slow_reader(void **state)
 {
 	struct fixture *f = *state;
@@ -814,6 +838,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_garbage_and_pipelining, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_half_line_then_eof, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idle_timeout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_trickling_client, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_slow_reader, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_clients, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_client_limit, setup, teardown),
