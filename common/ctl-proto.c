@@ -589,8 +589,11 @@ int ctl_client_call(const char *socket_path, json_t *request, json_t **ret_respo
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
+			/* A server that turns us away (EBUSY) says why before hanging up: read it. */
+			if (errno == EPIPE || errno == ECONNRESET)
+				break;
 			if (errno != EAGAIN)
-				return errno == EPIPE ? -ECONNRESET : -errno;
+				return -errno;
 			r = wait_fd(fd, POLLOUT, deadline);
 			if (r < 0)
 				return r;

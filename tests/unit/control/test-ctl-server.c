@@ -543,6 +543,11 @@ static void test_client_limit(void **state)
 	json_decref(resp);
 	assert_true(wait_closed(extra, 3000));
 	close(extra);
+	/* The one-shot client reports the refusal as a daemon error, not a lost connection. */
+	resp = call(f, "vm.list", NULL);
+	assert_string_equal(error_code(resp), "EBUSY");
+	assert_non_null(strstr(error_message(resp), "too many control clients"));
+	json_decref(resp);
 	close(fds[0]);
 	/* A slot frees up once a client leaves. */
 	for (int tries = 0;; tries++) {
@@ -729,7 +734,10 @@ static void run_ctl(struct fixture *f, struct run *r, const char *control, ...)
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		if (!freopen(outp, "w", stdout) || !freopen(errp, "w", stderr))
+		/* Only async-signal-safe calls here: the parent has a server thread. */
+		int o = open(outp, O_WRONLY | O_CREAT | O_TRUNC, 0600), e = open(errp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+		if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
 			_exit(100);
 		execv(argv[0], (char **)argv);
 		_exit(101);
