@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libFuzzer target for the control protocol's untrusted-input paths: the
+ * request parser (what any local peer can send to the pager) and the
+ * response parser (what a client accepts). Beyond not crashing, it checks
+ * the parser's promises: an accepted request names a command and a valid
+ * VM name, a rejected one leaves nothing but the id, and the error reply
+ * built from any input is a well-formed response line.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl-proto.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void check(int cond)
+{
+	if (!cond)
+		abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct ctl_request r;
+	char err[512], perr[256];
+	json_t *resp, *back = NULL;
+	char *line;
+	size_t len;
+	int rc;
+
+	rc = ctl_request_parse((const char *)data, size, &r, err, sizeof(err));
+	check(memchr(err, '\0', sizeof(err)) != NULL);
+	if (rc == 0) {
+		check(r.command != NULL);
+		for (const struct ctl_arg_spec *a = r.command->args; a->name; a++) {
+			if (a->required && a->type == CTL_ARG_VM_NAME)
+				check(ctl_vm_name_valid(r.vm));
+			if (a->required && a->type == CTL_ARG_SIZE)
+				check(r.local_memory > 0);
+		}
+		resp = ctl_response_ok(r.id, json_object());
+	} else {
+		check(rc == -EINVAL || rc == -ENOSYS || rc == -EMSGSIZE);
+		check(r.command == NULL && r.args == NULL && r.vm[0] == '\0');
+		resp = ctl_response_error(r.id, rc, "%s", err);
+	}
+	check(resp != NULL);
+	check(ctl_line_dump(resp, &line, &len) == 0);
+	check(memchr(line, '\n', len - 1) == NULL && line[len - 1] == '\n');
+	check(ctl_response_parse(line, len, &back, perr, sizeof(perr)) == 0);
+	check(ctl_response_is_ok(back, NULL, NULL) == (rc == 0));
+	json_decref(back);
+	json_decref(resp);
+	free(line);
+	ctl_request_clear(&r);
+
+	/* The client side must survive whatever a daemon (or impostor) sends. */
+	back = NULL;
+	if (ctl_response_parse((const char *)data, size, &back, perr, sizeof(perr)) == 0) {
+		const char *code = NULL, *msg = NULL;
+
+		if (!ctl_response_is_ok(back, &code, &msg))
+			check(code != NULL && msg != NULL);
+		json_decref(back);
+	}
+	return 0;
+}

@@ -1,0 +1,200 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Fake pager core for the control tests: implements the four pager.h
+ * functions over an in-memory VM table guarded by a mutex, because the
+ * control thread calls them while the test thread inspects the state.
+ */
+#include "fake-pager.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+struct fake_vm {
+	char name[64];
+	int pid;
+	uint64_t limit;
+	int full;
+};
+
+struct pager {
+	pthread_mutex_t lock;
+	struct fake_vm *vms;
+	size_t nvms;
+	unsigned set_limit_calls;
+};
+
+struct pager *fake_pager_new(void)
+{
+	struct pager *p = calloc(1, sizeof(*p));
+
+	if (p)
+		pthread_mutex_init(&p->lock, NULL);
+	return p;
+}
+
+void fake_pager_free(struct pager *p)
+{
+	if (!p)
+		return;
+	pthread_mutex_destroy(&p->lock);
+	free(p->vms);
+	free(p);
+}
+
+int fake_pager_add_vm(struct pager *p, const char *name, int pid, uint64_t limit, int full)
+{
+	struct fake_vm *v;
+
+	pthread_mutex_lock(&p->lock);
+	v = realloc(p->vms, (p->nvms + 1) * sizeof(*v));
+	if (!v) {
+		pthread_mutex_unlock(&p->lock);
+		return -ENOMEM;
+	}
+	p->vms = v;
+	v = &p->vms[p->nvms++];
+	snprintf(v->name, sizeof(v->name), "%s", name);
+	v->pid = pid;
+	v->limit = limit;
+	v->full = full;
+	pthread_mutex_unlock(&p->lock);
+	return 0;
+}
+
+unsigned fake_pager_set_limit_calls(struct pager *p)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&p->lock);
+	n = p->set_limit_calls;
+	pthread_mutex_unlock(&p->lock);
+	return n;
+}
+
+static struct fake_vm *find(struct pager *p, const char *name)
+{
+	for (size_t i = 0; i < p->nvms; i++)
+		if (strcmp(p->vms[i].name, name) == 0)
+			return &p->vms[i];
+	return NULL;
+}
+
+/* Figures follow from the limit so tests can predict them. */
+static uint64_t resident_pages(const struct fake_vm *v) { return v->limit / PAGE_SIZE_4K / 2; }
+static uint64_t stored_pages(const struct fake_vm *v) { return (uint64_t)v->pid * 10; }
+
+static json_t *vm_summary(const struct fake_vm *v)
+{
+	return json_pack("{s:s, s:i, s:s, s:I, s:I, s:I, s:{s:I, s:I}, s:I}", "name", v->name, "pid", v->pid, "state",
+			 v->full ? "running" : "degraded", "local_memory", (json_int_t)v->limit, "resident_pages",
+			 (json_int_t)resident_pages(v), "stored_pages", (json_int_t)stored_pages(v), "faults", "zero",
+			 (json_int_t)v->pid, "spill", (json_int_t)3, "evictions", (json_int_t)v->pid * 2);
+}
+
+json_t *pager_vm_list(struct pager *p)
+{
+	json_t *vms = json_array();
+
+	pthread_mutex_lock(&p->lock);
+	for (size_t i = 0; vms && i < p->nvms; i++)
+		json_array_append_new(vms, vm_summary(&p->vms[i]));
+	pthread_mutex_unlock(&p->lock);
+	return vms ? json_pack("{s:o}", "vms", vms) : NULL;
+}
+
+int pager_vm_stats(struct pager *p, const char *name, json_t **ret_stats)
+{
+	struct fake_vm *v;
+	json_t *s;
+
+	pthread_mutex_lock(&p->lock);
+	v = find(p, name);
+	if (!v) {
+		pthread_mutex_unlock(&p->lock);
+		return -ENOENT;
+	}
+	if (!v->full) {
+		s = json_pack("{s:s, s:s, s:I}", "name", v->name, "state", "degraded", "local_memory",
+			      (json_int_t)v->limit);
+	} else {
+		s = json_pack("{s:s, s:i, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "name", v->name, "pid",
+			      v->pid, "state", "running", "local_memory", (json_int_t)v->limit, "high_watermark_pages",
+			      (json_int_t)(v->limit / PAGE_SIZE_4K), "low_watermark_pages",
+			      (json_int_t)(v->limit / PAGE_SIZE_4K * 9 / 10), "guest_pages", (json_int_t)262144,
+			      "resident_pages", (json_int_t)resident_pages(v), "memfd_resident_pages",
+			      (json_int_t)resident_pages(v), "stored_pages", (json_int_t)stored_pages(v), "spill_pages",
+			      (json_int_t)7, "zero_pages", (json_int_t)11);
+		json_object_set_new(s, "faults", json_pack("{s:I, s:I, s:I, s:I, s:I}", "zero", (json_int_t)100,
+							   "spill", (json_int_t)20, "discard", (json_int_t)3, "wp",
+							   (json_int_t)4, "duplicate", (json_int_t)5));
+		json_object_set_new(s, "evictions", json_integer(1000));
+		json_object_set_new(s, "evictions_aborted", json_integer(2));
+		json_object_set_new(s, "refaults", json_integer(30));
+		json_object_set_new(s, "integrity_errors", json_integer(0));
+		json_object_set_new(s, "fault_latency_ns",
+				    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:[{s:I, s:I}, {s:I, s:I}]}", "count",
+					      (json_int_t)133, "p50", (json_int_t)9500, "p90", (json_int_t)15000,
+					      "p99", (json_int_t)41000, "p999", (json_int_t)120000, "max",
+					      (json_int_t)250000, "buckets", "le", (json_int_t)16384, "count",
+					      (json_int_t)120, "le", (json_int_t)262144, "count", (json_int_t)12));
+		/* A field uffd-ctl does not know about yet. */
+		json_object_set_new(s, "prefetch_hits", json_integer(77));
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (!s)
+		return -ENOMEM;
+	*ret_stats = s;
+	return 0;
+}
+
+int pager_vm_set_limit(struct pager *p, const char *name, uint64_t bytes, char *err, size_t errlen)
+{
+	struct fake_vm *v;
+	uint64_t others = 0;
+	int r = 0;
+
+	pthread_mutex_lock(&p->lock);
+	p->set_limit_calls++;
+	v = find(p, name);
+	if (!v) {
+		r = -ENOENT;
+		goto out;
+	}
+	for (size_t i = 0; i < p->nvms; i++)
+		if (&p->vms[i] != v)
+			others += p->vms[i].limit;
+	if (bytes < 16 * PAGE_SIZE_4K) {
+		snprintf(err, errlen, "limit below the minimum of 64K");
+		r = -EINVAL;
+	} else if (others + bytes > FAKE_BUDGET) {
+		snprintf(err, errlen, "host budget of 4G exceeded (other VMs hold %llu bytes)",
+			 (unsigned long long)others);
+		r = -ENOSPC;
+	} else {
+		v->limit = bytes;
+	}
+out:
+	pthread_mutex_unlock(&p->lock);
+	return r;
+}
+
+json_t *pager_stats(struct pager *p)
+{
+	uint64_t committed = 0, resident = 0;
+	json_t *s;
+
+	pthread_mutex_lock(&p->lock);
+	for (size_t i = 0; i < p->nvms; i++) {
+		committed += p->vms[i].limit;
+		resident += resident_pages(&p->vms[i]);
+	}
+	s = json_pack("{s:I, s:I, s:I, s:I}", "budget", (json_int_t)FAKE_BUDGET, "committed", (json_int_t)committed,
+		      "vms", (json_int_t)p->nvms, "resident_pages", (json_int_t)resident);
+	pthread_mutex_unlock(&p->lock);
+	return s;
+}

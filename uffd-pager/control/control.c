@@ -1,0 +1,747 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Control server: one thread, one epoll set over the listening socket, a
+ * stop eventfd and every client. Clients are untrusted: input is bounded to
+ * one request line, output is written without blocking and bounded (a
+ * client that does not read stops being read from, then times out), and
+ * every malformed request gets an error reply instead of taking anything
+ * down. Requests are executed in the order they arrive, one at a time, by
+ * calling into the pager (pager.h), whose functions are thread-safe.
+ */
+#include "control.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include "config.h"
+#include "ctl-proto.h"
+#include "log.h"
+#include "pager.h"
+#include "util.h"
+
+/* Stop reading a client's requests while this much of its output is pending. */
+#define OUT_HIGH_WATER (256 * 1024)
+#define MAX_ALLOWED_UIDS 16
+#define ACCEPT_PAUSE_MS 100
+
+enum ep_kind { EP_LISTEN, EP_STOP, EP_CLIENT };
+
+struct ep_tag {
+	enum ep_kind kind;
+};
+
+struct ctl_client {
+	struct ep_tag tag; /* first: epoll hands back &tag */
+	struct ctl_client *prev, *next;
+	int fd;
+	struct ucred cred;
+	char *in; /* CTL_REQUEST_MAX bytes */
+	size_t inlen;
+	char *out;
+	size_t outoff, outlen, outcap;
+	uint64_t last_progress_ns;
+	uint64_t line_start_ns; /* when the pending partial line began, 0 if none */
+	uint32_t events; /* what epoll currently watches */
+	bool eof;        /* peer will send nothing more */
+	bool closing;    /* no more requests: close once the output is flushed */
+};
+
+struct ctl_server {
+	struct pager *pager;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	dev_t sock_dev;
+	ino_t sock_ino;
+	int listen_fd, epoll_fd, stop_fd;
+	struct ep_tag listen_tag, stop_tag;
+	pthread_t thread;
+	bool thread_started;
+	struct ctl_client *clients;
+	unsigned nclients;
+	uint64_t accept_paused_until_ns;
+
+	pthread_mutex_t lock; /* protects the fields below, set from other threads */
+	uid_t allowed_uids[MAX_ALLOWED_UIDS];
+	unsigned nallowed;
+	unsigned idle_timeout_ms;
+};
+
+static unsigned idle_timeout_ms(struct ctl_server *s)
+{
+	unsigned ms;
+
+	pthread_mutex_lock(&s->lock);
+	ms = s->idle_timeout_ms;
+	pthread_mutex_unlock(&s->lock);
+	return ms;
+}
+
+static bool peer_is_privileged(struct ctl_server *s, const struct ctl_client *c)
+{
+	bool ok = c->cred.uid == 0;
+
+	pthread_mutex_lock(&s->lock);
+	for (unsigned i = 0; i < s->nallowed && !ok; i++)
+		ok = s->allowed_uids[i] == c->cred.uid;
+	pthread_mutex_unlock(&s->lock);
+	return ok;
+}
+
+/* ---- command handlers: each returns a complete response (ok or error) ---- */
+
+typedef json_t *(*ctl_handler_fn)(struct ctl_server *s, struct ctl_client *c, const struct ctl_request *req);
+
+static json_t *handle_protocol_version(struct ctl_server *s, struct ctl_client *c, const struct ctl_request *req)
+{
+	json_t *cmds = ctl_commands_json();
+
+	if (!cmds)
+		return NULL;
+	return ctl_response_ok(req->id, json_pack("{s:i, s:o, s:s}", "version", CTL_PROTO_VERSION, "commands", cmds,
+						  "daemon_version", UFFDVM_VERSION));
+}
+
+static json_t *handle_vm_list(struct ctl_server *s, struct ctl_client *c, const struct ctl_request *req)
+{
+	json_t *r = pager_vm_list(s->pager);
+
+	if (!r)
+		return ctl_response_error(req->id, -ENOMEM, "vm.list: the pager could not build the list");
+	return ctl_response_ok(req->id, r);
+}
+
+static json_t *handle_vm_stats(struct ctl_server *s, struct ctl_client *c, const struct ctl_request *req)
+{
+	json_t *stats = NULL;
+	int r = pager_vm_stats(s->pager, req->vm, &stats);
+
+	if (r == -ENOENT)
+		return ctl_response_error(req->id, r, "vm.stats: no VM named \"%s\"", req->vm);
+	if (r < 0 || !stats)
+		return ctl_response_error(req->id, r < 0 ? r : -EIO, "vm.stats: VM \"%s\": %s", req->vm,
+					  strerror(r < 0 ? -r : EIO));
+	return ctl_response_ok(req->id, stats);
+}
+
+static json_t *handle_vm_set_limit(struct ctl_server *s, struct ctl_client *c, const struct ctl_request *req)
+{
+	char reason[256] = "", sz[32];
+	int r;
+
+	r = pager_vm_set_limit(s->pager, req->vm, req->local_memory, reason, sizeof(reason));
+	format_size(req->local_memory, sz, sizeof(sz));
+	if (r < 0) {
+		log_info("control: peer uid %u pid %d: vm.set-limit %s to %s refused: %s", (unsigned)c->cred.uid,
+			 (int)c->cred.pid, req->vm, sz, reason[0] ? reason : strerror(-r));
+		if (r == -ENOENT)
+			return ctl_response_error(req->id, r, "vm.set-limit: no VM named \"%s\"", req->vm);
+		return ctl_response_error(req->id, r, "vm.set-limit: VM \"%s\" to %s: %s", req->vm, sz,
+					  reason[0] ? reason : strerror(-r));
+	}
+	log_info("control: peer uid %u pid %d: vm.set-limit %s to %s", (unsigned)c->cred.uid, (int)c->cred.pid,
+		 req->vm, sz);
+	return ctl_response_ok(req->id, json_pack("{s:s, s:I}", "vm", req->vm, "local_memory",
+						  (json_int_t)req->local_memory));
+}
+
+static json_t *handle_pager_stats(struct ctl_server *s, struct ctl_client *c, const struct ctl_request *req)
+{
+	json_t *r = pager_stats(s->pager);
+
+	if (!r)
+		return ctl_response_error(req->id, -ENOMEM, "pager.stats: the pager could not build its statistics");
+	return ctl_response_ok(req->id, r);
+}
+
+static const ctl_handler_fn handlers[_CTL_CMD_MAX] = {
+	[CTL_CMD_PROTOCOL_VERSION] = handle_protocol_version,
+	[CTL_CMD_VM_LIST] = handle_vm_list,
+	[CTL_CMD_VM_STATS] = handle_vm_stats,
+	[CTL_CMD_VM_SET_LIMIT] = handle_vm_set_limit,
+	[CTL_CMD_PAGER_STATS] = handle_pager_stats,
+};
+
+/* ---- client I/O ---- */
+
+static int out_append(struct ctl_client *c, const char *data, size_t len)
+{
+	if (c->outoff == c->outlen)
+		c->outoff = c->outlen = 0;
+	if (c->outlen + len > c->outcap) {
+		size_t ncap = c->outcap ? c->outcap : 4096;
+		char *p;
+
+		/* Compact before growing: the consumed prefix is dead weight. */
+		if (c->outoff) {
+			memmove(c->out, c->out + c->outoff, c->outlen - c->outoff);
+			c->outlen -= c->outoff;
+			c->outoff = 0;
+		}
+		while (ncap < c->outlen + len)
+			ncap *= 2;
+		if (ncap != c->outcap) {
+			p = realloc(c->out, ncap);
+			if (!p)
+				return -ENOMEM;
+			c->out = p;
+			c->outcap = ncap;
+		}
+	}
+	memcpy(c->out + c->outlen, data, len);
+	c->outlen += len;
+	return 0;
+}
+
+static int queue_response(struct ctl_client *c, json_t *resp)
+{
+	_cleanup_free_ char *line = NULL;
+	size_t len;
+	int r;
+
+	if (!resp)
+		return -ENOMEM;
+	r = ctl_line_dump(resp, &line, &len);
+	json_decref(resp);
+	if (r < 0)
+		return r;
+	if (len > CTL_RESPONSE_MAX) {
+		/* Clients refuse longer lines; tell this one why instead of sending it. */
+		json_t *e = ctl_response_error(NULL, -EMSGSIZE, "response of %zu bytes exceeds the limit of %d bytes",
+					       len, CTL_RESPONSE_MAX);
+		free(line);
+		line = NULL;
+		if (!e)
+			return -ENOMEM;
+		r = ctl_line_dump(e, &line, &len);
+		json_decref(e);
+		if (r < 0)
+			return r;
+	}
+	return out_append(c, line, len);
+}
+
+static json_t *execute(struct ctl_server *s, struct ctl_client *c, const char *line, size_t len)
+{
+	struct ctl_request req;
+	char err[1024];
+	json_t *resp;
+	int r;
+
+	r = ctl_request_parse(line, len, &req, err, sizeof(err));
+	if (r < 0) {
+		log_debug("control: peer uid %u pid %d: rejected request: %s", (unsigned)c->cred.uid,
+			  (int)c->cred.pid, err);
+		resp = ctl_response_error(req.id, r, "%s", err);
+	} else if ((req.command->flags & CTL_CMD_MUTATES) && !peer_is_privileged(s, c)) {
+		log_info("control: peer uid %u pid %d: %s refused: not privileged", (unsigned)c->cred.uid,
+			 (int)c->cred.pid, req.command->name);
+		resp = ctl_response_error(req.id, -EPERM,
+					  "%s changes pager state and is allowed only to root (peer uid %u)",
+					  req.command->name, (unsigned)c->cred.uid);
+	} else if (!handlers[req.command->cmd]) {
+		resp = ctl_response_error(req.id, -ENOSYS, "%s is not implemented by this daemon", req.command->name);
+	} else {
+		resp = handlers[req.command->cmd](s, c, &req);
+		if (!resp)
+			resp = ctl_response_error(req.id, -ENOMEM, "%s: out of memory", req.command->name);
+	}
+	ctl_request_clear(&req);
+	return resp;
+}
+
+static void client_free(struct ctl_server *s, struct ctl_client *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->clients = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	s->nclients--;
+	/*
+	 * Deregister explicitly: close() alone leaves the registration alive
+	 * while a forked child still shares the socket, and epoll would keep
+	 * reporting events for the freed client.
+	 */
+	epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
+	close(c->fd);
+	free(c->in);
+	free(c->out);
+	free(c);
+}
+
+/* Runs every complete line in the input buffer. Returns 0 or -ENOMEM. */
+static int client_process_input(struct ctl_server *s, struct ctl_client *c)
+{
+	size_t start = 0;
+	int r = 0;
+
+	while (!c->closing && c->outlen - c->outoff < OUT_HIGH_WATER) {
+		char *nl = memchr(c->in + start, '\n', c->inlen - start);
+		size_t len;
+
+		if (!nl)
+			break;
+		len = (size_t)(nl - (c->in + start)) + 1;
+		r = queue_response(c, execute(s, c, c->in + start, len));
+		start += len;
+		if (r < 0)
+			break;
+	}
+	if (start) {
+		memmove(c->in, c->in + start, c->inlen - start);
+		c->inlen -= start;
+		c->line_start_ns = 0;
+	}
+	if (c->inlen && !c->line_start_ns)
+		c->line_start_ns = now_ns();
+	if (r < 0)
+		return r;
+	if (!c->closing && c->inlen == CTL_REQUEST_MAX && !memchr(c->in, '\n', c->inlen)) {
+		/* The framing is lost: answer once, then hang up. */
+		c->closing = true;
+		r = queue_response(c, ctl_response_error(NULL, -EMSGSIZE,
+							 "request line exceeds %d bytes; closing the connection",
+							 CTL_REQUEST_MAX));
+	} else if (!c->closing && c->eof && c->inlen == 0) {
+		c->closing = true;
+	} else if (!c->closing && c->eof && !memchr(c->in, '\n', c->inlen)) {
+		/* The peer half-closed after a line without its newline. */
+		c->closing = true;
+		r = queue_response(c, ctl_response_error(NULL, -EINVAL,
+							 "connection closed in the middle of a request line (%zu bytes "
+							 "without a newline)", c->inlen));
+	}
+	return r;
+}
+
+/* Returns 0, or <0 if the client must be dropped. */
+static int client_read(struct ctl_server *s, struct ctl_client *c)
+{
+	while (!c->eof && c->inlen < CTL_REQUEST_MAX) {
+		ssize_t n = recv(c->fd, c->in + c->inlen, CTL_REQUEST_MAX - c->inlen, 0);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				break;
+			return -errno;
+		}
+		if (n == 0) {
+			c->eof = true;
+			break;
+		}
+		c->inlen += (size_t)n;
+		c->last_progress_ns = now_ns();
+	}
+	return client_process_input(s, c);
+}
+
+static int client_write(struct ctl_client *c)
+{
+	while (c->outoff < c->outlen) {
+		ssize_t n = send(c->fd, c->out + c->outoff, c->outlen - c->outoff, MSG_NOSIGNAL);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				return 0;
+			return -errno;
+		}
+		c->outoff += (size_t)n;
+		c->last_progress_ns = now_ns();
+	}
+	c->outoff = c->outlen = 0;
+	/* Keep a big buffer only while it is in use. */
+	if (c->outcap > 64 * 1024) {
+		free(c->out);
+		c->out = NULL;
+		c->outcap = 0;
+	}
+	return 0;
+}
+
+/*
+ * Brings the epoll interest in line with the client's state: read while it
+ * may send requests and its output is not backed up, write while output is
+ * pending. Returns 0, or <0 if the client must be dropped.
+ */
+static int client_update(struct ctl_server *s, struct ctl_client *c)
+{
+	bool pending = c->outoff < c->outlen;
+	uint32_t ev = 0;
+	struct epoll_event e;
+
+	if (c->closing && !pending)
+		return -ECONNRESET; /* done: drop it */
+	if (!c->closing && !c->eof && c->outlen - c->outoff < OUT_HIGH_WATER)
+		ev |= EPOLLIN;
+	if (pending)
+		ev |= EPOLLOUT;
+	if (ev == c->events)
+		return 0;
+	e = (struct epoll_event){ .events = ev, .data.ptr = &c->tag };
+	if (epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, c->fd, &e) < 0)
+		return -errno;
+	c->events = ev;
+	return 0;
+}
+
+static void client_event(struct ctl_server *s, struct ctl_client *c, uint32_t events)
+{
+	int r = 0;
+
+	if (events & EPOLLOUT)
+		r = client_write(c);
+	if (r == 0 && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+		r = client_read(s, c);
+	/* Output produced by this round goes out now, not on the next wakeup. */
+	if (r == 0 && c->outoff < c->outlen)
+		r = client_write(c);
+	/* Unblocked by the write: run requests that waited behind the backlog. */
+	if (r == 0 && c->inlen && c->outoff == c->outlen)
+		r = client_process_input(s, c);
+	if (r == 0 && c->outoff < c->outlen)
+		r = client_write(c);
+	if (r == 0)
+		r = client_update(s, c);
+	if (r < 0) {
+		if (r != -ECONNRESET && r != -EPIPE)
+			log_debug("control: dropping client pid %d: %s", (int)c->cred.pid, strerror(-r));
+		client_free(s, c);
+	}
+}
+
+static void reject_connection(int fd, const char *why)
+{
+	_cleanup_free_ char *line = NULL;
+	json_t *e = ctl_response_error(NULL, -EBUSY, "%s", why);
+	size_t len;
+
+	/* Best effort: the socket buffer of a fresh connection takes one short line. */
+	if (e && ctl_line_dump(e, &line, &len) == 0 && send(fd, line, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		log_debug("control: could not tell a rejected client why: %m");
+	json_decref(e);
+	close(fd);
+}
+
+static void server_accept(struct ctl_server *s)
+{
+	for (;;) {
+		struct ctl_client *c;
+		socklen_t len = sizeof(c->cred);
+		struct epoll_event e;
+		int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				/* Level-triggered accept would spin: pause it briefly. */
+				log_warn("control: cannot accept clients: %m; pausing for %d ms", ACCEPT_PAUSE_MS);
+				e = (struct epoll_event){ .events = 0, .data.ptr = &s->listen_tag };
+				epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, s->listen_fd, &e);
+				s->accept_paused_until_ns = now_ns() + ACCEPT_PAUSE_MS * 1000000ULL;
+			} else if (errno != EAGAIN) {
+				log_warn("control: accept on %s failed: %m", s->path);
+			}
+			return;
+		}
+		if (s->nclients >= CTL_SERVER_MAX_CLIENTS) {
+			reject_connection(fd, "too many control clients; try again later");
+			continue;
+		}
+		c = calloc(1, sizeof(*c));
+		if (c)
+			c->in = malloc(CTL_REQUEST_MAX);
+		if (!c || !c->in) {
+			if (c)
+				free(c);
+			reject_connection(fd, "control server out of memory");
+			continue;
+		}
+		c->tag.kind = EP_CLIENT;
+		c->fd = fd;
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0) {
+			/* Unknown peers are treated as the least privileged. */
+			log_warn("control: SO_PEERCRED failed: %m");
+			c->cred = (struct ucred){ .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
+		}
+		c->last_progress_ns = now_ns();
+		c->events = EPOLLIN;
+		e = (struct epoll_event){ .events = EPOLLIN, .data.ptr = &c->tag };
+		if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, fd, &e) < 0) {
+			log_warn("control: cannot watch a new client: %m");
+			free(c->in);
+			free(c);
+			close(fd);
+			continue;
+		}
+		c->next = s->clients;
+		if (c->next)
+			c->next->prev = c;
+		s->clients = c;
+		s->nclients++;
+		log_debug("control: client connected: pid %d uid %u gid %u", (int)c->cred.pid, (unsigned)c->cred.uid,
+			  (unsigned)c->cred.gid);
+	}
+}
+
+static void server_timers(struct ctl_server *s)
+{
+	uint64_t now = now_ns(), idle = (uint64_t)idle_timeout_ms(s) * 1000000ULL;
+	struct ctl_client *c, *next;
+
+	for (c = s->clients; c; c = next) {
+		next = c->next;
+		if (now - c->last_progress_ns >= idle) {
+			log_debug("control: closing client pid %d uid %u: idle for %u ms", (int)c->cred.pid,
+				  (unsigned)c->cred.uid, idle_timeout_ms(s));
+			client_free(s, c);
+		} else if (c->line_start_ns && now - c->line_start_ns >= idle && !c->closing) {
+			/*
+			 * A line trickled in a byte at a time counts as progress
+			 * forever; cap how long one request may take to arrive so
+			 * such clients cannot hold connection slots.
+			 */
+			log_debug("control: closing client pid %d uid %u: request line incomplete after %u ms",
+				  (int)c->cred.pid, (unsigned)c->cred.uid, idle_timeout_ms(s));
+			client_free(s, c);
+		}
+	}
+	if (s->accept_paused_until_ns && now >= s->accept_paused_until_ns) {
+		struct epoll_event e = { .events = EPOLLIN, .data.ptr = &s->listen_tag };
+
+		s->accept_paused_until_ns = 0;
+		epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, s->listen_fd, &e);
+	}
+}
+
+static void *server_thread(void *arg)
+{
+	struct ctl_server *s = arg;
+	struct epoll_event evs[32];
+
+	for (;;) {
+		unsigned ms = idle_timeout_ms(s);
+		int n = epoll_wait(s->epoll_fd, evs, ARRAY_SIZE(evs), ms < 1000 ? (int)ms / 2 + 1 : 500);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			log_err("control: epoll_wait failed: %m; control server stops");
+			break;
+		}
+		for (int i = 0; i < n; i++) {
+			struct ep_tag *t = evs[i].data.ptr;
+
+			switch (t->kind) {
+			case EP_STOP:
+				return NULL;
+			case EP_LISTEN:
+				server_accept(s);
+				break;
+			case EP_CLIENT:
+				client_event(s, container_of(t, struct ctl_client, tag), evs[i].events);
+				break;
+			default:
+				log_err("control: internal error: unknown epoll source %d", (int)t->kind);
+				break;
+			}
+		}
+		server_timers(s);
+	}
+	return NULL;
+}
+
+/* ---- lifecycle ---- */
+
+/* Removes path if it is a socket nobody listens on. Returns 0 or -errno. */
+static int remove_stale_socket(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	int fd, r;
+
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISSOCK(st.st_mode))
+		return -EEXIST;
+	memcpy(sa.sun_path, path, strlen(path));
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	/* EAGAIN: someone listens but its backlog is full; still alive. */
+	if (r == 0 || errno == EAGAIN) {
+		close(fd);
+		return -EADDRINUSE;
+	}
+	close(fd);
+	if (unlink(path) < 0 && errno != ENOENT)
+		return -errno;
+	log_info("control: removed stale socket %s", path);
+	return 0;
+}
+
+static void server_free(struct ctl_server *s)
+{
+	struct stat st;
+
+	while (s->clients)
+		client_free(s, s->clients);
+	if (s->listen_fd >= 0) {
+		close(s->listen_fd);
+		/* Unlink only our own socket, not one a successor has put there since. */
+		if (lstat(s->path, &st) == 0 && st.st_dev == s->sock_dev && st.st_ino == s->sock_ino)
+			unlink(s->path);
+	}
+	if (s->epoll_fd >= 0)
+		close(s->epoll_fd);
+	if (s->stop_fd >= 0)
+		close(s->stop_fd);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}
+
+int ctl_server_start(struct pager *p, const char *path, mode_t mode, struct ctl_server **ret)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct ctl_server *s;
+	struct epoll_event e;
+	sigset_t all, old;
+	struct stat st;
+	int r;
+
+	if (!path || !ret)
+		return -EINVAL;
+	if (strlen(path) == 0 || strlen(path) >= sizeof(sa.sun_path))
+		return log_err_errno(-ENAMETOOLONG, "control: socket path \"%s\" must be 1-%zu bytes", path,
+				     sizeof(sa.sun_path) - 1);
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->pager = p;
+	s->listen_fd = s->epoll_fd = s->stop_fd = -1;
+	s->listen_tag.kind = EP_LISTEN;
+	s->stop_tag.kind = EP_STOP;
+	s->idle_timeout_ms = CTL_SERVER_IDLE_TIMEOUT_MS;
+	pthread_mutex_init(&s->lock, NULL);
+	memcpy(s->path, path, strlen(path) + 1);
+	memcpy(sa.sun_path, path, strlen(path));
+
+	r = remove_stale_socket(path);
+	if (r == -EADDRINUSE) {
+		log_err("control: %s: another server is listening there", path);
+		goto fail;
+	}
+	if (r == -EEXIST) {
+		log_err("control: %s exists and is not a socket; refusing to replace it", path);
+		goto fail;
+	}
+	if (r < 0) {
+		log_err_errno(r, "control: cannot check for a stale socket at %s", path);
+		goto fail;
+	}
+	s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (s->listen_fd < 0) {
+		r = log_err_errno(-errno, "control: socket");
+		goto fail;
+	}
+	if (bind(s->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		r = log_err_errno(-errno, "control: cannot bind %s", path);
+		close(s->listen_fd);
+		s->listen_fd = -1;
+		goto fail;
+	}
+	/* Set the mode before listen(): until then nobody can connect anyway. */
+	if (chmod(path, mode) < 0 || lstat(path, &st) < 0) {
+		r = log_err_errno(-errno, "control: cannot set mode %04o on %s", (unsigned)mode, path);
+		unlink(path);
+		close(s->listen_fd);
+		s->listen_fd = -1;
+		goto fail;
+	}
+	s->sock_dev = st.st_dev;
+	s->sock_ino = st.st_ino;
+	if (listen(s->listen_fd, 64) < 0) {
+		r = log_err_errno(-errno, "control: listen on %s", path);
+		goto fail;
+	}
+	s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (s->epoll_fd < 0 || s->stop_fd < 0) {
+		r = log_err_errno(-errno, "control: epoll/eventfd");
+		goto fail;
+	}
+	e = (struct epoll_event){ .events = EPOLLIN, .data.ptr = &s->listen_tag };
+	if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->listen_fd, &e) < 0) {
+		r = log_err_errno(-errno, "control: epoll_ctl");
+		goto fail;
+	}
+	e = (struct epoll_event){ .events = EPOLLIN, .data.ptr = &s->stop_tag };
+	if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->stop_fd, &e) < 0) {
+		r = log_err_errno(-errno, "control: epoll_ctl");
+		goto fail;
+	}
+	/* Process signals belong to the daemon's main loop, never to this thread. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	r = -pthread_create(&s->thread, NULL, server_thread, s);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r < 0) {
+		log_err_errno(r, "control: cannot start the server thread");
+		goto fail;
+	}
+	s->thread_started = true;
+	log_info("control: listening on %s (mode %04o)", path, (unsigned)mode);
+	*ret = s;
+	return 0;
+fail:
+	server_free(s);
+	return r;
+}
+
+void ctl_server_stop(struct ctl_server *s)
+{
+	uint64_t one = 1;
+
+	if (!s)
+		return;
+	if (s->thread_started) {
+		if (write(s->stop_fd, &one, sizeof(one)) < 0)
+			log_warn("control: cannot signal the server thread: %m");
+		pthread_join(s->thread, NULL);
+	}
+	server_free(s);
+}
+
+int ctl_server_allow_uid(struct ctl_server *s, uid_t uid)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&s->lock);
+	if (s->nallowed >= MAX_ALLOWED_UIDS)
+		r = -ENOSPC;
+	else
+		s->allowed_uids[s->nallowed++] = uid;
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+void ctl_server_set_idle_timeout(struct ctl_server *s, unsigned timeout_ms)
+{
+	pthread_mutex_lock(&s->lock);
+	s->idle_timeout_ms = timeout_ms ? timeout_ms : CTL_SERVER_IDLE_TIMEOUT_MS;
+	pthread_mutex_unlock(&s->lock);
+}
