@@ -165,7 +165,8 @@ static struct client *client_get(struct donor_server *srv, const char *id)
 	memset(c, 0, sizeof(*c));
 	c->in_use = true;
 	c->owner = i + 1;
-	snprintf(c->id, sizeof(c->id), "%s", id);
+	/* memset above already terminated the id. */
+	memcpy(c->id, id, strnlen(id, DONOR_CLIENT_ID_MAX));
 	return c;
 }
 
