@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Key loading and the challenge-response of donor sessions (see
+ * donor-auth.h). The key never leaves this module except into HMAC state,
+ * and is never logged.
+ */
+#include "donor-auth.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "sha256.h"
+#include "util.h"
+
+int donor_key_load(const char *path, struct donor_key *ret_key)
+{
+	_cleanup_close_ int fd = -1;
+	uint8_t buf[DONOR_KEY_MAX + 64];
+	struct stat st;
+	ssize_t n;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return log_err_errno(-errno, "key file %s: cannot open", path);
+	if (fstat(fd, &st) < 0)
+		return log_err_errno(-errno, "key file %s: cannot stat", path);
+	if (!S_ISREG(st.st_mode)) {
+		log_err("key file %s: not a regular file", path);
+		return -EINVAL;
+	}
+	if (st.st_mode & 077) {
+		log_err("key file %s: mode %04o gives access to group or others; use chmod 600",
+			path, (unsigned)(st.st_mode & 07777));
+		return -EPERM;
+	}
+	n = read(fd, buf, sizeof(buf));
+	if (n < 0)
+		return log_err_errno(-errno, "key file %s: cannot read", path);
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
+			 buf[n - 1] == '\t'))
+		n--;
+	if ((size_t)n < DONOR_KEY_MIN || (size_t)n > DONOR_KEY_MAX) {
+		log_err("key file %s: key is %zd bytes, allowed %u..%u", path, n, DONOR_KEY_MIN,
+			DONOR_KEY_MAX);
+		memset(buf, 0, sizeof(buf));
+		return -EINVAL;
+	}
+	memcpy(ret_key->bytes, buf, (size_t)n);
+	ret_key->len = (size_t)n;
+	memset(buf, 0, sizeof(buf));
+	return 0;
+}
+
+int donor_random(void *buf, size_t len)
+{
+	uint8_t *p = buf;
+
+	while (len > 0) {
+		ssize_t n = getrandom(p, len, 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+void donor_auth_client_mac(const struct donor_key *key, const uint8_t donor_nonce[DONOR_NONCE_LEN],
+			   const uint8_t client_nonce[DONOR_NONCE_LEN], const char *client_id,
+			   uint8_t out[DONOR_MAC_LEN])
+{
+	struct donor_hmac h;
+
+	donor_hmac_init(&h, key->bytes, key->len);
+	donor_hmac_update(&h, donor_nonce, DONOR_NONCE_LEN);
+	donor_hmac_update(&h, client_nonce, DONOR_NONCE_LEN);
+	donor_hmac_update(&h, client_id, strlen(client_id));
+	donor_hmac_final(&h, out);
+}
+
+void donor_auth_donor_mac(const struct donor_key *key, const uint8_t donor_nonce[DONOR_NONCE_LEN],
+			  const uint8_t client_nonce[DONOR_NONCE_LEN], const char *client_id,
+			  uint8_t out[DONOR_MAC_LEN])
+{
+	struct donor_hmac h;
+
+	/* The label keeps the donor's proof from ever equalling a client answer. */
+	donor_hmac_init(&h, key->bytes, key->len);
+	donor_hmac_update(&h, "donor", 5);
+	donor_hmac_update(&h, client_nonce, DONOR_NONCE_LEN);
+	donor_hmac_update(&h, donor_nonce, DONOR_NONCE_LEN);
+	donor_hmac_update(&h, client_id, strlen(client_id));
+	donor_hmac_final(&h, out);
+}
+
+int donor_challenge_arm(struct donor_challenge *c)
+{
+	int r = donor_random(c->nonce, sizeof(c->nonce));
+
+	c->armed = r == 0;
+	return r;
+}
+
+int donor_challenge_check(struct donor_challenge *c, const struct donor_key *key,
+			  const char *client_id, const struct donor_auth_req *answer)
+{
+	uint8_t want[DONOR_MAC_LEN];
+	int ok;
+
+	if (!c->armed)
+		return -EALREADY;
+	c->armed = 0;
+	donor_auth_client_mac(key, c->nonce, answer->client_nonce, client_id, want);
+	ok = donor_ct_equal(want, answer->mac, DONOR_MAC_LEN);
+	memset(want, 0, sizeof(want));
+	return ok ? 0 : -EACCES;
+}

@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Pre-shared-key authentication of donor sessions. The donor sends a fresh
+ * random nonce per connection; the client answers
+ * HMAC-SHA256(key, donor_nonce || client_nonce || client_id) and the donor
+ * proves itself back with HMAC-SHA256(key, "donor" || client_nonce ||
+ * donor_nonce || client_id). Each donor nonce admits one answer only, so a
+ * recorded answer is worthless on a later connection, and a replayed
+ * challenge cannot make a client accept an impostor donor.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "donor-proto.h"
+
+#define DONOR_KEY_MAX 256u
+#define DONOR_KEY_MIN 16u
+
+struct donor_key {
+	uint8_t bytes[DONOR_KEY_MAX];
+	size_t len;
+};
+
+/*
+ * Reads a key file: a regular file, not readable or writable by group or
+ * others (0600 or 0400), 16..256 bytes after trailing whitespace is dropped.
+ * Errors name the file and the reason on the log. Returns 0 or -errno
+ * (-EPERM for loose permissions, -EINVAL for a bad length).
+ */
+int donor_key_load(const char *path, struct donor_key *ret_key);
+
+/* Fills buf with random bytes from getrandom(2). Returns 0 or -errno. */
+int donor_random(void *buf, size_t len);
+
+void donor_auth_client_mac(const struct donor_key *key, const uint8_t donor_nonce[DONOR_NONCE_LEN],
+			   const uint8_t client_nonce[DONOR_NONCE_LEN], const char *client_id,
+			   uint8_t out[DONOR_MAC_LEN]);
+void donor_auth_donor_mac(const struct donor_key *key, const uint8_t donor_nonce[DONOR_NONCE_LEN],
+			  const uint8_t client_nonce[DONOR_NONCE_LEN], const char *client_id,
+			  uint8_t out[DONOR_MAC_LEN]);
+
+/* Donor side of one handshake; a challenge is spent by its first check. */
+struct donor_challenge {
+	uint8_t nonce[DONOR_NONCE_LEN];
+	int armed;
+};
+
+/* Draws a fresh nonce. Returns 0 or -errno. */
+int donor_challenge_arm(struct donor_challenge *c);
+/*
+ * Checks a client's answer and disarms the challenge whatever the outcome.
+ * Returns 0, -EACCES (wrong answer) or -EALREADY (no challenge pending, e.g.
+ * a replayed AUTH).
+ */
+int donor_challenge_check(struct donor_challenge *c, const struct donor_key *key,
+			  const char *client_id, const struct donor_auth_req *answer);

@@ -1,0 +1,693 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Donor request handling (see donor-server.h). Slabs belong to client
+ * identities, not to connections: a pager that reconnects under the same
+ * authenticated id within the lease finds its slabs again, and a newer
+ * session of an id takes over from an older one (whose connection may be
+ * half-dead). The pre-shared key is the trust boundary; ids separate
+ * namespaces between pagers that share it.
+ */
+#include "donor-server.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "donor-slab.h"
+#include "log.h"
+#include "util.h"
+
+struct client {
+	char id[DONOR_CLIENT_ID_MAX + 1];
+	uint32_t owner; /* index + 1; also the owner id in the slab table */
+	bool in_use;
+	struct donor_session *sess;
+	uint64_t detached_at;
+	uint64_t pages_written, pages_read;
+};
+
+enum sess_state { SESS_NEW, SESS_CHALLENGED, SESS_AUTHED, SESS_DEAD };
+
+struct donor_session {
+	struct donor_server *srv;
+	struct donor_session *next, *prev;
+	enum sess_state state;
+	char peer[64];
+	char client_id[DONOR_CLIENT_ID_MAX + 1];
+	struct donor_challenge chal;
+	struct client *client;
+	bool closing;
+	struct donor_buf out;
+	void *opaque;
+};
+
+struct donor_server {
+	struct donor_server_config cfg;
+	struct donor_key key;
+	struct donor_slabs *slabs;
+	struct client *clients;
+	unsigned nclients;
+	struct donor_session *sessions;
+	uint64_t errors;
+};
+
+struct donor_server *donor_server_new(const struct donor_server_config *cfg)
+{
+	struct donor_server *srv = calloc(1, sizeof(*srv));
+
+	if (!srv)
+		return NULL;
+	srv->cfg = *cfg;
+	if (cfg->key)
+		srv->key = *cfg->key;
+	srv->cfg.key = &srv->key;
+	srv->slabs = donor_slabs_new(cfg->capacity);
+	if (!srv->slabs) {
+		free(srv);
+		return NULL;
+	}
+	return srv;
+}
+
+void donor_server_free(struct donor_server *srv)
+{
+	if (!srv)
+		return;
+	while (srv->sessions)
+		donor_session_free(srv->sessions);
+	donor_slabs_free(srv->slabs);
+	free(srv->clients);
+	memset(&srv->key, 0, sizeof(srv->key));
+	free(srv);
+}
+
+struct donor_session *donor_session_new(struct donor_server *srv, const char *peer)
+{
+	struct donor_session *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->srv = srv;
+	snprintf(s->peer, sizeof(s->peer), "%s", peer ? peer : "?");
+	donor_buf_init(&s->out);
+	s->next = srv->sessions;
+	if (srv->sessions)
+		srv->sessions->prev = s;
+	srv->sessions = s;
+	return s;
+}
+
+static void detach(struct donor_session *s)
+{
+	if (s->client && s->client->sess == s) {
+		s->client->sess = NULL;
+		s->client->detached_at = now_ns();
+		log_info("client %s (%s) disconnected; its %u slabs are kept for %us", s->client->id,
+			 s->peer, donor_slabs_count(s->srv->slabs, s->client->owner), s->srv->cfg.lease_s);
+	}
+	s->client = NULL;
+}
+
+void donor_session_free(struct donor_session *s)
+{
+	if (!s)
+		return;
+	detach(s);
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		s->srv->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	donor_buf_release(&s->out);
+	free(s);
+}
+
+struct donor_buf *donor_session_out(struct donor_session *s) { return &s->out; }
+bool donor_session_closing(const struct donor_session *s) { return s->closing; }
+void donor_session_set_opaque(struct donor_session *s, void *opaque) { s->opaque = opaque; }
+void *donor_session_get_opaque(const struct donor_session *s) { return s->opaque; }
+
+static struct client *client_find(struct donor_server *srv, const char *id)
+{
+	for (unsigned i = 0; i < srv->nclients; i++)
+		if (srv->clients[i].in_use && strcmp(srv->clients[i].id, id) == 0)
+			return &srv->clients[i];
+	return NULL;
+}
+
+static struct client *client_get(struct donor_server *srv, const char *id)
+{
+	struct client *c = client_find(srv, id);
+	unsigned i;
+
+	if (c)
+		return c;
+	for (i = 0; i < srv->nclients; i++)
+		if (!srv->clients[i].in_use)
+			break;
+	if (i == srv->nclients) {
+		/* Session pointers point at clients: grow by moving, then fix them up. */
+		unsigned n = srv->nclients ? srv->nclients * 2 : 8;
+		struct client *t = realloc(srv->clients, n * sizeof(*t));
+		if (!t)
+			return NULL;
+		memset(t + srv->nclients, 0, (n - srv->nclients) * sizeof(*t));
+		srv->clients = t;
+		srv->nclients = n;
+		for (unsigned k = 0; k < srv->nclients; k++)
+			if (t[k].in_use && t[k].sess)
+				t[k].sess->client = &t[k];
+	}
+	c = &srv->clients[i];
+	memset(c, 0, sizeof(*c));
+	c->in_use = true;
+	c->owner = i + 1;
+	/* memset above already terminated the id. */
+	memcpy(c->id, id, strnlen(id, DONOR_CLIENT_ID_MAX));
+	return c;
+}
+
+static int bind_client(struct donor_session *s)
+{
+	struct client *c = client_get(s->srv, s->client_id);
+
+	if (!c)
+		return -ENOMEM;
+	if (c->sess && c->sess != s) {
+		log_warn("client %s: new session from %s replaces the one from %s", c->id, s->peer,
+			 c->sess->peer);
+		c->sess->client = NULL;
+		c->sess->closing = true;
+	}
+	c->sess = s;
+	c->detached_at = 0;
+	s->client = c;
+	s->state = SESS_AUTHED;
+	return 0;
+}
+
+int donor_session_force_auth(struct donor_session *s, const char *client_id)
+{
+	if (!donor_client_id_valid(client_id, strlen(client_id)))
+		return -EINVAL;
+	snprintf(s->client_id, sizeof(s->client_id), "%s", client_id);
+	return bind_client(s);
+}
+
+static int reply_err(struct donor_session *s, const struct donor_hdr *h, int err)
+{
+	s->srv->errors++;
+	return donor_frame_put(&s->out, h->opcode, DONOR_F_REPLY, h->req_id, (uint32_t)-err, NULL, 0);
+}
+
+static int reply_ok(struct donor_session *s, const struct donor_hdr *h, const void *p, size_t n)
+{
+	return donor_frame_put(&s->out, h->opcode, DONOR_F_REPLY, h->req_id, 0, p, n);
+}
+
+static int handle_hello(struct donor_session *s, const struct donor_hdr *h, const uint8_t *p)
+{
+	struct donor_hello_req req;
+	int r;
+
+	if (s->state != SESS_NEW) {
+		reply_err(s, h, -EALREADY);
+		return -EALREADY;
+	}
+	r = donor_dec_hello(p, h->len, &req);
+	if (r < 0) {
+		log_warn("%s: malformed HELLO", s->peer);
+		reply_err(s, h, r);
+		return r;
+	}
+	r = donor_challenge_arm(&s->chal);
+	if (r < 0) {
+		reply_err(s, h, r);
+		return r;
+	}
+	memcpy(s->client_id, req.client_id, sizeof(s->client_id));
+	s->state = SESS_CHALLENGED;
+	return reply_ok(s, h, s->chal.nonce, DONOR_NONCE_LEN);
+}
+
+static int handle_auth(struct donor_session *s, const struct donor_hdr *h, const uint8_t *p)
+{
+	struct donor_auth_reply rep = { .slab_size = DONOR_SLAB_SIZE, .page_size = DONOR_PAGE_SIZE };
+	struct donor_auth_req req;
+	int r;
+
+	r = donor_dec_auth(p, h->len, &req);
+	if (r == 0)
+		r = donor_challenge_check(&s->chal, &s->srv->key, s->client_id, &req);
+	if (r < 0) {
+		log_warn("%s: authentication of client '%s' failed: %s", s->peer,
+			 s->state == SESS_CHALLENGED ? s->client_id : "?",
+			 r == -EACCES ? "wrong answer (key mismatch?)" : strerror(-r));
+		reply_err(s, h, r);
+		return r;
+	}
+	r = bind_client(s);
+	if (r < 0) {
+		reply_err(s, h, r);
+		return r;
+	}
+	donor_auth_donor_mac(&s->srv->key, s->chal.nonce, req.client_nonce, s->client_id, rep.donor_mac);
+	rep.lease_s = s->srv->cfg.lease_s;
+	rep.nslabs = donor_slabs_count(s->srv->slabs, s->client->owner);
+	log_info("client %s authenticated from %s (%u slabs held)", s->client_id, s->peer, rep.nslabs);
+	return donor_enc_auth_reply(&s->out, h->req_id, &rep);
+}
+
+static int handle_write(struct donor_session *s, const struct donor_hdr *h, const uint8_t *p)
+{
+	struct donor_write_req w;
+	uint8_t *mem;
+	int r;
+
+	r = donor_dec_write(p, h->len, &w);
+	if (r == 0)
+		r = donor_slabs_lookup(s->srv->slabs, s->client->owner, w.slab, true, &mem);
+	/* Check every slot before writing any, so a rejected batch changes nothing. */
+	for (uint32_t i = 0; r == 0 && i < w.count; i++) {
+		uint32_t slot;
+		const uint8_t *page;
+		donor_write_entry(&w, i, &slot, &page);
+		if (slot >= DONOR_SLAB_SLOTS)
+			r = -ERANGE;
+	}
+	if (r < 0)
+		return reply_err(s, h, r);
+	for (uint32_t i = 0; i < w.count; i++) {
+		uint32_t slot;
+		const uint8_t *page;
+		donor_write_entry(&w, i, &slot, &page);
+		memcpy(mem + (size_t)slot * DONOR_PAGE_SIZE, page, DONOR_PAGE_SIZE);
+	}
+	s->client->pages_written += w.count;
+	return reply_ok(s, h, NULL, 0);
+}
+
+static int handle_read(struct donor_session *s, const struct donor_hdr *h, const uint8_t *p)
+{
+	struct donor_read_req rd;
+	size_t off;
+	int r;
+
+	r = donor_dec_read(p, h->len, &rd);
+	for (uint32_t i = 0; r == 0 && i < rd.count; i++) {
+		uint32_t slab, slot;
+		uint8_t *mem;
+		donor_read_entry(&rd, i, &slab, &slot);
+		r = donor_slabs_lookup(s->srv->slabs, s->client->owner, slab, false, &mem);
+		if (r == 0 && slot >= DONOR_SLAB_SLOTS)
+			r = -ERANGE;
+	}
+	if (r < 0)
+		return reply_err(s, h, r);
+	r = donor_frame_begin(&s->out, h->opcode, DONOR_F_REPLY, h->req_id, 0, &off);
+	if (r == 0)
+		r = donor_buf_reserve(&s->out, (size_t)rd.count * DONOR_PAGE_SIZE);
+	if (r < 0)
+		return r;
+	for (uint32_t i = 0; i < rd.count; i++) {
+		uint32_t slab, slot;
+		uint8_t *mem = NULL;
+		donor_read_entry(&rd, i, &slab, &slot);
+		donor_slabs_lookup(s->srv->slabs, s->client->owner, slab, false, &mem);
+		donor_buf_put(&s->out, mem + (size_t)slot * DONOR_PAGE_SIZE, DONOR_PAGE_SIZE);
+	}
+	s->client->pages_read += rd.count;
+	return donor_frame_end(&s->out, off);
+}
+
+static unsigned connected_clients(const struct donor_server *srv)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < srv->nclients; i++)
+		if (srv->clients[i].in_use && srv->clients[i].sess)
+			n++;
+	return n;
+}
+
+static int handle_list(struct donor_session *s, const struct donor_hdr *h)
+{
+	struct donor_slabs *sl = s->srv->slabs;
+	unsigned n = donor_slabs_count(sl, s->client->owner);
+	_cleanup_free_ uint32_t *ids = NULL, *flags = NULL;
+	size_t off;
+	int r;
+
+	if (n > DONOR_MAX_LIST_SLABS)
+		n = DONOR_MAX_LIST_SLABS;
+	ids = calloc(n + 1, sizeof(*ids));
+	flags = calloc(n + 1, sizeof(*flags));
+	if (!ids || !flags)
+		return reply_err(s, h, -ENOMEM);
+	donor_slabs_list(sl, s->client->owner, ids, flags, n);
+	r = donor_frame_begin(&s->out, h->opcode, DONOR_F_REPLY, h->req_id, 0, &off);
+	if (r == 0)
+		r = donor_buf_put_u32(&s->out, n);
+	for (unsigned i = 0; r == 0 && i < n; i++) {
+		r = donor_buf_put_u32(&s->out, ids[i]);
+		if (r == 0)
+			r = donor_buf_put_u32(&s->out, flags[i]);
+	}
+	return r < 0 ? r : donor_frame_end(&s->out, off);
+}
+
+static int handle_frame(struct donor_session *s, const struct donor_hdr *h, const uint8_t *p)
+{
+	struct donor_slabs *sl = s->srv->slabs;
+	uint32_t id;
+	int r;
+
+	if (h->flags != 0 || h->status != 0)
+		return reply_err(s, h, -EBADMSG);
+	if (s->state != SESS_AUTHED) {
+		if (h->opcode == DONOR_OP_HELLO)
+			return handle_hello(s, h, p);
+		if (h->opcode == DONOR_OP_AUTH && s->state == SESS_CHALLENGED)
+			return handle_auth(s, h, p);
+		/* Unauthenticated peers learn nothing and lose the connection. */
+		log_warn("%s: %s before authentication; closing", s->peer, donor_op_name(h->opcode));
+		reply_err(s, h, -EACCES);
+		return -EACCES;
+	}
+	switch (h->opcode) {
+	case DONOR_OP_HELLO:
+	case DONOR_OP_AUTH:
+		return reply_err(s, h, -EISCONN);
+	case DONOR_OP_ALLOC_SLAB:
+		if (h->len != 0)
+			return reply_err(s, h, -EBADMSG);
+		r = donor_slabs_alloc(sl, s->client->owner, &id);
+		if (r < 0)
+			return reply_err(s, h, r);
+		id = htole32(id);
+		return reply_ok(s, h, &id, 4);
+	case DONOR_OP_FREE_SLAB:
+		r = donor_dec_u32(p, h->len, &id);
+		if (r == 0)
+			r = donor_slabs_release(sl, s->client->owner, id);
+		return r < 0 ? reply_err(s, h, r) : reply_ok(s, h, NULL, 0);
+	case DONOR_OP_WRITE_PAGES:
+		return handle_write(s, h, p);
+	case DONOR_OP_READ_PAGES:
+		return handle_read(s, h, p);
+	case DONOR_OP_PING:
+		if (h->len > DONOR_PING_MAX)
+			return reply_err(s, h, -EMSGSIZE);
+		return reply_ok(s, h, p, h->len);
+	case DONOR_OP_STATS: {
+		struct donor_stats_reply st = {
+			.capacity = donor_slabs_capacity(sl),
+			.used = donor_slabs_used(sl),
+			.own_bytes = (uint64_t)donor_slabs_count(sl, s->client->owner) * DONOR_SLAB_SIZE,
+			.slab_size = DONOR_SLAB_SIZE,
+			.clients = connected_clients(s->srv),
+		};
+		if (h->len != 0)
+			return reply_err(s, h, -EBADMSG);
+		return donor_enc_stats_reply(&s->out, h->req_id, &st);
+	}
+	case DONOR_OP_LIST_SLABS:
+		if (h->len != 0)
+			return reply_err(s, h, -EBADMSG);
+		return handle_list(s, h);
+	default:
+		return reply_err(s, h, -EOPNOTSUPP);
+	}
+}
+
+int donor_session_input(struct donor_session *s, const uint8_t *data, size_t len,
+			size_t *ret_consumed)
+{
+	size_t used = 0;
+	int r = 0;
+
+	while (!s->closing && s->out.len < DONOR_SESSION_OUT_HIGH) {
+		struct donor_hdr h;
+
+		r = donor_hdr_decode(data + used, len - used, &h);
+		if (r == -EAGAIN) {
+			r = 0;
+			break;
+		}
+		if (r < 0) {
+			/* Framing is lost: nothing after this point can be trusted. */
+			struct donor_hdr e = { .opcode = 0 };
+			log_warn("%s: bad frame header (%s); closing", s->peer, strerror(-r));
+			reply_err(s, &e, r);
+			break;
+		}
+		if (len - used < DONOR_HDR_LEN + (size_t)h.len)
+			break;
+		r = handle_frame(s, &h, data + used + DONOR_HDR_LEN);
+		used += DONOR_HDR_LEN + h.len;
+		if (r < 0 && s->state != SESS_AUTHED)
+			break;
+		if (r == -ENOMEM)
+			break;
+		r = 0;
+	}
+	*ret_consumed = used;
+	if (r < 0) {
+		s->closing = true;
+		s->state = SESS_DEAD;
+	}
+	return r;
+}
+
+static void notify_client(struct client *c, uint16_t kind, uint32_t deadline_ms,
+			  const uint32_t *ids, uint32_t n)
+{
+	if (!c->sess)
+		return;
+	if (donor_enc_notify(&c->sess->out, kind, deadline_ms, ids, n) < 0)
+		log_warn("client %s: cannot queue notification", c->id);
+}
+
+void donor_server_notify_shutdown(struct donor_server *srv)
+{
+	for (unsigned i = 0; i < srv->nclients; i++)
+		if (srv->clients[i].in_use)
+			notify_client(&srv->clients[i], DONOR_NOTIFY_SHUTDOWN, 0, NULL, 0);
+}
+
+void donor_server_tick(struct donor_server *srv, uint64_t now)
+{
+	unsigned n = donor_slabs_expire(srv->slabs, now);
+
+	if (n)
+		log_info("reclaimed %u revoked slabs at their deadline", n);
+	for (unsigned i = 0; i < srv->nclients; i++) {
+		struct client *c = &srv->clients[i];
+		if (!c->in_use || c->sess)
+			continue;
+		if (now - c->detached_at >= (uint64_t)srv->cfg.lease_s * 1000000000ULL ||
+		    donor_slabs_count(srv->slabs, c->owner) == 0) {
+			n = donor_slabs_release_owner(srv->slabs, c->owner);
+			if (n)
+				log_info("client %s: lease expired, freed %u slabs", c->id, n);
+			c->in_use = false;
+		}
+	}
+}
+
+static json_t *ctl_error(const char *fmt, const char *arg)
+{
+	char msg[256];
+
+	snprintf(msg, sizeof(msg), fmt, arg);
+	return json_pack("{s:b, s:s}", "ok", 0, "error", msg);
+}
+
+static json_t *ctl_stats(struct donor_server *srv)
+{
+	json_t *clients = json_array(), *o;
+	uint64_t now = now_ns();
+
+	for (unsigned i = 0; clients && i < srv->nclients; i++) {
+		struct client *c = &srv->clients[i];
+		unsigned n;
+		if (!c->in_use)
+			continue;
+		n = donor_slabs_count(srv->slabs, c->owner);
+		o = json_pack("{s:s, s:b, s:I, s:I, s:I, s:I}", "id", c->id, "connected", c->sess != NULL,
+			      "slabs", (json_int_t)n, "bytes", (json_int_t)n * DONOR_SLAB_SIZE,
+			      "pages_written", (json_int_t)c->pages_written, "pages_read",
+			      (json_int_t)c->pages_read);
+		if (o && !c->sess) {
+			uint64_t gone = (now - c->detached_at) / 1000000000ULL;
+			json_object_set_new(o, "lease_left_s",
+					    json_integer(gone >= srv->cfg.lease_s ? 0 : srv->cfg.lease_s - gone));
+		}
+		json_array_append_new(clients, o);
+	}
+	return json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "ok", 1, "capacity",
+			 (json_int_t)donor_slabs_capacity(srv->slabs), "used",
+			 (json_int_t)donor_slabs_used(srv->slabs), "revoked",
+			 (json_int_t)donor_slabs_revoked_bytes(srv->slabs), "slab_size",
+			 (json_int_t)DONOR_SLAB_SIZE, "connected", (json_int_t)connected_clients(srv),
+			 "errors", (json_int_t)srv->errors, "clients", clients);
+}
+
+/* Counts owner's slabs not yet revoked and returns the highest-numbered one in ret_id. */
+static unsigned unrevoked(struct donor_server *srv, uint32_t owner, uint32_t *ret_id)
+{
+	unsigned tot = donor_slabs_count(srv->slabs, owner), n = 0;
+	_cleanup_free_ uint32_t *ids = calloc(tot + 1, sizeof(*ids));
+	_cleanup_free_ uint32_t *fl = calloc(tot + 1, sizeof(*fl));
+
+	if (!ids || !fl)
+		return 0;
+	donor_slabs_list(srv->slabs, owner, ids, fl, tot);
+	for (unsigned j = 0; j < tot; j++) {
+		if (!(fl[j] & DONOR_SLAB_F_REVOKED)) {
+			n++;
+			*ret_id = ids[j];
+		}
+	}
+	return n;
+}
+
+static json_t *revoked_entry(json_t *out, const char *client)
+{
+	json_t *e;
+	size_t i;
+
+	json_array_foreach(out, i, e)
+		if (strcmp(json_string_value(json_object_get(e, "client")), client) == 0)
+			return e;
+	e = json_pack("{s:s, s:[]}", "client", client, "slabs");
+	json_array_append_new(out, e);
+	return e;
+}
+
+/*
+ * Revokes need slabs, always from the client holding most, and notifies each
+ * owner once with all its slabs and the deadline.
+ */
+static json_t *revoke_slabs(struct donor_server *srv, unsigned need, unsigned grace_s)
+{
+	uint64_t deadline = now_ns() + (uint64_t)grace_s * 1000000000ULL;
+	json_t *out = json_array(), *e;
+	size_t i;
+
+	if (!out)
+		return NULL;
+	while (need > 0) {
+		struct client *best = NULL;
+		unsigned best_n = 0;
+		uint32_t best_id = 0;
+
+		for (unsigned k = 0; k < srv->nclients; k++) {
+			uint32_t id = 0;
+			unsigned n;
+			if (!srv->clients[k].in_use)
+				continue;
+			n = unrevoked(srv, srv->clients[k].owner, &id);
+			if (n > best_n) {
+				best = &srv->clients[k];
+				best_n = n;
+				best_id = id;
+			}
+		}
+		if (!best)
+			break;
+		donor_slabs_revoke(srv->slabs, best_id, deadline);
+		e = revoked_entry(out, best->id);
+		if (e)
+			json_array_append_new(json_object_get(e, "slabs"), json_integer(best_id));
+		need--;
+	}
+	json_array_foreach(out, i, e) {
+		struct client *c = client_find(srv, json_string_value(json_object_get(e, "client")));
+		json_t *ids = json_object_get(e, "slabs");
+		size_t n = json_array_size(ids);
+		_cleanup_free_ uint32_t *v = calloc(n + 1, sizeof(*v));
+
+		if (!c || !v)
+			continue;
+		for (size_t k = 0; k < n; k++)
+			v[k] = (uint32_t)json_integer_value(json_array_get(ids, k));
+		log_info("capacity revoked: client %s must move %zu slabs within %us", c->id, n, grace_s);
+		notify_client(c, DONOR_NOTIFY_REVOKED, grace_s * 1000u, v, (uint32_t)n);
+	}
+	return out;
+}
+
+static json_t *ctl_set_capacity(struct donor_server *srv, json_t *args)
+{
+	json_t *jc = json_object_get(args, "capacity"), *jg = json_object_get(args, "grace");
+	uint64_t cap, used, promised, keep;
+	unsigned grace = srv->cfg.revoke_grace_s, need = 0;
+	json_t *revoked;
+	int r;
+
+	if (json_is_string(jc)) {
+		r = parse_size(json_string_value(jc), &cap);
+		if (r < 0)
+			return ctl_error("args.capacity: '%s' is not a size (e.g. 4096, 512M, 8G)",
+					 json_string_value(jc));
+	} else if (json_is_integer(jc) && json_integer_value(jc) >= 0) {
+		cap = (uint64_t)json_integer_value(jc);
+	} else {
+		return ctl_error("args.capacity: %s (a size string like \"256M\" or bytes)",
+				 jc ? "wrong type" : "missing");
+	}
+	if (jg) {
+		if (!json_is_integer(jg) || json_integer_value(jg) < 0 || json_integer_value(jg) > 86400)
+			return ctl_error("args.grace: %s", "must be an integer 0..86400 (seconds)");
+		grace = (unsigned)json_integer_value(jg);
+	}
+	donor_slabs_set_capacity(srv->slabs, cap);
+	used = donor_slabs_used(srv->slabs);
+	promised = donor_slabs_revoked_bytes(srv->slabs);
+	keep = used - promised;
+	if (keep > cap)
+		need = (unsigned)((keep - cap + DONOR_SLAB_SIZE - 1) / DONOR_SLAB_SIZE);
+	log_info("capacity set to %llu bytes (%llu in use, %u slabs to revoke)",
+		 (unsigned long long)cap, (unsigned long long)used, need);
+	revoked = revoke_slabs(srv, need, grace);
+	return json_pack("{s:b, s:I, s:I, s:I, s:o}", "ok", 1, "capacity", (json_int_t)cap, "used",
+			 (json_int_t)used, "grace_s", (json_int_t)grace, "revoked",
+			 revoked ? revoked : json_array());
+}
+
+json_t *donor_server_control(struct donor_server *srv, const char *line)
+{
+	json_error_t jerr;
+	json_t *req = json_loads(line, JSON_REJECT_DUPLICATES, &jerr), *reply;
+	const char *cmd;
+	char where[128];
+
+	if (!req) {
+		snprintf(where, sizeof(where), "line 1, column %d: %.80s", jerr.column, jerr.text);
+		return ctl_error("request is not JSON: %s", where);
+	}
+	cmd = json_string_value(json_object_get(req, "cmd"));
+	if (!json_is_object(req) || !cmd) {
+		json_decref(req);
+		return ctl_error("request: missing string field %s", "\"cmd\"");
+	}
+	if (strcmp(cmd, "donor.stats") == 0) {
+		reply = ctl_stats(srv);
+	} else if (strcmp(cmd, "donor.set-capacity") == 0) {
+		json_t *args = json_object_get(req, "args");
+		reply = json_is_object(args) ? ctl_set_capacity(srv, args)
+					     : ctl_error("donor.set-capacity: %s", "\"args\" object missing");
+	} else {
+		snprintf(where, sizeof(where), "%.64s", cmd);
+		reply = json_pack("{s:b, s:s, s:[s,s]}", "ok", 0, "error", "unknown cmd", "allowed",
+				  "donor.stats", "donor.set-capacity");
+		if (reply)
+			json_object_set_new(reply, "cmd", json_string(where));
+	}
+	json_decref(req);
+	return reply;
+}

@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The donor's state machine without any I/O: client identities and their
+ * leases, sessions (one per connection), request handling, control commands
+ * and timers. The uffd-donor daemon feeds it bytes from io_uring and sends
+ * what it queues; the fuzz target and unit tests drive it directly.
+ */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "donor-auth.h"
+#include "donor-proto.h"
+
+struct donor_server;
+struct donor_session;
+
+struct donor_server_config {
+	uint64_t capacity;
+	const struct donor_key *key; /* copied */
+	unsigned lease_s;	     /* how long a disconnected client keeps its slabs */
+	unsigned revoke_grace_s;     /* default deadline of a capacity revocation */
+};
+
+/* Stop parsing input while this much output waits: a client that does not read stalls itself only. */
+#define DONOR_SESSION_OUT_HIGH (4u << 20)
+
+struct donor_server *donor_server_new(const struct donor_server_config *cfg);
+void donor_server_free(struct donor_server *srv);
+
+/* peer names the connection in logs. Returns NULL on ENOMEM. */
+struct donor_session *donor_session_new(struct donor_server *srv, const char *peer);
+/* Ends a session; its client's slabs stay for the lease period. NULL-safe. */
+void donor_session_free(struct donor_session *s);
+
+/*
+ * Handles the complete frames at the start of data, queueing replies on the
+ * session's output; stops early when output passes DONOR_SESSION_OUT_HIGH.
+ * *ret_consumed says how much was used. Returns 0, or -errno when the
+ * session must be closed once its output is sent (failed authentication,
+ * lost framing).
+ */
+int donor_session_input(struct donor_session *s, const uint8_t *data, size_t len,
+			size_t *ret_consumed);
+/* Output waiting to be sent; the caller consumes what it sent. */
+struct donor_buf *donor_session_out(struct donor_session *s);
+/* True once the session should be closed (taken over by a newer one, or after an error). */
+bool donor_session_closing(const struct donor_session *s);
+void donor_session_set_opaque(struct donor_session *s, void *opaque);
+void *donor_session_get_opaque(const struct donor_session *s);
+/* Test hook: authenticates the session as client_id without a handshake. Returns 0 or -errno. */
+int donor_session_force_auth(struct donor_session *s, const char *client_id);
+
+/* Runs lease expiry and revocation deadlines. */
+void donor_server_tick(struct donor_server *srv, uint64_t now_ns);
+/* Queues a SHUTDOWN notification on every authenticated session. */
+void donor_server_notify_shutdown(struct donor_server *srv);
+
+/*
+ * Executes one control request ({"cmd":..., "args":{...}}) and returns the
+ * reply object ({"ok":true,...} or {"ok":false,"error":"..."}); never NULL
+ * unless out of memory.
+ */
+json_t *donor_server_control(struct donor_server *srv, const char *line);

@@ -1,0 +1,833 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * TCP backend of the donor transport. Submissions are appended to a batch
+ * buffer (consecutive writes to one slab share a WRITE_PAGES frame, reads
+ * share a READ_PAGES frame, up to DONOR_MAX_BATCH pages) and sent by flush()
+ * with blocking sends bounded by SO_SNDTIMEO. A receiver thread matches
+ * replies to outstanding requests by id, copies read pages out, queues
+ * completions and signals an eventfd; it also expires requests older than
+ * the timeout and fails everything when the connection breaks, so no caller
+ * ever waits on a dead donor.
+ *
+ * Locks: send_lock serialises the batch and socket writes; lock guards the
+ * outstanding list, completion queue and connection state. Order:
+ * send_lock before lock. The receiver thread takes lock only.
+ */
+#include <endian.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "donor-auth.h"
+#include "log.h"
+#include "sha256.h"
+#include "transport.h"
+#include "util.h"
+
+struct pend {
+	struct pend *next, *prev;
+	uint64_t req_id, deadline;
+	uint8_t op;
+	bool sent, sync, done;
+	int status;
+	unsigned n;
+	uint64_t cookies[DONOR_MAX_BATCH];
+	void *pages[DONOR_MAX_BATCH];
+	struct donor_buf reply; /* sync requests: payload of the reply */
+};
+
+struct tcp_conn {
+	struct donor_conn base;
+	int fd, evfd;
+	unsigned timeout_ms;
+	donor_notify_fn notify_cb;
+	void *notify_opaque;
+	pthread_t thr;
+	bool thr_started;
+
+	pthread_mutex_t send_lock;
+	struct donor_buf batch;
+	size_t open_off;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct pend *head, *tail, *free_list, *open;
+	struct donor_completion *cq;
+	size_t cq_head, cq_len, cq_cap;
+	uint64_t next_id;
+	int dead; /* 0 or -errno */
+	bool closing;
+};
+
+static inline struct tcp_conn *to_tcp(struct donor_conn *c) { return container_of(c, struct tcp_conn, base); }
+
+static uint64_t deadline_after(unsigned ms) { return now_ns() + (uint64_t)ms * 1000000ULL; }
+
+/* Called with lock held. */
+static struct pend *pend_new(struct tcp_conn *t, uint8_t op)
+{
+	struct pend *p = t->free_list;
+
+	if (p)
+		t->free_list = p->next;
+	else if (!(p = calloc(1, sizeof(*p))))
+		return NULL;
+	memset(p, 0, offsetof(struct pend, cookies));
+	donor_buf_init(&p->reply);
+	p->op = op;
+	p->req_id = ++t->next_id;
+	p->prev = t->tail;
+	if (t->tail)
+		t->tail->next = p;
+	else
+		t->head = p;
+	t->tail = p;
+	return p;
+}
+
+static void pend_unlink(struct tcp_conn *t, struct pend *p)
+{
+	if (p->prev)
+		p->prev->next = p->next;
+	else
+		t->head = p->next;
+	if (p->next)
+		p->next->prev = p->prev;
+	else
+		t->tail = p->prev;
+	p->next = p->prev = NULL;
+	if (t->open == p)
+		t->open = NULL;
+}
+
+static void pend_put(struct tcp_conn *t, struct pend *p)
+{
+	donor_buf_release(&p->reply);
+	p->next = t->free_list;
+	t->free_list = p;
+}
+
+static int cq_push(struct tcp_conn *t, uint64_t cookie, int status, uint8_t op)
+{
+	if (t->cq_len == t->cq_cap) {
+		size_t cap = t->cq_cap ? t->cq_cap * 2 : 256;
+		struct donor_completion *n = malloc(cap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		for (size_t i = 0; i < t->cq_len; i++)
+			n[i] = t->cq[(t->cq_head + i) % t->cq_cap];
+		free(t->cq);
+		t->cq = n;
+		t->cq_cap = cap;
+		t->cq_head = 0;
+	}
+	t->cq[(t->cq_head + t->cq_len) % t->cq_cap] =
+		(struct donor_completion){ .cookie = cookie, .status = status, .op = op };
+	t->cq_len++;
+	return 0;
+}
+
+/* Completes p with status (lock held); reads copy their pages from payload first. */
+static void pend_finish(struct tcp_conn *t, struct pend *p, int status, const uint8_t *payload,
+			size_t len)
+{
+	pend_unlink(t, p);
+	if (p->sync) {
+		p->status = status;
+		if (status == 0 && len)
+			donor_buf_put(&p->reply, payload, len);
+		p->done = true;
+		/* The waiter owns p from here on. */
+		pthread_cond_broadcast(&t->cond);
+		return;
+	}
+	if (status == 0 && p->op == DONOR_OP_READ_PAGES) {
+		if (len != (size_t)p->n * DONOR_PAGE_SIZE)
+			status = -EBADMSG;
+		else
+			for (unsigned i = 0; i < p->n; i++)
+				memcpy(p->pages[i], payload + (size_t)i * DONOR_PAGE_SIZE, DONOR_PAGE_SIZE);
+	} else if (status == 0 && len != 0) {
+		status = -EBADMSG;
+	}
+	for (unsigned i = 0; i < p->n; i++)
+		cq_push(t, p->cookies[i], status,
+			p->op == DONOR_OP_READ_PAGES ? DONOR_COMP_READ : DONOR_COMP_WRITE);
+	pend_put(t, p);
+	pthread_cond_broadcast(&t->cond);
+}
+
+static void signal_completions(struct tcp_conn *t)
+{
+	uint64_t one = 1;
+
+	if (write(t->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_debug("donor tcp: eventfd write: %m");
+}
+
+/* Marks the connection broken and fails every request (lock held). */
+static void fail_all(struct tcp_conn *t, int err)
+{
+	if (!t->dead)
+		t->dead = err;
+	while (t->head)
+		pend_finish(t, t->head, err, NULL, 0);
+	t->open = NULL;
+}
+
+static int send_all(int fd, const uint8_t *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			/* SO_SNDTIMEO expired: the donor stopped reading. */
+			return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Sends the batch (send_lock held). */
+static int flush_locked(struct tcp_conn *t)
+{
+	uint64_t dl = deadline_after(t->timeout_ms);
+	int r;
+
+	pthread_mutex_lock(&t->lock);
+	r = t->dead;
+	t->open = NULL;
+	/* Deadlines start when requests leave, so batching time is not charged. */
+	for (struct pend *p = t->tail; p && !p->sent; p = p->prev) {
+		p->sent = true;
+		p->deadline = dl;
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (r < 0) {
+		t->batch.len = 0;
+		return -ENOTCONN;
+	}
+	if (t->batch.len == 0)
+		return 0;
+	r = send_all(t->fd, t->batch.data, t->batch.len);
+	t->batch.len = 0;
+	if (r < 0) {
+		pthread_mutex_lock(&t->lock);
+		fail_all(t, r);
+		pthread_mutex_unlock(&t->lock);
+		signal_completions(t);
+		shutdown(t->fd, SHUT_RDWR);
+	}
+	return r;
+}
+
+static int tcp_flush(struct donor_conn *c)
+{
+	struct tcp_conn *t = to_tcp(c);
+	int r;
+
+	pthread_mutex_lock(&t->send_lock);
+	r = flush_locked(t);
+	pthread_mutex_unlock(&t->send_lock);
+	return r;
+}
+
+static int submit(struct tcp_conn *t, uint8_t op, uint32_t slab, uint32_t slot, void *page,
+		  uint64_t cookie)
+{
+	struct pend *p;
+	int r = 0;
+
+	if (slot >= DONOR_SLAB_SLOTS)
+		return -ERANGE;
+	pthread_mutex_lock(&t->send_lock);
+	pthread_mutex_lock(&t->lock);
+	if (t->dead) {
+		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_unlock(&t->send_lock);
+		return -ENOTCONN;
+	}
+	p = t->open;
+	if (p && (p->op != op || p->n >= DONOR_MAX_BATCH ||
+		  (op == DONOR_OP_WRITE_PAGES && donor_get_u32(t->batch.data + t->open_off + DONOR_HDR_LEN) != slab)))
+		p = NULL;
+	if (!p) {
+		p = pend_new(t, op);
+		if (!p) {
+			pthread_mutex_unlock(&t->lock);
+			pthread_mutex_unlock(&t->send_lock);
+			return -ENOMEM;
+		}
+		r = op == DONOR_OP_WRITE_PAGES ? donor_enc_write_begin(&t->batch, p->req_id, slab, &t->open_off)
+					       : donor_enc_read_begin(&t->batch, p->req_id, &t->open_off);
+		t->open = p;
+	}
+	if (r == 0)
+		r = op == DONOR_OP_WRITE_PAGES ? donor_enc_write_add(&t->batch, t->open_off, slot, page)
+					       : donor_enc_read_add(&t->batch, t->open_off, slab, slot);
+	if (r < 0) {
+		/* Out of memory mid-batch: the batch cannot be trusted any more. */
+		fail_all(t, r);
+		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_unlock(&t->send_lock);
+		signal_completions(t);
+		return r;
+	}
+	p->cookies[p->n] = cookie;
+	p->pages[p->n] = page;
+	p->n++;
+	pthread_mutex_unlock(&t->lock);
+	/* A full batch goes out at once; the pipe stays busy while the caller fills the next. */
+	if (t->batch.len >= DONOR_MAX_PAYLOAD)
+		r = flush_locked(t);
+	pthread_mutex_unlock(&t->send_lock);
+	return r;
+}
+
+static int tcp_submit_write(struct donor_conn *c, uint32_t slab, uint32_t slot, const void *page,
+			    uint64_t cookie)
+{
+	return submit(to_tcp(c), DONOR_OP_WRITE_PAGES, slab, slot, (void *)page, cookie);
+}
+
+static int tcp_submit_read(struct donor_conn *c, uint32_t slab, uint32_t slot, void *page,
+			   uint64_t cookie)
+{
+	return submit(to_tcp(c), DONOR_OP_READ_PAGES, slab, slot, page, cookie);
+}
+
+/* A synchronous request: the reply payload lands in ret_reply (may be NULL). */
+static int call(struct tcp_conn *t, uint8_t op, const void *payload, size_t len,
+		struct donor_buf *ret_reply)
+{
+	struct pend *p;
+	int r;
+
+	pthread_mutex_lock(&t->send_lock);
+	r = flush_locked(t);
+	if (r < 0) {
+		pthread_mutex_unlock(&t->send_lock);
+		return r;
+	}
+	pthread_mutex_lock(&t->lock);
+	p = pend_new(t, op);
+	if (!p) {
+		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_unlock(&t->send_lock);
+		return -ENOMEM;
+	}
+	p->sync = true;
+	pthread_mutex_unlock(&t->lock);
+	r = donor_frame_put(&t->batch, op, 0, p->req_id, 0, payload, len);
+	if (r == 0)
+		r = flush_locked(t);
+	else
+		t->batch.len = 0;
+	pthread_mutex_unlock(&t->send_lock);
+
+	pthread_mutex_lock(&t->lock);
+	if (r < 0 && !p->done)
+		pend_finish(t, p, r, NULL, 0);
+	while (!p->done)
+		pthread_cond_wait(&t->cond, &t->lock);
+	r = p->status;
+	if (r == 0 && ret_reply) {
+		*ret_reply = p->reply;
+		donor_buf_init(&p->reply);
+	}
+	pend_put(t, p);
+	pthread_mutex_unlock(&t->lock);
+	return r;
+}
+
+static int tcp_alloc_slab(struct donor_conn *c, uint32_t *ret_slab)
+{
+	struct donor_buf rep;
+	int r = call(to_tcp(c), DONOR_OP_ALLOC_SLAB, NULL, 0, &rep);
+
+	if (r < 0)
+		return r;
+	r = donor_dec_u32(rep.data, rep.len, ret_slab);
+	donor_buf_release(&rep);
+	return r;
+}
+
+static int tcp_free_slab(struct donor_conn *c, uint32_t slab)
+{
+	uint32_t le = htole32(slab);
+
+	return call(to_tcp(c), DONOR_OP_FREE_SLAB, &le, 4, NULL);
+}
+
+static int tcp_list_slabs(struct donor_conn *c, uint32_t *ids, uint32_t *flags, size_t max)
+{
+	struct donor_list_reply lr;
+	struct donor_buf rep;
+	int r = call(to_tcp(c), DONOR_OP_LIST_SLABS, NULL, 0, &rep);
+
+	if (r < 0)
+		return r;
+	r = donor_dec_list_reply(rep.data, rep.len, &lr);
+	if (r == 0) {
+		for (uint32_t i = 0; i < lr.count && i < max; i++) {
+			ids[i] = donor_get_u32(lr.entries + 8 * i);
+			if (flags)
+				flags[i] = donor_get_u32(lr.entries + 8 * i + 4);
+		}
+		r = (int)lr.count;
+	}
+	donor_buf_release(&rep);
+	return r;
+}
+
+static int tcp_ping(struct donor_conn *c)
+{
+	static const char probe[8] = "uffdvm!";
+	struct donor_buf rep;
+	int r = call(to_tcp(c), DONOR_OP_PING, probe, sizeof(probe), &rep);
+
+	if (r < 0)
+		return r;
+	if (rep.len != sizeof(probe) || memcmp(rep.data, probe, sizeof(probe)) != 0)
+		r = -EBADMSG;
+	donor_buf_release(&rep);
+	return r;
+}
+
+static int tcp_poll_completions(struct donor_conn *c, struct donor_completion *out, unsigned max,
+				int timeout_ms)
+{
+	struct tcp_conn *t = to_tcp(c);
+	struct timespec until;
+	unsigned n = 0;
+	int r = 0;
+
+	if (timeout_ms > 0) {
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_sec += timeout_ms / 1000;
+		until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+	}
+	pthread_mutex_lock(&t->lock);
+	while (t->cq_len == 0 && timeout_ms != 0) {
+		/* Nothing can ever arrive on a broken connection with nothing outstanding. */
+		if (t->dead && !t->head) {
+			r = t->dead;
+			break;
+		}
+		if (timeout_ms < 0)
+			pthread_cond_wait(&t->cond, &t->lock);
+		else if (pthread_cond_timedwait(&t->cond, &t->lock, &until) == ETIMEDOUT)
+			break;
+	}
+	while (n < max && t->cq_len > 0) {
+		out[n++] = t->cq[t->cq_head];
+		t->cq_head = (t->cq_head + 1) % t->cq_cap;
+		t->cq_len--;
+	}
+	if (t->cq_len == 0) {
+		uint64_t v;
+		if (read(t->evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+			r = r ? r : -errno;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return n > 0 ? (int)n : r;
+}
+
+static int tcp_get_fd(struct donor_conn *c) { return to_tcp(c)->evfd; }
+
+static void handle_notify(struct tcp_conn *t, const uint8_t *p, size_t len)
+{
+	struct donor_notification n = { 0 };
+	struct donor_notify dn;
+	_cleanup_free_ uint32_t *ids = NULL;
+
+	if (donor_dec_notify(p, len, &dn) < 0) {
+		log_warn("donor tcp: malformed NOTIFY ignored");
+		return;
+	}
+	ids = calloc(dn.count + 1, sizeof(*ids));
+	if (!ids)
+		return;
+	for (uint32_t i = 0; i < dn.count; i++)
+		ids[i] = donor_get_u32(dn.slabs + 4 * i);
+	n.kind = (enum donor_notify_kind)dn.kind;
+	n.deadline_ms = dn.deadline_ms;
+	n.nslabs = dn.count;
+	n.slabs = ids;
+	if (t->notify_cb)
+		t->notify_cb(&t->base, &n, t->notify_opaque);
+}
+
+/* Returns 0 to go on, -errno when the stream cannot be trusted any more. */
+static int handle_frame(struct tcp_conn *t, const struct donor_hdr *h, const uint8_t *payload)
+{
+	if (h->flags == DONOR_F_NOTIFY && h->opcode == DONOR_OP_NOTIFY) {
+		handle_notify(t, payload, h->len);
+		return 0;
+	}
+	if (h->flags != DONOR_F_REPLY)
+		return -EBADMSG;
+	pthread_mutex_lock(&t->lock);
+	for (struct pend *p = t->head; p; p = p->next) {
+		if (p->req_id != h->req_id)
+			continue;
+		if (p->op != h->opcode) {
+			pthread_mutex_unlock(&t->lock);
+			return -EBADMSG;
+		}
+		/* Statuses are positive errno values on the wire; clamp nonsense. */
+		pend_finish(t, p, h->status ? -(int)(h->status > 4095 ? EIO : h->status) : 0, payload,
+			    h->len);
+		break;
+	}
+	/* No match: the request already timed out; its late reply is dropped. */
+	pthread_mutex_unlock(&t->lock);
+	return 0;
+}
+
+static void expire(struct tcp_conn *t)
+{
+	uint64_t now = now_ns();
+	bool any = false;
+
+	pthread_mutex_lock(&t->lock);
+	while (t->head && t->head->sent && t->head->deadline <= now) {
+		pend_finish(t, t->head, -ETIMEDOUT, NULL, 0);
+		any = true;
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (any)
+		signal_completions(t);
+}
+
+static void *receiver(void *arg)
+{
+	struct tcp_conn *t = arg;
+	size_t cap = DONOR_HDR_LEN + DONOR_MAX_PAYLOAD + 65536, len = 0;
+	_cleanup_free_ uint8_t *buf = malloc(cap);
+	int err = 0;
+
+	if (!buf)
+		err = -ENOMEM;
+	while (!err) {
+		struct pollfd pfd = { .fd = t->fd, .events = POLLIN };
+		size_t used = 0;
+		ssize_t n;
+		int r = poll(&pfd, 1, 50);
+
+		expire(t);
+		if (r < 0 && errno != EINTR) {
+			err = -errno;
+			break;
+		}
+		if (r <= 0)
+			continue;
+		n = recv(t->fd, buf + len, cap - len, MSG_DONTWAIT);
+		if (n == 0) {
+			err = -ECONNRESET;
+			break;
+		}
+		if (n < 0) {
+			if (errno != EAGAIN && errno != EINTR)
+				err = -errno;
+			continue;
+		}
+		len += (size_t)n;
+		for (;;) {
+			struct donor_hdr h;
+			r = donor_hdr_decode(buf + used, len - used, &h);
+			if (r == -EAGAIN || (r == 0 && len - used < DONOR_HDR_LEN + (size_t)h.len))
+				break;
+			if (r == 0)
+				r = handle_frame(t, &h, buf + used + DONOR_HDR_LEN);
+			if (r < 0) {
+				log_warn("donor tcp: bad frame from donor: %s", strerror(-r));
+				err = -EPROTO;
+				break;
+			}
+			used += DONOR_HDR_LEN + h.len;
+		}
+		memmove(buf, buf + used, len - used);
+		len -= used;
+		signal_completions(t);
+	}
+	pthread_mutex_lock(&t->lock);
+	fail_all(t, t->closing ? -ECANCELED : err);
+	pthread_mutex_unlock(&t->lock);
+	signal_completions(t);
+	if (!t->closing && t->notify_cb) {
+		/* A dead connection is, for the pager, the donor going away. */
+		struct donor_notification n = { .kind = DONOR_NOTIFY_SHUTDOWN };
+		t->notify_cb(&t->base, &n, t->notify_opaque);
+	}
+	return NULL;
+}
+
+static int io_wait(int fd, short ev, uint64_t deadline)
+{
+	for (;;) {
+		uint64_t now = now_ns();
+		struct pollfd pfd = { .fd = fd, .events = ev };
+		int r;
+
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		r = poll(&pfd, 1, (int)((deadline - now) / 1000000ULL) + 1);
+		if (r > 0)
+			return 0;
+		if (r < 0 && errno != EINTR)
+			return -errno;
+	}
+}
+
+/* Reads one whole frame during the handshake, before the receiver thread runs. */
+static int read_frame(int fd, uint64_t deadline, struct donor_hdr *h, uint8_t *payload, size_t max)
+{
+	uint8_t hdr[DONOR_HDR_LEN];
+	size_t got = 0, want = DONOR_HDR_LEN;
+	uint8_t *dst = hdr;
+	int r;
+
+	for (int part = 0; part < 2; part++) {
+		while (got < want) {
+			ssize_t n;
+			r = io_wait(fd, POLLIN, deadline);
+			if (r < 0)
+				return r;
+			n = recv(fd, dst + got, want - got, MSG_DONTWAIT);
+			if (n == 0)
+				return -ECONNRESET;
+			if (n < 0 && errno != EAGAIN && errno != EINTR)
+				return -errno;
+			if (n > 0)
+				got += (size_t)n;
+		}
+		if (part == 0) {
+			r = donor_hdr_decode(hdr, sizeof(hdr), h);
+			if (r < 0)
+				return -EPROTO;
+			if (h->len > max)
+				return -EPROTO;
+			got = 0;
+			want = h->len;
+			dst = payload;
+		}
+	}
+	return 0;
+}
+
+static int handshake(struct tcp_conn *t, const struct donor_key *key, const char *client_id,
+		     uint64_t deadline)
+{
+	uint8_t nonce[DONOR_NONCE_LEN], want[DONOR_MAC_LEN], payload[256];
+	struct donor_auth_reply rep;
+	struct donor_auth_req req;
+	struct donor_hdr h;
+	struct donor_buf b;
+	int r;
+
+	donor_buf_init(&b);
+	r = donor_enc_hello(&b, 1, client_id);
+	if (r == 0)
+		r = send_all(t->fd, b.data, b.len);
+	if (r == 0)
+		r = read_frame(t->fd, deadline, &h, payload, sizeof(payload));
+	if (r == 0 && (h.opcode != DONOR_OP_HELLO || h.req_id != 1 || !(h.flags & DONOR_F_REPLY)))
+		r = -EPROTO;
+	if (r == 0 && h.status)
+		r = -(int)(h.status > 4095 ? EPROTO : h.status);
+	if (r == 0)
+		r = donor_dec_hello_reply(payload, h.len, nonce) < 0 ? -EPROTO : 0;
+	if (r == 0)
+		r = donor_random(req.client_nonce, sizeof(req.client_nonce));
+	if (r == 0) {
+		donor_auth_client_mac(key, nonce, req.client_nonce, client_id, req.mac);
+		b.len = 0;
+		r = donor_enc_auth(&b, 2, &req);
+	}
+	if (r == 0)
+		r = send_all(t->fd, b.data, b.len);
+	if (r == 0)
+		r = read_frame(t->fd, deadline, &h, payload, sizeof(payload));
+	if (r == 0 && (h.opcode != DONOR_OP_AUTH || h.req_id != 2 || !(h.flags & DONOR_F_REPLY)))
+		r = -EPROTO;
+	if (r == 0 && h.status)
+		r = -(int)(h.status > 4095 ? EPROTO : h.status);
+	if (r == 0)
+		r = donor_dec_auth_reply(payload, h.len, &rep) < 0 ? -EPROTO : 0;
+	if (r == 0) {
+		/* The donor must know the key too, or anyone could collect our pages. */
+		donor_auth_donor_mac(key, nonce, req.client_nonce, client_id, want);
+		if (!donor_ct_equal(want, rep.donor_mac, DONOR_MAC_LEN))
+			r = -EACCES;
+	}
+	if (r == 0 && (rep.slab_size != DONOR_SLAB_SIZE || rep.page_size != DONOR_PAGE_SIZE))
+		r = -EPROTO;
+	if (r == 0)
+		t->base.info = (struct donor_conn_info){ .slab_size = rep.slab_size,
+							 .page_size = rep.page_size,
+							 .lease_s = rep.lease_s,
+							 .nslabs = rep.nslabs };
+	donor_buf_release(&b);
+	return r;
+}
+
+static int dial(const char *url, unsigned timeout_ms, uint64_t deadline)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
+	_cleanup_free_ char *host = NULL;
+	const char *hp = url + 6, *colon = strrchr(hp, ':');
+	struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
+	int fd, r, one = 1, soerr = 0;
+	socklen_t sl = sizeof(soerr);
+
+	if (!colon || colon == hp)
+		return -EINVAL;
+	if (hp[0] == '[' && colon[-1] == ']')
+		host = strndup(hp + 1, (size_t)(colon - hp - 2));
+	else
+		host = strndup(hp, (size_t)(colon - hp));
+	if (!host)
+		return -ENOMEM;
+	if (getaddrinfo(host, colon + 1, &hints, &res) != 0)
+		return -EHOSTUNREACH;
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		freeaddrinfo(res);
+		return -errno;
+	}
+	r = connect(fd, res->ai_addr, res->ai_addrlen) < 0 ? -errno : 0;
+	freeaddrinfo(res);
+	if (r == -EINPROGRESS) {
+		r = io_wait(fd, POLLOUT, deadline);
+		if (r == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr)
+			r = -soerr;
+	}
+	if (r == 0) {
+		/* Blocking from here on, but never unbounded: sends give up after the timeout. */
+		r = fcntl(fd, F_SETFL, 0) < 0 ? -errno : 0;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	}
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+static void tcp_close(struct donor_conn *c)
+{
+	struct tcp_conn *t;
+
+	if (!c)
+		return;
+	t = to_tcp(c);
+	pthread_mutex_lock(&t->lock);
+	t->closing = true;
+	pthread_mutex_unlock(&t->lock);
+	if (t->fd >= 0)
+		shutdown(t->fd, SHUT_RDWR);
+	if (t->thr_started)
+		pthread_join(t->thr, NULL);
+	pthread_mutex_lock(&t->lock);
+	fail_all(t, -ECANCELED);
+	pthread_mutex_unlock(&t->lock);
+	while (t->free_list) {
+		struct pend *p = t->free_list;
+		t->free_list = p->next;
+		donor_buf_release(&p->reply);
+		free(p);
+	}
+	if (t->fd >= 0)
+		close(t->fd);
+	if (t->evfd >= 0)
+		close(t->evfd);
+	donor_buf_release(&t->batch);
+	free(t->cq);
+	pthread_mutex_destroy(&t->lock);
+	pthread_mutex_destroy(&t->send_lock);
+	pthread_cond_destroy(&t->cond);
+	free(t);
+}
+
+static int tcp_connect(const char *url, const struct donor_key *key, const char *client_id,
+		       const struct donor_connect_opts *opts, struct donor_conn **ret_conn)
+{
+	static const struct donor_key no_key = { .len = 0 };
+	struct tcp_conn *t;
+	pthread_condattr_t ca;
+	uint64_t deadline;
+	int r;
+
+	if (strncmp(url, "tcp://", 6) != 0 || !donor_client_id_valid(client_id, strlen(client_id)))
+		return -EINVAL;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->base.ops = &donor_tcp_ops;
+	t->fd = t->evfd = -1;
+	t->timeout_ms = opts && opts->timeout_ms ? opts->timeout_ms : 5000;
+	t->notify_cb = opts ? opts->notify_cb : NULL;
+	t->notify_opaque = opts ? opts->notify_opaque : NULL;
+	pthread_mutex_init(&t->lock, NULL);
+	pthread_mutex_init(&t->send_lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&t->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	donor_buf_init(&t->batch);
+	deadline = deadline_after(t->timeout_ms);
+
+	t->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	r = t->evfd < 0 ? -errno : 0;
+	if (r == 0) {
+		t->fd = dial(url, t->timeout_ms, deadline);
+		r = t->fd < 0 ? t->fd : 0;
+	}
+	if (r == 0)
+		r = handshake(t, key ? key : &no_key, client_id, deadline);
+	if (r == 0) {
+		r = -pthread_create(&t->thr, NULL, receiver, t);
+		t->thr_started = r == 0;
+	}
+	if (r < 0) {
+		tcp_close(&t->base);
+		return r;
+	}
+	*ret_conn = &t->base;
+	return 0;
+}
+
+const struct donor_transport_ops donor_tcp_ops = {
+	.name = "tcp",
+	.scheme = "tcp://",
+	.connect = tcp_connect,
+	.close = tcp_close,
+	.alloc_slab = tcp_alloc_slab,
+	.free_slab = tcp_free_slab,
+	.list_slabs = tcp_list_slabs,
+	.submit_write = tcp_submit_write,
+	.submit_read = tcp_submit_read,
+	.flush = tcp_flush,
+	.poll_completions = tcp_poll_completions,
+	.get_fd = tcp_get_fd,
+	.ping = tcp_ping,
+};

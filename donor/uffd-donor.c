@@ -1,0 +1,621 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uffd-donor: exports spare memory to uffd-pager instances over TCP. One
+ * thread drives everything through io_uring (accept, recv, send of the TCP
+ * listener, the control socket and SIGTERM/SIGINT via signalfd); request
+ * handling lives in donor-server.c. Replies produced from one receive are
+ * sent with one send, and a client that stops reading only stalls itself.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <liburing.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <arpa/inet.h>
+
+#include "config.h"
+#include "donor-server.h"
+#include "log.h"
+#include "util.h"
+
+#define IN_CAP (DONOR_HDR_LEN + DONOR_MAX_PAYLOAD + 65536)
+#define CTL_LINE_MAX 65536
+#define MAX_CONNS 1024
+#define CLOSE_GRACE_NS 2000000000ULL
+
+enum op_kind { OP_ACCEPT, OP_CTL_ACCEPT, OP_RECV, OP_SEND, OP_SIGNAL };
+
+struct conn;
+struct op {
+	enum op_kind kind;
+	struct conn *c;
+};
+
+struct conn {
+	struct conn *next, *prev;
+	int fd;
+	bool ctl;
+	struct donor_session *sess;
+	struct op recv_op, send_op;
+	uint8_t *in;
+	size_t in_len;
+	struct donor_buf inflight, ctl_out;
+	size_t sent;
+	bool recv_armed, send_armed, closing, shut;
+	uint64_t closing_since;
+	char peer[64];
+};
+
+struct daemon {
+	struct io_uring ring;
+	struct donor_server *srv;
+	int lfd, cfd, sfd;
+	struct op accept_op, ctl_accept_op, signal_op;
+	struct sockaddr_storage accept_addr;
+	socklen_t accept_len;
+	struct signalfd_siginfo siginfo;
+	struct conn *conns;
+	unsigned nconns;
+	bool stop;
+};
+
+static struct io_uring_sqe *get_sqe(struct daemon *d)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&d->ring);
+
+	if (!sqe) {
+		io_uring_submit(&d->ring);
+		sqe = io_uring_get_sqe(&d->ring);
+	}
+	return sqe;
+}
+
+static void arm_accept(struct daemon *d, int fd, struct op *op)
+{
+	struct io_uring_sqe *sqe = get_sqe(d);
+
+	d->accept_len = sizeof(d->accept_addr);
+	io_uring_prep_accept(sqe, fd, op->kind == OP_ACCEPT ? (struct sockaddr *)&d->accept_addr : NULL,
+			     op->kind == OP_ACCEPT ? &d->accept_len : NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data(sqe, op);
+}
+
+static void arm_signal(struct daemon *d)
+{
+	struct io_uring_sqe *sqe = get_sqe(d);
+
+	io_uring_prep_read(sqe, d->sfd, &d->siginfo, sizeof(d->siginfo), 0);
+	io_uring_sqe_set_data(sqe, &d->signal_op);
+}
+
+static struct donor_buf *conn_out(struct conn *c)
+{
+	return c->ctl ? &c->ctl_out : donor_session_out(c->sess);
+}
+
+static void conn_close(struct conn *c)
+{
+	if (!c->closing) {
+		c->closing = true;
+		c->closing_since = now_ns();
+	}
+}
+
+static void conn_free(struct daemon *d, struct conn *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		d->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	d->nconns--;
+	close(c->fd);
+	donor_session_free(c->sess);
+	donor_buf_release(&c->inflight);
+	donor_buf_release(&c->ctl_out);
+	free(c->in);
+	free(c);
+}
+
+static void conn_new(struct daemon *d, int fd, bool ctl)
+{
+	struct conn *c;
+	int one = 1;
+
+	if (d->nconns >= MAX_CONNS) {
+		log_warn("connection limit (%d) reached; refusing a connection", MAX_CONNS);
+		close(fd);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c)
+		c->in = malloc(ctl ? CTL_LINE_MAX : IN_CAP);
+	if (!c || !c->in) {
+		if (c)
+			free(c);
+		close(fd);
+		return;
+	}
+	c->fd = fd;
+	c->ctl = ctl;
+	c->recv_op = (struct op){ OP_RECV, c };
+	c->send_op = (struct op){ OP_SEND, c };
+	donor_buf_init(&c->inflight);
+	donor_buf_init(&c->ctl_out);
+	if (ctl) {
+		snprintf(c->peer, sizeof(c->peer), "control");
+	} else {
+		char host[INET6_ADDRSTRLEN] = "?", port[8] = "?";
+		getnameinfo((struct sockaddr *)&d->accept_addr, d->accept_len, host, sizeof(host), port,
+			    sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
+		snprintf(c->peer, sizeof(c->peer), "%s:%s", host, port);
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		c->sess = donor_session_new(d->srv, c->peer);
+		if (!c->sess) {
+			free(c->in);
+			free(c);
+			close(fd);
+			return;
+		}
+		donor_session_set_opaque(c->sess, c);
+	}
+	c->next = d->conns;
+	if (d->conns)
+		d->conns->prev = c;
+	d->conns = c;
+	d->nconns++;
+	log_debug("%s: connected", c->peer);
+}
+
+static void ctl_process(struct daemon *d, struct conn *c)
+{
+	size_t start = 0;
+
+	for (size_t i = 0; i < c->in_len; i++) {
+		json_t *reply;
+		char *text;
+
+		if (c->in[i] != '\n')
+			continue;
+		c->in[i] = '\0';
+		reply = donor_server_control(d->srv, (const char *)c->in + start);
+		text = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
+		if (text) {
+			donor_buf_put(&c->ctl_out, text, strlen(text));
+			donor_buf_put(&c->ctl_out, "\n", 1);
+		}
+		free(text);
+		json_decref(reply);
+		start = i + 1;
+	}
+	memmove(c->in, c->in + start, c->in_len - start);
+	c->in_len -= start;
+	if (c->in_len >= CTL_LINE_MAX) {
+		static const char msg[] = "{\"ok\":false,\"error\":\"request line over 65536 bytes\"}\n";
+		donor_buf_put(&c->ctl_out, msg, sizeof(msg) - 1);
+		conn_close(c);
+	}
+}
+
+static void conn_process(struct daemon *d, struct conn *c)
+{
+	size_t used = 0;
+	int r;
+
+	if (c->ctl) {
+		ctl_process(d, c);
+		return;
+	}
+	r = donor_session_input(c->sess, c->in, c->in_len, &used);
+	memmove(c->in, c->in + used, c->in_len - used);
+	c->in_len -= used;
+	if (r < 0 || donor_session_closing(c->sess))
+		conn_close(c);
+}
+
+/* Arms what a connection needs next; frees it when closed and idle. */
+static void conn_pump(struct daemon *d, struct conn *c)
+{
+	struct donor_buf *out;
+
+	if (c->closing && !c->shut) {
+		bool drained = !c->send_armed && c->inflight.len == 0 && conn_out(c)->len == 0;
+		if (drained || now_ns() - c->closing_since > CLOSE_GRACE_NS) {
+			/* Wakes a pending recv or send so their completions come back. */
+			shutdown(c->fd, SHUT_RDWR);
+			c->shut = true;
+		}
+	}
+	if (c->shut) {
+		if (!c->recv_armed && !c->send_armed)
+			conn_free(d, c);
+		return;
+	}
+	out = conn_out(c);
+	if (!c->send_armed && c->inflight.len == 0 && out->len > 0) {
+		struct donor_buf t = c->inflight;
+		c->inflight = *out;
+		*out = t;
+		c->sent = 0;
+	}
+	if (!c->send_armed && c->inflight.len > c->sent) {
+		struct io_uring_sqe *sqe = get_sqe(d);
+		io_uring_prep_send(sqe, c->fd, c->inflight.data + c->sent, c->inflight.len - c->sent,
+				   MSG_NOSIGNAL);
+		io_uring_sqe_set_data(sqe, &c->send_op);
+		c->send_armed = true;
+	}
+	/* Input waiting behind a full output queue is handled once the queue drains. */
+	if (!c->closing && c->in_len > 0 && conn_out(c)->len < DONOR_SESSION_OUT_HIGH)
+		conn_process(d, c);
+	if (!c->closing && !c->recv_armed && conn_out(c)->len < DONOR_SESSION_OUT_HIGH) {
+		size_t cap = c->ctl ? CTL_LINE_MAX : IN_CAP;
+		if (c->in_len < cap) {
+			struct io_uring_sqe *sqe = get_sqe(d);
+			io_uring_prep_recv(sqe, c->fd, c->in + c->in_len, cap - c->in_len, 0);
+			io_uring_sqe_set_data(sqe, &c->recv_op);
+			c->recv_armed = true;
+		}
+	}
+}
+
+static void handle_cqe(struct daemon *d, struct op *op, int res)
+{
+	struct conn *c = op->c;
+
+	switch (op->kind) {
+	case OP_ACCEPT:
+	case OP_CTL_ACCEPT:
+		if (res >= 0)
+			conn_new(d, res, op->kind == OP_CTL_ACCEPT);
+		else if (res != -EINTR && res != -ECONNABORTED)
+			log_warn("accept: %s", strerror(-res));
+		if (!d->stop)
+			arm_accept(d, op->kind == OP_ACCEPT ? d->lfd : d->cfd, op);
+		return;
+	case OP_SIGNAL:
+		if (res == (int)sizeof(d->siginfo)) {
+			log_info("signal %u received; shutting down", d->siginfo.ssi_signo);
+			d->stop = true;
+		} else if (!d->stop) {
+			arm_signal(d);
+		}
+		return;
+	case OP_RECV:
+		c->recv_armed = false;
+		if (res <= 0) {
+			if (res < 0 && res != -ECONNRESET && !c->shut)
+				log_debug("%s: recv: %s", c->peer, strerror(-res));
+			conn_close(c);
+			/* Nothing more will arrive: do not wait to flush to a peer that left. */
+			if (res < 0 || !c->ctl) {
+				c->closing_since = 0;
+			}
+			return;
+		}
+		c->in_len += (size_t)res;
+		conn_process(d, c);
+		return;
+	case OP_SEND:
+		c->send_armed = false;
+		if (res < 0) {
+			conn_close(c);
+			c->closing_since = 0;
+			c->inflight.len = c->sent = 0;
+			donor_buf_consume(conn_out(c), conn_out(c)->len);
+			return;
+		}
+		c->sent += (size_t)res;
+		if (c->sent >= c->inflight.len)
+			c->inflight.len = c->sent = 0;
+		return;
+	default:
+		log_err("unexpected completion kind %d", op->kind);
+		return;
+	}
+}
+
+static int listen_tcp(const char *url, bool loopback_only)
+{
+	_cleanup_free_ char *host = NULL;
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE }, *res = NULL;
+	const char *hp, *colon;
+	int fd, one = 1, r;
+
+	if (strncmp(url, "tcp://", 6) != 0) {
+		log_err("--listen %s: expected tcp://ADDRESS:PORT", url);
+		return -EINVAL;
+	}
+	hp = url + 6;
+	colon = strrchr(hp, ':');
+	if (!colon || colon == hp || colon[1] == '\0') {
+		log_err("--listen %s: missing address or port (tcp://ADDRESS:PORT)", url);
+		return -EINVAL;
+	}
+	if (hp[0] == '[' && colon[-1] == ']')
+		host = strndup(hp + 1, (size_t)(colon - hp - 2));
+	else
+		host = strndup(hp, (size_t)(colon - hp));
+	if (!host)
+		return -ENOMEM;
+	r = getaddrinfo(host, colon + 1, &hints, &res);
+	if (r != 0) {
+		log_err("--listen %s: %s", url, gai_strerror(r));
+		return -EINVAL;
+	}
+	if (loopback_only) {
+		bool lo = res->ai_family == AF_INET
+				  ? (ntohl(((struct sockaddr_in *)res->ai_addr)->sin_addr.s_addr) >> 24) == 127
+				  : IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr);
+		if (!lo) {
+			log_err("--listen %s: without --key-file the donor only listens on loopback", url);
+			freeaddrinfo(res);
+			return -EPERM;
+		}
+	}
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		r = -errno;
+		freeaddrinfo(res);
+		return log_err_errno(r, "--listen %s: socket", url);
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 128) < 0) {
+		r = -errno;
+		freeaddrinfo(res);
+		close(fd);
+		return log_err_errno(r, "--listen %s", url);
+	}
+	freeaddrinfo(res);
+	return fd;
+}
+
+static int listen_unix(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	int fd, r;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		log_err("--control %s: path longer than %zu bytes", path, sizeof(sa.sun_path) - 1);
+		return -ENAMETOOLONG;
+	}
+	strcpy(sa.sun_path, path);
+	/* Only a stale socket is replaced, never another kind of file. */
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			log_err("--control %s: exists and is not a socket", path);
+			return -EEXIST;
+		}
+		unlink(path);
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return log_err_errno(-errno, "--control %s: socket", path);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(path, 0600) < 0 ||
+	    listen(fd, 16) < 0) {
+		r = -errno;
+		close(fd);
+		return log_err_errno(r, "--control %s", path);
+	}
+	return fd;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: uffd-donor --listen tcp://ADDRESS:PORT --capacity SIZE [options]\n"
+		"Exports up to SIZE bytes of this host's memory to uffd-pager instances.\n\n"
+		"  --listen tcp://ADDR:PORT  address to serve pagers on\n"
+		"  --capacity SIZE           memory to export (e.g. 512M, 8G); slabs are %u MiB\n"
+		"  --key-file FILE           pre-shared key (mode 0600, 16..256 bytes); without it\n"
+		"                            any local process may connect and only loopback is allowed\n"
+		"  --control PATH            Unix socket for JSON control (donor.stats, donor.set-capacity)\n"
+		"  --lease SECONDS           how long a disconnected client keeps its slabs (default 60)\n"
+		"  --revoke-grace SECONDS    default deadline to move revoked slabs (default 30)\n"
+		"  --log-level LEVEL         error, warn, info (default), debug\n"
+		"  --help, --version\n",
+		DONOR_SLAB_SIZE >> 20);
+}
+
+static int parse_uint(const char *opt, const char *s, unsigned max, unsigned *ret)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || v > max || s[0] == '-') {
+		log_err("%s %s: expected an integer 0..%u", opt, s, max);
+		return -EINVAL;
+	}
+	*ret = (unsigned)v;
+	return 0;
+}
+
+static void shutdown_drain(struct daemon *d)
+{
+	uint64_t until = now_ns() + CLOSE_GRACE_NS;
+
+	donor_server_notify_shutdown(d->srv);
+	for (struct conn *c = d->conns; c; c = c->next)
+		conn_close(c);
+	while (d->conns && now_ns() < until + CLOSE_GRACE_NS) {
+		struct __kernel_timespec ts = { .tv_nsec = 50000000 };
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0;
+
+		for (struct conn *c = d->conns, *next; c; c = next) {
+			next = c->next;
+			conn_pump(d, c);
+		}
+		io_uring_submit_and_wait_timeout(&d->ring, &cqe, 1, &ts, NULL);
+		io_uring_for_each_cqe(&d->ring, head, cqe) {
+			struct op *op = io_uring_cqe_get_data(cqe);
+			if (op && (op->kind == OP_RECV || op->kind == OP_SEND))
+				handle_cqe(d, op, cqe->res);
+			n++;
+		}
+		io_uring_cq_advance(&d->ring, n);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "listen", required_argument, NULL, 'l' },   { "capacity", required_argument, NULL, 'c' },
+		{ "key-file", required_argument, NULL, 'k' }, { "control", required_argument, NULL, 'C' },
+		{ "lease", required_argument, NULL, 'L' },    { "revoke-grace", required_argument, NULL, 'g' },
+		{ "log-level", required_argument, NULL, 'v' }, { "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },	      {}
+	};
+	const char *listen_url = NULL, *key_file = NULL, *control = NULL;
+	struct donor_server_config cfg = { .lease_s = 60, .revoke_grace_s = 30 };
+	struct donor_key key = { .len = 0 };
+	struct daemon d = { .lfd = -1, .cfd = -1, .sfd = -1 };
+	uint64_t last_tick = 0;
+	sigset_t mask;
+	char sz[32];
+	int o, r;
+
+	log_set_prefix("uffd-donor");
+	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (o) {
+		case 'l':
+			listen_url = optarg;
+			break;
+		case 'c':
+			if (parse_size(optarg, &cfg.capacity) < 0) {
+				log_err("--capacity %s: expected a size such as 512M or 8G", optarg);
+				return 2;
+			}
+			break;
+		case 'k':
+			key_file = optarg;
+			break;
+		case 'C':
+			control = optarg;
+			break;
+		case 'L':
+			if (parse_uint("--lease", optarg, 86400 * 7, &cfg.lease_s) < 0)
+				return 2;
+			break;
+		case 'g':
+			if (parse_uint("--revoke-grace", optarg, 86400, &cfg.revoke_grace_s) < 0)
+				return 2;
+			break;
+		case 'v': {
+			enum log_level lvl;
+			if (log_parse_level(optarg, &lvl) < 0) {
+				log_err("--log-level %s: allowed values are error, warn, info, debug", optarg);
+				return 2;
+			}
+			log_set_level(lvl);
+			break;
+		}
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("uffd-donor %s\n", UFFDVM_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc || !listen_url || !cfg.capacity) {
+		log_err("%s", optind < argc ? "unexpected argument" : "--listen and --capacity are required");
+		usage(stderr);
+		return 2;
+	}
+	if (key_file) {
+		if (donor_key_load(key_file, &key) < 0)
+			return 1;
+	} else {
+		log_warn("no --key-file: every local process can use this donor's memory");
+	}
+	cfg.key = &key;
+
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	d.sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+	d.lfd = listen_tcp(listen_url, key.len == 0);
+	if (d.lfd < 0)
+		return 1;
+	if (control) {
+		d.cfd = listen_unix(control);
+		if (d.cfd < 0)
+			return 1;
+	}
+	r = io_uring_queue_init(256, &d.ring, 0);
+	if (r < 0) {
+		log_err_errno(r, "io_uring_queue_init");
+		return 1;
+	}
+	d.srv = donor_server_new(&cfg);
+	memset(&key, 0, sizeof(key));
+	if (!d.srv) {
+		log_err("out of memory");
+		return 1;
+	}
+	d.accept_op = (struct op){ OP_ACCEPT, NULL };
+	d.ctl_accept_op = (struct op){ OP_CTL_ACCEPT, NULL };
+	d.signal_op = (struct op){ OP_SIGNAL, NULL };
+	arm_accept(&d, d.lfd, &d.accept_op);
+	if (d.cfd >= 0)
+		arm_accept(&d, d.cfd, &d.ctl_accept_op);
+	arm_signal(&d);
+	log_info("listening on %s, capacity %s, lease %us%s", listen_url,
+		 format_size(cfg.capacity, sz, sizeof(sz)), cfg.lease_s,
+		 key_file ? "" : " (no authentication key)");
+
+	while (!d.stop) {
+		struct __kernel_timespec ts = { .tv_nsec = 200000000 };
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0;
+		uint64_t now;
+
+		io_uring_submit_and_wait_timeout(&d.ring, &cqe, 1, &ts, NULL);
+		io_uring_for_each_cqe(&d.ring, head, cqe) {
+			handle_cqe(&d, io_uring_cqe_get_data(cqe), cqe->res);
+			n++;
+		}
+		io_uring_cq_advance(&d.ring, n);
+		now = now_ns();
+		if (now - last_tick > 100000000ULL) {
+			donor_server_tick(d.srv, now);
+			last_tick = now;
+		}
+		for (struct conn *c = d.conns, *next; c; c = next) {
+			next = c->next;
+			conn_pump(&d, c);
+		}
+	}
+	shutdown_drain(&d);
+	while (d.conns)
+		conn_free(&d, d.conns);
+	io_uring_queue_exit(&d.ring);
+	donor_server_free(d.srv);
+	close(d.lfd);
+	if (d.cfd >= 0) {
+		close(d.cfd);
+		unlink(control);
+	}
+	close(d.sfd);
+	log_info("stopped");
+	return 0;
+}

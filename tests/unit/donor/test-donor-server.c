@@ -1,0 +1,422 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The donor state machine without sockets: authentication (right key, wrong
+ * key, replayed answer, requests before authentication), ownership checks,
+ * bounds, leases, capacity revocation and the control commands.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "donor-server.h"
+#include "util.h"
+
+static struct donor_key key = { .bytes = "0123456789abcdef-test-key", .len = 25 };
+
+static struct donor_server *server(uint64_t cap, unsigned lease)
+{
+	struct donor_server_config cfg = { .capacity = cap, .key = &key, .lease_s = lease,
+					   .revoke_grace_s = 5 };
+	struct donor_server *s = donor_server_new(&cfg);
+
+	assert_non_null(s);
+	return s;
+}
+
+/* Feeds a buffer and returns the session's result; the replies stay queued. */
+static int feed(struct donor_session *s, struct donor_buf *in)
+{
+	size_t used;
+	int r = donor_session_input(s, in->data, in->len, &used);
+
+	if (r == 0)
+		assert_int_equal(used, in->len);
+	in->len = 0;
+	return r;
+}
+
+/* Pops the next reply; returns its status (0 or -errno) and copies the payload. */
+static int pop(struct donor_session *s, struct donor_hdr *h, uint8_t *payload, size_t max)
+{
+	struct donor_buf *out = donor_session_out(s);
+
+	assert_int_equal(donor_hdr_decode(out->data, out->len, h), 0);
+	assert_true(out->len >= DONOR_HDR_LEN + h->len);
+	assert_true(h->len <= max);
+	memcpy(payload, out->data + DONOR_HDR_LEN, h->len);
+	donor_buf_consume(out, DONOR_HDR_LEN + h->len);
+	return -(int)h->status;
+}
+
+static int handshake(struct donor_session *s, const struct donor_key *k, const char *id,
+		     struct donor_auth_req *ret_answer)
+{
+	static uint8_t p[512];
+	uint8_t nonce[DONOR_NONCE_LEN];
+	struct donor_auth_req a;
+	struct donor_buf b;
+	struct donor_hdr h;
+	int r;
+
+	donor_buf_init(&b);
+	assert_int_equal(donor_enc_hello(&b, 1, id), 0);
+	assert_int_equal(feed(s, &b), 0);
+	assert_int_equal(pop(s, &h, p, sizeof(p)), 0);
+	assert_int_equal(donor_dec_hello_reply(p, h.len, nonce), 0);
+	memset(a.client_nonce, 0x42, sizeof(a.client_nonce));
+	donor_auth_client_mac(k, nonce, a.client_nonce, id, a.mac);
+	if (ret_answer)
+		*ret_answer = a;
+	assert_int_equal(donor_enc_auth(&b, 2, &a), 0);
+	r = feed(s, &b);
+	if (r == 0) {
+		struct donor_auth_reply rep;
+		uint8_t want[DONOR_MAC_LEN];
+		assert_int_equal(pop(s, &h, p, sizeof(p)), 0);
+		assert_int_equal(donor_dec_auth_reply(p, h.len, &rep), 0);
+		donor_auth_donor_mac(k, nonce, a.client_nonce, id, want);
+		assert_memory_equal(want, rep.donor_mac, DONOR_MAC_LEN);
+		assert_int_equal(rep.slab_size, DONOR_SLAB_SIZE);
+	} else {
+		assert_int_equal(pop(s, &h, p, sizeof(p)), r);
+	}
+	donor_buf_release(&b);
+	return r;
+}
+
+static void test_auth(void **state)
+{
+	struct donor_server *srv = server(64 << 20, 60);
+	struct donor_key wrong = key;
+	struct donor_auth_req recorded;
+	struct donor_session *s;
+	struct donor_buf b;
+	struct donor_hdr h;
+	uint8_t p[64];
+
+	wrong.bytes[0] ^= 1;
+	donor_buf_init(&b);
+
+	s = donor_session_new(srv, "good");
+	assert_int_equal(handshake(s, &key, "pager-a", &recorded), 0);
+	assert_false(donor_session_closing(s));
+	/* A second handshake on an authenticated session is refused but harmless. */
+	assert_int_equal(donor_enc_auth(&b, 3, &recorded), 0);
+	assert_int_equal(feed(s, &b), 0);
+	assert_int_equal(pop(s, &h, p, sizeof(p)), -EISCONN);
+	donor_session_free(s);
+
+	s = donor_session_new(srv, "wrong-key");
+	assert_int_equal(handshake(s, &wrong, "pager-b", NULL), -EACCES);
+	assert_true(donor_session_closing(s));
+	donor_session_free(s);
+
+	/* The answer recorded from the first session is useless against a fresh nonce. */
+	s = donor_session_new(srv, "replay");
+	assert_int_equal(donor_enc_hello(&b, 1, "pager-a"), 0);
+	assert_int_equal(feed(s, &b), 0);
+	assert_int_equal(pop(s, &h, p, sizeof(p)), 0);
+	assert_int_equal(donor_enc_auth(&b, 2, &recorded), 0);
+	assert_int_equal(feed(s, &b), -EACCES);
+	assert_int_equal(pop(s, &h, p, sizeof(p)), -EACCES);
+	assert_true(donor_session_closing(s));
+	donor_session_free(s);
+
+	/* A challenge admits one answer: even the right one is refused the second time. */
+	{
+		struct donor_challenge c;
+		struct donor_auth_req a;
+		memset(a.client_nonce, 7, sizeof(a.client_nonce));
+		assert_int_equal(donor_challenge_arm(&c), 0);
+		donor_auth_client_mac(&key, c.nonce, a.client_nonce, "x", a.mac);
+		assert_int_equal(donor_challenge_check(&c, &key, "x", &a), 0);
+		assert_int_equal(donor_challenge_check(&c, &key, "x", &a), -EALREADY);
+		assert_int_equal(donor_challenge_arm(&c), 0);
+		/* Same answer, other id: the id is bound into the MAC. */
+		donor_auth_client_mac(&key, c.nonce, a.client_nonce, "x", a.mac);
+		assert_int_equal(donor_challenge_check(&c, &key, "y", &a), -EACCES);
+	}
+
+	/* Anything but HELLO before authentication: error and disconnect. */
+	s = donor_session_new(srv, "noauth");
+	assert_int_equal(donor_frame_put(&b, DONOR_OP_ALLOC_SLAB, 0, 1, 0, NULL, 0), 0);
+	assert_int_equal(feed(s, &b), -EACCES);
+	assert_int_equal(pop(s, &h, p, sizeof(p)), -EACCES);
+	assert_int_equal(donor_session_out(s)->len, 0);
+	assert_true(donor_session_closing(s));
+	donor_session_free(s);
+
+	/* AUTH without HELLO. */
+	s = donor_session_new(srv, "nohello");
+	assert_int_equal(donor_enc_auth(&b, 2, &recorded), 0);
+	assert_int_equal(feed(s, &b), -EACCES);
+	donor_session_free(s);
+	donor_buf_release(&b);
+	donor_server_free(srv);
+}
+
+static void test_key_file(void **state)
+{
+	char path[] = "/tmp/donor-key-XXXXXX";
+	struct donor_key k;
+	int fd = mkstemp(path);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "short\n", 6), 6);
+	assert_int_equal(donor_key_load(path, &k), -EINVAL);
+	assert_int_equal(ftruncate(fd, 0), 0);
+	assert_int_equal(pwrite(fd, "0123456789abcdefXYZ\n", 20, 0), 20);
+	assert_int_equal(donor_key_load(path, &k), 0);
+	assert_int_equal(k.len, 19); /* trailing newline dropped */
+	assert_memory_equal(k.bytes, "0123456789abcdefXYZ", 19);
+	assert_int_equal(fchmod(fd, 0644), 0);
+	assert_int_equal(donor_key_load(path, &k), -EPERM);
+	close(fd);
+	unlink(path);
+	assert_int_equal(donor_key_load(path, &k), -ENOENT);
+}
+
+static uint32_t alloc(struct donor_session *s)
+{
+	struct donor_buf b;
+	struct donor_hdr h;
+	uint8_t p[8];
+	uint32_t id;
+
+	donor_buf_init(&b);
+	assert_int_equal(donor_frame_put(&b, DONOR_OP_ALLOC_SLAB, 0, 10, 0, NULL, 0), 0);
+	assert_int_equal(feed(s, &b), 0);
+	assert_int_equal(pop(s, &h, p, sizeof(p)), 0);
+	assert_int_equal(donor_dec_u32(p, h.len, &id), 0);
+	donor_buf_release(&b);
+	return id;
+}
+
+static int write_page(struct donor_session *s, uint32_t slab, uint32_t slot, uint8_t fill)
+{
+	static uint8_t page[DONOR_PAGE_SIZE], p[16];
+	struct donor_buf b;
+	struct donor_hdr h;
+	size_t off;
+
+	memset(page, fill, sizeof(page));
+	donor_buf_init(&b);
+	assert_int_equal(donor_enc_write_begin(&b, 20, slab, &off), 0);
+	assert_int_equal(donor_enc_write_add(&b, off, slot, page), 0);
+	assert_int_equal(feed(s, &b), 0);
+	donor_buf_release(&b);
+	return pop(s, &h, p, sizeof(p));
+}
+
+static int read_page(struct donor_session *s, uint32_t slab, uint32_t slot, uint8_t *page)
+{
+	struct donor_buf b;
+	struct donor_hdr h;
+	size_t off;
+	int r;
+
+	donor_buf_init(&b);
+	assert_int_equal(donor_enc_read_begin(&b, 30, &off), 0);
+	assert_int_equal(donor_enc_read_add(&b, off, slab, slot), 0);
+	assert_int_equal(feed(s, &b), 0);
+	r = pop(s, &h, page, DONOR_PAGE_SIZE);
+	if (r == 0)
+		assert_int_equal(h.len, DONOR_PAGE_SIZE);
+	donor_buf_release(&b);
+	return r;
+}
+
+static void test_isolation_and_bounds(void **state)
+{
+	struct donor_server *srv = server(4ULL * DONOR_SLAB_SIZE, 60);
+	struct donor_session *a = donor_session_new(srv, "a"), *b = donor_session_new(srv, "b");
+	static uint8_t page[DONOR_PAGE_SIZE];
+	struct donor_buf in;
+	struct donor_hdr h;
+	uint32_t sa, le;
+
+	assert_int_equal(donor_session_force_auth(a, "client-a"), 0);
+	assert_int_equal(donor_session_force_auth(b, "client-b"), 0);
+	sa = alloc(a);
+	assert_int_equal(write_page(a, sa, 4095, 0x11), 0);
+	assert_int_equal(read_page(a, sa, 4095, page), 0);
+	assert_int_equal(page[0], 0x11);
+	assert_int_equal(page[DONOR_PAGE_SIZE - 1], 0x11);
+
+	assert_int_equal(write_page(b, sa, 0, 0x22), -ENOENT);
+	assert_int_equal(read_page(b, sa, 4095, page), -ENOENT);
+	assert_int_equal(write_page(a, sa, DONOR_SLAB_SLOTS, 0x33), -ERANGE);
+	assert_int_equal(read_page(a, sa, 0xffffffffu, page), -ERANGE);
+	donor_buf_init(&in);
+	le = htole32(sa);
+	assert_int_equal(donor_frame_put(&in, DONOR_OP_FREE_SLAB, 0, 40, 0, &le, 4), 0);
+	assert_int_equal(feed(b, &in), 0);
+	assert_int_equal(pop(b, &h, page, 16), -ENOENT);
+	/* a's page survived b's attempts. */
+	assert_int_equal(read_page(a, sa, 4095, page), 0);
+	assert_int_equal(page[100], 0x11);
+
+	/* Malformed payloads and unknown ops get error replies; the session goes on. */
+	assert_int_equal(donor_frame_put(&in, DONOR_OP_READ_PAGES, 0, 41, 0, "abc", 3), 0);
+	assert_int_equal(donor_frame_put(&in, 99, 0, 42, 0, NULL, 0), 0);
+	assert_int_equal(donor_frame_put(&in, DONOR_OP_PING, 0, 43, 0, page, DONOR_PING_MAX + 1), 0);
+	assert_int_equal(donor_frame_put(&in, DONOR_OP_PING, DONOR_F_REPLY, 44, 0, NULL, 0), 0);
+	assert_int_equal(feed(a, &in), 0);
+	assert_int_equal(pop(a, &h, page, DONOR_PAGE_SIZE), -EBADMSG);
+	assert_int_equal(h.req_id, 41);
+	assert_int_equal(pop(a, &h, page, DONOR_PAGE_SIZE), -EOPNOTSUPP);
+	assert_int_equal(pop(a, &h, page, DONOR_PAGE_SIZE), -EMSGSIZE);
+	assert_int_equal(pop(a, &h, page, DONOR_PAGE_SIZE), -EBADMSG);
+	assert_false(donor_session_closing(a));
+	assert_int_equal(write_page(a, sa, 1, 0x44), 0);
+
+	/* Broken framing closes the session after one error reply. */
+	assert_int_equal(donor_buf_put(&in, "GARBAGE GARBAGE GARBAGE!", 24), 0);
+	assert_int_equal(feed(a, &in), -EBADMSG);
+	assert_true(donor_session_closing(a));
+
+	/* Capacity: 4 slabs in all. */
+	alloc(b);
+	alloc(b);
+	alloc(b);
+	assert_int_equal(donor_frame_put(&in, DONOR_OP_ALLOC_SLAB, 0, 50, 0, NULL, 0), 0);
+	assert_int_equal(feed(b, &in), 0);
+	assert_int_equal(pop(b, &h, page, 16), -ENOSPC);
+	donor_buf_release(&in);
+	donor_session_free(a);
+	donor_session_free(b);
+	donor_server_free(srv);
+}
+
+static void test_lease(void **state)
+{
+	struct donor_server *srv = server(8ULL * DONOR_SLAB_SIZE, 2);
+	struct donor_session *s = donor_session_new(srv, "x");
+	static uint8_t page[DONOR_PAGE_SIZE];
+	json_t *st;
+	uint32_t id;
+
+	assert_int_equal(donor_session_force_auth(s, "lease-me"), 0);
+	id = alloc(s);
+	assert_int_equal(write_page(s, id, 7, 0x77), 0);
+	donor_session_free(s);
+	/* Within the lease the slab and its contents wait for the same id. */
+	donor_server_tick(srv, now_ns());
+	s = donor_session_new(srv, "x2");
+	assert_int_equal(donor_session_force_auth(s, "lease-me"), 0);
+	assert_int_equal(read_page(s, id, 7, page), 0);
+	assert_int_equal(page[9], 0x77);
+	donor_session_free(s);
+	/* After it, they are gone. */
+	donor_server_tick(srv, now_ns() + 3000000000ULL);
+	st = donor_server_control(srv, "{\"cmd\":\"donor.stats\"}");
+	assert_int_equal(json_integer_value(json_object_get(st, "used")), 0);
+	assert_int_equal(json_array_size(json_object_get(st, "clients")), 0);
+	json_decref(st);
+	s = donor_session_new(srv, "x3");
+	assert_int_equal(donor_session_force_auth(s, "lease-me"), 0);
+	assert_int_equal(read_page(s, id, 7, page), -ENOENT);
+	donor_session_free(s);
+	donor_server_free(srv);
+}
+
+static void test_revoke_and_control(void **state)
+{
+	struct donor_server *srv = server(4ULL * DONOR_SLAB_SIZE, 60);
+	struct donor_session *a = donor_session_new(srv, "a"), *b = donor_session_new(srv, "b");
+	static uint8_t p[1024];
+	struct donor_notify n;
+	struct donor_hdr h;
+	uint32_t a1, a2, a3, b1;
+	json_t *r;
+
+	assert_int_equal(donor_session_force_auth(a, "big"), 0);
+	assert_int_equal(donor_session_force_auth(b, "small"), 0);
+	a1 = alloc(a);
+	a2 = alloc(a);
+	a3 = alloc(a);
+	b1 = alloc(b);
+	(void)a1;
+
+	r = donor_server_control(srv, "{\"cmd\":\"donor.set-capacity\",\"args\":{\"capacity\":\"32M\",\"grace\":1}}");
+	assert_true(json_is_true(json_object_get(r, "ok")));
+	json_decref(r);
+	/* 64M used, 32M allowed: two slabs from the biggest holder, newest first. */
+	assert_int_equal(pop(a, &h, p, sizeof(p)), 0);
+	assert_int_equal(h.flags, DONOR_F_NOTIFY);
+	assert_int_equal(donor_dec_notify(p, h.len, &n), 0);
+	assert_int_equal(n.kind, DONOR_NOTIFY_REVOKED);
+	assert_int_equal(n.deadline_ms, 1000);
+	assert_int_equal(n.count, 2);
+	assert_int_equal(donor_get_u32(n.slabs), a3);
+	assert_int_equal(donor_get_u32(n.slabs + 4), a2);
+	assert_int_equal(donor_session_out(b)->len, 0);
+	/* Revoked slabs are read-only; new allocations wait for room. */
+	assert_int_equal(write_page(a, a3, 0, 1), -EROFS);
+	assert_int_equal(write_page(b, b1, 0, 1), 0);
+	donor_server_tick(srv, now_ns() + 2000000000ULL);
+	r = donor_server_control(srv, "{\"cmd\":\"donor.stats\"}");
+	assert_int_equal(json_integer_value(json_object_get(r, "used")), 2ULL * DONOR_SLAB_SIZE);
+	assert_int_equal(json_integer_value(json_object_get(r, "capacity")), 32 << 20);
+	json_decref(r);
+	assert_int_equal(read_page(a, a3, 0, p), -ENOENT);
+
+	/* Control errors name the field and the allowed values. */
+	r = donor_server_control(srv, "{\"cmd\":\"donor.set-capacity\",\"args\":{\"capacity\":\"lots\"}}");
+	assert_false(json_is_true(json_object_get(r, "ok")));
+	assert_non_null(strstr(json_string_value(json_object_get(r, "error")), "args.capacity"));
+	json_decref(r);
+	r = donor_server_control(srv, "{\"cmd\":");
+	assert_non_null(strstr(json_string_value(json_object_get(r, "error")), "column"));
+	json_decref(r);
+	r = donor_server_control(srv, "{\"cmd\":\"donor.nope\"}");
+	assert_false(json_is_true(json_object_get(r, "ok")));
+	assert_int_equal(json_array_size(json_object_get(r, "allowed")), 2);
+	json_decref(r);
+
+	donor_server_notify_shutdown(srv);
+	assert_int_equal(pop(b, &h, p, sizeof(p)), 0);
+	assert_int_equal(donor_dec_notify(p, h.len, &n), 0);
+	assert_int_equal(n.kind, DONOR_NOTIFY_SHUTDOWN);
+	donor_session_free(a);
+	donor_session_free(b);
+	donor_server_free(srv);
+}
+
+static void test_takeover(void **state)
+{
+	struct donor_server *srv = server(4ULL * DONOR_SLAB_SIZE, 60);
+	struct donor_session *old = donor_session_new(srv, "old"), *new_ = donor_session_new(srv, "new");
+	uint32_t id;
+
+	assert_int_equal(donor_session_force_auth(old, "same"), 0);
+	id = alloc(old);
+	assert_int_equal(donor_session_force_auth(new_, "same"), 0);
+	assert_true(donor_session_closing(old));
+	assert_int_equal(write_page(new_, id, 3, 9), 0);
+	/* Closing the replaced session does not start a lease on the live client. */
+	donor_session_free(old);
+	donor_server_tick(srv, now_ns() + 100000000000ULL);
+	assert_int_equal(write_page(new_, id, 3, 9), 0);
+	donor_session_free(new_);
+	donor_server_free(srv);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_auth),	      cmocka_unit_test(test_key_file),
+		cmocka_unit_test(test_isolation_and_bounds), cmocka_unit_test(test_lease),
+		cmocka_unit_test(test_revoke_and_control), cmocka_unit_test(test_takeover),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
