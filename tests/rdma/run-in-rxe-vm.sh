@@ -137,10 +137,17 @@ done
 # ---- kernel (cached) ------------------------------------------------------
 # Prints the directory holding vmlinuz and the modules this harness loads.
 fetch_kernel() {
-	local pkg=${UFFDVM_RXE_KPKG:-} ver dir tmp deb
+	local pkg=${UFFDVM_RXE_KPKG:-} ver dir tmp deb resolved=$cache/kernel-resolved
+	# Asking apt costs ~1.5 s per run; its answer only changes when the
+	# package lists do, so it is remembered until the next apt-get update.
+	if [[ -z $pkg && -s $resolved && $resolved -nt /var/lib/apt/lists ]]; then
+		dir=$cache/$(cat "$resolved")
+		[[ -e $dir/ready ]] && { echo "$dir"; return 0; }
+	fi
 	if [[ -z $pkg ]]; then
 		pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
 			awk '/Depends: linux-image-[0-9]/ { print $2; exit }') || true
+		[[ -n $pkg ]] && rm -f "$resolved"
 	fi
 	if [[ -z $pkg ]]; then
 		# Offline or no apt lists: any kernel already cached will do.
@@ -150,6 +157,7 @@ fetch_kernel() {
 	fi
 	ver=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ { print $2; exit }') || true
 	dir=$cache/kernel-$pkg${ver:+_$ver}
+	[[ -z ${UFFDVM_RXE_KPKG:-} ]] && echo "${dir##*/}" >"$resolved"
 	[[ -e $dir/ready ]] && { echo "$dir"; return 0; }
 	note "fetching $pkg ${ver:-} into $dir"
 	tmp=$(mktemp -d "$cache/.fetch.XXXXXX")
@@ -384,7 +392,7 @@ exec 9>"$cache/.lock"
 flock 9
 kdir=$(fetch_kernel)
 base=$(build_base "$kdir")
-flock -u 9
+exec 9>&- # unlocks; QEMU must not inherit the lock
 if ((prepare_only)); then
 	echo "kernel: $kdir"
 	echo "initramfs: $base"
