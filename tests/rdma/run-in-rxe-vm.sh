@@ -113,6 +113,9 @@ cleanup() {
 	rm -rf "$work"
 }
 trap cleanup EXIT
+# Turn signals into an exit so the EXIT trap stops QEMU and removes $work.
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
 # ---- host prerequisites ---------------------------------------------------
 need_cmd() { command -v "$1" >/dev/null 2>&1 || unavailable "'$1' not found (install $2)"; }
@@ -347,7 +350,7 @@ build_base() {
 		libgcc_s
 	} >"$files_list"
 	hash_in=$({
-		sha256sum "$0"
+		sha256sum <"$0"
 		echo "$kdir"
 		while read -r t; do
 			stat -L -c '%n %s %Y' "$t"
@@ -382,8 +385,9 @@ build_base() {
 	make_cpio "$root" "$work/base.cpio"
 	gzip -6 <"$work/base.cpio" >"$out.tmp.$$"
 	mv "$out.tmp.$$" "$out"
-	# Older base images of this cache are stale now.
-	find "$cache" -maxdepth 1 -name 'initramfs-base-*.cpio.gz' ! -path "$out" -mtime +1 -delete 2>/dev/null || true
+	# Keep the three newest images: enough for a few checkouts of this
+	# script sharing one cache, without growing forever.
+	ls -t "$cache"/initramfs-base-*.cpio.gz 2>/dev/null | tail -n +4 | xargs -r rm -f
 	rm -rf "$root" "$work/base.cpio"
 	echo "$out"
 }
