@@ -8,8 +8,9 @@
 # no rdma_rxe) from an initramfs built here: busybox, the RDMA modules, the
 # verbs/rdmacm libraries with the rxe provider, the rdma/rping/ibv_* tools,
 # and every --file given. Nothing of the VM's network leaves it: the NIC is
-# `-netdev user,restrict=on` without forwarding; tests talk to the guest's own
-# address (10.0.2.15) or 127.0.0.1 inside the guest.
+# `-netdev user,restrict=on` without forwarding; both ends of a test run in
+# the guest and talk to its own eth0 address (10.0.2.15; 127.0.0.1 serves
+# plain TCP only, rdma_cm cannot resolve it over rxe).
 #
 # Usage:
 #   run-in-rxe-vm.sh [options] -- COMMAND...
