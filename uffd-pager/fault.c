@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -168,13 +169,18 @@ static void handle_missing(struct fault_ctx *fc, uint64_t addr)
 
 	case PG_UNTOUCHED:
 	case PG_ZERO:
-		throttle(vm);
+	zero_fill:
+		if (state != PG_EVICT_COMMITTED)
+			throttle(vm);
 		r = place_page(fc, paddr, NULL);
 		pthread_mutex_lock(&vm->lock);
-		if (r == 0 && (pe->state == PG_UNTOUCHED || pe->state == PG_ZERO)) {
-			if (pe->state == PG_ZERO)
+		if (r == 0 && pe->state == state) {
+			if (state == PG_ZERO)
 				vm->zero_pages--;
+			if (state == PG_EVICT_COMMITTED)
+				vm->resident_pages--; /* still counted: punched but not yet recorded */
 			pe->state = PG_RESIDENT;
+			pe->flags &= (uint8_t)~PGF_WRITE_PENDING;
 			vm_note_resident(vm, page);
 			atomic_fetch_add_explicit(&vm->stats.faults_zero, 1, memory_order_relaxed);
 		} else if (r == 1) {
@@ -188,17 +194,23 @@ static void handle_missing(struct fault_ctx *fc, uint64_t addr)
 
 	case PG_STORED:
 	case PG_EVICT_COMMITTED:
-		/* EVICT_COMMITTED: punched but not yet marked STORED; the copy is durable
-		 * and current (the page was write-protected while it was taken). */
+		/* EVICT_COMMITTED: punched but not yet recorded; the copy is durable
+		 * and current (the page was write-protected while it was taken).
+		 * Without a slot it was an all-zero page, which is never stored. */
+		if (slot == SPILL_NO_SLOT)
+			goto zero_fill;
 		if (state == PG_STORED)
 			throttle(vm);
 		r = spill_read(vm->spill, slot, fc->page_buf);
 		if (r < 0 || crc32c(0, fc->page_buf, VM_PAGE_SIZE) != crc) {
+			char why[128];
+			snprintf(why, sizeof(why), r < 0 ? "spill read of slot %u failed: %s" : "checksum mismatch in spill slot %u%s",
+				 slot, r < 0 ? strerror(-r) : "");
 			pthread_mutex_lock(&vm->lock);
 			pe->flags |= PGF_LOST;
 			pthread_mutex_unlock(&vm->lock);
 			atomic_fetch_add_explicit(&vm->stats.integrity_errors, 1, memory_order_relaxed);
-			vm_data_loss(vm, page, r < 0 ? "spill read failed" : "checksum mismatch in the spill copy");
+			vm_data_loss(vm, page, why);
 			break;
 		}
 		r = place_page(fc, paddr, fc->page_buf);
