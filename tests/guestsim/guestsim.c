@@ -59,6 +59,7 @@ struct options {
 	const char *json;
 	bool progress;
 	double hold;
+	double pause_after_fill;
 	bool self_test_corrupt;
 };
 
@@ -139,6 +140,8 @@ static void usage(FILE *f)
 		"  --json FILE          write the results as a JSON object to FILE\n"
 		"  --progress           print a progress line on stderr every second\n"
 		"  --hold SEC           sleep SEC seconds after the run, RAM still mapped\n"
+		"  --pause-after-fill SEC  print FILLED after the fill phase and sleep SEC seconds\n"
+		"                       (tests act on the stored pages meanwhile)\n"
 		"  -h, --help           show this help\n"
 		"\n"
 		"Prints a one-line summary on stdout.\n"
@@ -191,7 +194,7 @@ static int parse_double(const char *opt, const char *s, double lo, double hi, do
 enum {
 	OPT_SIZE = 256, OPT_THREADS, OPT_PATTERN, OPT_THETA, OPT_WRITES, OPT_KIO, OPT_OPS,
 	OPT_DURATION, OPT_CONTENT, OPT_SEED, OPT_NO_FILL, OPT_NO_VERIFY, OPT_JSON,
-	OPT_PROGRESS, OPT_HOLD, OPT_CORRUPT,
+	OPT_PROGRESS, OPT_HOLD, OPT_PAUSE, OPT_CORRUPT,
 };
 
 static int parse_options(int argc, char **argv, struct options *o)
@@ -212,6 +215,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "json", required_argument, NULL, OPT_JSON },
 		{ "progress", no_argument, NULL, OPT_PROGRESS },
 		{ "hold", required_argument, NULL, OPT_HOLD },
+		{ "pause-after-fill", required_argument, NULL, OPT_PAUSE },
 		/* Hidden: flips a byte behind the verifier's back to prove it notices. */
 		{ "self-test-corrupt", no_argument, NULL, OPT_CORRUPT },
 		{ "help", no_argument, NULL, 'h' },
@@ -293,6 +297,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case OPT_HOLD:
 			r = parse_double("--hold", optarg, 0, 1e7, &o->hold);
+			break;
+		case OPT_PAUSE:
+			r = parse_double("--pause-after-fill", optarg, 0, 1e7, &o->pause_after_fill);
 			break;
 		case OPT_CORRUPT:
 			o->self_test_corrupt = true;
@@ -850,6 +857,14 @@ static int run_all(struct run *run, int *ret_exit)
 		ran[PH_FILL] = true;
 		if (r < 0)
 			return r;
+	}
+	if (o->pause_after_fill > 0) {
+		struct timespec ts = { .tv_sec = (time_t)o->pause_after_fill,
+				       .tv_nsec = (long)((o->pause_after_fill - floor(o->pause_after_fill)) * 1e9) };
+		printf("FILLED\n");
+		fflush(stdout);
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
 	}
 	if (o->self_test_corrupt)
 		self_test_corrupt(run);
