@@ -17,9 +17,7 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <linux/magic.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -368,15 +366,6 @@ static int make_dir(const char *path, mode_t mode)
 	return 0;
 }
 
-static bool dir_is_on_disk(const char *dir)
-{
-	struct statfs sf;
-
-	if (statfs(dir, &sf) < 0)
-		return false;
-	return sf.f_type != TMPFS_MAGIC && sf.f_type != RAMFS_MAGIC;
-}
-
 static int dirname_of(const char *path, char *out, size_t len)
 {
 	const char *slash = strrchr(path, '/');
@@ -392,7 +381,7 @@ int pager_new(const struct policy_pager_config *cfg, struct pager **ret)
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct pager *p;
 	sigset_t mask;
-	char dir[256];
+	char dir[256], err[256];
 	int r;
 
 	p = calloc(1, sizeof(*p));
@@ -406,10 +395,8 @@ int pager_new(const struct policy_pager_config *cfg, struct pager **ret)
 		log_err("cannot create state directory %s: %s", cfg->state_dir, strerror(-r));
 		goto fail;
 	}
-	if (!dir_is_on_disk(cfg->state_dir)) {
-		log_err("state directory %s is on tmpfs/ramfs: spill files there would use the RAM they are meant to free; use a directory on disk (--state-dir)",
-			cfg->state_dir);
-		r = -EINVAL;
+	if ((r = policy_check_state_dir_fstype(cfg->state_dir, err, sizeof(err))) < 0) {
+		log_err("%s", err);
 		goto fail;
 	}
 	if (dirname_of(cfg->socket_path, dir, sizeof(dir)) == 0)
