@@ -74,3 +74,16 @@ struct glue_msg_reply {
 #define GLUE_ENV_UNAVAILABLE "UFFD_GLUE_ON_UNAVAILABLE" /* "refuse" (default) or "run-unpaged" */
 #define GLUE_ENV_MIN_SIZE "UFFD_GLUE_MIN_SIZE"       /* smallest memfd mapping taken as RAM */
 #define GLUE_DEFAULT_MIN_SIZE (16ULL << 20)
+
+#include <stddef.h>
+
+/* Fills a header for a message of the given type and total length. */
+void glue_header_init(struct glue_msg_header *h, enum glue_msg_type type, uint32_t length);
+/*
+ * Checks a received message before anything reads its fields: header,
+ * version, the length each type must have, NUL-terminated name, page
+ * alignment of regions, and how many fds came with it (HELLO and REGION
+ * carry exactly one, REPLY none). Returns the message type (> 0), or
+ * -EINVAL / -EPROTO (version) with the reason in why.
+ */
+int glue_msg_check(const void *buf, size_t len, unsigned nfds, char *why, size_t whylen);

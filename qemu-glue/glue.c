@@ -187,7 +187,7 @@ static int recv_reply(int sock, char *why, size_t whylen)
 	do
 		n = recv(sock, &r, sizeof(r), 0);
 	while (n < 0 && errno == EINTR);
-	if (n != (ssize_t)sizeof(r) || r.hdr.magic != GLUE_PROTO_MAGIC || r.hdr.type != GLUE_MSG_REPLY) {
+	if (n < 0 || glue_msg_check(&r, (size_t)n, 0, why, whylen) != GLUE_MSG_REPLY) {
 		snprintf(why, whylen, "uffd-pager closed the registration or answered garbage");
 		return -1;
 	}
@@ -241,12 +241,11 @@ static int glue_connect(char *why, size_t whylen)
 		return -1;
 	}
 	*hello = (struct glue_msg_hello){
-		.hdr = { .magic = GLUE_PROTO_MAGIC, .version = GLUE_PROTO_VERSION, .type = GLUE_MSG_HELLO,
-			 .length = (uint32_t)len },
 		.uffd_features = features,
 		.pid = (uint32_t)getpid(),
 		.policy_len = (uint32_t)policy_len,
 	};
+	glue_header_init(&hello->hdr, GLUE_MSG_HELLO, (uint32_t)len);
 	if (name)
 		snprintf(hello->name, sizeof(hello->name), "%s", name);
 	else
@@ -280,14 +279,13 @@ static int glue_register_region(void *addr, size_t len, int memfd, off_t off, ch
 	const uint64_t needed = (1ULL << _UFFDIO_COPY) | (1ULL << _UFFDIO_ZEROPAGE) |
 				(1ULL << _UFFDIO_WRITEPROTECT) | (1ULL << _UFFDIO_WAKE);
 	struct glue_msg_region msg = {
-		.hdr = { .magic = GLUE_PROTO_MAGIC, .version = GLUE_PROTO_VERSION, .type = GLUE_MSG_REGION,
-			 .length = sizeof(msg) },
 		.host_addr = (uint64_t)(uintptr_t)addr,
 		.length = len,
 		.memfd_offset = (uint64_t)off,
 	};
 	int r;
 
+	glue_header_init(&msg.hdr, GLUE_MSG_REGION, sizeof(msg));
 	/* Punching 4 KiB out of a huge page that cannot be split leaves no hole. */
 	madvise(addr, len, MADV_NOHUGEPAGE);
 	if (ioctl(glue_uffd, UFFDIO_REGISTER, &reg) < 0) {

@@ -69,29 +69,13 @@ static bool fd_link_is(int fd, const char *prefix)
 	return strncmp(target, prefix, strlen(prefix)) == 0;
 }
 
-static bool name_is_valid(const char *s)
-{
-	size_t n = strnlen(s, GLUE_NAME_MAX);
-
-	if (n == 0 || n >= GLUE_NAME_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!(s[i] >= 'a' && s[i] <= 'z') && !(s[i] >= 'A' && s[i] <= 'Z') && !(s[i] >= '0' && s[i] <= '9') &&
-		    s[i] != '.' && s[i] != '_' && s[i] != '-')
-			return false;
-	return true;
-}
-
 static void reply(struct client *c, enum glue_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void reply(struct client *c, enum glue_status st, const char *fmt, ...)
 {
-	struct glue_msg_reply r = {
-		.hdr = { .magic = GLUE_PROTO_MAGIC, .version = GLUE_PROTO_VERSION, .type = GLUE_MSG_REPLY,
-			 .length = sizeof(r) },
-		.status = st,
-	};
+	struct glue_msg_reply r = { .status = st };
 	va_list ap;
 
+	glue_header_init(&r.hdr, GLUE_MSG_REPLY, sizeof(r));
 	va_start(ap, fmt);
 	vsnprintf(r.text, sizeof(r.text), fmt, ap);
 	va_end(ap);
@@ -136,7 +120,7 @@ static void client_drop(struct pager *p, struct client *c, const char *why)
 	free(c);
 }
 
-static void handle_hello(struct pager *p, struct client *c, const struct glue_msg_hello *h, size_t len, int fd)
+static void handle_hello(struct pager *p, struct client *c, const struct glue_msg_hello *h, int fd)
 {
 	struct policy_vm pol;
 	struct policy_error perr;
@@ -148,19 +132,13 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 		reply(c, GLUE_INVALID, "HELLO sent twice");
 		goto drop_fd;
 	}
-	if (len < sizeof(*h) || h->policy_len > GLUE_POLICY_MAX || len != sizeof(*h) + h->policy_len) {
-		reply(c, GLUE_INVALID, "HELLO length %zu does not match its policy_len", len);
+	if (!fd_link_is(fd, "anon_inode:[userfaultfd]")) {
+		reply(c, GLUE_INVALID, "HELLO must carry a userfaultfd");
 		goto drop_fd;
 	}
-	if (fd < 0 || !fd_link_is(fd, "anon_inode:[userfaultfd]")) {
-		reply(c, GLUE_INVALID, "HELLO must carry exactly one userfaultfd");
-		goto drop_fd;
-	}
-	char name[GLUE_NAME_MAX];
-	memcpy(name, h->name, sizeof(name));
-	name[GLUE_NAME_MAX - 1] = '\0';
-	if (!name_is_valid(name)) {
-		reply(c, GLUE_INVALID, "VM name must be 1-63 characters of [A-Za-z0-9._-]");
+	const char *name = h->name; /* NUL-terminated: glue_msg_check */
+	if (!policy_name_valid(name)) {
+		reply(c, GLUE_INVALID, "VM name must be 1-63 characters of [A-Za-z0-9._-], not . or ..");
 		goto drop_fd;
 	}
 	if (!h->policy_len) {
@@ -227,7 +205,7 @@ drop_fd:
 		close(fd);
 }
 
-static void handle_region(struct pager *p, struct client *c, const struct glue_msg_region *m, size_t len, int fd)
+static void handle_region(struct pager *p, struct client *c, const struct glue_msg_region *m, int fd)
 {
 	char err[256];
 
@@ -235,12 +213,8 @@ static void handle_region(struct pager *p, struct client *c, const struct glue_m
 		reply(c, GLUE_INVALID, "REGION before HELLO");
 		goto drop_fd;
 	}
-	if (len != sizeof(*m)) {
-		reply(c, GLUE_INVALID, "REGION of %zu bytes, expected %zu", len, sizeof(*m));
-		goto drop_fd;
-	}
-	if (fd < 0 || !fd_link_is(fd, "/memfd:")) {
-		reply(c, GLUE_INVALID, "REGION must carry exactly one memfd");
+	if (!fd_link_is(fd, "/memfd:")) {
+		reply(c, GLUE_INVALID, "REGION must carry a memfd");
 		goto drop_fd;
 	}
 	/* vm_add_region runs without the registry lock: only this thread adds regions or frees VMs. */
@@ -262,8 +236,8 @@ static bool client_read(struct pager *p, struct client *c)
 	char cbuf[CMSG_SPACE(sizeof(int) * MAX_FDS_PER_MSG)];
 	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
-	const struct glue_msg_header *hdr = (const void *)buf;
 	int fds[MAX_FDS_PER_MSG * 2], nfds = 0, fd = -1;
+	char why[GLUE_REPLY_TEXT_MAX];
 	ssize_t n;
 
 	n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
@@ -283,24 +257,22 @@ static bool client_read(struct pager *p, struct client *c)
 			close(fds[i]);
 	if (n == 0)
 		return false; /* EOF: the process is gone or gave up */
-	if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || (size_t)n < sizeof(*hdr) || hdr->magic != GLUE_PROTO_MAGIC ||
-	    hdr->length != (uint32_t)n) {
-		reply(c, GLUE_INVALID, "malformed message (%zd bytes)", n);
+	if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+		reply(c, GLUE_INVALID, "message or its fds truncated");
 		goto bad;
 	}
-	if (hdr->version != GLUE_PROTO_VERSION) {
-		reply(c, GLUE_INVALID, "protocol version %u, this pager speaks %u", hdr->version, GLUE_PROTO_VERSION);
-		goto bad;
-	}
-	switch (hdr->type) {
+	switch (glue_msg_check(buf, (size_t)n, (unsigned)nfds, why, sizeof(why))) {
 	case GLUE_MSG_HELLO:
-		handle_hello(p, c, (const void *)buf, (size_t)n, fd);
+		handle_hello(p, c, (const void *)buf, fd);
 		return c->vm != NULL;
 	case GLUE_MSG_REGION:
-		handle_region(p, c, (const void *)buf, (size_t)n, fd);
+		handle_region(p, c, (const void *)buf, fd);
 		return true;
+	case GLUE_MSG_REPLY:
+		reply(c, GLUE_INVALID, "REPLY is the pager's to send");
+		goto bad;
 	default:
-		reply(c, GLUE_INVALID, "unknown message type %u", hdr->type);
+		reply(c, GLUE_INVALID, "%s", why);
 		goto bad;
 	}
 bad:
