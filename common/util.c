@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 int parse_size(const char *s, uint64_t *ret_bytes)
 {
@@ -54,4 +55,17 @@ const char *format_size(uint64_t bytes, char *buf, size_t len)
 	else
 		snprintf(buf, len, "%.1f%c", v, units[u]);
 	return buf;
+}
+
+bool fd_link_has_prefix(int fd, const char *prefix)
+{
+	char path[64], target[256];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, target, sizeof(target) - 1);
+	if (n < 0)
+		return false;
+	target[n] = '\0';
+	return strncmp(target, prefix, strlen(prefix)) == 0;
 }

@@ -2,6 +2,7 @@
 /* Small helpers shared by every component: cleanup attributes, sizes, clocks. */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
@@ -53,3 +54,6 @@ static inline uint64_t now_ns(void)
 int parse_size(const char *s, uint64_t *ret_bytes);
 /* Formats bytes as "512M", "1.5G" etc. into buf; returns buf. */
 const char *format_size(uint64_t bytes, char *buf, size_t len);
+
+/* True when /proc/self/fd/FD links to a name starting with prefix ("/memfd:", "anon_inode:[userfaultfd]"). */
+bool fd_link_has_prefix(int fd, const char *prefix);

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "glue-proto.h"
+#include "util.h"
 
 #ifndef USERFAULTFD_IOC_NEW
 #define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)
@@ -89,19 +90,6 @@ static uint64_t min_ram_size(void)
 		return GLUE_DEFAULT_MIN_SIZE;
 	n = strtoull(v, &end, 0);
 	return *end ? GLUE_DEFAULT_MIN_SIZE : n;
-}
-
-static bool is_memfd(int fd)
-{
-	char path[64], target[256];
-	ssize_t n;
-
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	n = readlink(path, target, sizeof(target) - 1);
-	if (n < 0)
-		return false;
-	target[n] = '\0';
-	return strncmp(target, "/memfd:", 7) == 0;
 }
 
 static int uffd_create(void)
@@ -334,7 +322,7 @@ static void *glue_mmap_common(mmap_fn real, void *addr, size_t len, int prot, in
 	if (!getenv(GLUE_ENV_SOCKET) || len < min_ram_size() || (len & 4095) || (off & 4095))
 		return p;
 	saved_errno = errno;
-	if (is_memfd(fd))
+	if (fd_link_has_prefix(fd, "/memfd:"))
 		glue_take(p, len, fd, off);
 	errno = saved_errno;
 	return p;

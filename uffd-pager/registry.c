@@ -56,19 +56,6 @@ struct pager {
 	struct ctl_server *ctl;
 };
 
-static bool fd_link_is(int fd, const char *prefix)
-{
-	char path[64], target[128];
-	ssize_t n;
-
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	n = readlink(path, target, sizeof(target) - 1);
-	if (n < 0)
-		return false;
-	target[n] = '\0';
-	return strncmp(target, prefix, strlen(prefix)) == 0;
-}
-
 static void reply(struct client *c, enum glue_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void reply(struct client *c, enum glue_status st, const char *fmt, ...)
 {
@@ -132,7 +119,7 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 		reply(c, GLUE_INVALID, "HELLO sent twice");
 		goto drop_fd;
 	}
-	if (!fd_link_is(fd, "anon_inode:[userfaultfd]")) {
+	if (!fd_link_has_prefix(fd, "anon_inode:[userfaultfd]")) {
 		reply(c, GLUE_INVALID, "HELLO must carry a userfaultfd");
 		goto drop_fd;
 	}
@@ -213,7 +200,7 @@ static void handle_region(struct pager *p, struct client *c, const struct glue_m
 		reply(c, GLUE_INVALID, "REGION before HELLO");
 		goto drop_fd;
 	}
-	if (!fd_link_is(fd, "/memfd:")) {
+	if (!fd_link_has_prefix(fd, "/memfd:")) {
 		reply(c, GLUE_INVALID, "REGION must carry a memfd");
 		goto drop_fd;
 	}
