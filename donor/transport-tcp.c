@@ -407,6 +407,23 @@ static int tcp_ping(struct donor_conn *c)
 	return r;
 }
 
+static int tcp_stats(struct donor_conn *c, uint64_t *ret_capacity, uint64_t *ret_used)
+{
+	struct donor_stats_reply st;
+	struct donor_buf rep;
+	int r = call(to_tcp(c), DONOR_OP_STATS, NULL, 0, &rep);
+
+	if (r < 0)
+		return r;
+	r = donor_dec_stats_reply(rep.data, rep.len, &st);
+	donor_buf_release(&rep);
+	if (r == 0) {
+		*ret_capacity = st.capacity;
+		*ret_used = st.used;
+	}
+	return r;
+}
+
 static int tcp_poll_completions(struct donor_conn *c, struct donor_completion *out, unsigned max,
 				int timeout_ms)
 {
@@ -830,4 +847,5 @@ const struct donor_transport_ops donor_tcp_ops = {
 	.poll_completions = tcp_poll_completions,
 	.get_fd = tcp_get_fd,
 	.ping = tcp_ping,
+	.stats = tcp_stats,
 };

@@ -21,6 +21,7 @@
  */
 #pragma once
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -88,6 +89,11 @@ struct donor_transport_ops {
 	int (*get_fd)(struct donor_conn *conn);
 	/* Round trip with no data, e.g. for health checks. Returns 0 or -errno. */
 	int (*ping)(struct donor_conn *conn);
+	/*
+	 * Optional (NULL: unknown): the donor's whole capacity and what is
+	 * allocated of it, in bytes, for placement by free space. Returns 0 or -errno.
+	 */
+	int (*stats)(struct donor_conn *conn, uint64_t *ret_capacity, uint64_t *ret_used);
 };
 
 /* The part every backend shares; backends embed it first. */
@@ -137,3 +143,7 @@ static inline int donor_poll_completions(struct donor_conn *c, struct donor_comp
 }
 static inline int donor_get_fd(struct donor_conn *c) { return c->ops->get_fd(c); }
 static inline int donor_ping(struct donor_conn *c) { return c->ops->ping(c); }
+static inline int donor_stats(struct donor_conn *c, uint64_t *ret_capacity, uint64_t *ret_used)
+{
+	return c->ops->stats ? c->ops->stats(c, ret_capacity, ret_used) : -EOPNOTSUPP;
+}

@@ -625,6 +625,8 @@ void policy_vm_init(struct policy_vm *p)
 	p->spill_max = 0;
 	p->on_pager_unavailable = POLICY_UNAVAILABLE_REFUSE;
 	p->on_data_loss = POLICY_LOSS_STOP;
+	p->replicas = 1;
+	p->backup_spill = false;
 }
 
 bool policy_name_valid(const char *name)
@@ -743,11 +745,48 @@ static int vm_spill(struct pctx *x, json_t *v, struct policy_vm *p)
 	return 0;
 }
 
+static int vm_durability(struct pctx *x, json_t *v, struct policy_vm *p)
+{
+	static const char *const keys[] = { "replicas", "backup", NULL };
+	static const char *const backups[] = { "none", "spill" };
+	struct fpath fp = path_key(NULL, "durability");
+	json_t *e;
+	int r, b;
+
+	if (!v)
+		return 0;
+	if (!json_is_object(v))
+		return fail(x, &fp, false, "an object {\"replicas\": 1..3, \"backup\": \"spill\"|\"none\"}",
+			    "expected an object, got %s", type_name(v));
+	r = check_keys(x, v, &fp, keys);
+	if (r < 0)
+		return r;
+	if ((e = json_object_get(v, "replicas"))) {
+		struct fpath rp = path_key(&fp, "replicas");
+
+		if (!json_is_integer(e))
+			return fail(x, &rp, false, "an integer 1..3", "expected an integer, got %s", type_name(e));
+		if (json_integer_value(e) < 1 || json_integer_value(e) > POLICY_MAX_REPLICAS)
+			return fail(x, &rp, false, "an integer 1..3", "%" JSON_INTEGER_FORMAT " replicas",
+				    json_integer_value(e));
+		p->replicas = (unsigned)json_integer_value(e);
+	}
+	if ((e = json_object_get(v, "backup"))) {
+		struct fpath bp = path_key(&fp, "backup");
+
+		r = get_enum(x, e, &bp, backups, ARRAY_SIZE(backups), &b);
+		if (r < 0)
+			return r;
+		p->backup_spill = b == 1;
+	}
+	return 0;
+}
+
 int policy_vm_parse(const char *text, size_t len, const char *source, struct policy_vm *ret,
 		    struct policy_error *err)
 {
 	static const char *const keys[] = { "name", "local_memory", "watermarks", "spill",
-					    "on_pager_unavailable", "on_data_loss", NULL };
+					    "on_pager_unavailable", "on_data_loss", "durability", NULL };
 	struct policy_error dummy;
 	struct pctx x = { .text = text, .len = len, .source = source ? source : "<policy>",
 			  .err = err ? err : &dummy };
@@ -767,7 +806,8 @@ int policy_vm_parse(const char *text, size_t len, const char *source, struct pol
 	if ((r = vm_name(&x, json_object_get(root, "name"), &p)) < 0 ||
 	    (r = vm_local_memory(&x, json_object_get(root, "local_memory"), &p)) < 0 ||
 	    (r = vm_watermarks(&x, json_object_get(root, "watermarks"), &p)) < 0 ||
-	    (r = vm_spill(&x, json_object_get(root, "spill"), &p)) < 0)
+	    (r = vm_spill(&x, json_object_get(root, "spill"), &p)) < 0 ||
+	    (r = vm_durability(&x, json_object_get(root, "durability"), &p)) < 0)
 		goto out;
 	if ((v = json_object_get(root, "on_pager_unavailable"))) {
 		fp = path_key(NULL, "on_pager_unavailable");
@@ -885,11 +925,12 @@ char *policy_vm_to_json(const struct policy_vm *p)
 		return NULL;
 	}
 	/* "o" steals the references to local and spill. */
-	root = json_pack("{s:s, s:o, s:{s:I, s:I}, s:{s:o}, s:s, s:s}", "name", p->name,
+	root = json_pack("{s:s, s:o, s:{s:I, s:I}, s:{s:o}, s:s, s:s, s:{s:I, s:s}}", "name", p->name,
 			 "local_memory", local, "watermarks", "high", (json_int_t)p->high_pct, "low",
 			 (json_int_t)p->low_pct, "spill", "max_size", spill, "on_pager_unavailable",
 			 unavailable_names[p->on_pager_unavailable], "on_data_loss",
-			 loss_names[p->on_data_loss]);
+			 loss_names[p->on_data_loss], "durability", "replicas", (json_int_t)p->replicas,
+			 "backup", p->backup_spill ? "spill" : "none");
 	if (root)
 		s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	json_decref(root);
@@ -929,6 +970,88 @@ void policy_config_init(struct policy_pager_config *c)
 	snprintf(c->control_path, sizeof(c->control_path), "%s", UFFDVM_RUN_DIR "/control.sock");
 	c->n_allowed_uids = 0;
 	c->log_level = LOG_LVL_INFO;
+	c->n_donors = 0;
+	c->donor_key_file[0] = '\0';
+	snprintf(c->client_id, sizeof(c->client_id), "uffd-pager");
+	c->donor_timeout_ms = 2000;
+}
+
+bool policy_donor_url_valid(const char *url)
+{
+	const char *h, *colon, *end;
+	char *pe;
+	unsigned long port;
+
+	if (!url || strlen(url) >= POLICY_URL_MAX)
+		return false;
+	if (strncmp(url, "tcp://", 6) == 0)
+		h = url + 6;
+	else if (strncmp(url, "rdma://", 7) == 0)
+		h = url + 7;
+	else
+		return false;
+	if (*h == '[') {
+		end = strchr(h, ']');
+		if (!end || end == h + 1 || end[1] != ':')
+			return false;
+		colon = end + 1;
+	} else {
+		colon = strrchr(h, ':');
+		if (!colon || colon == h)
+			return false;
+		for (const char *c = h; c < colon; c++)
+			if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+			      *c == '.' || *c == '-'))
+				return false;
+	}
+	if (colon[1] < '0' || colon[1] > '9')
+		return false;
+	errno = 0;
+	port = strtoul(colon + 1, &pe, 10);
+	return !errno && *pe == '\0' && port >= 1 && port <= 65535;
+}
+
+bool policy_client_id_valid(const char *id)
+{
+	size_t n;
+
+	if (!id)
+		return false;
+	for (n = 0; id[n]; n++) {
+		char c = id[n];
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+		      c == '_' || c == ':' || c == '@' || c == '-'))
+			return false;
+	}
+	return n >= 1 && n <= 64;
+}
+
+static int cfg_donors(struct pctx *x, json_t *v, struct policy_pager_config *c)
+{
+	static const char allowed[] = "an array of at most 16 URLs \"tcp://HOST:PORT\" or \"rdma://HOST:PORT\"";
+	struct fpath fp = path_key(NULL, "donors");
+	size_t i;
+	json_t *e;
+
+	if (!json_is_array(v))
+		return fail(x, &fp, false, allowed, "expected an array, got %s", type_name(v));
+	json_array_foreach(v, i, e) {
+		struct fpath ep = path_idx(&fp, i);
+
+		if (i >= POLICY_MAX_DONORS)
+			return fail(x, &ep, false, allowed, "too many donors (%zu)", json_array_size(v));
+		if (!json_is_string(e))
+			return fail(x, &ep, false, allowed, "expected a string, got %s", type_name(e));
+		if (!policy_donor_url_valid(json_string_value(e)))
+			return fail(x, &ep, false, allowed, "\"%.64s\" is not a donor URL", json_string_value(e));
+		for (size_t k = 0; k < i; k++)
+			if (strcmp(c->donors[k], json_string_value(e)) == 0)
+				return fail(x, &ep, false, allowed, "\"%.64s\" is listed twice",
+					    json_string_value(e));
+		snprintf(c->donors[i], sizeof(c->donors[i]), "%s", json_string_value(e));
+	}
+	c->n_donors = (unsigned)json_array_size(v);
+	return 0;
 }
 
 /*
@@ -1033,7 +1156,8 @@ int policy_config_parse(const char *text, size_t len, const char *source,
 			struct policy_pager_config *ret, struct policy_error *err)
 {
 	static const char *const keys[] = { "budget", "max_guest_memory", "state_dir", "socket",
-					    "control", "allowed_uids", "log_level", NULL };
+					    "control", "allowed_uids", "log_level", "donors",
+					    "donor_key_file", "client_id", "donor_timeout_ms", NULL };
 	static const char *const levels[] = { "error", "warn", "info", "debug" };
 	struct policy_error dummy;
 	struct pctx x = { .text = text, .len = len, .source = source ? source : "<config>",
@@ -1110,6 +1234,43 @@ int policy_config_parse(const char *text, size_t len, const char *source,
 			goto out;
 		_Static_assert(LOG_LVL_ERR == 0 && LOG_LVL_DEBUG == 3, "levels[] order");
 		c.log_level = e;
+	}
+	if ((v = json_object_get(root, "donors")) && (r = cfg_donors(&x, v, &c)) < 0)
+		goto out;
+	if ((v = json_object_get(root, "donor_key_file"))) {
+		fp = path_key(NULL, "donor_key_file");
+		r = get_abs_path(&x, v, &fp, c.donor_key_file, sizeof(c.donor_key_file));
+		if (r < 0)
+			goto out;
+	}
+	if ((v = json_object_get(root, "client_id"))) {
+		static const char allowed[] = "1..64 characters from A-Z a-z 0-9 . _ : @ -";
+
+		fp = path_key(NULL, "client_id");
+		if (!json_is_string(v)) {
+			r = fail(&x, &fp, false, allowed, "expected a string, got %s", type_name(v));
+			goto out;
+		}
+		if (!policy_client_id_valid(json_string_value(v))) {
+			r = fail(&x, &fp, false, allowed, "invalid client id \"%.64s\"", json_string_value(v));
+			goto out;
+		}
+		snprintf(c.client_id, sizeof(c.client_id), "%s", json_string_value(v));
+	}
+	if ((v = json_object_get(root, "donor_timeout_ms"))) {
+		static const char allowed[] = "an integer 100..60000 (milliseconds)";
+
+		fp = path_key(NULL, "donor_timeout_ms");
+		if (!json_is_integer(v)) {
+			r = fail(&x, &fp, false, allowed, "expected an integer, got %s", type_name(v));
+			goto out;
+		}
+		if (json_integer_value(v) < 100 || json_integer_value(v) > 60000) {
+			r = fail(&x, &fp, false, allowed, "%" JSON_INTEGER_FORMAT " is out of range",
+				 json_integer_value(v));
+			goto out;
+		}
+		c.donor_timeout_ms = (unsigned)json_integer_value(v);
 	}
 	*ret = c;
 	r = 0;

@@ -44,7 +44,11 @@ struct policy_vm {
 	uint64_t spill_max;                /* "spill.max_size": bytes, 0 = unlimited (default) */
 	enum policy_unavailable on_pager_unavailable; /* "on_pager_unavailable" */
 	enum policy_loss_action on_data_loss;         /* "on_data_loss" */
+	unsigned replicas;   /* "durability.replicas": donors holding each page, 1..3, default 1 */
+	bool backup_spill;   /* "durability.backup": "spill" = every remote page also in the spill file */
 };
+
+#define POLICY_MAX_REPLICAS 3
 
 /* True if name is 1..63 characters of [A-Za-z0-9._-] and not "." or "..". */
 bool policy_name_valid(const char *name);
@@ -70,6 +74,9 @@ char *policy_vm_to_json(const struct policy_vm *p);
 uint64_t policy_vm_high_pages(const struct policy_vm *p, uint64_t page_size);
 uint64_t policy_vm_low_pages(const struct policy_vm *p, uint64_t page_size);
 
+#define POLICY_MAX_DONORS 16
+#define POLICY_URL_MAX 128
+
 struct policy_pager_config {
 	uint64_t budget;              /* "budget": host-wide sum of local_memory; 0 = unlimited */
 	uint64_t max_guest_memory;    /* "max_guest_memory": largest VM accepted, default 1T */
@@ -79,7 +86,20 @@ struct policy_pager_config {
 	uid_t allowed_uids[16];       /* "allowed_uids": who may register besides root */
 	unsigned n_allowed_uids;
 	int log_level;                /* "log_level": "error"|"warn"|"info"|"debug" */
+	char donors[POLICY_MAX_DONORS][POLICY_URL_MAX]; /* "donors": ["tcp://HOST:PORT", ...] */
+	unsigned n_donors;
+	char donor_key_file[256];     /* "donor_key_file": pre-shared key; "" = none (loopback donors only) */
+	char client_id[65];           /* "client_id": who the pager is to donors; default "uffd-pager" */
+	unsigned donor_timeout_ms;    /* "donor_timeout_ms": per request, 100..60000, default 2000 */
 };
+
+/*
+ * True if url is SCHEME://HOST:PORT with scheme tcp or rdma, a non-empty
+ * host ([v6] allowed) and a port 1..65535, shorter than POLICY_URL_MAX.
+ */
+bool policy_donor_url_valid(const char *url);
+/* True if id is 1..64 characters of [A-Za-z0-9._:@-] (the donor protocol's client id). */
+bool policy_client_id_valid(const char *id);
 
 void policy_config_init(struct policy_pager_config *c);
 int policy_config_parse(const char *text, size_t len, const char *source,

@@ -28,7 +28,7 @@ struct evict_ctx {
 	struct vm *vm;
 	uint8_t *buf; /* EVICT_BATCH aligned pages */
 	uint64_t pages[EVICT_BATCH];
-	uint32_t slots[EVICT_BATCH];
+	uint32_t locs[EVICT_BATCH][STORE_MAX_COPIES];
 	uint32_t crcs[EVICT_BATCH];
 	bool zero[EVICT_BATCH];
 	bool protected_[EVICT_BATCH];
@@ -110,13 +110,14 @@ static unsigned pick_victims(struct evict_ctx *ec)
 }
 
 /* Gives a page back to the guest as resident (write during eviction, store failure). Under lock. */
-static void abort_page_locked(struct vm *vm, uint64_t page, uint32_t slot)
+static void abort_page_locked(struct vm *vm, uint64_t page, uint32_t *locs)
 {
 	struct page_entry *pe = vm_page(vm, page);
 
-	if (slot != SPILL_NO_SLOT)
-		spill_free_slot(vm->spill, slot);
-	pe->slot = SPILL_NO_SLOT;
+	store_free_locs(vm->store, locs);
+	for (unsigned c = 0; c < STORE_MAX_COPIES; c++)
+		locs[c] = LOC_NONE;
+	pe->loc = LOC_NONE;
 	if ((pe->flags & PGF_DISCARDED) && !(pe->flags & PGF_WRITE_PENDING)) {
 		/* The guest discarded it meanwhile: the memfd holds a hole now. */
 		pe->state = PG_ZERO;
@@ -143,7 +144,8 @@ static void evict_batch(struct evict_ctx *ec)
 	for (i = 0; i < ec->n; i++) {
 		want_all[i] = true;
 		ec->protected_[i] = false;
-		ec->slots[i] = SPILL_NO_SLOT;
+		for (unsigned c = 0; c < STORE_MAX_COPIES; c++)
+			ec->locs[i][c] = LOC_NONE;
 		ec->commit[i] = false;
 	}
 
@@ -178,9 +180,9 @@ static void evict_batch(struct evict_ctx *ec)
 			continue;
 		}
 		ec->crcs[i] = crc32c(0, dst, VM_PAGE_SIZE);
-		ec->slots[i] = spill_alloc_slot(vm->spill);
-		if (ec->slots[i] == SPILL_NO_SLOT) {
-			ec->protected_[i] = false; /* spill full: the page stays */
+		/* Every copy the policy requires is reserved now, written in step 3. */
+		if (store_place(vm->store, ec->locs[i]) < 0) {
+			ec->protected_[i] = false; /* no store can take it: the page stays */
 			n_store_failed++;
 			continue;
 		}
@@ -191,12 +193,14 @@ static void evict_batch(struct evict_ctx *ec)
 
 	/* 3. store every non-zero page and wait until durable */
 	if (n_store) {
-		uint32_t slots[EVICT_BATCH];
-		unsigned k = 0;
+		uint32_t flat[EVICT_BATCH * STORE_MAX_COPIES];
+		unsigned k = 0, mc = vm->ncopies;
 		for (i = 0; i < ec->n; i++)
-			if (ec->protected_[i] && !ec->zero[i])
-				slots[k++] = ec->slots[i];
-		spill_write_batch(vm->spill, slots, ec->bufs, ec->results, n_store);
+			if (ec->protected_[i] && !ec->zero[i]) {
+				memcpy(&flat[k * mc], ec->locs[i], mc * sizeof(uint32_t));
+				k++;
+			}
+		store_write(vm->store, n_store, ec->bufs, flat, ec->results, true);
 		k = 0;
 		for (i = 0; i < ec->n; i++) {
 			if (!ec->protected_[i] || ec->zero[i])
@@ -216,18 +220,18 @@ static void evict_batch(struct evict_ctx *ec)
 		if (!ec->protected_[i] || (pe->flags & PGF_WRITE_PENDING)) {
 			if (ec->protected_[i])
 				n_aborted++;
-			abort_page_locked(vm, ec->pages[i], ec->slots[i]);
+			abort_page_locked(vm, ec->pages[i], ec->locs[i]);
 			continue;
 		}
 		pe->state = PG_EVICT_COMMITTED;
-		pe->slot = ec->zero[i] ? SPILL_NO_SLOT : ec->slots[i];
+		vm_page_set_locs(vm, ec->pages[i], ec->locs[i]); /* all LOC_NONE for a zero page */
 		pe->crc = ec->crcs[i];
 		ec->commit[i] = true;
 		n_commit++;
 	}
 	/* Degraded while the store refuses pages; healthy again once a batch stores all it wanted. */
 	if (n_store_failed && !vm->degraded)
-		log_warn("vm %s: spill store full or failing: pages stay resident", vm->policy.name);
+		log_warn("vm %s: stores full or failing: pages stay resident", vm->policy.name);
 	vm->degraded = n_store_failed > 0;
 	pthread_mutex_unlock(&vm->lock);
 	if (n_aborted)
@@ -268,9 +272,7 @@ static void evict_batch(struct evict_ctx *ec)
 			wake[n_wake++] = ec->pages[i];
 		vm->resident_pages--;
 		if (ec->zero[i] || (pe->flags & PGF_DISCARDED)) {
-			if (pe->slot != SPILL_NO_SLOT)
-				spill_free_slot(vm->spill, pe->slot);
-			pe->slot = SPILL_NO_SLOT;
+			vm_page_drop_copies(vm, ec->pages[i]);
 			pe->state = PG_ZERO;
 			vm->zero_pages++;
 		} else {

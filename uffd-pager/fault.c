@@ -129,7 +129,9 @@ static void handle_missing(struct fault_ctx *fc, uint64_t addr)
 	struct vm *vm = fc->vm;
 	struct page_entry *pe;
 	uint64_t page, paddr;
-	uint32_t slot, crc;
+	uint32_t locs[STORE_MAX_COPIES], crc;
+	enum store_source src = SRC_SPILL;
+	bool any_copy = false;
 	int state, r;
 
 	if (vm_addr_to_page(vm, addr, &page) < 0) {
@@ -142,7 +144,7 @@ static void handle_missing(struct fault_ctx *fc, uint64_t addr)
 	pthread_mutex_lock(&vm->lock);
 	pe = vm_page(vm, page);
 	state = pe->state;
-	slot = pe->slot;
+	vm_page_get_locs(vm, page, locs);
 	crc = pe->crc;
 	if (pe->flags & PGF_LOST) {
 		pthread_mutex_unlock(&vm->lock);
@@ -197,15 +199,19 @@ static void handle_missing(struct fault_ctx *fc, uint64_t addr)
 		/* EVICT_COMMITTED: punched but not yet recorded; the copy is durable
 		 * and current (the page was write-protected while it was taken).
 		 * Without a slot it was an all-zero page, which is never stored. */
-		if (slot == SPILL_NO_SLOT)
+		for (unsigned c = 0; c < vm->ncopies; c++)
+			any_copy |= locs[c] != LOC_NONE;
+		if (!any_copy)
 			goto zero_fill;
 		if (state == PG_STORED)
 			throttle(vm);
-		r = spill_read(vm->spill, slot, fc->page_buf);
-		if (r < 0 || crc32c(0, fc->page_buf, VM_PAGE_SIZE) != crc) {
+		/* Healthy donor copies first; a copy that fails its CRC32C is skipped. */
+		r = store_read(vm->store, locs, crc, fc->page_buf, &src, true);
+		if (r < 0) {
 			char why[128];
-			snprintf(why, sizeof(why), r < 0 ? "spill read of slot %u failed: %s" : "checksum mismatch in spill slot %u%s",
-				 slot, r < 0 ? strerror(-r) : "");
+			snprintf(why, sizeof(why), "no copy of its %u could be read back with the right checksum (first at location 0x%x)",
+				 vm->ncopies, locs[0]);
+			atomic_fetch_add_explicit(&store_stats(vm->store)->pages_lost, 1, memory_order_relaxed);
 			pthread_mutex_lock(&vm->lock);
 			pe->flags |= PGF_LOST;
 			pthread_mutex_unlock(&vm->lock);
@@ -220,12 +226,14 @@ static void handle_missing(struct fault_ctx *fc, uint64_t addr)
 				vm->stored_pages--;
 			else
 				vm->resident_pages--; /* EVICT_COMMITTED was never uncounted */
-			spill_free_slot(vm->spill, pe->slot);
-			pe->slot = SPILL_NO_SLOT;
+			vm_page_drop_copies(vm, page);
 			pe->state = PG_RESIDENT;
 			pe->flags &= (uint8_t)~PGF_WRITE_PENDING; /* the copy woke every waiter */
 			vm_note_resident(vm, page);
-			atomic_fetch_add_explicit(&vm->stats.faults_spill, 1, memory_order_relaxed);
+			if (src == SRC_DONOR)
+				atomic_fetch_add_explicit(&vm->stats.faults_donor, 1, memory_order_relaxed);
+			else
+				atomic_fetch_add_explicit(&vm->stats.faults_spill, 1, memory_order_relaxed);
 		} else if (r == 0 || r == 1) {
 			/* EEXIST means something filled a stored page behind our back. */
 			if (r == 1 && pe->state == PG_STORED) {
@@ -285,8 +293,7 @@ static void handle_remove(struct vm *vm, uint64_t start, uint64_t end)
 			vm->zero_pages++;
 			break;
 		case PG_STORED:
-			spill_free_slot(vm->spill, pe->slot);
-			pe->slot = SPILL_NO_SLOT;
+			vm_page_drop_copies(vm, page);
 			pe->state = PG_ZERO;
 			pe->flags &= (uint8_t)~PGF_LOST;
 			vm->stored_pages--;

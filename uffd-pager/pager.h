@@ -7,6 +7,7 @@
 #pragma once
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 struct pager;
@@ -26,3 +27,12 @@ int pager_vm_stats(struct pager *p, const char *name, json_t **ret_stats);
 int pager_vm_set_limit(struct pager *p, const char *name, uint64_t bytes, char *err, size_t errlen);
 /* Host-wide figures: budget, committed, VM count, totals. */
 json_t *pager_stats(struct pager *p);
+/* {"donors":[{"url","state":"up|draining|removing|down|gone","pages","capacity","used","free","failures"}]} */
+json_t *pager_donor_list(struct pager *p);
+/* Connects a donor at run time. Returns 0 or -errno (-EINVAL bad URL, -EEXIST, -ECONNREFUSED...) with err. */
+int pager_donor_add(struct pager *p, const char *url, char *err, size_t errlen);
+/*
+ * Moves every page off a donor in the background (remove: then disconnects
+ * and forgets it). Returns 0 or -ENOENT. Progress shows in donor.list.
+ */
+int pager_donor_drain(struct pager *p, const char *url, bool remove);

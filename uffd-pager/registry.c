@@ -24,6 +24,7 @@
 
 #include "config.h"
 #include "control.h"
+#include "donors.h"
 #include "glue-proto.h"
 #include "log.h"
 #include "registry.h"
@@ -54,6 +55,7 @@ struct pager {
 	uint64_t committed; /* sum of local_memory of registered VMs */
 	uint64_t vms_registered, vms_refused, vms_exited;
 	struct ctl_server *ctl;
+	struct donor_pool *pool; /* shared by every VM */
 };
 
 static void reply(struct client *c, enum glue_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -165,7 +167,8 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 		reply(c, GLUE_REFUSED, "pidfd_open(%d): %s", (int)c->pid, strerror(errno));
 		goto unreserve;
 	}
-	r = vm_new(&pol, c->pid, pidfd, fd, p->cfg.state_dir, p->cfg.max_guest_memory, &vm, err, sizeof(err));
+	r = vm_new(&pol, c->pid, pidfd, fd, p->cfg.state_dir, p->cfg.max_guest_memory, p->pool, &vm, err,
+		   sizeof(err));
 	fd = -1; /* vm_new owns it now, also on failure */
 	if (r < 0) {
 		reply(c, GLUE_REFUSED, "%s", err);
@@ -392,6 +395,12 @@ int pager_new(const struct policy_pager_config *cfg, struct pager **ret)
 	epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->listen_fd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &p->listen_tag });
 	epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->sigfd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &p->signal_tag });
 
+	/* After signals are blocked: the donor threads must not take SIGTERM. */
+	r = donor_pool_new(cfg, &p->pool);
+	if (r < 0) {
+		log_err_errno(r, "cannot set up donors");
+		goto fail;
+	}
 	if (dirname_of(cfg->control_path, dir, sizeof(dir)) == 0)
 		make_dir(dir, 0755);
 	r = ctl_server_start(p, cfg->control_path, 0660, &p->ctl);
@@ -463,6 +472,7 @@ void pager_free(struct pager *p)
 		close(p->epfd);
 	if (p->sigfd >= 0)
 		close(p->sigfd);
+	donor_pool_free(p->pool); /* after every VM: they hold slabs and in-flight I/O */
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 }
@@ -534,5 +544,23 @@ json_t *pager_stats(struct pager *p)
 		      "vms_registered", (json_int_t)p->vms_registered, "vms_refused", (json_int_t)p->vms_refused,
 		      "vms_exited", (json_int_t)p->vms_exited, "state_dir", p->cfg.state_dir);
 	pthread_mutex_unlock(&p->lock);
+	json_object_set_new(o, "donors", json_incref(json_object_get(donor_pool_json(p->pool), "donors")));
 	return o;
+}
+
+json_t *pager_donor_list(struct pager *p)
+{
+	return donor_pool_json(p->pool);
+}
+
+int pager_donor_add(struct pager *p, const char *url, char *err, size_t errlen)
+{
+	int r = donor_pool_add(p->pool, url, err, errlen);
+
+	return r < 0 ? r : 0;
+}
+
+int pager_donor_drain(struct pager *p, const char *url, bool remove)
+{
+	return donor_pool_drain(p->pool, url, remove);
 }

@@ -234,3 +234,17 @@ int spill_read(struct spill *s, uint32_t slot, void *buf)
 	io_uring_cqe_seen(&s->read_ring, cqe);
 	return r;
 }
+
+int spill_pwrite(struct spill *s, uint32_t slot, const void *buf)
+{
+	ssize_t n = pwrite(s->fd, buf, PAGE_SIZE_4K, (off_t)slot * PAGE_SIZE_4K);
+
+	return n == (ssize_t)PAGE_SIZE_4K ? 0 : n < 0 ? -errno : -EIO;
+}
+
+int spill_pread(struct spill *s, uint32_t slot, void *buf)
+{
+	ssize_t n = pread(s->fd, buf, PAGE_SIZE_4K, (off_t)slot * PAGE_SIZE_4K);
+
+	return n == (ssize_t)PAGE_SIZE_4K ? 0 : n < 0 ? -errno : -EIO;
+}

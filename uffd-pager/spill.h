@@ -42,3 +42,9 @@ void spill_set_max_slots(struct spill *s, uint64_t max_slots);
 int spill_write_batch(struct spill *s, const uint32_t *slots, void *const *bufs, int *results, unsigned n);
 /* Reads one slot into a 4 KiB-aligned buffer. Fault thread only. Returns 0 or -errno. */
 int spill_read(struct spill *s, uint32_t slot, void *buf);
+/*
+ * Plain pwrite/pread of one slot, for threads other than the evictor and
+ * the fault thread (the repair thread). Returns 0 or -errno.
+ */
+int spill_pwrite(struct spill *s, uint32_t slot, const void *buf);
+int spill_pread(struct spill *s, uint32_t slot, void *buf);

@@ -25,6 +25,7 @@
 #include "histogram.h"
 #include "policy.h"
 #include "spill.h"
+#include "store.h"
 #include "victim.h"
 
 #define VM_MAX_REGIONS 16
@@ -43,16 +44,20 @@ enum page_state {
 enum page_flags {
 	PGF_WRITE_PENDING = 1 << 0, /* a write (or refill) hit the page during eviction */
 	PGF_DISCARDED = 1 << 1,     /* the guest discarded it (EVENT_REMOVE) during eviction */
-	PGF_LOST = 1 << 2,          /* stored copy failed verification: never install */
+	PGF_LOST = 1 << 2,          /* no stored copy passes verification: never install */
 };
 
 /*
  * 12 bytes per guest page; with the FIFO's 4 bytes the pager spends 16
- * bytes per page, plus one bit per spill slot.
+ * bytes per page at one copy per page (replicas 1, no backup), plus one bit
+ * per spill slot and ~528 bytes per 16 MiB donor slab (store.h). Each
+ * further copy (replicas 2..3, spill backup) costs 4 bytes per page in the
+ * region's side table `extra`, allocated only for policies that need it.
+ * A page is punched only once every copy in loc + extra is durable.
  */
 struct page_entry {
 	uint32_t crc;  /* CRC32C of the stored copy */
-	uint32_t slot; /* spill slot while STORED/EVICT_COMMITTED */
+	uint32_t loc;  /* first copy's location (store.h) while STORED/EVICT_COMMITTED */
 	uint8_t state;
 	uint8_t flags;
 	uint16_t reserved;
@@ -65,6 +70,7 @@ struct vm_region {
 	uint64_t first_page; /* index of the region's first page in the VM's page space */
 	int memfd;
 	struct page_entry *pages;
+	uint32_t *extra; /* (ncopies - 1) locations per page, or NULL */
 };
 
 struct vm_stats {
@@ -82,6 +88,7 @@ struct vm_stats {
 	_Atomic uint64_t remove_events;
 	_Atomic uint64_t eviction_batches;
 	_Atomic uint64_t eviction_ns; /* time spent evicting, for the eviction rate */
+	_Atomic uint64_t faults_donor; /* refaults served from a donor */
 };
 
 struct vm {
@@ -113,7 +120,11 @@ struct vm {
 	bool threads_started;
 
 	struct spill *spill;
-	pthread_t fault_thread, evict_thread;
+	struct donor_pool *pool; /* the pager's donors (may have none) */
+	struct store *store;     /* spill + donors behind one interface */
+	unsigned ncopies;        /* locations per page: 1 + side-table entries */
+	pthread_cond_t repair_cond;
+	pthread_t fault_thread, evict_thread, repair_thread;
 	struct histogram fault_latency; /* written by the fault thread only */
 	struct vm_stats stats;
 };
@@ -131,5 +142,12 @@ void vm_note_resident(struct vm *vm, uint64_t page);
 /* A stored copy is gone for good: apply the policy's on_data_loss. */
 void vm_data_loss(struct vm *vm, uint64_t page, const char *why);
 
+/* Copies of a page: locs[0..ncopies) (LOC_NONE = none). Under lock. */
+void vm_page_get_locs(struct vm *vm, uint64_t page, uint32_t *locs);
+void vm_page_set_locs(struct vm *vm, uint64_t page, const uint32_t *locs);
+/* Frees every copy of a page and clears its locations. Under lock. */
+void vm_page_drop_copies(struct vm *vm, uint64_t page);
+
 void *vm_fault_thread(void *arg);
+void *vm_repair_thread(void *arg);
 void *vm_evict_thread(void *arg);

@@ -51,6 +51,39 @@ uint64_t vm_page_addr(struct vm *vm, uint64_t page)
 	return r->host_addr + ((page - r->first_page) << VM_PAGE_SHIFT);
 }
 
+void vm_page_get_locs(struct vm *vm, uint64_t page, uint32_t *locs)
+{
+	struct vm_region *r = vm_region_of_page(vm, page);
+	uint64_t i = page - r->first_page;
+
+	locs[0] = r->pages[i].loc;
+	for (unsigned c = 1; c < vm->ncopies; c++)
+		locs[c] = r->extra[i * (vm->ncopies - 1) + c - 1];
+	for (unsigned c = vm->ncopies; c < STORE_MAX_COPIES; c++)
+		locs[c] = LOC_NONE;
+}
+
+void vm_page_set_locs(struct vm *vm, uint64_t page, const uint32_t *locs)
+{
+	struct vm_region *r = vm_region_of_page(vm, page);
+	uint64_t i = page - r->first_page;
+
+	r->pages[i].loc = locs[0];
+	for (unsigned c = 1; c < vm->ncopies; c++)
+		r->extra[i * (vm->ncopies - 1) + c - 1] = locs[c];
+}
+
+void vm_page_drop_copies(struct vm *vm, uint64_t page)
+{
+	uint32_t locs[STORE_MAX_COPIES];
+
+	vm_page_get_locs(vm, page, locs);
+	store_free_locs(vm->store, locs);
+	for (unsigned c = 0; c < STORE_MAX_COPIES; c++)
+		locs[c] = LOC_NONE;
+	vm_page_set_locs(vm, page, locs);
+}
+
 void vm_update_watermarks(struct vm *vm)
 {
 	vm->high_pages = policy_vm_high_pages(&vm->policy, VM_PAGE_SIZE);
@@ -87,7 +120,7 @@ void vm_data_loss(struct vm *vm, uint64_t page, const char *why)
 }
 
 int vm_new(const struct policy_vm *policy, pid_t pid, int pidfd, int uffd, const char *state_dir,
-	   uint64_t max_guest_memory, struct vm **ret, char *err, size_t errlen)
+	   uint64_t max_guest_memory, struct donor_pool *pool, struct vm **ret, char *err, size_t errlen)
 {
 	struct vm *vm = calloc(1, sizeof(*vm));
 
@@ -102,6 +135,9 @@ int vm_new(const struct policy_vm *policy, pid_t pid, int pidfd, int uffd, const
 	vm->pidfd = pidfd;
 	vm->uffd = uffd;
 	vm->max_guest_memory = max_guest_memory;
+	vm->pool = pool;
+	vm->ncopies = store_copies_for(policy);
+	pthread_cond_init(&vm->repair_cond, NULL);
 	snprintf(vm->state_dir, sizeof(vm->state_dir), "%s", state_dir);
 	vm->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	vm->victim = &policy_victim_fifo;
@@ -181,15 +217,29 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 	/* Page maps come from mmap so untouched parts of a huge guest cost nothing. */
 	void *pages = mmap(NULL, npages * sizeof(struct page_entry), PROT_READ | PROT_WRITE,
 			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	uint32_t *extra = NULL;
+	if (pages != MAP_FAILED && vm->ncopies > 1) {
+		extra = mmap(NULL, npages * (vm->ncopies - 1) * sizeof(uint32_t), PROT_READ | PROT_WRITE,
+			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (extra == MAP_FAILED) {
+			munmap(pages, npages * sizeof(struct page_entry));
+			pages = MAP_FAILED;
+		}
+	}
 	if (pages == MAP_FAILED) {
 		snprintf(err, errlen, "page map: %s", strerror(errno));
 		ret = -ENOMEM;
 		goto fail;
 	}
+	/* No copies yet: every location is LOC_NONE (all ones). */
+	for (uint64_t i = 0; i < npages; i++)
+		((struct page_entry *)pages)[i].loc = LOC_NONE;
+	if (extra)
+		memset(extra, 0xff, npages * (vm->ncopies - 1) * sizeof(uint32_t));
 	pthread_mutex_lock(&vm->lock);
 	r = &vm->regions[vm->nregions];
 	*r = (struct vm_region){ .host_addr = host_addr, .length = length, .memfd_offset = memfd_offset,
-				 .first_page = vm->npages, .memfd = memfd, .pages = pages };
+				 .first_page = vm->npages, .memfd = memfd, .pages = pages, .extra = extra };
 	/* Regions stay sorted by first_page because each is appended at the end. */
 	vm->nregions++;
 	vm->npages += npages;
@@ -199,6 +249,8 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 		vm->npages -= npages;
 		pthread_mutex_unlock(&vm->lock);
 		munmap(pages, npages * sizeof(struct page_entry));
+		if (extra)
+			munmap(extra, npages * (vm->ncopies - 1) * sizeof(uint32_t));
 		snprintf(err, errlen, "victim selector: out of memory");
 		goto fail;
 	}
@@ -206,6 +258,9 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 
 	if (!vm->threads_started) {
 		uint64_t max_slots = vm->policy.spill_max / VM_PAGE_SIZE;
+		/* Spill slots share the 32-bit location with remote copies: 31 bits. */
+		if (!max_slots || max_slots > STORE_SPILL_MAX_SLOTS)
+			max_slots = STORE_SPILL_MAX_SLOTS;
 		char fname[128];
 
 		snprintf(fname, sizeof(fname), "%s-%d", vm->policy.name, (int)vm->pid);
@@ -214,16 +269,23 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 			snprintf(err, errlen, "cannot create spill file in %s: %s", vm->state_dir, strerror(-ret));
 			return ret; /* the region stays owned by the VM and is freed with it */
 		}
+		ret = store_new(vm->policy.name, vm->pool, vm->spill, &vm->policy, &vm->store);
+		if (ret < 0) {
+			snprintf(err, errlen, "cannot set up stores: %s", strerror(-ret));
+			return ret;
+		}
 		if ((ret = -pthread_create(&vm->fault_thread, NULL, vm_fault_thread, vm)) < 0 ||
-		    (ret = -pthread_create(&vm->evict_thread, NULL, vm_evict_thread, vm)) < 0) {
+		    (ret = -pthread_create(&vm->evict_thread, NULL, vm_evict_thread, vm)) < 0 ||
+		    (ret = -pthread_create(&vm->repair_thread, NULL, vm_repair_thread, vm)) < 0) {
 			snprintf(err, errlen, "cannot start threads: %s", strerror(-ret));
 			/* a started fault thread is stopped by vm_free through stop_efd */
 			return ret;
 		}
 		vm->threads_started = true;
-		log_info("vm %s: paging pid %d, local memory %llu MiB, spill %s%s", vm->policy.name, (int)vm->pid,
-			 (unsigned long long)(vm->policy.local_memory >> 20), spill_path(vm->spill),
-			 spill_is_direct(vm->spill) ? " (O_DIRECT)" : "");
+		log_info("vm %s: paging pid %d, local memory %llu MiB, spill %s%s, %u donors, replicas %u%s",
+			 vm->policy.name, (int)vm->pid, (unsigned long long)(vm->policy.local_memory >> 20),
+			 spill_path(vm->spill), spill_is_direct(vm->spill) ? " (O_DIRECT)" : "",
+			 donor_pool_count(vm->pool), vm->policy.replicas, vm->policy.backup_spill ? ", spill backup" : "");
 	}
 	log_info("vm %s: region %u: %llu MiB at 0x%llx", vm->policy.name, vm->nregions - 1,
 		 (unsigned long long)(length >> 20), (unsigned long long)host_addr);
@@ -242,6 +304,7 @@ void vm_free(struct vm *vm)
 	vm->stopping = true;
 	pthread_cond_broadcast(&vm->evict_cond);
 	pthread_cond_broadcast(&vm->space_cond);
+	pthread_cond_broadcast(&vm->repair_cond);
 	pthread_mutex_unlock(&vm->lock);
 	if (vm->threads_started) {
 		uint64_t one = 1;
@@ -249,6 +312,7 @@ void vm_free(struct vm *vm)
 			log_warn("vm %s: cannot signal the fault thread: %s", vm->policy.name, strerror(errno));
 		pthread_join(vm->fault_thread, NULL);
 		pthread_join(vm->evict_thread, NULL);
+		pthread_join(vm->repair_thread, NULL);
 	}
 	if (vm->threads_started)
 		log_info("vm %s: final: %llu zero faults, %llu refaults, %llu wp faults, %llu evictions (%llu aborted), %llu integrity errors, fault p50 %llu ns p99 %llu ns",
@@ -257,10 +321,14 @@ void vm_free(struct vm *vm)
 			 (unsigned long long)vm->stats.evictions_aborted, (unsigned long long)vm->stats.integrity_errors,
 			 (unsigned long long)hist_quantile(&vm->fault_latency, 0.5),
 			 (unsigned long long)hist_quantile(&vm->fault_latency, 0.99));
+	store_free(vm->store);
 	spill_free(vm->spill);
 	for (unsigned i = 0; i < vm->nregions; i++) {
 		close(vm->regions[i].memfd);
 		munmap(vm->regions[i].pages, (vm->regions[i].length >> VM_PAGE_SHIFT) * sizeof(struct page_entry));
+		if (vm->regions[i].extra)
+			munmap(vm->regions[i].extra,
+			       (vm->regions[i].length >> VM_PAGE_SHIFT) * (vm->ncopies - 1) * sizeof(uint32_t));
 	}
 	if (vm->victim_state)
 		vm->victim->destroy(vm->victim_state);
@@ -272,6 +340,7 @@ void vm_free(struct vm *vm)
 		close(vm->stop_efd);
 	pthread_cond_destroy(&vm->evict_cond);
 	pthread_cond_destroy(&vm->space_cond);
+	pthread_cond_destroy(&vm->repair_cond);
 	pthread_mutex_destroy(&vm->lock);
 	free(vm);
 }
@@ -331,9 +400,9 @@ json_t *vm_stats_json(struct vm *vm, bool brief)
 	json_object_set_new(o, "low_watermark_pages", json_integer((json_int_t)vm->low_pages));
 	pthread_mutex_unlock(&vm->lock);
 	json_object_set_new(o, "faults",
-			    json_pack("{s:I, s:I, s:I, s:I, s:I}", "zero", STAT(faults_zero), "spill",
-				      STAT(faults_spill), "discard", STAT(faults_discard), "wp", STAT(faults_wp),
-				      "duplicate", STAT(faults_duplicate)));
+			    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "zero", STAT(faults_zero), "spill",
+				      STAT(faults_spill), "donor", STAT(faults_donor), "discard", STAT(faults_discard),
+				      "wp", STAT(faults_wp), "duplicate", STAT(faults_duplicate)));
 	json_object_set_new(o, "evictions", json_integer(STAT(evictions)));
 	if (brief)
 		return o;
@@ -342,7 +411,26 @@ json_t *vm_stats_json(struct vm *vm, bool brief)
 	json_object_set_new(o, "spill_pages", json_integer(vm->spill ? (json_int_t)spill_used_slots(vm->spill) : 0));
 	json_object_set_new(o, "spill_file", json_string(vm->spill ? spill_path(vm->spill) : ""));
 	json_object_set_new(o, "evictions_aborted", json_integer(STAT(evictions_aborted)));
-	json_object_set_new(o, "refaults", json_integer(STAT(faults_spill)));
+	json_object_set_new(o, "refaults", json_integer(STAT(faults_spill) + STAT(faults_donor)));
+	if (vm->store) {
+		struct store_stats *ss = store_stats(vm->store);
+		json_t *per = json_array();
+		for (unsigned d = 0; d < donor_pool_count(vm->pool); d++)
+			json_array_append_new(per, json_integer((json_int_t)store_donor_pages(vm->store, d)));
+		json_object_set_new(o, "remote",
+				    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "copies",
+					      (json_int_t)atomic_load(&ss->remote_copies), "faults_donor",
+					      STAT(faults_donor), "faults_spill", STAT(faults_spill), "bad_copies",
+					      (json_int_t)atomic_load(&ss->bad_copies), "rereplications",
+					      (json_int_t)atomic_load(&ss->rereplications), "moved",
+					      (json_int_t)atomic_load(&ss->moved), "copies_lost",
+					      (json_int_t)atomic_load(&ss->copies_lost), "pages_lost",
+					      (json_int_t)atomic_load(&ss->pages_lost), "spill_fallbacks",
+					      (json_int_t)atomic_load(&ss->spill_fallbacks), "per_donor_copies", per));
+		json_object_set_new(o, "durability", json_pack("{s:i, s:s, s:i}", "replicas", (int)vm->policy.replicas,
+							     "backup", vm->policy.backup_spill ? "spill" : "none",
+							     "copies_per_page", (int)vm->ncopies));
+	}
 	json_object_set_new(o, "zero_pages_skipped", json_integer(STAT(zero_pages_skipped)));
 	json_object_set_new(o, "integrity_errors", json_integer(STAT(integrity_errors)));
 	json_object_set_new(o, "store_errors", json_integer(STAT(store_errors)));

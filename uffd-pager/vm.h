@@ -15,10 +15,11 @@
 #include "policy.h"
 
 struct vm;
+struct donor_pool;
 
 /* Takes ownership of uffd and pidfd (closed by vm_free, also on failure). */
 int vm_new(const struct policy_vm *policy, pid_t pid, int pidfd, int uffd, const char *state_dir,
-	   uint64_t max_guest_memory, struct vm **ret, char *err, size_t errlen);
+	   uint64_t max_guest_memory, struct donor_pool *pool, struct vm **ret, char *err, size_t errlen);
 /*
  * Adds a guest-RAM mapping backed by memfd (ownership taken). The first
  * region starts the fault and evictor threads. Returns 0 or -errno with a

@@ -163,3 +163,76 @@ def guestsim(pager, name, policy_json, args, **popen):
 
 def memfd_resident_ok(stats):
     return stats["memfd_resident_pages"] <= stats["high_watermark_pages"]
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Donor:
+    """A real uffd-donor on 127.0.0.1 with a private key file and control socket."""
+
+    def __init__(self, capacity="64M", key=None, extra_args=()):
+        self.tmp = tempfile.mkdtemp(prefix="uffdvm-donor-")
+        self.port = free_port()
+        self.url = f"tcp://127.0.0.1:{self.port}"
+        self.key_file = os.path.join(self.tmp, "key")
+        fd = os.open(self.key_file, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, key if key is not None else b"uffdvm-test-key-0123456789abcdef")
+        os.close(fd)
+        self.control = os.path.join(self.tmp, "control.sock")
+        self.log_path = os.path.join(self.tmp, "donor.log")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([exe("uffd-donor"), "--listen", self.url, "--capacity", capacity,
+                                      "--key-file", self.key_file, "--control", self.control] + list(extra_args),
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if os.path.exists(self.control):
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                        return
+                except OSError:
+                    pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        fail(f"uffd-donor did not start: {self.read_log()}")
+
+    def read_log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def call(self, cmd, timeout=10, **args):
+        req = {"cmd": cmd}
+        if args:
+            req["args"] = args
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(self.control)
+            s.sendall((json.dumps(req) + "\n").encode())
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        return json.loads(buf)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)

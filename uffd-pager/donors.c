@@ -1,0 +1,501 @@
+/* SPDX-License-Identifier: MIT */
+/* The pager's donor connections, their health and page I/O completion (see donors.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "donor-auth.h"
+#include "donors.h"
+#include "log.h"
+#include "transport.h"
+#include "util.h"
+
+#define HEALTH_PERIOD_MS 300
+#define FULL_BACKOFF_NS (1000ULL * 1000 * 1000)
+
+struct pdonor {
+	struct donor_pool *pool;
+	unsigned idx;
+	char url[POLICY_URL_MAX];
+	struct donor_conn *conn;
+	_Atomic int state;
+	_Atomic int64_t pages;
+	_Atomic uint64_t capacity, used; /* from the donor's STATS; capacity 0 = unknown */
+	_Atomic uint64_t full_until;     /* ALLOC_SLAB said ENOSPC: don't ask again before this */
+	_Atomic uint64_t failures, inflight;
+	_Atomic bool stop;
+	pthread_t completer;
+	bool completer_started;
+	pthread_mutex_t rlock; /* revoked slab ids */
+	uint32_t *revoked;
+	unsigned nrevoked, revoked_cap;
+};
+
+struct donor_pool {
+	pthread_mutex_t lock; /* adding donors */
+	struct pdonor *d[POOL_MAX_DONORS];
+	_Atomic unsigned n;
+	struct donor_key key;
+	char client_id[65];
+	unsigned timeout_ms;
+	_Atomic unsigned gen;
+	_Atomic bool stopping;
+	pthread_t health;
+	bool health_started;
+};
+
+static const char *const state_names[] = { "up", "draining", "removing", "down", "gone" };
+
+static bool conn_error(int err)
+{
+	return err == -ETIMEDOUT || err == -ECONNRESET || err == -ENOTCONN || err == -ECANCELED || err == -EPIPE ||
+	       err == -EPROTO || err == -ECONNREFUSED || err == -EBADMSG;
+}
+
+static void mark_down(struct pdonor *d, int err, const char *what)
+{
+	int st = atomic_load(&d->state);
+
+	while (st != PD_DOWN && st != PD_GONE) {
+		if (atomic_compare_exchange_weak(&d->state, &st, PD_DOWN)) {
+			atomic_fetch_add(&d->failures, 1);
+			atomic_fetch_add(&d->pool->gen, 1);
+			log_warn("donor %s is down (%s: %s): its %lld pages are re-created from other copies",
+				 d->url, what, strerror(-err), (long long)atomic_load(&d->pages));
+			return;
+		}
+	}
+}
+
+void donor_pool_note_failure(struct donor_pool *p, unsigned idx, int err, const char *what)
+{
+	if (idx < atomic_load(&p->n) && conn_error(err))
+		mark_down(p->d[idx], err, what);
+}
+
+static void *completer_main(void *arg)
+{
+	struct pdonor *d = arg;
+	struct donor_completion out[64];
+
+	while (!atomic_load(&d->stop)) {
+		int n = donor_poll_completions(d->conn, out, 64, 100);
+		if (n < 0) {
+			if (conn_error(n))
+				mark_down(d, n, "connection");
+			usleep(20000); /* broken and idle: nothing more will come */
+			continue;
+		}
+		for (int i = 0; i < n; i++) {
+			struct pool_op *op = (struct pool_op *)(uintptr_t)out[i].cookie;
+			struct pool_wait *w = op->w;
+			op->status = out[i].status;
+			if (out[i].status < 0 && conn_error(out[i].status))
+				mark_down(d, out[i].status, out[i].op == DONOR_COMP_WRITE ? "write" : "read");
+			atomic_fetch_sub(&d->inflight, 1);
+			pthread_mutex_lock(&w->lock);
+			if (--w->pending == 0)
+				pthread_cond_broadcast(&w->cond);
+			pthread_mutex_unlock(&w->lock);
+		}
+	}
+	return NULL;
+}
+
+static void notify_cb(struct donor_conn *conn, const struct donor_notification *n, void *opaque)
+{
+	struct pdonor *d = opaque;
+	int st;
+
+	switch (n->kind) {
+	case DONOR_NOTIFY_REVOKED:
+		pthread_mutex_lock(&d->rlock);
+		for (uint32_t i = 0; i < n->nslabs; i++) {
+			if (d->nrevoked == d->revoked_cap) {
+				unsigned cap = d->revoked_cap ? d->revoked_cap * 2 : 64;
+				uint32_t *nr = realloc(d->revoked, cap * sizeof(*nr));
+				if (!nr)
+					break;
+				d->revoked = nr;
+				d->revoked_cap = cap;
+			}
+			d->revoked[d->nrevoked++] = n->slabs[i];
+		}
+		pthread_mutex_unlock(&d->rlock);
+		log_warn("donor %s revoked %u slabs: moving their pages within %u ms", d->url, n->nslabs,
+			 n->deadline_ms);
+		atomic_fetch_add(&d->pool->gen, 1);
+		break;
+	case DONOR_NOTIFY_SHUTDOWN:
+		st = PD_UP;
+		if (atomic_compare_exchange_strong(&d->state, &st, PD_DRAINING))
+			log_warn("donor %s is shutting down or disconnected: moving its pages elsewhere", d->url);
+		atomic_fetch_add(&d->pool->gen, 1);
+		break;
+	default:
+		log_warn("donor %s: unknown notification %d", d->url, (int)n->kind);
+		break;
+	}
+}
+
+static void refresh(struct pdonor *d)
+{
+	uint64_t cap, used;
+	int st = atomic_load(&d->state), r;
+
+	if (st == PD_DOWN || st == PD_GONE)
+		return;
+	r = donor_ping(d->conn);
+	if (r < 0) {
+		if (conn_error(r))
+			mark_down(d, r, "health check");
+		return;
+	}
+	if (donor_stats(d->conn, &cap, &used) == 0) {
+		atomic_store(&d->capacity, cap);
+		atomic_store(&d->used, used);
+	}
+	if (st == PD_REMOVING && atomic_load(&d->pages) == 0 && atomic_load(&d->inflight) == 0) {
+		atomic_store(&d->state, PD_GONE);
+		atomic_store(&d->stop, true);
+		pthread_join(d->completer, NULL);
+		d->completer_started = false;
+		donor_close(d->conn);
+		d->conn = NULL;
+		log_info("donor %s removed (drained)", d->url);
+	}
+}
+
+static void *health_main(void *arg)
+{
+	struct donor_pool *p = arg;
+
+	while (!atomic_load(&p->stopping)) {
+		unsigned n = atomic_load(&p->n);
+		for (unsigned i = 0; i < n && !atomic_load(&p->stopping); i++)
+			refresh(p->d[i]);
+		for (int t = 0; t < HEALTH_PERIOD_MS / 50 && !atomic_load(&p->stopping); t++)
+			usleep(50000);
+	}
+	return NULL;
+}
+
+int donor_pool_new(const struct policy_pager_config *cfg, struct donor_pool **ret)
+{
+	struct donor_pool *p = calloc(1, sizeof(*p));
+	int r;
+
+	if (!p)
+		return -ENOMEM;
+	pthread_mutex_init(&p->lock, NULL);
+	snprintf(p->client_id, sizeof(p->client_id), "%s", cfg->client_id[0] ? cfg->client_id : "uffd-pager");
+	p->timeout_ms = cfg->donor_timeout_ms ? cfg->donor_timeout_ms : 2000;
+	if (cfg->donor_key_file[0]) {
+		r = donor_key_load(cfg->donor_key_file, &p->key);
+		if (r < 0) {
+			log_err("donor_key_file %s: %s", cfg->donor_key_file, strerror(-r));
+			donor_pool_free(p);
+			return r;
+		}
+	}
+	for (unsigned i = 0; i < cfg->n_donors; i++) {
+		char err[256];
+		r = donor_pool_add(p, cfg->donors[i], err, sizeof(err));
+		/* A donor down at start is not fatal: it is listed as down and the others serve. */
+		if (r < 0)
+			log_warn("donor %s: %s", cfg->donors[i], err);
+	}
+	r = -pthread_create(&p->health, NULL, health_main, p);
+	if (r < 0) {
+		donor_pool_free(p);
+		return r;
+	}
+	p->health_started = true;
+	*ret = p;
+	return 0;
+}
+
+void donor_pool_free(struct donor_pool *p)
+{
+	if (!p)
+		return;
+	atomic_store(&p->stopping, true);
+	if (p->health_started)
+		pthread_join(p->health, NULL);
+	for (unsigned i = 0; i < atomic_load(&p->n); i++) {
+		struct pdonor *d = p->d[i];
+		atomic_store(&d->stop, true);
+		if (d->completer_started)
+			pthread_join(d->completer, NULL);
+		donor_close(d->conn);
+		pthread_mutex_destroy(&d->rlock);
+		free(d->revoked);
+		free(d);
+	}
+	explicit_bzero(&p->key, sizeof(p->key));
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+}
+
+int donor_pool_add(struct donor_pool *p, const char *url, char *err, size_t errlen)
+{
+	struct donor_connect_opts opts = { .timeout_ms = p->timeout_ms, .notify_cb = notify_cb };
+	struct pdonor *d;
+	unsigned n;
+	int r;
+
+	if (!policy_donor_url_valid(url)) {
+		snprintf(err, errlen, "\"%s\" is not a donor URL (allowed: tcp://HOST:PORT, rdma://HOST:PORT)", url);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&p->lock);
+	n = atomic_load(&p->n);
+	for (unsigned i = 0; i < n; i++) {
+		int st = atomic_load(&p->d[i]->state);
+		if (strcmp(p->d[i]->url, url) == 0 && st != PD_GONE && st != PD_DOWN) {
+			pthread_mutex_unlock(&p->lock);
+			snprintf(err, errlen, "donor %s is already in use (%s)", url, state_names[st]);
+			return -EEXIST;
+		}
+	}
+	if (n >= POOL_MAX_DONORS) {
+		pthread_mutex_unlock(&p->lock);
+		snprintf(err, errlen, "at most %d donors per pager life (indexes are never reused)", POOL_MAX_DONORS);
+		return -ENOSPC;
+	}
+	d = calloc(1, sizeof(*d));
+	if (!d) {
+		pthread_mutex_unlock(&p->lock);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	d->pool = p;
+	d->idx = n;
+	snprintf(d->url, sizeof(d->url), "%s", url);
+	pthread_mutex_init(&d->rlock, NULL);
+	opts.notify_opaque = d;
+	r = donor_connect(url, &p->key, p->client_id, &opts, &d->conn);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot connect: %s", r == -EACCES ? "key refused" : strerror(-r));
+		/* Listed as down so operators see it; never used. */
+		atomic_store(&d->state, PD_DOWN);
+		atomic_store(&d->failures, 1);
+	} else {
+		r = -pthread_create(&d->completer, NULL, completer_main, d);
+		if (r < 0) {
+			donor_close(d->conn);
+			d->conn = NULL;
+			atomic_store(&d->state, PD_DOWN);
+			snprintf(err, errlen, "cannot start its thread: %s", strerror(-r));
+		} else {
+			d->completer_started = true;
+			uint64_t cap, used;
+			if (donor_stats(d->conn, &cap, &used) == 0) {
+				atomic_store(&d->capacity, cap);
+				atomic_store(&d->used, used);
+			}
+			log_info("donor %s: connected as %s (capacity %llu MiB)", url, p->client_id,
+				 (unsigned long long)(atomic_load(&d->capacity) >> 20));
+		}
+	}
+	p->d[n] = d;
+	atomic_store(&p->n, n + 1);
+	atomic_fetch_add(&p->gen, 1);
+	pthread_mutex_unlock(&p->lock);
+	return r < 0 ? r : (int)n;
+}
+
+int donor_pool_drain(struct donor_pool *p, const char *url, bool remove)
+{
+	int found = -ENOENT;
+
+	for (unsigned i = 0; i < atomic_load(&p->n); i++) {
+		struct pdonor *d = p->d[i];
+		int st = atomic_load(&d->state);
+		if (strcmp(d->url, url) != 0 || st == PD_GONE)
+			continue;
+		found = 0;
+		if (st == PD_DOWN) {
+			if (remove && atomic_load(&d->pages) == 0)
+				atomic_store(&d->state, PD_GONE);
+			continue;
+		}
+		atomic_store(&d->state, remove ? PD_REMOVING : PD_DRAINING);
+		log_info("donor %s: %s: moving its %lld pages elsewhere", url, remove ? "removing" : "draining",
+			 (long long)atomic_load(&d->pages));
+	}
+	atomic_fetch_add(&p->gen, 1);
+	return found;
+}
+
+json_t *donor_pool_json(struct donor_pool *p)
+{
+	json_t *arr = json_array();
+
+	for (unsigned i = 0; p && i < atomic_load(&p->n); i++) {
+		struct pdonor *d = p->d[i];
+		uint64_t cap = atomic_load(&d->capacity), used = atomic_load(&d->used);
+		unsigned nrev;
+		pthread_mutex_lock(&d->rlock);
+		nrev = d->nrevoked;
+		pthread_mutex_unlock(&d->rlock);
+		json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "url", d->url, "state",
+						     state_names[atomic_load(&d->state)], "pages",
+						     (json_int_t)atomic_load(&d->pages), "capacity", (json_int_t)cap,
+						     "used", (json_int_t)used, "free",
+						     (json_int_t)(cap > used ? cap - used : 0), "failures",
+						     (json_int_t)atomic_load(&d->failures), "revoked_slabs",
+						     (json_int_t)nrev));
+	}
+	return json_pack("{s:o}", "donors", arr);
+}
+
+unsigned donor_pool_count(struct donor_pool *p) { return p ? atomic_load(&p->n) : 0; }
+bool donor_pool_has_donors(struct donor_pool *p) { return donor_pool_count(p) > 0; }
+unsigned donor_pool_generation(struct donor_pool *p) { return p ? atomic_load(&p->gen) : 0; }
+
+enum pool_donor_state donor_pool_state(struct donor_pool *p, unsigned idx)
+{
+	return idx < atomic_load(&p->n) ? (enum pool_donor_state)atomic_load(&p->d[idx]->state) : PD_GONE;
+}
+
+bool donor_pool_slab_revoked(struct donor_pool *p, unsigned idx, uint32_t slab)
+{
+	struct pdonor *d;
+	bool hit = false;
+
+	if (idx >= atomic_load(&p->n))
+		return false;
+	d = p->d[idx];
+	pthread_mutex_lock(&d->rlock);
+	for (unsigned i = 0; i < d->nrevoked && !hit; i++)
+		hit = d->revoked[i] == slab;
+	pthread_mutex_unlock(&d->rlock);
+	return hit;
+}
+
+unsigned donor_pool_views(struct donor_pool *p, struct policy_donor_view *views)
+{
+	unsigned n = donor_pool_count(p);
+	uint64_t now = now_ns();
+
+	for (unsigned i = 0; i < n; i++) {
+		struct pdonor *d = p->d[i];
+		uint64_t cap = atomic_load(&d->capacity), used = atomic_load(&d->used);
+		views[i].up = atomic_load(&d->state) == PD_UP;
+		if (now < atomic_load(&d->full_until))
+			views[i].free_bytes = 0;
+		else if (!cap)
+			views[i].free_bytes = 1; /* unknown: worth a try */
+		else
+			views[i].free_bytes = cap > used ? cap - used : 0;
+	}
+	return n;
+}
+
+int donor_pool_alloc_slab(struct donor_pool *p, unsigned idx, uint32_t *ret_slab)
+{
+	struct pdonor *d = p->d[idx];
+	int r;
+
+	if (atomic_load(&d->state) != PD_UP)
+		return -ENOTCONN;
+	r = donor_alloc_slab(d->conn, ret_slab);
+	if (r == -ENOSPC) {
+		atomic_store(&d->full_until, now_ns() + FULL_BACKOFF_NS);
+		atomic_store(&d->used, atomic_load(&d->capacity));
+	} else if (r < 0) {
+		donor_pool_note_failure(p, idx, r, "allocating a slab");
+	} else {
+		atomic_fetch_add(&d->used, 16ULL << 20);
+	}
+	return r;
+}
+
+void donor_pool_free_slab(struct donor_pool *p, unsigned idx, uint32_t slab)
+{
+	struct pdonor *d = p->d[idx];
+	int st = atomic_load(&d->state);
+
+	if (st == PD_DOWN || st == PD_GONE || !d->conn)
+		return;
+	if (donor_free_slab(d->conn, slab) == 0) {
+		pthread_mutex_lock(&d->rlock);
+		for (unsigned i = 0; i < d->nrevoked; i++)
+			if (d->revoked[i] == slab) {
+				d->revoked[i] = d->revoked[--d->nrevoked];
+				break;
+			}
+		pthread_mutex_unlock(&d->rlock);
+	}
+}
+
+void donor_pool_count_pages(struct donor_pool *p, unsigned idx, int64_t delta)
+{
+	atomic_fetch_add(&p->d[idx]->pages, delta);
+}
+
+int donor_pool_submit(struct donor_pool *p, unsigned idx, bool write, uint32_t slab, uint32_t slot, void *page,
+		      struct pool_op *op)
+{
+	struct pdonor *d;
+	int st, r;
+
+	if (idx >= atomic_load(&p->n))
+		return -ENOENT;
+	d = p->d[idx];
+	st = atomic_load(&d->state);
+	if (st == PD_DOWN || st == PD_GONE || (write && st != PD_UP))
+		return -ENOTCONN;
+	op->status = 0;
+	op->donor = (uint8_t)idx;
+	atomic_fetch_add(&d->inflight, 1);
+	pthread_mutex_lock(&op->w->lock);
+	op->w->pending++;
+	pthread_mutex_unlock(&op->w->lock);
+	r = write ? donor_submit_write(d->conn, slab, slot, page, (uint64_t)(uintptr_t)op)
+		  : donor_submit_read(d->conn, slab, slot, page, (uint64_t)(uintptr_t)op);
+	if (r < 0) {
+		atomic_fetch_sub(&d->inflight, 1);
+		pthread_mutex_lock(&op->w->lock);
+		op->w->pending--;
+		pthread_mutex_unlock(&op->w->lock);
+		donor_pool_note_failure(p, idx, r, "submitting");
+	}
+	return r;
+}
+
+void donor_pool_flush(struct donor_pool *p, unsigned idx)
+{
+	struct pdonor *d = p->d[idx];
+	int r;
+
+	if (!d->conn)
+		return;
+	r = donor_flush(d->conn);
+	if (r < 0)
+		donor_pool_note_failure(p, idx, r, "sending");
+}
+
+void pool_wait_init(struct pool_wait *w)
+{
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->cond, NULL);
+	w->pending = 0;
+}
+
+void pool_wait_destroy(struct pool_wait *w)
+{
+	pthread_mutex_destroy(&w->lock);
+	pthread_cond_destroy(&w->cond);
+}
+
+void pool_wait_all(struct pool_wait *w)
+{
+	pthread_mutex_lock(&w->lock);
+	while (w->pending)
+		pthread_cond_wait(&w->cond, &w->lock);
+	pthread_mutex_unlock(&w->lock);
+}

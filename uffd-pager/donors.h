@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The pager's donors: one connection per donor URL through donor/transport.h
+ * (nothing here knows TCP from RDMA), shared by every VM. Each donor has a
+ * completion thread that hands finished page I/O back to whoever waits on
+ * it, and one health thread pings every donor, refreshes free capacity and
+ * finishes removals. A donor whose requests fail at the connection level
+ * (timeout, reset) is marked down for good; a donor that announces shutdown
+ * or is drained is "draining": readable, never written. Revoked slabs are
+ * remembered per donor until the VMs holding them moved their pages.
+ *
+ * Donor indexes are never reused within the pager's life, so a location
+ * naming a dead donor can never come to mean a live one.
+ */
+#pragma once
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "placement.h"
+#include "policy.h"
+
+#define POOL_MAX_DONORS 64
+
+enum pool_donor_state {
+	PD_UP = 0,
+	PD_DRAINING, /* readable, no new copies; pages are moved away */
+	PD_REMOVING, /* draining, then closed and forgotten */
+	PD_DOWN,     /* unreachable: its copies are lost */
+	PD_GONE,     /* removed; the slot stays so indexes are not reused */
+};
+
+/* Many I/Os finish into one wait. */
+struct pool_wait {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned pending;
+};
+
+struct pool_op {
+	struct pool_wait *w;
+	int status;
+	uint8_t donor;
+};
+
+struct donor_pool;
+
+int donor_pool_new(const struct policy_pager_config *cfg, struct donor_pool **ret);
+/* Closes every connection. Callers must have freed every VM first. NULL-safe. */
+void donor_pool_free(struct donor_pool *p);
+
+/* Connects a donor (also used for the configured ones). Returns the index or -errno with err. */
+int donor_pool_add(struct donor_pool *p, const char *url, char *err, size_t errlen);
+/* Marks a donor draining (remove: and forget it once empty). Returns 0, -ENOENT. */
+int donor_pool_drain(struct donor_pool *p, const char *url, bool remove);
+/* {"donors":[{"url","state","pages","capacity","used","failures"}]} */
+json_t *donor_pool_json(struct donor_pool *p);
+/* Donors ever added (indexes are < this). */
+unsigned donor_pool_count(struct donor_pool *p);
+/* True once any donor was configured or added: VMs then prefer donors to the spill file. */
+bool donor_pool_has_donors(struct donor_pool *p);
+/* Bumped on every event that may leave copies to re-create or move. */
+unsigned donor_pool_generation(struct donor_pool *p);
+
+enum pool_donor_state donor_pool_state(struct donor_pool *p, unsigned idx);
+/* True if the donor's slab id was revoked (it must be emptied). */
+bool donor_pool_slab_revoked(struct donor_pool *p, unsigned idx, uint32_t slab);
+/* Fills views for placement: up = writable and not known full. Returns the count. */
+unsigned donor_pool_views(struct donor_pool *p, struct policy_donor_view *views);
+
+/* Synchronous slab management (evictor/repair threads). Returns 0 or -errno; -ENOSPC marks the donor full for a while. */
+int donor_pool_alloc_slab(struct donor_pool *p, unsigned idx, uint32_t *ret_slab);
+void donor_pool_free_slab(struct donor_pool *p, unsigned idx, uint32_t slab);
+/* Per-donor page accounting across VMs. */
+void donor_pool_count_pages(struct donor_pool *p, unsigned idx, int64_t delta);
+
+/*
+ * Queues one page I/O; it completes into op->w (pending is incremented
+ * here). Returns 0 or -errno (not queued, nothing to wait for).
+ */
+int donor_pool_submit(struct donor_pool *p, unsigned idx, bool write, uint32_t slab, uint32_t slot, void *page,
+		      struct pool_op *op);
+void donor_pool_flush(struct donor_pool *p, unsigned idx);
+void pool_wait_init(struct pool_wait *w);
+void pool_wait_destroy(struct pool_wait *w);
+/* Blocks until every op queued on w has completed. Transport timeouts bound it. */
+void pool_wait_all(struct pool_wait *w);
+
+/* Pager-wide counters. */
+void donor_pool_note_failure(struct donor_pool *p, unsigned idx, int err, const char *what);
