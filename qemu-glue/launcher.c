@@ -459,11 +459,12 @@ why_unpaged(const struct launcher_args *a, const struct policy_vm *policy, const
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	if (policy->on_pager_unavailable != POLICY_UNAVAILABLE_RUN_UNPAGED) {
-		log_err("VM '%s': %s; not starting (policy 'on_pager_unavailable' is 'refuse')", name, msg);
+		/* The VM name is in msg's context already; keep the message greppable as before. */
+		log_err("%s (policy 'on_pager_unavailable' is 'refuse')", msg);
 		exit(1);
 	}
-	log_warn("VM '%s': %s; starting without paging (policy 'on_pager_unavailable' is 'run-unpaged')", name,
-		 msg);
+	log_warn("%s; starting VM '%s' without paging (policy 'on_pager_unavailable' is 'run-unpaged')", msg,
+		 name);
 	exec_qemu(a->qemu_argv);
 }
 
