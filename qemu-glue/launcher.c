@@ -196,8 +196,8 @@ static void load_conf(struct launcher_conf *c)
 	char why[PATH_MAX + 128];
 	struct stat st;
 	size_t len;
-	char *line, *save = NULL;
-	int r, lineno = 0;
+	char *line;
+	int r, lineno = 1;
 
 	snprintf(c->path, sizeof(c->path), "%s", env && *env ? env : DEFAULT_CONF);
 	snprintf(c->qemu, sizeof(c->qemu), "%s", DEFAULT_QEMU);
@@ -225,14 +225,14 @@ static void load_conf(struct launcher_conf *c)
 		exit(1);
 	}
 	c->found = true;
-	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+	for (char *next = text; next; lineno++) {
 		char *key, *val, *eq, *end;
 		size_t vlen;
 
-		/* strtok_r skips empty lines: count them from the offsets instead. */
-		lineno = 1;
-		for (const char *p = text; p < line; p++)
-			lineno += *p == '\n' || *p == '\0';
+		line = next;
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
 		key = line + strspn(line, " \t");
 		if (*key == '#' || *key == '\0' || *key == '\r')
 			continue;
