@@ -794,7 +794,7 @@ static void test_uffd_ctl(void **state)
 	assert_null(strstr(r.out, "fault_latency_ns"));
 
 	run_ctl(f, &r, f->path, "vm", "stats", "nosuch", NULL);
-	expect(&r, 1, NULL, "ENOENT: vm.stats: no VM named \"nosuch\"");
+	expect(&r, 5, NULL, "ENOENT: vm.stats: no VM named \"nosuch\"");
 	assert_non_null(strstr(r.err, f->path));
 
 	run_ctl(f, &r, f->path, "vm", "set-limit", "alpha", "2G", NULL);
