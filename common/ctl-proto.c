@@ -28,6 +28,12 @@ static const struct ctl_arg_spec args_vm_size[] = {
 	{ .name = NULL },
 };
 
+static const struct ctl_arg_spec args_vm_policy[] = {
+	{ "vm", CTL_ARG_VM_NAME, true },
+	{ "policy", CTL_ARG_OBJECT, true },
+	{ .name = NULL },
+};
+
 static const struct ctl_command command_table[] = {
 	{ CTL_CMD_PROTOCOL_VERSION, "protocol.version", 0, args_none,
 	  "protocol version and the commands this daemon understands" },
@@ -36,6 +42,15 @@ static const struct ctl_command command_table[] = {
 	{ CTL_CMD_VM_SET_LIMIT, "vm.set-limit", CTL_CMD_MUTATES, args_vm_size,
 	  "change the local-memory limit of one VM" },
 	{ CTL_CMD_PAGER_STATS, "pager.stats", 0, args_none, "host-wide budget and totals" },
+	{ CTL_CMD_PAGER_METRICS, "pager.metrics", 0, args_none,
+	  "every statistic as Prometheus text exposition (format 0.0.4)" },
+	{ CTL_CMD_VM_DRAIN, "vm.drain", CTL_CMD_MUTATES, args_vm,
+	  "bring every stored page of one VM back into host RAM (before migration or shutdown)" },
+	{ CTL_CMD_VM_PARK, "vm.park", CTL_CMD_MUTATES, args_vm,
+	  "evict as much of one idle VM as its stores take" },
+	{ CTL_CMD_VM_POLICY_GET, "vm.policy.get", 0, args_vm, "the policy one VM runs with" },
+	{ CTL_CMD_VM_POLICY_SET, "vm.policy.set", CTL_CMD_MUTATES, args_vm_policy,
+	  "replace the run-time settings of one VM's policy" },
 };
 
 _Static_assert(ARRAY_SIZE(command_table) == _CTL_CMD_MAX, "one table entry per enum ctl_cmd");
@@ -196,6 +211,13 @@ static int parse_arg(const struct ctl_command *cmd, const struct ctl_arg_spec *s
 			return -EINVAL;
 		}
 		r->local_memory = bytes;
+		return 0;
+	case CTL_ARG_OBJECT:
+		if (!json_is_object(v)) {
+			seterr(err, errlen, "%s: field \"args.%s\" must be an object, not %s", cmd->name, spec->name,
+			       json_type_name(v));
+			return -EINVAL;
+		}
 		return 0;
 	}
 	seterr(err, errlen, "%s: internal error: unknown type of argument \"%s\"", cmd->name, spec->name);

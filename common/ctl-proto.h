@@ -29,12 +29,19 @@ enum ctl_cmd {
 	CTL_CMD_VM_STATS,
 	CTL_CMD_VM_SET_LIMIT,
 	CTL_CMD_PAGER_STATS,
+	/* operators' interface (docs/control-api.md) */
+	CTL_CMD_PAGER_METRICS,
+	CTL_CMD_VM_DRAIN,
+	CTL_CMD_VM_PARK,
+	CTL_CMD_VM_POLICY_GET,
+	CTL_CMD_VM_POLICY_SET,
 	_CTL_CMD_MAX,
 };
 
 enum ctl_arg_type {
 	CTL_ARG_VM_NAME, /* string matching [A-Za-z0-9._-]{1,63}, not "." or ".." */
 	CTL_ARG_SIZE,    /* bytes > 0: integer, or string such as "512M" (parse_size) */
+	CTL_ARG_OBJECT,  /* a JSON object, validated by the handler (e.g. a policy) */
 };
 
 struct ctl_arg_spec {

@@ -2,11 +2,13 @@
 /* uffd-pager: command line, configuration, and the daemon's life. */
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
+#include "control.h"
 #include "log.h"
 #include "policy.h"
 #include "registry.h"
@@ -21,6 +23,12 @@ static void usage(FILE *f)
 		"  --config FILE      pager configuration (JSON, see docs/policy.md); default none\n"
 		"  --socket PATH      registration socket (default %s/register.sock)\n"
 		"  --control PATH     control socket for uffd-ctl (default %s/control.sock)\n"
+		"  --control-mode MODE  octal mode of the control socket (default 0660)\n"
+		"  --control-group GROUP  group of the control socket (name or gid; default the daemon's)\n"
+		"  --admin-group GROUP  its members may run admin commands (vm.set-limit, vm.drain...);\n"
+		"                     root may always; everyone who can connect may read (default none)\n"
+		"  --metrics-listen 127.0.0.1:PORT  serve Prometheus metrics at http://ADDR:PORT/metrics\n"
+		"                     (loopback only; default off)\n"
 		"  --state-dir DIR    where spill files live; on disk, never tmpfs (default %s)\n"
 		"  --budget SIZE      host-wide sum of local_memory over all VMs (default unlimited)\n"
 		"  --donor URL        a donor (tcp://HOST:PORT), repeatable; added to the config's donors\n"
@@ -42,6 +50,8 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },        { "help", no_argument, NULL, 'h' },
 		{ "donor", required_argument, NULL, 'D' },    { "donor-key-file", required_argument, NULL, 'K' },
 		{ "client-id", required_argument, NULL, 'I' },
+		{ "control-mode", required_argument, NULL, 'M' }, { "control-group", required_argument, NULL, 'G' },
+		{ "admin-group", required_argument, NULL, 'A' }, { "metrics-listen", required_argument, NULL, 'm' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *config = NULL, *sock = NULL, *control = NULL, *state = NULL, *budget = NULL, *level = NULL;
@@ -50,10 +60,13 @@ int main(int argc, char **argv)
 	struct pager *p;
 	const char *donors[POLICY_MAX_DONORS], *keyfile = NULL, *client_id = NULL;
 	unsigned ndonors = 0;
+	struct ctl_server_options copts;
 	enum log_level lvl;
+	char *end;
 	int c, r;
 
 	log_set_prefix("uffd-pager");
+	ctl_server_options_init(&copts);
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c': config = optarg; break;
@@ -80,6 +93,41 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			client_id = optarg;
+			break;
+		case 'M':
+			errno = 0;
+			copts.mode = (mode_t)strtoul(optarg, &end, 8);
+			if (errno || *end || !*optarg || copts.mode == 0 || copts.mode > 0777) {
+				fprintf(stderr, "uffd-pager: --control-mode '%s': expected an octal mode such as 0660\n",
+					optarg);
+				return 2;
+			}
+			break;
+		case 'G':
+		case 'A': {
+			struct group *g = getgrnam(optarg);
+			unsigned long gid;
+
+			errno = 0;
+			gid = g ? g->gr_gid : strtoul(optarg, &end, 10);
+			if (!g && (errno || *end || !*optarg || gid >= (gid_t)-1)) {
+				fprintf(stderr, "uffd-pager: --%s '%s': no such group (a name or a numeric gid)\n",
+					c == 'G' ? "control-group" : "admin-group", optarg);
+				return 2;
+			}
+			if (c == 'G')
+				copts.group = (gid_t)gid;
+			else
+				copts.admin_gid = (gid_t)gid;
+			break;
+		}
+		case 'm':
+			snprintf(copts.metrics_listen, sizeof(copts.metrics_listen), "%s", optarg);
+			if (strlen(optarg) >= sizeof(copts.metrics_listen) || ctl_server_set_defaults(&copts) < 0) {
+				fprintf(stderr, "uffd-pager: --metrics-listen '%s': expected 127.x.y.z:PORT (loopback only: "
+					"the endpoint has no authentication)\n", optarg);
+				return 2;
+			}
 			break;
 		case 'V': printf("uffd-pager %s\n", UFFDVM_VERSION); return 0;
 		case 'h': usage(stdout); return 0;
@@ -129,6 +177,9 @@ int main(int argc, char **argv)
 		}
 		log_set_level(lvl);
 	}
+	/* The control server is started by pager_new(); it takes these options from here. */
+	if (ctl_server_set_defaults(&copts) < 0)
+		return 2;
 	r = pager_new(&cfg, &p);
 	if (r < 0)
 		return 1;

@@ -36,3 +36,28 @@ int pager_donor_add(struct pager *p, const char *url, char *err, size_t errlen);
  * and forgets it). Returns 0 or -ENOENT. Progress shows in donor.list.
  */
 int pager_donor_drain(struct pager *p, const char *url, bool remove);
+
+/* ---- Requested by the control server; defined by the core (weak -ENOSYS stand-ins in control/pending.c) ---- */
+
+/*
+ * vm.drain: brings every stored page of the VM back into its memfd (e.g.
+ * before live migration or save), raising its limit as needed, and returns
+ * when no page is stored elsewhere. Returns 0, -ENOENT, -ENOSPC (the host
+ * budget cannot hold the whole guest; reason in err), -EIO (a store failed).
+ */
+int pager_vm_drain(struct pager *p, const char *name, char *err, size_t errlen);
+/*
+ * vm.park: evicts as much of the VM as its stores take (residency towards
+ * zero) without changing its policy, for an idle VM. Returns 0, -ENOENT,
+ * -ENOSPC (stores full; reason in err).
+ */
+int pager_vm_park(struct pager *p, const char *name, char *err, size_t errlen);
+/* vm.policy.get: the VM's policy as docs/policy.md JSON. Returns 0 or -ENOENT. */
+int pager_vm_policy_get(struct pager *p, const char *name, json_t **ret_policy);
+/*
+ * vm.policy.set: replaces the run-time settings of the VM's policy with
+ * policy (docs/policy.md JSON; "name" if present must match). Returns 0,
+ * -ENOENT, -EINVAL (policy invalid: field, value and allowed values in err),
+ * -ENOSPC (over the host budget).
+ */
+int pager_vm_policy_set(struct pager *p, const char *name, const json_t *policy, char *err, size_t errlen);

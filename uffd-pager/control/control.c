@@ -6,11 +6,17 @@
  * client that does not read stops being read from, then times out), and
  * every malformed request gets an error reply instead of taking anything
  * down. Requests are executed in the order they arrive, one at a time, by
- * calling into the pager (pager.h), whose functions are thread-safe.
+ * calling into the pager (pager.h), whose functions are thread-safe. The
+ * optional metrics endpoint is a second listener in the same epoll set: its
+ * clients are the same bounded, non-blocking connections, answered once
+ * with an HTTP/1.0 response and closed.
  */
 #include "control.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <grp.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -25,6 +31,7 @@
 #include "config.h"
 #include "ctl-proto.h"
 #include "log.h"
+#include "metrics.h"
 #include "pager.h"
 #include "util.h"
 
@@ -32,8 +39,10 @@
 #define OUT_HIGH_WATER (256 * 1024)
 #define MAX_ALLOWED_UIDS 16
 #define ACCEPT_PAUSE_MS 100
+#define MAX_PEER_GROUPS 64
+#define HTTP_REQUEST_MAX 8192
 
-enum ep_kind { EP_LISTEN, EP_STOP, EP_CLIENT };
+enum ep_kind { EP_LISTEN, EP_STOP, EP_CLIENT, EP_HTTP_LISTEN };
 
 struct ep_tag {
 	enum ep_kind kind;
@@ -44,6 +53,9 @@ struct ctl_client {
 	struct ctl_client *prev, *next;
 	int fd;
 	struct ucred cred;
+	gid_t groups[MAX_PEER_GROUPS]; /* supplementary groups (SO_PEERGROUPS) */
+	unsigned ngroups;
+	bool http; /* a metrics client: one HTTP request, then close */
 	char *in; /* CTL_REQUEST_MAX bytes */
 	size_t inlen;
 	char *out;
@@ -60,8 +72,9 @@ struct ctl_server {
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	dev_t sock_dev;
 	ino_t sock_ino;
-	int listen_fd, epoll_fd, stop_fd;
-	struct ep_tag listen_tag, stop_tag;
+	int listen_fd, epoll_fd, stop_fd, http_fd;
+	struct ep_tag listen_tag, stop_tag, http_tag;
+	gid_t admin_gid;
 	pthread_t thread;
 	bool thread_started;
 	struct ctl_client *clients;
@@ -84,6 +97,49 @@ static unsigned idle_timeout_ms(struct ctl_server *s)
 	return ms;
 }
 
+static pthread_mutex_t defaults_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ctl_server_options defaults = { .group = (gid_t)-1, .admin_gid = (gid_t)-1 };
+
+void ctl_server_options_init(struct ctl_server_options *o)
+{
+	*o = (struct ctl_server_options){ .mode = 0, .group = (gid_t)-1, .admin_gid = (gid_t)-1 };
+}
+
+int ctl_metrics_parse_listen(const char *str, unsigned char ret_addr[4], unsigned short *ret_port)
+{
+	char host[32], *end;
+	const char *colon = strrchr(str, ':');
+	struct in_addr a;
+	unsigned long port;
+
+	if (!colon || (size_t)(colon - str) >= sizeof(host) || colon == str)
+		return -EINVAL;
+	memcpy(host, str, (size_t)(colon - str));
+	host[colon - str] = '\0';
+	errno = 0;
+	port = strtoul(colon + 1, &end, 10);
+	if (inet_pton(AF_INET, host, &a) != 1 || !colon[1] || *end || errno || port > 65535)
+		return -EINVAL;
+	memcpy(ret_addr, &a.s_addr, 4);
+	if (ret_addr[0] != 127)
+		return -EINVAL;
+	*ret_port = (unsigned short)port;
+	return 0;
+}
+
+int ctl_server_set_defaults(const struct ctl_server_options *o)
+{
+	unsigned char addr[4];
+	unsigned short port;
+
+	if (o->metrics_listen[0] && ctl_metrics_parse_listen(o->metrics_listen, addr, &port) < 0)
+		return -EINVAL;
+	pthread_mutex_lock(&defaults_lock);
+	defaults = *o;
+	pthread_mutex_unlock(&defaults_lock);
+	return 0;
+}
+
 static bool peer_is_privileged(struct ctl_server *s, const struct ctl_client *c)
 {
 	bool ok = c->cred.uid == 0;
@@ -92,6 +148,11 @@ static bool peer_is_privileged(struct ctl_server *s, const struct ctl_client *c)
 	for (unsigned i = 0; i < s->nallowed && !ok; i++)
 		ok = s->allowed_uids[i] == c->cred.uid;
 	pthread_mutex_unlock(&s->lock);
+	if (!ok && s->admin_gid != (gid_t)-1) {
+		ok = c->cred.gid == s->admin_gid;
+		for (unsigned i = 0; i < c->ngroups && !ok; i++)
+			ok = c->groups[i] == s->admin_gid;
+	}
 	return ok;
 }
 
@@ -161,12 +222,114 @@ static json_t *handle_pager_stats(struct ctl_server *s, struct ctl_client *c, co
 	return ctl_response_ok(req->id, r);
 }
 
+int ctl_metrics_collect(struct pager *p, char **ret_text, size_t *ret_len)
+{
+	json_t *list = pager_vm_list(p), *vms = json_array(), *ps = pager_stats(p), *v;
+	size_t i;
+	int r = -ENOMEM;
+
+	if (!list || !vms)
+		goto out;
+	json_array_foreach(json_object_get(list, "vms"), i, v) {
+		const char *name = json_string_value(json_object_get(v, "name"));
+		json_t *st = NULL;
+
+		/* A VM gone between the list and its stats is simply not reported. */
+		if (name && pager_vm_stats(p, name, &st) == 0 && st)
+			json_array_append_new(vms, st);
+	}
+	r = ctl_metrics_render(ps, vms, ret_text, ret_len);
+out:
+	json_decref(list);
+	json_decref(vms);
+	json_decref(ps);
+	return r;
+}
+
+static json_t *handle_pager_metrics(struct ctl_server *s, struct ctl_client *c, const struct ctl_request *req)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	int r = ctl_metrics_collect(s->pager, &text, &len);
+
+	if (r < 0)
+		return ctl_response_error(req->id, r, "pager.metrics: cannot build the exposition: %s", strerror(-r));
+	return ctl_response_ok(req->id, json_pack("{s:s, s:s%}", "content_type", CTL_METRICS_CONTENT_TYPE, "text",
+						  text, len));
+}
+
+/* Logs an admin command's outcome with the peer, like vm.set-limit does. */
+static json_t *admin_result(struct ctl_client *c, const struct ctl_request *req, int r, const char *reason,
+			    json_t *result)
+{
+	const char *name = req->command->name;
+
+	if (r < 0) {
+		json_decref(result);
+		log_info("control: peer uid %u pid %d: %s %s refused: %s", (unsigned)c->cred.uid, (int)c->cred.pid,
+			 name, req->vm, reason[0] ? reason : strerror(-r));
+		if (r == -ENOENT)
+			return ctl_response_error(req->id, r, "%s: no VM named \"%s\"", name, req->vm);
+		if (r == -ENOSYS)
+			return ctl_response_error(req->id, r, "%s is not implemented by this pager yet", name);
+		return ctl_response_error(req->id, r, "%s: VM \"%s\": %s", name, req->vm,
+					  reason[0] ? reason : strerror(-r));
+	}
+	log_info("control: peer uid %u pid %d: %s %s", (unsigned)c->cred.uid, (int)c->cred.pid, name, req->vm);
+	return ctl_response_ok(req->id, result ? result : json_pack("{s:s}", "vm", req->vm));
+}
+
+static json_t *handle_vm_drain(struct ctl_server *s, struct ctl_client *c, const struct ctl_request *req)
+{
+	char reason[256] = "";
+	int r = pager_vm_drain(s->pager, req->vm, reason, sizeof(reason));
+
+	return admin_result(c, req, r, reason, NULL);
+}
+
+static json_t *handle_vm_park(struct ctl_server *s, struct ctl_client *c, const struct ctl_request *req)
+{
+	char reason[256] = "";
+	int r = pager_vm_park(s->pager, req->vm, reason, sizeof(reason));
+
+	return admin_result(c, req, r, reason, NULL);
+}
+
+static json_t *handle_vm_policy_get(struct ctl_server *s, struct ctl_client *c, const struct ctl_request *req)
+{
+	json_t *pol = NULL;
+	int r = pager_vm_policy_get(s->pager, req->vm, &pol);
+
+	if (r == -ENOENT)
+		return ctl_response_error(req->id, r, "vm.policy.get: no VM named \"%s\"", req->vm);
+	if (r == -ENOSYS)
+		return ctl_response_error(req->id, r, "vm.policy.get is not implemented by this pager yet");
+	if (r < 0 || !pol)
+		return ctl_response_error(req->id, r < 0 ? r : -EIO, "vm.policy.get: VM \"%s\": %s", req->vm,
+					  strerror(r < 0 ? -r : EIO));
+	return ctl_response_ok(req->id, pol);
+}
+
+static json_t *handle_vm_policy_set(struct ctl_server *s, struct ctl_client *c, const struct ctl_request *req)
+{
+	char reason[512] = "";
+	int r = pager_vm_policy_set(s->pager, req->vm, json_object_get(req->args, "policy"), reason,
+				    sizeof(reason));
+
+	return admin_result(c, req, r, reason, NULL);
+}
+
 static const ctl_handler_fn handlers[_CTL_CMD_MAX] = {
 	[CTL_CMD_PROTOCOL_VERSION] = handle_protocol_version,
 	[CTL_CMD_VM_LIST] = handle_vm_list,
 	[CTL_CMD_VM_STATS] = handle_vm_stats,
 	[CTL_CMD_VM_SET_LIMIT] = handle_vm_set_limit,
 	[CTL_CMD_PAGER_STATS] = handle_pager_stats,
+	[CTL_CMD_PAGER_METRICS] = handle_pager_metrics,
+	[CTL_CMD_VM_DRAIN] = handle_vm_drain,
+	[CTL_CMD_VM_PARK] = handle_vm_park,
+	[CTL_CMD_VM_POLICY_GET] = handle_vm_policy_get,
+	[CTL_CMD_VM_POLICY_SET] = handle_vm_policy_set,
 };
 
 /* ---- client I/O ---- */
@@ -244,7 +407,8 @@ static json_t *execute(struct ctl_server *s, struct ctl_client *c, const char *l
 		log_info("control: peer uid %u pid %d: %s refused: not privileged", (unsigned)c->cred.uid,
 			 (int)c->cred.pid, req.command->name);
 		resp = ctl_response_error(req.id, -EPERM,
-					  "%s changes pager state and is allowed only to root (peer uid %u)",
+					  "%s changes pager state and is allowed only to root, the admin group "
+					  "and allowed uids (peer uid %u)",
 					  req.command->name, (unsigned)c->cred.uid);
 	} else if (!handlers[req.command->cmd]) {
 		resp = ctl_response_error(req.id, -ENOSYS, "%s is not implemented by this daemon", req.command->name);
@@ -278,11 +442,70 @@ static void client_free(struct ctl_server *s, struct ctl_client *c)
 	free(c);
 }
 
+static int http_reply(struct ctl_client *c, int status, const char *reason, const char *type, const char *body,
+		      size_t len, const char *extra_header)
+{
+	char head[512];
+	int n, r;
+
+	n = snprintf(head, sizeof(head),
+		     "HTTP/1.0 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%sConnection: close\r\n\r\n",
+		     status, reason, type, len, extra_header ? extra_header : "");
+	c->closing = true;
+	r = out_append(c, head, (size_t)n);
+	return r < 0 ? r : out_append(c, body, len);
+}
+
+/*
+ * One HTTP request on the metrics listener: "GET /metrics" gets the
+ * exposition, anything else a short error; then the connection closes.
+ * Only the request line is read; headers are skipped up to the blank line.
+ */
+static int http_process(struct ctl_server *s, struct ctl_client *c)
+{
+	_cleanup_free_ char *text = NULL;
+	char method[16], path[256];
+	const char *end, *nl;
+	size_t len;
+	int r;
+
+	if (c->closing)
+		return 0;
+	end = memmem(c->in, c->inlen, "\r\n\r\n", 4);
+	if (!end)
+		end = memmem(c->in, c->inlen, "\n\n", 2);
+	if (!end) {
+		if (c->inlen >= HTTP_REQUEST_MAX)
+			return http_reply(c, 431, "Request Header Fields Too Large", "text/plain", "request too large\n",
+					  18, NULL);
+		if (c->eof)
+			c->closing = true;
+		return 0;
+	}
+	nl = memchr(c->in, '\n', c->inlen);
+	if (!nl || nl - c->in >= 300 ||
+	    sscanf(c->in, "%15[A-Z] %255[^ \r\n] HTTP/1.%*[01]", method, path) != 2)
+		return http_reply(c, 400, "Bad Request", "text/plain", "bad request\n", 12, NULL);
+	if (strcmp(method, "GET"))
+		return http_reply(c, 405, "Method Not Allowed", "text/plain", "only GET\n", 9, "Allow: GET\r\n");
+	path[strcspn(path, "?")] = '\0';
+	if (strcmp(path, "/metrics"))
+		return http_reply(c, 404, "Not Found", "text/plain", "try /metrics\n", 13, NULL);
+	r = ctl_metrics_collect(s->pager, &text, &len);
+	if (r < 0)
+		return http_reply(c, 500, "Internal Server Error", "text/plain", "cannot build the metrics\n", 25,
+				  NULL);
+	return http_reply(c, 200, "OK", CTL_METRICS_CONTENT_TYPE, text, len, NULL);
+}
+
 /* Runs every complete line in the input buffer. Returns 0 or -ENOMEM. */
 static int client_process_input(struct ctl_server *s, struct ctl_client *c)
 {
 	size_t start = 0;
 	int r = 0;
+
+	if (c->http)
+		return http_process(s, c);
 
 	while (!c->closing && c->outlen - c->outoff < OUT_HIGH_WATER) {
 		char *nl = memchr(c->in + start, '\n', c->inlen - start);
@@ -435,13 +658,16 @@ static void reject_connection(int fd, const char *why)
 	close(fd);
 }
 
-static void server_accept(struct ctl_server *s)
+static void server_accept(struct ctl_server *s, bool http)
 {
+	int lfd = http ? s->http_fd : s->listen_fd;
+	struct ep_tag *ltag = http ? &s->http_tag : &s->listen_tag;
+
 	for (;;) {
 		struct ctl_client *c;
 		socklen_t len = sizeof(c->cred);
 		struct epoll_event e;
-		int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
@@ -449,8 +675,8 @@ static void server_accept(struct ctl_server *s)
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
 				/* Level-triggered accept would spin: pause it briefly. */
 				log_warn("control: cannot accept clients: %m; pausing for %d ms", ACCEPT_PAUSE_MS);
-				e = (struct epoll_event){ .events = 0, .data.ptr = &s->listen_tag };
-				epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, s->listen_fd, &e);
+				e = (struct epoll_event){ .events = 0, .data.ptr = ltag };
+				epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, lfd, &e);
 				s->accept_paused_until_ns = now_ns() + ACCEPT_PAUSE_MS * 1000000ULL;
 			} else if (errno != EAGAIN) {
 				log_warn("control: accept on %s failed: %m", s->path);
@@ -472,10 +698,22 @@ static void server_accept(struct ctl_server *s)
 		}
 		c->tag.kind = EP_CLIENT;
 		c->fd = fd;
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0) {
+		c->http = http;
+		if (http) {
+			/* TCP peers have no credentials: they only ever read metrics. */
+			c->cred = (struct ucred){ .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
+		} else if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0) {
 			/* Unknown peers are treated as the least privileged. */
 			log_warn("control: SO_PEERCRED failed: %m");
 			c->cred = (struct ucred){ .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
+		} else {
+			socklen_t glen = sizeof(c->groups);
+
+			/* Supplementary groups make admin-group membership work for members whose primary group differs. */
+			if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, c->groups, &glen) == 0)
+				c->ngroups = glen / sizeof(gid_t);
+			else if (errno != ERANGE)
+				log_debug("control: SO_PEERGROUPS failed: %m");
 		}
 		c->last_progress_ns = now_ns();
 		c->events = EPOLLIN;
@@ -524,6 +762,10 @@ static void server_timers(struct ctl_server *s)
 
 		s->accept_paused_until_ns = 0;
 		epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, s->listen_fd, &e);
+		if (s->http_fd >= 0) {
+			e = (struct epoll_event){ .events = EPOLLIN, .data.ptr = &s->http_tag };
+			epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, s->http_fd, &e);
+		}
 	}
 }
 
@@ -549,7 +791,10 @@ static void *server_thread(void *arg)
 			case EP_STOP:
 				return NULL;
 			case EP_LISTEN:
-				server_accept(s);
+				server_accept(s, false);
+				break;
+			case EP_HTTP_LISTEN:
+				server_accept(s, true);
 				break;
 			case EP_CLIENT:
 				client_event(s, container_of(t, struct ctl_client, tag), evs[i].events);
@@ -606,6 +851,8 @@ static void server_free(struct ctl_server *s)
 		if (lstat(s->path, &st) == 0 && st.st_dev == s->sock_dev && st.st_ino == s->sock_ino)
 			unlink(s->path);
 	}
+	if (s->http_fd >= 0)
+		close(s->http_fd);
 	if (s->epoll_fd >= 0)
 		close(s->epoll_fd);
 	if (s->stop_fd >= 0)
@@ -614,8 +861,35 @@ static void server_free(struct ctl_server *s)
 	free(s);
 }
 
+/* The metrics listener: TCP on a loopback address. Returns the fd or -errno (logged). */
+static int http_listen(const char *spec)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	unsigned char addr[4];
+	unsigned short port;
+	int fd, one = 1;
+
+	if (ctl_metrics_parse_listen(spec, addr, &port) < 0)
+		return log_err_errno(-EINVAL, "control: --metrics-listen '%s': expected 127.x.y.z:PORT (loopback only)",
+				     spec);
+	memcpy(&sa.sin_addr.s_addr, addr, 4);
+	sa.sin_port = htons(port);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return log_err_errno(-errno, "control: metrics socket");
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 16) < 0) {
+		int r = -errno;
+
+		close(fd);
+		return log_err_errno(r, "control: cannot listen for metrics on %s", spec);
+	}
+	return fd;
+}
+
 int ctl_server_start(struct pager *p, const char *path, mode_t mode, struct ctl_server **ret)
 {
+	struct ctl_server_options opts;
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct ctl_server *s;
 	struct epoll_event e;
@@ -632,9 +906,16 @@ int ctl_server_start(struct pager *p, const char *path, mode_t mode, struct ctl_
 	if (!s)
 		return -ENOMEM;
 	s->pager = p;
-	s->listen_fd = s->epoll_fd = s->stop_fd = -1;
+	s->listen_fd = s->epoll_fd = s->stop_fd = s->http_fd = -1;
 	s->listen_tag.kind = EP_LISTEN;
 	s->stop_tag.kind = EP_STOP;
+	s->http_tag.kind = EP_HTTP_LISTEN;
+	pthread_mutex_lock(&defaults_lock);
+	opts = defaults;
+	pthread_mutex_unlock(&defaults_lock);
+	if (opts.mode)
+		mode = opts.mode;
+	s->admin_gid = opts.admin_gid;
 	s->idle_timeout_ms = CTL_SERVER_IDLE_TIMEOUT_MS;
 	pthread_mutex_init(&s->lock, NULL);
 	memcpy(s->path, path, strlen(path) + 1);
@@ -664,7 +945,14 @@ int ctl_server_start(struct pager *p, const char *path, mode_t mode, struct ctl_
 		s->listen_fd = -1;
 		goto fail;
 	}
-	/* Set the mode before listen(): until then nobody can connect anyway. */
+	/* Set group and mode before listen(): until then nobody can connect anyway. */
+	if (opts.group != (gid_t)-1 && chown(path, (uid_t)-1, opts.group) < 0) {
+		r = log_err_errno(-errno, "control: cannot give %s to group %u", path, (unsigned)opts.group);
+		unlink(path);
+		close(s->listen_fd);
+		s->listen_fd = -1;
+		goto fail;
+	}
 	if (chmod(path, mode) < 0 || lstat(path, &st) < 0) {
 		r = log_err_errno(-errno, "control: cannot set mode %04o on %s", (unsigned)mode, path);
 		unlink(path);
@@ -694,6 +982,19 @@ int ctl_server_start(struct pager *p, const char *path, mode_t mode, struct ctl_
 		r = log_err_errno(-errno, "control: epoll_ctl");
 		goto fail;
 	}
+	if (opts.metrics_listen[0]) {
+		s->http_fd = http_listen(opts.metrics_listen);
+		if (s->http_fd < 0) {
+			r = s->http_fd;
+			goto fail;
+		}
+		e = (struct epoll_event){ .events = EPOLLIN, .data.ptr = &s->http_tag };
+		if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->http_fd, &e) < 0) {
+			r = log_err_errno(-errno, "control: epoll_ctl");
+			goto fail;
+		}
+		log_info("control: serving GET /metrics on http://%s/metrics", opts.metrics_listen);
+	}
 	/* Process signals belong to the daemon's main loop, never to this thread. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
@@ -704,7 +1005,11 @@ int ctl_server_start(struct pager *p, const char *path, mode_t mode, struct ctl_
 		goto fail;
 	}
 	s->thread_started = true;
-	log_info("control: listening on %s (mode %04o)", path, (unsigned)mode);
+	if (s->admin_gid != (gid_t)-1)
+		log_info("control: listening on %s (mode %04o); admin group %u", path, (unsigned)mode,
+			 (unsigned)s->admin_gid);
+	else
+		log_info("control: listening on %s (mode %04o)", path, (unsigned)mode);
 	*ret = s;
 	return 0;
 fail:

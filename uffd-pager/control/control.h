@@ -4,11 +4,14 @@
  * protocol of common/ctl-proto.h, served by its own thread so that a slow or
  * hostile client can never stall fault service. Read-only commands are open
  * to anyone who can connect (the socket mode decides who can); commands that
- * change state are allowed only to root and to uids added with
- * ctl_server_allow_uid(), judged by SO_PEERCRED.
+ * change state (admin commands) are allowed only to root, to uids added with
+ * ctl_server_allow_uid() and to members of the admin group, judged by
+ * SO_PEERCRED and SO_PEERGROUPS. Optionally the same thread serves
+ * GET /metrics over HTTP on a loopback address.
  */
 #pragma once
 
+#include <stddef.h>
 #include <sys/types.h>
 
 struct pager;
@@ -31,3 +34,22 @@ void ctl_server_stop(struct ctl_server *s);
 int ctl_server_allow_uid(struct ctl_server *s, uid_t uid);
 /* Changes the idle timeout (default CTL_SERVER_IDLE_TIMEOUT_MS); 0 restores the default. */
 void ctl_server_set_idle_timeout(struct ctl_server *s, unsigned timeout_ms);
+
+struct ctl_server_options {
+	mode_t mode;             /* socket mode; 0: the mode given to ctl_server_start() */
+	gid_t group;             /* socket group; (gid_t)-1: the daemon's */
+	gid_t admin_gid;         /* its members may run admin commands; (gid_t)-1: none */
+	char metrics_listen[64]; /* "127.0.0.1:PORT": serve GET /metrics there; "": off */
+};
+
+void ctl_server_options_init(struct ctl_server_options *o);
+/*
+ * Options every later ctl_server_start() applies (the daemon sets them from
+ * its command line before the pager starts its control server). Returns 0 or
+ * -EINVAL if metrics_listen is not a loopback IPv4 "ADDRESS:PORT".
+ */
+int ctl_server_set_defaults(const struct ctl_server_options *o);
+/* Parses "127.x.y.z:PORT" (loopback only: the endpoint has no authentication). */
+int ctl_metrics_parse_listen(const char *s, unsigned char ret_addr[4], unsigned short *ret_port);
+/* The pager's statistics as Prometheus text (metrics.h). Returns 0 or -ENOMEM. */
+int ctl_metrics_collect(struct pager *p, char **ret_text, size_t *ret_len);

@@ -4,8 +4,9 @@
  * one request over the control socket and renders the result either for
  * people (aligned tables, humanised sizes, latencies in microseconds) or as
  * raw JSON for scripts. Exit codes separate "the daemon said no" (1) from
- * "you typed it wrong" (2) and "no daemon to talk to" (3) so scripts can
- * react to each.
+ * "you typed it wrong" (2), "no daemon to talk to" (3), "not allowed" (4),
+ * "no such VM" (5) and "the daemon does not implement that" (6) so scripts
+ * can react to each. `top` polls the daemon and shows rates between polls.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -14,6 +15,8 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "ctl-proto.h"
@@ -24,6 +27,9 @@ enum {
 	EXIT_REFUSED = 1,
 	EXIT_USAGE = 2,
 	EXIT_UNREACHABLE = 3,
+	EXIT_DENIED = 4,      /* EPERM from the daemon, or EACCES on its socket */
+	EXIT_NOT_FOUND = 5,   /* ENOENT: no VM of that name */
+	EXIT_UNSUPPORTED = 6, /* ENOSYS: the daemon does not know or implement the command */
 };
 
 #define DEFAULT_SOCKET UFFDVM_RUN_DIR "/control.sock"
@@ -44,8 +50,16 @@ static void usage(FILE *f)
 		"Commands:\n"
 		"  vm list                  every VM with its limit, residency and counters\n"
 		"  vm stats NAME            all statistics of one VM\n"
-		"  vm set-limit NAME SIZE   change a VM's local-memory limit (e.g. 512M, 2G; root only)\n"
+		"  vm set-limit NAME SIZE   change a VM's local-memory limit (e.g. 512M, 2G; admin)\n"
+		"  vm drain NAME            bring every stored page of a VM back into RAM (admin)\n"
+		"  vm park NAME             evict as much of an idle VM as its stores take (admin)\n"
+		"  vm policy get NAME       the policy a VM runs with\n"
+		"  vm policy set NAME FILE  replace a VM's run-time policy from a JSON file, - for stdin (admin)\n"
 		"  pager stats              host-wide budget and totals\n"
+		"  metrics                  every statistic in Prometheus text format\n"
+		"  top [--once] [--interval SEC] [--count N]\n"
+		"                           live per-VM view: residency, fault and eviction rates, p99\n"
+		"                           fault latency; --once: one screen (two samples) and exit\n"
 		"  version                  versions of uffd-ctl, the daemon and its protocol\n"
 		"\n"
 		"Options:\n"
@@ -54,8 +68,12 @@ static void usage(FILE *f)
 		"  -t, --timeout MS         give up after MS milliseconds (default %d)\n"
 		"  -h, --help               show this help\n"
 		"\n"
+		"Admin commands are allowed to root, the pager's --admin-group and its allowed uids;\n"
+		"everyone who can connect may read.\n"
+		"\n"
 		"Exit status: 0 success, 1 the daemon returned an error, 2 usage error,\n"
-		"3 the daemon could not be reached.\n",
+		"3 the daemon could not be reached, 4 permission denied, 5 no such VM,\n"
+		"6 the daemon does not support the command.\n",
 		DEFAULT_SOCKET, DEFAULT_TIMEOUT_MS);
 }
 
@@ -383,11 +401,16 @@ static int call(const char *cmd, json_t *args, json_t **ret_result)
 		else if (r == -ENOENT || r == -ECONNREFUSED)
 			fprintf(stderr, "uffd-ctl: cannot connect to %s: %s (is uffd-pager running? see --control)\n",
 				socket_path, strerror(-r));
+		else if (r == -EACCES)
+			fprintf(stderr, "uffd-ctl: cannot connect to %s: %s (the socket's mode and group decide who "
+				"may; see uffd-pager --control-mode/--control-group)\n", socket_path, strerror(-r));
 		else
 			fprintf(stderr, "uffd-ctl: %s: %s failed: %s\n", socket_path, cmd, strerror(-r));
-		return EXIT_UNREACHABLE;
+		return r == -EACCES ? EXIT_DENIED : EXIT_UNREACHABLE;
 	}
 	if (!ctl_response_is_ok(resp, &code, &msg)) {
+		int err = ctl_errno_from_name(code);
+
 		fprintf(stderr, "uffd-ctl: %s: %s: %s\n", socket_path, code, msg);
 		if (opt_json) {
 			char *s = json_dumps(json_object_get(resp, "error"), JSON_INDENT(2));
@@ -397,7 +420,8 @@ static int call(const char *cmd, json_t *args, json_t **ret_result)
 			free(s);
 		}
 		json_decref(resp);
-		return EXIT_REFUSED;
+		return err == -EPERM ? EXIT_DENIED : err == -ENOENT ? EXIT_NOT_FOUND
+			: err == -ENOSYS ? EXIT_UNSUPPORTED : EXIT_REFUSED;
 	}
 	*ret_result = json_incref(json_object_get(resp, "result"));
 	json_decref(resp);
@@ -454,6 +478,246 @@ static int render_set_limit(const json_t *result)
 	printf("%s: local memory limit set to %s\n", json_string_value(json_object_get(result, "vm")) ?: "?",
 	       str_bytes(json_object_get(result, "local_memory"), buf, sizeof(buf)));
 	return EXIT_OK;
+}
+
+static int render_metrics(const json_t *result)
+{
+	const char *text = json_string_value(json_object_get(result, "text"));
+
+	if (!text) {
+		fprintf(stderr, "uffd-ctl: %s: pager.metrics result lacks \"text\"\n", socket_path);
+		return EXIT_REFUSED;
+	}
+	fputs(text, stdout);
+	return EXIT_OK;
+}
+
+static int render_vm_done(const json_t *result)
+{
+	printf("%s: done\n", json_string_value(json_object_get(result, "vm")) ?: "?");
+	return EXIT_OK;
+}
+
+static int render_json_human(const json_t *result)
+{
+	if (!json_is_object(result))
+		return print_json(result);
+	render_object(0, result, NULL, 0);
+	return EXIT_OK;
+}
+
+/* Reads a policy from FILE or stdin ("-"); errors name the file, line and column. */
+static int read_policy(const char *path, json_t **ret)
+{
+	json_error_t e;
+	json_t *j = strcmp(path, "-") ? json_load_file(path, JSON_REJECT_DUPLICATES, &e)
+				     : json_loadf(stdin, JSON_REJECT_DUPLICATES, &e);
+
+	if (!j) {
+		usage_error("policy %s:%d:%d: %s", strcmp(path, "-") ? path : "(stdin)", e.line, e.column, e.text);
+		return -EINVAL;
+	}
+	if (!json_is_object(j)) {
+		json_decref(j);
+		usage_error("policy %s: must be a JSON object (docs/policy.md)", path);
+		return -EINVAL;
+	}
+	*ret = j;
+	return 0;
+}
+
+/* ---- top ---- */
+
+struct top_row {
+	char name[CTL_VM_NAME_MAX + 1];
+	uint64_t faults, evictions;
+	json_t *stats;
+};
+
+static uint64_t u64_of(const json_t *v)
+{
+	uint64_t x = 0;
+
+	get_u64(v, &x);
+	return x;
+}
+
+static uint64_t faults_total(const json_t *stats)
+{
+	const json_t *f = json_object_get(stats, "faults"), *v;
+	const char *k;
+	uint64_t sum = 0;
+
+	json_object_foreach((json_t *)f, k, v)
+		sum += u64_of(v);
+	return sum;
+}
+
+/* One sample: vm.list, then vm.stats of each VM (for the latency histogram). */
+static int top_sample(struct top_row **ret_rows, size_t *ret_n)
+{
+	json_t *list = NULL, *vm;
+	struct top_row *rows;
+	size_t i, n = 0;
+	int r = call("vm.list", NULL, &list);
+
+	if (r != EXIT_OK)
+		return r;
+	rows = calloc(json_array_size(json_object_get(list, "vms")) + 1, sizeof(*rows));
+	if (!rows) {
+		json_decref(list);
+		return EXIT_REFUSED;
+	}
+	json_array_foreach(json_object_get(list, "vms"), i, vm) {
+		const char *name = json_string_value(json_object_get(vm, "name"));
+		json_t *st = NULL;
+
+		if (!name || !ctl_vm_name_valid(name))
+			continue;
+		r = call("vm.stats", json_pack("{s:s}", "vm", name), &st);
+		if (r == EXIT_NOT_FOUND)
+			continue; /* gone since the list */
+		if (r != EXIT_OK) {
+			for (size_t k = 0; k < n; k++)
+				json_decref(rows[k].stats);
+			free(rows);
+			json_decref(list);
+			return r;
+		}
+		snprintf(rows[n].name, sizeof(rows[n].name), "%s", name);
+		rows[n].stats = st;
+		rows[n].faults = faults_total(st);
+		rows[n].evictions = u64_of(json_object_get(st, "evictions"));
+		n++;
+	}
+	json_decref(list);
+	*ret_rows = rows;
+	*ret_n = n;
+	return EXIT_OK;
+}
+
+static void top_free(struct top_row *rows, size_t n)
+{
+	for (size_t i = 0; rows && i < n; i++)
+		json_decref(rows[i].stats);
+	free(rows);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Renders cur with rates against prev (same name), dt seconds apart. */
+static int top_render(const struct top_row *prev, size_t nprev, const struct top_row *cur, size_t ncur, double dt,
+		      bool clear)
+{
+	json_t *out = opt_json ? json_array() : NULL;
+
+	if (clear)
+		fputs("\033[H\033[2J", stdout);
+	if (!opt_json)
+		printf("%-20s %-9s %8s %9s %9s %10s %10s %10s\n", "NAME", "STATE", "LIMIT", "RESIDENT", "STORED",
+		       "FAULTS/s", "EVICT/s", "P99");
+	for (size_t i = 0; i < ncur; i++) {
+		const json_t *st = cur[i].stats;
+		const struct top_row *p = NULL;
+		double frate = 0, erate = 0;
+		uint64_t p99 = u64_of(json_object_get(json_object_get(st, "fault_latency_ns"), "p99"));
+		char lim[32], res[32], sto[32], lat[32];
+
+		for (size_t k = 0; k < nprev && !p; k++)
+			if (!strcmp(prev[k].name, cur[i].name))
+				p = &prev[k];
+		if (p && dt > 0) {
+			frate = (double)(cur[i].faults - (cur[i].faults >= p->faults ? p->faults : cur[i].faults)) / dt;
+			erate = (double)(cur[i].evictions -
+					 (cur[i].evictions >= p->evictions ? p->evictions : cur[i].evictions)) / dt;
+		}
+		if (opt_json) {
+			json_array_append_new(out, json_pack("{s:s, s:s?, s:I, s:I, s:I, s:f, s:f, s:I}", "name",
+							     cur[i].name, "state",
+							     json_string_value(json_object_get(st, "state")),
+							     "local_memory", (json_int_t)u64_of(json_object_get(st, "local_memory")),
+							     "resident_pages",
+							     (json_int_t)u64_of(json_object_get(st, "resident_pages")),
+							     "stored_pages", (json_int_t)u64_of(json_object_get(st, "stored_pages")),
+							     "fault_rate", frate, "eviction_rate", erate, "p99_ns",
+							     (json_int_t)p99));
+			continue;
+		}
+		printf("%-20s %-9s %8s %9s %9s %10.0f %10.0f %10s\n", cur[i].name,
+		       json_string_value(json_object_get(st, "state")) ?: "?",
+		       str_bytes(json_object_get(st, "local_memory"), lim, sizeof(lim)),
+		       str_pages_size(json_object_get(st, "resident_pages"), res, sizeof(res)),
+		       str_pages_size(json_object_get(st, "stored_pages"), sto, sizeof(sto)), frate, erate,
+		       str_us(p99, lat, sizeof(lat)));
+	}
+	if (opt_json) {
+		int r = print_json(out);
+
+		json_decref(out);
+		return r;
+	}
+	if (!ncur)
+		printf("(no VMs)\n");
+	fflush(stdout);
+	return EXIT_OK;
+}
+
+static int cmd_top(int nargs, char **args)
+{
+	bool once = false;
+	double interval = 1.0, t_prev, t_cur;
+	long count = -1;
+	struct top_row *prev = NULL, *cur = NULL;
+	size_t nprev = 0, ncur = 0;
+	int r;
+
+	for (int i = 1; i < nargs; i++) {
+		char *end;
+
+		if (!strcmp(args[i], "--once")) {
+			once = true;
+		} else if (!strcmp(args[i], "--interval") && i + 1 < nargs) {
+			interval = strtod(args[++i], &end);
+			if (*end || !(interval >= 0.1 && interval <= 3600))
+				return usage_error("top --interval \"%s\": seconds in 0.1..3600", args[i]);
+		} else if (!strcmp(args[i], "--count") && i + 1 < nargs) {
+			count = strtol(args[++i], &end, 10);
+			if (*end || count < 1)
+				return usage_error("top --count \"%s\": a positive number of screens", args[i]);
+		} else {
+			return usage_error("top: unknown argument \"%s\" (allowed: --once, --interval SEC, --count N)",
+					   args[i]);
+		}
+	}
+	if (once)
+		count = 1;
+	r = top_sample(&prev, &nprev);
+	if (r != EXIT_OK)
+		return r;
+	t_prev = now_s();
+	for (long shown = 0; count < 0 || shown < count; shown++) {
+		usleep((useconds_t)(interval * 1e6));
+		r = top_sample(&cur, &ncur);
+		if (r != EXIT_OK)
+			break;
+		t_cur = now_s();
+		r = top_render(prev, nprev, cur, ncur, t_cur - t_prev, !once && isatty(STDOUT_FILENO) && !opt_json);
+		top_free(prev, nprev);
+		prev = cur;
+		nprev = ncur;
+		cur = NULL;
+		t_prev = t_cur;
+		if (r != EXIT_OK)
+			break;
+	}
+	top_free(prev, nprev);
+	return r;
 }
 
 static int cmd_version(void)
@@ -536,7 +800,15 @@ int main(int argc, char **argv)
 	args = argv + optind;
 	nargs = argc - optind;
 	if (nargs == 0)
-		return usage_error("missing command (vm list, vm stats, vm set-limit, pager stats, version)");
+		return usage_error("missing command (vm list, vm stats, vm set-limit, vm drain, vm park, vm policy, "
+				   "pager stats, metrics, top, version)");
+	if (strcmp(args[0], "metrics") == 0) {
+		if (nargs != 1)
+			return usage_error("metrics takes no arguments");
+		return cmd_simple("pager.metrics", NULL, render_metrics);
+	}
+	if (strcmp(args[0], "top") == 0)
+		return cmd_top(nargs, args);
 
 	if (strcmp(args[0], "version") == 0) {
 		if (nargs != 1)
@@ -583,7 +855,32 @@ int main(int argc, char **argv)
 					  json_pack("{s:s, s:I}", "vm", args[2], "local_memory", (json_int_t)bytes),
 					  render_set_limit);
 		}
-		return usage_error("unknown vm subcommand \"%s\" (allowed: list, stats, set-limit)", args[1]);
+		if (strcmp(args[1], "drain") == 0 || strcmp(args[1], "park") == 0) {
+			if (nargs != 3)
+				return usage_error("usage: uffd-ctl vm %s NAME", args[1]);
+			if (check_vm_name(args[2]) < 0)
+				return EXIT_USAGE;
+			return cmd_simple(strcmp(args[1], "drain") == 0 ? "vm.drain" : "vm.park",
+					  json_pack("{s:s}", "vm", args[2]), render_vm_done);
+		}
+		if (strcmp(args[1], "policy") == 0) {
+			json_t *pol = NULL;
+
+			if (nargs == 4 && strcmp(args[2], "get") == 0) {
+				if (check_vm_name(args[3]) < 0)
+					return EXIT_USAGE;
+				return cmd_simple("vm.policy.get", json_pack("{s:s}", "vm", args[3]), render_json_human);
+			}
+			if (nargs == 5 && strcmp(args[2], "set") == 0) {
+				if (check_vm_name(args[3]) < 0 || read_policy(args[4], &pol) < 0)
+					return EXIT_USAGE;
+				return cmd_simple("vm.policy.set", json_pack("{s:s, s:o}", "vm", args[3], "policy", pol),
+						  render_vm_done);
+			}
+			return usage_error("usage: uffd-ctl vm policy get NAME | vm policy set NAME FILE");
+		}
+		return usage_error("unknown vm subcommand \"%s\" (allowed: list, stats, set-limit, drain, park, policy)",
+				   args[1]);
 	}
-	return usage_error("unknown command \"%s\" (allowed: vm, pager, version)", args[0]);
+	return usage_error("unknown command \"%s\" (allowed: vm, pager, metrics, top, version)", args[0]);
 }

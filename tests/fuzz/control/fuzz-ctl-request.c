@@ -5,7 +5,11 @@
  * response parser (what a client accepts). Beyond not crashing, it checks
  * the parser's promises: an accepted request names a command and a valid
  * VM name, a rejected one leaves nothing but the id, and the error reply
- * built from any input is a well-formed response line.
+ * built from any input is a well-formed response line. The seed corpus has
+ * a request for every command of the table (the parser is table-driven, so
+ * that reaches every argument type). Input that is JSON of the shape
+ * {"pager": {...}, "vms": [...]} also goes through the Prometheus renderer,
+ * which must turn any statistics JSON into well-formed exposition text.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -13,6 +17,7 @@
 #include <string.h>
 
 #include "ctl-proto.h"
+#include "metrics.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -20,6 +25,38 @@ static void check(int cond)
 {
 	if (!cond)
 		abort();
+}
+
+/* Every sample line belongs to the family of the HELP/TYPE lines above it. */
+static void check_metrics(const uint8_t *data, size_t size)
+{
+	json_t *root = json_loadb((const char *)data, size, 0, NULL);
+	char family[256] = "", *text = NULL, *line, *save = NULL;
+	size_t len;
+
+	if (!json_is_object(root)) {
+		json_decref(root);
+		return;
+	}
+	if (ctl_metrics_render(json_object_get(root, "pager"), json_object_get(root, "vms"), &text, &len) == 0) {
+		check(strlen(text) == len);
+		for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+			if (!strncmp(line, "# HELP ", 7)) {
+				size_t n = strcspn(line + 7, " ");
+
+				check(n > 0 && n < sizeof(family));
+				memcpy(family, line + 7, n);
+				family[n] = '\0';
+			} else if (!strncmp(line, "# TYPE ", 7)) {
+				check(!strncmp(line + 7, family, strlen(family)) && line[7 + strlen(family)] == ' ');
+			} else {
+				check(family[0] && !strncmp(line, family, strlen(family)));
+				check(strchr(line, ' ') != NULL);
+			}
+		}
+		free(text);
+	}
+	json_decref(root);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -40,6 +77,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				check(ctl_vm_name_valid(r.vm));
 			if (a->required && a->type == CTL_ARG_SIZE)
 				check(r.local_memory > 0);
+			if (a->required && a->type == CTL_ARG_OBJECT)
+				check(json_is_object(json_object_get(r.args, a->name)));
 		}
 		resp = ctl_response_ok(r.id, json_object());
 	} else {
@@ -56,6 +95,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	json_decref(resp);
 	free(line);
 	ctl_request_clear(&r);
+
+	check_metrics(data, size);
 
 	/* The client side must survive whatever a daemon (or impostor) sends. */
 	back = NULL;

@@ -267,10 +267,13 @@ static void test_command_table(void **state)
 		assert_ptr_equal(ctl_command_find(cmds[i].name), &cmds[i]);
 		assert_string_equal(json_string_value(json_array_get(names, i)), cmds[i].name);
 		assert_non_null(cmds[i].summary);
-		/* Only vm.set-limit changes state so far. */
-		assert_int_equal(!!(cmds[i].flags & CTL_CMD_MUTATES), cmds[i].cmd == CTL_CMD_VM_SET_LIMIT);
+		/* Admin commands: exactly those that change state. */
+		assert_int_equal(!!(cmds[i].flags & CTL_CMD_MUTATES),
+				 cmds[i].cmd == CTL_CMD_VM_SET_LIMIT || cmds[i].cmd == CTL_CMD_VM_DRAIN ||
+					 cmds[i].cmd == CTL_CMD_VM_PARK || cmds[i].cmd == CTL_CMD_VM_POLICY_SET);
 	}
-	assert_null(ctl_command_find("vm.drain"));
+	assert_non_null(ctl_command_find("vm.drain"));
+	assert_null(ctl_command_find("vm.nosuch"));
 	json_decref(names);
 }
 
