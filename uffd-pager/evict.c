@@ -83,9 +83,9 @@ static unsigned pick_victims(struct evict_ctx *ec)
 	unsigned n = 0;
 
 	pthread_mutex_lock(&vm->lock);
-	while (n < EVICT_BATCH && vm->resident_pages > vm->low_pages) {
+	while (n < EVICT_BATCH && vm->resident_pages > vm_evict_target(vm)) {
 		size_t want = EVICT_BATCH - n, got;
-		uint64_t excess = vm->resident_pages - vm->low_pages;
+		uint64_t excess = vm->resident_pages - vm_evict_target(vm);
 		if (want > excess)
 			want = (size_t)excess;
 		got = vm->victim->pick(vm->victim_state, cand, want);
@@ -312,7 +312,9 @@ void *vm_evict_thread(void *arg)
 		bool work;
 
 		pthread_mutex_lock(&vm->lock);
-		while (!vm->stopping && vm->resident_pages <= vm->low_pages)
+		if (vm->parking && vm->resident_pages == 0)
+			vm->parking = false; /* parked: everything that could go went */
+		while (!vm->stopping && vm->resident_pages <= vm_evict_target(vm))
 			pthread_cond_wait(&vm->evict_cond, &vm->lock);
 		work = !vm->stopping;
 		pthread_mutex_unlock(&vm->lock);
@@ -322,6 +324,9 @@ void *vm_evict_thread(void *arg)
 		evict_batch(ec);
 		if (atomic_load(&vm->stats.evictions) == before) {
 			/* Nothing could go (store full, all pages busy): do not spin. */
+			pthread_mutex_lock(&vm->lock);
+			vm->parking = false; /* a park ends where the stores stop taking pages */
+			pthread_mutex_unlock(&vm->lock);
 			usleep(10000);
 		}
 	}

@@ -334,6 +334,40 @@ static void dispatch(struct fault_ctx *fc, const struct uffd_msg *msg)
 	}
 }
 
+/*
+ * vm.drain: installs stored pages exactly as their faults would, a bounded
+ * slice at a time so real faults are never kept waiting long. Returns true
+ * while there is more to do.
+ */
+static bool drain_step(struct fault_ctx *fc)
+{
+	struct vm *vm = fc->vm;
+	uint64_t batch[64], p, scanned = 0;
+	unsigned n = 0;
+	bool finished;
+
+	pthread_mutex_lock(&vm->lock);
+	if (!vm->draining) {
+		pthread_mutex_unlock(&vm->lock);
+		return false;
+	}
+	for (p = vm->drain_cursor; p < vm->npages && n < ARRAY_SIZE(batch) && scanned < 65536; p++, scanned++)
+		if (vm_page(vm, p)->state == PG_STORED)
+			batch[n++] = p;
+	vm->drain_cursor = p;
+	finished = p >= vm->npages;
+	pthread_mutex_unlock(&vm->lock);
+
+	for (unsigned i = 0; i < n; i++)
+		handle_missing(fc, vm_page_addr(vm, batch[i]));
+	if (finished) {
+		pthread_mutex_lock(&vm->lock);
+		vm->draining = false;
+		pthread_mutex_unlock(&vm->lock);
+	}
+	return !finished;
+}
+
 void *vm_fault_thread(void *arg)
 {
 	struct vm *vm = arg;
@@ -348,7 +382,10 @@ void *vm_fault_thread(void *arg)
 	}
 	fc->vm = vm;
 	for (;;) {
-		struct pollfd pfd[2] = { { .fd = vm->uffd, .events = POLLIN }, { .fd = vm->stop_efd, .events = POLLIN } };
+		struct pollfd pfd[3] = { { .fd = vm->uffd, .events = POLLIN }, { .fd = vm->stop_efd, .events = POLLIN },
+					 { .fd = vm->drain_efd, .events = POLLIN } };
+		uint64_t ticks;
+		bool more_drain;
 		ssize_t n;
 
 		while (fc->backlog.count) {
@@ -357,10 +394,15 @@ void *vm_fault_thread(void *arg)
 			fc->backlog.count--;
 			dispatch(fc, &m);
 		}
-		if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+		more_drain = drain_step(fc);
+		if (poll(pfd, 3, more_drain ? 0 : -1) < 0 && errno != EINTR)
 			break;
 		if (pfd[1].revents)
 			break;
+		if (pfd[2].revents && read(vm->drain_efd, &ticks, sizeof(ticks)) < 0)
+			ticks = 0; /* drained by an earlier read: nothing to clear */
+		if (!(pfd[0].revents & POLLIN) && !(pfd[0].revents & (POLLERR | POLLHUP | POLLNVAL)))
+			continue;
 		if (pfd[0].revents & (POLLERR | POLLHUP | POLLNVAL))
 			break;
 		n = read(vm->uffd, msgs, sizeof(msgs));

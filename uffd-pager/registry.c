@@ -479,6 +479,8 @@ void pager_free(struct pager *p)
 
 /* ---- pager.h: what the control server may ask ---- */
 
+static int set_limit_locked(struct pager *p, struct vm *vm, uint64_t bytes, char *err, size_t errlen);
+
 json_t *pager_vm_list(struct pager *p)
 {
 	json_t *arr = json_array();
@@ -506,7 +508,7 @@ int pager_vm_stats(struct pager *p, const char *name, json_t **ret_stats)
 int pager_vm_set_limit(struct pager *p, const char *name, uint64_t bytes, char *err, size_t errlen)
 {
 	struct vm *vm;
-	int r = 0;
+	int r;
 
 	if (bytes < (1ULL << 20)) {
 		snprintf(err, errlen, "local_memory must be at least 1M");
@@ -517,15 +519,10 @@ int pager_vm_set_limit(struct pager *p, const char *name, uint64_t bytes, char *
 	if (!vm) {
 		r = -ENOENT;
 		snprintf(err, errlen, "no VM named '%s'", name);
-	} else if (p->cfg.budget && p->committed - vm_local_memory(vm) + bytes > p->cfg.budget) {
-		char a[32], b[32];
-		snprintf(err, errlen, "%s does not fit the host budget of %s", format_size(bytes, a, sizeof(a)),
-			 format_size(p->cfg.budget, b, sizeof(b)));
-		r = -ENOSPC;
 	} else {
-		p->committed = p->committed - vm_local_memory(vm) + (bytes & ~4095ULL);
-		vm_set_local_memory(vm, bytes & ~4095ULL);
-		log_info("vm %s: local memory set to %llu MiB", name, (unsigned long long)(bytes >> 20));
+		r = set_limit_locked(p, vm, bytes, err, errlen);
+		if (r == 0)
+			log_info("vm %s: local memory set to %llu MiB", name, (unsigned long long)(bytes >> 20));
 	}
 	pthread_mutex_unlock(&p->lock);
 	return r;
@@ -563,4 +560,181 @@ int pager_donor_add(struct pager *p, const char *url, char *err, size_t errlen)
 int pager_donor_drain(struct pager *p, const char *url, bool remove)
 {
 	return donor_pool_drain(p->pool, url, remove);
+}
+
+/*
+ * Waits, with the registry unlocked between looks, until busy() says the
+ * VM is done. The VM is looked up by name on every look: it may exit
+ * meanwhile. Returns 0, -ENOENT (gone) or -ETIMEDOUT.
+ */
+static int wait_vm(struct pager *p, const char *name, bool (*busy)(struct vm *, uint64_t *), uint64_t *ret_left,
+		   unsigned timeout_s)
+{
+	for (unsigned ms = 0; ms < timeout_s * 1000; ms += 50) {
+		struct vm *vm;
+		bool b;
+
+		pthread_mutex_lock(&p->lock);
+		vm = find_vm_locked(p, name);
+		b = vm && busy(vm, ret_left);
+		pthread_mutex_unlock(&p->lock);
+		if (!vm)
+			return -ENOENT;
+		if (!b)
+			return 0;
+		usleep(50000);
+	}
+	return -ETIMEDOUT;
+}
+
+/* Sets a VM's limit within the host budget. Under p->lock. */
+static int set_limit_locked(struct pager *p, struct vm *vm, uint64_t bytes, char *err, size_t errlen)
+{
+	char a[32], b[32];
+
+	bytes &= ~4095ULL;
+	if (p->cfg.budget && p->committed - vm_local_memory(vm) + bytes > p->cfg.budget) {
+		snprintf(err, errlen, "%s does not fit the host budget of %s (%s committed)",
+			 format_size(bytes, a, sizeof(a)), format_size(p->cfg.budget, b, sizeof(b)),
+			 format_size(p->committed, b + 16, sizeof(b) - 16));
+		return -ENOSPC;
+	}
+	p->committed = p->committed - vm_local_memory(vm) + bytes;
+	vm_set_local_memory(vm, bytes);
+	return 0;
+}
+
+int pager_vm_drain(struct pager *p, const char *name, char *err, size_t errlen)
+{
+	uint64_t left = 0;
+	struct vm *vm;
+	int r = 0;
+
+	for (int round = 0; round < 3; round++) {
+		pthread_mutex_lock(&p->lock);
+		vm = find_vm_locked(p, name);
+		if (!vm) {
+			pthread_mutex_unlock(&p->lock);
+			snprintf(err, errlen, "no VM named '%s'", name);
+			return -ENOENT;
+		}
+		/* The whole guest must fit locally: raise the limit to its size, within the budget. */
+		if (vm_local_memory(vm) < vm_guest_bytes(vm))
+			r = set_limit_locked(p, vm, vm_guest_bytes(vm), err, errlen);
+		if (r == 0)
+			vm_request_drain(vm);
+		pthread_mutex_unlock(&p->lock);
+		if (r < 0)
+			return r;
+		r = wait_vm(p, name, vm_drain_busy, &left, 600);
+		if (r == -ENOENT) {
+			snprintf(err, errlen, "VM '%s' exited during the drain", name);
+			return r;
+		}
+		if (r < 0) {
+			snprintf(err, errlen, "drain of '%s' not finished after 600 s (%llu pages still stored)", name,
+				 (unsigned long long)left);
+			return -EIO;
+		}
+		/* An eviction in flight when the drain began may have stored pages behind the cursor. */
+		if (left == 0) {
+			log_info("vm %s: drained: every page is local", name);
+			return 0;
+		}
+	}
+	snprintf(err, errlen, "%llu pages of '%s' could not be brought back (see the pager log)",
+		 (unsigned long long)left, name);
+	return -EIO;
+}
+
+int pager_vm_park(struct pager *p, const char *name, char *err, size_t errlen)
+{
+	uint64_t resident = 0;
+	struct vm *vm;
+	int r;
+
+	pthread_mutex_lock(&p->lock);
+	vm = find_vm_locked(p, name);
+	if (vm)
+		vm_request_park(vm);
+	pthread_mutex_unlock(&p->lock);
+	if (!vm) {
+		snprintf(err, errlen, "no VM named '%s'", name);
+		return -ENOENT;
+	}
+	r = wait_vm(p, name, vm_park_busy, &resident, 600);
+	if (r < 0) {
+		snprintf(err, errlen, r == -ENOENT ? "VM '%s' exited while parking" : "parking '%s' did not finish", name);
+		return r == -ENOENT ? r : -EIO;
+	}
+	log_info("vm %s: parked: %llu pages left resident", name, (unsigned long long)resident);
+	return 0;
+}
+
+int pager_vm_policy_get(struct pager *p, const char *name, json_t **ret_policy)
+{
+	struct vm *vm;
+	char *text = NULL;
+
+	pthread_mutex_lock(&p->lock);
+	vm = find_vm_locked(p, name);
+	if (vm)
+		text = policy_vm_to_json(vm_policy(vm));
+	pthread_mutex_unlock(&p->lock);
+	if (!vm)
+		return -ENOENT;
+	*ret_policy = text ? json_loads(text, 0, NULL) : NULL;
+	free(text);
+	return *ret_policy ? 0 : -ENOMEM;
+}
+
+int pager_vm_policy_set(struct pager *p, const char *name, const json_t *policy, char *err, size_t errlen)
+{
+	struct policy_error perr;
+	struct policy_vm pol;
+	json_t *merged = NULL, *nm;
+	char *text = NULL, *cur = NULL;
+	struct vm *vm;
+	int r;
+
+	nm = json_object_get(policy, "name");
+	if (nm && (!json_is_string(nm) || strcmp(json_string_value(nm), name) != 0)) {
+		snprintf(err, errlen, "field 'name': the policy names another VM (allowed: \"%s\" or no name)", name);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&p->lock);
+	vm = find_vm_locked(p, name);
+	if (!vm) {
+		pthread_mutex_unlock(&p->lock);
+		snprintf(err, errlen, "no VM named '%s'", name);
+		return -ENOENT;
+	}
+	/* Keys not given keep their current values: the new policy is the old one updated. */
+	cur = policy_vm_to_json(vm_policy(vm));
+	merged = cur ? json_loads(cur, 0, NULL) : NULL;
+	if (!merged || json_object_update_recursive(merged, (json_t *)policy) < 0 ||
+	    !(text = json_dumps(merged, JSON_INDENT(1)))) {
+		r = -ENOMEM;
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	r = policy_vm_parse(text, strlen(text), "vm.policy.set", &pol, &perr);
+	if (r < 0) {
+		snprintf(err, errlen, "%s", perr.msg);
+		goto out;
+	}
+	if (pol.local_memory != vm_local_memory(vm)) {
+		r = set_limit_locked(p, vm, pol.local_memory, err, errlen);
+		if (r < 0)
+			goto out;
+	}
+	r = vm_set_policy(vm, &pol, err, errlen);
+	if (r == 0)
+		log_info("vm %s: policy replaced at run time", name);
+out:
+	pthread_mutex_unlock(&p->lock);
+	json_decref(merged);
+	free(text);
+	free(cur);
+	return r;
 }

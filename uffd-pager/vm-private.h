@@ -97,6 +97,7 @@ struct vm {
 	int pidfd;
 	int uffd;
 	int stop_efd; /* wakes the fault thread for shutdown */
+	int drain_efd; /* wakes the fault thread to bring stored pages back (vm.drain) */
 	char state_dir[256];
 	uint64_t max_guest_memory;
 
@@ -118,6 +119,10 @@ struct vm {
 	bool throttled; /* a fault waits for room right now */
 	bool failed;
 	bool threads_started;
+	bool draining;       /* vm.drain: the fault thread installs stored pages between faults */
+	bool hold_resident;  /* after vm.drain: nothing is evicted until the limit changes */
+	bool parking;        /* vm.park: the evictor's target is zero until nothing more can go */
+	uint64_t drain_cursor;
 
 	struct spill *spill;
 	struct donor_pool *pool; /* the pager's donors (may have none) */
@@ -135,6 +140,8 @@ struct vm_region *vm_region_of_page(struct vm *vm, uint64_t page);
 /* Maps a faulting address to a page index; returns -EFAULT outside guest RAM. */
 int vm_addr_to_page(struct vm *vm, uint64_t addr, uint64_t *ret_page);
 uint64_t vm_page_addr(struct vm *vm, uint64_t page);
+/* Residency the evictor brings the VM down to: low watermark, 0 while parking, none after a drain. Under lock. */
+uint64_t vm_evict_target(struct vm *vm);
 /* Recomputes high/low pages from the policy. Under lock. */
 void vm_update_watermarks(struct vm *vm);
 /* The page became resident (fault path): count, queue for eviction, poke the evictor. Under lock. */

@@ -84,6 +84,13 @@ void vm_page_drop_copies(struct vm *vm, uint64_t page)
 	vm_page_set_locs(vm, page, locs);
 }
 
+uint64_t vm_evict_target(struct vm *vm)
+{
+	if (vm->hold_resident)
+		return UINT64_MAX;
+	return vm->parking ? 0 : vm->low_pages;
+}
+
 void vm_update_watermarks(struct vm *vm)
 {
 	vm->high_pages = policy_vm_high_pages(&vm->policy, VM_PAGE_SIZE);
@@ -96,7 +103,7 @@ void vm_note_resident(struct vm *vm, uint64_t page)
 {
 	vm->resident_pages++;
 	vm->victim->on_resident(vm->victim_state, page);
-	if (vm->resident_pages > vm->low_pages)
+	if (vm->resident_pages > vm_evict_target(vm))
 		pthread_cond_signal(&vm->evict_cond);
 }
 
@@ -140,12 +147,13 @@ int vm_new(const struct policy_vm *policy, pid_t pid, int pidfd, int uffd, const
 	pthread_cond_init(&vm->repair_cond, NULL);
 	snprintf(vm->state_dir, sizeof(vm->state_dir), "%s", state_dir);
 	vm->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	vm->drain_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	vm->victim = &policy_victim_fifo;
 	pthread_mutex_init(&vm->lock, NULL);
 	pthread_cond_init(&vm->evict_cond, NULL);
 	pthread_cond_init(&vm->space_cond, NULL);
 	vm_update_watermarks(vm);
-	if (vm->stop_efd < 0) {
+	if (vm->stop_efd < 0 || vm->drain_efd < 0) {
 		snprintf(err, errlen, "eventfd: %s", strerror(errno));
 		vm_free(vm);
 		return -EMFILE;
@@ -338,6 +346,8 @@ void vm_free(struct vm *vm)
 		close(vm->pidfd);
 	if (vm->stop_efd >= 0)
 		close(vm->stop_efd);
+	if (vm->drain_efd >= 0)
+		close(vm->drain_efd);
 	pthread_cond_destroy(&vm->evict_cond);
 	pthread_cond_destroy(&vm->space_cond);
 	pthread_cond_destroy(&vm->repair_cond);
@@ -349,10 +359,79 @@ const char *vm_name(const struct vm *vm) { return vm->policy.name; }
 pid_t vm_pid(const struct vm *vm) { return vm->pid; }
 uint64_t vm_local_memory(const struct vm *vm) { return vm->policy.local_memory; }
 
+uint64_t vm_guest_bytes(const struct vm *vm) { return vm->npages << VM_PAGE_SHIFT; }
+
+void vm_request_drain(struct vm *vm)
+{
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&vm->lock);
+	vm->hold_resident = true; /* a drained VM stays drained until its limit changes */
+	vm->parking = false;
+	vm->draining = true;
+	vm->drain_cursor = 0;
+	pthread_cond_broadcast(&vm->space_cond);
+	pthread_mutex_unlock(&vm->lock);
+	if (write(vm->drain_efd, &one, sizeof(one)) < 0)
+		log_warn("vm %s: cannot wake the fault thread for a drain: %s", vm->policy.name, strerror(errno));
+}
+
+bool vm_drain_busy(struct vm *vm, uint64_t *ret_stored)
+{
+	bool busy;
+
+	pthread_mutex_lock(&vm->lock);
+	busy = vm->draining;
+	*ret_stored = vm->stored_pages;
+	pthread_mutex_unlock(&vm->lock);
+	return busy;
+}
+
+void vm_request_park(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	vm->hold_resident = false;
+	vm->parking = true;
+	pthread_cond_signal(&vm->evict_cond);
+	pthread_mutex_unlock(&vm->lock);
+}
+
+bool vm_park_busy(struct vm *vm, uint64_t *ret_resident)
+{
+	bool busy;
+
+	pthread_mutex_lock(&vm->lock);
+	busy = vm->parking;
+	*ret_resident = vm->resident_pages;
+	pthread_mutex_unlock(&vm->lock);
+	return busy;
+}
+
+const struct policy_vm *vm_policy(const struct vm *vm) { return &vm->policy; }
+
+int vm_set_policy(struct vm *vm, const struct policy_vm *pol, char *err, size_t errlen)
+{
+	if (pol->replicas != vm->policy.replicas || pol->backup_spill != vm->policy.backup_spill) {
+		snprintf(err, errlen, "field 'durability' cannot change while the VM runs (it sizes the page map)");
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&vm->lock);
+	vm->policy = *pol;
+	vm->hold_resident = false;
+	vm_update_watermarks(vm);
+	pthread_cond_signal(&vm->evict_cond);
+	pthread_cond_broadcast(&vm->space_cond);
+	pthread_mutex_unlock(&vm->lock);
+	if (vm->spill)
+		spill_set_max_slots(vm->spill, pol->spill_max / VM_PAGE_SIZE);
+	return 0;
+}
+
 void vm_set_local_memory(struct vm *vm, uint64_t bytes)
 {
 	pthread_mutex_lock(&vm->lock);
 	vm->policy.local_memory = bytes;
+	vm->hold_resident = false;
 	vm_update_watermarks(vm);
 	pthread_cond_signal(&vm->evict_cond);
 	pthread_cond_broadcast(&vm->space_cond);

@@ -35,5 +35,23 @@ pid_t vm_pid(const struct vm *vm);
 uint64_t vm_local_memory(const struct vm *vm);
 /* Changes the local-memory limit; lowering it wakes the evictor. */
 void vm_set_local_memory(struct vm *vm, uint64_t bytes);
+uint64_t vm_guest_bytes(const struct vm *vm);
+const struct policy_vm *vm_policy(const struct vm *vm);
+/*
+ * Replaces the run-time policy (limits, watermarks, spill cap, loss action).
+ * Durability cannot change while the VM runs. Returns 0 or -EINVAL with err.
+ */
+int vm_set_policy(struct vm *vm, const struct policy_vm *pol, char *err, size_t errlen);
+/*
+ * vm.drain: the fault thread installs every stored page between faults,
+ * and nothing is evicted until the limit changes. The caller raises the
+ * limit to the guest's size first. vm_drain_busy() tells whether it is
+ * still working and how many pages are still stored elsewhere.
+ */
+void vm_request_drain(struct vm *vm);
+bool vm_drain_busy(struct vm *vm, uint64_t *ret_stored);
+/* vm.park: evict as much as the stores take, once; refaults bring pages back. */
+void vm_request_park(struct vm *vm);
+bool vm_park_busy(struct vm *vm, uint64_t *ret_resident);
 /* Full statistics (docs/control-api.md); brief = the vm.list subset. */
 json_t *vm_stats_json(struct vm *vm, bool brief);
