@@ -77,6 +77,9 @@ static bool name_is_valid(const char *s)
 
 	if (n == 0 || n >= GLUE_NAME_MAX)
 		return false;
+	/* uffd-ctl cannot address "." or ".." (ctl-proto refuses them as path-like). */
+	if (strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+		return false;
 	for (size_t i = 0; i < n; i++)
 		if (!(s[i] >= 'a' && s[i] <= 'z') && !(s[i] >= 'A' && s[i] <= 'Z') && !(s[i] >= '0' && s[i] <= '9') &&
 		    s[i] != '.' && s[i] != '_' && s[i] != '-')
@@ -160,9 +163,9 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 	}
 	char name[GLUE_NAME_MAX];
 	memcpy(name, h->name, sizeof(name));
-	name[GLUE_NAME_MAX - 1] = '\0';
-	if (!name_is_valid(name)) {
-		reply(c, GLUE_INVALID, "VM name must be 1-63 characters of [A-Za-z0-9._-]");
+	/* A name without its NUL is too long: refuse it rather than register a truncated one. */
+	if (!memchr(h->name, '\0', sizeof(h->name)) || !name_is_valid(name)) {
+		reply(c, GLUE_INVALID, "VM name must be 1-63 characters of [A-Za-z0-9._-], not \".\" or \"..\"");
 		goto drop_fd;
 	}
 	if (!h->policy_len) {
