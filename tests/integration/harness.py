@@ -172,8 +172,13 @@ class Pager:
                 self.proc.kill()
                 fail("uffd-pager did not stop on SIGTERM")
         self.log.close()
+        log = self.read_log()
+        rc = self.proc.returncode
         shutil.rmtree(self.tmp, ignore_errors=True)
         shutil.rmtree(self.state, ignore_errors=True)
+        # A sanitizer report (leak at exit, UB) or a bad exit must fail the test.
+        if rc != 0 or "Sanitizer" in log or "runtime error:" in log:
+            fail(f"uffd-pager exited {rc} or reported a sanitizer error:\n{log[-4000:]}")
 
 
 def policy(name, local_memory, **extra):
