@@ -122,11 +122,46 @@ class Pager:
     def alive(self):
         return self.proc.poll() is None
 
-    def threads(self):
-        return len(os.listdir(f"/proc/{self.proc.pid}/task"))
+    def threads(self, io_workers=False):
+        """The pager's threads. io_uring's kernel workers (iou-wrk-*) come and
+        go on their own, so they are left out unless asked for."""
+        n = 0
+        for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
+            try:
+                with open(f"/proc/{self.proc.pid}/task/{tid}/comm") as f:
+                    comm = f.read().strip()
+            except OSError:
+                continue
+            if io_workers or not comm.startswith("iou-"):
+                n += 1
+        return n
 
     def fds(self):
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def fd_targets(self):
+        """What the pager's fds point at, for messages about leaks."""
+        out = []
+        for fd in os.listdir(f"/proc/{self.proc.pid}/fd"):
+            try:
+                out.append(os.readlink(f"/proc/{self.proc.pid}/fd/{fd}"))
+            except OSError:
+                pass
+        return sorted(out)
+
+    def vm_names(self):
+        return sorted(v["name"] for v in self.result("vm.list")["vms"])
+
+    def wait_for(self, what, cond, timeout=10, interval=0.05):
+        """Polls cond() until true; fails naming `what` with the last value seen."""
+        deadline = time.time() + timeout
+        while True:
+            v = cond()
+            if v:
+                return v
+            if time.time() >= deadline:
+                fail(f"{what}: not reached within {timeout} s")
+            time.sleep(interval)
 
     def stop(self):
         if self.proc.poll() is None:
@@ -137,8 +172,13 @@ class Pager:
                 self.proc.kill()
                 fail("uffd-pager did not stop on SIGTERM")
         self.log.close()
+        log = self.read_log()
+        rc = self.proc.returncode
         shutil.rmtree(self.tmp, ignore_errors=True)
         shutil.rmtree(self.state, ignore_errors=True)
+        # A sanitizer report (leak at exit, UB) or a bad exit must fail the test.
+        if rc != 0 or "Sanitizer" in log or "runtime error:" in log:
+            fail(f"uffd-pager exited {rc} or reported a sanitizer error:\n{log[-4000:]}")
 
 
 def policy(name, local_memory, **extra):
@@ -159,6 +199,17 @@ def guestsim(pager, name, policy_json, args, **popen):
     if "ASAN_OPTIONS" in os.environ or os.environ.get("UFFDVM_ASAN"):
         env["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
     return subprocess.Popen([exe("guestsim")] + list(args), env=env, **popen)
+
+
+def memfd_blocks(pid, prefix="/memfd:guestsim-ram"):
+    """Resident pages of a process's RAM memfd, from the kernel's st_blocks."""
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(prefix):
+                return os.stat(f"/proc/{pid}/fd/{fd}").st_blocks * 512 // 4096
+        except OSError:
+            pass
+    return None
 
 
 def memfd_resident_ok(stats):

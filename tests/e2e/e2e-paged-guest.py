@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""e2e-paged-guest: boots the e2e workload guest (512 MiB RAM, 400 MiB
+workload, one pass) through uffd-qemu under a real uffd-pager that keeps
+only 128 MiB (25%) of it resident. Requires the guest's PASS line, and from
+vm.stats polled during the run: pages evicted and refaulted, no integrity
+error, and the memfd's resident size (the pager's fstat of QEMU's memfd)
+never above the high watermark. After QEMU exits the VM is gone from
+vm.list. Lacking QEMU, the kernel or the initramfs is a skip (77), or a
+failure when UFFDVM_REQUIRE_ALL=1."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from harness import Pager, check, exe, fail, require_root_and_uffd, skip  # noqa: E402
+
+NAME = "e2e-paged"
+RAM_MB, WORKLOAD_MB, LOCAL_MB = 512, 400, 128
+
+
+def main():
+    require_root_and_uffd()
+    qemu = os.environ.get("UFFDVM_QEMU", "qemu-system-x86_64")
+    if not shutil.which(qemu):
+        skip(f"{qemu} not found (apt-get install qemu-system-x86)")
+    initrd = os.environ.get("UFFDVM_E2E_INITRD", "")
+    if not initrd or not os.access(initrd, os.R_OK):
+        skip("no e2e initramfs (needs busybox-static and static glibc at configure time)")
+    fetch = subprocess.run([os.environ["UFFDVM_FETCH_KERNEL"]], capture_output=True, text=True)
+    kernel = fetch.stdout.strip()
+    if fetch.returncode != 0 or not kernel:
+        skip(f"cannot fetch the guest kernel: {fetch.stderr.strip()}")
+
+    pager = Pager()
+    guest = None
+    try:
+        pol = os.path.join(pager.tmp, "vm.json")
+        with open(pol, "w") as f:
+            json.dump({"name": NAME, "local_memory": f"{LOCAL_MB}M", "on_data_loss": "kill"}, f)
+        log = os.path.join(os.environ.get("UFFDVM_E2E_LOGDIR", pager.tmp), "e2e-paged-guest.log")
+        env = dict(os.environ, UFFD_GLUE_LIB=exe("libuffd-glue.so"))
+        if "ASAN_OPTIONS" in os.environ:
+            env["ASAN_OPTIONS"] = os.environ["ASAN_OPTIONS"] + ":verify_asan_link_order=0"
+        cmd = [os.environ["UFFDVM_RUN_GUEST"], "--kernel", kernel, "--initrd", initrd,
+               "--ram", str(RAM_MB), "--mib", str(WORKLOAD_MB), "--passes", "1", "--timeout", "270",
+               "--log", log, "--backend", "none", "--",
+               exe("uffd-qemu"), "--pager", pager.sock, "--policy", pol, "--name", NAME, "--"]
+        t0 = time.time()
+        guest = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        last, samples, over, worst, registered = None, 0, 0, 0, None
+        while guest.poll() is None:
+            st = pager.vm_stats(NAME)
+            if st:
+                registered = registered or time.time() - t0
+                last = st
+                samples += 1
+                worst = max(worst, st["memfd_resident_pages"])
+                over += st["memfd_resident_pages"] > st["high_watermark_pages"]
+            time.sleep(0.25)
+        out = guest.stdout.read()
+        print(out.rstrip())
+        rc = guest.wait()
+        elapsed = time.time() - t0
+        if rc != 0:
+            fail(f"guest did not PASS (run-guest.sh exit {rc}); pager log:\n{pager.read_log()[-3000:]}")
+        check("PASS" in out, f"guest workload printed PASS under the pager ({elapsed:.0f} s)")
+        check(last is not None, f"VM {NAME} registered ({registered:.1f} s after start), polled {samples} times")
+        check(last["guest_pages"] == RAM_MB * 256, f"all {RAM_MB} MiB of guest RAM paged ({last['guest_pages']} pages)")
+        check(last["local_memory"] == LOCAL_MB << 20, f"local_memory {LOCAL_MB}M")
+        check(last["evictions"] > 0, f"pages evicted ({last['evictions']})")
+        check(last["refaults"] > 0, f"pages refaulted from the spill file ({last['refaults']})")
+        check(last["integrity_errors"] == 0, "no integrity errors")
+        check(over == 0, f"memfd residency never above the high watermark "
+                         f"({worst} <= {last['high_watermark_pages']} pages over {samples} samples)")
+        lat = last["fault_latency_ns"]
+        print(f"last stats: {last['evictions']} evictions, {last['refaults']} refaults, "
+              f"{last['faults']['zero']} zero faults, fault p50 {lat['p50'] / 1000:.1f} us, "
+              f"p99 {lat['p99'] / 1000:.1f} us")
+        pager.wait_for("VM gone from vm.list after QEMU exited", lambda: pager.vm_names() == [], timeout=10)
+        check(os.listdir(pager.state) == [], "spill file deleted")
+        check(pager.alive(), "pager still running")
+    finally:
+        if guest is not None and guest.poll() is None:
+            guest.kill()
+            guest.wait()
+        pager.stop()
+
+
+if __name__ == "__main__":
+    main()
