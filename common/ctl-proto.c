@@ -34,6 +34,11 @@ static const struct ctl_arg_spec args_vm_policy[] = {
 	{ .name = NULL },
 };
 
+static const struct ctl_arg_spec args_url[] = {
+	{ "url", CTL_ARG_URL, true },
+	{ .name = NULL },
+};
+
 static const struct ctl_command command_table[] = {
 	{ CTL_CMD_PROTOCOL_VERSION, "protocol.version", 0, args_none,
 	  "protocol version and the commands this daemon understands" },
@@ -51,6 +56,12 @@ static const struct ctl_command command_table[] = {
 	{ CTL_CMD_VM_POLICY_GET, "vm.policy.get", 0, args_vm, "the policy one VM runs with" },
 	{ CTL_CMD_VM_POLICY_SET, "vm.policy.set", CTL_CMD_MUTATES, args_vm_policy,
 	  "replace the run-time settings of one VM's policy" },
+	{ CTL_CMD_DONOR_LIST, "donor.list", 0, args_none, "every donor with its state, pages and capacity" },
+	{ CTL_CMD_DONOR_ADD, "donor.add", CTL_CMD_MUTATES, args_url, "connect a donor at run time" },
+	{ CTL_CMD_DONOR_REMOVE, "donor.remove", CTL_CMD_MUTATES, args_url,
+	  "move every page off a donor, then disconnect it" },
+	{ CTL_CMD_DONOR_DRAIN, "donor.drain", CTL_CMD_MUTATES, args_url,
+	  "move every page off a donor, keeping it connected" },
 };
 
 _Static_assert(ARRAY_SIZE(command_table) == _CTL_CMD_MAX, "one table entry per enum ctl_cmd");
@@ -211,6 +222,16 @@ static int parse_arg(const struct ctl_command *cmd, const struct ctl_arg_spec *s
 			return -EINVAL;
 		}
 		r->local_memory = bytes;
+		return 0;
+	case CTL_ARG_URL:
+		s = json_is_string(v) ? json_string_value(v) : NULL;
+		if (!s || strlen(s) != json_string_length(v) || strlen(s) >= sizeof(r->url) ||
+		    (strncmp(s, "tcp://", 6) != 0 && strncmp(s, "rdma://", 7) != 0) || strpbrk(s, " \t\r\n")) {
+			seterr(err, errlen, "%s: field \"args.%s\": not a donor URL (allowed: tcp://HOST:PORT or "
+			       "rdma://HOST:PORT, at most %zu bytes)", cmd->name, spec->name, sizeof(r->url) - 1);
+			return -EINVAL;
+		}
+		snprintf(r->url, sizeof(r->url), "%s", s);
 		return 0;
 	case CTL_ARG_OBJECT:
 		if (!json_is_object(v)) {

@@ -35,6 +35,10 @@ enum ctl_cmd {
 	CTL_CMD_VM_PARK,
 	CTL_CMD_VM_POLICY_GET,
 	CTL_CMD_VM_POLICY_SET,
+	CTL_CMD_DONOR_LIST,
+	CTL_CMD_DONOR_ADD,
+	CTL_CMD_DONOR_REMOVE,
+	CTL_CMD_DONOR_DRAIN,
 	_CTL_CMD_MAX,
 };
 
@@ -42,6 +46,7 @@ enum ctl_arg_type {
 	CTL_ARG_VM_NAME, /* string matching [A-Za-z0-9._-]{1,63}, not "." or ".." */
 	CTL_ARG_SIZE,    /* bytes > 0: integer, or string such as "512M" (parse_size) */
 	CTL_ARG_OBJECT,  /* a JSON object, validated by the handler (e.g. a policy) */
+	CTL_ARG_URL,     /* a donor URL: tcp://HOST:PORT or rdma://HOST:PORT, at most 127 bytes */
 };
 
 struct ctl_arg_spec {
@@ -68,6 +73,7 @@ struct ctl_request {
 	json_t *args;                      /* the validated "args" object, or NULL */
 	char vm[CTL_VM_NAME_MAX + 1];      /* args.vm when the command takes it */
 	uint64_t local_memory;             /* args.local_memory in bytes */
+	char url[128];                     /* args.url when the command takes it */
 };
 
 /* The table of known commands, in the order the protocol lists them. */

@@ -279,6 +279,38 @@ static json_t *admin_result(struct ctl_client *c, const struct ctl_request *req,
 	return ctl_response_ok(req->id, result ? result : json_pack("{s:s}", "vm", req->vm));
 }
 
+static json_t *handle_donor_list(struct ctl_server *s, struct ctl_client *c, const struct ctl_request *req)
+{
+	return ctl_response_ok(req->id, pager_donor_list(s->pager));
+}
+
+static json_t *handle_donor_add(struct ctl_server *s, struct ctl_client *c, const struct ctl_request *req)
+{
+	char reason[256] = "";
+	int r = pager_donor_add(s->pager, req->url, reason, sizeof(reason));
+
+	log_info("control: peer uid %u pid %d: donor.add %s: %s", (unsigned)c->cred.uid, (int)c->cred.pid, req->url,
+		 r < 0 ? (reason[0] ? reason : strerror(-r)) : "ok");
+	if (r < 0)
+		return ctl_response_error(req->id, r, "donor.add %s: %s", req->url, reason[0] ? reason : strerror(-r));
+	return ctl_response_ok(req->id, json_pack("{s:s}", "url", req->url));
+}
+
+/* donor.drain and donor.remove: both move every page off; remove also forgets the donor. */
+static json_t *handle_donor_drain(struct ctl_server *s, struct ctl_client *c, const struct ctl_request *req)
+{
+	const bool remove = req->command->cmd == CTL_CMD_DONOR_REMOVE;
+	int r = pager_donor_drain(s->pager, req->url, remove);
+
+	log_info("control: peer uid %u pid %d: %s %s: %s", (unsigned)c->cred.uid, (int)c->cred.pid,
+		 req->command->name, req->url, r < 0 ? strerror(-r) : "started");
+	if (r == -ENOENT)
+		return ctl_response_error(req->id, r, "%s: no donor %s", req->command->name, req->url);
+	if (r < 0)
+		return ctl_response_error(req->id, r, "%s %s: %s", req->command->name, req->url, strerror(-r));
+	return ctl_response_ok(req->id, json_pack("{s:s, s:s}", "url", req->url, "state", remove ? "removing" : "draining"));
+}
+
 static json_t *handle_vm_drain(struct ctl_server *s, struct ctl_client *c, const struct ctl_request *req)
 {
 	char reason[256] = "";
@@ -330,6 +362,10 @@ static const ctl_handler_fn handlers[_CTL_CMD_MAX] = {
 	[CTL_CMD_VM_PARK] = handle_vm_park,
 	[CTL_CMD_VM_POLICY_GET] = handle_vm_policy_get,
 	[CTL_CMD_VM_POLICY_SET] = handle_vm_policy_set,
+	[CTL_CMD_DONOR_LIST] = handle_donor_list,
+	[CTL_CMD_DONOR_ADD] = handle_donor_add,
+	[CTL_CMD_DONOR_REMOVE] = handle_donor_drain,
+	[CTL_CMD_DONOR_DRAIN] = handle_donor_drain,
 };
 
 /* ---- client I/O ---- */

@@ -56,6 +56,10 @@ static void usage(FILE *f)
 		"  vm policy get NAME       the policy a VM runs with\n"
 		"  vm policy set NAME FILE  replace a VM's run-time policy from a JSON file, - for stdin (admin)\n"
 		"  pager stats              host-wide budget and totals\n"
+		"  donor list               donors with their state, pages held and capacity\n"
+		"  donor add URL            connect a donor at run time, e.g. tcp://10.0.0.5:7001 (admin)\n"
+		"  donor drain URL          move every page off a donor, keep it connected (admin)\n"
+		"  donor remove URL         move every page off a donor, then disconnect it (admin)\n"
 		"  metrics                  every statistic in Prometheus text format\n"
 		"  top [--once] [--interval SEC] [--count N]\n"
 		"                           live per-VM view: residency, fault and eviction rates, p99\n"
@@ -498,6 +502,41 @@ static int render_vm_done(const json_t *result)
 	return EXIT_OK;
 }
 
+static int render_donor_list(const json_t *result)
+{
+	const json_t *donors = json_object_get(result, "donors"), *d;
+	int urlw = 3;
+	size_t i;
+
+	if (!json_is_array(donors)) {
+		fprintf(stderr, "uffd-ctl: %s: donor.list result lacks a \"donors\" array\n", socket_path);
+		return EXIT_REFUSED;
+	}
+	json_array_foreach(donors, i, d) {
+		const char *u = json_string_value(json_object_get(d, "url"));
+		if (u && (int)strlen(u) > urlw)
+			urlw = (int)strlen(u);
+	}
+	printf("%-*s  %-9s  %10s  %10s  %10s  %8s\n", urlw, "URL", "STATE", "PAGES", "CAPACITY", "USED", "FAILURES");
+	json_array_foreach(donors, i, d) {
+		char b[4][64];
+		printf("%-*s  %-9s  %10s  %10s  %10s  %8s\n", urlw, json_string_value(json_object_get(d, "url")) ?: "?",
+		       json_string_value(json_object_get(d, "state")) ?: "?",
+		       str_count(json_object_get(d, "pages"), b[0], sizeof(b[0])),
+		       str_bytes(json_object_get(d, "capacity"), b[1], sizeof(b[1])),
+		       str_bytes(json_object_get(d, "used"), b[2], sizeof(b[2])),
+		       str_count(json_object_get(d, "failures"), b[3], sizeof(b[3])));
+	}
+	return EXIT_OK;
+}
+
+static int render_donor_done(const json_t *result)
+{
+	printf("%s: %s\n", json_string_value(json_object_get(result, "url")) ?: "?",
+	       json_string_value(json_object_get(result, "state")) ?: "added");
+	return EXIT_OK;
+}
+
 static int render_json_human(const json_t *result)
 {
 	if (!json_is_object(result))
@@ -820,6 +859,16 @@ int main(int argc, char **argv)
 			return usage_error("usage: uffd-ctl pager stats");
 		return cmd_simple("pager.stats", NULL, render_pager_stats);
 	}
+	if (strcmp(args[0], "donor") == 0) {
+		static const char *const verbs[][2] = { { "add", "donor.add" }, { "drain", "donor.drain" },
+							{ "remove", "donor.remove" } };
+		if (nargs == 2 && strcmp(args[1], "list") == 0)
+			return cmd_simple("donor.list", NULL, render_donor_list);
+		for (size_t v = 0; nargs == 3 && v < ARRAY_SIZE(verbs); v++)
+			if (strcmp(args[1], verbs[v][0]) == 0)
+				return cmd_simple(verbs[v][1], json_pack("{s:s}", "url", args[2]), render_donor_done);
+		return usage_error("usage: uffd-ctl donor list | donor add URL | donor drain URL | donor remove URL");
+	}
 	if (strcmp(args[0], "vm") == 0) {
 		if (nargs < 2)
 			return usage_error("missing vm subcommand (list, stats NAME, set-limit NAME SIZE)");
@@ -882,5 +931,5 @@ int main(int argc, char **argv)
 		return usage_error("unknown vm subcommand \"%s\" (allowed: list, stats, set-limit, drain, park, policy)",
 				   args[1]);
 	}
-	return usage_error("unknown command \"%s\" (allowed: vm, pager, metrics, top, version)", args[0]);
+	return usage_error("unknown command \"%s\" (allowed: vm, pager, donor, metrics, top, version)", args[0]);
 }

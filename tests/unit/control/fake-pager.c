@@ -235,3 +235,19 @@ int pager_vm_policy_set(struct pager *p, const char *name, const json_t *policy,
 {
 	return fake_exists(p, name, err, errlen);
 }
+
+json_t *pager_donor_list(struct pager *p)
+{
+	return json_pack("{s:[]}", "donors");
+}
+
+int pager_donor_add(struct pager *p, const char *url, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "this fake pager has no donors");
+	return -ECONNREFUSED;
+}
+
+int pager_donor_drain(struct pager *p, const char *url, bool remove)
+{
+	return -ENOENT;
+}
