@@ -127,6 +127,10 @@ class Daemons:
         try:
             with open(os.path.join(self.tmp, f"{name}.log")) as f:
                 lines = [x.strip() for x in f.read().splitlines() if x.strip()]
+            # The first complaint names the cause; a usage text follows it.
+            for x in lines:
+                if any(k in x.lower() for k in ("error", "unrecognized", "invalid", "unknown", "fail", "refus")):
+                    return x
             return lines[-1] if lines else "(no output)"
         except OSError:
             return "(no log)"
