@@ -217,6 +217,17 @@ class Runner:
                 "--content", w["content"], "--seed", str(w["seed"]), "--no-final-verify",
                 "--json", json_path] + list(extra)
 
+    def spawn(self, args, **kw):
+        """Popen whose process is killed by the cleanup stack if the run is cut short."""
+        p = subprocess.Popen(args, **kw)
+
+        def kill():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        p.bench_undo = self.cleanup.push(f"kill {args[0]}", kill)
+        return p
+
     def measure_overhead(self):
         """guestsim's own memory besides its guest RAM: RSS at a tiny --size,
         and the peak charge of an unlimited cgroup running it; the larger."""
@@ -224,11 +235,12 @@ class Runner:
         jp = os.path.join(self.tmp, "overhead.json")
         cg = sysenv.Cgroup(self.cleanup, f"uffdvm-bench-{os.getpid()}-ovh", None)
         w = dict(size=size, threads=2, pattern="uniform", writes=50, ops=2000, content="random", seed=1)
-        p = subprocess.Popen(self.gs_args(w, jp, ["--hold", "0.5"]), stdout=subprocess.PIPE, text=True,
+        p = self.spawn(self.gs_args(w, jp, ["--hold", "0.5"]), stdout=subprocess.PIPE, text=True,
                              preexec_fn=cg.enter_fn())
         p.stdout.readline()  # summary: the run is done, RAM still mapped
         rss = proc_rss(p.pid)
         p.wait()
+        self.cleanup.run_one(p.bench_undo)
         peak = cg.peak() or 0
         cg.close()
         self.overhead = {"rss": rss - size, "cgroup_peak": peak - size}
@@ -254,7 +266,7 @@ class Runner:
                                local + self.overhead["used"])
             kw["preexec_fn"] = cg.enter_fn()
         vm0 = vmstat()
-        p = subprocess.Popen(self.gs_args(w, jp), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+        p = self.spawn(self.gs_args(w, jp), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
         try:
             out, err = p.communicate(timeout=self.args.run_timeout)
         except subprocess.TimeoutExpired:
@@ -262,6 +274,7 @@ class Runner:
             p.communicate()
             raise RuntimeError(f"guestsim timed out under ({config})")
         vm1 = vmstat()
+        self.cleanup.run_one(p.bench_undo)
         if cg:
             cg.close()
         if p.returncode != 0:
@@ -287,7 +300,7 @@ class Runner:
             env = dict(os.environ, LD_PRELOAD=self.build.exe("libuffd-glue.so"), UFFD_GLUE_SOCKET=d.sock,
                        UFFD_GLUE_NAME="bench", UFFD_GLUE_POLICY=json.dumps(pol))
             rss0 = proc_rss(d.pager.pid)
-            p = subprocess.Popen(self.gs_args(w, jp, ["--pause-after-fill", "0.3", "--hold", "0.5"]), env=env,
+            p = self.spawn(self.gs_args(w, jp, ["--pause-after-fill", "0.3", "--hold", "0.5"]), env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             try:
                 filled, st_fill, rss_fill, cpu_fill = False, None, None, None
@@ -313,9 +326,7 @@ class Runner:
                         break
                 _, err = p.communicate(timeout=self.args.run_timeout)
             finally:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
+                self.cleanup.run_one(p.bench_undo)
             if p.returncode != 0 or not filled or st_end is None or st_fill is None:
                 why = (err.strip().splitlines() or ["no output"])[-1]
                 reason = f"guestsim under the pager failed (exit {p.returncode}): {why}; pager: {d.tail('pager')}"
@@ -333,6 +344,9 @@ class Runner:
                                      if m["remote_faults"] else None)
             m["evict_gbps"] = st_end.get("eviction_mbps", 0) / 1000.0
             m["bytes_per_page"] = (rss_fill - rss0) / st_end["guest_pages"]
+            m["throttle_waits"] = st_end.get("throttle_waits", 0) - st_fill.get("throttle_waits", 0)
+            m["wp_faults"] = st_end["faults"].get("wp", 0) - st_fill["faults"].get("wp", 0)
+            m["evictions"] = st_end.get("evictions", 0) - st_fill.get("evictions", 0)
             m["integrity_errors"] = st_end.get("integrity_errors", 0)
             if m["integrity_errors"]:
                 raise RuntimeError(f"pager reported {m['integrity_errors']} integrity errors")
@@ -416,6 +430,8 @@ def main():
         raise KeyboardInterrupt(f"signal {signum}")
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
+    # Explicit, since a shell may start a background job with SIGINT ignored.
+    signal.signal(signal.SIGINT, on_term)
     tmp = tempfile.mkdtemp(prefix="uffdvm-bench-run-")
     cleanup.push("rm tmp", lambda: subprocess.run(["rm", "-rf", tmp]))
     timings = {}
@@ -432,17 +448,16 @@ def main():
         runner.measure_overhead()
         wl = workloads(args)
         results = []  # (config, workload, median metrics)
-        # Order: no swap for (a)/(b)/(e); then the swap file alone; then zram alone.
-        order = [c for c in "abe" if c in configs]
-        if "b" in order and "a" not in order:
-            order.insert(0, "a")  # (a) stands in for (b) while the pager has no donor support
-            a_fallback = True
-        else:
-            a_fallback = False
+        # Order: no swap for (b)/(a)/(e); then the swap file alone; then zram alone.
+        # (a) stands in for (b) while the pager rejects the donor flags: when
+        # (a) was not asked for, it runs only once (b) turned out n/a.
+        order = [c for c in "bae" if c in configs or (c == "a" and "b" in configs)]
         order += [c for c in "cd" if c in configs]
         swap_size = 2 * args.size
         zram_algo = None
         for c in order:
+            if c == "a" and "a" not in configs and runner.b_reason is None:
+                continue
             t = time.time()
             dev = None
             if c == "c":
@@ -458,8 +473,6 @@ def main():
                 if (dev is None and others) or (dev and len(others) != 1):
                     raise RuntimeError(f"unexpected swap devices active during ({c}): {others}")
                 for w in wl:
-                    if c == "a" and a_fallback and runner.b_reason is None and "b" in configs:
-                        pass  # run (a) anyway: cheap insurance if (b) turns out n/a later
                     runs = [runner.run(c, w) for _ in range(args.reps)]
                     med = median_metrics(runs)
                     results.append((c, w, med))
@@ -468,9 +481,6 @@ def main():
                 if dev:
                     dev.off()
             timings[c] = time.time() - t
-        if a_fallback and runner.b_reason is None:
-            # (b) worked: drop the stand-in (a) rows from a quick run.
-            results = [r for r in results if r[0] != "a"]
         timings["total"] = time.time() - t_start
         meta = {"size": args.size, "ops": args.ops, "reps": args.reps, "quick": args.quick,
                 "overhead": runner.overhead, "floor": floor, "b_na": runner.b_reason, "zram_algorithm": zram_algo,

@@ -42,7 +42,7 @@ def ratio(a, b):
 
 
 COLS = ["config", "workload", "pages_per_s", "p50_us", "p99_us", "p999_us", "fault_p50_us", "fault_p99_us",
-        "cpu_us_per_fault", "remote_faults", "swap_ins", "tput_vs_c", "tput_vs_d", "p99_vs_c", "reps", "note"]
+        "cpu_us_per_fault", "remote_faults", "swap_ins", "throttle_waits", "wp_faults", "evictions", "evict_gbps", "bytes_per_page", "tput_vs_c", "tput_vs_d", "p99_vs_c", "reps", "note"]
 
 
 def rows(results):
@@ -60,7 +60,9 @@ def rows(results):
             "fault_p50_us": m["fault_p50_ns"] / 1000 if m.get("fault_p50_ns") else None,
             "fault_p99_us": m["fault_p99_ns"] / 1000 if m.get("fault_p99_ns") else None,
             "cpu_us_per_fault": m.get("cpu_us_per_fault"), "remote_faults": m.get("remote_faults"),
-            "swap_ins": m.get("swap_ins"),
+            "swap_ins": m.get("swap_ins"), "throttle_waits": m.get("throttle_waits"),
+            "wp_faults": m.get("wp_faults"), "evictions": m.get("evictions"), "evict_gbps": m.get("evict_gbps"),
+            "bytes_per_page": m.get("bytes_per_page"),
             "tput_vs_c": ratio(m["pages_per_s"], mc.get("pages_per_s")),
             "tput_vs_d": ratio(m["pages_per_s"], md.get("pages_per_s")),
             "p99_vs_c": ratio(m["p99_ns"], mc.get("p99_ns")), "reps": m.get("reps"), "note": "",
