@@ -78,7 +78,7 @@ def proc_rss(pid):
 class Daemons:
     """uffd-pager (and for (b) uffd-donor) with private sockets and state."""
 
-    def __init__(self, build, cleanup, donor):
+    def __init__(self, build, cleanup, donor, size=0):
         self.tmp = tempfile.mkdtemp(prefix="uffdvm-bench-")
         self.state = tempfile.mkdtemp(prefix="uffdvm-bench-state-", dir="/var/tmp")
         self.sock = os.path.join(self.tmp, "register.sock")
@@ -99,7 +99,7 @@ class Daemons:
                 port = s.getsockname()[1]
             url = f"tcp://127.0.0.1:{port}"
             self.donor = self._spawn("donor", [build.exe("uffd-donor"), "--listen", url, "--capacity",
-                                               fmt_size(max(2 << 30, 0)), "--key-file", key, "--log-level", "warn"])
+                                               fmt_size(max(2 << 30, 2 * size)), "--key-file", key, "--log-level", "warn"])
             time.sleep(0.3)
             if self.donor.poll() is not None:
                 self.failure = f"uffd-donor exited: {self.tail('donor')}"
@@ -287,7 +287,7 @@ class Runner:
     def run_pager(self, config, w, jp, local):
         if config == "b" and self.b_reason:
             return {"na": self.b_reason}
-        d = Daemons(self.build, self.cleanup, donor=(config == "b"))
+        d = Daemons(self.build, self.cleanup, donor=(config == "b"), size=w["size"])
         try:
             if d.failure:
                 if config == "b":
