@@ -87,7 +87,8 @@ class Daemons:
         self.undo = cleanup.push("stop daemons", self.stop)
         self.cleanup = cleanup
         self.failure = None
-        args = [build.exe("uffd-pager"), "--socket", self.sock, "--control", self.control,
+        self.pager_exe = build.exe("uffd-pager")
+        args = [self.pager_exe, "--socket", self.sock, "--control", self.control,
                 "--state-dir", self.state, "--log-level", "warn"]
         if donor:
             key = os.path.join(self.tmp, "donor.key")
@@ -130,7 +131,7 @@ class Daemons:
             # The first complaint names the cause; a usage text follows it.
             for x in lines:
                 if any(k in x.lower() for k in ("error", "unrecognized", "invalid", "unknown", "fail", "refus")):
-                    return x
+                    return x.replace(os.path.dirname(self.pager_exe) + "/", "")
             return lines[-1] if lines else "(no output)"
         except OSError:
             return "(no log)"
