@@ -1,0 +1,499 @@
+# SPDX-License-Identifier: MIT
+"""scripts/bench: runs one guestsim workload matrix under uffd-pager (spill
+file; donor over TCP loopback) and under kernel swap (swap file; zram) with
+the same local-memory limit, plus an unlimited local run, measures the
+floors (uffd round trip, TCP 4 KiB round trip) with bench-floor, and writes a
+markdown table, a CSV, PNG plots and one SUMMARY line. See docs/benchmarks.md
+for the method and its caveats."""
+import argparse
+import json
+import os
+import select
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import report  # noqa: E402
+import sysenv  # noqa: E402
+
+MiB = 1 << 20
+PAGE = 4096
+CONFIGS = {
+    "a": "uffd-pager + spill file",
+    "b": "uffd-pager + uffd-donor (TCP loopback)",
+    "c": "kernel swap, swap file, memcg limit",
+    "d": "kernel swap, zram, memcg limit",
+    "e": "local, no limit",
+}
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def parse_size(s):
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    s = s.strip().upper()
+    if s and s[-1] in mult:
+        return int(float(s[:-1]) * mult[s[-1]])
+    return int(s)
+
+
+def fmt_size(n):
+    return f"{n // MiB}M" if n % MiB == 0 else str(n)
+
+
+class Build:
+    def __init__(self, root):
+        self.root = root
+
+    def exe(self, name):
+        for sub in ("uffd-pager", "uffd-pager/control", "qemu-glue", "tests/guestsim", "donor", "tests/bench"):
+            p = os.path.join(self.root, sub, name)
+            if os.path.exists(p):
+                return p
+        raise RuntimeError(f"{name} not built under {self.root} (run ninja -C {self.root})")
+
+
+def proc_cpu_s(pid):
+    """utime+stime of a process in seconds, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class Daemons:
+    """uffd-pager (and for (b) uffd-donor) with private sockets and state."""
+
+    def __init__(self, build, cleanup, donor, size=0):
+        self.tmp = tempfile.mkdtemp(prefix="uffdvm-bench-")
+        self.state = tempfile.mkdtemp(prefix="uffdvm-bench-state-", dir="/var/tmp")
+        self.sock = os.path.join(self.tmp, "register.sock")
+        self.control = os.path.join(self.tmp, "control.sock")
+        self.procs = []
+        self.undo = cleanup.push("stop daemons", self.stop)
+        self.cleanup = cleanup
+        self.failure = None
+        self.pager_exe = build.exe("uffd-pager")
+        args = [self.pager_exe, "--socket", self.sock, "--control", self.control,
+                "--state-dir", self.state, "--log-level", "warn"]
+        if donor:
+            key = os.path.join(self.tmp, "donor.key")
+            fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.write(fd, os.urandom(32))
+            os.close(fd)
+            with socket.socket() as s:  # a free loopback port
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            url = f"tcp://127.0.0.1:{port}"
+            self.donor = self._spawn("donor", [build.exe("uffd-donor"), "--listen", url, "--capacity",
+                                               fmt_size(max(2 << 30, 2 * size)), "--key-file", key, "--log-level", "warn"])
+            time.sleep(0.3)
+            if self.donor.poll() is not None:
+                self.failure = f"uffd-donor exited: {self.tail('donor')}"
+                return
+            args += ["--donor", url, "--donor-key-file", key]
+        self.pager = self._spawn("pager", args)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.pager.poll() is not None:
+                self.failure = f"uffd-pager exited: {self.tail('pager')}"
+                return
+            if os.path.exists(self.sock) and os.path.exists(self.control):
+                return
+            time.sleep(0.05)
+        self.failure = "uffd-pager did not create its sockets in 10 s"
+
+    def _spawn(self, name, args):
+        logf = open(os.path.join(self.tmp, f"{name}.log"), "w")
+        p = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        logf.close()
+        self.procs.append(p)
+        return p
+
+    def tail(self, name):
+        try:
+            with open(os.path.join(self.tmp, f"{name}.log")) as f:
+                lines = [x.strip() for x in f.read().splitlines() if x.strip()]
+            # The first complaint names the cause; a usage text follows it.
+            for x in lines:
+                if any(k in x.lower() for k in ("error", "unrecognized", "invalid", "unknown", "fail", "refus")):
+                    return x.replace(os.path.dirname(self.pager_exe) + "/", "")
+            return lines[-1] if lines else "(no output)"
+        except OSError:
+            return "(no log)"
+
+    def call(self, cmd, **args):
+        req = {"cmd": cmd}
+        if args:
+            req["args"] = args
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(self.control)
+            s.sendall((json.dumps(req) + "\n").encode())
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                buf += chunk
+        return json.loads(buf)
+
+    def vm_stats(self, name):
+        r = self.call("vm.stats", vm=name)
+        return r["result"] if r.get("ok") else None
+
+    def stop(self):
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        subprocess.run(["rm", "-rf", self.tmp, self.state])
+
+    def close(self):
+        self.cleanup.run_one(self.undo)
+
+
+def hist_quantile(buckets, q):
+    """Quantile upper bound from [(le, count)] sorted by le."""
+    total = sum(c for _, c in buckets)
+    if total <= 0:
+        return None
+    need, acc = q * total, 0
+    for le, c in buckets:
+        acc += c
+        if acc >= need:
+            return le
+    return buckets[-1][0]
+
+
+def access_fault_latency(before, after):
+    """Fault-service latency of the access phase: the pager's histogram at the
+    end minus its snapshot after the fill (the fill's zero-page faults would
+    otherwise dominate)."""
+    b = {x["le"]: x["count"] for x in before["fault_latency_ns"]["buckets"]}
+    diff = sorted((x["le"], x["count"] - b.get(x["le"], 0)) for x in after["fault_latency_ns"]["buckets"])
+    diff = [(le, c) for le, c in diff if c > 0]
+    if not diff:
+        return {}
+    return {"count": sum(c for _, c in diff), "p50": hist_quantile(diff, 0.5),
+            "p99": hist_quantile(diff, 0.99), "p999": hist_quantile(diff, 0.999)}
+
+
+def remote_faults(st):
+    f = st.get("faults", {})
+    return f.get("donor", 0) + f.get("spill", 0) + f.get("remote", 0)
+
+
+class Runner:
+    def __init__(self, args, build, cleanup, tmp):
+        self.args = args
+        self.build = build
+        self.cleanup = cleanup
+        self.tmp = tmp
+        self.seq = 0
+        self.overhead = None
+        self.b_reason = None  # why (b) is n/a, once known
+
+    def gs_args(self, w, json_path, extra=()):
+        return [self.build.exe("guestsim"), "--size", fmt_size(w["size"]), "--threads", str(w["threads"]),
+                "--pattern", w["pattern"], "--writes", str(w["writes"]), "--ops", str(w["ops"]),
+                "--content", w["content"], "--seed", str(w["seed"]), "--no-final-verify",
+                "--json", json_path] + list(extra)
+
+    def spawn(self, args, **kw):
+        """Popen whose process is killed by the cleanup stack if the run is cut short."""
+        p = subprocess.Popen(args, **kw)
+
+        def kill():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        p.bench_undo = self.cleanup.push(f"kill {args[0]}", kill)
+        return p
+
+    def measure_overhead(self):
+        """guestsim's own memory besides its guest RAM: RSS at a tiny --size,
+        and the peak charge of an unlimited cgroup running it; the larger."""
+        size = 1 * MiB
+        jp = os.path.join(self.tmp, "overhead.json")
+        cg = sysenv.Cgroup(self.cleanup, f"uffdvm-bench-{os.getpid()}-ovh", None)
+        w = dict(size=size, threads=2, pattern="uniform", writes=50, ops=2000, content="random", seed=1)
+        p = self.spawn(self.gs_args(w, jp, ["--hold", "0.5"]), stdout=subprocess.PIPE, text=True,
+                             preexec_fn=cg.enter_fn())
+        p.stdout.readline()  # summary: the run is done, RAM still mapped
+        rss = proc_rss(p.pid)
+        p.wait()
+        self.cleanup.run_one(p.bench_undo)
+        peak = cg.peak() or 0
+        cg.close()
+        self.overhead = {"rss": rss - size, "cgroup_peak": peak - size}
+        self.overhead["used"] = max(self.overhead["rss"], self.overhead["cgroup_peak"], 0)
+        log(f"guestsim overhead: RSS {self.overhead['rss'] >> 10} KiB, cgroup peak "
+            f"{self.overhead['cgroup_peak'] >> 10} KiB over its RAM; cgroup limits add "
+            f"{self.overhead['used'] >> 10} KiB")
+
+    def run(self, config, w):
+        """One run; returns a dict of metrics or {'na': reason}."""
+        self.seq += 1
+        jp = os.path.join(self.tmp, f"run-{self.seq}.json")
+        local = int(w["size"] * w["local"]) // PAGE * PAGE
+        if config in ("a", "b"):
+            return self.run_pager(config, w, jp, local)
+        return self.run_kernel(config, w, jp, local)
+
+    def run_kernel(self, config, w, jp, local):
+        cg = None
+        kw = {}
+        if config in ("c", "d"):
+            cg = sysenv.Cgroup(self.cleanup, f"uffdvm-bench-{os.getpid()}-{self.seq}",
+                               local + self.overhead["used"])
+            kw["preexec_fn"] = cg.enter_fn()
+        vm0 = vmstat()
+        p = self.spawn(self.gs_args(w, jp), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+        try:
+            out, err = p.communicate(timeout=self.args.run_timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            raise RuntimeError(f"guestsim timed out under ({config})")
+        vm1 = vmstat()
+        self.cleanup.run_one(p.bench_undo)
+        if cg:
+            cg.close()
+        if p.returncode != 0:
+            raise RuntimeError(f"guestsim failed under ({config}): exit {p.returncode}: {err.strip()}")
+        m = guestsim_metrics(jp)
+        m["swap_ins"] = vm1.get("pswpin", 0) - vm0.get("pswpin", 0)
+        m["swap_outs"] = vm1.get("pswpout", 0) - vm0.get("pswpout", 0)
+        return m
+
+    def run_pager(self, config, w, jp, local):
+        if config == "b" and self.b_reason:
+            return {"na": self.b_reason}
+        d = Daemons(self.build, self.cleanup, donor=(config == "b"), size=w["size"])
+        try:
+            if d.failure:
+                if config == "b":
+                    self.b_reason = d.failure
+                    return {"na": d.failure}
+                raise RuntimeError(d.failure)
+            pol = {"name": "bench", "local_memory": str(local)}
+            if config == "b":
+                pol["durability"] = {"replicas": 1}
+            env = dict(os.environ, LD_PRELOAD=self.build.exe("libuffd-glue.so"), UFFD_GLUE_SOCKET=d.sock,
+                       UFFD_GLUE_NAME="bench", UFFD_GLUE_POLICY=json.dumps(pol))
+            rss0 = proc_rss(d.pager.pid)
+            p = self.spawn(self.gs_args(w, jp, ["--pause-after-fill", "0.3", "--hold", "0.5"]), env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                filled, st_fill, rss_fill, cpu_fill = False, None, None, None
+                st_end, cpu_end = None, None
+                deadline = time.time() + self.args.run_timeout
+                while time.time() < deadline:
+                    r, _, _ = select.select([p.stdout], [], [], 1.0)
+                    if not r:
+                        if p.poll() is not None:
+                            break
+                        continue
+                    line = p.stdout.readline()
+                    if not line:
+                        break
+                    if line.startswith("FILLED"):
+                        st_fill = d.vm_stats("bench")
+                        rss_fill = proc_rss(d.pager.pid)
+                        cpu_fill = proc_cpu_s(d.pager.pid)
+                        filled = True
+                    elif line.startswith("guestsim:"):
+                        cpu_end = proc_cpu_s(d.pager.pid)
+                        st_end = d.vm_stats("bench")
+                        break
+                _, err = p.communicate(timeout=self.args.run_timeout)
+            finally:
+                self.cleanup.run_one(p.bench_undo)
+            if p.returncode != 0 or not filled or st_end is None or st_fill is None:
+                why = (err.strip().splitlines() or ["no output"])[-1]
+                reason = f"guestsim under the pager failed (exit {p.returncode}): {why}; pager: {d.tail('pager')}"
+                if config == "b":
+                    self.b_reason = reason
+                    return {"na": reason}
+                raise RuntimeError(reason)
+            m = guestsim_metrics(jp)
+            fl = access_fault_latency(st_fill, st_end)
+            m["fault_p50_ns"] = fl.get("p50")
+            m["fault_p99_ns"] = fl.get("p99")
+            m["fault_p999_ns"] = fl.get("p999")
+            m["remote_faults"] = remote_faults(st_end) - remote_faults(st_fill)
+            m["cpu_us_per_fault"] = ((cpu_end - cpu_fill) * 1e6 / m["remote_faults"]
+                                     if m["remote_faults"] else None)
+            m["evict_gbps"] = st_end.get("eviction_mbps", 0) / 1000.0
+            m["bytes_per_page"] = (rss_fill - rss0) / st_end["guest_pages"]
+            m["throttle_waits"] = st_end.get("throttle_waits", 0) - st_fill.get("throttle_waits", 0)
+            m["wp_faults"] = st_end["faults"].get("wp", 0) - st_fill["faults"].get("wp", 0)
+            m["evictions"] = st_end.get("evictions", 0) - st_fill.get("evictions", 0)
+            m["integrity_errors"] = st_end.get("integrity_errors", 0)
+            if m["integrity_errors"]:
+                raise RuntimeError(f"pager reported {m['integrity_errors']} integrity errors")
+            return m
+        finally:
+            d.close()
+
+
+def vmstat():
+    out = {}
+    with open("/proc/vmstat") as f:
+        for line in f:
+            k, v = line.split()
+            out[k] = int(v)
+    return out
+
+
+def guestsim_metrics(jp):
+    with open(jp) as f:
+        j = json.load(f)
+    if j["status"] != "ok":
+        raise RuntimeError(f"guestsim reported {j['status']}")
+    a = j["access"]
+    lat = a["latency_ns"]
+    return {"pages_per_s": a["accesses_per_s"], "p50_ns": lat["p50"], "p90_ns": lat["p90"], "p99_ns": lat["p99"],
+            "p999_ns": lat["p99_9"], "min_ns": lat["min"], "max_ns": lat["max"],
+            "fill_pages_per_s": j["fill"]["accesses_per_s"]}
+
+
+def median_metrics(runs):
+    ok = [r for r in runs if "na" not in r]
+    if not ok:
+        return {"na": runs[0]["na"] if runs else "not run"}
+    out = {}
+    for k in ok[0]:
+        vals = [r[k] for r in ok if r.get(k) is not None]
+        out[k] = statistics.median(vals) if vals else None
+    out["reps"] = len(ok)
+    return out
+
+
+def workloads(args):
+    base = dict(size=args.size, writes=50, ops=args.ops, seed=1)
+    if args.quick:
+        pats, threads, locals_ = ["seq", "uniform"], [1, 2], [0.25]
+    else:
+        pats, threads, locals_ = ["seq", "uniform", "zipf"], [1, 2], [0.25, 0.5]
+    wl = []
+    for loc in locals_:
+        for pat in pats:
+            for t in threads:
+                wl.append(dict(base, pattern=pat, threads=t, local=loc, content="random"))
+    if not args.quick:
+        wl.append(dict(base, pattern="zipf", threads=1, local=0.25, content="realistic"))
+    return wl
+
+
+def main():
+    ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="small matrix, configurations (b)-(e), ~5 min")
+    ap.add_argument("--out", default="bench-results", help="output directory (default bench-results)")
+    ap.add_argument("--build", default=os.environ.get("UFFDVM_BUILD_DIR"), help="meson build directory")
+    ap.add_argument("--size", type=parse_size, default=None, help="working set (default 256M quick, 512M full)")
+    ap.add_argument("--ops", type=int, default=None, help="accesses per run (default 30000 quick, 100000 full)")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions per cell (median reported)")
+    ap.add_argument("--configs", default=None, help="subset, e.g. 'ace' (default: bcde quick, abcde full)")
+    ap.add_argument("--run-timeout", type=float, default=300)
+    args = ap.parse_args()
+    args.size = args.size or (256 * MiB if args.quick else 512 * MiB)
+    args.ops = args.ops or (30000 if args.quick else 100000)
+    configs = args.configs or ("bcde" if args.quick else "abcde")
+    if os.geteuid() != 0:
+        log("needs root (userfaultfd, swapon, cgroups)")
+        return 77
+    build = Build(os.path.abspath(args.build or "build"))
+    os.makedirs(args.out, exist_ok=True)
+    t_start = time.time()
+    cleanup = sysenv.Cleanup()
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+    # Explicit, since a shell may start a background job with SIGINT ignored.
+    signal.signal(signal.SIGINT, on_term)
+    tmp = tempfile.mkdtemp(prefix="uffdvm-bench-run-")
+    cleanup.push("rm tmp", lambda: subprocess.run(["rm", "-rf", tmp]))
+    timings = {}
+    try:
+        sysenv.swapoff_host(cleanup, log)
+        t = time.time()
+        fl = subprocess.run([build.exe("bench-floor"), "--samples", "20000"], capture_output=True, text=True,
+                            check=True, timeout=120)
+        floor = json.loads(fl.stdout)
+        floor["floor_p50_ns"] = floor["uffd_fault_ns"]["p50"] + floor["tcp_4k_rtt_ns"]["p50"]
+        floor["floor_p99_ns"] = floor["uffd_fault_ns"]["p99"] + floor["tcp_4k_rtt_ns"]["p99"]
+        timings["floor"] = time.time() - t
+        runner = Runner(args, build, cleanup, tmp)
+        runner.measure_overhead()
+        wl = workloads(args)
+        results = []  # (config, workload, median metrics)
+        # Order: no swap for (b)/(a)/(e); then the swap file alone; then zram alone.
+        # (a) stands in for (b) while the pager rejects the donor flags: when
+        # (a) was not asked for, it runs only once (b) turned out n/a.
+        order = [c for c in "bae" if c in configs or (c == "a" and "b" in configs)]
+        order += [c for c in "cd" if c in configs]
+        swap_size = 2 * args.size
+        zram_algo = None
+        for c in order:
+            if c == "a" and "a" not in configs and runner.b_reason is None:
+                continue
+            t = time.time()
+            dev = None
+            if c == "c":
+                dev = sysenv.SwapFile(cleanup, swap_size, log)
+            elif c == "d":
+                dev = sysenv.Zram(cleanup, swap_size, log)
+            try:
+                if dev:
+                    log(f"({c}) swap on {dev.on()}")
+                    if c == "d":
+                        zram_algo = dev.algorithm
+                others = [s for s, _ in sysenv.active_swaps()]
+                if (dev is None and others) or (dev and len(others) != 1):
+                    raise RuntimeError(f"unexpected swap devices active during ({c}): {others}")
+                for w in wl:
+                    runs = [runner.run(c, w) for _ in range(args.reps)]
+                    med = median_metrics(runs)
+                    results.append((c, w, med))
+                    log(f"({c}) {report.wl_name(w)}: " + report.brief(med))
+            finally:
+                if dev:
+                    dev.off()
+            timings[c] = time.time() - t
+        timings["total"] = time.time() - t_start
+        meta = {"size": args.size, "ops": args.ops, "reps": args.reps, "quick": args.quick,
+                "overhead": runner.overhead, "floor": floor, "b_na": runner.b_reason, "zram_algorithm": zram_algo,
+                "timings_s": timings, "nproc": os.cpu_count(), "kernel": os.uname().release}
+        report.emit(args.out, results, meta, CONFIGS)
+        return 0
+    except KeyboardInterrupt as e:
+        log(f"interrupted ({e}); cleaning up")
+        return 130
+    finally:
+        cleanup.run_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

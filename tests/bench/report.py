@@ -1,0 +1,205 @@
+# SPDX-License-Identifier: MIT
+"""Output of scripts/bench: the markdown table (stdout and results.md), a CSV
+of every cell, PNG plots through gnuplot (latency percentiles as a CDF, since
+guestsim reports percentiles rather than a full histogram; throughput bars)
+and the final SUMMARY line, computed from (b) or, while the pager has no
+donor support, from (a), labelled with the configuration used."""
+import csv
+import json
+import os
+import shutil
+import subprocess
+
+
+def wl_name(w):
+    s = f"{w['pattern']}-{w['threads']}t-{int(w['local'] * 100)}%"
+    if w["content"] != "random":
+        s += f"-{w['content']}"
+    return s
+
+
+def us(ns):
+    return "" if ns is None else f"{ns / 1000:.1f}"
+
+
+def num(x, fmt="{:.0f}"):
+    return "" if x is None else fmt.format(x)
+
+
+def brief(m):
+    if "na" in m:
+        return f"n/a: {m['na']}"
+    s = f"{m['pages_per_s']:.0f} pages/s p50 {us(m['p50_ns'])} us p99 {us(m['p99_ns'])} us"
+    if m.get("fault_p50_ns") is not None:
+        s += f" fault p50 {us(m['fault_p50_ns'])} us"
+    return s
+
+
+def ratio(a, b):
+    if a is None or b is None or not b:
+        return None
+    return a / b
+
+
+COLS = ["config", "workload", "pages_per_s", "p50_us", "p99_us", "p999_us", "fault_p50_us", "fault_p99_us",
+        "cpu_us_per_fault", "remote_faults", "swap_ins", "throttle_waits", "wp_faults", "evictions", "evict_gbps", "bytes_per_page", "tput_vs_c", "tput_vs_d", "p99_vs_c", "reps", "note"]
+
+
+def rows(results):
+    by = {(c, wl_name(w)): m for c, w, m in results}
+    out = []
+    for c, w, m in results:
+        name = wl_name(w)
+        if "na" in m:
+            out.append({"config": c, "workload": name, "note": "n/a: " + m["na"]})
+            continue
+        mc, md = by.get(("c", name), {}), by.get(("d", name), {})
+        out.append({
+            "config": c, "workload": name, "pages_per_s": m["pages_per_s"],
+            "p50_us": m["p50_ns"] / 1000, "p99_us": m["p99_ns"] / 1000, "p999_us": m["p999_ns"] / 1000,
+            "fault_p50_us": m["fault_p50_ns"] / 1000 if m.get("fault_p50_ns") else None,
+            "fault_p99_us": m["fault_p99_ns"] / 1000 if m.get("fault_p99_ns") else None,
+            "cpu_us_per_fault": m.get("cpu_us_per_fault"), "remote_faults": m.get("remote_faults"),
+            "swap_ins": m.get("swap_ins"), "throttle_waits": m.get("throttle_waits"),
+            "wp_faults": m.get("wp_faults"), "evictions": m.get("evictions"), "evict_gbps": m.get("evict_gbps"),
+            "bytes_per_page": m.get("bytes_per_page"),
+            "tput_vs_c": ratio(m["pages_per_s"], mc.get("pages_per_s")),
+            "tput_vs_d": ratio(m["pages_per_s"], md.get("pages_per_s")),
+            "p99_vs_c": ratio(m["p99_ns"], mc.get("p99_ns")), "reps": m.get("reps"), "note": "",
+        })
+    return out
+
+
+def markdown(rs, meta, configs):
+    lines = []
+    fl = meta["floor"]
+    lines.append(f"working set {meta['size'] >> 20} MiB, {meta['ops']} accesses per run, 50% writes, "
+                 f"median of {meta['reps']}; {meta['nproc']} CPUs; kernel {meta['kernel']}; "
+                 f"zram {meta.get('zram_algorithm') or '-'}")
+    lines.append(f"floor: uffd fault p50 {us(fl['uffd_fault_ns']['p50'])} us p99 {us(fl['uffd_fault_ns']['p99'])} us"
+                 f" + TCP 4K RTT p50 {us(fl['tcp_4k_rtt_ns']['p50'])} us p99 {us(fl['tcp_4k_rtt_ns']['p99'])} us"
+                 f" = {us(fl['floor_p50_ns'])} us (p50)")
+    if meta.get("b_na"):
+        lines.append(f"(b) n/a: {meta['b_na']}")
+    lines.append("configs: " + "; ".join(f"({k}) {v}" for k, v in configs.items()))
+    lines.append("")
+    hdr = ["cfg", "workload", "pages/s", "p50 us", "p99 us", "p99.9 us", "fault p50 us", "fault p99 us",
+           "cpu us/fault", "faults", "swap-ins", "x(c)", "x(d)", "p99/(c)"]
+    lines.append("| " + " | ".join(hdr) + " |")
+    lines.append("|" + "---|" * len(hdr))
+    for r in sorted(rs, key=lambda r: (r["workload"], r["config"])):
+        if r.get("note"):
+            lines.append(f"| {r['config']} | {r['workload']} | {r['note']} |" + " |" * (len(hdr) - 3))
+            continue
+        cells = [r["config"], r["workload"], num(r["pages_per_s"]), num(r["p50_us"], "{:.1f}"),
+                 num(r["p99_us"], "{:.1f}"), num(r["p999_us"], "{:.1f}"), num(r["fault_p50_us"], "{:.1f}"),
+                 num(r["fault_p99_us"], "{:.1f}"), num(r["cpu_us_per_fault"], "{:.1f}"),
+                 num(r["remote_faults"]), num(r["swap_ins"]), num(r["tput_vs_c"], "{:.2f}"),
+                 num(r["tput_vs_d"], "{:.2f}"), num(r["p99_vs_c"], "{:.2f}")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary(results, meta):
+    """SUMMARY from (b) when it ran, else from (a), labelled."""
+    by = {(c, wl_name(w)): m for c, w, m in results}
+    cfg = "b" if any(c == "b" and "na" not in m for c, _, m in results) else "a"
+
+    def get(c, name, key):
+        m = by.get((c, name))
+        return None if not m or "na" in m else m.get(key)
+
+    loc = "25%"
+    r1, r2, s1 = f"uniform-1t-{loc}", f"uniform-2t-{loc}", f"seq-1t-{loc}"
+    fp50 = get(cfg, r1, "fault_p50_ns")
+    vals = {
+        "fault_p50_over_floor": ratio(fp50, meta["floor"]["floor_p50_ns"]),
+        "random1_vs_swapfile": ratio(get(cfg, r1, "pages_per_s"), get("c", r1, "pages_per_s")),
+        "random2_vs_swapfile": ratio(get(cfg, r2, "pages_per_s"), get("c", r2, "pages_per_s")),
+        "p99_vs_swapfile": ratio(get(cfg, r1, "p99_ns"), get("c", r1, "p99_ns")),
+        "seq_vs_swapfile": ratio(get(cfg, s1, "pages_per_s"), get("c", s1, "pages_per_s")),
+        "evict_gbps": get(cfg, r1, "evict_gbps"),
+        "bytes_per_page": get(cfg, r1, "bytes_per_page"),
+        "cpu_us_per_fault": get(cfg, r1, "cpu_us_per_fault"),
+    }
+    parts = [f"{k}={'n/a' if v is None else f'{v:.3g}'}" for k, v in vals.items()]
+    return "SUMMARY " + " ".join(parts) + f" config={cfg}", vals, cfg
+
+
+def gnuplot(script, out_dir):
+    if not shutil.which("gnuplot"):
+        return "gnuplot not installed"
+    term = "pngcairo size 1000,600"
+    probe = subprocess.run(["gnuplot", "-e", "set terminal pngcairo"], capture_output=True, text=True)
+    if probe.returncode != 0 or probe.stderr.strip():
+        term = "png size 1000,600"
+    r = subprocess.run(["gnuplot"], input=f"set terminal {term}\n" + script, capture_output=True, text=True,
+                       cwd=out_dir)
+    return r.stderr.strip() or None
+
+
+def plots(out_dir, results, configs):
+    errs = []
+    names = []
+    for _, w, _ in results:
+        if wl_name(w) not in names:
+            names.append(wl_name(w))
+    cfgs = [c for c in "abcde" if any(r[0] == c for r in results)]
+    by = {(c, wl_name(w)): m for c, w, m in results}
+    # throughput bars: one cluster per workload, one bar per configuration
+    with open(os.path.join(out_dir, "throughput.dat"), "w") as f:
+        f.write("workload " + " ".join(f'"({c})"' for c in cfgs) + "\n")
+        for n in names:
+            vals = []
+            for c in cfgs:
+                m = by.get((c, n))
+                vals.append("0" if not m or "na" in m else f"{m['pages_per_s']:.0f}")
+            f.write(f'"{n}" ' + " ".join(vals) + "\n")
+    cols = " ".join(f"'throughput.dat' using {i + 2}:xtic(1) title columnhead," for i in range(len(cfgs)))
+    errs.append(gnuplot("set output 'throughput.png'\nset style data histograms\nset style histogram cluster gap 1\n"
+                        "set style fill solid border -1\nset ylabel 'pages/s (access phase)'\nset logscale y\n"
+                        "set xtics rotate by -30\nset key top right\nplot " + cols.rstrip(",") + "\n", out_dir))
+    # latency CDFs from the percentiles guestsim reports
+    qs = [("min_ns", 0.0), ("p50_ns", 0.5), ("p90_ns", 0.9), ("p99_ns", 0.99), ("p999_ns", 0.999), ("max_ns", 1.0)]
+    for n in names:
+        series = []
+        for c in cfgs:
+            m = by.get((c, n))
+            if not m or "na" in m:
+                continue
+            dat = f"cdf-{n}-{c}.dat".replace("%", "pct")
+            with open(os.path.join(out_dir, dat), "w") as f:
+                for k, q in qs:
+                    f.write(f"{max(m[k], 1) / 1000:.3f} {q}\n")
+            series.append(f"'{dat}' using 1:2 with linespoints title '({c})'")
+        if series:
+            png = f"latency-{n}.png".replace("%", "pct")
+            errs.append(gnuplot(f"set output '{png}'\nset logscale x\nset xlabel 'access latency (us)'\n"
+                                f"set ylabel 'fraction of accesses'\nset title '{n}'\nset key bottom right\n"
+                                "set yrange [0:1.02]\nplot " + ", ".join(series) + "\n", out_dir))
+    return [e for e in errs if e]
+
+
+def emit(out_dir, results, meta, configs):
+    rs = rows(results)
+    md = markdown(rs, meta, configs)
+    line, vals, cfg = summary(results, meta)
+    with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=COLS)
+        wr.writeheader()
+        for r in rs:
+            wr.writerow({k: r.get(k) for k in COLS})
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump({"meta": meta, "results": [{"config": c, "workload": w, "metrics": m} for c, w, m in results],
+                   "summary": vals, "summary_config": cfg}, f, indent=1)
+    errs = plots(out_dir, results, configs)
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+        f.write(md + "\n\n" + line + "\n")
+    print(md)
+    print()
+    t = meta["timings_s"]
+    print("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in t.items()))
+    for e in errs:
+        print(f"plot warning: {e}")
+    print(f"results: {out_dir}/results.md, results.csv, results.json, *.png")
+    print(line, flush=True)
