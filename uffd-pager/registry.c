@@ -248,7 +248,7 @@ static bool client_read(struct pager *p, struct client *c)
 	if (n == 0)
 		return false; /* EOF: the process is gone or gave up */
 	if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
-		reply(c, GLUE_INVALID, "message or its fds truncated");
+		reply(c, GLUE_INVALID, "malformed message: longer than %zu bytes, or too many fds", sizeof(buf));
 		goto bad;
 	}
 	switch (glue_msg_check(buf, (size_t)n, (unsigned)nfds, why, sizeof(why))) {

@@ -107,9 +107,9 @@ def main():
 
         # Exit codes.
         rc, _, err = ctl(pager, "vm", "stats", "nosuchvm")
-        check(rc == 1 and "nosuchvm" in err, f"unknown VM: exit 1 naming it ({rc}, {err.strip()!r})")
+        check(rc == 5 and "nosuchvm" in err, f"unknown VM: exit 5 (no such VM) naming it ({rc}, {err.strip()!r})")
         rc, _, err = ctl(pager, "vm", "set-limit", "nosuchvm", "16M")
-        check(rc == 1, f"set-limit of an unknown VM: exit 1 ({rc}, {err.strip()!r})")
+        check(rc == 5, f"set-limit of an unknown VM: exit 5 ({rc}, {err.strip()!r})")
         for args in (["vm"], ["bogus"], ["vm", "stats"], ["vm", "set-limit", NAME, "lots"],
                      ["vm", "set-limit", NAME], ["--no-such-option", "vm", "list"]):
             rc, _, err = ctl(pager, *args)

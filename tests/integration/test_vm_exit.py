@@ -14,7 +14,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import Pager, check, fail, guestsim, policy, require_root_and_uffd  # noqa: E402
 
-THREADS_PER_VM = 2  # fault thread + evictor
+THREADS_PER_VM = 3  # fault thread, evictor, repair thread
 
 
 def start_vm(pager, name, duration):
