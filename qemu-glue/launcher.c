@@ -632,8 +632,10 @@ int main(int argc, char **argv)
 				conf.policy_dir, name, conf.path);
 			return 1;
 		} else {
-			log_info("VM '%s': no policy %s/%s.json; the pager's defaults apply", name,
+			/* The pager pages only VMs with a policy: a domain without one runs as plain QEMU. */
+			log_info("VM '%s': no policy %s/%s.json; starting it unpaged (add a policy to page it)", name,
 				 conf.policy_dir, name);
+			exec_qemu(a.qemu_argv);
 		}
 	}
 

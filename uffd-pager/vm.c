@@ -324,7 +324,8 @@ void vm_free(struct vm *vm)
 	}
 	if (vm->threads_started)
 		log_info("vm %s: final: %llu zero faults, %llu refaults, %llu wp faults, %llu evictions (%llu aborted), %llu integrity errors, fault p50 %llu ns p99 %llu ns",
-			 vm->policy.name, (unsigned long long)vm->stats.faults_zero, (unsigned long long)vm->stats.faults_spill,
+			 vm->policy.name, (unsigned long long)vm->stats.faults_zero,
+			 (unsigned long long)(vm->stats.faults_spill + vm->stats.faults_donor),
 			 (unsigned long long)vm->stats.faults_wp, (unsigned long long)vm->stats.evictions,
 			 (unsigned long long)vm->stats.evictions_aborted, (unsigned long long)vm->stats.integrity_errors,
 			 (unsigned long long)hist_quantile(&vm->fault_latency, 0.5),

@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""e2e-paged-guest: boots the e2e workload guest (512 MiB RAM, 400 MiB
-workload, one pass) through uffd-qemu under a real uffd-pager that keeps
-only 128 MiB (25%) of it resident. Requires the guest's PASS line, and from
+"""e2e-paged-guest [spill|donors]: boots the e2e workload guest (512 MiB
+RAM, 400 MiB workload, one pass) through uffd-qemu under a real uffd-pager
+that keeps only 128 MiB (25%) of it resident. `spill` pages to the spill
+file; `donors` pages to two real uffd-donor daemons over TCP with
+`replicas: 2` and SIGKILLs one of them once the guest's faults are being
+served from donors: the guest must still PASS. Requires the guest's PASS line, and from
 vm.stats polled during the run: pages evicted and refaulted, no integrity
 error, and the memfd's resident size (the pager's fstat of QEMU's memfd)
 never above the high watermark. After QEMU exits the VM is gone from
@@ -16,7 +19,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from harness import Pager, check, exe, fail, require_root_and_uffd, skip  # noqa: E402
+from harness import Donor, Pager, check, exe, fail, require_root_and_uffd, skip  # noqa: E402
 
 NAME = "e2e-paged"
 RAM_MB, WORKLOAD_MB, LOCAL_MB = 512, 400, 128
@@ -35,12 +38,21 @@ def main():
     if fetch.returncode != 0 or not kernel:
         skip(f"cannot fetch the guest kernel: {fetch.stderr.strip()}")
 
-    pager = Pager()
+    mode = sys.argv[1] if len(sys.argv) > 1 else "spill"
+    donors, extra, policy = [], [], {"name": NAME, "local_memory": f"{LOCAL_MB}M", "on_data_loss": "kill"}
+    if mode == "donors":
+        donors = [Donor(capacity="512M"), Donor(capacity="512M")]
+        for d in donors:
+            extra += ["--donor", d.url]
+        extra += ["--donor-key-file", donors[0].key_file]
+        policy["durability"] = {"replicas": 2}
+    pager = Pager(extra_args=extra)
     guest = None
+    killed = None
     try:
         pol = os.path.join(pager.tmp, "vm.json")
         with open(pol, "w") as f:
-            json.dump({"name": NAME, "local_memory": f"{LOCAL_MB}M", "on_data_loss": "kill"}, f)
+            json.dump(policy, f)
         log = os.path.join(os.environ.get("UFFDVM_E2E_LOGDIR", pager.tmp), "e2e-paged-guest.log")
         env = dict(os.environ, UFFD_GLUE_LIB=exe("libuffd-glue.so"))
         if "ASAN_OPTIONS" in os.environ:
@@ -60,6 +72,9 @@ def main():
                 samples += 1
                 worst = max(worst, st["memfd_resident_pages"])
                 over += st["memfd_resident_pages"] > st["high_watermark_pages"]
+                if donors and killed is None and st["faults"].get("donor", 0) > 1000:
+                    donors[0].kill()  # mid-workload: the other replica must serve every page
+                    killed = st["faults"]["donor"]
             time.sleep(0.25)
         out = guest.stdout.read()
         print(out.rstrip())
@@ -72,7 +87,10 @@ def main():
         check(last["guest_pages"] == RAM_MB * 256, f"all {RAM_MB} MiB of guest RAM paged ({last['guest_pages']} pages)")
         check(last["local_memory"] == LOCAL_MB << 20, f"local_memory {LOCAL_MB}M")
         check(last["evictions"] > 0, f"pages evicted ({last['evictions']})")
-        check(last["refaults"] > 0, f"pages refaulted from the spill file ({last['refaults']})")
+        check(last["refaults"] > 0, f"pages refaulted from the {mode} ({last['refaults']})")
+        if donors:
+            check(killed is not None, f"a donor was SIGKILLed mid-run (after {killed} donor faults)")
+            check(last["faults"]["donor"] > killed, f"faults still served by the surviving donor ({last['faults']['donor']})")
         check(last["integrity_errors"] == 0, "no integrity errors")
         check(over == 0, f"memfd residency never above the high watermark "
                          f"({worst} <= {last['high_watermark_pages']} pages over {samples} samples)")
@@ -88,6 +106,8 @@ def main():
             guest.kill()
             guest.wait()
         pager.stop()
+        for d in donors:
+            d.stop()
 
 
 if __name__ == "__main__":
