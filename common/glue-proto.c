@@ -37,7 +37,8 @@ int glue_msg_check(const void *buf, size_t len, unsigned nfds, char *why, size_t
 			return -EINVAL;
 		}
 		if (!memchr(m->name, '\0', sizeof(m->name))) {
-			snprintf(why, whylen, "HELLO name is not terminated within %d bytes", GLUE_NAME_MAX);
+			snprintf(why, whylen, "VM name must be 1-%d characters (HELLO name not terminated within %d bytes)",
+				 GLUE_NAME_MAX - 1, GLUE_NAME_MAX);
 			return -EINVAL;
 		}
 		if (nfds != 1) {

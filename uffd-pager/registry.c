@@ -122,7 +122,7 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 		goto drop_fd;
 	}
 	if (!fd_link_has_prefix(fd, "anon_inode:[userfaultfd]")) {
-		reply(c, GLUE_INVALID, "HELLO must carry a userfaultfd");
+		reply(c, GLUE_INVALID, "HELLO must carry exactly one userfaultfd, not another kind of fd");
 		goto drop_fd;
 	}
 	const char *name = h->name; /* NUL-terminated: glue_msg_check */
@@ -204,7 +204,7 @@ static void handle_region(struct pager *p, struct client *c, const struct glue_m
 		goto drop_fd;
 	}
 	if (!fd_link_has_prefix(fd, "/memfd:")) {
-		reply(c, GLUE_INVALID, "REGION must carry a memfd");
+		reply(c, GLUE_INVALID, "REGION must carry exactly one memfd, not another kind of fd");
 		goto drop_fd;
 	}
 	/* vm_add_region runs without the registry lock: only this thread adds regions or frees VMs. */

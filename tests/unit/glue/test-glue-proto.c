@@ -56,6 +56,7 @@ static void test_hello_bad(void **state)
 	memset(h->name, 'a', sizeof(h->name));
 	assert_int_equal(glue_msg_check(h, len, 1, why, sizeof(why)), -EINVAL);
 	assert_non_null(strstr(why, "not terminated"));
+	assert_non_null(strstr(why, "1-63 characters"));
 	free(h);
 }
 
