@@ -205,7 +205,7 @@ void donor_rdma_session_gone(struct donor_rdma *rd, struct donor_session *s)
 
 /* Accepts a connection that presents a live token; anything else is rejected. */
 static void on_connect_request(struct donor_rdma *rd, struct rdma_cm_id *id, const void *pdata,
-			       uint8_t pdata_len, uint8_t initiator_depth)
+			       uint8_t pdata_len, uint8_t reads_wanted)
 {
 	struct ibv_qp_init_attr qa = { .qp_type = IBV_QPT_RC,
 				       .cap = { .max_send_wr = 1, .max_recv_wr = 1, .max_send_sge = 1,
@@ -243,8 +243,9 @@ static void on_connect_request(struct donor_rdma *rd, struct rdma_cm_id *id, con
 		return;
 	}
 	/* The client reads from us: we are the responder of its RDMA READs. */
-	cp.responder_resources = initiator_depth < da.max_qp_rd_atom ? initiator_depth
-									 : (uint8_t)da.max_qp_rd_atom;
+	cp.responder_resources = reads_wanted < da.max_qp_rd_atom ? reads_wanted : (uint8_t)da.max_qp_rd_atom;
+	if (cp.responder_resources == 0)
+		cp.responder_resources = 1;
 	cp.initiator_depth = 0;
 	if (rdma_accept(id, &cp) < 0) {
 		log_warn_errno(-errno, "%s: rdma_accept", peer(rs));
@@ -272,7 +273,8 @@ void donor_rdma_handle_events(struct donor_rdma *rd)
 				memcpy(pdata, ev->param.conn.private_data, plen);
 			else
 				plen = 0;
-			depth = ev->param.conn.initiator_depth;
+			/* The CM reports the peer's initiator depth as our responder resources. */
+			depth = ev->param.conn.responder_resources;
 		}
 		/* Destroying an id before acking its event would deadlock: ack first. */
 		rdma_ack_cm_event(ev);

@@ -1,0 +1,77 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# Runs inside the soft-RoCE VM (run-in-rxe-vm.sh): starts uffd-donor on
+# rdma://$RXE_ADDR (and tcp:// where compared) and drives
+# rdma-transport-test against it. Modes: verify, isolate, kill, bench.
+# Prints TRANSPORT-OK <mode> when every check passed.
+set -u
+mode=$1
+port=7471
+key=/tmp/donor.key
+head -c 32 /dev/urandom >$key
+chmod 600 $key
+pids=
+
+cleanup() { for p in $pids; do kill -9 "$p" 2>/dev/null; done; }
+trap cleanup EXIT
+
+# start_donor URL LOG: starts a donor, waits until it listens; sets donor_pid.
+start_donor() {
+	uffd-donor --listen "$1" --capacity 512M --key-file $key --log-level warn 2>"$2" &
+	donor_pid=$!
+	pids="$pids $donor_pid"
+	n=0
+	while ! grep -q ":$(printf %04X "${1##*:}") " /proc/net/tcp 2>/dev/null; do
+		n=$((n + 1))
+		if [ $n -gt 100 ] || ! kill -0 $donor_pid 2>/dev/null; then
+			echo "donor $1 did not start:"; cat "$2"; exit 1
+		fi
+		sleep 0.1
+	done
+}
+
+# CPU time (utime+stime, clock ticks) of a process.
+cpu_ticks() { awk '{ print $14 + $15 }' /proc/$1/stat; }
+
+fail() { echo "TRANSPORT-FAIL $mode: $*"; exit 1; }
+
+case "$mode" in
+verify)
+	start_donor rdma://$RXE_ADDR:$port /tmp/donor-rdma.log
+	c0=$(cpu_ticks $donor_pid)
+	rdma-transport-test verify rdma://$RXE_ADDR:$port $key 8192 || fail "rdma:// verify"
+	c1=$(cpu_ticks $donor_pid)
+	rdma_cpu=$((c1 - c0))
+	start_donor tcp://$RXE_ADDR:$((port + 1)) /tmp/donor-tcp.log
+	t0=$(cpu_ticks $donor_pid)
+	rdma-transport-test verify tcp://$RXE_ADDR:$((port + 1)) $key 8192 || fail "tcp:// verify"
+	t1=$(cpu_ticks $donor_pid)
+	tcp_cpu=$((t1 - t0))
+	hz=100
+	echo "DONOR-CPU rdma:// $rdma_cpu ticks ($((rdma_cpu * 1000 / hz)) ms utime+stime) for 8192+8192+2731+8192 pages"
+	echo "DONOR-CPU tcp://  $tcp_cpu ticks ($((tcp_cpu * 1000 / hz)) ms utime+stime) for the same run"
+	# One-sided verbs: the donor process touches no page. Its CPU time is
+	# connection setup and slab registration only, well under TCP's copies.
+	[ "$rdma_cpu" -le 25 ] || fail "rdma:// donor used $rdma_cpu ticks (> 0.25 s) for the data path"
+	[ "$rdma_cpu" -lt "$tcp_cpu" ] || fail "rdma:// donor CPU ($rdma_cpu) not below tcp:// ($tcp_cpu)"
+	;;
+isolate)
+	start_donor rdma://$RXE_ADDR:$port /tmp/donor-rdma.log
+	rdma-transport-test isolate rdma://$RXE_ADDR:$port $key || fail "isolation checks"
+	kill -0 $donor_pid 2>/dev/null || fail "the donor died"
+	cat /tmp/donor-rdma.log
+	;;
+kill)
+	start_donor rdma://$RXE_ADDR:$port /tmp/donor-rdma.log
+	rdma-transport-test kill rdma://$RXE_ADDR:$port $key $donor_pid || fail "rdma:// donor killed"
+	;;
+bench)
+	start_donor rdma://$RXE_ADDR:$port /tmp/donor-rdma.log
+	start_donor tcp://$RXE_ADDR:$((port + 1)) /tmp/donor-tcp.log
+	rdma-transport-test bench rdma://$RXE_ADDR:$port $key 300 8192 || fail "rdma:// bench"
+	rdma-transport-test bench tcp://$RXE_ADDR:$((port + 1)) $key 300 8192 || fail "tcp:// bench"
+	;;
+*)
+	echo "usage: $0 verify|isolate|kill|bench"; exit 2 ;;
+esac
+echo "TRANSPORT-OK $mode"
