@@ -39,21 +39,15 @@ case "$mode" in
 verify)
 	start_donor rdma://$RXE_ADDR:$port /tmp/donor-rdma.log
 	c0=$(cpu_ticks $donor_pid)
-	rdma-transport-test verify rdma://$RXE_ADDR:$port $key 8192 || fail "rdma:// verify"
+	rdma-transport-test verify rdma://$RXE_ADDR:$port $key 8192 $donor_pid || fail "rdma:// verify"
 	c1=$(cpu_ticks $donor_pid)
-	rdma_cpu=$((c1 - c0))
 	start_donor tcp://$RXE_ADDR:$((port + 1)) /tmp/donor-tcp.log
 	t0=$(cpu_ticks $donor_pid)
-	rdma-transport-test verify tcp://$RXE_ADDR:$((port + 1)) $key 8192 || fail "tcp:// verify"
+	rdma-transport-test verify tcp://$RXE_ADDR:$((port + 1)) $key 8192 $donor_pid || fail "tcp:// verify"
 	t1=$(cpu_ticks $donor_pid)
-	tcp_cpu=$((t1 - t0))
-	hz=100
-	echo "DONOR-CPU rdma:// $rdma_cpu ticks ($((rdma_cpu * 1000 / hz)) ms utime+stime) for 8192+8192+2731+8192 pages"
-	echo "DONOR-CPU tcp://  $tcp_cpu ticks ($((tcp_cpu * 1000 / hz)) ms utime+stime) for the same run"
-	# One-sided verbs: the donor process touches no page. Its CPU time is
-	# connection setup and slab registration only, well under TCP's copies.
-	[ "$rdma_cpu" -le 25 ] || fail "rdma:// donor used $rdma_cpu ticks (> 0.25 s) for the data path"
-	[ "$rdma_cpu" -lt "$tcp_cpu" ] || fail "rdma:// donor CPU ($rdma_cpu) not below tcp:// ($tcp_cpu)"
+	# Whole runs, setup included (slab registration pins and zero-fills 16 MiB per slab).
+	echo "DONOR-CPU whole run, setup included: rdma:// $(((c1 - c0) * 10)) ms, tcp:// $(((t1 - t0) * 10)) ms"
+	[ $((c1 - c0)) -lt $((t1 - t0)) ] || fail "rdma:// donor CPU not below tcp://"
 	;;
 isolate)
 	start_donor rdma://$RXE_ADDR:$port /tmp/donor-rdma.log

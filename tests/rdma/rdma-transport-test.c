@@ -5,8 +5,9 @@
  * Run inside the soft-RoCE VM by tests/rdma/rdma-transport.sh; every mode
  * prints what it measured and exits 0 on success, 1 on a failed check.
  *
- *   verify  URL KEY PAGES        write PAGES distinct pages pipelined, read all back, overwrite
- *                                every third, read all again; every byte compared
+ *   verify  URL KEY PAGES [PID]  write PAGES distinct pages pipelined, read all back, overwrite
+ *                                every third, read all again; every byte compared; with the
+ *                                donor's PID, its CPU time during the data path (rdma: <= 20 ms)
  *   isolate URL KEY              a second client using the first one's address+rkey gets a
  *                                remote access error; the donor and the first client go on;
  *                                a freed slab's key stops working
@@ -184,17 +185,89 @@ static void pipe_init(struct pipe *p, struct donor_conn *c, uint32_t npages)
 	}
 }
 
-static int mode_verify(const char *url, const char *keyfile, uint32_t n)
+/* utime+stime of a process in clock ticks, or -1. */
+static long cpu_ticks(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long ut, st;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* Fields after the command name, which may contain spaces: skip to its closing paren. */
+	p = strrchr(buf, ')');
+	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+		return -1;
+	return (long)(ut + st);
+}
+
+/* Context switches (voluntary + not) of a process: how often it ran at all. -1 if unknown. */
+static long ctx_switches(pid_t pid)
+{
+	char path[64], line[256];
+	long total = 0, v;
+	int found = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "voluntary_ctxt_switches: %ld", &v) == 1 ||
+		    sscanf(line, "nonvoluntary_ctxt_switches: %ld", &v) == 1) {
+			total += v;
+			found++;
+		}
+	fclose(f);
+	return found == 2 ? total : -1;
+}
+
+static int mode_verify(const char *url, const char *keyfile, uint32_t n, pid_t donor)
 {
 	struct donor_conn *c = connect_as(url, keyfile, "verify");
 	struct pipe p;
 	double w, r1, ow, r2;
+	long c0, c1, x0, x1, hz = sysconf(_SC_CLK_TCK);
+	uint64_t t0;
 
 	pipe_init(&p, c, n);
+	/* Only the data path is measured: connecting and slab registration are setup. */
+	c0 = donor ? cpu_ticks(donor) : -1;
+	x0 = donor ? ctx_switches(donor) : -1;
+	t0 = now_ns();
 	w = pipe_run(&p, true, n, 1, 1);
 	r1 = pipe_run(&p, false, n, 1, 0);
 	ow = pipe_run(&p, true, n, 3, 2);
 	r2 = pipe_run(&p, false, n, 1, 0);
+	c1 = donor ? cpu_ticks(donor) : -1;
+	x1 = donor ? ctx_switches(donor) : -1;
+	if (c0 >= 0 && c1 >= 0 && x0 >= 0 && x1 >= 0) {
+		uint64_t pages = 3ULL * n + (n + 2) / 3, wall_ms = (now_ns() - t0) / 1000000ULL;
+		long cpu_ms = (c1 - c0) * 1000 / hz;
+		printf("DONOR-CPU %s: %ld ms utime+stime, %ld context switches during the data path "
+		       "(%" PRIu64 " pages in %.1f s of wall time)\n",
+		       c->ops->name, cpu_ms, x1 - x0, pages, (double)wall_ms / 1e3);
+		/*
+		 * One-sided verbs: the donor must not work per page. It runs for
+		 * its timers only (one wakeup per 100-200 ms): allow 20 a second
+		 * where per-page work would need thousands. Its CPU time, sampled
+		 * per 10 ms tick, also collects rxe softirq work that happens to
+		 * interrupt it under TCG: allow 3% of the wall time.
+		 */
+		if (strcmp(c->ops->name, "rdma") == 0) {
+			CHECK(x1 - x0 <= 20 + (long)(wall_ms / 50),
+			      "the rdma:// donor ran %ld times during the data path", x1 - x0);
+			CHECK(cpu_ms <= 20 + (long)(wall_ms * 3 / 100),
+			      "the rdma:// donor used %ld ms of CPU on the data path", cpu_ms);
+		}
+	}
 	printf("VERIFY %s: %u pages on %u slabs: write %.0f pages/s, read %.0f pages/s, "
 	       "overwrite 1/3 %.0f pages/s, re-read %.0f pages/s; errors %" PRIu64 ", mismatches %" PRIu64 "\n",
 	       url, n, (n + DONOR_SLAB_SLOTS - 1) / DONOR_SLAB_SLOTS, w, r1, ow, r2, p.errors, p.mismatches);
@@ -366,7 +439,8 @@ int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc >= 5 && strcmp(argv[1], "verify") == 0)
-		return mode_verify(argv[2], argv[3], (uint32_t)strtoul(argv[4], NULL, 10));
+		return mode_verify(argv[2], argv[3], (uint32_t)strtoul(argv[4], NULL, 10),
+				   argc >= 6 ? (pid_t)atoi(argv[5]) : 0);
 #if HAVE_RDMA
 	if (argc >= 4 && strcmp(argv[1], "isolate") == 0)
 		return mode_isolate(argv[2], argv[3]);
