@@ -398,6 +398,9 @@ static int queue_locked(struct rdma_conn *rc, uint8_t op, uint64_t addr, uint32_
 	int r;
 
 	r = ring_space_locked(rc);
+	/* Waiting for room may have found the connection dead; nothing is queued then. */
+	if (r == 0 && rc->dead)
+		r = -ENOTCONN;
 	if (r < 0)
 		return r;
 	seq = rc->head;
@@ -416,8 +419,9 @@ static int queue_locked(struct rdma_conn *rc, uint8_t op, uint64_t addr, uint32_
 		.wr.rdma = { .remote_addr = addr, .rkey = rkey },
 	};
 	rc->head++;
+	/* Accepted: should posting fail, this request completes with the error like the rest. */
 	if (rc->head - rc->post >= POST_BATCH)
-		return post_locked(rc);
+		post_locked(rc);
 	return 0;
 }
 
@@ -601,6 +605,7 @@ static int rdma_ping(struct donor_conn *c)
 static void ctl_notify(struct donor_conn *ctl, const struct donor_notification *n, void *opaque)
 {
 	struct rdma_conn *rc = opaque;
+	bool forward = true;
 	uint64_t one = 1;
 
 	pthread_mutex_lock(&rc->lock);
@@ -613,12 +618,14 @@ static void ctl_notify(struct donor_conn *ctl, const struct donor_notification *
 	} else if (n->kind == DONOR_NOTIFY_SHUTDOWN) {
 		/* Either the donor is stopping or the control connection died: the event thread checks which. */
 		rc->ctl_shutdown = true;
+		/* Once per connection: the event thread may have told already. */
+		forward = !rc->dead_notified;
 		rc->dead_notified = true;
 	}
 	pthread_mutex_unlock(&rc->lock);
 	if (n->kind == DONOR_NOTIFY_SHUTDOWN && write(rc->wakefd, &one, sizeof(one)) < 0)
 		log_debug("donor rdma: wake: %m");
-	if (rc->notify_cb)
+	if (forward && rc->notify_cb)
 		rc->notify_cb(&rc->base, n, rc->notify_opaque);
 }
 
