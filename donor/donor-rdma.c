@@ -71,7 +71,9 @@ int donor_rdma_new(const char *host, const char *port, struct donor_rdma **ret_r
 			ibv_free_device_list(devs);
 		log_err("no RDMA device: %s (load an RDMA driver, e.g. rdma_rxe with "
 			"'rdma link add rxe0 type rxe netdev eth0'; see ibv_devices)",
-			r == ENODEV ? "no verbs device found" : strerror(r));
+			r == ENODEV ? "no verbs device found"
+				     : r == ENOSYS ? "the kernel has no RDMA (verbs) support loaded"
+						   : strerror(r));
 		return -ENODEV;
 	}
 	ibv_free_device_list(devs);

@@ -859,7 +859,10 @@ static int check_devices(const char *url)
 		ibv_free_device_list(devs);
 	log_err("no RDMA device: cannot connect to donor %s: %s (load an RDMA driver, e.g. rdma_rxe "
 		"with 'rdma link add rxe0 type rxe netdev eth0'; see ibv_devices)",
-		url, err == ENODEV ? "no verbs device found" : strerror(err));
+		url,
+		err == ENODEV	? "no verbs device found"
+		: err == ENOSYS ? "the kernel has no RDMA (verbs) support loaded"
+				: strerror(err));
 	return -ENODEV;
 }
 

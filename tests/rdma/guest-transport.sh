@@ -54,6 +54,24 @@ isolate)
 	rdma-transport-test isolate rdma://$RXE_ADDR:$port $key || fail "isolation checks"
 	kill -0 $donor_pid 2>/dev/null || fail "the donor died"
 	cat /tmp/donor-rdma.log
+	# Without an RDMA device both ends refuse rdma:// with a clear message.
+	kill $donor_pid
+	rdma link delete rxe0 || fail "rdma link delete rxe0"
+	uffd-donor --listen rdma://$RXE_ADDR:$((port + 2)) --capacity 64M --key-file $key 2>/tmp/nodev.log &
+	nd=$!
+	pids="$pids $nd"
+	n=0
+	while kill -0 $nd 2>/dev/null && [ $n -lt 50 ]; do n=$((n + 1)); sleep 0.1; done
+	kill -0 $nd 2>/dev/null && fail "uffd-donor --listen rdma:// without a device did not exit"
+	wait $nd && fail "uffd-donor --listen rdma:// without a device exited 0"
+	cat /tmp/nodev.log
+	grep -q 'no RDMA device: ' /tmp/nodev.log || fail "donor: no 'no RDMA device' message"
+	start_donor tcp://$RXE_ADDR:$((port + 3)) /tmp/donor-tcp.log
+	rdma-transport-test verify rdma://$RXE_ADDR:$((port + 3)) $key 1 2>/tmp/nodev-client.log &&
+		fail "client connected to rdma:// without a device"
+	cat /tmp/nodev-client.log
+	grep -q 'no RDMA device: ' /tmp/nodev-client.log || fail "client: no 'no RDMA device' message"
+	echo "NODEV: donor and client refuse rdma:// without an RDMA device"
 	;;
 kill)
 	start_donor rdma://$RXE_ADDR:$port /tmp/donor-rdma.log
