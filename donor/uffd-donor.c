@@ -286,15 +286,15 @@ static void conn_pump(struct daemon *d, struct conn *c)
 	}
 }
 
+#if HAVE_RDMA
 static void arm_rdma(struct daemon *d)
 {
-#if HAVE_RDMA
 	struct io_uring_sqe *sqe = get_sqe(d);
 
 	io_uring_prep_poll_add(sqe, donor_rdma_fd(d->rd), POLLIN);
 	io_uring_sqe_set_data(sqe, &d->rdma_op);
-#endif
 }
+#endif
 
 static void handle_cqe(struct daemon *d, struct op *op, int res)
 {
