@@ -286,6 +286,16 @@ static void timed_wait_ms(struct rdma_conn *rc, unsigned ms)
 	pthread_cond_timedwait(&rc->cond, &rc->lock, &ts);
 }
 
+/* Gives up on the donor once the oldest posted request is past its deadline. Lock held. */
+static void expire_locked(struct rdma_conn *rc)
+{
+	if (!rc->dead && rc->tail != rc->post && rc->slots[rc->tail % RING].deadline <= now_ns()) {
+		log_warn("donor rdma: request outstanding for over %u ms; giving up on the donor",
+			 rc->timeout_ms);
+		fatal_locked(rc, -ETIMEDOUT, UINT64_MAX, 0);
+	}
+}
+
 /* Makes room for one request in the ring. Lock held (dropped while waiting). */
 static int ring_space_locked(struct rdma_conn *rc)
 {
@@ -494,6 +504,7 @@ static int rdma_poll_completions(struct donor_conn *c, struct donor_completion *
 		now = now_ns();
 		if (timeout_ms > 0 && now >= until)
 			break;
+		expire_locked(rc);
 		if (rc->tail != rc->post && now - start < rc->spin_ns) {
 			/* Fault path: spin on the CQ, letting the submitter in between polls. */
 			pthread_mutex_unlock(&rc->lock);
@@ -637,7 +648,7 @@ static void *event_thread(void *arg)
 		struct pollfd pfd[3] = { { .fd = rc->cc->fd, .events = POLLIN },
 					 { .fd = rc->ch->fd, .events = POLLIN },
 					 { .fd = rc->wakefd, .events = POLLIN } };
-		bool tell = false, check_ctl;
+		bool tell = false, check_ctl, idle;
 		struct rdma_cm_event *ev;
 		uint64_t v;
 
@@ -649,11 +660,9 @@ static void *event_thread(void *arg)
 		/* Arm first, then poll: a completion between the two still fires the channel. */
 		ibv_req_notify_cq(rc->cq, 0);
 		progress_locked(rc);
-		if (!rc->dead && rc->tail != rc->post && rc->slots[rc->tail % RING].deadline <= now_ns()) {
-			log_warn("donor rdma: request outstanding for over %u ms; giving up on the donor",
-				 rc->timeout_ms);
-			fatal_locked(rc, -ETIMEDOUT, UINT64_MAX, 0);
-		}
+		expire_locked(rc);
+		/* Deadlines need a look only while requests are out; idle connections sleep longer. */
+		idle = rc->tail == rc->post && !rc->ctl_shutdown;
 		if (rc->dead && !rc->dead_notified) {
 			rc->dead_notified = true;
 			tell = true;
@@ -672,7 +681,7 @@ static void *event_thread(void *arg)
 			pthread_mutex_unlock(&rc->lock);
 			continue;
 		}
-		if (poll(pfd, 3, 50) <= 0)
+		if (poll(pfd, 3, idle ? 1000 : 50) <= 0)
 			continue;
 		if (pfd[0].revents & POLLIN) {
 			struct ibv_cq *cq;
