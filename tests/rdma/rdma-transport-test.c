@@ -7,7 +7,8 @@
  *
  *   verify  URL KEY PAGES [PID]  write PAGES distinct pages pipelined, read all back, overwrite
  *                                every third, read all again; every byte compared; with the
- *                                donor's PID, its CPU time during the data path (rdma: <= 20 ms)
+ *                                donor's PID, its CPU time during the data path; then reconnect
+ *                                as the same client and read everything back once more
  *   isolate URL KEY              a second client using the first one's address+rkey gets a
  *                                remote access error; the donor and the first client go on;
  *                                a freed slab's key stops working
@@ -229,6 +230,13 @@ static long ctx_switches(pid_t pid)
 	return found == 2 ? total : -1;
 }
 
+static void pipe_release(struct pipe *p)
+{
+	free(p->bufs);
+	free(p->slabs);
+	free(p->salt);
+}
+
 static int mode_verify(const char *url, const char *keyfile, uint32_t n, pid_t donor)
 {
 	struct donor_conn *c = connect_as(url, keyfile, "verify");
@@ -274,7 +282,26 @@ static int mode_verify(const char *url, const char *keyfile, uint32_t n, pid_t d
 	CHECK(p.errors == 0, "%" PRIu64 " requests failed", p.errors);
 	CHECK(p.mismatches == 0, "%" PRIu64 " pages read back wrong", p.mismatches);
 	CHECK(donor_ping(c) == 0, "ping after the run");
+	/* A restarted pager (same id, within the lease) finds its slabs, keys and pages again. */
 	donor_close(c);
+	c = connect_as(url, keyfile, "verify");
+	{
+		uint32_t nslabs = (n + DONOR_SLAB_SLOTS - 1) / DONOR_SLAB_SLOTS, ids[64];
+		int got = donor_list_slabs(c, ids, NULL, 64);
+		double rr;
+
+		CHECK(c->info.nslabs == nslabs, "reconnect: AUTH says %u slabs held, want %u", c->info.nslabs,
+		      nslabs);
+		CHECK(got == (int)nslabs, "reconnect: LIST_SLABS gives %d slabs, want %u", got, nslabs);
+		p.c = c;
+		rr = pipe_run(&p, false, n, 1, 0);
+		printf("VERIFY %s: after reconnecting as the same client: read %.0f pages/s; errors %" PRIu64
+		       ", mismatches %" PRIu64 "\n",
+		       url, rr, p.errors, p.mismatches);
+		CHECK(p.errors == 0 && p.mismatches == 0, "pages wrong after reconnecting");
+	}
+	donor_close(c);
+	pipe_release(&p);
 	return failures ? 1 : 0;
 }
 
@@ -412,6 +439,7 @@ static int mode_kill(const char *url, const char *keyfile, pid_t pid)
 	r = donor_ping(c);
 	CHECK(r < 0, "ping on a killed donor succeeded");
 	donor_close(c);
+	pipe_release(&p);
 	return failures ? 1 : 0;
 }
 
@@ -452,6 +480,9 @@ static int mode_bench(const char *url, const char *keyfile, uint32_t iters, uint
 	       "pipelined write %6.0f pages/s read %6.0f pages/s (%u round trips, %u pages)\n",
 	       c->ops->name, p50[0], p99[0], p50[1], p99[1], w, r, iters, n);
 	donor_close(c);
+	pipe_release(&p);
+	free(lat);
+	free(page);
 	return failures ? 1 : 0;
 }
 
