@@ -17,7 +17,8 @@ trap cleanup EXIT
 
 # start_donor URL LOG: starts a donor, waits until it listens; sets donor_pid.
 start_donor() {
-	uffd-donor --listen "$1" --capacity 512M --key-file $key --log-level warn 2>"$2" &
+	uffd-donor --listen "$1" --capacity 512M --key-file $key --log-level warn \
+		--control "$2.ctl" 2>"$2" &
 	donor_pid=$!
 	pids="$pids $donor_pid"
 	n=0
@@ -51,7 +52,7 @@ verify)
 	;;
 isolate)
 	start_donor rdma://$RXE_ADDR:$port /tmp/donor-rdma.log
-	rdma-transport-test isolate rdma://$RXE_ADDR:$port $key || fail "isolation checks"
+	rdma-transport-test isolate rdma://$RXE_ADDR:$port $key /tmp/donor-rdma.log.ctl || fail "isolation checks"
 	kill -0 $donor_pid 2>/dev/null || fail "the donor died"
 	cat /tmp/donor-rdma.log
 	# Without an RDMA device both ends refuse rdma:// with a clear message.

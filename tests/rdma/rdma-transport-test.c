@@ -9,9 +9,11 @@
  *                                every third, read all again; every byte compared; with the
  *                                donor's PID, its CPU time during the data path; then reconnect
  *                                as the same client and read everything back once more
- *   isolate URL KEY              a second client using the first one's address+rkey gets a
+ *   isolate URL KEY [CTL]        a second client using the first one's address+rkey gets a
  *                                remote access error; the donor and the first client go on;
- *                                a freed slab's key stops working
+ *                                a freed slab's key stops working; with the donor's control
+ *                                socket CTL, a revoked slab refuses writes and its key dies at
+ *                                the deadline
  *   kill    URL KEY PID          SIGKILL the donor PID with reads outstanding: every request
  *                                completes (with an error) within the timeout, none hangs
  *   bench   URL KEY ITERS PAGES  4 KiB write/read latency p50/p99 over ITERS round trips,
@@ -23,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -37,7 +41,7 @@
 #define TIMEOUT_MS 3000
 
 static int failures;
-static volatile int shutdowns;
+static volatile int shutdowns, revoked;
 
 #define CHECK(cond, ...)                                                   \
 	do {                                                               \
@@ -53,6 +57,8 @@ static void on_notify(struct donor_conn *c, const struct donor_notification *n, 
 {
 	if (n->kind == DONOR_NOTIFY_SHUTDOWN)
 		shutdowns++;
+	if (n->kind == DONOR_NOTIFY_REVOKED)
+		revoked += (int)n->nslabs;
 }
 
 static struct donor_conn *connect_as(const char *url, const char *keyfile, const char *id)
@@ -320,8 +326,32 @@ static int one(struct donor_conn *c, bool write, uint32_t slab, uint32_t slot, u
 	return r;
 }
 
+/* One JSON request on the donor's control socket; the reply line lands in buf. Returns 0 or -errno. */
+static int control(const char *path, const char *req, char *buf, size_t len)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t got = 0;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), r = 0;
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    write(fd, req, strlen(req)) != (ssize_t)strlen(req))
+		r = -errno;
+	while (r == 0 && got + 1 < len && (got == 0 || buf[got - 1] != '\n')) {
+		ssize_t n = read(fd, buf + got, len - got - 1);
+		if (n <= 0)
+			r = n < 0 ? -errno : -ECONNRESET;
+		else
+			got += (size_t)n;
+	}
+	buf[got] = '\0';
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
 #if HAVE_RDMA
-static int mode_isolate(const char *url, const char *keyfile)
+static int mode_isolate(const char *url, const char *keyfile, const char *ctl)
 {
 	struct donor_conn *a = connect_as(url, keyfile, "tenant-a");
 	struct donor_conn *b = connect_as(url, keyfile, "tenant-b");
@@ -368,6 +398,45 @@ static int mode_isolate(const char *url, const char *keyfile)
 	CHECK(r == -EACCES, "the key of a freed slab still works (%s)", r ? strerror(-r) : "success");
 	donor_close(b);
 	donor_close(a);
+	if (ctl) {
+		/*
+		 * Revocation: shrinking the capacity revokes the newest slab of the
+		 * client holding most. Its owner gets NOTIFY REVOKED, its writes
+		 * there are refused (-EROFS) while reads go on; at the deadline the
+		 * donor frees it and the key stops working.
+		 */
+		struct donor_conn *rv = connect_as(url, keyfile, "tenant-r");
+		uint32_t s1, s2;
+		uint64_t r2_addr;
+		uint32_t r2_rkey;
+		char reply[1024];
+
+		CHECK(donor_alloc_slab(rv, &s1) == 0 && donor_alloc_slab(rv, &s2) == 0 &&
+			      donor_alloc_slab(rv, &sa2) == 0,
+		      "R allocates three slabs");
+		fill(page, 3, 33);
+		CHECK(one(rv, true, s2, 3, page) == 0, "R writes to its second slab");
+		CHECK(donor_rdma_slab_key(rv, sa2, &r2_addr, &r2_rkey) == 0, "R's key");
+		/* B's and C's slabs are kept for their lease: 5 slabs, 80 MiB; 64M revokes one, R's newest. */
+		r = control(ctl, "{\"cmd\":\"donor.set-capacity\",\"args\":{\"capacity\":\"64M\",\"grace\":2}}\n",
+			    reply, sizeof(reply));
+		printf("ISOLATE: set-capacity 64M: %s", r ? strerror(-r) : reply);
+		CHECK(r == 0 && strstr(reply, "\"ok\":true"), "set-capacity failed");
+		for (int i = 0; i < 300 && !revoked; i++)
+			usleep(10000);
+		CHECK(revoked == 1, "R was told of %d revoked slabs, want 1", revoked);
+		r = one(rv, true, sa2, 0, page);
+		CHECK(r == -EROFS, "write to a revoked slab: %s, want EROFS", r ? strerror(-r) : "success");
+		CHECK(one(rv, true, s2, 4, page) == 0, "writes to R's other slabs go on");
+		CHECK(one(rv, false, sa2, 0, got) == 0, "a revoked slab stays readable");
+		usleep(3500000);
+		r = donor_rdma_raw_read(rv, r2_addr, r2_rkey, got);
+		printf("ISOLATE: R reading its revoked slab after the deadline with the old key: %s\n",
+		       r ? strerror(-r) : "success");
+		CHECK(r == -EACCES, "the key of a slab freed at its revocation deadline still works (%s)",
+		      r ? strerror(-r) : "success");
+		donor_close(rv);
+	}
 	printf("ISOLATE %s: %s\n", url, failures ? "FAILED" : "passed");
 	return failures ? 1 : 0;
 }
@@ -494,14 +563,14 @@ int main(int argc, char **argv)
 				   argc >= 6 ? (pid_t)atoi(argv[5]) : 0);
 #if HAVE_RDMA
 	if (argc >= 4 && strcmp(argv[1], "isolate") == 0)
-		return mode_isolate(argv[2], argv[3]);
+		return mode_isolate(argv[2], argv[3], argc >= 5 ? argv[4] : NULL);
 #endif
 	if (argc >= 5 && strcmp(argv[1], "kill") == 0)
 		return mode_kill(argv[2], argv[3], (pid_t)atoi(argv[4]));
 	if (argc >= 6 && strcmp(argv[1], "bench") == 0)
 		return mode_bench(argv[2], argv[3], (uint32_t)strtoul(argv[4], NULL, 10),
 				  (uint32_t)strtoul(argv[5], NULL, 10));
-	fprintf(stderr, "usage: %s verify URL KEYFILE PAGES | isolate URL KEYFILE | kill URL KEYFILE PID |"
+	fprintf(stderr, "usage: %s verify URL KEYFILE PAGES | isolate URL KEYFILE [CTL] | kill URL KEYFILE PID |"
 			" bench URL KEYFILE ITERS PAGES\n",
 		argv[0]);
 	return 2;
