@@ -55,8 +55,14 @@ isolate)
 	rdma-transport-test isolate rdma://$RXE_ADDR:$port $key /tmp/donor-rdma.log.ctl || fail "isolation checks"
 	kill -0 $donor_pid 2>/dev/null || fail "the donor died"
 	cat /tmp/donor-rdma.log
-	# Without an RDMA device both ends refuse rdma:// with a clear message.
+	# rdma:// against a donor serving tcp:// only: refused, and said so.
 	kill $donor_pid
+	start_donor tcp://$RXE_ADDR:$((port + 3)) /tmp/donor-tcp.log
+	rdma-transport-test verify rdma://$RXE_ADDR:$((port + 3)) $key 1 2>/tmp/tcponly.log &&
+		fail "rdma:// connected to a tcp:// donor"
+	cat /tmp/tcponly.log
+	grep -q 'does not serve RDMA' /tmp/tcponly.log || fail "no 'does not serve RDMA' message"
+	# Without an RDMA device both ends refuse rdma:// with a clear message.
 	rdma link delete rxe0 || fail "rdma link delete rxe0"
 	uffd-donor --listen rdma://$RXE_ADDR:$((port + 2)) --capacity 64M --key-file $key 2>/tmp/nodev.log &
 	nd=$!
@@ -67,7 +73,6 @@ isolate)
 	wait $nd && fail "uffd-donor --listen rdma:// without a device exited 0"
 	cat /tmp/nodev.log
 	grep -q 'no RDMA device: ' /tmp/nodev.log || fail "donor: no 'no RDMA device' message"
-	start_donor tcp://$RXE_ADDR:$((port + 3)) /tmp/donor-tcp.log
 	rdma-transport-test verify rdma://$RXE_ADDR:$((port + 3)) $key 1 2>/tmp/nodev-client.log &&
 		fail "client connected to rdma:// without a device"
 	cat /tmp/nodev-client.log

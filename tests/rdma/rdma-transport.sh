@@ -43,7 +43,7 @@ fi
 	--file "$here/guest-transport.sh:/usr/local/bin/guest-transport" -- guest-transport "$mode"
 rc=$?
 ((rc == 69)) && cannot_run "run-in-rxe-vm.sh reported a missing prerequisite"
-grep -aE '^(VERIFY|ISOLATE|KILL|BENCH|DONOR-CPU|NODEV|CHECK FAILED|TRANSPORT-)|no RDMA device' "$log" | tr -d '\r'
+grep -aE '^(VERIFY|ISOLATE|KILL|BENCH|DONOR-CPU|NODEV|CHECK FAILED|TRANSPORT-)|no RDMA device|does not serve RDMA' "$log" | tr -d '\r'
 if ((rc != 0)); then
 	echo "FAIL: guest-transport $mode in the rxe VM exited with $rc (console: $log)"
 	exit 1
