@@ -43,6 +43,9 @@ enum donor_op {
 	DONOR_OP_LIST_SLABS = 9,
 	DONOR_OP_NOTIFY = 10,
 	DONOR_OP_MAX_ = DONOR_OP_NOTIFY,
+	/* RDMA control, served by donor-rdma.c through the server's extension hook. */
+	DONOR_OP_RDMA_ATTACH = 11,   /* -> 32-byte token for rdma_connect's private data */
+	DONOR_OP_RDMA_SLAB_KEY = 12, /* u32 slab -> u64 addr, u32 rkey, u32 flags */
 };
 
 enum {

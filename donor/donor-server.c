@@ -130,6 +130,13 @@ bool donor_session_closing(const struct donor_session *s) { return s->closing; }
 void donor_session_set_opaque(struct donor_session *s, void *opaque) { s->opaque = opaque; }
 void *donor_session_get_opaque(const struct donor_session *s) { return s->opaque; }
 
+struct donor_slabs *donor_server_slabs(struct donor_server *srv) { return srv->slabs; }
+uint32_t donor_session_owner(const struct donor_session *s)
+{
+	return s->state == SESS_AUTHED && s->client ? s->client->owner : 0;
+}
+const char *donor_session_peer(const struct donor_session *s) { return s->peer; }
+
 static struct client *client_find(struct donor_server *srv, const char *id)
 {
 	for (unsigned i = 0; i < srv->nclients; i++)
@@ -419,6 +426,10 @@ static int handle_frame(struct donor_session *s, const struct donor_hdr *h, cons
 			return reply_err(s, h, -EBADMSG);
 		return handle_list(s, h);
 	default:
+		if (h->opcode > DONOR_OP_MAX_ && s->srv->cfg.ext_handler) {
+			r = s->srv->cfg.ext_handler(s->srv->cfg.ext_opaque, s, h, p);
+			return r < 0 ? reply_err(s, h, r) : 0;
+		}
 		return reply_err(s, h, -EOPNOTSUPP);
 	}
 }

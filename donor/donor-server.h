@@ -18,11 +18,22 @@
 struct donor_server;
 struct donor_session;
 
+/*
+ * Extension hook: opcodes the core does not know, from authenticated
+ * sessions, go here (the RDMA backend's attach and key requests). The
+ * handler queues its reply on donor_session_out(s) and returns 0, or
+ * returns -errno for the core to send as an error reply.
+ */
+typedef int (*donor_ext_fn)(void *opaque, struct donor_session *s, const struct donor_hdr *h,
+			    const uint8_t *payload);
+
 struct donor_server_config {
 	uint64_t capacity;
 	const struct donor_key *key; /* copied */
 	unsigned lease_s;	     /* how long a disconnected client keeps its slabs */
 	unsigned revoke_grace_s;     /* default deadline of a capacity revocation */
+	donor_ext_fn ext_handler;    /* may be NULL: unknown opcodes get EOPNOTSUPP */
+	void *ext_opaque;
 };
 
 /* Stop parsing input while this much output waits: a client that does not read stalls itself only. */
@@ -51,6 +62,11 @@ struct donor_buf *donor_session_out(struct donor_session *s);
 bool donor_session_closing(const struct donor_session *s);
 void donor_session_set_opaque(struct donor_session *s, void *opaque);
 void *donor_session_get_opaque(const struct donor_session *s);
+/* Slab table, for backends that hand out slab memory directly (RDMA). */
+struct donor_slabs *donor_server_slabs(struct donor_server *srv);
+/* Owner id of an authenticated session's client in the slab table; 0 before authentication. */
+uint32_t donor_session_owner(const struct donor_session *s);
+const char *donor_session_peer(const struct donor_session *s);
 /* Test hook: authenticates the session as client_id without a handshake. Returns 0 or -errno. */
 int donor_session_force_auth(struct donor_session *s, const char *client_id);
 

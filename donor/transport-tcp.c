@@ -31,6 +31,7 @@
 #include "donor-auth.h"
 #include "log.h"
 #include "sha256.h"
+#include "transport-private.h"
 #include "transport.h"
 #include "util.h"
 
@@ -351,6 +352,14 @@ static int call(struct tcp_conn *t, uint8_t op, const void *payload, size_t len,
 	pend_put(t, p);
 	pthread_mutex_unlock(&t->lock);
 	return r;
+}
+
+int donor_tcp_call(struct donor_conn *c, uint8_t op, const void *payload, size_t len,
+		   struct donor_buf *ret_reply)
+{
+	if (c->ops != &donor_tcp_ops)
+		return -EINVAL;
+	return call(to_tcp(c), op, payload, len, ret_reply);
 }
 
 static int tcp_alloc_slab(struct donor_conn *c, uint32_t *ret_slab)

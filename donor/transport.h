@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Pager-side interface to donors, independent of the wire: an asynchronous
- * ops table that the TCP backend (transport-tcp.c) implements today and an
- * RDMA backend will implement the same way. A backend embeds struct
+ * ops table implemented by the TCP backend (transport-tcp.c) and the RDMA
+ * backend (transport-rdma.c). A backend embeds struct
  * donor_conn first in its own connection struct and gets back with
  * container_of. Pages move with submit_*() + flush() and finish through
  * poll_completions(), each carrying the caller's cookie; slab management is
@@ -103,6 +103,8 @@ struct donor_conn {
 };
 
 extern const struct donor_transport_ops donor_tcp_ops;
+/* rdma://ADDR:PORT (transport-rdma.c); defined only when config.h has HAVE_RDMA. */
+extern const struct donor_transport_ops donor_rdma_ops;
 
 /* Picks the backend by URL scheme and connects. Returns 0, -EPROTONOSUPPORT or the backend's -errno. */
 int donor_connect(const char *url, const struct donor_key *key, const char *client_id,

@@ -5,6 +5,9 @@
  * listener, the control socket and SIGTERM/SIGINT via signalfd); request
  * handling lives in donor-server.c. Replies produced from one receive are
  * sent with one send, and a client that stops reading only stalls itself.
+ * With --listen rdma://, the same TCP listener carries the control protocol
+ * and donor-rdma.c adds the rdma_cm listener whose events come through the
+ * ring as a poll; pages then move without this process.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -12,6 +15,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +28,9 @@
 
 #include "config.h"
 #include "donor-server.h"
+#if HAVE_RDMA
+#include "donor-rdma.h"
+#endif
 #include "log.h"
 #include "util.h"
 
@@ -32,7 +39,7 @@
 #define MAX_CONNS 1024
 #define CLOSE_GRACE_NS 2000000000ULL
 
-enum op_kind { OP_ACCEPT, OP_CTL_ACCEPT, OP_RECV, OP_SEND, OP_SIGNAL };
+enum op_kind { OP_ACCEPT, OP_CTL_ACCEPT, OP_RECV, OP_SEND, OP_SIGNAL, OP_RDMA };
 
 struct conn;
 struct op {
@@ -59,7 +66,10 @@ struct daemon {
 	struct io_uring ring;
 	struct donor_server *srv;
 	int lfd, cfd, sfd;
-	struct op accept_op, ctl_accept_op, signal_op;
+	struct op accept_op, ctl_accept_op, signal_op, rdma_op;
+#if HAVE_RDMA
+	struct donor_rdma *rd;
+#endif
 	struct sockaddr_storage accept_addr;
 	socklen_t accept_len;
 	struct signalfd_siginfo siginfo;
@@ -120,6 +130,10 @@ static void conn_free(struct daemon *d, struct conn *c)
 		c->next->prev = c->prev;
 	d->nconns--;
 	close(c->fd);
+#if HAVE_RDMA
+	if (c->sess)
+		donor_rdma_session_gone(d->rd, c->sess);
+#endif
 	donor_session_free(c->sess);
 	donor_buf_release(&c->inflight);
 	donor_buf_release(&c->ctl_out);
@@ -217,6 +231,9 @@ static void conn_process(struct daemon *d, struct conn *c)
 		return;
 	}
 	r = donor_session_input(c->sess, c->in, c->in_len, &used);
+#if HAVE_RDMA
+	donor_rdma_reconcile(d->rd);
+#endif
 	memmove(c->in, c->in + used, c->in_len - used);
 	c->in_len -= used;
 	if (r < 0 || donor_session_closing(c->sess))
@@ -269,11 +286,29 @@ static void conn_pump(struct daemon *d, struct conn *c)
 	}
 }
 
+#if HAVE_RDMA
+static void arm_rdma(struct daemon *d)
+{
+	struct io_uring_sqe *sqe = get_sqe(d);
+
+	io_uring_prep_poll_add(sqe, donor_rdma_fd(d->rd), POLLIN);
+	io_uring_sqe_set_data(sqe, &d->rdma_op);
+}
+#endif
+
 static void handle_cqe(struct daemon *d, struct op *op, int res)
 {
 	struct conn *c = op->c;
 
 	switch (op->kind) {
+	case OP_RDMA:
+#if HAVE_RDMA
+		donor_rdma_handle_events(d->rd);
+		donor_rdma_reconcile(d->rd);
+		if (!d->stop)
+			arm_rdma(d);
+#endif
+		return;
 	case OP_ACCEPT:
 	case OP_CTL_ACCEPT:
 		if (res >= 0)
@@ -332,11 +367,15 @@ static int listen_tcp(const char *url, bool loopback_only)
 	const char *hp, *colon;
 	int fd, one = 1, r;
 
-	if (strncmp(url, "tcp://", 6) != 0) {
-		log_err("--listen %s: expected tcp://ADDRESS:PORT", url);
+	if (strncmp(url, "tcp://", 6) == 0) {
+		hp = url + 6;
+	} else if (strncmp(url, "rdma://", 7) == 0) {
+		/* rdma:// serves its control protocol over TCP on the same address and port. */
+		hp = url + 7;
+	} else {
+		log_err("--listen %s: expected tcp://ADDRESS:PORT or rdma://ADDRESS:PORT", url);
 		return -EINVAL;
 	}
-	hp = url + 6;
 	colon = strrchr(hp, ':');
 	if (!colon || colon == hp || colon[1] == '\0') {
 		log_err("--listen %s: missing address or port (tcp://ADDRESS:PORT)", url);
@@ -417,6 +456,8 @@ static void usage(FILE *f)
 		"Usage: uffd-donor --listen tcp://ADDRESS:PORT --capacity SIZE [options]\n"
 		"Exports up to SIZE bytes of this host's memory to uffd-pager instances.\n\n"
 		"  --listen tcp://ADDR:PORT  address to serve pagers on\n"
+		"  --listen rdma://ADDR:PORT RDMA (one-sided verbs; control over TCP on the same\n"
+		"                            address and port; ADDR must be on an RDMA device)\n"
 		"  --capacity SIZE           memory to export (e.g. 512M, 8G); slabs are %u MiB\n"
 		"  --key-file FILE           pre-shared key (mode 0600, 16..256 bytes); without it\n"
 		"                            any local process may connect and only loopback is allowed\n"
@@ -556,6 +597,27 @@ int main(int argc, char **argv)
 	d.lfd = listen_tcp(listen_url, key.len == 0);
 	if (d.lfd < 0)
 		return 1;
+	if (strncmp(listen_url, "rdma://", 7) == 0) {
+#if HAVE_RDMA
+		_cleanup_free_ char *host = strdup(listen_url + 7);
+		char *colon = host ? strrchr(host, ':') : NULL;
+		if (!colon)
+			return 1;
+		*colon = '\0';
+		if (host[0] == '[' && colon[-1] == ']') {
+			colon[-1] = '\0';
+			memmove(host, host + 1, strlen(host));
+		}
+		if (donor_rdma_new(host, colon + 1, &d.rd) < 0)
+			return 1;
+		cfg.ext_handler = donor_rdma_ext;
+		cfg.ext_opaque = d.rd;
+#else
+		log_err("--listen %s: this uffd-donor was built without RDMA support "
+			"(libibverbs/librdmacm missing at build time; meson -Drdma=enabled)", listen_url);
+		return 1;
+#endif
+	}
 	if (control) {
 		d.cfd = listen_unix(control);
 		if (d.cfd < 0)
@@ -572,6 +634,13 @@ int main(int argc, char **argv)
 		log_err("out of memory");
 		return 1;
 	}
+#if HAVE_RDMA
+	if (d.rd) {
+		donor_rdma_set_server(d.rd, d.srv);
+		d.rdma_op = (struct op){ OP_RDMA, NULL };
+		arm_rdma(&d);
+	}
+#endif
 	d.accept_op = (struct op){ OP_ACCEPT, NULL };
 	d.ctl_accept_op = (struct op){ OP_CTL_ACCEPT, NULL };
 	d.signal_op = (struct op){ OP_SIGNAL, NULL };
@@ -598,6 +667,9 @@ int main(int argc, char **argv)
 		now = now_ns();
 		if (now - last_tick > 100000000ULL) {
 			donor_server_tick(d.srv, now);
+#if HAVE_RDMA
+			donor_rdma_reconcile(d.rd);
+#endif
 			last_tick = now;
 		}
 		for (struct conn *c = d.conns, *next; c; c = next) {
@@ -608,6 +680,9 @@ int main(int argc, char **argv)
 	shutdown_drain(&d);
 	while (d.conns)
 		conn_free(&d, d.conns);
+#if HAVE_RDMA
+	donor_rdma_free(d.rd);
+#endif
 	io_uring_queue_exit(&d.ring);
 	donor_server_free(d.srv);
 	close(d.lfd);
