@@ -270,7 +270,9 @@ static void test_command_table(void **state)
 		/* Admin commands: exactly those that change state. */
 		assert_int_equal(!!(cmds[i].flags & CTL_CMD_MUTATES),
 				 cmds[i].cmd == CTL_CMD_VM_SET_LIMIT || cmds[i].cmd == CTL_CMD_VM_DRAIN ||
-					 cmds[i].cmd == CTL_CMD_VM_PARK || cmds[i].cmd == CTL_CMD_VM_POLICY_SET);
+					 cmds[i].cmd == CTL_CMD_VM_PARK || cmds[i].cmd == CTL_CMD_VM_POLICY_SET ||
+					 cmds[i].cmd == CTL_CMD_DONOR_ADD || cmds[i].cmd == CTL_CMD_DONOR_REMOVE ||
+					 cmds[i].cmd == CTL_CMD_DONOR_DRAIN);
 	}
 	assert_non_null(ctl_command_find("vm.drain"));
 	assert_null(ctl_command_find("vm.nosuch"));
