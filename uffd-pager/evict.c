@@ -110,7 +110,7 @@ static unsigned pick_victims(struct evict_ctx *ec)
 }
 
 /* Gives a page back to the guest as resident (write during eviction, store failure). Under lock. */
-static void abort_page_locked(struct vm *vm, uint64_t page, uint32_t *locs)
+static void abort_page_locked(struct vm *vm, uint64_t page, uint32_t *locs, enum evict_verdict verdict)
 {
 	struct page_entry *pe = vm_page(vm, page);
 
@@ -118,7 +118,7 @@ static void abort_page_locked(struct vm *vm, uint64_t page, uint32_t *locs)
 	for (unsigned c = 0; c < STORE_MAX_COPIES; c++)
 		locs[c] = LOC_NONE;
 	pe->loc = LOC_NONE;
-	if ((pe->flags & PGF_DISCARDED) && !(pe->flags & PGF_WRITE_PENDING)) {
+	if (verdict == EVICT_FORGET) {
 		/* The guest discarded it meanwhile: the memfd holds a hole now. */
 		pe->state = PG_ZERO;
 		vm->resident_pages--;
@@ -217,10 +217,11 @@ static void evict_batch(struct evict_ctx *ec)
 	pthread_mutex_lock(&vm->lock);
 	for (i = 0; i < ec->n; i++) {
 		struct page_entry *pe = vm_page(vm, ec->pages[i]);
-		if (!ec->protected_[i] || (pe->flags & PGF_WRITE_PENDING)) {
+		enum evict_verdict verdict = page_evict_verdict(ec->protected_[i], pe->flags);
+		if (verdict != EVICT_COMMIT) {
 			if (ec->protected_[i])
 				n_aborted++;
-			abort_page_locked(vm, ec->pages[i], ec->locs[i]);
+			abort_page_locked(vm, ec->pages[i], ec->locs[i], verdict);
 			continue;
 		}
 		pe->state = PG_EVICT_COMMITTED;
@@ -268,15 +269,15 @@ static void evict_batch(struct evict_ctx *ec)
 		pe = vm_page(vm, ec->pages[i]);
 		if (pe->state != PG_EVICT_COMMITTED)
 			continue; /* refaulted in between: the fault thread took over */
-		if (pe->flags & PGF_WRITE_PENDING)
+		bool waiter;
+		pe->state = page_after_punch(ec->zero[i], pe->flags, &waiter);
+		if (waiter)
 			wake[n_wake++] = ec->pages[i];
 		vm->resident_pages--;
-		if (ec->zero[i] || (pe->flags & PGF_DISCARDED)) {
+		if (pe->state == PG_ZERO) {
 			vm_page_drop_copies(vm, ec->pages[i]);
-			pe->state = PG_ZERO;
 			vm->zero_pages++;
 		} else {
-			pe->state = PG_STORED;
 			vm->stored_pages++;
 		}
 		pe->flags = 0;

@@ -132,7 +132,8 @@ static void handle_missing(struct fault_ctx *fc, uint64_t addr)
 	uint32_t locs[STORE_MAX_COPIES], crc;
 	enum store_source src = SRC_SPILL;
 	bool any_copy = false;
-	int state, r;
+	uint8_t state, flags;
+	int r;
 
 	if (vm_addr_to_page(vm, addr, &page) < 0) {
 		/* Not guest RAM we know: the faulting thread would sleep forever. */
@@ -144,17 +145,17 @@ static void handle_missing(struct fault_ctx *fc, uint64_t addr)
 	pthread_mutex_lock(&vm->lock);
 	pe = vm_page(vm, page);
 	state = pe->state;
+	flags = pe->flags;
 	vm_page_get_locs(vm, page, locs);
 	crc = pe->crc;
-	if (pe->flags & PGF_LOST) {
-		pthread_mutex_unlock(&vm->lock);
-		return; /* the VM is being stopped; never serve a page we cannot vouch for */
-	}
 	pthread_mutex_unlock(&vm->lock);
+	for (unsigned c = 0; c < vm->ncopies; c++)
+		any_copy |= locs[c] != LOC_NONE;
 
-	switch (state) {
-	case PG_RESIDENT:
-	case PG_EVICTING:
+	switch (page_on_missing(state, flags, any_copy)) {
+	case FAULT_NOTHING:
+		return; /* the VM is being stopped; never serve a page we cannot vouch for */
+	case FAULT_RECHECK_ZERO:
 		/* Either a duplicate message for a page already placed (EEXIST), or
 		 * the guest discarded it behind our back (balloon): then zeros. */
 		r = place_page(fc, paddr, NULL);
@@ -169,9 +170,7 @@ static void handle_missing(struct fault_ctx *fc, uint64_t addr)
 		pthread_mutex_unlock(&vm->lock);
 		break;
 
-	case PG_UNTOUCHED:
-	case PG_ZERO:
-	zero_fill:
+	case FAULT_ZERO:
 		if (state != PG_EVICT_COMMITTED)
 			throttle(vm);
 		r = place_page(fc, paddr, NULL);
@@ -194,15 +193,7 @@ static void handle_missing(struct fault_ctx *fc, uint64_t addr)
 				strerror(-r));
 		break;
 
-	case PG_STORED:
-	case PG_EVICT_COMMITTED:
-		/* EVICT_COMMITTED: punched but not yet recorded; the copy is durable
-		 * and current (the page was write-protected while it was taken).
-		 * Without a slot it was an all-zero page, which is never stored. */
-		for (unsigned c = 0; c < vm->ncopies; c++)
-			any_copy |= locs[c] != LOC_NONE;
-		if (!any_copy)
-			goto zero_fill;
+	case FAULT_FETCH:
 		if (state == PG_STORED)
 			throttle(vm);
 		/* Healthy donor copies first; a copy that fails its CRC32C is skipped. */
@@ -263,7 +254,7 @@ static void handle_wp(struct vm *vm, uint64_t addr)
 		return;
 	pthread_mutex_lock(&vm->lock);
 	struct page_entry *pe = vm_page(vm, page);
-	if (pe->state == PG_EVICTING || pe->state == PG_EVICT_COMMITTED) {
+	if (page_wp_waits_for_evictor(pe->state)) {
 		pe->flags |= PGF_WRITE_PENDING;
 		leave_to_evictor = true;
 	}

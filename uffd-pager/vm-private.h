@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "histogram.h"
+#include "page-state.h"
 #include "policy.h"
 #include "spill.h"
 #include "store.h"
@@ -32,20 +33,6 @@
 #define VM_PAGE_SIZE 4096UL
 #define VM_PAGE_SHIFT 12
 
-enum page_state {
-	PG_UNTOUCHED = 0,
-	PG_RESIDENT,
-	PG_ZERO,
-	PG_STORED,
-	PG_EVICTING,
-	PG_EVICT_COMMITTED,
-};
-
-enum page_flags {
-	PGF_WRITE_PENDING = 1 << 0, /* a write (or refill) hit the page during eviction */
-	PGF_DISCARDED = 1 << 1,     /* the guest discarded it (EVENT_REMOVE) during eviction */
-	PGF_LOST = 1 << 2,          /* no stored copy passes verification: never install */
-};
 
 /*
  * 12 bytes per guest page; with the FIFO's 4 bytes the pager spends 16

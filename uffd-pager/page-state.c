@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: MIT */
+/* Page state machine decisions; see page-state.h. */
+#include "page-state.h"
+
+enum fault_action page_on_missing(uint8_t state, uint8_t flags, bool has_copy)
+{
+	if (flags & PGF_LOST)
+		return FAULT_NOTHING;
+	switch (state) {
+	case PG_RESIDENT:
+	case PG_EVICTING:
+		return FAULT_RECHECK_ZERO;
+	case PG_STORED:
+	case PG_EVICT_COMMITTED:
+		/* EVICT_COMMITTED: punched but not yet recorded; its copy is current
+		 * because the page was write-protected while it was taken. An
+		 * all-zero page has no copy. */
+		return has_copy ? FAULT_FETCH : FAULT_ZERO;
+	case PG_UNTOUCHED:
+	case PG_ZERO:
+	default:
+		return FAULT_ZERO;
+	}
+}
+
+bool page_wp_waits_for_evictor(uint8_t state)
+{
+	return state == PG_EVICTING || state == PG_EVICT_COMMITTED;
+}
+
+enum evict_verdict page_evict_verdict(bool stored, uint8_t flags)
+{
+	/* A write (or a refill after a discard) wins over everything: the guest's data is in the page. */
+	if (!stored || (flags & PGF_WRITE_PENDING))
+		return (flags & PGF_DISCARDED) && !(flags & PGF_WRITE_PENDING) ? EVICT_FORGET : EVICT_GIVE_BACK;
+	return EVICT_COMMIT;
+}
+
+enum page_state page_after_punch(bool zero, uint8_t flags, bool *ret_wake)
+{
+	/* A writer that hit the page after the commit waited for the punch; its retry refaults the copy. */
+	*ret_wake = flags & PGF_WRITE_PENDING;
+	return zero || (flags & PGF_DISCARDED) ? PG_ZERO : PG_STORED;
+}

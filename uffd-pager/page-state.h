@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The page state machine's decisions, apart from the syscalls that carry
+ * them out: what a MISSING fault, a write-protect fault, a discard and
+ * each step of an eviction do to a page (vm-private.h draws the diagram).
+ * Pure functions, so every race the fault thread and the evictor can run
+ * into is a unit test (tests/unit/pager/test-page-state.c).
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum page_state {
+	PG_UNTOUCHED = 0,
+	PG_RESIDENT,
+	PG_ZERO,
+	PG_STORED,
+	PG_EVICTING,
+	PG_EVICT_COMMITTED,
+};
+
+enum page_flags {
+	PGF_WRITE_PENDING = 1 << 0, /* a write (or refill) hit the page during eviction */
+	PGF_DISCARDED = 1 << 1,     /* the guest discarded it (EVENT_REMOVE) during eviction */
+	PGF_LOST = 1 << 2,          /* no copy passed verification: never install */
+};
+
+enum fault_action {
+	FAULT_NOTHING,      /* lost page: the VM is being stopped, never install */
+	FAULT_ZERO,         /* install the zero page */
+	FAULT_FETCH,        /* read a stored copy, verify, install */
+	FAULT_RECHECK_ZERO, /* the map calls it resident: a duplicate message (EEXIST) or a discard (zeros) */
+};
+
+/* A MISSING fault on a page in this state. has_copy: some stored location exists. */
+enum fault_action page_on_missing(uint8_t state, uint8_t flags, bool has_copy);
+/* A write-protect fault: true when the evictor owns the page and will wake the writer. */
+bool page_wp_waits_for_evictor(uint8_t state);
+
+enum evict_verdict {
+	EVICT_COMMIT,    /* copies durable, no write got through: punch it */
+	EVICT_GIVE_BACK, /* keep it resident: un-protect, drop its copies */
+	EVICT_FORGET,    /* the guest discarded it meanwhile: it is a hole, record it as zero */
+};
+
+/* Before the punch: stored = every required copy is durable (or the page is all zero). */
+enum evict_verdict page_evict_verdict(bool stored, uint8_t flags);
+/* After the punch: the recorded state (PG_STORED or PG_ZERO); *ret_wake if a writer waits. */
+enum page_state page_after_punch(bool zero, uint8_t flags, bool *ret_wake);
