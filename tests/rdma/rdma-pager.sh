@@ -1,22 +1,60 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
 #
-# rdma-pager.sh BUILD_DIR [LOG] — PREPARED, NOT YET REGISTERED in meson (see
-# guest-pager.sh for what it waits for): boots the soft-RoCE VM with
+# rdma-pager.sh LOG BUILD_DIR — meson entry point of rdma-pager: boots the
+# soft-RoCE VM with a 256 MiB ext4 disk for the pager's state dir, with
 # uffd-donor, uffd-pager, uffd-ctl, guestsim and libuffd-glue.so from
-# BUILD_DIR and runs guestsim under the pager with an rdma:// and a tcp://
-# donor (durability.replicas 2). Exit 0 on PAGER-RDMA-OK.
+# BUILD_DIR, and runs guest-pager.sh: guestsim under the pager with an
+# rdma:// and a tcp:// donor (two replicas), the rdma:// donor SIGKILLed
+# mid-run. Requires its PAGER-RDMA-OK verdict. Skips (77) when the VM cannot
+# run here or the build has no RDMA, fails instead under UFFDVM_REQUIRE_ALL=1.
+
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-b=${1:?usage: $0 BUILD_DIR [LOG]}
-log=${2:-$b/tests/rdma/rdma-pager-console.log}
-"$here/run-in-rxe-vm.sh" --timeout 300 --log "$log" \
-	--file "$b/donor/uffd-donor" --file "$b/uffd-pager/uffd-pager" \
-	--file "$b/uffd-pager/control/uffd-ctl" --file "$b/tests/guestsim/guestsim" \
-	--file "$b/qemu-glue/libuffd-glue.so:/usr/local/lib/libuffd-glue.so" \
+harness=$here/run-in-rxe-vm.sh
+log=${1:?usage: $0 LOG BUILD_DIR [rdma|nordma]}
+b=${2:?usage: $0 LOG BUILD_DIR [rdma|nordma]}
+rdma=${3:-rdma}
+
+cannot_run() {
+	if [[ ${UFFDVM_REQUIRE_ALL:-} == 1 ]]; then
+		echo "FAIL (UFFDVM_REQUIRE_ALL=1): $1"
+		exit 1
+	fi
+	echo "SKIP: $1"
+	exit 77
+}
+
+[[ $rdma == rdma ]] || cannot_run "built without RDMA (libibverbs-dev/librdmacm-dev missing at meson setup)"
+bins=("$b/donor/uffd-donor" "$b/uffd-pager/uffd-pager" "$b/uffd-pager/control/uffd-ctl"
+	"$b/tests/guestsim/guestsim" "$b/qemu-glue/libuffd-glue.so")
+for f in "${bins[@]}"; do [[ -x $f || -f $f ]] || { echo "FAIL: $f not built"; exit 1; }; done
+PATH=$PATH:/usr/sbin:/sbin command -v mkfs.ext4 >/dev/null ||
+	cannot_run "mkfs.ext4 not found (install e2fsprogs): the pager's state dir needs a disk in the VM"
+
+out=$("$harness" --prepare 2>&1)
+rc=$?
+echo "$out"
+if ((rc == 69)); then
+	cannot_run "$(grep 'cannot run' <<<"$out" | tail -n1)"
+elif ((rc != 0)); then
+	echo "FAIL: run-in-rxe-vm.sh --prepare exited with $rc"
+	exit 1
+fi
+
+"$harness" --timeout 200 --disk 256 --log "$log" \
+	--file "${bins[0]}" --file "${bins[1]}" --file "${bins[2]}" --file "${bins[3]}" \
+	--file "${bins[4]}:/usr/local/lib/libuffd-glue.so" \
 	--file "$here/guest-pager.sh:/usr/local/bin/guest-pager" -- guest-pager
 rc=$?
-grep -aE '^(PAGER-RDMA|DONOR-CPU)' "$log" | tr -d '\r'
-((rc == 0)) && grep -aq PAGER-RDMA-OK "$log" && { echo PASS; exit 0; }
-echo "FAIL: exit $rc (console: $log)"
-exit 1
+((rc == 69)) && cannot_run "run-in-rxe-vm.sh reported a missing prerequisite"
+grep -aE '^(PAGER-RDMA|BEFORE-KILL|REMOTE-LATENCY|FAULT-LATENCY|KILLED|DONOR-DOWN|AFTER|REREPLICATED)' "$log" | tr -d '\r'
+if ((rc != 0)); then
+	echo "FAIL: guest-pager in the rxe VM exited with $rc (console: $log)"
+	exit 1
+fi
+if ! grep -aq PAGER-RDMA-OK "$log"; then
+	echo "FAIL: exit status 0 but no PAGER-RDMA-OK verdict in $log"
+	exit 1
+fi
+echo "PASS"

@@ -25,6 +25,11 @@
 #   --log PATH      keep the console log at PATH (default: a temporary file,
 #                   kept and named only when the run fails)
 #   --quiet         do not stream the console to stdout
+#   --disk MB       attach an ext4 disk of MB MiB (a sparse raw image made
+#                   on the host with mkfs.ext4, thrown away afterwards) as
+#                   virtio /dev/vda, mounted at /var/lib/uffd-pager; the
+#                   command gets that path as RXE_DISK (the root is an
+#                   initramfs, and the pager refuses tmpfs for spill files)
 #   --prepare       only fetch the kernel and build the cached base initramfs
 #
 # COMMAND's words are joined with spaces (as ssh does) and run by the guest's
@@ -70,6 +75,12 @@ readonly WANT_MODULES="crc32_generic failover net_failover virtio_ring virtio
 	virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_net
 	ib_core ib_uverbs udp_tunnel ip6_udp_tunnel rdma_rxe iw_cm ib_cm
 	configfs rdma_cm rdma_ucm"
+# Loaded only with --disk: the virtio disk and ext4 on it. crc32c_generic is
+# no declared dependency of ext4 either (it looks "crc32c" up at mount time
+# for its metadata checksums).
+readonly DISK_MODULES="crc32c_generic crc16 mbcache jbd2 ext4 virtio_blk"
+# Where --disk is mounted in the guest; the command gets it as RXE_DISK.
+readonly DISK_MOUNT=/var/lib/uffd-pager
 # Tools in the base image; the optional ones are taken when installed.
 readonly BASE_TOOLS="rdma rping ibv_devices ibv_devinfo ibv_rc_pingpong"
 readonly OPT_TOOLS="ibv_ud_pingpong ibv_uc_pingpong ibv_srq_pingpong ucmatose
@@ -84,6 +95,7 @@ mem_mb=1024
 log_path=
 quiet=0
 prepare_only=0
+disk_mb=
 files=()
 while (($#)); do
 	case "$1" in
@@ -92,6 +104,7 @@ while (($#)); do
 	--file) (($# >= 2)) || die "--file needs HOST_PATH[:GUEST_PATH]"; files+=("$2"); shift 2 ;;
 	--log) (($# >= 2)) || die "--log needs a path"; log_path=$2; shift 2 ;;
 	--quiet) quiet=1; shift ;;
+	--disk) (($# >= 2)) || die "--disk needs MiB"; disk_mb=$2; shift 2 ;;
 	--prepare) prepare_only=1; shift ;;
 	--) shift; break ;;
 	-h|--help) sed -n '3,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -99,6 +112,7 @@ while (($#)); do
 	esac
 done
 [[ $timeout_s =~ ^[0-9]+$ && $timeout_s -gt 0 ]] || die "--timeout '$timeout_s': expected a positive integer (seconds)"
+[[ -z $disk_mb || ($disk_mb =~ ^[0-9]+$ && $disk_mb -ge 16) ]] || die "--disk '$disk_mb': expected an integer >= 16 (MiB)"
 [[ $mem_mb =~ ^[0-9]+$ && $mem_mb -ge 256 ]] || die "--mem '$mem_mb': expected an integer >= 256 (MiB)"
 if ((!prepare_only)); then
 	(($# > 0)) || die "no COMMAND given (usage: $PROG [options] -- COMMAND...)"
@@ -112,6 +126,8 @@ qemu_pid=
 cleanup() {
 	[[ -n $qemu_pid ]] && kill "$qemu_pid" 2>/dev/null || true
 	rm -rf "$work"
+	[[ -n ${disk_dir:-} ]] && rm -rf "$disk_dir"
+	return 0
 }
 trap cleanup EXIT
 # Turn signals into an exit so the EXIT trap stops QEMU and removes $work.
@@ -123,6 +139,9 @@ need_cmd() { command -v "$1" >/dev/null 2>&1 || unavailable "'$1' not found (ins
 need_cmd qemu-system-x86_64 qemu-system-x86
 need_cmd ldd libc-bin
 need_cmd flock util-linux
+if [[ -n $disk_mb ]]; then
+	PATH=$PATH:/usr/sbin:/sbin need_cmd mkfs.ext4 e2fsprogs
+fi
 busybox=$(command -v busybox || true)
 [[ -n $busybox ]] || unavailable "busybox not found (install busybox-static)"
 ldd "$busybox" >/dev/null 2>&1 && unavailable "$busybox is dynamically linked (install busybox-static)"
@@ -139,6 +158,17 @@ done
 [[ -e /etc/libibverbs.d/rxe.driver ]] || unavailable "/etc/libibverbs.d/rxe.driver not found (install ibverbs-providers)"
 
 # ---- kernel (cached) ------------------------------------------------------
+# True when kernel directory $1 was extracted with every module this
+# script may load (a cache made by an older version of it lacks the disk
+# modules: it is fetched again, and the superset serves the old one too).
+kernel_complete() {
+	local m
+	[[ -e $1/ready && -e $1/wanted ]] || return 1
+	for m in $WANT_MODULES $DISK_MODULES; do
+		grep -qw -- "$m" "$1/wanted" || return 1
+	done
+}
+
 # Prints the directory holding vmlinuz and the modules this harness loads.
 fetch_kernel() {
 	local pkg=${UFFDVM_RXE_KPKG:-} ver dir tmp deb resolved=$cache/kernel-resolved
@@ -146,7 +176,7 @@ fetch_kernel() {
 	# package lists do, so it is remembered until the next apt-get update.
 	if [[ -z $pkg && -s $resolved && $resolved -nt /var/lib/apt/lists ]]; then
 		dir=$cache/$(cat "$resolved")
-		[[ -e $dir/ready ]] && { echo "$dir"; return 0; }
+		kernel_complete "$dir" && { echo "$dir"; return 0; }
 	fi
 	if [[ -z $pkg ]]; then
 		pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
@@ -156,13 +186,13 @@ fetch_kernel() {
 	if [[ -z $pkg ]]; then
 		# Offline or no apt lists: any kernel already cached will do.
 		dir=$(ls -d "$cache"/kernel-*/ 2>/dev/null | sort -V | tail -n1 || true)
-		[[ -n $dir && -e $dir/ready ]] && { echo "${dir%/}"; return 0; }
+		[[ -n $dir ]] && kernel_complete "${dir%/}" && { echo "${dir%/}"; return 0; }
 		unavailable "cannot resolve the kernel package linux-image-amd64 depends on (apt-cache depends failed; run apt-get update) and no kernel is cached in $cache"
 	fi
 	ver=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ { print $2; exit }') || true
 	dir=$cache/kernel-$pkg${ver:+_$ver}
 	[[ -z ${UFFDVM_RXE_KPKG:-} ]] && echo "${dir##*/}" >"$resolved"
-	[[ -e $dir/ready ]] && { echo "$dir"; return 0; }
+	kernel_complete "$dir" && { echo "$dir"; return 0; }
 	note "fetching $pkg ${ver:-} into $dir"
 	tmp=$(mktemp -d "$cache/.fetch.XXXXXX")
 	# apt drops privileges to _apt for the download; let it write here.
@@ -189,7 +219,7 @@ fetch_kernel() {
 		local b=${f##*/}; echo "${b%%.ko*} $f"
 	done >"$tmp/index"
 	local -A seen=()
-	local queue=($WANT_MODULES) m f deps
+	local queue=($WANT_MODULES $DISK_MODULES) m f deps
 	while ((${#queue[@]})); do
 		m=${queue[0]}; queue=("${queue[@]:1}")
 		m=${m//-/_}
@@ -213,6 +243,7 @@ fetch_kernel() {
 		echo "$m ${deps//,/ }" >>"$tmp/keep/deps"
 		queue+=(${deps//,/ })
 	done
+	echo $WANT_MODULES $DISK_MODULES >"$tmp/keep/wanted"
 	touch "$tmp/keep/ready"
 	rm -rf "$dir"
 	mv "$tmp/keep" "$dir"
@@ -223,7 +254,7 @@ fetch_kernel() {
 # Load order: depth-first over the recorded dependencies, WANT_MODULES order
 # for independent modules.
 module_order() {
-	local kdir=$1
+	local kdir=$1 want=${2:-$WANT_MODULES}
 	local -A deps=() done_=()
 	local line name rest
 	while read -r name rest; do deps[$name]=$rest; done <"$kdir/deps"
@@ -234,7 +265,7 @@ module_order() {
 		for d in ${deps[$m]}; do visit "$d"; done
 		echo "$m"
 	}
-	for name in $WANT_MODULES; do visit "$name"; done
+	for name in $want; do visit "$name"; done
 }
 
 libgcc_s() {
@@ -323,6 +354,21 @@ while :; do
 	sleep 0.1
 done
 export RXE_DEV=rxe0 RXE_NETDEV=eth0 RXE_ADDR=@GUEST_IP@ RXE_GID_INDEX=${g##*/}
+# --disk: an ext4 image on virtio /dev/vda, for what must not live on tmpfs.
+if [ -e /rxe/disk ]; then
+	while read -r m; do
+		insmod "/lib/modules/rxe/$m.ko" 2>/tmp/insmod.err ||
+			fail "insmod $m: $(cat /tmp/insmod.err)"
+	done </etc/rxe/modules-disk
+	n=0
+	while [ ! -b /dev/vda ]; do
+		n=$((n + 1)); [ $n -gt 100 ] && fail "no /dev/vda after 10 s (virtio_blk)"
+		sleep 0.1
+	done
+	mkdir -p @DISK_MOUNT@
+	mount -t ext4 /dev/vda @DISK_MOUNT@ 2>/tmp/mount.err || fail "mount /dev/vda: $(cat /tmp/mount.err)"
+	export RXE_DISK=@DISK_MOUNT@
+fi
 [ -e /rxe/cmd ] || fail "/rxe/cmd missing: the per-run initramfs archive was not unpacked"
 echo "RXE-READY"
 ibv_devices
@@ -336,7 +382,7 @@ sync
 poweroff -f
 sleep 5
 EOF
-	sed -i -e "s|@GUEST_ADDR@|$GUEST_ADDR|" -e "s|@GUEST_IP@|${GUEST_ADDR%/*}|" "$1"
+	sed -i -e "s|@GUEST_ADDR@|$GUEST_ADDR|" -e "s|@DISK_MOUNT@|$DISK_MOUNT|g" -e "s|@GUEST_IP@|${GUEST_ADDR%/*}|" "$1"
 	chmod 0755 "$1"
 }
 
@@ -381,7 +427,11 @@ build_base() {
 	add_with_libs "$t" "$t" "$root"
 	local m
 	module_order "$kdir" >"$root/etc/rxe/modules"
-	while read -r m; do cp "$kdir/modules/$m.ko" "$root/lib/modules/rxe/"; done <"$root/etc/rxe/modules"
+	# Disk modules not already loaded for RDMA (crc16 ... ext4 virtio_blk).
+	module_order "$kdir" "$WANT_MODULES $DISK_MODULES" | grep -vxF -f "$root/etc/rxe/modules" >"$root/etc/rxe/modules-disk" || true
+	cat "$root/etc/rxe/modules" "$root/etc/rxe/modules-disk" | while read -r m; do
+		cp "$kdir/modules/$m.ko" "$root/lib/modules/rxe/"
+	done
 	write_init "$root/init"
 	make_cpio "$root" "$work/base.cpio"
 	gzip -6 <"$work/base.cpio" >"$out.tmp.$$"
@@ -417,6 +467,18 @@ for spec in "${files[@]}"; do
 	add_with_libs "$host" "$guest" "$run_root"
 done
 printf '%s\n' "$command_text" >"$run_root/rxe/cmd"
+drive=()
+if [[ -n $disk_mb ]]; then
+	# On disk rather than under $work: /tmp may be a tmpfs, and the guest
+	# may write most of the image.
+	disk_dir=$(mktemp -d /var/tmp/rxe-disk.XXXXXX)
+	truncate -s "${disk_mb}M" "$disk_dir/disk.img"
+	PATH=$PATH:/usr/sbin:/sbin mkfs.ext4 -q -F "$disk_dir/disk.img" ||
+		unavailable "mkfs.ext4 -q -F $disk_dir/disk.img failed"
+	# cache=unsafe: a throw-away image, no flushes needed.
+	drive=(-drive "file=$disk_dir/disk.img,format=raw,if=virtio,cache=unsafe")
+	touch "$run_root/rxe/disk"
+fi
 make_cpio "$run_root" "$work/run.cpio"
 # An uncompressed archive that follows a compressed one must start on a
 # 4-byte boundary, or the kernel mistakes it for another compressed stream
@@ -441,7 +503,7 @@ qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m "$mem_mb" \
 	-kernel "$kdir/vmlinuz" -initrd "$work/initrd" \
 	-append "console=ttyS0 rdinit=/init panic=-1 quiet loglevel=4" \
 	-display none -monitor none -serial "file:$log_path" -no-reboot \
-	-netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0 \
+	-netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0 "${drive[@]}" \
 	</dev/null >"$work/qemu.out" 2>&1 &
 qemu_pid=$!
 if ((!quiet)); then
