@@ -481,6 +481,16 @@ void pager_free(struct pager *p)
 
 static int set_limit_locked(struct pager *p, struct vm *vm, uint64_t bytes, char *err, size_t errlen);
 
+/* Under p->lock: the VM, or NULL with the reason in err. */
+static struct vm *find_vm_or_err_locked(struct pager *p, const char *name, char *err, size_t errlen)
+{
+	struct vm *vm = find_vm_locked(p, name);
+
+	if (!vm)
+		snprintf(err, errlen, "no VM named '%s'", name);
+	return vm;
+}
+
 json_t *pager_vm_list(struct pager *p)
 {
 	json_t *arr = json_array();
@@ -515,10 +525,9 @@ int pager_vm_set_limit(struct pager *p, const char *name, uint64_t bytes, char *
 		return -EINVAL;
 	}
 	pthread_mutex_lock(&p->lock);
-	vm = find_vm_locked(p, name);
+	vm = find_vm_or_err_locked(p, name, err, errlen);
 	if (!vm) {
 		r = -ENOENT;
-		snprintf(err, errlen, "no VM named '%s'", name);
 	} else {
 		r = set_limit_locked(p, vm, bytes, err, errlen);
 		if (r == 0)
@@ -612,10 +621,9 @@ int pager_vm_drain(struct pager *p, const char *name, char *err, size_t errlen)
 
 	for (int round = 0; round < 3; round++) {
 		pthread_mutex_lock(&p->lock);
-		vm = find_vm_locked(p, name);
+		vm = find_vm_or_err_locked(p, name, err, errlen);
 		if (!vm) {
 			pthread_mutex_unlock(&p->lock);
-			snprintf(err, errlen, "no VM named '%s'", name);
 			return -ENOENT;
 		}
 		/* The whole guest must fit locally: raise the limit to its size, within the budget. */
@@ -654,14 +662,12 @@ int pager_vm_park(struct pager *p, const char *name, char *err, size_t errlen)
 	int r;
 
 	pthread_mutex_lock(&p->lock);
-	vm = find_vm_locked(p, name);
+	vm = find_vm_or_err_locked(p, name, err, errlen);
 	if (vm)
 		vm_request_park(vm);
 	pthread_mutex_unlock(&p->lock);
-	if (!vm) {
-		snprintf(err, errlen, "no VM named '%s'", name);
+	if (!vm)
 		return -ENOENT;
-	}
 	r = wait_vm(p, name, vm_park_busy, &resident, 600);
 	if (r < 0) {
 		snprintf(err, errlen, r == -ENOENT ? "VM '%s' exited while parking" : "parking '%s' did not finish", name);
@@ -703,10 +709,9 @@ int pager_vm_policy_set(struct pager *p, const char *name, const json_t *policy,
 		return -EINVAL;
 	}
 	pthread_mutex_lock(&p->lock);
-	vm = find_vm_locked(p, name);
+	vm = find_vm_or_err_locked(p, name, err, errlen);
 	if (!vm) {
 		pthread_mutex_unlock(&p->lock);
-		snprintf(err, errlen, "no VM named '%s'", name);
 		return -ENOENT;
 	}
 	/* Keys not given keep their current values: the new policy is the old one updated. */

@@ -51,6 +51,24 @@ def exe(name):
     fail(f"{name} not built under {BUILD}")
 
 
+def control_call(path, cmd, timeout=10, **args):
+    """One request on a JSON-lines control socket (pager or donor); returns the parsed response."""
+    req = {"cmd": cmd}
+    if args:
+        req["args"] = args
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall((json.dumps(req) + "\n").encode())
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    return json.loads(buf)
+
+
 class Pager:
     """A real uffd-pager with private sockets and a private state dir on disk."""
 
@@ -85,20 +103,7 @@ class Pager:
             return f.read()
 
     def call(self, cmd, timeout=10, **args):
-        req = {"cmd": cmd}
-        if args:
-            req["args"] = args
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(self.control)
-            s.sendall((json.dumps(req) + "\n").encode())
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        return json.loads(buf)
+        return control_call(self.control, cmd, timeout, **args)
 
     def result(self, cmd, **args):
         r = self.call(cmd, **args)
@@ -257,20 +262,7 @@ class Donor:
             return f.read()
 
     def call(self, cmd, timeout=10, **args):
-        req = {"cmd": cmd}
-        if args:
-            req["args"] = args
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(self.control)
-            s.sendall((json.dumps(req) + "\n").encode())
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        return json.loads(buf)
+        return control_call(self.control, cmd, timeout, **args)
 
     def kill(self):
         if self.proc.poll() is None:
