@@ -46,6 +46,7 @@ struct client {
 	struct vm *vm;
 	struct epoll_tag { enum tag_kind kind; struct client *c; } tag, pid_tag;
 	struct client *next;
+	bool attached_event; /* vm.attached sent (first region): vm.detached pairs with it */
 };
 
 struct pager {
@@ -185,8 +186,9 @@ static void client_drop(struct pager *p, struct client *c, const char *why)
 
 	if (vm) {
 		log_info("vm %s: %s; freeing its pages and spill file", vm_name(vm), why);
-		pager_event_emit("vm.detached", json_pack("{s:s, s:i, s:s}", "vm", vm_name(vm), "pid", (int)c->pid,
-							   "reason", why));
+		if (c->attached_event)
+			pager_event_emit("vm.detached", json_pack("{s:s, s:i, s:s}", "vm", vm_name(vm), "pid",
+								  (int)c->pid, "reason", why));
 		vm_free(vm);
 	}
 	epoll_ctl(p->epfd, EPOLL_CTL_DEL, c->fd, NULL);
@@ -263,9 +265,7 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 	c->vm = vm;
 	p->vms_registered++;
 	pthread_mutex_unlock(&p->lock);
-	pager_event_emit("vm.attached", json_pack("{s:s, s:i, s:I, s:I}", "vm", name, "pid", (int)c->pid,
-						  "guest_memory", (json_int_t)vm_guest_bytes(vm), "local_memory",
-						  (json_int_t)pol.local_memory));
+
 	c->pid_tag = (struct epoll_tag){ .kind = TAG_PIDFD, .c = c };
 	/* The pidfd turns readable when the process exits, even if its socket lingers in a child. */
 	epoll_ctl(p->epfd, EPOLL_CTL_ADD, pidfd,
@@ -301,6 +301,13 @@ static void handle_region(struct pager *p, struct client *c, const struct glue_m
 		return;
 	}
 	reply(c, GLUE_OK, "region registered");
+	/* Attached = paging began: the first region gives the guest's size. */
+	if (!c->attached_event) {
+		c->attached_event = true;
+		pager_event_emit("vm.attached", json_pack("{s:s, s:i, s:I, s:I}", "vm", vm_name(c->vm), "pid",
+							  (int)c->pid, "guest_memory", (json_int_t)vm_guest_bytes(c->vm),
+							  "local_memory", (json_int_t)vm_local_memory(c->vm)));
+	}
 	return;
 drop_fd:
 	if (fd >= 0)
