@@ -628,6 +628,7 @@ json_t *pager_stats(struct pager *p)
 {
 	json_t *o;
 	unsigned vms = 0;
+	json_t *d;
 
 	pthread_mutex_lock(&p->lock);
 	for (struct client *c = p->clients; c; c = c->next)
@@ -637,7 +638,9 @@ json_t *pager_stats(struct pager *p)
 		      "vms_registered", (json_int_t)p->vms_registered, "vms_refused", (json_int_t)p->vms_refused,
 		      "vms_exited", (json_int_t)p->vms_exited, "state_dir", p->cfg.state_dir);
 	pthread_mutex_unlock(&p->lock);
-	json_object_set_new(o, "donors", json_incref(json_object_get(donor_pool_json(p->pool), "donors")));
+	d = donor_pool_json(p->pool);
+	json_object_set(o, "donors", json_object_get(d, "donors"));
+	json_decref(d);
 	return o;
 }
 

@@ -195,7 +195,8 @@ def main():
         check(before > 0, f"the VM has stored pages before the drain ({before})")
         rc, out, err = ctl(pager, "vm", "drain", VM)
         st = pager.vm_stats(VM)
-        check(rc == 0 and st["stored_pages"] == 0, f"vm drain: exit {rc}, stored pages now {st['stored_pages']}")
+        check(rc == 0 and st["stored_pages"] == 0,
+              f"vm drain: exit {rc}, stored pages now {st['stored_pages']}: {err.strip()}")
         # Without a terminal the progress is one line per second, starting with the pages to bring back.
         prog = [int(m.group(1)) for m in re.finditer(rf"^drain {VM}: (\d+) pages still stored$", out, re.M)]
         check(prog and prog[0] > 0 and out.rstrip().endswith(f"{VM}: done"),

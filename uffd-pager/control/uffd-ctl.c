@@ -620,8 +620,7 @@ static int cmd_vm_progress(const char *verb, const char *name)
 			fflush(stdout);
 		}
 	}
-	pthread_join(t, NULL);
-	json_decref(b.args);
+	pthread_join(t, NULL); /* call() took b.args */
 	if (drew)
 		printf("\n");
 	if (b.rc != EXIT_OK)
