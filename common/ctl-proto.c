@@ -62,6 +62,8 @@ static const struct ctl_command command_table[] = {
 	  "move every page off a donor, then disconnect it" },
 	{ CTL_CMD_DONOR_DRAIN, "donor.drain", CTL_CMD_MUTATES, args_url,
 	  "move every page off a donor, keeping it connected" },
+	{ CTL_CMD_EVENTS_SUBSCRIBE, "events.subscribe", 0, args_none,
+	  "turn the connection into a stream of events, one JSON line each (VMs, donors, lost pages)" },
 };
 
 _Static_assert(ARRAY_SIZE(command_table) == _CTL_CMD_MAX, "one table entry per enum ctl_cmd");

@@ -61,3 +61,24 @@ int pager_vm_policy_get(struct pager *p, const char *name, json_t **ret_policy);
  * -ENOSPC (over the host budget).
  */
 int pager_vm_policy_set(struct pager *p, const char *name, const json_t *policy, char *err, size_t errlen);
+
+/* ---- Events: what operators subscribe to with events.subscribe ---- */
+
+/*
+ * Called once per event, from whichever pager thread noticed it (registry,
+ * fault, evictor, donor health), with a lock held that serialises callbacks
+ * against unsubscribe: it must only queue the event and return quickly,
+ * never block and never call back into the pager. event is borrowed:
+ * {"event": type, "time": unix seconds (real), "vm"/"donor": ..., details}.
+ */
+typedef void (*pager_event_fn)(void *opaque, const json_t *event);
+/* Registers fn for every event from now on. Returns 0 or -ENOMEM; *ret_id names the subscription. */
+int pager_events_subscribe(struct pager *p, pager_event_fn fn, void *opaque, uint64_t *ret_id);
+/* Ends a subscription; no callback for it runs once this returns. Unknown ids are ignored. */
+void pager_events_unsubscribe(struct pager *p, uint64_t id);
+/*
+ * Emitted by the core: type is "vm.attached", "vm.detached", "vm.degraded",
+ * "page.lost", "donor.down" or "donor.up"; fields (stolen, may be NULL) are
+ * the details. Cheap when nobody subscribes; never blocks on subscribers.
+ */
+void pager_event_emit(const char *type, json_t *fields);

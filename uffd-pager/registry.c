@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -27,6 +29,7 @@
 #include "donors.h"
 #include "glue-proto.h"
 #include "log.h"
+#include "pager.h"
 #include "registry.h"
 #include "util.h"
 #include "vm.h"
@@ -43,6 +46,7 @@ struct client {
 	struct vm *vm;
 	struct epoll_tag { enum tag_kind kind; struct client *c; } tag, pid_tag;
 	struct client *next;
+	bool attached_event; /* vm.attached sent (first region): vm.detached pairs with it */
 };
 
 struct pager {
@@ -56,6 +60,7 @@ struct pager {
 	uint64_t vms_registered, vms_refused, vms_exited;
 	struct ctl_server *ctl;
 	struct donor_pool *pool; /* shared by every VM */
+	_Atomic bool stopping;   /* set first by pager_free: control waits give up */
 };
 
 static void reply(struct client *c, enum glue_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -71,6 +76,85 @@ static void reply(struct client *c, enum glue_status st, const char *fmt, ...)
 	/* MSG_DONTWAIT: a client that does not read must not stall the daemon. */
 	if (send(c->fd, &r, sizeof(r), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
 		log_debug("reply to pid %d lost: %s", (int)c->pid, strerror(errno));
+}
+
+/*
+ * ---- Events ----
+ * Subscribers live in one process-wide list: the emitters (VMs, the donor
+ * pool) do not know the pager, and a process runs one pager. Callbacks run
+ * under events_lock so that unsubscribe, which takes it too, cannot return
+ * while one runs; they only queue (pager.h), so holding it is brief.
+ */
+struct event_sub {
+	uint64_t id;
+	pager_event_fn fn;
+	void *opaque;
+	struct event_sub *next;
+};
+
+static pthread_mutex_t events_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct event_sub *event_subs;
+static _Atomic unsigned event_nsubs;
+static uint64_t event_next_id = 1;
+
+int pager_events_subscribe(struct pager *p, pager_event_fn fn, void *opaque, uint64_t *ret_id)
+{
+	struct event_sub *e = calloc(1, sizeof(*e));
+
+	(void)p;
+	if (!e)
+		return -ENOMEM;
+	e->fn = fn;
+	e->opaque = opaque;
+	pthread_mutex_lock(&events_lock);
+	e->id = event_next_id++;
+	e->next = event_subs;
+	event_subs = e;
+	atomic_fetch_add(&event_nsubs, 1);
+	pthread_mutex_unlock(&events_lock);
+	*ret_id = e->id;
+	return 0;
+}
+
+void pager_events_unsubscribe(struct pager *p, uint64_t id)
+{
+	struct event_sub **pp, *e = NULL;
+
+	(void)p;
+	pthread_mutex_lock(&events_lock);
+	for (pp = &event_subs; *pp; pp = &(*pp)->next) {
+		if ((*pp)->id == id) {
+			e = *pp;
+			*pp = e->next;
+			atomic_fetch_sub(&event_nsubs, 1);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&events_lock);
+	free(e);
+}
+
+void pager_event_emit(const char *type, json_t *fields)
+{
+	struct timespec ts;
+	json_t *ev;
+
+	if (atomic_load(&event_nsubs) == 0) {
+		json_decref(fields);
+		return;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ev = json_pack("{s:s, s:f}", "event", type, "time", (double)ts.tv_sec + ts.tv_nsec / 1e9);
+	if (ev && fields)
+		json_object_update(ev, fields);
+	json_decref(fields);
+	if (!ev)
+		return;
+	pthread_mutex_lock(&events_lock);
+	for (struct event_sub *e = event_subs; e; e = e->next)
+		e->fn(e->opaque, ev);
+	pthread_mutex_unlock(&events_lock);
+	json_decref(ev);
 }
 
 static struct vm *find_vm_locked(struct pager *p, const char *name)
@@ -102,6 +186,9 @@ static void client_drop(struct pager *p, struct client *c, const char *why)
 
 	if (vm) {
 		log_info("vm %s: %s; freeing its pages and spill file", vm_name(vm), why);
+		if (c->attached_event)
+			pager_event_emit("vm.detached", json_pack("{s:s, s:i, s:s}", "vm", vm_name(vm), "pid",
+								  (int)c->pid, "reason", why));
 		vm_free(vm);
 	}
 	epoll_ctl(p->epfd, EPOLL_CTL_DEL, c->fd, NULL);
@@ -178,6 +265,7 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 	c->vm = vm;
 	p->vms_registered++;
 	pthread_mutex_unlock(&p->lock);
+
 	c->pid_tag = (struct epoll_tag){ .kind = TAG_PIDFD, .c = c };
 	/* The pidfd turns readable when the process exits, even if its socket lingers in a child. */
 	epoll_ctl(p->epfd, EPOLL_CTL_ADD, pidfd,
@@ -213,6 +301,13 @@ static void handle_region(struct pager *p, struct client *c, const struct glue_m
 		return;
 	}
 	reply(c, GLUE_OK, "region registered");
+	/* Attached = paging began: the first region gives the guest's size. */
+	if (!c->attached_event) {
+		c->attached_event = true;
+		pager_event_emit("vm.attached", json_pack("{s:s, s:i, s:I, s:I}", "vm", vm_name(c->vm), "pid",
+							  (int)c->pid, "guest_memory", (json_int_t)vm_guest_bytes(c->vm),
+							  "local_memory", (json_int_t)vm_local_memory(c->vm)));
+	}
 	return;
 drop_fd:
 	if (fd >= 0)
@@ -461,6 +556,7 @@ void pager_free(struct pager *p)
 {
 	if (!p)
 		return;
+	atomic_store(&p->stopping, true);
 	ctl_server_stop(p->ctl);
 	while (p->clients)
 		client_drop(p, p->clients, "pager shutting down");
@@ -541,6 +637,7 @@ json_t *pager_stats(struct pager *p)
 {
 	json_t *o;
 	unsigned vms = 0;
+	json_t *d;
 
 	pthread_mutex_lock(&p->lock);
 	for (struct client *c = p->clients; c; c = c->next)
@@ -550,9 +647,9 @@ json_t *pager_stats(struct pager *p)
 		      "vms_registered", (json_int_t)p->vms_registered, "vms_refused", (json_int_t)p->vms_refused,
 		      "vms_exited", (json_int_t)p->vms_exited, "state_dir", p->cfg.state_dir);
 	pthread_mutex_unlock(&p->lock);
-	json_t *pool = donor_pool_json(p->pool);
-	json_object_set(o, "donors", json_object_get(pool, "donors"));
-	json_decref(pool);
+	d = donor_pool_json(p->pool);
+	json_object_set(o, "donors", json_object_get(d, "donors"));
+	json_decref(d);
 	return o;
 }
 
@@ -593,6 +690,8 @@ static int wait_vm(struct pager *p, const char *name, bool (*busy)(struct vm *, 
 			return -ENOENT;
 		if (!b)
 			return 0;
+		if (atomic_load(&p->stopping))
+			return -ECANCELED;
 		usleep(50000);
 	}
 	return -ETIMEDOUT;

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "pager.h"
 #include "util.h"
 #include "vm-private.h"
 #include "vm.h"
@@ -122,6 +123,10 @@ void vm_data_loss(struct vm *vm, uint64_t page, const char *why)
 	log_err("vm %s: page %llu (guest RAM offset 0x%llx) cannot be restored: %s; never installing it; %s the VM (pid %d) per policy 'on_data_loss'",
 		vm->policy.name, (unsigned long long)page, (unsigned long long)(page << VM_PAGE_SHIFT), why,
 		kill_it ? "killing" : "stopping", (int)vm->pid);
+	pager_event_emit("page.lost", json_pack("{s:s, s:i, s:I, s:I, s:s, s:s}", "vm", vm->policy.name, "pid",
+						(int)vm->pid, "page", (json_int_t)page, "offset",
+						(json_int_t)(page << VM_PAGE_SHIFT), "reason", why, "action",
+						kill_it ? "killed" : "stopped"));
 	/* pidfd: the signal cannot reach a recycled pid. */
 	pidfd_signal(vm->pidfd, kill_it ? SIGKILL : SIGSTOP);
 }

@@ -6,7 +6,9 @@ unprivileged libvirt-qemu user, in libvirt's private /dev and under its
 seccomp sandbox. The pager must see the domain register under its libvirt
 name with the policy found by that name in a root-owned policy directory,
 page it (evictions with local memory below the guest's working set), and
-free it when `virsh destroy` kills QEMU.
+drain it on `uffd-ctl vm drain` (with progress) so no page is stored
+elsewhere, and free it when `virsh destroy` kills QEMU, which
+`uffd-ctl events` reports as vm.detached.
 
 The test changes host state and restores it in every case: it appends
 cgroup_device_acl (with /dev/userfaultfd) to /etc/libvirt/qemu.conf, gives
@@ -17,6 +19,7 @@ import grp
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import stat
@@ -227,13 +230,36 @@ def main():
         check("UFFDVM-GUEST-START" in console, "the guest's workload started")
         check("FAIL" not in console, "the guest workload reports no corruption")
         check(st["integrity_errors"] == 0, "no integrity errors")
-        # TODO(lead): once vm.drain exists, drain the domain here before destroying it.
 
+        # Before a destroy (or a migration) the operator drains the domain: every stored page comes back.
+        before = pager.vm_stats(name)["stored_pages"]
+        t0 = time.time()
+        p = subprocess.run([exe("uffd-ctl"), "--control", pager.control, "vm", "drain", name], capture_output=True,
+                           text=True, timeout=300)
+        prog = [int(x) for x in re.findall(rf"^drain {name}: (\d+) pages still stored$", p.stdout, re.M)]
+        check(p.returncode == 0 and p.stdout.rstrip().endswith(f"{name}: done"),
+              f"uffd-ctl vm drain {name}: exit {p.returncode} in {time.time() - t0:.1f} s: {p.stdout!r} {p.stderr!r}")
+        check(prog and (before == 0 or prog[0] > 0), f"the drain reported progress ({before} stored before: {prog})")
+        st = pager.vm_stats(name)
+        check(st["stored_pages"] == 0 and st["local_memory"] >= st["guest_pages"] * 4096,
+              f"drained: {st['stored_pages']} pages stored, limit {st['local_memory'] >> 20} MiB")
+
+        events = subprocess.Popen([exe("uffd-ctl"), "--control", pager.control, "--json", "events", "--count", "1"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)  # let it subscribe
         virsh("destroy", name)
         deadline = time.time() + 30
         while time.time() < deadline and name in vm_names(pager):
             time.sleep(0.1)
         check(name not in vm_names(pager), "virsh destroy: the pager freed the VM")
+        try:
+            out, err = events.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            events.kill()
+            out, err = events.communicate()
+        ev = json.loads(out) if out.strip() else {}
+        check(ev.get("event") == "vm.detached" and ev.get("vm") == name and ev.get("pid") == qemu_pid,
+              f"uffd-ctl events saw the domain detach: {out!r} {err!r}")
         check(pager.alive(), "the pager survived its VM's QEMU being killed")
     finally:
         if defined:

@@ -10,8 +10,10 @@ them, and the control socket gets the configured mode and group."""
 import grp
 import json
 import os
+import pty
 import pwd
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -45,6 +47,31 @@ def ctl(pager, *args, user=None, stdin=None):
     p = subprocess.run([exe("uffd-ctl"), "--control", pager.control] + list(args), capture_output=True,
                        text=True, timeout=30, preexec_fn=pre, input=stdin)
     return p.returncode, p.stdout, p.stderr
+
+
+def ctl_tty(pager, *args):
+    """uffd-ctl with its stdout on a pseudo-terminal; returns (exit code, everything it wrote)."""
+    master, slave = pty.openpty()
+    p = subprocess.Popen([exe("uffd-ctl"), "--control", pager.control] + list(args), stdout=slave,
+                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    out = b""
+    try:
+        while True:
+            r, _, _ = select.select([master], [], [], 60)
+            if not r:
+                fail(f"uffd-ctl {' '.join(args)} on a terminal: silent for 60 s")
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the slave side is closed
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(master)
+        rc = p.wait(timeout=60)
+    return rc, out.decode(errors="replace").replace("\r\n", "\n")
 
 
 def ctl_json(pager, *args, **kw):
@@ -164,13 +191,25 @@ def main():
 
         # vm.drain brings every stored page back (raising the limit to the guest's size), vm.park pushes
         # the VM out again, vm.policy get/set read and replace its run-time policy.
+        before = pager.vm_stats(VM)["stored_pages"]
+        check(before > 0, f"the VM has stored pages before the drain ({before})")
         rc, out, err = ctl(pager, "vm", "drain", VM)
         st = pager.vm_stats(VM)
-        check(rc == 0 and st["stored_pages"] == 0, f"vm drain: exit {rc}, stored pages now {st['stored_pages']}")
+        check(rc == 0 and st["stored_pages"] == 0,
+              f"vm drain: exit {rc}, stored pages now {st['stored_pages']}: {err.strip()}")
+        # Without a terminal the progress is one line per second, starting with the pages to bring back.
+        prog = [int(m.group(1)) for m in re.finditer(rf"^drain {VM}: (\d+) pages still stored$", out, re.M)]
+        check(prog and prog[0] > 0 and out.rstrip().endswith(f"{VM}: done"),
+              f"vm drain reports progress ({prog[:5]}) and then done: {out!r}")
+        check(len(prog) == 1 or prog[-1] < prog[0], f"the stored count falls during the drain: {prog}")
         check(st["local_memory"] >= st["guest_pages"] * 4096, "vm drain raised the limit to the guest's size")
-        rc, out, err = ctl(pager, "vm", "park", VM)
+        # On a terminal: a bar with a percentage, redrawn in place.
+        rc, out = ctl_tty(pager, "vm", "park", VM)
         st = pager.vm_stats(VM)
         check(rc == 0 and st["stored_pages"] > 0, f"vm park: exit {rc}, {st['stored_pages']} pages pushed out")
+        check(f"{VM}: done" in out, f"vm park on a terminal ends with done: {out!r}")
+        if "\r" in out:
+            check(re.search(r"\rpark " + VM + r" \[[#.]{40}\] +\d+%", out), f"the park bar on a terminal: {out!r}")
         pol = ctl_json(pager, "vm", "policy", "get", VM)
         check(pol["name"] == VM and "local_memory" in pol, "vm policy get returns the policy")
         rc, out, err = ctl(pager, "vm", "policy", "set", VM, "-", stdin='{"local_memory": "48M"}')

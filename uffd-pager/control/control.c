@@ -10,6 +10,15 @@
  * optional metrics endpoint is a second listener in the same epoll set: its
  * clients are the same bounded, non-blocking connections, answered once
  * with an HTTP/1.0 response and closed.
+ *
+ * Two kinds of work do not fit "one request, answered at once": vm.drain and
+ * vm.park wait for the VM and run on a worker thread each, so the server
+ * keeps answering (e.g. the vm.stats a progress bar polls) while the
+ * client's further requests wait behind the reply; events.subscribe turns a
+ * connection into a stream fed by pager callbacks. Both hand their output
+ * to this thread through a lock-protected queue and a wake eventfd; an
+ * event subscriber whose bounded queue overflows is dropped, so a slow
+ * reader never blocks the pager.
  */
 #include "control.h"
 
@@ -41,15 +50,44 @@
 #define ACCEPT_PAUSE_MS 100
 #define MAX_PEER_GROUPS 64
 #define HTTP_REQUEST_MAX 8192
+/* Events queued for one subscriber before it counts as too slow and is dropped. */
+#define EV_QUEUE_MAX 1024
 
-enum ep_kind { EP_LISTEN, EP_STOP, EP_CLIENT, EP_HTTP_LISTEN };
+enum ep_kind { EP_LISTEN, EP_STOP, EP_CLIENT, EP_HTTP_LISTEN, EP_WAKE };
 
 struct ep_tag {
 	enum ep_kind kind;
 };
 
+struct ctl_server;
+
+/* One events.subscribe connection's queue; lines and overflow under the server's qlock. */
+struct ev_sub {
+	struct ctl_server *s;
+	uint64_t id;
+	char *lines[EV_QUEUE_MAX];
+	size_t lens[EV_QUEUE_MAX];
+	unsigned head, n;
+	bool overflow;
+};
+
+/* A vm.drain / vm.park running on its own thread. */
+struct ctl_job {
+	struct ctl_server *s;
+	pthread_t thread;
+	uint64_t client_serial; /* the client may be gone when the job ends */
+	struct ucred cred;
+	struct ctl_request req;
+	json_t *resp;
+	bool done; /* under qlock */
+	struct ctl_job *next;
+};
+
 struct ctl_client {
 	struct ep_tag tag; /* first: epoll hands back &tag */
+	uint64_t serial; /* unique per server life */
+	struct ev_sub *sub; /* set once the client subscribed to events */
+	bool busy;          /* a job runs its request: later requests wait */
 	struct ctl_client *prev, *next;
 	int fd;
 	struct ucred cred;
@@ -73,7 +111,11 @@ struct ctl_server {
 	dev_t sock_dev;
 	ino_t sock_ino;
 	int listen_fd, epoll_fd, stop_fd, http_fd;
-	struct ep_tag listen_tag, stop_tag, http_tag;
+	struct ep_tag listen_tag, stop_tag, http_tag, wake_tag;
+	int wake_fd;
+	uint64_t next_serial;
+	pthread_mutex_t qlock; /* event queues and job completion; taken inside pager callbacks */
+	struct ctl_job *jobs;  /* every job not yet joined */
 	gid_t admin_gid;
 	pthread_t thread;
 	bool thread_started;
@@ -351,6 +393,58 @@ static json_t *handle_vm_policy_set(struct ctl_server *s, struct ctl_client *c, 
 	return admin_result(c, req, r, reason, NULL);
 }
 
+static void wake(struct ctl_server *s)
+{
+	uint64_t one = 1;
+
+	/* A full counter (never in practice) still leaves the fd readable: nothing is lost. */
+	if (write(s->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_warn("control: cannot wake the server thread: %m");
+}
+
+/* Pager callback: runs on a core thread, so it only queues the line. */
+static void ev_callback(void *opaque, const json_t *event)
+{
+	struct ev_sub *sub = opaque;
+	char *line = NULL;
+	size_t len;
+
+	if (ctl_line_dump(event, &line, &len) < 0)
+		line = NULL;
+	pthread_mutex_lock(&sub->s->qlock);
+	if (!line || sub->n == EV_QUEUE_MAX) {
+		sub->overflow = true;
+		free(line);
+	} else {
+		unsigned i = (sub->head + sub->n++) % EV_QUEUE_MAX;
+		sub->lines[i] = line;
+		sub->lens[i] = len;
+	}
+	pthread_mutex_unlock(&sub->s->qlock);
+	wake(sub->s);
+}
+
+static json_t *handle_events_subscribe(struct ctl_server *s, struct ctl_client *c, const struct ctl_request *req)
+{
+	struct ev_sub *sub;
+	int r;
+
+	if (c->sub)
+		return ctl_response_error(req->id, -EALREADY, "events.subscribe: this connection already streams events");
+	sub = calloc(1, sizeof(*sub));
+	if (!sub)
+		return ctl_response_error(req->id, -ENOMEM, "events.subscribe: out of memory");
+	sub->s = s;
+	r = pager_events_subscribe(s->pager, ev_callback, sub, &sub->id);
+	if (r < 0) {
+		free(sub);
+		return ctl_response_error(req->id, r, "events.subscribe: %s", strerror(-r));
+	}
+	c->sub = sub;
+	log_debug("control: peer uid %u pid %d subscribed to events", (unsigned)c->cred.uid, (int)c->cred.pid);
+	return ctl_response_ok(req->id, json_pack("{s:b}", "subscribed", true));
+}
+
 static const ctl_handler_fn handlers[_CTL_CMD_MAX] = {
 	[CTL_CMD_PROTOCOL_VERSION] = handle_protocol_version,
 	[CTL_CMD_VM_LIST] = handle_vm_list,
@@ -366,7 +460,57 @@ static const ctl_handler_fn handlers[_CTL_CMD_MAX] = {
 	[CTL_CMD_DONOR_ADD] = handle_donor_add,
 	[CTL_CMD_DONOR_REMOVE] = handle_donor_drain,
 	[CTL_CMD_DONOR_DRAIN] = handle_donor_drain,
+	[CTL_CMD_EVENTS_SUBSCRIBE] = handle_events_subscribe,
 };
+
+/* Commands that wait for the VM: run on a job thread so the server stays responsive. */
+static bool runs_as_job(enum ctl_cmd cmd)
+{
+	return cmd == CTL_CMD_VM_DRAIN || cmd == CTL_CMD_VM_PARK;
+}
+
+static void *job_main(void *arg)
+{
+	struct ctl_job *j = arg;
+	/* The handlers read only the peer's credentials from the client (for the log). */
+	struct ctl_client peer = { .cred = j->cred };
+	json_t *resp = handlers[j->req.command->cmd](j->s, &peer, &j->req);
+
+	if (!resp)
+		resp = ctl_response_error(j->req.id, -ENOMEM, "%s: out of memory", j->req.command->name);
+	pthread_mutex_lock(&j->s->qlock);
+	j->resp = resp;
+	j->done = true;
+	pthread_mutex_unlock(&j->s->qlock);
+	wake(j->s);
+	return NULL;
+}
+
+/* Starts req on a job thread; takes over req's references on success. Returns 0 or -errno. */
+static int job_start(struct ctl_server *s, struct ctl_client *c, struct ctl_request *req)
+{
+	struct ctl_job *j = calloc(1, sizeof(*j));
+	int r;
+
+	if (!j)
+		return -ENOMEM;
+	j->s = s;
+	j->client_serial = c->serial;
+	j->cred = c->cred;
+	j->req = *req;
+	/* The server thread blocks every signal; the job inherits that. */
+	r = -pthread_create(&j->thread, NULL, job_main, j);
+	if (r < 0) {
+		free(j);
+		return r;
+	}
+	*req = (struct ctl_request){ 0 };
+	pthread_mutex_lock(&s->qlock);
+	j->next = s->jobs;
+	s->jobs = j;
+	pthread_mutex_unlock(&s->qlock);
+	return 0;
+}
 
 /* ---- client I/O ---- */
 
@@ -427,7 +571,8 @@ static int queue_response(struct ctl_client *c, json_t *resp)
 	return out_append(c, line, len);
 }
 
-static json_t *execute(struct ctl_server *s, struct ctl_client *c, const char *line, size_t len)
+/* Runs one request line; NULL with *deferred set when a job answers later. */
+static json_t *execute(struct ctl_server *s, struct ctl_client *c, const char *line, size_t len, bool *deferred)
 {
 	struct ctl_request req;
 	char err[1024];
@@ -448,6 +593,18 @@ static json_t *execute(struct ctl_server *s, struct ctl_client *c, const char *l
 					  req.command->name, (unsigned)c->cred.uid);
 	} else if (!handlers[req.command->cmd]) {
 		resp = ctl_response_error(req.id, -ENOSYS, "%s is not implemented by this daemon", req.command->name);
+	} else if (runs_as_job(req.command->cmd)) {
+		json_t *id = json_incref(req.id);
+
+		r = job_start(s, c, &req);
+		if (r == 0) {
+			json_decref(id);
+			*deferred = true;
+			c->busy = true;
+			return NULL;
+		}
+		resp = ctl_response_error(id, r, "%s: cannot start: %s", req.command->name, strerror(-r));
+		json_decref(id);
 	} else {
 		resp = handlers[req.command->cmd](s, c, &req);
 		if (!resp)
@@ -473,6 +630,13 @@ static void client_free(struct ctl_server *s, struct ctl_client *c)
 	 */
 	epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
+	if (c->sub) {
+		/* After this no callback touches sub: free its queue. */
+		pager_events_unsubscribe(s->pager, c->sub->id);
+		for (unsigned i = 0; i < c->sub->n; i++)
+			free(c->sub->lines[(c->sub->head + i) % EV_QUEUE_MAX]);
+		free(c->sub);
+	}
 	free(c->in);
 	free(c->out);
 	free(c);
@@ -542,16 +706,29 @@ static int client_process_input(struct ctl_server *s, struct ctl_client *c)
 
 	if (c->http)
 		return http_process(s, c);
+	if (c->sub) {
+		/* A stream only talks one way: what the subscriber sends is ignored; its hang-up ends it. */
+		c->inlen = 0;
+		c->line_start_ns = 0;
+		if (c->eof)
+			c->closing = true;
+		return 0;
+	}
 
-	while (!c->closing && c->outlen - c->outoff < OUT_HIGH_WATER) {
+	while (!c->closing && !c->busy && !c->sub && c->outlen - c->outoff < OUT_HIGH_WATER) {
 		char *nl = memchr(c->in + start, '\n', c->inlen - start);
+		bool deferred = false;
+		json_t *resp;
 		size_t len;
 
 		if (!nl)
 			break;
 		len = (size_t)(nl - (c->in + start)) + 1;
-		r = queue_response(c, execute(s, c, c->in + start, len));
+		resp = execute(s, c, c->in + start, len, &deferred);
 		start += len;
+		if (deferred)
+			break;
+		r = queue_response(c, resp);
 		if (r < 0)
 			break;
 	}
@@ -570,6 +747,8 @@ static int client_process_input(struct ctl_server *s, struct ctl_client *c)
 		r = queue_response(c, ctl_response_error(NULL, -EMSGSIZE,
 							 "request line exceeds %d bytes; closing the connection",
 							 CTL_REQUEST_MAX));
+	} else if (c->busy) {
+		/* The job's reply is still to come: neither EOF nor a partial line ends the connection yet. */
 	} else if (!c->closing && c->eof && c->inlen == 0) {
 		c->closing = true;
 	} else if (!c->closing && c->eof && !memchr(c->in, '\n', c->inlen)) {
@@ -674,6 +853,16 @@ static void client_event(struct ctl_server *s, struct ctl_client *c, uint32_t ev
 		r = client_write(c);
 	if (r == 0)
 		r = client_update(s, c);
+	/* A subscriber's backlog shrank: let queued events follow. */
+	if (r == 0 && c->sub && c->outoff == c->outlen) {
+		bool more;
+
+		pthread_mutex_lock(&s->qlock);
+		more = c->sub->n > 0;
+		pthread_mutex_unlock(&s->qlock);
+		if (more)
+			wake(s);
+	}
 	if (r < 0) {
 		if (r != -ECONNRESET && r != -EPIPE)
 			log_debug("control: dropping client pid %d: %s", (int)c->cred.pid, strerror(-r));
@@ -733,6 +922,7 @@ static void server_accept(struct ctl_server *s, bool http)
 			continue;
 		}
 		c->tag.kind = EP_CLIENT;
+		c->serial = ++s->next_serial;
 		c->fd = fd;
 		c->http = http;
 		if (http) {
@@ -778,6 +968,11 @@ static void server_timers(struct ctl_server *s)
 
 	for (c = s->clients; c; c = next) {
 		next = c->next;
+		/* Waiting for a job or for events is not idleness; a stalled reader with pending output is. */
+		if ((c->busy || c->sub) && c->outoff == c->outlen) {
+			c->last_progress_ns = now;
+			continue;
+		}
 		if (now - c->last_progress_ns >= idle) {
 			log_debug("control: closing client pid %d uid %u: idle for %u ms", (int)c->cred.pid,
 				  (unsigned)c->cred.uid, idle_timeout_ms(s));
@@ -803,6 +998,106 @@ static void server_timers(struct ctl_server *s)
 			epoll_ctl(s->epoll_fd, EPOLL_CTL_MOD, s->http_fd, &e);
 		}
 	}
+}
+
+static struct ctl_client *client_by_serial(struct ctl_server *s, uint64_t serial)
+{
+	for (struct ctl_client *c = s->clients; c; c = c->next)
+		if (c->serial == serial)
+			return c;
+	return NULL;
+}
+
+/* Joins finished jobs and hands their replies to their clients, if still connected. */
+static void server_reap_jobs(struct ctl_server *s)
+{
+	for (;;) {
+		struct ctl_job **pp, *j = NULL;
+		struct ctl_client *c;
+		int r;
+
+		pthread_mutex_lock(&s->qlock);
+		for (pp = &s->jobs; *pp; pp = &(*pp)->next) {
+			if ((*pp)->done) {
+				j = *pp;
+				*pp = j->next;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&s->qlock);
+		if (!j)
+			return;
+		pthread_join(j->thread, NULL);
+		c = client_by_serial(s, j->client_serial);
+		if (c) {
+			c->busy = false;
+			r = queue_response(c, j->resp);
+			j->resp = NULL;
+			/* Requests the client pipelined behind this one run now. */
+			if (r == 0)
+				r = client_process_input(s, c);
+			if (r == 0)
+				r = client_write(c);
+			if (r == 0)
+				r = client_update(s, c);
+			if (r < 0)
+				client_free(s, c);
+		}
+		json_decref(j->resp);
+		ctl_request_clear(&j->req);
+		free(j);
+	}
+}
+
+/* Moves queued events into subscribers' output; drops subscribers that fell too far behind. */
+static void server_flush_events(struct ctl_server *s)
+{
+	struct ctl_client *c, *next;
+
+	for (c = s->clients; c; c = next) {
+		bool overflow;
+		int r = 0;
+
+		next = c->next;
+		if (!c->sub)
+			continue;
+		pthread_mutex_lock(&s->qlock);
+		overflow = c->sub->overflow;
+		while (!overflow && c->sub->n && c->outlen - c->outoff < OUT_HIGH_WATER && r == 0) {
+			unsigned i = c->sub->head;
+
+			if (c->outoff == c->outlen)
+				c->last_progress_ns = now_ns();
+			r = out_append(c, c->sub->lines[i], c->sub->lens[i]);
+			free(c->sub->lines[i]);
+			c->sub->lines[i] = NULL;
+			c->sub->head = (i + 1) % EV_QUEUE_MAX;
+			c->sub->n--;
+		}
+		pthread_mutex_unlock(&s->qlock);
+		if (overflow) {
+			log_warn("control: dropping event subscriber pid %d uid %u: it fell %d events behind",
+				 (int)c->cred.pid, (unsigned)c->cred.uid, EV_QUEUE_MAX);
+			client_free(s, c);
+			continue;
+		}
+		if (r == 0)
+			r = client_write(c);
+		if (r == 0)
+			r = client_update(s, c);
+		if (r < 0)
+			client_free(s, c);
+	}
+}
+
+static void server_wake(struct ctl_server *s)
+{
+	uint64_t v;
+
+	if (read(s->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_warn("control: wake eventfd: %m");
+	server_reap_jobs(s);
+	server_flush_events(s);
 }
 
 static void *server_thread(void *arg)
@@ -834,6 +1129,9 @@ static void *server_thread(void *arg)
 				break;
 			case EP_CLIENT:
 				client_event(s, container_of(t, struct ctl_client, tag), evs[i].events);
+				break;
+			case EP_WAKE:
+				server_wake(s);
 				break;
 			default:
 				log_err("control: internal error: unknown epoll source %d", (int)t->kind);
@@ -879,6 +1177,16 @@ static void server_free(struct ctl_server *s)
 {
 	struct stat st;
 
+	/* Jobs end soon once the pager stops (its waits give up); their replies have nowhere to go. */
+	while (s->jobs) {
+		struct ctl_job *j = s->jobs;
+
+		s->jobs = j->next;
+		pthread_join(j->thread, NULL);
+		json_decref(j->resp);
+		ctl_request_clear(&j->req);
+		free(j);
+	}
 	while (s->clients)
 		client_free(s, s->clients);
 	if (s->listen_fd >= 0) {
@@ -893,7 +1201,10 @@ static void server_free(struct ctl_server *s)
 		close(s->epoll_fd);
 	if (s->stop_fd >= 0)
 		close(s->stop_fd);
+	if (s->wake_fd >= 0)
+		close(s->wake_fd);
 	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->qlock);
 	free(s);
 }
 
@@ -942,7 +1253,8 @@ int ctl_server_start(struct pager *p, const char *path, mode_t mode, struct ctl_
 	if (!s)
 		return -ENOMEM;
 	s->pager = p;
-	s->listen_fd = s->epoll_fd = s->stop_fd = s->http_fd = -1;
+	s->listen_fd = s->epoll_fd = s->stop_fd = s->http_fd = s->wake_fd = -1;
+	s->wake_tag.kind = EP_WAKE;
 	s->listen_tag.kind = EP_LISTEN;
 	s->stop_tag.kind = EP_STOP;
 	s->http_tag.kind = EP_HTTP_LISTEN;
@@ -954,6 +1266,7 @@ int ctl_server_start(struct pager *p, const char *path, mode_t mode, struct ctl_
 	s->admin_gid = opts.admin_gid;
 	s->idle_timeout_ms = CTL_SERVER_IDLE_TIMEOUT_MS;
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->qlock, NULL);
 	memcpy(s->path, path, strlen(path) + 1);
 	memcpy(sa.sun_path, path, strlen(path));
 
@@ -1004,7 +1317,8 @@ int ctl_server_start(struct pager *p, const char *path, mode_t mode, struct ctl_
 	}
 	s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (s->epoll_fd < 0 || s->stop_fd < 0) {
+	s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (s->epoll_fd < 0 || s->stop_fd < 0 || s->wake_fd < 0) {
 		r = log_err_errno(-errno, "control: epoll/eventfd");
 		goto fail;
 	}
@@ -1015,6 +1329,11 @@ int ctl_server_start(struct pager *p, const char *path, mode_t mode, struct ctl_
 	}
 	e = (struct epoll_event){ .events = EPOLLIN, .data.ptr = &s->stop_tag };
 	if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->stop_fd, &e) < 0) {
+		r = log_err_errno(-errno, "control: epoll_ctl");
+		goto fail;
+	}
+	e = (struct epoll_event){ .events = EPOLLIN, .data.ptr = &s->wake_tag };
+	if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->wake_fd, &e) < 0) {
 		r = log_err_errno(-errno, "control: epoll_ctl");
 		goto fail;
 	}

@@ -10,11 +10,15 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,6 +43,9 @@ enum {
 static const char *socket_path = DEFAULT_SOCKET;
 static bool opt_json;
 static int opt_timeout_ms = DEFAULT_TIMEOUT_MS;
+static bool opt_timeout_set;
+/* vm drain / vm park wait for the work itself: the pager gives each up to 10 minutes a round. */
+#define WORK_TIMEOUT_MS (30 * 60 * 1000)
 
 static void usage(FILE *f)
 {
@@ -53,6 +60,7 @@ static void usage(FILE *f)
 		"  vm set-limit NAME SIZE   change a VM's local-memory limit (e.g. 512M, 2G; admin)\n"
 		"  vm drain NAME            bring every stored page of a VM back into RAM (admin)\n"
 		"  vm park NAME             evict as much of an idle VM as its stores take (admin)\n"
+		"                           (drain and park show their progress while they run)\n"
 		"  vm policy get NAME       the policy a VM runs with\n"
 		"  vm policy set NAME FILE  replace a VM's run-time policy from a JSON file, - for stdin (admin)\n"
 		"  pager stats              host-wide budget and totals\n"
@@ -64,6 +72,8 @@ static void usage(FILE *f)
 		"  top [--once] [--interval SEC] [--count N]\n"
 		"                           live per-VM view: residency, fault and eviction rates, p99\n"
 		"                           fault latency; --once: one screen (two samples) and exit\n"
+		"  events [--count N]       follow the pager's events (VMs attached/detached/degraded,\n"
+		"                           lost pages, donors down/up), one line each, until interrupted\n"
 		"  version                  versions of uffd-ctl, the daemon and its protocol\n"
 		"\n"
 		"Options:\n"
@@ -502,6 +512,240 @@ static int render_vm_done(const json_t *result)
 	return EXIT_OK;
 }
 
+/* ---- vm drain / vm park with progress ---- */
+
+struct bg_call {
+	const char *cmd;
+	json_t *args;
+	json_t *result;
+	int rc;
+	_Atomic bool done;
+};
+
+static void *bg_call_main(void *arg)
+{
+	struct bg_call *b = arg;
+
+	b->rc = call(b->cmd, b->args, &b->result);
+	atomic_store(&b->done, true);
+	return NULL;
+}
+
+/* One vm.stats figure, or -1 if the VM or the figure cannot be read right now. */
+static int64_t poll_stat(const char *name, const char *field)
+{
+	json_t *req = ctl_request_new("vm.stats", json_pack("{s:s}", "vm", name)), *resp = NULL;
+	int64_t v = -1;
+
+	if (req && ctl_client_call(socket_path, req, &resp, 2000) == 0 && ctl_response_is_ok(resp, NULL, NULL)) {
+		json_t *f = json_object_get(json_object_get(resp, "result"), field);
+
+		if (json_is_integer(f))
+			v = json_integer_value(f);
+	}
+	json_decref(req);
+	json_decref(resp);
+	return v;
+}
+
+static void draw_bar(const char *verb, const char *name, const char *what, int64_t pages, double frac)
+{
+	char bar[41];
+	int fill;
+
+	if (frac < 0)
+		frac = 0;
+	if (frac > 1)
+		frac = 1;
+	fill = (int)(frac * 40 + 0.5);
+	memset(bar, '#', (size_t)fill);
+	memset(bar + fill, '.', (size_t)(40 - fill));
+	bar[40] = '\0';
+	printf("\r%s %s [%s] %3d%%  %" PRId64 " pages %s   ", verb, name, bar, (int)(frac * 100), pages, what);
+	fflush(stdout);
+}
+
+/*
+ * vm.drain / vm.park: the request runs on one connection (a thread) while
+ * this thread polls vm.stats on others, because the reply only comes once
+ * the work is done. On a terminal: a bar redrawn every 200 ms; otherwise one
+ * line per second, which scripts and tests can follow.
+ */
+static int cmd_vm_progress(const char *verb, const char *name)
+{
+	const bool drain = strcmp(verb, "drain") == 0;
+	const char *field = drain ? "stored_pages" : "resident_pages", *what = drain ? "still stored" : "still resident";
+	const bool tty = isatty(STDOUT_FILENO) && !opt_json;
+	struct bg_call b = { .cmd = drain ? "vm.drain" : "vm.park", .args = json_pack("{s:s}", "vm", name) };
+	int64_t first = -1, total = poll_stat(name, "guest_pages");
+	uint64_t last_line = 0;
+	bool drew = false;
+	pthread_t t;
+	int r;
+
+	if (!opt_timeout_set)
+		opt_timeout_ms = WORK_TIMEOUT_MS;
+	/* The starting point, so even a drain shorter than one poll shows what it moved. */
+	first = poll_stat(name, field);
+	if (first >= 0 && !tty && !opt_json) {
+		last_line = now_ns();
+		printf("%s %s: %" PRId64 " pages %s\n", verb, name, first, what);
+		fflush(stdout);
+	}
+	r = pthread_create(&t, NULL, bg_call_main, &b);
+	if (r) {
+		json_decref(b.args);
+		return cmd_simple(b.cmd, json_pack("{s:s}", "vm", name), render_vm_done);
+	}
+	for (unsigned tick = 0; !atomic_load(&b.done); tick++) {
+		int64_t v;
+
+		usleep(200 * 1000);
+		if (atomic_load(&b.done) || opt_json)
+			continue;
+		v = poll_stat(name, field);
+		if (v < 0)
+			continue;
+		if (first < 0)
+			first = v;
+		if (tty) {
+			/* drain: the share brought back so far; park: the share of the guest evicted. */
+			double frac = drain ? (first > 0 ? (double)(first - v) / (double)first : 1.0)
+					    : (total > 0 ? 1.0 - (double)v / (double)total : 0.0);
+			draw_bar(verb, name, what, v, frac);
+			drew = true;
+		} else if (now_ns() - last_line >= 1000000000ULL) {
+			last_line = now_ns();
+			printf("%s %s: %" PRId64 " pages %s\n", verb, name, v, what);
+			fflush(stdout);
+		}
+	}
+	pthread_join(t, NULL); /* call() took b.args */
+	if (drew)
+		printf("\n");
+	if (b.rc != EXIT_OK)
+		return b.rc;
+	r = opt_json ? print_json(b.result) : render_vm_done(b.result);
+	json_decref(b.result);
+	return r;
+}
+
+/* ---- events ---- */
+
+static void render_event(const json_t *ev)
+{
+	double t = json_number_value(json_object_get(ev, "time"));
+	time_t sec = (time_t)t;
+	struct tm tm;
+	char ts[32] = "?";
+	const char *key;
+	json_t *v;
+
+	if (gmtime_r(&sec, &tm))
+		strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+	printf("%s.%03dZ %s", ts, (int)((t - (double)sec) * 1000), json_string_value(json_object_get(ev, "event")) ?: "?");
+	json_object_foreach((json_t *)ev, key, v) {
+		char *val;
+
+		if (!strcmp(key, "event") || !strcmp(key, "time"))
+			continue;
+		val = json_is_string(v) ? strdup(json_string_value(v)) : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+		printf(strchr(val ?: "", ' ') ? " %s=\"%s\"" : " %s=%s", key, val ?: "?");
+		free(val);
+	}
+	printf("\n");
+}
+
+/* Connects, subscribes and prints events until interrupted (or count events, if > 0). */
+static int cmd_events(int nargs, char **args)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	const char *code, *msg;
+	char err[256], *line = NULL;
+	size_t cap = 0;
+	long count = 0, seen = 0;
+	json_t *resp = NULL;
+	ssize_t n;
+	FILE *f;
+	int fd;
+
+	for (int i = 1; i < nargs; i++) {
+		char *end;
+
+		if (!strcmp(args[i], "--count") && i + 1 < nargs) {
+			count = strtol(args[++i], &end, 10);
+			if (*end || count <= 0)
+				return usage_error("events --count \"%s\": a positive number of events", args[i]);
+		} else {
+			return usage_error("events: unknown argument \"%s\" (allowed: --count N)", args[i]);
+		}
+	}
+	if (strlen(socket_path) >= sizeof(sa.sun_path))
+		return usage_error("--control \"%s\": socket path too long", socket_path);
+	memcpy(sa.sun_path, socket_path, strlen(socket_path));
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int e = errno;
+
+		fprintf(stderr, "uffd-ctl: cannot connect to %s: %s (is uffd-pager running? see --control)\n",
+			socket_path, strerror(e));
+		if (fd >= 0)
+			close(fd);
+		return e == EACCES ? EXIT_DENIED : EXIT_UNREACHABLE;
+	}
+	static const char req[] = "{\"cmd\":\"events.subscribe\"}\n";
+	if (write(fd, req, sizeof(req) - 1) != (ssize_t)sizeof(req) - 1) {
+		fprintf(stderr, "uffd-ctl: %s: cannot send events.subscribe: %s\n", socket_path, strerror(errno));
+		close(fd);
+		return EXIT_UNREACHABLE;
+	}
+	f = fdopen(fd, "r");
+	if (!f) {
+		close(fd);
+		return EXIT_UNREACHABLE;
+	}
+	n = getline(&line, &cap, f);
+	if (n <= 0 || ctl_response_parse(line, (size_t)n, &resp, err, sizeof(err)) < 0) {
+		fprintf(stderr, "uffd-ctl: %s: no valid reply to events.subscribe%s%s\n", socket_path, n > 0 ? ": " : "",
+			n > 0 ? err : "");
+		free(line);
+		fclose(f);
+		return EXIT_UNREACHABLE;
+	}
+	if (!ctl_response_is_ok(resp, &code, &msg)) {
+		int e = ctl_errno_from_name(code);
+
+		fprintf(stderr, "uffd-ctl: %s: %s: %s\n", socket_path, code, msg);
+		json_decref(resp);
+		free(line);
+		fclose(f);
+		return e == -ENOSYS ? EXIT_UNSUPPORTED : EXIT_REFUSED;
+	}
+	json_decref(resp);
+	while ((count == 0 || seen < count) && (n = getline(&line, &cap, f)) > 0) {
+		json_t *ev = json_loadb(line, (size_t)n, 0, NULL);
+
+		if (!json_is_object(ev)) {
+			json_decref(ev);
+			continue;
+		}
+		seen++;
+		if (opt_json)
+			fputs(line, stdout);
+		else
+			render_event(ev);
+		fflush(stdout);
+		json_decref(ev);
+	}
+	free(line);
+	fclose(f);
+	if (count && seen < count) {
+		fprintf(stderr, "uffd-ctl: %s: the pager closed the event stream after %ld events\n", socket_path, seen);
+		return EXIT_UNREACHABLE;
+	}
+	return EXIT_OK;
+}
+
 static int render_donor_list(const json_t *result)
 {
 	const json_t *donors = json_object_get(result, "donors"), *d;
@@ -826,6 +1070,7 @@ int main(int argc, char **argv)
 				return usage_error("--timeout: \"%s\" is not a number of milliseconds in 1..3600000",
 						   optarg);
 			opt_timeout_ms = (int)v;
+			opt_timeout_set = true;
 			break;
 		}
 		case 'h':
@@ -840,7 +1085,7 @@ int main(int argc, char **argv)
 	nargs = argc - optind;
 	if (nargs == 0)
 		return usage_error("missing command (vm list, vm stats, vm set-limit, vm drain, vm park, vm policy, "
-				   "pager stats, metrics, top, version)");
+				   "pager stats, metrics, top, events, version)");
 	if (strcmp(args[0], "metrics") == 0) {
 		if (nargs != 1)
 			return usage_error("metrics takes no arguments");
@@ -848,6 +1093,8 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(args[0], "top") == 0)
 		return cmd_top(nargs, args);
+	if (strcmp(args[0], "events") == 0)
+		return cmd_events(nargs, args);
 
 	if (strcmp(args[0], "version") == 0) {
 		if (nargs != 1)
@@ -909,8 +1156,7 @@ int main(int argc, char **argv)
 				return usage_error("usage: uffd-ctl vm %s NAME", args[1]);
 			if (check_vm_name(args[2]) < 0)
 				return EXIT_USAGE;
-			return cmd_simple(strcmp(args[1], "drain") == 0 ? "vm.drain" : "vm.park",
-					  json_pack("{s:s}", "vm", args[2]), render_vm_done);
+			return cmd_vm_progress(args[1], args[2]);
 		}
 		if (strcmp(args[1], "policy") == 0) {
 			json_t *pol = NULL;
@@ -931,5 +1177,5 @@ int main(int argc, char **argv)
 		return usage_error("unknown vm subcommand \"%s\" (allowed: list, stats, set-limit, drain, park, policy)",
 				   args[1]);
 	}
-	return usage_error("unknown command \"%s\" (allowed: vm, pager, donor, metrics, top, version)", args[0]);
+	return usage_error("unknown command \"%s\" (allowed: vm, pager, donor, metrics, top, events, version)", args[0]);
 }

@@ -251,3 +251,70 @@ int pager_donor_drain(struct pager *p, const char *url, bool remove)
 {
 	return -ENOENT;
 }
+
+/* Events: one list of subscribers, callbacks under a lock as the real core does. */
+struct fake_sub {
+	uint64_t id;
+	pager_event_fn fn;
+	void *opaque;
+};
+
+static pthread_mutex_t fake_events_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct fake_sub fake_subs[64];
+static unsigned fake_nsubs;
+static uint64_t fake_next_id = 1;
+
+int pager_events_subscribe(struct pager *p, pager_event_fn fn, void *opaque, uint64_t *ret_id)
+{
+	int r = 0;
+
+	(void)p;
+	pthread_mutex_lock(&fake_events_lock);
+	if (fake_nsubs == ARRAY_SIZE(fake_subs)) {
+		r = -ENOMEM;
+	} else {
+		fake_subs[fake_nsubs] = (struct fake_sub){ .id = fake_next_id++, .fn = fn, .opaque = opaque };
+		*ret_id = fake_subs[fake_nsubs++].id;
+	}
+	pthread_mutex_unlock(&fake_events_lock);
+	return r;
+}
+
+void pager_events_unsubscribe(struct pager *p, uint64_t id)
+{
+	(void)p;
+	pthread_mutex_lock(&fake_events_lock);
+	for (unsigned i = 0; i < fake_nsubs; i++) {
+		if (fake_subs[i].id == id) {
+			fake_subs[i] = fake_subs[--fake_nsubs];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&fake_events_lock);
+}
+
+void pager_event_emit(const char *type, json_t *fields)
+{
+	json_t *ev = json_pack("{s:s, s:f}", "event", type, "time", 1.0);
+
+	if (ev && fields)
+		json_object_update(ev, fields);
+	json_decref(fields);
+	if (!ev)
+		return;
+	pthread_mutex_lock(&fake_events_lock);
+	for (unsigned i = 0; i < fake_nsubs; i++)
+		fake_subs[i].fn(fake_subs[i].opaque, ev);
+	pthread_mutex_unlock(&fake_events_lock);
+	json_decref(ev);
+}
+
+unsigned fake_pager_subscribers(void)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&fake_events_lock);
+	n = fake_nsubs;
+	pthread_mutex_unlock(&fake_events_lock);
+	return n;
+}

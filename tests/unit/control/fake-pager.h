@@ -18,3 +18,5 @@ void fake_pager_free(struct pager *p);
 /* Adds a VM; "full" VMs report every stats field, others only a few. Returns 0 or -errno. */
 int fake_pager_add_vm(struct pager *p, const char *name, int pid, uint64_t limit, int full);
 unsigned fake_pager_set_limit_calls(struct pager *p);
+/* How many events.subscribe subscriptions are live (events are sent with pager_event_emit). */
+unsigned fake_pager_subscribers(void);

@@ -640,6 +640,83 @@ static void test_privileges(void **state)
 	assert_int_equal(fake_pager_set_limit_calls(f->pager), 1);
 }
 
+static bool wait_subscribers(unsigned n, int timeout_ms)
+{
+	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ULL;
+
+	while (fake_pager_subscribers() != n && now_ns() < deadline)
+		usleep(10000);
+	return fake_pager_subscribers() == n;
+}
+
+/*
+ * events.subscribe: the answer comes first, then one line per event in
+ * order; other connections keep working; a subscriber that does not read
+ * is dropped once its queue overflows, and emitting never blocks on it;
+ * a subscriber that hangs up is unsubscribed.
+ */
+static void test_events(void **state)
+{
+	struct fixture *f = *state;
+	static const char sub_req[] = "{\"cmd\":\"events.subscribe\",\"id\":3}\n";
+	int fd = raw_connect(f->path), slow, small = 4096;
+	json_t *resp, *ev;
+	uint64_t t0;
+	char *line;
+
+	send_all(fd, sub_req, sizeof(sub_req) - 1);
+	resp = read_response(fd);
+	assert_string_equal(error_code(resp), "OK");
+	assert_true(json_is_true(json_object_get(json_object_get(resp, "result"), "subscribed")));
+	assert_int_equal(json_integer_value(json_object_get(resp, "id")), 3);
+	json_decref(resp);
+	assert_true(wait_subscribers(1, 2000));
+
+	pager_event_emit("vm.attached", json_pack("{s:s, s:i}", "vm", "alpha", "pid", 100));
+	pager_event_emit("donor.down", json_pack("{s:s}", "donor", "tcp://127.0.0.1:1"));
+	pager_event_emit("vm.detached", json_pack("{s:s}", "vm", "alpha"));
+	static const char *const want[] = { "vm.attached", "donor.down", "vm.detached" };
+	for (unsigned i = 0; i < 3; i++) {
+		line = read_line(fd, 5000);
+		assert_non_null(line);
+		ev = json_loads(line, 0, NULL);
+		assert_non_null(ev);
+		assert_string_equal(json_string_value(json_object_get(ev, "event")), want[i]);
+		assert_true(json_is_real(json_object_get(ev, "time")));
+		json_decref(ev);
+		free(line);
+	}
+	/* A request on the stream is ignored, and other connections are served meanwhile. */
+	send_all(fd, "{\"cmd\":\"vm.list\"}\n", 18);
+	resp = call(f, "vm.list", NULL);
+	assert_string_equal(error_code(resp), "OK");
+	json_decref(resp);
+	pager_event_emit("vm.degraded", json_pack("{s:s, s:b}", "vm", "beta", "degraded", 1));
+	line = read_line(fd, 5000);
+	assert_non_null(line);
+	assert_non_null(strstr(line, "\"event\":\"vm.degraded\""));
+	free(line);
+
+	/* A subscriber that never reads: dropped, and emitting stays fast. */
+	slow = raw_connect(f->path);
+	setsockopt(slow, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	send_all(slow, sub_req, sizeof(sub_req) - 1);
+	assert_true(wait_subscribers(2, 2000));
+	close(fd); /* the reader hangs up: only the slow one stays subscribed */
+	assert_true(wait_subscribers(1, 2000));
+	t0 = now_ns();
+	for (unsigned i = 0; i < 200000 && fake_pager_subscribers() > 0; i++)
+		pager_event_emit("page.lost", json_pack("{s:s, s:I, s:s}", "vm", "alpha", "page", (json_int_t)i, "reason",
+							 "a reason long enough to fill the socket buffers quickly"));
+	assert_true(wait_subscribers(0, 5000));
+	assert_true(now_ns() - t0 < 20000000000ULL);
+	assert_true(wait_closed(slow, 5000));
+	close(slow);
+	resp = call(f, "pager.stats", NULL);
+	assert_string_equal(error_code(resp), "OK");
+	json_decref(resp);
+}
+
 static void test_socket_lifecycle(void **state)
 {
 	struct fixture *f = *state;
@@ -851,6 +928,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_many_clients, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_client_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_privileges, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_events, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_socket_lifecycle, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_uffd_ctl, setup, teardown),
 	};
