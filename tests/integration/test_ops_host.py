@@ -94,7 +94,9 @@ def main():
                 fail(f"completion of {line!r}: {p.stderr}")
             return p.stdout.split()
 
-        check(complete("uffd-ctl ") == ["vm", "pager", "metrics", "top", "version"], "completes commands")
+        check(complete("uffd-ctl ") == ["vm", "pager", "donor", "metrics", "top", "events", "version"],
+              "completes commands")
+        check(complete("uffd-ctl donor ") == ["list", "add", "drain", "remove"], "completes donor subcommands")
         check(complete("uffd-ctl vm p") == ["park", "policy"], "completes vm subcommands")
         check(complete(f"uffd-ctl --control {pager.control} vm stats ") == ["web-1"],
               "completes VM names from the pager named by --control")
