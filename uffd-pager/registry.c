@@ -18,7 +18,9 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
@@ -62,6 +64,15 @@ struct pager {
 	struct donor_pool *pool; /* shared by every VM */
 	_Atomic bool stopping;   /* set first by pager_free: control waits give up */
 };
+
+/* A memfd by name and by filesystem: a regular file at a path like "/memfd:x" is not one. */
+static bool fd_is_memfd(int fd)
+{
+	struct statfs sf;
+
+	return fd_link_has_prefix(fd, "/memfd:") && fstatfs(fd, &sf) == 0 &&
+	       (sf.f_type == TMPFS_MAGIC || sf.f_type == HUGETLBFS_MAGIC);
+}
 
 static void reply(struct client *c, enum glue_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void reply(struct client *c, enum glue_status st, const char *fmt, ...)
@@ -291,7 +302,7 @@ static void handle_region(struct pager *p, struct client *c, const struct glue_m
 		reply(c, GLUE_INVALID, "REGION before HELLO");
 		goto drop_fd;
 	}
-	if (!fd_link_has_prefix(fd, "/memfd:")) {
+	if (!fd_is_memfd(fd)) {
 		reply(c, GLUE_INVALID, "REGION must carry exactly one memfd, not another kind of fd");
 		goto drop_fd;
 	}
