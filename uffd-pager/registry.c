@@ -37,6 +37,7 @@
 #include "vm.h"
 
 #define MAX_CLIENTS 256
+#define HELLO_TIMEOUT_NS (10ULL * 1000000000ULL)
 #define MAX_FDS_PER_MSG 4
 
 enum tag_kind { TAG_LISTEN, TAG_SIGNAL, TAG_CLIENT, TAG_PIDFD };
@@ -48,6 +49,7 @@ struct client {
 	struct vm *vm;
 	struct epoll_tag { enum tag_kind kind; struct client *c; } tag, pid_tag;
 	struct client *next;
+	uint64_t accepted_ns; /* a stranger that never says HELLO is dropped after HELLO_TIMEOUT_NS */
 	bool attached_event; /* vm.attached sent (first region): vm.detached pairs with it */
 };
 
@@ -406,6 +408,7 @@ static void accept_client(struct pager *p)
 		return;
 	}
 	c->fd = fd;
+	c->accepted_ns = now_ns();
 	c->pid = cred.pid;
 	c->uid = cred.uid;
 	c->tag = (struct epoll_tag){ .kind = TAG_CLIENT, .c = c };
@@ -521,6 +524,22 @@ fail:
 	return r;
 }
 
+static void drop_silent_clients(struct pager *p)
+{
+	uint64_t now = now_ns();
+	struct client *c, *next;
+
+	/* Only this thread adds or drops clients, so walking without the lock is safe. */
+	for (c = p->clients; c; c = next) {
+		next = c->next;
+		if (!c->vm && now - c->accepted_ns > HELLO_TIMEOUT_NS) {
+			log_warn("registration from pid %d: no HELLO within %llu s, dropped", (int)c->pid,
+				 HELLO_TIMEOUT_NS / 1000000000ULL);
+			client_drop(p, c, "never registered");
+		}
+	}
+}
+
 int pager_run(struct pager *p)
 {
 	char sz[32];
@@ -529,7 +548,8 @@ int pager_run(struct pager *p)
 		 p->cfg.control_path, p->cfg.state_dir, p->cfg.budget ? format_size(p->cfg.budget, sz, sizeof(sz)) : "unlimited");
 	for (;;) {
 		struct epoll_event ev[16];
-		int n = epoll_wait(p->epfd, ev, 16, -1);
+		/* Wake once a second to drop connections that never registered: they hold client slots. */
+		int n = epoll_wait(p->epfd, ev, 16, 1000);
 
 		if (n < 0) {
 			if (errno == EINTR)
@@ -559,7 +579,8 @@ int pager_run(struct pager *p)
 				goto next_round;
 			}
 		}
-next_round:;
+next_round:
+		drop_silent_clients(p);
 	}
 }
 

@@ -211,6 +211,19 @@ def main():
             s.close()
         check(pager.alive(), "pager alive after 200 connections opened and dropped")
 
+        # A stranger that connects and says nothing must not keep a client slot forever.
+        silent = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        silent.connect(pager.sock)
+        silent.settimeout(20)
+        t0 = time.time()
+        try:
+            got = silent.recv(64)
+        except socket.timeout:
+            got = None
+        silent.close()
+        check(got == b"" and time.time() - t0 < 15,
+              f"a connection that never says HELLO is closed by the pager ({time.time() - t0:.1f} s)")
+
         for fd in opened:
             os.close(fd)
         opened = []
