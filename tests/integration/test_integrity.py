@@ -130,6 +130,11 @@ def main():
         m = re.search(r"vm integrity: page (\d+) \(guest RAM offset 0x[0-9a-f]+\) cannot be restored", log)
         check(m is not None, "the pager log names the page that cannot be restored")
         print(f"pager: {m.group(0)} (spill slot {slot})")
+        # The pager writes its final line when it frees the VM, a moment after the kill.
+        deadline = time.time() + 10
+        while not re.search(r"vm integrity: final: ", log) and time.time() < deadline:
+            time.sleep(0.1)
+            log = pager.read_log()
         fin = re.search(r"vm integrity: final: .* (\d+) integrity errors", log)
         errors = max(int(fin.group(1)) if fin else 0, last["integrity_errors"])
         check(errors >= 1, f"integrity_errors >= 1 ({errors}; last vm.stats showed {last['integrity_errors']})")
