@@ -41,6 +41,11 @@ int glue_msg_check(const void *buf, size_t len, unsigned nfds, char *why, size_t
 				 GLUE_NAME_MAX - 1, GLUE_NAME_MAX);
 			return -EINVAL;
 		}
+		if (!memchr(m->uuid, '\0', sizeof(m->uuid))) {
+			snprintf(why, whylen, "VM UUID must be at most %d characters (HELLO uuid not terminated within %d bytes)",
+				 GLUE_UUID_MAX - 1, GLUE_UUID_MAX);
+			return -EINVAL;
+		}
 		if (nfds != 1) {
 			snprintf(why, whylen, "HELLO must carry exactly one userfaultfd, not %u fds", nfds);
 			return -EINVAL;

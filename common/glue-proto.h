@@ -18,10 +18,11 @@
 #include <stdint.h>
 
 #define GLUE_PROTO_MAGIC 0x75666664u /* "uffd" */
-#define GLUE_PROTO_VERSION 1
+#define GLUE_PROTO_VERSION 2 /* 2: HELLO carries the domain UUID */
 #define GLUE_NAME_MAX 64          /* including the NUL */
 #define GLUE_POLICY_MAX (32 * 1024) /* policy JSON text carried in HELLO */
 #define GLUE_REPLY_TEXT_MAX 256
+#define GLUE_UUID_MAX 37 /* 36 characters of a textual UUID + NUL */
 
 enum glue_msg_type {
 	GLUE_MSG_HELLO = 1,
@@ -42,6 +43,7 @@ struct glue_msg_hello {
 	uint32_t pid;           /* informational; the pager trusts SO_PEERCRED */
 	uint32_t policy_len;    /* bytes of policy JSON following the struct, 0 = none */
 	char name[GLUE_NAME_MAX];
+	char uuid[GLUE_UUID_MAX]; /* QEMU's -uuid (libvirt's domain UUID), "" if none */
 	/* char policy[policy_len] follows */
 };
 
@@ -71,6 +73,7 @@ struct glue_msg_reply {
 #define GLUE_ENV_SOCKET "UFFD_GLUE_SOCKET"           /* pager registration socket */
 #define GLUE_ENV_NAME "UFFD_GLUE_NAME"               /* VM name */
 #define GLUE_ENV_POLICY "UFFD_GLUE_POLICY"           /* policy JSON text */
+#define GLUE_ENV_UUID "UFFD_GLUE_UUID"               /* QEMU's -uuid value, if it had one */
 #define GLUE_ENV_UNAVAILABLE "UFFD_GLUE_ON_UNAVAILABLE" /* "refuse" (default) or "run-unpaged" */
 #define GLUE_ENV_MIN_SIZE "UFFD_GLUE_MIN_SIZE"       /* smallest memfd mapping taken as RAM */
 #define GLUE_DEFAULT_MIN_SIZE (16ULL << 20)

@@ -192,6 +192,7 @@ static int glue_connect(char *why, size_t whylen)
 	const char *path = getenv(GLUE_ENV_SOCKET);
 	const char *name = getenv(GLUE_ENV_NAME);
 	const char *policy = getenv(GLUE_ENV_POLICY);
+	const char *uuid = getenv(GLUE_ENV_UUID);
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct glue_msg_hello *hello;
 	size_t policy_len = policy ? strlen(policy) : 0, len;
@@ -200,6 +201,10 @@ static int glue_connect(char *why, size_t whylen)
 
 	if (policy_len > GLUE_POLICY_MAX) {
 		snprintf(why, whylen, "policy text is %zu bytes, more than %d", policy_len, GLUE_POLICY_MAX);
+		return -1;
+	}
+	if (uuid && strlen(uuid) >= GLUE_UUID_MAX) {
+		snprintf(why, whylen, "%s is %zu characters, a UUID has 36", GLUE_ENV_UUID, strlen(uuid));
 		return -1;
 	}
 	if (strlen(path) >= sizeof(sa.sun_path)) {
@@ -238,6 +243,8 @@ static int glue_connect(char *why, size_t whylen)
 		snprintf(hello->name, sizeof(hello->name), "%s", name);
 	else
 		snprintf(hello->name, sizeof(hello->name), "pid-%d", (int)getpid());
+	if (uuid)
+		snprintf(hello->uuid, sizeof(hello->uuid), "%s", uuid);
 	if (policy_len)
 		memcpy(hello + 1, policy, policy_len);
 	r = send_with_fd(sock, hello, len, uffd);

@@ -532,6 +532,27 @@ static __attribute__((noreturn)) void exec_qemu(char *const *argv)
 	exit(errno == ENOENT ? 127 : 126);
 }
 
+/*
+ * QEMU's -uuid (libvirt passes the domain's UUID so): the pager shows it
+ * next to the name, which libvirt lets an operator reuse for another domain.
+ * QEMU accepts "-uuid X", "--uuid X", "-uuid=X" and "--uuid=X".
+ */
+static const char *qemu_uuid(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		const char *s = argv[i];
+
+		if (s[0] != '-')
+			continue;
+		s += s[1] == '-' ? 2 : 1;
+		if (!strcmp(s, "uuid") && i + 1 < argc)
+			return argv[i + 1];
+		if (!strncmp(s, "uuid=", 5))
+			return s + 5;
+	}
+	return NULL;
+}
+
 /* A name must fit the HELLO message and read well in logs: as the policy's rule. */
 static bool valid_name(const char *s)
 {
@@ -556,6 +577,7 @@ int main(int argc, char **argv)
 	struct glue_cmdline *cl = NULL;
 	_cleanup_free_ char *policy_json = NULL;
 	char name[GLUE_NAME_MAX], lib[PATH_MAX];
+	const char *uuid;
 	unsigned flags;
 	int r;
 
@@ -656,6 +678,11 @@ int main(int argc, char **argv)
 
 	if (find_glue_lib(lib, sizeof(lib)) < 0)
 		return 1;
+	uuid = qemu_uuid(a.qemu_argc, a.qemu_argv);
+	if (uuid && strlen(uuid) >= GLUE_UUID_MAX) {
+		log_err("-uuid '%s': a UUID is 36 characters", uuid);
+		return 2;
+	}
 	if (have_policy) {
 		/* The pager must see one name, whichever source it came from. */
 		snprintf(policy.name, sizeof(policy.name), "%s", name);
@@ -676,7 +703,8 @@ int main(int argc, char **argv)
 		   policy.on_pager_unavailable == POLICY_UNAVAILABLE_RUN_UNPAGED ? "run-unpaged"
 										  : "refuse",
 		   1) < 0 ||
-	    (policy_json ? setenv(GLUE_ENV_POLICY, policy_json, 1) : unsetenv(GLUE_ENV_POLICY)) < 0) {
+	    (policy_json ? setenv(GLUE_ENV_POLICY, policy_json, 1) : unsetenv(GLUE_ENV_POLICY)) < 0 ||
+	    (uuid ? setenv(GLUE_ENV_UUID, uuid, 1) : unsetenv(GLUE_ENV_UUID)) < 0) {
 		log_err("cannot set up the environment: %s", strerror(errno));
 		return 1;
 	}

@@ -7,6 +7,7 @@
  * kept. A client that misbehaves gets an error reply and is dropped; the
  * daemon goes on serving everyone else.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -209,6 +210,24 @@ static void client_drop(struct pager *p, struct client *c, const char *why)
 	free(c);
 }
 
+/* "" (QEMU had no -uuid) or the textual layout 8-4-4-4-12 of hex digits. */
+static bool uuid_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0)
+		return true;
+	if (n != 36)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+
+		if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i]))
+			return false;
+	}
+	return true;
+}
+
 static void handle_hello(struct pager *p, struct client *c, const struct glue_msg_hello *h, int fd)
 {
 	struct policy_vm pol;
@@ -228,6 +247,11 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 	const char *name = h->name; /* NUL-terminated: glue_msg_check */
 	if (!policy_name_valid(name)) {
 		reply(c, GLUE_INVALID, "VM name must be 1-63 characters of [A-Za-z0-9._-], not . or ..");
+		goto drop_fd;
+	}
+	if (!uuid_valid(h->uuid)) { /* NUL-terminated: glue_msg_check */
+		reply(c, GLUE_INVALID, "VM UUID must be empty or 36 characters like "
+				       "12345678-9abc-def0-1234-56789abcdef0");
 		goto drop_fd;
 	}
 	if (!h->policy_len) {
@@ -274,6 +298,7 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 		reply(c, GLUE_REFUSED, "%s", err);
 		goto unreserve;
 	}
+	vm_set_uuid(vm, h->uuid);
 	pthread_mutex_lock(&p->lock);
 	c->vm = vm;
 	p->vms_registered++;
@@ -317,8 +342,8 @@ static void handle_region(struct pager *p, struct client *c, const struct glue_m
 	/* Attached = paging began: the first region gives the guest's size. */
 	if (!c->attached_event) {
 		c->attached_event = true;
-		pager_event_emit("vm.attached", json_pack("{s:s, s:i, s:I, s:I}", "vm", vm_name(c->vm), "pid",
-							  (int)c->pid, "guest_memory", (json_int_t)vm_guest_bytes(c->vm),
+		pager_event_emit("vm.attached", json_pack("{s:s, s:s, s:i, s:I, s:I}", "vm", vm_name(c->vm), "uuid",
+							  vm_uuid(c->vm), "pid", (int)c->pid, "guest_memory", (json_int_t)vm_guest_bytes(c->vm),
 							  "local_memory", (json_int_t)vm_local_memory(c->vm)));
 	}
 	return;

@@ -80,6 +80,7 @@ struct vm_stats {
 
 struct vm {
 	struct policy_vm policy;
+	char uuid[37]; /* GLUE_UUID_MAX; immutable once registered */
 	pid_t pid;
 	int pidfd;
 	int uffd;

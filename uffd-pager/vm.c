@@ -362,6 +362,8 @@ void vm_free(struct vm *vm)
 }
 
 const char *vm_name(const struct vm *vm) { return vm->policy.name; }
+const char *vm_uuid(const struct vm *vm) { return vm->uuid; }
+void vm_set_uuid(struct vm *vm, const char *uuid) { snprintf(vm->uuid, sizeof(vm->uuid), "%s", uuid); }
 pid_t vm_pid(const struct vm *vm) { return vm->pid; }
 uint64_t vm_local_memory(const struct vm *vm) { return vm->policy.local_memory; }
 
@@ -484,6 +486,7 @@ json_t *vm_stats_json(struct vm *vm, bool brief)
 		      "high_watermark_pages", (json_int_t)vm->high_pages);
 	json_object_set_new(o, "low_watermark_pages", json_integer((json_int_t)vm->low_pages));
 	pthread_mutex_unlock(&vm->lock);
+	json_object_set_new(o, "uuid", json_string(vm->uuid));
 	json_object_set_new(o, "faults",
 			    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "zero", STAT(faults_zero), "spill",
 				      STAT(faults_spill), "donor", STAT(faults_donor), "discard", STAT(faults_discard),

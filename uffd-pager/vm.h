@@ -31,6 +31,9 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 void vm_free(struct vm *vm);
 
 const char *vm_name(const struct vm *vm);
+/* Domain UUID from HELLO ("" if none); set once, before the VM is published. */
+const char *vm_uuid(const struct vm *vm);
+void vm_set_uuid(struct vm *vm, const char *uuid);
 pid_t vm_pid(const struct vm *vm);
 uint64_t vm_local_memory(const struct vm *vm);
 /* Changes the local-memory limit; lowering it wakes the evictor. */

@@ -205,6 +205,11 @@ def main():
 
         st = pager.wait_vm(name, timeout=60)
         check(name in vm_names(pager), f"vm.list reports the domain's name {name}")
+        domuuid = virsh("domuuid", name).stdout.strip()
+        listed = {v["name"]: v.get("uuid") for v in pager.result("vm.list")["vms"]}
+        check(domuuid and listed.get(name) == domuuid,
+              f"vm.list shows the domain's UUID ({listed.get(name)!r} == virsh domuuid {domuuid!r})")
+        check(st.get("uuid") == domuuid, "vm.stats shows the domain's UUID")
         qemu_pid = read_pid(f"/run/libvirt/qemu/{name}.pid")
         check(qemu_pid and st["pid"] == qemu_pid, f"the VM's pid is libvirt's QEMU ({st['pid']} == {qemu_pid})")
         check(os.stat(f"/proc/{qemu_pid}").st_uid == uid, f"QEMU runs as {QEMU_USER} (uid {uid})")

@@ -23,13 +23,13 @@ sys.path.insert(0, os.path.dirname(__file__))
 from harness import Pager, check, fail, guestsim, policy, require_root_and_uffd  # noqa: E402
 
 MAGIC = 0x75666664
-VERSION = 1
+VERSION = 2
 HELLO, REGION, REPLY = 1, 2, 3
 HDR = struct.Struct("=IHHI")              # magic, version, type, length (12 bytes)
-HELLO_S = struct.Struct("=IHHI4xQII64s")  # hdr, uffd_features, pid, policy_len, name (96 bytes)
+HELLO_S = struct.Struct("=IHHI4xQII64s37s3x")  # hdr, uffd_features, pid, policy_len, name, uuid (136 bytes)
 REGION_S = struct.Struct("=IHHI4xQQQ")    # hdr, host_addr, length, memfd_offset (40 bytes)
 REPLY_S = struct.Struct("=IHHII256s")     # hdr, status, text (272 bytes)
-assert (HDR.size, HELLO_S.size, REGION_S.size, REPLY_S.size) == (12, 96, 40, 272)
+assert (HDR.size, HELLO_S.size, REGION_S.size, REPLY_S.size) == (12, 136, 40, 272)
 
 USERFAULTFD_IOC_NEW = 0xAA00           # _IO(0xAA, 0)
 UFFDIO_API = 0xC018AA3F                # _IOWR(0xAA, 0x3F, struct uffdio_api)
@@ -48,11 +48,12 @@ def new_uffd():
     return fd
 
 
-def hello_msg(name, policy_text, length_delta=0, version=VERSION, magic=MAGIC):
+def hello_msg(name, policy_text, length_delta=0, version=VERSION, magic=MAGIC, uuid=b""):
     pol = policy_text.encode() if isinstance(policy_text, str) else policy_text
     name = name.encode() if isinstance(name, str) else name
     length = HELLO_S.size + len(pol) + length_delta
-    return HELLO_S.pack(magic, version, HELLO, length, 0, os.getpid(), len(pol), name) + pol
+    uuid = uuid.encode() if isinstance(uuid, str) else uuid
+    return HELLO_S.pack(magic, version, HELLO, length, 0, os.getpid(), len(pol), name, uuid) + pol
 
 
 def region_msg(addr, length, offset=0):
@@ -151,6 +152,12 @@ def main():
         for bad in ["../x", "", "a" * 64, "a/b", "..", "sp ace"]:
             expect_error(pager, f"HELLO with name {bad!r}", hello_msg(bad, good), [uffds[0]],
                          text="VM name must be 1-63 characters")
+        for bad in ["x", "6f1d4e1a-8c1b-4f0e-9a57-2f3c4b5d6e7", "6f1d4e1a-8c1b-4f0e-9a57-2f3c4b5d6e7g",
+                    "6f1d4e1a18c1b-4f0e-9a57-2f3c4b5d6e7f", "6f1d4e1a-8c1b-4f0e-9a57-2f3c4b5d6e7f"[:35] + "\n"]:
+            expect_error(pager, f"HELLO with uuid {bad!r}", hello_msg("x", good, uuid=bad), [uffds[0]],
+                         text="UUID must be")
+        expect_error(pager, "HELLO with an unterminated uuid", hello_msg("x", good, uuid=b"1" * 37), [uffds[0]],
+                     text="uuid not terminated")
         expect_error(pager, "HELLO whose policy_len exceeds the message",
                      hello_msg("x", good)[:-4], [uffds[0]], text="malformed message")
         expect_error(pager, "HELLO without a policy", hello_msg("x", ""), [uffds[0]], text="no policy")
@@ -173,10 +180,13 @@ def main():
 
         # A registered client (real uffd, valid policy) that then misbehaves: errors, not drops.
         c = Client(pager)
-        c.send(hello_msg("hostile", good), [uffds[0]])
+        c.send(hello_msg("hostile", good, uuid="6F1D4E1A-8c1b-4f0e-9a57-2f3c4b5d6e7f"), [uffds[0]])
         st = c.reply()
         check(st is not None and st[0] == 0, f"valid HELLO from the test accepted: {st}")
         check("hostile" in pager.vm_names(), "vm.list shows the test's VM")
+        uuids = {v["name"]: v.get("uuid") for v in pager.result("vm.list")["vms"]}
+        check(uuids.get("hostile") == "6F1D4E1A-8c1b-4f0e-9a57-2f3c4b5d6e7f",
+              f"vm.list shows the UUID from HELLO: {uuids}")
         expect_error(pager, "REGION longer than its memfd", region_msg(0x10000000, 2 << 20), [mfd],
                      text="does not fit the memfd", dropped=False, client=c)
         expect_error(pager, "REGION past the memfd's end", region_msg(0x10000000, 1 << 20, 4096), [mfd],

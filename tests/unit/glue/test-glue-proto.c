@@ -57,6 +57,16 @@ static void test_hello_bad(void **state)
 	assert_int_equal(glue_msg_check(h, len, 1, why, sizeof(why)), -EINVAL);
 	assert_non_null(strstr(why, "not terminated"));
 	assert_non_null(strstr(why, "1-63 characters"));
+	strcpy(h->name, "vm1");
+	/* unterminated UUID (the registry checks its layout; this only bounds it) */
+	memset(h->uuid, '1', sizeof(h->uuid));
+	assert_int_equal(glue_msg_check(h, len, 1, why, sizeof(why)), -EINVAL);
+	assert_non_null(strstr(why, "uuid not terminated"));
+	strcpy(h->uuid, "6f1d4e1a-8c1b-4f0e-9a57-2f3c4b5d6e7f");
+	assert_int_equal(glue_msg_check(h, len, 1, why, sizeof(why)), GLUE_MSG_HELLO);
+	/* a version-1 HELLO (no uuid field) is refused by version, not misread */
+	h->hdr.version = 1;
+	assert_int_equal(glue_msg_check(h, len, 1, why, sizeof(why)), -EPROTO);
 	free(h);
 }
 
