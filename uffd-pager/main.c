@@ -13,6 +13,9 @@
 #include "policy.h"
 #include "registry.h"
 #include "util.h"
+#if HAVE_LIBVIRT
+#include "virt.h"
+#endif
 
 static void usage(FILE *f)
 {
@@ -34,11 +37,14 @@ static void usage(FILE *f)
 		"  --donor URL        a donor (tcp://HOST:PORT), repeatable; added to the config's donors\n"
 		"  --donor-key-file FILE  pre-shared key for donors (mode 0600)\n"
 		"  --client-id ID     the pager's identity towards donors (default uffd-pager)\n"
+		"  --libvirt URI      watch libvirt's domain events (e.g. qemu:///system, read-only) and\n"
+		"                     report a paged domain's stop as a domain.stopped event%s\n"
 		"  --log-level LEVEL  error, warn, info (default) or debug\n"
 		"  --version          print the version\n"
 		"  --help             this text\n"
 		"Command-line options override the configuration file.\n",
-		UFFDVM_RUN_DIR, UFFDVM_RUN_DIR, UFFDVM_STATE_DIR);
+		UFFDVM_RUN_DIR, UFFDVM_RUN_DIR, UFFDVM_STATE_DIR,
+		HAVE_LIBVIRT ? "" : "\n                     (not in this build: it was built without libvirt)");
 }
 
 int main(int argc, char **argv)
@@ -52,13 +58,14 @@ int main(int argc, char **argv)
 		{ "client-id", required_argument, NULL, 'I' },
 		{ "control-mode", required_argument, NULL, 'M' }, { "control-group", required_argument, NULL, 'G' },
 		{ "admin-group", required_argument, NULL, 'A' }, { "metrics-listen", required_argument, NULL, 'm' },
+		{ "libvirt", required_argument, NULL, 'L' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *config = NULL, *sock = NULL, *control = NULL, *state = NULL, *budget = NULL, *level = NULL;
 	struct policy_pager_config cfg;
 	struct policy_error perr;
 	struct pager *p;
-	const char *donors[POLICY_MAX_DONORS], *keyfile = NULL, *client_id = NULL;
+	const char *donors[POLICY_MAX_DONORS], *keyfile = NULL, *client_id = NULL, *libvirt_uri = NULL;
 	unsigned ndonors = 0;
 	struct ctl_server_options copts;
 	enum log_level lvl;
@@ -129,6 +136,18 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'L':
+			if (!HAVE_LIBVIRT) {
+				fprintf(stderr, "uffd-pager: --libvirt %s: this uffd-pager was built without libvirt "
+					"(rebuild with libvirt-dev installed and -Dlibvirt=enabled)\n", optarg);
+				return 2;
+			}
+			if (!*optarg) {
+				fprintf(stderr, "uffd-pager: --libvirt '': expected a libvirt URI such as qemu:///system\n");
+				return 2;
+			}
+			libvirt_uri = optarg;
+			break;
 		case 'V': printf("uffd-pager %s\n", UFFDVM_VERSION); return 0;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
@@ -183,7 +202,21 @@ int main(int argc, char **argv)
 	r = pager_new(&cfg, &p);
 	if (r < 0)
 		return 1;
+#if HAVE_LIBVIRT
+	struct virt *virt = NULL;
+
+	if (libvirt_uri && virt_start(p, libvirt_uri, &virt) < 0) {
+		log_err("--libvirt %s: cannot start the libvirt watcher", libvirt_uri);
+		pager_free(p);
+		return 1;
+	}
+#endif
 	r = pager_run(p);
+#if HAVE_LIBVIRT
+	virt_stop(virt); /* before pager_free: it unsubscribes from the pager's events */
+#else
+	(void)libvirt_uri;
+#endif
 	pager_free(p);
 	return r < 0 ? 1 : 0;
 }

@@ -78,7 +78,7 @@ int pager_events_subscribe(struct pager *p, pager_event_fn fn, void *opaque, uin
 void pager_events_unsubscribe(struct pager *p, uint64_t id);
 /*
  * Emitted by the core: type is "vm.attached", "vm.detached", "vm.degraded",
- * "page.lost", "donor.down" or "donor.up"; fields (stolen, may be NULL) are
+ * "page.lost", "donor.down", "donor.up" or (virt.c) "domain.stopped"; fields (stolen, may be NULL) are
  * the details. Cheap when nobody subscribes; never blocks on subscribers.
  */
 void pager_event_emit(const char *type, json_t *fields);

@@ -20,6 +20,7 @@ import json
 import os
 import pwd
 import re
+import select
 import shutil
 import signal
 import stat
@@ -181,7 +182,14 @@ def main():
         with open(os.path.join(policies, name + ".json"), "w") as f:
             json.dump({"name": "ignored-the-file-name-decides", "local_memory": f"{LOCAL_MB}M"}, f)
 
-        pager = Pager(config={"allowed_uids": [uid]})
+        host.apply()  # libvirtd up first: the pager connects to it once, at start
+        # The pager also watches libvirt's domain events, as an operator would run it.
+        pager = Pager(extra_args=["--libvirt", "qemu:///system"], config={"allowed_uids": [uid]})
+        deadline = time.time() + 20
+        while time.time() < deadline and "libvirt: connected to qemu:///system" not in pager.read_log():
+            time.sleep(0.1)
+        check("libvirt: connected to qemu:///system" in pager.read_log(),
+              f"uffd-pager --libvirt connected to libvirtd: {pager.read_log()[-500:]!r}")
         os.chmod(pager.tmp, 0o755)
         conf = os.path.join(work, "uffd-qemu.conf")
         with open(conf, "w") as f:
@@ -189,7 +197,6 @@ def main():
                     f"pager_socket = {pager.sock}\npolicy_dir = {policies}\nrequire_policy = yes\n")
         os.chmod(conf, 0o644)
 
-        host.apply()
         xml = os.path.join(work, "domain.xml")
         with open(xml, "w") as f:
             f.write(domain_xml(name, work, kernel, initrd, conf))
@@ -249,7 +256,7 @@ def main():
         check(st["stored_pages"] == 0 and st["local_memory"] >= st["guest_pages"] * 4096,
               f"drained: {st['stored_pages']} pages stored, limit {st['local_memory'] >> 20} MiB")
 
-        events = subprocess.Popen([exe("uffd-ctl"), "--control", pager.control, "--json", "events", "--count", "1"],
+        events = subprocess.Popen([exe("uffd-ctl"), "--control", pager.control, "--json", "events"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(0.5)  # let it subscribe
         virsh("destroy", name)
@@ -257,14 +264,35 @@ def main():
         while time.time() < deadline and name in vm_names(pager):
             time.sleep(0.1)
         check(name not in vm_names(pager), "virsh destroy: the pager freed the VM")
-        try:
-            out, err = events.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            events.kill()
-            out, err = events.communicate()
-        ev = json.loads(out) if out.strip() else {}
+        # libvirt reports the stop after reaping QEMU, usually after the registry saw it exit.
+        out, evs = "", {}
+        deadline = time.time() + 20
+        while time.time() < deadline and not ("vm.detached" in evs and
+                                              evs.get("domain.stopped", {}).get("reason") == "destroyed"):
+            # Raw reads: a buffered readline would hide lines already read from select().
+            if not select.select([events.stdout], [], [], max(0, deadline - time.time()))[0]:
+                break
+            chunk = os.read(events.stdout.fileno(), 65536).decode()
+            if not chunk:
+                break
+            out += chunk
+            for line in out.splitlines()[: out.count("\n")]:
+                e = json.loads(line)
+                evs[e.get("event")] = e
+        events.kill()
+        err = events.communicate()[1]
+        ev = evs.get("vm.detached", {})
         check(ev.get("event") == "vm.detached" and ev.get("vm") == name and ev.get("pid") == qemu_pid,
               f"uffd-ctl events saw the domain detach: {out!r} {err!r}")
+        ev = evs.get("domain.stopped", {})
+        check(ev.get("vm") == name and ev.get("uuid") == domuuid and ev.get("reason") == "destroyed",
+              f"uffd-ctl events saw libvirt's stop of the domain (domain.stopped, reason destroyed): {out!r}\n"
+              f"--- pager:\n{pager.read_log()[-2000:]}")
+        deadline = time.time() + 10
+        while time.time() < deadline and f"libvirt: domain {name} ({domuuid}) destroyed" not in pager.read_log():
+            time.sleep(0.1)
+        check(f"libvirt: domain {name} ({domuuid}) destroyed" in pager.read_log(),
+              "the pager's log names the destroyed domain")
         check(pager.alive(), "the pager survived its VM's QEMU being killed")
     finally:
         if defined:
