@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -219,7 +220,13 @@ int virt_start(struct pager *p, const char *uri, struct virt **ret)
 	if (r < 0)
 		goto fail;
 	v->subscribed = true;
+	/* Process signals belong to the daemon's main loop, never to this thread. */
+	sigset_t all, old;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
 	r = -pthread_create(&v->thread, NULL, virt_thread, v);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (r < 0) {
 		pager_events_unsubscribe(p, v->sub_id);
 		goto fail;
