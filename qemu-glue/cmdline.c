@@ -150,6 +150,25 @@ static const char *opts_get(const struct opts *o, const char *key)
 	return NULL;
 }
 
+static int json_flatten(struct opts *o, const char *prefix, json_t *j);
+
+/* Flattens one member of an object or array under the key built from fmt. */
+static int __attribute__((format(printf, 3, 4))) json_flatten_child(struct opts *o, json_t *v, const char *fmt, ...)
+{
+	char *key = NULL;
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = vasprintf(&key, fmt, ap);
+	va_end(ap);
+	if (r < 0)
+		return -ENOMEM;
+	r = json_flatten(o, key, v);
+	free(key);
+	return r;
+}
+
 static int json_flatten(struct opts *o, const char *prefix, json_t *j)
 {
 	const char *k;
@@ -160,28 +179,14 @@ static int json_flatten(struct opts *o, const char *prefix, json_t *j)
 
 	switch (json_typeof(j)) {
 	case JSON_OBJECT:
-		json_object_foreach(j, k, v) {
-			char *key = NULL;
-
-			if (asprintf(&key, "%s%s%s", prefix, *prefix ? "." : "", k) < 0)
-				return -ENOMEM;
-			r = json_flatten(o, key, v);
-			free(key);
-			if (r < 0)
+		json_object_foreach(j, k, v)
+			if ((r = json_flatten_child(o, v, "%s%s%s", prefix, *prefix ? "." : "", k)) < 0)
 				return r;
-		}
 		return 0;
 	case JSON_ARRAY:
-		json_array_foreach(j, idx, v) {
-			char *key = NULL;
-
-			if (asprintf(&key, "%s.%zu", prefix, idx) < 0)
-				return -ENOMEM;
-			r = json_flatten(o, key, v);
-			free(key);
-			if (r < 0)
+		json_array_foreach(j, idx, v)
+			if ((r = json_flatten_child(o, v, "%s.%zu", prefix, idx)) < 0)
 				return r;
-		}
 		return 0;
 	case JSON_STRING:
 		return opts_add(o, strdup(prefix), strdup(json_string_value(j)));

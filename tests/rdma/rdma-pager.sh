@@ -10,20 +10,10 @@
 # run here or the build has no RDMA, fails instead under UFFDVM_REQUIRE_ALL=1.
 
 set -u
-here=$(cd "$(dirname "$0")" && pwd)
-harness=$here/run-in-rxe-vm.sh
+source "$(dirname "$0")/lib.sh"
 log=${1:?usage: $0 LOG BUILD_DIR [rdma|nordma]}
 b=${2:?usage: $0 LOG BUILD_DIR [rdma|nordma]}
 rdma=${3:-rdma}
-
-cannot_run() {
-	if [[ ${UFFDVM_REQUIRE_ALL:-} == 1 ]]; then
-		echo "FAIL (UFFDVM_REQUIRE_ALL=1): $1"
-		exit 1
-	fi
-	echo "SKIP: $1"
-	exit 77
-}
 
 [[ $rdma == rdma ]] || cannot_run "built without RDMA (libibverbs-dev/librdmacm-dev missing at meson setup)"
 bins=("$b/donor/uffd-donor" "$b/uffd-pager/uffd-pager" "$b/uffd-pager/control/uffd-ctl"
@@ -32,29 +22,12 @@ for f in "${bins[@]}"; do [[ -x $f || -f $f ]] || { echo "FAIL: $f not built"; e
 PATH=$PATH:/usr/sbin:/sbin command -v mkfs.ext4 >/dev/null ||
 	cannot_run "mkfs.ext4 not found (install e2fsprogs): the pager's state dir needs a disk in the VM"
 
-out=$("$harness" --prepare 2>&1)
-rc=$?
-echo "$out"
-if ((rc == 69)); then
-	cannot_run "$(grep 'cannot run' <<<"$out" | tail -n1)"
-elif ((rc != 0)); then
-	echo "FAIL: run-in-rxe-vm.sh --prepare exited with $rc"
-	exit 1
-fi
+prepare_vm
 
 "$harness" --timeout 200 --disk 256 --log "$log" \
 	--file "${bins[0]}" --file "${bins[1]}" --file "${bins[2]}" --file "${bins[3]}" \
 	--file "${bins[4]}:/usr/local/lib/libuffd-glue.so" \
 	--file "$here/guest-pager.sh:/usr/local/bin/guest-pager" -- guest-pager
 rc=$?
-((rc == 69)) && cannot_run "run-in-rxe-vm.sh reported a missing prerequisite"
 grep -aE '^(PAGER-RDMA|BEFORE-KILL|REMOTE-LATENCY|FAULT-LATENCY|KILLED|DONOR-DOWN|AFTER|REREPLICATED)' "$log" | tr -d '\r'
-if ((rc != 0)); then
-	echo "FAIL: guest-pager in the rxe VM exited with $rc (console: $log)"
-	exit 1
-fi
-if ! grep -aq PAGER-RDMA-OK "$log"; then
-	echo "FAIL: exit status 0 but no PAGER-RDMA-OK verdict in $log"
-	exit 1
-fi
-echo "PASS"
+check_vm_run $rc "$log" guest-pager PAGER-RDMA-OK

@@ -11,49 +11,19 @@
 # (77) with the reason, or fails when UFFDVM_REQUIRE_ALL=1.
 
 set -u
-here=$(cd "$(dirname "$0")" && pwd)
-harness=$here/run-in-rxe-vm.sh
+source "$(dirname "$0")/lib.sh"
 mode=${1:-}
 log=${2:-/dev/null}
 
-cannot_run() {
-	if [[ ${UFFDVM_REQUIRE_ALL:-} == 1 ]]; then
-		echo "FAIL (UFFDVM_REQUIRE_ALL=1): $1"
-		exit 1
-	fi
-	echo "SKIP: $1"
-	exit 77
-}
-
 # Fetch the kernel and build the image first, so that "cannot run here" is
 # told apart from a failure of the test itself.
-out=$("$harness" --prepare 2>&1)
-rc=$?
-echo "$out"
-if ((rc == 69)); then
-	cannot_run "$(grep 'cannot run' <<<"$out" | tail -n1)"
-elif ((rc != 0)); then
-	echo "FAIL: run-in-rxe-vm.sh --prepare exited with $rc"
-	exit 1
-fi
+prepare_vm
 
 case "$mode" in
 smoke)
 	"$harness" --timeout 200 --log "$log" \
 		--file "$here/guest-smoke.sh:/usr/local/bin/rxe-smoke" -- rxe-smoke
-	rc=$?
-	((rc == 69)) && cannot_run "run-in-rxe-vm.sh reported a missing prerequisite"
-	if ((rc != 0)); then
-		echo "FAIL: smoke test in the rxe VM exited with $rc"
-		exit 1
-	fi
-	# The exit status alone could come from a guest script that never ran
-	# the checks; the console must show the verdict too.
-	if ! grep -aq 'SMOKE: rping and ibv_rc_pingpong passed' "$log"; then
-		echo "FAIL: exit status 0 but no smoke verdict in $log"
-		exit 1
-	fi
-	echo "PASS"
+	check_vm_run $? "$log" "smoke test" 'SMOKE: rping and ibv_rc_pingpong passed'
 	;;
 exit-code)
 	"$harness" --timeout 120 --log "$log" -- 'echo about to fail; exit 3'
