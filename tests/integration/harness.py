@@ -206,6 +206,23 @@ def guestsim(pager, name, policy_json, args, **popen):
     return subprocess.Popen([exe("guestsim")] + list(args), env=env, **popen)
 
 
+def kill_procs(procs):
+    """Kills and reaps every process of procs still running (test clean-up)."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def proc_state(pid):
+    """The one-letter state of pid from /proc (R, S, T, ...), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
 def memfd_blocks(pid, prefix="/memfd:guestsim-ram"):
     """Resident pages of a process's RAM memfd, from the kernel's st_blocks."""
     for fd in os.listdir(f"/proc/{pid}/fd"):

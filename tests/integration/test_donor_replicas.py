@@ -18,7 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Donor, Pager, check, fail, guestsim, policy, require_root_and_uffd  # noqa: E402
+from harness import Donor, Pager, check, fail, guestsim, policy, proc_state, require_root_and_uffd  # noqa: E402
 
 SIZE_MB = 128
 LOCAL_MB = SIZE_MB // 4
@@ -32,14 +32,6 @@ def wait_for(pred, timeout, what):
             return v
         time.sleep(0.05)
     fail(f"timed out waiting for {what}")
-
-
-def proc_state(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
 
 
 def main():

@@ -17,7 +17,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Donor, Pager, check, exe, fail, guestsim, policy, require_root_and_uffd  # noqa: E402
+from harness import Donor, Pager, check, exe, fail, guestsim, kill_procs, policy, proc_state, require_root_and_uffd  # noqa: E402
 
 
 class Subscriber:
@@ -71,14 +71,6 @@ def check_time(ev, t0):
     t = ev.get("time")
     check(isinstance(t, float) and t0 - 1 <= t <= time.time() + 1,
           f"{ev['event']} carries the real time ({t} within [{t0:.1f}, now])")
-
-
-def proc_state(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
 
 
 def main():
@@ -164,10 +156,7 @@ def main():
         check(pager.alive(), "the pager survived the event stream")
         print(f"events seen: {[e['event'] for e in sub.events]}")
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        kill_procs(procs)
         if pager:
             pager.stop()
         donor.stop()

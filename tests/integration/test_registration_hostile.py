@@ -20,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Pager, check, fail, guestsim, policy, require_root_and_uffd  # noqa: E402
+from harness import Pager, check, fail, guestsim, kill_procs, policy, require_root_and_uffd  # noqa: E402
 
 MAGIC = 0x75666664
 VERSION = 2
@@ -280,10 +280,7 @@ def main():
     finally:
         for fd in opened:
             os.close(fd)
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        kill_procs(procs)
         pager.stop()
 
     # Budget: a second VM whose local_memory does not fit is refused; the shim says why.
@@ -311,10 +308,7 @@ def main():
         check(c.wait(timeout=60) == 0, "once 'big' is gone the 32M VM fits and passes")
         check(pager.alive(), "pager still running")
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        kill_procs(procs)
         pager.stop()
 
 

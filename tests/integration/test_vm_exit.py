@@ -12,7 +12,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Pager, check, fail, guestsim, policy, require_root_and_uffd  # noqa: E402
+from harness import Pager, check, fail, guestsim, kill_procs, policy, require_root_and_uffd  # noqa: E402
 
 THREADS_PER_VM = 3  # fault thread, evictor, repair thread
 
@@ -96,10 +96,7 @@ def main():
               f"pager.stats: no VM, nothing committed, 3 exits ({st})")
         check(pager.alive(), "pager still running")
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        kill_procs(procs)
         pager.stop()
 
 
