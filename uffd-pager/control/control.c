@@ -1322,20 +1322,17 @@ int ctl_server_start(struct pager *p, const char *path, mode_t mode, struct ctl_
 		r = log_err_errno(-errno, "control: epoll/eventfd");
 		goto fail;
 	}
-	e = (struct epoll_event){ .events = EPOLLIN, .data.ptr = &s->listen_tag };
-	if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->listen_fd, &e) < 0) {
-		r = log_err_errno(-errno, "control: epoll_ctl");
-		goto fail;
-	}
-	e = (struct epoll_event){ .events = EPOLLIN, .data.ptr = &s->stop_tag };
-	if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->stop_fd, &e) < 0) {
-		r = log_err_errno(-errno, "control: epoll_ctl");
-		goto fail;
-	}
-	e = (struct epoll_event){ .events = EPOLLIN, .data.ptr = &s->wake_tag };
-	if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->wake_fd, &e) < 0) {
-		r = log_err_errno(-errno, "control: epoll_ctl");
-		goto fail;
+	{
+		const struct { int fd; void *tag; } watch[] = {
+			{ s->listen_fd, &s->listen_tag }, { s->stop_fd, &s->stop_tag }, { s->wake_fd, &s->wake_tag },
+		};
+		for (size_t i = 0; i < sizeof(watch) / sizeof(watch[0]); i++) {
+			e = (struct epoll_event){ .events = EPOLLIN, .data.ptr = watch[i].tag };
+			if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, watch[i].fd, &e) < 0) {
+				r = log_err_errno(-errno, "control: epoll_ctl");
+				goto fail;
+			}
+		}
 	}
 	if (opts.metrics_listen[0]) {
 		s->http_fd = http_listen(opts.metrics_listen);
