@@ -46,7 +46,14 @@ struct policy_vm {
 	enum policy_loss_action on_data_loss;         /* "on_data_loss" */
 	unsigned replicas;   /* "durability.replicas": donors holding each page, 1..3, default 1 */
 	bool backup_spill;   /* "durability.backup": "spill" = every remote page also in the spill file */
+	/* "balloon": ask the guest's balloon (through libvirt) to give memory back before paging it out. */
+	bool balloon_enabled;        /* "balloon.enabled", default false */
+	uint64_t balloon_floor;      /* "balloon.floor": the guest is never ballooned below this, >= 16M, default 256M */
+	unsigned balloon_settle_ms;  /* "balloon.settle_ms": time the guest gets to give memory back, 0..600000, default 5000 */
 };
+
+#define POLICY_BALLOON_MIN_FLOOR (16ULL << 20)
+#define POLICY_BALLOON_MAX_SETTLE_MS 600000
 
 #define POLICY_MAX_REPLICAS 3
 
