@@ -233,13 +233,15 @@ static void balloon_fail_locked(struct client *c, const char *fmt, ...)
 }
 
 /*
- * The balloon target for the VM's current limit (why says what changed),
- * asked for when it differs from the last one. Under p->lock.
+ * The balloon target for the VM's limit (why says what changed), asked for
+ * when it differs from the last one. Under p->lock. A new limit is passed
+ * before it takes effect, so the settle hold is in place before the
+ * evictor is woken for it.
  *   limit below the guest's size: max(floor, local_memory), capped at the guest's size
  *   vm.park: the floor, the least the guest may keep
  *   limit at or above the guest's size, vm.drain, policy turned off: the domain's maximum (0)
  */
-static void balloon_update_locked(struct pager *p, struct client *c, enum balloon_why why)
+static void balloon_target_locked(struct pager *p, struct client *c, enum balloon_why why, uint64_t limit)
 {
 	struct balloon *b = &c->balloon;
 	const struct policy_vm *pol = vm_policy(c->vm);
@@ -255,8 +257,8 @@ static void balloon_update_locked(struct pager *p, struct client *c, enum balloo
 		want = 0;
 	} else if (why == BALLOON_PARK) {
 		want = pol->balloon_floor < guest ? pol->balloon_floor : 0;
-	} else if (pol->local_memory < guest) {
-		want = pol->local_memory > pol->balloon_floor ? pol->local_memory : pol->balloon_floor;
+	} else if (limit < guest) {
+		want = limit > pol->balloon_floor ? limit : pol->balloon_floor;
 		if (want >= guest)
 			want = 0;
 	}
@@ -288,6 +290,11 @@ static void balloon_update_locked(struct pager *p, struct client *c, enum balloo
 		vm_set_balloon_settle(c->vm, false);
 	}
 	p->balloon_fn(p->balloon_opaque, vm_name(c->vm), vm_uuid(c->vm), want);
+}
+
+static void balloon_update_locked(struct pager *p, struct client *c, enum balloon_why why)
+{
+	balloon_target_locked(p, c, why, vm_local_memory(c->vm));
 }
 
 /* Ends settle windows whose time is up. Main loop, about once a second. */
@@ -874,10 +881,8 @@ int pager_vm_set_limit(struct pager *p, const char *name, uint64_t bytes, char *
 		r = -ENOENT;
 	} else {
 		r = set_limit_locked(p, vm, bytes, err, errlen);
-		if (r == 0) {
+		if (r == 0)
 			log_info("vm %s: local memory set to %llu MiB", name, (unsigned long long)(bytes >> 20));
-			balloon_update_locked(p, find_client_locked(p, name), BALLOON_LIMIT);
-		}
 	}
 	pthread_mutex_unlock(&p->lock);
 	return r;
@@ -960,6 +965,7 @@ static int set_limit_locked(struct pager *p, struct vm *vm, uint64_t bytes, char
 		return -ENOSPC;
 	}
 	p->committed = p->committed - vm_local_memory(vm) + bytes;
+	balloon_target_locked(p, find_client_locked(p, vm_name(vm)), BALLOON_LIMIT, bytes);
 	vm_set_local_memory(vm, bytes);
 	return 0;
 }
