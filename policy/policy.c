@@ -996,6 +996,22 @@ char *policy_vm_to_json(const struct policy_vm *p)
 	return s;
 }
 
+uint64_t policy_balloon_target(const struct policy_vm *p, uint64_t guest_bytes, uint64_t limit,
+			       enum policy_balloon_why why)
+{
+	uint64_t want;
+
+	if (!p->balloon_enabled || why == POLICY_BALLOON_DRAIN)
+		return 0;
+	if (why == POLICY_BALLOON_PARK)
+		want = p->balloon_floor;
+	else if (limit < guest_bytes)
+		want = limit > p->balloon_floor ? limit : p->balloon_floor;
+	else
+		return 0;
+	return want < guest_bytes ? want & ~(PAGE_SIZE_4K - 1) : 0;
+}
+
 static uint64_t pct_pages(const struct policy_vm *p, unsigned pct, uint64_t page_size)
 {
 	unsigned __int128 bytes = (unsigned __int128)p->local_memory * pct / 100;

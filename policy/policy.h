@@ -55,6 +55,20 @@ struct policy_vm {
 #define POLICY_BALLOON_MIN_FLOOR (16ULL << 20)
 #define POLICY_BALLOON_MAX_SETTLE_MS 600000
 
+enum policy_balloon_why {
+	POLICY_BALLOON_LIMIT, /* the limit changed (attach, vm.set-limit, vm.policy.set) */
+	POLICY_BALLOON_PARK,  /* vm.park */
+	POLICY_BALLOON_DRAIN, /* vm.drain */
+};
+/*
+ * The guest balloon's target in bytes (docs/policy.md, "Guest balloon") for
+ * a guest of guest_bytes whose limit is limit; 0 = the domain's maximum
+ * memory (deflated). Below the guest's size: max(floor, limit); parking:
+ * the floor; otherwise, or with the balloon disabled: 0. Never >= guest_bytes.
+ */
+uint64_t policy_balloon_target(const struct policy_vm *p, uint64_t guest_bytes, uint64_t limit,
+			       enum policy_balloon_why why);
+
 #define POLICY_MAX_REPLICAS 3
 
 /* True if name is 1..63 characters of [A-Za-z0-9._-] and not "." or "..". */

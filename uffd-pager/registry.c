@@ -207,7 +207,12 @@ static struct client *find_client_locked(struct pager *p, const char *name)
  * eviction is held for the policy's settle_ms (vm_set_balloon_settle) and
  * balloon_tick() ends the hold when that time is up, answered or not.
  */
-enum balloon_why { BALLOON_LIMIT, BALLOON_ATTACH, BALLOON_PARK, BALLOON_DRAIN };
+enum balloon_why {
+	BALLOON_LIMIT = POLICY_BALLOON_LIMIT,
+	BALLOON_PARK = POLICY_BALLOON_PARK,
+	BALLOON_DRAIN = POLICY_BALLOON_DRAIN,
+	BALLOON_ATTACH = POLICY_BALLOON_LIMIT, /* the first region: the limit meets the guest's size */
+};
 
 static void balloon_fail_locked(struct client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void balloon_fail_locked(struct client *c, const char *fmt, ...)
@@ -233,13 +238,10 @@ static void balloon_fail_locked(struct client *c, const char *fmt, ...)
 }
 
 /*
- * The balloon target for the VM's limit (why says what changed), asked for
- * when it differs from the last one. Under p->lock. A new limit is passed
- * before it takes effect, so the settle hold is in place before the
- * evictor is woken for it.
- *   limit below the guest's size: max(floor, local_memory), capped at the guest's size
- *   vm.park: the floor, the least the guest may keep
- *   limit at or above the guest's size, vm.drain, policy turned off: the domain's maximum (0)
+ * The balloon target for the VM's limit (why says what changed; the rule is
+ * policy_balloon_target()), asked for when it differs from the last one.
+ * Under p->lock. A new limit is passed before it takes effect, so the
+ * settle hold is in place before the evictor is woken for it.
  */
 static void balloon_target_locked(struct pager *p, struct client *c, enum balloon_why why, uint64_t limit)
 {
@@ -249,19 +251,10 @@ static void balloon_target_locked(struct pager *p, struct client *c, enum balloo
 
 	if (!guest)
 		return; /* no RAM registered yet: attach will ask */
-	if (!pol->balloon_enabled) {
-		if (!b->asked || !b->inflated)
-			return;
-		want = 0; /* turned off while inflated: give the guest its memory back */
-	} else if (why == BALLOON_DRAIN) {
-		want = 0;
-	} else if (why == BALLOON_PARK) {
-		want = pol->balloon_floor < guest ? pol->balloon_floor : 0;
-	} else if (limit < guest) {
-		want = limit > pol->balloon_floor ? limit : pol->balloon_floor;
-		if (want >= guest)
-			want = 0;
-	}
+	/* Turned off while inflated: the target is 0, the guest gets its memory back. */
+	if (!pol->balloon_enabled && (!b->asked || !b->inflated))
+		return;
+	want = policy_balloon_target(pol, guest, limit, (enum policy_balloon_why)why);
 	want >>= 10;
 	/* A fresh guest already has all its memory; the same target twice changes nothing. */
 	if ((!b->asked && want == 0) || (b->asked && want == b->target_kib && strcmp(b->state, "failed") != 0))

@@ -402,6 +402,35 @@ static void test_vm_balloon(void **state)
 	vm_bad(text, "balloon.enable", 1, 49, "unknown key", "did you mean 'enabled'?");
 }
 
+static void test_balloon_target(void **state)
+{
+	const uint64_t M = 1ULL << 20, guest = 1024 * M;
+	struct policy_vm p;
+
+	(void)state;
+	policy_vm_init(&p);
+	p.balloon_floor = 256 * M;
+	/* Disabled: never a smaller guest. */
+	assert_int_equal(policy_balloon_target(&p, guest, 512 * M, POLICY_BALLOON_LIMIT), 0);
+	assert_int_equal(policy_balloon_target(&p, guest, 512 * M, POLICY_BALLOON_PARK), 0);
+	p.balloon_enabled = true;
+	/* Below the guest's size: max(floor, limit). */
+	assert_int_equal(policy_balloon_target(&p, guest, 512 * M, POLICY_BALLOON_LIMIT), 512 * M);
+	assert_int_equal(policy_balloon_target(&p, guest, 100 * M, POLICY_BALLOON_LIMIT), 256 * M);
+	assert_int_equal(policy_balloon_target(&p, guest, 512 * M + 123, POLICY_BALLOON_LIMIT), 512 * M);
+	/* The whole guest fits: deflated (0 = the domain's maximum). */
+	assert_int_equal(policy_balloon_target(&p, guest, guest, POLICY_BALLOON_LIMIT), 0);
+	assert_int_equal(policy_balloon_target(&p, guest, 2 * guest, POLICY_BALLOON_LIMIT), 0);
+	/* A floor at or above the guest's size leaves nothing to inflate. */
+	p.balloon_floor = guest;
+	assert_int_equal(policy_balloon_target(&p, guest, 100 * M, POLICY_BALLOON_LIMIT), 0);
+	p.balloon_floor = 256 * M;
+	/* Parking: the floor; draining: the full guest. */
+	assert_int_equal(policy_balloon_target(&p, guest, 512 * M, POLICY_BALLOON_PARK), 256 * M);
+	assert_int_equal(policy_balloon_target(&p, 128 * M, 64 * M, POLICY_BALLOON_PARK), 0);
+	assert_int_equal(policy_balloon_target(&p, guest, 100 * M, POLICY_BALLOON_DRAIN), 0);
+}
+
 static void test_vm_syntax(void **state)
 {
 	struct policy_vm p;
@@ -724,6 +753,7 @@ int main(void)
 		cmocka_unit_test(test_state_dir_fstype),
 		cmocka_unit_test(test_examples),
 		cmocka_unit_test(test_vm_balloon),
+		cmocka_unit_test(test_balloon_target),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
