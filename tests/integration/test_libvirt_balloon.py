@@ -90,17 +90,19 @@ def phase_without_libvirt():
         pager.stop()
 
 
-def domain_xml(name, work, kernel, initrd, conf):
+def domain_xml(name, work, kernel, initrd, conf, churn_mb=CHURN_MB, console="console.log", uuid=None):
     ET.register_namespace("qemu", QEMU_NS)
     root = ET.parse(os.path.join(SRC, "examples", "libvirt-domain.xml")).getroot()
     root.find("name").text = name
+    if uuid:  # redefining the same domain
+        ET.SubElement(root, "uuid").text = uuid
     root.find("memory").text = str(RAM_MB)
     root.find("os/kernel").text = kernel
     root.find("os/initrd").text = initrd
-    root.find("os/cmdline").text = (f"console=ttyS0 panic=-1 quiet uffdvm.churn={CHURN_MB} uffdvm.mib={WORK_MB} "
+    root.find("os/cmdline").text = (f"console=ttyS0 panic=-1 quiet uffdvm.churn={churn_mb} uffdvm.mib={WORK_MB} "
                                     "uffdvm.passes=100000")
     root.find("devices/emulator").text = exe("uffd-qemu")
-    root.find("devices/serial/source").set("path", os.path.join(work, "console.log"))
+    root.find("devices/serial/source").set("path", os.path.join(work, console))
     root.find("devices/memballoon").set("model", "virtio")
     cl = ET.SubElement(root, f"{{{QEMU_NS}}}commandline")
     ET.SubElement(cl, f"{{{QEMU_NS}}}env", name="UFFD_QEMU_CONF", value=conf)
@@ -283,6 +285,30 @@ def phase_libvirt():
             check(wait_until("stopped", lambda: f"libvirt: domain {name} (" in pager.read_log() and
                              ") destroyed" in pager.read_log(), 30),
                   "after the reconnect lifecycle events arrive again (domain destroyed logged)")
+
+        # At attach: a limit below the guest's size from the start. QEMU registers while libvirt is
+        # still starting the domain, so the request waits (retried) until the domain runs.
+        virsh("destroy", name, check_rc=False)
+        wait_until("gone", lambda: name not in pager.vm_names(), 30)
+        with open(os.path.join(policies, name + ".json"), "w") as f:
+            json.dump({"name": name, "local_memory": "192M",
+                       "balloon": {"enabled": True, "floor": f"{FLOOR_MB}M", "settle_ms": SETTLE_MS}}, f)
+        console_path = os.path.join(work, "console2.log")
+        with open(xml, "w") as f:
+            f.write(domain_xml(name, work, kernel, initrd, conf, churn_mb=0, console="console2.log",
+                               uuid=virsh("domuuid", name).stdout.strip()))
+        virsh("define", xml)
+        virsh("start", name, timeout=120)
+        pager.wait_vm(name, timeout=60)
+        check(wait_until("attach", lambda: current_kib(name) == 192 * 1024, 90, 0.5),
+              f"a limit below the guest's size at attach: libvirt set 192 MiB once the domain ran "
+              f"({current_kib(name)} KiB)")
+        b = wait_until("done", lambda: (lambda b: b if b["state"] == "done" else None)(pager.vm_stats(name)["balloon"]),
+                       SETTLE_MS / 1000 + 30)
+        check(b and b["requests"] == 1 and b["applied_kib"] == 192 * 1024,
+              f"vm.stats: one request at attach, applied: {pager.vm_stats(name)['balloon']}")
+        check(wait_until("runs", lambda: "workload: pass 2 " in console(), 60) and "FAIL" not in console(),
+              f"the ballooned guest runs and verifies its workload: {console()[-600:]!r}")
         check(pager.alive(), "the pager survived")
     finally:
         if defined:
