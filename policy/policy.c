@@ -627,6 +627,9 @@ void policy_vm_init(struct policy_vm *p)
 	p->on_data_loss = POLICY_LOSS_STOP;
 	p->replicas = 1;
 	p->backup_spill = false;
+	p->balloon_enabled = false;
+	p->balloon_floor = 256ULL << 20;
+	p->balloon_settle_ms = 5000;
 }
 
 bool policy_name_valid(const char *name)
@@ -782,11 +785,63 @@ static int vm_durability(struct pctx *x, json_t *v, struct policy_vm *p)
 	return 0;
 }
 
+static int vm_balloon(struct pctx *x, json_t *v, struct policy_vm *p)
+{
+	static const char *const keys[] = { "enabled", "floor", "settle_ms", NULL };
+	static const char floor_allowed[] = "a size >= 16M: an integer number of bytes or a string like "
+					    "\"256M\", \"1G\"";
+	struct fpath fp = path_key(NULL, "balloon");
+	json_t *e;
+	int r;
+
+	if (!v)
+		return 0;
+	if (!json_is_object(v))
+		return fail(x, &fp, false, "an object {\"enabled\": true|false, \"floor\": SIZE, \"settle_ms\": 0..600000}",
+			    "expected an object, got %s", type_name(v));
+	r = check_keys(x, v, &fp, keys);
+	if (r < 0)
+		return r;
+	if ((e = json_object_get(v, "enabled"))) {
+		struct fpath ep = path_key(&fp, "enabled");
+
+		if (!json_is_boolean(e))
+			return fail(x, &ep, false, "true or false", "expected a boolean, got %s", type_name(e));
+		p->balloon_enabled = json_is_true(e);
+	}
+	if ((e = json_object_get(v, "floor"))) {
+		struct fpath lp = path_key(&fp, "floor");
+		uint64_t bytes;
+
+		r = get_size(x, e, &lp, floor_allowed, &bytes);
+		if (r < 0)
+			return r;
+		/* libvirt sets memory in KiB; the guest's balloon works in 4 KiB pages. */
+		bytes &= ~(PAGE_SIZE_4K - 1);
+		if (bytes < POLICY_BALLOON_MIN_FLOOR)
+			return fail(x, &lp, false, floor_allowed,
+				    "%" PRIu64 " bytes is below 16M (a guest squeezed that far cannot run)", bytes);
+		p->balloon_floor = bytes;
+	}
+	if ((e = json_object_get(v, "settle_ms"))) {
+		struct fpath sp = path_key(&fp, "settle_ms");
+
+		if (!json_is_integer(e))
+			return fail(x, &sp, false, "an integer 0..600000 (milliseconds)", "expected an integer, got %s",
+				    type_name(e));
+		if (json_integer_value(e) < 0 || json_integer_value(e) > POLICY_BALLOON_MAX_SETTLE_MS)
+			return fail(x, &sp, false, "an integer 0..600000 (milliseconds)",
+				    "%" JSON_INTEGER_FORMAT " is out of range", json_integer_value(e));
+		p->balloon_settle_ms = (unsigned)json_integer_value(e);
+	}
+	return 0;
+}
+
 int policy_vm_parse(const char *text, size_t len, const char *source, struct policy_vm *ret,
 		    struct policy_error *err)
 {
 	static const char *const keys[] = { "name", "local_memory", "watermarks", "spill",
-					    "on_pager_unavailable", "on_data_loss", "durability", NULL };
+					    "on_pager_unavailable", "on_data_loss", "durability", "balloon", NULL };
 	struct policy_error dummy;
 	struct pctx x = { .text = text, .len = len, .source = source ? source : "<policy>",
 			  .err = err ? err : &dummy };
@@ -807,7 +862,8 @@ int policy_vm_parse(const char *text, size_t len, const char *source, struct pol
 	    (r = vm_local_memory(&x, json_object_get(root, "local_memory"), &p)) < 0 ||
 	    (r = vm_watermarks(&x, json_object_get(root, "watermarks"), &p)) < 0 ||
 	    (r = vm_spill(&x, json_object_get(root, "spill"), &p)) < 0 ||
-	    (r = vm_durability(&x, json_object_get(root, "durability"), &p)) < 0)
+	    (r = vm_durability(&x, json_object_get(root, "durability"), &p)) < 0 ||
+	    (r = vm_balloon(&x, json_object_get(root, "balloon"), &p)) < 0)
 		goto out;
 	if ((v = json_object_get(root, "on_pager_unavailable"))) {
 		fp = path_key(NULL, "on_pager_unavailable");
@@ -916,25 +972,44 @@ static json_t *size_json(uint64_t bytes)
 char *policy_vm_to_json(const struct policy_vm *p)
 {
 	json_t *root, *local = size_json(p->local_memory), *spill = size_json(p->spill_max);
+	json_t *bfloor = size_json(p->balloon_floor);
 	char *s = NULL;
 
-	if (!local || !spill || (unsigned)p->on_pager_unavailable >= ARRAY_SIZE(unavailable_names) ||
+	if (!bfloor || !local || !spill || (unsigned)p->on_pager_unavailable >= ARRAY_SIZE(unavailable_names) ||
 	    (unsigned)p->on_data_loss >= ARRAY_SIZE(loss_names)) {
 		json_decref(local);
 		json_decref(spill);
+		json_decref(bfloor);
 		return NULL;
 	}
-	/* "o" steals the references to local and spill. */
-	root = json_pack("{s:s, s:o, s:{s:I, s:I}, s:{s:o}, s:s, s:s, s:{s:I, s:s}}", "name", p->name,
+	/* "o" steals the references to local, spill and bfloor. */
+	root = json_pack("{s:s, s:o, s:{s:I, s:I}, s:{s:o}, s:s, s:s, s:{s:I, s:s}, s:{s:b, s:o, s:I}}", "name", p->name,
 			 "local_memory", local, "watermarks", "high", (json_int_t)p->high_pct, "low",
 			 (json_int_t)p->low_pct, "spill", "max_size", spill, "on_pager_unavailable",
 			 unavailable_names[p->on_pager_unavailable], "on_data_loss",
 			 loss_names[p->on_data_loss], "durability", "replicas", (json_int_t)p->replicas,
-			 "backup", p->backup_spill ? "spill" : "none");
+			 "backup", p->backup_spill ? "spill" : "none", "balloon", "enabled", p->balloon_enabled,
+			 "floor", bfloor, "settle_ms", (json_int_t)p->balloon_settle_ms);
 	if (root)
 		s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	json_decref(root);
 	return s;
+}
+
+uint64_t policy_balloon_target(const struct policy_vm *p, uint64_t guest_bytes, uint64_t limit,
+			       enum policy_balloon_why why)
+{
+	uint64_t want;
+
+	if (!p->balloon_enabled || why == POLICY_BALLOON_DRAIN)
+		return 0;
+	if (why == POLICY_BALLOON_PARK)
+		want = p->balloon_floor;
+	else if (limit < guest_bytes)
+		want = limit > p->balloon_floor ? limit : p->balloon_floor;
+	else
+		return 0;
+	return want < guest_bytes ? want & ~(PAGE_SIZE_4K - 1) : 0;
 }
 
 static uint64_t pct_pages(const struct policy_vm *p, unsigned pct, uint64_t page_size)

@@ -46,7 +46,28 @@ struct policy_vm {
 	enum policy_loss_action on_data_loss;         /* "on_data_loss" */
 	unsigned replicas;   /* "durability.replicas": donors holding each page, 1..3, default 1 */
 	bool backup_spill;   /* "durability.backup": "spill" = every remote page also in the spill file */
+	/* "balloon": ask the guest's balloon (through libvirt) to give memory back before paging it out. */
+	bool balloon_enabled;        /* "balloon.enabled", default false */
+	uint64_t balloon_floor;      /* "balloon.floor": the guest is never ballooned below this, >= 16M, default 256M */
+	unsigned balloon_settle_ms;  /* "balloon.settle_ms": time the guest gets to give memory back, 0..600000, default 5000 */
 };
+
+#define POLICY_BALLOON_MIN_FLOOR (16ULL << 20)
+#define POLICY_BALLOON_MAX_SETTLE_MS 600000
+
+enum policy_balloon_why {
+	POLICY_BALLOON_LIMIT, /* the limit changed (attach, vm.set-limit, vm.policy.set) */
+	POLICY_BALLOON_PARK,  /* vm.park */
+	POLICY_BALLOON_DRAIN, /* vm.drain */
+};
+/*
+ * The guest balloon's target in bytes (docs/policy.md, "Guest balloon") for
+ * a guest of guest_bytes whose limit is limit; 0 = the domain's maximum
+ * memory (deflated). Below the guest's size: max(floor, limit); parking:
+ * the floor; otherwise, or with the balloon disabled: 0. Never >= guest_bytes.
+ */
+uint64_t policy_balloon_target(const struct policy_vm *p, uint64_t guest_bytes, uint64_t limit,
+			       enum policy_balloon_why why);
 
 #define POLICY_MAX_REPLICAS 3
 

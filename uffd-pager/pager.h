@@ -62,6 +62,25 @@ int pager_vm_policy_get(struct pager *p, const char *name, json_t **ret_policy);
  */
 int pager_vm_policy_set(struct pager *p, const char *name, const json_t *policy, char *err, size_t errlen);
 
+/* ---- The guest balloon through libvirt (virt.c; docs/policy.md "balloon", docs/libvirt.md) ---- */
+
+/*
+ * Asks for a balloon target of the libvirt domain with this UUID (the VM's
+ * name for messages): target_kib, or 0 = the domain's maximum memory
+ * (deflate). Called with the registry locked: it must only queue the
+ * request and return, never block and never call back into the pager.
+ */
+typedef void (*pager_balloon_fn)(void *opaque, const char *vm, const char *uuid, uint64_t target_kib);
+/* Installs (or with fn NULL removes) who takes balloon requests; none means "no libvirt connection". */
+void pager_set_balloon_handler(struct pager *p, pager_balloon_fn fn, void *opaque);
+/*
+ * The answer to a request of fn (target_kib as asked): err 0 = libvirt set
+ * the domain's current memory to applied_kib; otherwise -errno and why in
+ * msg. Answers to a superseded request or a VM gone are ignored.
+ */
+void pager_balloon_result(struct pager *p, const char *vm, const char *uuid, uint64_t target_kib,
+			  uint64_t applied_kib, int err, const char *msg);
+
 /* ---- Events: what operators subscribe to with events.subscribe ---- */
 
 /*

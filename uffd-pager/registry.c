@@ -52,6 +52,17 @@ struct client {
 	struct client *next;
 	uint64_t accepted_ns; /* a stranger that never says HELLO is dropped after HELLO_TIMEOUT_NS */
 	bool attached_event; /* vm.attached sent (first region): vm.detached pairs with it */
+	struct balloon {
+		uint64_t target_kib;  /* last target asked for; 0 = the domain's maximum */
+		uint64_t applied_kib; /* what libvirt last confirmed; 0 = nothing yet */
+		bool asked;           /* a target was asked for since the VM attached */
+		bool inflated;        /* the last target was below the guest's size */
+		bool warned;          /* a failure was logged (once per VM) */
+		const char *state;    /* "idle", "pending", "settling", "done", "failed" */
+		char result[160];     /* the last answer, for vm.stats */
+		uint64_t settle_until_ns; /* 0 = no settle window running */
+		uint64_t requests, failures;
+	} balloon;
 };
 
 struct pager {
@@ -66,6 +77,8 @@ struct pager {
 	struct ctl_server *ctl;
 	struct donor_pool *pool; /* shared by every VM */
 	_Atomic bool stopping;   /* set first by pager_free: control waits give up */
+	pager_balloon_fn balloon_fn; /* virt.c when --libvirt; under lock */
+	void *balloon_opaque;
 };
 
 /* A memfd by name and by filesystem: a regular file at a path like "/memfd:x" is not one. */
@@ -177,6 +190,175 @@ static struct vm *find_vm_locked(struct pager *p, const char *name)
 		if (c->vm && strcmp(vm_name(c->vm), name) == 0)
 			return c->vm;
 	return NULL;
+}
+
+static struct client *find_client_locked(struct pager *p, const char *name)
+{
+	for (struct client *c = p->clients; c; c = c->next)
+		if (c->vm && strcmp(vm_name(c->vm), name) == 0)
+			return c;
+	return NULL;
+}
+
+/*
+ * ---- Guest balloon (docs/policy.md "balloon") ----
+ * The registry decides the target, virt.c talks to libvirt on its own
+ * thread. Nothing here waits for libvirt: a request is queued, the VM's
+ * eviction is held for the policy's settle_ms (vm_set_balloon_settle) and
+ * balloon_tick() ends the hold when that time is up, answered or not.
+ */
+enum balloon_why {
+	BALLOON_LIMIT = POLICY_BALLOON_LIMIT,
+	BALLOON_PARK = POLICY_BALLOON_PARK,
+	BALLOON_DRAIN = POLICY_BALLOON_DRAIN,
+	BALLOON_ATTACH = POLICY_BALLOON_LIMIT, /* the first region: the limit meets the guest's size */
+};
+
+static void balloon_fail_locked(struct client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void balloon_fail_locked(struct client *c, const char *fmt, ...)
+{
+	struct balloon *b = &c->balloon;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(b->result, sizeof(b->result), fmt, ap);
+	va_end(ap);
+	b->state = "failed";
+	b->failures++;
+	/* Once per VM: a domain without a balloon would otherwise log at every limit change. */
+	if (!b->warned)
+		log_warn("vm %s: balloon: %s; paging without it", vm_name(c->vm), b->result);
+	else
+		log_debug("vm %s: balloon: %s", vm_name(c->vm), b->result);
+	b->warned = true;
+	if (b->settle_until_ns) {
+		b->settle_until_ns = 0;
+		vm_set_balloon_settle(c->vm, false);
+	}
+}
+
+/*
+ * The balloon target for the VM's limit (why says what changed; the rule is
+ * policy_balloon_target()), asked for when it differs from the last one.
+ * Under p->lock. A new limit is passed before it takes effect, so the
+ * settle hold is in place before the evictor is woken for it.
+ */
+static void balloon_target_locked(struct pager *p, struct client *c, enum balloon_why why, uint64_t limit)
+{
+	struct balloon *b = &c->balloon;
+	const struct policy_vm *pol = vm_policy(c->vm);
+	uint64_t guest = vm_guest_bytes(c->vm), want = 0;
+
+	if (!guest)
+		return; /* no RAM registered yet: attach will ask */
+	/* Turned off while inflated: the target is 0, the guest gets its memory back. */
+	if (!pol->balloon_enabled && (!b->asked || !b->inflated))
+		return;
+	want = policy_balloon_target(pol, guest, limit, (enum policy_balloon_why)why);
+	want >>= 10;
+	/* A fresh guest already has all its memory; the same target twice changes nothing. */
+	if ((!b->asked && want == 0) || (b->asked && want == b->target_kib && strcmp(b->state, "failed") != 0))
+		return;
+	b->asked = true;
+	b->target_kib = want;
+	b->inflated = want != 0;
+	b->requests++;
+	if (!p->balloon_fn) {
+		balloon_fail_locked(c, "no libvirt connection (uffd-pager runs without --libvirt)");
+		return;
+	}
+	b->state = "pending";
+	snprintf(b->result, sizeof(b->result), "asked libvirt for %s", want ? "a smaller guest" : "the full guest");
+	if (want)
+		log_info("vm %s: balloon: asking libvirt to set the guest's memory to %llu MiB before paging it out",
+			 vm_name(c->vm), (unsigned long long)(want >> 10));
+	else
+		log_info("vm %s: balloon: asking libvirt to give the guest its full memory back", vm_name(c->vm));
+	/* Inflating: hold eviction for settle_ms so the guest gives back what it can first. */
+	if (want && pol->balloon_settle_ms) {
+		b->settle_until_ns = now_ns() + (uint64_t)pol->balloon_settle_ms * 1000000ULL;
+		vm_set_balloon_settle(c->vm, true);
+	} else if (b->settle_until_ns) {
+		b->settle_until_ns = 0;
+		vm_set_balloon_settle(c->vm, false);
+	}
+	p->balloon_fn(p->balloon_opaque, vm_name(c->vm), vm_uuid(c->vm), want);
+}
+
+static void balloon_update_locked(struct pager *p, struct client *c, enum balloon_why why)
+{
+	balloon_target_locked(p, c, why, vm_local_memory(c->vm));
+}
+
+/* Ends settle windows whose time is up. Main loop, about once a second. */
+static void balloon_tick(struct pager *p)
+{
+	uint64_t now = now_ns();
+
+	pthread_mutex_lock(&p->lock);
+	for (struct client *c = p->clients; c; c = c->next) {
+		struct balloon *b = &c->balloon;
+
+		if (!c->vm || !b->settle_until_ns || now < b->settle_until_ns)
+			continue;
+		b->settle_until_ns = 0;
+		if (!strcmp(b->state, "settling") || !strcmp(b->state, "pending"))
+			b->state = !strcmp(b->state, "settling") ? "done" : "pending";
+		vm_set_balloon_settle(c->vm, false);
+		log_info("vm %s: balloon: settle time over; paging out what is still above the limit", vm_name(c->vm));
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+void pager_set_balloon_handler(struct pager *p, pager_balloon_fn fn, void *opaque)
+{
+	pthread_mutex_lock(&p->lock);
+	p->balloon_fn = fn;
+	p->balloon_opaque = opaque;
+	pthread_mutex_unlock(&p->lock);
+}
+
+void pager_balloon_result(struct pager *p, const char *vm, const char *uuid, uint64_t target_kib,
+			  uint64_t applied_kib, int err, const char *msg)
+{
+	struct client *c;
+
+	pthread_mutex_lock(&p->lock);
+	c = find_client_locked(p, vm);
+	if (!c || strcmp(vm_uuid(c->vm), uuid) != 0 || !c->balloon.asked || c->balloon.target_kib != target_kib) {
+		pthread_mutex_unlock(&p->lock);
+		return; /* gone, or superseded by a newer target */
+	}
+	struct balloon *b = &c->balloon;
+
+	if (err < 0) {
+		balloon_fail_locked(c, "%s", msg);
+	} else {
+		const struct policy_vm *pol = vm_policy(c->vm);
+
+		b->applied_kib = applied_kib;
+		snprintf(b->result, sizeof(b->result), "%s", msg);
+		log_info("vm %s: balloon: %s", vm, msg);
+		/* The guest starts giving memory back now: the settle time counts from here. */
+		if (target_kib && pol->balloon_settle_ms) {
+			b->state = "settling";
+			b->settle_until_ns = now_ns() + (uint64_t)pol->balloon_settle_ms * 1000000ULL;
+			vm_set_balloon_settle(c->vm, true);
+		} else {
+			b->state = "done";
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+static json_t *balloon_json_locked(struct client *c)
+{
+	struct balloon *b = &c->balloon;
+
+	return json_pack("{s:b, s:s, s:I, s:I, s:s, s:I, s:I}", "enabled", vm_policy(c->vm)->balloon_enabled, "state",
+			 b->state ? b->state : "idle", "target_kib", (json_int_t)b->target_kib, "applied_kib",
+			 (json_int_t)b->applied_kib, "last_result", b->result, "requests", (json_int_t)b->requests,
+			 "failures", (json_int_t)b->failures);
 }
 
 static void client_drop(struct pager *p, struct client *c, const char *why)
@@ -342,6 +524,9 @@ static void handle_region(struct pager *p, struct client *c, const struct glue_m
 	/* Attached = paging began: the first region gives the guest's size. */
 	if (!c->attached_event) {
 		c->attached_event = true;
+		pthread_mutex_lock(&p->lock);
+		balloon_update_locked(p, c, BALLOON_ATTACH);
+		pthread_mutex_unlock(&p->lock);
 		pager_event_emit("vm.attached", json_pack("{s:s, s:s, s:i, s:I, s:I}", "vm", vm_name(c->vm), "uuid",
 							  vm_uuid(c->vm), "pid", (int)c->pid, "guest_memory", (json_int_t)vm_guest_bytes(c->vm),
 							  "local_memory", (json_int_t)vm_local_memory(c->vm)));
@@ -606,6 +791,7 @@ int pager_run(struct pager *p)
 		}
 next_round:
 		drop_silent_clients(p);
+		balloon_tick(p);
 	}
 }
 
@@ -660,10 +846,15 @@ int pager_vm_stats(struct pager *p, const char *name, json_t **ret_stats)
 {
 	struct vm *vm;
 
+	struct client *c;
+
 	pthread_mutex_lock(&p->lock);
-	vm = find_vm_locked(p, name);
-	if (vm)
+	c = find_client_locked(p, name);
+	vm = c ? c->vm : NULL;
+	if (vm) {
 		*ret_stats = vm_stats_json(vm, false);
+		json_object_set_new(*ret_stats, "balloon", balloon_json_locked(c));
+	}
 	pthread_mutex_unlock(&p->lock);
 	return vm ? 0 : -ENOENT;
 }
@@ -767,6 +958,7 @@ static int set_limit_locked(struct pager *p, struct vm *vm, uint64_t bytes, char
 		return -ENOSPC;
 	}
 	p->committed = p->committed - vm_local_memory(vm) + bytes;
+	balloon_target_locked(p, find_client_locked(p, vm_name(vm)), BALLOON_LIMIT, bytes);
 	vm_set_local_memory(vm, bytes);
 	return 0;
 }
@@ -787,8 +979,11 @@ int pager_vm_drain(struct pager *p, const char *name, char *err, size_t errlen)
 		/* The whole guest must fit locally: raise the limit to its size, within the budget. */
 		if (vm_local_memory(vm) < vm_guest_bytes(vm))
 			r = set_limit_locked(p, vm, vm_guest_bytes(vm), err, errlen);
-		if (r == 0)
+		if (r == 0) {
+			if (round == 0)
+				balloon_update_locked(p, find_client_locked(p, name), BALLOON_DRAIN);
 			vm_request_drain(vm);
+		}
 		pthread_mutex_unlock(&p->lock);
 		if (r < 0)
 			return r;
@@ -821,8 +1016,10 @@ int pager_vm_park(struct pager *p, const char *name, char *err, size_t errlen)
 
 	pthread_mutex_lock(&p->lock);
 	vm = find_vm_or_err_locked(p, name, err, errlen);
-	if (vm)
+	if (vm) {
+		balloon_update_locked(p, find_client_locked(p, name), BALLOON_PARK);
 		vm_request_park(vm);
+	}
 	pthread_mutex_unlock(&p->lock);
 	if (!vm)
 		return -ENOENT;
@@ -892,8 +1089,10 @@ int pager_vm_policy_set(struct pager *p, const char *name, const json_t *policy,
 			goto out;
 	}
 	r = vm_set_policy(vm, &pol, err, errlen);
-	if (r == 0)
+	if (r == 0) {
 		log_info("vm %s: policy replaced at run time", name);
+		balloon_update_locked(p, find_client_locked(p, name), BALLOON_LIMIT);
+	}
 out:
 	pthread_mutex_unlock(&p->lock);
 	json_decref(merged);

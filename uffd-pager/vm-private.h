@@ -110,6 +110,7 @@ struct vm {
 	bool draining;       /* vm.drain: the fault thread installs stored pages between faults */
 	bool hold_resident;  /* after vm.drain: nothing is evicted until the limit changes */
 	bool parking;        /* vm.park: the evictor's target is zero until nothing more can go */
+	bool balloon_settling; /* the guest's balloon inflates: no eviction, no throttle (registry.c ends it) */
 	uint64_t drain_cursor;
 
 	struct spill *spill;

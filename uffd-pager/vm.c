@@ -87,7 +87,7 @@ void vm_page_drop_copies(struct vm *vm, uint64_t page)
 
 uint64_t vm_evict_target(struct vm *vm)
 {
-	if (vm->hold_resident)
+	if (vm->hold_resident || vm->balloon_settling)
 		return UINT64_MAX;
 	return vm->parking ? 0 : vm->low_pages;
 }
@@ -98,6 +98,19 @@ void vm_update_watermarks(struct vm *vm)
 	vm->low_pages = policy_vm_low_pages(&vm->policy, VM_PAGE_SIZE);
 	if (vm->low_pages >= vm->high_pages)
 		vm->low_pages = vm->high_pages > 1 ? vm->high_pages - 1 : 0;
+	/* The fault thread throttles at high_pages: above the guest's size it never does. */
+	if (vm->balloon_settling)
+		vm->high_pages = vm->npages + 1;
+}
+
+void vm_set_balloon_settle(struct vm *vm, bool settling)
+{
+	pthread_mutex_lock(&vm->lock);
+	vm->balloon_settling = settling;
+	vm_update_watermarks(vm);
+	pthread_cond_signal(&vm->evict_cond);
+	pthread_cond_broadcast(&vm->space_cond);
+	pthread_mutex_unlock(&vm->lock);
 }
 
 void vm_note_resident(struct vm *vm, uint64_t page)

@@ -56,5 +56,12 @@ bool vm_drain_busy(struct vm *vm, uint64_t *ret_stored);
 /* vm.park: evict as much as the stores take, once; refaults bring pages back. */
 void vm_request_park(struct vm *vm);
 bool vm_park_busy(struct vm *vm, uint64_t *ret_resident);
+/*
+ * While the guest's balloon settles (settling true), nothing is paged out
+ * and faults are not throttled, so the guest can give memory back before
+ * the pager takes it; false restores the policy's watermarks and wakes
+ * the evictor.
+ */
+void vm_set_balloon_settle(struct vm *vm, bool settling);
 /* Full statistics (docs/control-api.md); brief = the vm.list subset. */
 json_t *vm_stats_json(struct vm *vm, bool brief);

@@ -23,7 +23,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM
 mkdir -p "$tmp/bin" "$tmp/proc" "$tmp/sys" "$tmp/dev" "$tmp/tmp"
 cp "$busybox" "$tmp/bin/busybox"
-for app in sh mount cat cut grep echo poweroff sleep ls dmesg; do
+for app in sh mount cat cut grep echo poweroff sleep ls dmesg tr; do
 	ln -s busybox "$tmp/bin/$app"
 done
 cp "$workload" "$tmp/bin/guest-workload"

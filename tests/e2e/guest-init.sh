@@ -6,6 +6,11 @@
 # on the kernel command line (uffdvm.mib=, uffdvm.passes=, uffdvm.seed=),
 # prints its verdict between markers the host greps for, and powers off:
 # the test's QEMU runs with -no-reboot, so a poweroff ends it.
+# Optional: kernel modules appended to the archive (tests/e2e/balloon-guest.sh
+# adds virtio_balloon and its dependencies) are loaded first, in the order
+# /etc/uffdvm-modules lists them; uffdvm.churn=MIB first runs a workload of
+# that size to completion, so the guest has touched and then freed that much
+# memory (a balloon can give it back).
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev
@@ -13,19 +18,33 @@
 # way), so the kernel started us without stdio: attach it now.
 exec </dev/console >/dev/console 2>&1
 
+if [ -f /etc/uffdvm-modules ]; then
+	for m in $(cat /etc/uffdvm-modules); do
+		/bin/busybox insmod "/lib/modules/uffdvm/$m.ko" || echo "UFFDVM-GUEST-MODULE-FAILED $m"
+	done
+	echo "UFFDVM-GUEST-MODULES $(cut -d' ' -f1 /proc/modules | tr '\n' ' ')"
+fi
+
 mib=400
 passes=3
 seed=0x5eed
+churn=0
 for arg in $(cat /proc/cmdline); do
 	case "$arg" in
 	uffdvm.mib=*) mib="${arg#uffdvm.mib=}" ;;
 	uffdvm.passes=*) passes="${arg#uffdvm.passes=}" ;;
 	uffdvm.seed=*) seed="${arg#uffdvm.seed=}" ;;
+	uffdvm.churn=*) churn="${arg#uffdvm.churn=}" ;;
 	esac
 done
 
 echo "UFFDVM-GUEST-START uptime=$(cut -d' ' -f1 /proc/uptime) mib=$mib passes=$passes"
 grep -E '^(MemTotal|MemFree)' /proc/meminfo
+if [ "$churn" != 0 ]; then
+	/bin/guest-workload "$churn" 1 0xc4 || echo "UFFDVM-GUEST-CHURN-FAILED"
+	echo "UFFDVM-GUEST-CHURNED mib=$churn"
+	grep -E '^(MemTotal|MemFree)' /proc/meminfo
+fi
 /bin/guest-workload "$mib" "$passes" "$seed"
 rc=$?
 echo "UFFDVM-GUEST-END rc=$rc uptime=$(cut -d' ' -f1 /proc/uptime)"

@@ -363,6 +363,74 @@ static void test_vm_spill(void **state)
 	       "spill.max_size", 1, 59, "\"lots\" is not a size", "\"1GiB\"");
 }
 
+static void test_vm_balloon(void **state)
+{
+	static const char pre[] = "{\"name\": \"x\", \"local_memory\": \"1G\", \"balloon\": ";
+	struct policy_vm p;
+	struct policy_error err;
+	char text[256];
+
+	(void)state;
+	/* Off by default, with a floor and settle time ready for when it is turned on. */
+	assert_int_equal(vm_parse("{\"name\": \"x\", \"local_memory\": \"1G\"}", &p, &err), 0);
+	assert_false(p.balloon_enabled);
+	assert_int_equal(p.balloon_floor, 256ULL << 20);
+	assert_int_equal(p.balloon_settle_ms, 5000);
+	snprintf(text, sizeof(text), "%s{\"enabled\": true, \"floor\": \"512M\", \"settle_ms\": 0}}", pre);
+	assert_int_equal(vm_parse(text, &p, &err), 0);
+	assert_true(p.balloon_enabled);
+	assert_int_equal(p.balloon_floor, 512ULL << 20);
+	assert_int_equal(p.balloon_settle_ms, 0);
+	snprintf(text, sizeof(text), "%s{\"floor\": 16777216}}", pre);
+	assert_int_equal(vm_parse(text, &p, &err), 0);
+	assert_false(p.balloon_enabled);
+	assert_int_equal(p.balloon_floor, 16ULL << 20);
+	/* Each error points at the value (column of the value, 1-based) and names what is allowed. */
+	snprintf(text, sizeof(text), "%s\"on\"}", pre);
+	vm_bad(text, "balloon", 1, 48, "expected an object, got a string", "\"enabled\"");
+	snprintf(text, sizeof(text), "%s{\"enabled\": \"yes\"}}", pre);
+	vm_bad(text, "balloon.enabled", 1, 60, "expected a boolean, got a string", "true or false");
+	snprintf(text, sizeof(text), "%s{\"floor\": \"8M\"}}", pre);
+	vm_bad(text, "balloon.floor", 1, 58, "below 16M", "a size >= 16M");
+	snprintf(text, sizeof(text), "%s{\"floor\": \"lots\"}}", pre);
+	vm_bad(text, "balloon.floor", 1, 58, "\"lots\" is not a size", "\"1GiB\"");
+	snprintf(text, sizeof(text), "%s{\"settle_ms\": 600001}}", pre);
+	vm_bad(text, "balloon.settle_ms", 1, 62, "600001 is out of range", "0..600000");
+	snprintf(text, sizeof(text), "%s{\"settle_ms\": 1.5}}", pre);
+	vm_bad(text, "balloon.settle_ms", 1, 62, "expected an integer", "0..600000");
+	snprintf(text, sizeof(text), "%s{\"enable\": true}}", pre);
+	vm_bad(text, "balloon.enable", 1, 49, "unknown key", "did you mean 'enabled'?");
+}
+
+static void test_balloon_target(void **state)
+{
+	const uint64_t M = 1ULL << 20, guest = 1024 * M;
+	struct policy_vm p;
+
+	(void)state;
+	policy_vm_init(&p);
+	p.balloon_floor = 256 * M;
+	/* Disabled: never a smaller guest. */
+	assert_int_equal(policy_balloon_target(&p, guest, 512 * M, POLICY_BALLOON_LIMIT), 0);
+	assert_int_equal(policy_balloon_target(&p, guest, 512 * M, POLICY_BALLOON_PARK), 0);
+	p.balloon_enabled = true;
+	/* Below the guest's size: max(floor, limit). */
+	assert_int_equal(policy_balloon_target(&p, guest, 512 * M, POLICY_BALLOON_LIMIT), 512 * M);
+	assert_int_equal(policy_balloon_target(&p, guest, 100 * M, POLICY_BALLOON_LIMIT), 256 * M);
+	assert_int_equal(policy_balloon_target(&p, guest, 512 * M + 123, POLICY_BALLOON_LIMIT), 512 * M);
+	/* The whole guest fits: deflated (0 = the domain's maximum). */
+	assert_int_equal(policy_balloon_target(&p, guest, guest, POLICY_BALLOON_LIMIT), 0);
+	assert_int_equal(policy_balloon_target(&p, guest, 2 * guest, POLICY_BALLOON_LIMIT), 0);
+	/* A floor at or above the guest's size leaves nothing to inflate. */
+	p.balloon_floor = guest;
+	assert_int_equal(policy_balloon_target(&p, guest, 100 * M, POLICY_BALLOON_LIMIT), 0);
+	p.balloon_floor = 256 * M;
+	/* Parking: the floor; draining: the full guest. */
+	assert_int_equal(policy_balloon_target(&p, guest, 512 * M, POLICY_BALLOON_PARK), 256 * M);
+	assert_int_equal(policy_balloon_target(&p, 128 * M, 64 * M, POLICY_BALLOON_PARK), 0);
+	assert_int_equal(policy_balloon_target(&p, guest, 100 * M, POLICY_BALLOON_DRAIN), 0);
+}
+
 static void test_vm_syntax(void **state)
 {
 	struct policy_vm p;
@@ -412,6 +480,9 @@ static void roundtrip(const struct policy_vm *in)
 	assert_int_equal(out.spill_max, in->spill_max);
 	assert_int_equal(out.on_pager_unavailable, in->on_pager_unavailable);
 	assert_int_equal(out.on_data_loss, in->on_data_loss);
+	assert_int_equal(out.balloon_enabled, in->balloon_enabled);
+	assert_int_equal(out.balloon_floor, in->balloon_floor);
+	assert_int_equal(out.balloon_settle_ms, in->balloon_settle_ms);
 	free(s);
 }
 
@@ -431,6 +502,9 @@ static void test_roundtrip(void **state)
 		p.low_pct = 1 + (unsigned)i;
 		p.on_pager_unavailable = i % 2 ? POLICY_UNAVAILABLE_RUN_UNPAGED : POLICY_UNAVAILABLE_REFUSE;
 		p.on_data_loss = i % 3 ? POLICY_LOSS_KILL : POLICY_LOSS_STOP;
+		p.balloon_enabled = i % 2;
+		p.balloon_floor = (16ULL << 20) + i * 4096;
+		p.balloon_settle_ms = (unsigned)i * 1000;
 		roundtrip(&p);
 	}
 	/* What the parser produced serializes back to the same policy. */
@@ -644,6 +718,16 @@ static void test_examples(void **state)
 	assert_string_equal(c.state_dir, "/var/lib/uffd-pager");
 	assert_int_equal(c.n_allowed_uids, 1);
 	assert_int_equal(c.log_level, LOG_LVL_INFO);
+	if (policy_vm_load(EXAMPLES_DIR "/vm-policy-balloon.json", &p, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_true(p.balloon_enabled);
+	assert_int_equal(p.balloon_floor, 512ULL << 20);
+	assert_int_equal(p.balloon_settle_ms, 5000);
+	if (policy_vm_load(EXAMPLES_DIR "/vm-policy-balloon.json", &p, &err) < 0)
+		fail_msg("%s", err.msg);
+	assert_true(p.balloon_enabled);
+	assert_int_equal(p.balloon_floor, 512ULL << 20);
+	assert_int_equal(p.balloon_settle_ms, 5000);
 }
 
 int main(void)
@@ -668,6 +752,8 @@ int main(void)
 		cmocka_unit_test(test_config_bad),
 		cmocka_unit_test(test_state_dir_fstype),
 		cmocka_unit_test(test_examples),
+		cmocka_unit_test(test_vm_balloon),
+		cmocka_unit_test(test_balloon_target),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
