@@ -144,6 +144,28 @@ def domain_xml(name, work, kernel, initrd, conf):
     return ET.tostring(root, encoding="unicode")
 
 
+def emulator_conf(work, pager, policies):
+    """Writes the uffd-qemu.conf a domain's emulator reads and lets QEMU's user reach the pager."""
+    os.chmod(pager.tmp, 0o755)
+    conf = os.path.join(work, "uffd-qemu.conf")
+    with open(conf, "w") as f:
+        f.write(f"# test configuration\nqemu = {shutil.which('qemu-system-x86_64')}\n"
+                f"pager_socket = {pager.sock}\npolicy_dir = {policies}\nrequire_policy = yes\n")
+    os.chmod(conf, 0o644)
+    return conf
+
+
+def start_domain(name, pager):
+    """virsh start; a failure ends the test with QEMU's log and the pager's."""
+    t0 = time.time()
+    p = virsh("start", name, timeout=120, check_rc=False)
+    if p.returncode != 0:
+        qlog = f"/var/log/libvirt/qemu/{name}.log"
+        tail = open(qlog).read()[-3000:] if os.path.exists(qlog) else "(no QEMU log)"
+        fail(f"virsh start: {p.stderr.strip()}\n--- {qlog}:\n{tail}\n--- pager:\n{pager.read_log()}")
+    check(True, f"virsh start {name} ({time.time() - t0:.1f} s)")
+
+
 def vm_names(pager):
     return [v["name"] for v in pager.result("vm.list")["vms"]]
 
@@ -190,25 +212,14 @@ def main():
             time.sleep(0.1)
         check("libvirt: connected to qemu:///system" in pager.read_log(),
               f"uffd-pager --libvirt connected to libvirtd: {pager.read_log()[-500:]!r}")
-        os.chmod(pager.tmp, 0o755)
-        conf = os.path.join(work, "uffd-qemu.conf")
-        with open(conf, "w") as f:
-            f.write(f"# test configuration\nqemu = {shutil.which('qemu-system-x86_64')}\n"
-                    f"pager_socket = {pager.sock}\npolicy_dir = {policies}\nrequire_policy = yes\n")
-        os.chmod(conf, 0o644)
+        conf = emulator_conf(work, pager, policies)
 
         xml = os.path.join(work, "domain.xml")
         with open(xml, "w") as f:
             f.write(domain_xml(name, work, kernel, initrd, conf))
         virsh("define", xml)
         defined = True
-        t0 = time.time()
-        p = virsh("start", name, timeout=120, check_rc=False)
-        if p.returncode != 0:
-            qlog = f"/var/log/libvirt/qemu/{name}.log"
-            tail = open(qlog).read()[-3000:] if os.path.exists(qlog) else "(no QEMU log)"
-            fail(f"virsh start: {p.stderr.strip()}\n--- {qlog}:\n{tail}\n--- pager:\n{pager.read_log()}")
-        check(True, f"virsh start {name} ({time.time() - t0:.1f} s)")
+        start_domain(name, pager)
 
         st = pager.wait_vm(name, timeout=60)
         check(name in vm_names(pager), f"vm.list reports the domain's name {name}")

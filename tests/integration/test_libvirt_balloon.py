@@ -31,7 +31,7 @@ import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import BUILD, Pager, check, exe, fail, guestsim, policy, require_root_and_uffd, skip  # noqa: E402
-from test_libvirt import QEMU_NS, QEMU_USER, SRC, HostSetup, libvirtd_up, read_pid, virsh  # noqa: E402
+from test_libvirt import QEMU_NS, QEMU_USER, SRC, HostSetup, emulator_conf, libvirtd_up, read_pid, start_domain, virsh  # noqa: E402
 
 RAM_MB = 384
 CHURN_MB = 200   # touched then freed by the guest: resident on the host, free in the guest
@@ -177,22 +177,13 @@ def phase_libvirt():
         check(wait_until("connect", lambda: "libvirt: connected to qemu:///system" in pager.read_log(), 20),
               f"uffd-pager --libvirt connected read-write: {pager.read_log()[-500:]!r}")
         check("read-only" not in pager.read_log(), "the connection is read-write (the balloon needs it)")
-        os.chmod(pager.tmp, 0o755)
-        conf = os.path.join(work, "uffd-qemu.conf")
-        with open(conf, "w") as f:
-            f.write(f"qemu = {shutil.which('qemu-system-x86_64')}\npager_socket = {pager.sock}\n"
-                    f"policy_dir = {policies}\nrequire_policy = yes\n")
-        os.chmod(conf, 0o644)
+        conf = emulator_conf(work, pager, policies)
         xml = os.path.join(work, "domain.xml")
         with open(xml, "w") as f:
             f.write(domain_xml(name, work, kernel, initrd, conf))
         virsh("define", xml)
         defined = True
-        p = virsh("start", name, timeout=120, check_rc=False)
-        if p.returncode != 0:
-            qlog = f"/var/log/libvirt/qemu/{name}.log"
-            tail = open(qlog).read()[-3000:] if os.path.exists(qlog) else "(no QEMU log)"
-            fail(f"virsh start: {p.stderr.strip()}\n--- {qlog}:\n{tail}\n--- pager:\n{pager.read_log()}")
+        start_domain(name, pager)
         st = pager.wait_vm(name, timeout=60)
         check(st["balloon"]["enabled"] and st["balloon"]["requests"] == 0,
               f"limit = guest size: the balloon is left alone at attach: {st['balloon']}")
