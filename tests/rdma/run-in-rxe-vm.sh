@@ -89,6 +89,7 @@ readonly OPT_TOOLS="ibv_ud_pingpong ibv_uc_pingpong ibv_srq_pingpong ucmatose
 die() { echo "$PROG: $*" >&2; exit "$EX_USAGE"; }
 unavailable() { echo "$PROG: cannot run: $*" >&2; exit "$EX_UNAVAIL"; }
 note() { echo "$PROG: $*" >&2; }
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/debian-kernel.sh"
 
 timeout_s=180
 mem_mb=1024
@@ -171,7 +172,7 @@ kernel_complete() {
 
 # Prints the directory holding vmlinuz and the modules this harness loads.
 fetch_kernel() {
-	local pkg=${UFFDVM_RXE_KPKG:-} ver dir tmp deb resolved=$cache/kernel-resolved
+	local pkg=${UFFDVM_RXE_KPKG:-} ver dir resolved=$cache/kernel-resolved
 	# Asking apt costs ~1.5 s per run; its answer only changes when the
 	# package lists do, so it is remembered until the next apt-get update.
 	if [[ -z $pkg && -s $resolved && $resolved -nt /var/lib/apt/lists ]]; then
@@ -194,78 +195,12 @@ fetch_kernel() {
 	[[ -z ${UFFDVM_RXE_KPKG:-} ]] && echo "${dir##*/}" >"$resolved"
 	kernel_complete "$dir" && { echo "$dir"; return 0; }
 	note "fetching $pkg ${ver:-} into $dir"
-	tmp=$(mktemp -d "$cache/.fetch.XXXXXX")
-	# apt drops privileges to _apt for the download; let it write here.
-	chmod 0777 "$tmp"
-	if ! (cd "$tmp" && apt-get download "$pkg" >/dev/null 2>"$tmp/apt.err"); then
-		local err; err=$(tail -n2 "$tmp/apt.err"); rm -rf "$tmp"
-		unavailable "apt-get download $pkg failed: $err"
-	fi
-	deb=$(ls "$tmp"/*.deb)
-	mkdir "$tmp/x"
-	dpkg-deb -x "$deb" "$tmp/x" || { rm -rf "$tmp"; unavailable "dpkg-deb -x $deb failed"; }
-	local kver vmlinuz
-	vmlinuz=$(ls "$tmp"/x/boot/vmlinuz-* 2>/dev/null | head -n1)
-	[[ -n $vmlinuz ]] || { rm -rf "$tmp"; unavailable "$pkg has no /boot/vmlinuz-*"; }
-	kver=${vmlinuz##*/vmlinuz-}
-	mkdir -p "$tmp/keep/modules"
-	cp "$vmlinuz" "$tmp/keep/vmlinuz"
-	cp "$tmp/x/boot/config-$kver" "$tmp/keep/config" 2>/dev/null || true
-	echo "$kver" >"$tmp/keep/kver"
-	# Keep only the modules the guest needs (the whole tree is ~400 MB):
-	# index every module by name, then copy the closure of WANT_MODULES.
-	local mroot=$tmp/x/lib/modules/$kver
-	find "$mroot/kernel" -name '*.ko*' | while read -r f; do
-		local b=${f##*/}; echo "${b%%.ko*} $f"
-	done >"$tmp/index"
-	local -A seen=()
-	local queue=($WANT_MODULES $DISK_MODULES) m f deps
-	while ((${#queue[@]})); do
-		m=${queue[0]}; queue=("${queue[@]:1}")
-		m=${m//-/_}
-		[[ -n ${seen[$m]:-} ]] && continue
-		seen[$m]=1
-		f=$(awk -v m="$m" '$1 == m { print $2; exit }' "$tmp/index")
-		if [[ -z $f ]]; then
-			# Built into this kernel: nothing to load.
-			grep -q "/$m.ko" "$mroot/modules.builtin" 2>/dev/null ||
-				note "module $m neither built in nor shipped by $pkg; continuing without it"
-			continue
-		fi
-		case "$f" in
-		*.ko) cp "$f" "$tmp/keep/modules/$m.ko" ;;
-		*.ko.xz) xz -dc "$f" >"$tmp/keep/modules/$m.ko" ;;
-		*.ko.zst) zstd -qdc "$f" >"$tmp/keep/modules/$m.ko" ;;
-		*.ko.gz) gzip -dc "$f" >"$tmp/keep/modules/$m.ko" ;;
-		*) rm -rf "$tmp"; unavailable "unknown module format $f" ;;
-		esac
-		deps=$(tr '\0' '\n' <"$tmp/keep/modules/$m.ko" | sed -n 's/^depends=//p' | head -n1)
-		echo "$m ${deps//,/ }" >>"$tmp/keep/deps"
-		queue+=(${deps//,/ })
+	local err m
+	err=$(kernel_extract "$pkg" "$dir" $WANT_MODULES $DISK_MODULES 2>&1) || unavailable "$err"
+	for m in $WANT_MODULES $DISK_MODULES; do
+		kernel_has_module "$dir" "$m" || note "module $m neither built in nor shipped by $pkg; continuing without it"
 	done
-	echo $WANT_MODULES $DISK_MODULES >"$tmp/keep/wanted"
-	touch "$tmp/keep/ready"
-	rm -rf "$dir"
-	mv "$tmp/keep" "$dir"
-	rm -rf "$tmp"
 	echo "$dir"
-}
-
-# Load order: depth-first over the recorded dependencies, WANT_MODULES order
-# for independent modules.
-module_order() {
-	local kdir=$1 want=${2:-$WANT_MODULES}
-	local -A deps=() done_=()
-	local line name rest
-	while read -r name rest; do deps[$name]=$rest; done <"$kdir/deps"
-	visit() {
-		local m=$1 d
-		[[ -n ${done_[$m]:-} || -z ${deps[$m]+x} ]] && return 0
-		done_[$m]=1
-		for d in ${deps[$m]}; do visit "$d"; done
-		echo "$m"
-	}
-	for name in $want; do visit "$name"; done
 }
 
 libgcc_s() {
@@ -426,9 +361,9 @@ build_base() {
 	t=$(libgcc_s)
 	add_with_libs "$t" "$t" "$root"
 	local m
-	module_order "$kdir" >"$root/etc/rxe/modules"
+	kernel_module_order "$kdir" $WANT_MODULES >"$root/etc/rxe/modules"
 	# Disk modules not already loaded for RDMA (crc16 ... ext4 virtio_blk).
-	module_order "$kdir" "$WANT_MODULES $DISK_MODULES" | grep -vxF -f "$root/etc/rxe/modules" >"$root/etc/rxe/modules-disk" || true
+	kernel_module_order "$kdir" $WANT_MODULES $DISK_MODULES | grep -vxF -f "$root/etc/rxe/modules" >"$root/etc/rxe/modules-disk" || true
 	cat "$root/etc/rxe/modules" "$root/etc/rxe/modules-disk" | while read -r m; do
 		cp "$kdir/modules/$m.ko" "$root/lib/modules/rxe/"
 	done
