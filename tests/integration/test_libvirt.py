@@ -144,6 +144,22 @@ def domain_xml(name, work, kernel, initrd, conf):
     return ET.tostring(root, encoding="unicode")
 
 
+def require_libvirt():
+    """Skips unless libvirt's programs, its QEMU user and the e2e initramfs are here.
+    Returns (QEMU user's uid, path of the e2e initramfs)."""
+    for prog in ("virsh", "libvirtd", "virtlogd"):
+        if not shutil.which(prog):
+            skip(f"{prog} not installed (apt-get install libvirt-daemon-system libvirt-clients)")
+    try:
+        uid = pwd.getpwnam(QEMU_USER).pw_uid
+    except KeyError:
+        skip(f"no user {QEMU_USER} (libvirt-daemon-system creates it)")
+    initrd = os.path.join(BUILD, "tests", "e2e", "e2e-initramfs.cpio.gz")
+    if not os.path.exists(initrd):
+        skip("no e2e initramfs (needs busybox-static at configure time)")
+    return uid, initrd
+
+
 def emulator_conf(work, pager, policies):
     """Writes the uffd-qemu.conf a domain's emulator reads and lets QEMU's user reach the pager."""
     os.chmod(pager.tmp, 0o755)
@@ -172,16 +188,7 @@ def vm_names(pager):
 
 def main():
     require_root_and_uffd()
-    for prog in ("virsh", "libvirtd", "virtlogd"):
-        if not shutil.which(prog):
-            skip(f"{prog} not installed (apt-get install libvirt-daemon-system libvirt-clients)")
-    try:
-        uid = pwd.getpwnam(QEMU_USER).pw_uid
-    except KeyError:
-        skip(f"no user {QEMU_USER} (libvirt-daemon-system creates it)")
-    initrd_src = os.path.join(BUILD, "tests", "e2e", "e2e-initramfs.cpio.gz")
-    if not os.path.exists(initrd_src):
-        skip("no e2e initramfs (needs busybox-static at configure time)")
+    uid, initrd_src = require_libvirt()
     fetch = subprocess.run([os.path.join(SRC, "scripts", "fetch-guest-kernel")], capture_output=True, text=True)
     if fetch.returncode != 0:
         skip(f"cannot fetch the guest kernel: {fetch.stderr.strip()}")

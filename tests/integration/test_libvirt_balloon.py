@@ -19,7 +19,6 @@ libvirt reconnect, with real parts.
 """
 import json
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -30,8 +29,8 @@ import time
 import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import BUILD, Pager, check, exe, fail, guestsim, policy, require_root_and_uffd, skip  # noqa: E402
-from test_libvirt import QEMU_NS, QEMU_USER, SRC, HostSetup, emulator_conf, libvirtd_up, read_pid, start_domain, virsh  # noqa: E402
+from harness import Pager, check, exe, fail, guestsim, policy, require_root_and_uffd, skip  # noqa: E402
+from test_libvirt import QEMU_NS, SRC, HostSetup, emulator_conf, libvirtd_up, read_pid, require_libvirt, start_domain, virsh  # noqa: E402
 
 RAM_MB = 384
 CHURN_MB = 200   # touched then freed by the guest: resident on the host, free in the guest
@@ -140,16 +139,7 @@ def restart_libvirtd(host):
 
 
 def phase_libvirt():
-    for prog in ("virsh", "libvirtd", "virtlogd"):
-        if not shutil.which(prog):
-            skip(f"{prog} not installed (apt-get install libvirt-daemon-system libvirt-clients)")
-    try:
-        uid = pwd.getpwnam(QEMU_USER).pw_uid
-    except KeyError:
-        skip(f"no user {QEMU_USER} (libvirt-daemon-system creates it)")
-    base = os.path.join(BUILD, "tests", "e2e", "e2e-initramfs.cpio.gz")
-    if not os.path.exists(base):
-        skip("no e2e initramfs (needs busybox-static at configure time)")
+    uid, base = require_libvirt()
 
     name = f"uffdvm-bal{os.getpid()}"
     work = tempfile.mkdtemp(prefix="uffdvm-balloon-", dir="/var/tmp")
