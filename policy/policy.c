@@ -416,38 +416,6 @@ static const char *type_name(const json_t *v)
 }
 
 /* Parses text with jansson; syntax errors are reported with jansson's position. */
-static json_t *load_object(struct pctx *x)
-{
-	json_error_t je;
-	json_t *root;
-
-	if (!x->text) {
-		snprintf(x->err->msg, sizeof(x->err->msg), "%s: no input", x->source);
-		return NULL;
-	}
-	root = json_loadb(x->text, x->len, JSON_REJECT_DUPLICATES, &je);
-	if (!root) {
-		x->err->line = je.line > 0 ? je.line : 1;
-		x->err->column = je.column > 0 ? je.column : 1;
-		snprintf(x->err->msg, sizeof(x->err->msg), "%s:%d:%d: invalid JSON: %s", x->source,
-			 x->err->line, x->err->column, je.text);
-		return NULL;
-	}
-	if (!json_is_object(root)) {
-		int line, col;
-
-		locate(x->text, x->len, &(struct fpath){ 0 }, false, &line, &col);
-		x->err->line = line;
-		x->err->column = col;
-		snprintf(x->err->msg, sizeof(x->err->msg),
-			 "%s:%d:%d: expected a JSON object { ... } at the top level, got %s", x->source,
-			 line, col, type_name(root));
-		json_decref(root);
-		return NULL;
-	}
-	return root;
-}
-
 /* ---- typed getters ------------------------------------------------------------ */
 
 /* Edit distance of a and b, or a large value when either is long. */
@@ -518,6 +486,48 @@ static int check_keys(struct pctx *x, json_t *obj, const struct fpath *p,
 	return 0;
 }
 
+/*
+ * Parses the whole document: a JSON object whose keys are all in keys.
+ * Clears x->err first. Returns the object (the caller decrefs it) or NULL
+ * with x->err saying where and why.
+ */
+static json_t *load_object(struct pctx *x, const char *const *keys)
+{
+	json_error_t je;
+	json_t *root;
+
+	memset(x->err, 0, sizeof(*x->err));
+	if (!x->text) {
+		snprintf(x->err->msg, sizeof(x->err->msg), "%s: no input", x->source);
+		return NULL;
+	}
+	root = json_loadb(x->text, x->len, JSON_REJECT_DUPLICATES, &je);
+	if (!root) {
+		x->err->line = je.line > 0 ? je.line : 1;
+		x->err->column = je.column > 0 ? je.column : 1;
+		snprintf(x->err->msg, sizeof(x->err->msg), "%s:%d:%d: invalid JSON: %s", x->source,
+			 x->err->line, x->err->column, je.text);
+		return NULL;
+	}
+	if (!json_is_object(root)) {
+		int line, col;
+
+		locate(x->text, x->len, &(struct fpath){ 0 }, false, &line, &col);
+		x->err->line = line;
+		x->err->column = col;
+		snprintf(x->err->msg, sizeof(x->err->msg),
+			 "%s:%d:%d: expected a JSON object { ... } at the top level, got %s", x->source,
+			 line, col, type_name(root));
+		json_decref(root);
+		return NULL;
+	}
+	if (check_keys(x, root, NULL, keys) < 0) {
+		json_decref(root);
+		return NULL;
+	}
+	return root;
+}
+
 /* A size: integer bytes >= 0 or a string parse_size() understands. */
 static int get_size(struct pctx *x, json_t *v, const struct fpath *p, const char *allowed,
 		    uint64_t *ret)
@@ -543,6 +553,18 @@ static int get_size(struct pctx *x, json_t *v, const struct fpath *p, const char
 	if (r < 0)
 		return fail(x, p, false, SIZE_FORMS, "\"%.64s\" is not a size",
 			    json_string_value(v));
+	return 0;
+}
+
+/* An integer in lo..hi; allowed names the range (and the unit) for the error. */
+static int get_int(struct pctx *x, json_t *v, const struct fpath *p, json_int_t lo, json_int_t hi,
+		   const char *allowed, json_int_t *ret)
+{
+	if (!json_is_integer(v))
+		return fail(x, p, false, allowed, "expected an integer, got %s", type_name(v));
+	if (json_integer_value(v) < lo || json_integer_value(v) > hi)
+		return fail(x, p, false, allowed, "%" JSON_INTEGER_FORMAT " is out of range", json_integer_value(v));
+	*ret = json_integer_value(v);
 	return 0;
 }
 
@@ -767,12 +789,12 @@ static int vm_durability(struct pctx *x, json_t *v, struct policy_vm *p)
 	if ((e = json_object_get(v, "replicas"))) {
 		struct fpath rp = path_key(&fp, "replicas");
 
-		if (!json_is_integer(e))
-			return fail(x, &rp, false, "an integer 1..3", "expected an integer, got %s", type_name(e));
-		if (json_integer_value(e) < 1 || json_integer_value(e) > POLICY_MAX_REPLICAS)
-			return fail(x, &rp, false, "an integer 1..3", "%" JSON_INTEGER_FORMAT " replicas",
-				    json_integer_value(e));
-		p->replicas = (unsigned)json_integer_value(e);
+		json_int_t n;
+
+		r = get_int(x, e, &rp, 1, POLICY_MAX_REPLICAS, "an integer 1..3", &n);
+		if (r < 0)
+			return r;
+		p->replicas = (unsigned)n;
 	}
 	if ((e = json_object_get(v, "backup"))) {
 		struct fpath bp = path_key(&fp, "backup");
@@ -826,13 +848,12 @@ static int vm_balloon(struct pctx *x, json_t *v, struct policy_vm *p)
 	if ((e = json_object_get(v, "settle_ms"))) {
 		struct fpath sp = path_key(&fp, "settle_ms");
 
-		if (!json_is_integer(e))
-			return fail(x, &sp, false, "an integer 0..600000 (milliseconds)", "expected an integer, got %s",
-				    type_name(e));
-		if (json_integer_value(e) < 0 || json_integer_value(e) > POLICY_BALLOON_MAX_SETTLE_MS)
-			return fail(x, &sp, false, "an integer 0..600000 (milliseconds)",
-				    "%" JSON_INTEGER_FORMAT " is out of range", json_integer_value(e));
-		p->balloon_settle_ms = (unsigned)json_integer_value(e);
+		json_int_t ms;
+
+		r = get_int(x, e, &sp, 0, POLICY_BALLOON_MAX_SETTLE_MS, "an integer 0..600000 (milliseconds)", &ms);
+		if (r < 0)
+			return r;
+		p->balloon_settle_ms = (unsigned)ms;
 	}
 	return 0;
 }
@@ -850,14 +871,10 @@ int policy_vm_parse(const char *text, size_t len, const char *source, struct pol
 	json_t *root, *v;
 	int r, e;
 
-	memset(x.err, 0, sizeof(*x.err));
-	root = load_object(&x);
+	root = load_object(&x, keys);
 	if (!root)
 		return -EINVAL;
 	policy_vm_init(&p);
-	r = check_keys(&x, root, NULL, keys);
-	if (r < 0)
-		goto out;
 	if ((r = vm_name(&x, json_object_get(root, "name"), &p)) < 0 ||
 	    (r = vm_local_memory(&x, json_object_get(root, "local_memory"), &p)) < 0 ||
 	    (r = vm_watermarks(&x, json_object_get(root, "watermarks"), &p)) < 0 ||
@@ -1242,14 +1259,10 @@ int policy_config_parse(const char *text, size_t len, const char *source,
 	json_t *root, *v;
 	int r, e;
 
-	memset(x.err, 0, sizeof(*x.err));
-	root = load_object(&x);
+	root = load_object(&x, keys);
 	if (!root)
 		return -EINVAL;
 	policy_config_init(&c);
-	r = check_keys(&x, root, NULL, keys);
-	if (r < 0)
-		goto out;
 	if ((v = json_object_get(root, "budget"))) {
 		fp = path_key(NULL, "budget");
 		r = get_size(&x, v, &fp, SIZE_FORMS, &c.budget);
@@ -1333,19 +1346,13 @@ int policy_config_parse(const char *text, size_t len, const char *source,
 		snprintf(c.client_id, sizeof(c.client_id), "%s", json_string_value(v));
 	}
 	if ((v = json_object_get(root, "donor_timeout_ms"))) {
-		static const char allowed[] = "an integer 100..60000 (milliseconds)";
+		json_int_t ms;
 
 		fp = path_key(NULL, "donor_timeout_ms");
-		if (!json_is_integer(v)) {
-			r = fail(&x, &fp, false, allowed, "expected an integer, got %s", type_name(v));
+		r = get_int(&x, v, &fp, 100, 60000, "an integer 100..60000 (milliseconds)", &ms);
+		if (r < 0)
 			goto out;
-		}
-		if (json_integer_value(v) < 100 || json_integer_value(v) > 60000) {
-			r = fail(&x, &fp, false, allowed, "%" JSON_INTEGER_FORMAT " is out of range",
-				 json_integer_value(v));
-			goto out;
-		}
-		c.donor_timeout_ms = (unsigned)json_integer_value(v);
+		c.donor_timeout_ms = (unsigned)ms;
 	}
 	*ret = c;
 	r = 0;
