@@ -84,9 +84,10 @@ static unsigned pick_victims(struct evict_ctx *ec)
 	unsigned n = 0;
 
 	pthread_mutex_lock(&vm->lock);
-	while (n < EVICT_BATCH && vm->resident_pages > vm_evict_target(vm)) {
+	/* Pages picked so far still count as resident: without subtracting them a second round would pick the same excess again. */
+	while (n < EVICT_BATCH && vm->resident_pages - n > vm_evict_target(vm)) {
 		size_t want = EVICT_BATCH - n, got;
-		uint64_t excess = vm->resident_pages - vm_evict_target(vm);
+		uint64_t excess = vm->resident_pages - n - vm_evict_target(vm);
 		if (want > excess)
 			want = (size_t)excess;
 		got = vm->victim->pick(vm->victim_state, cand, want);
