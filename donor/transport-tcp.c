@@ -3,7 +3,10 @@
  * TCP backend of the donor transport. Submissions are appended to a batch
  * buffer (consecutive writes to one slab share a WRITE_PAGES frame, reads
  * share a READ_PAGES frame, up to DONOR_MAX_BATCH pages) and sent by flush()
- * with blocking sends bounded by SO_SNDTIMEO. A receiver thread matches
+ * with blocking sends bounded by SO_SNDTIMEO. Written pages are not copied
+ * into the batch: it holds headers and slot numbers, and flush() gathers
+ * the caller's pages in place with sendmsg() (the transport contract keeps
+ * them valid until their completion). A receiver thread matches
  * replies to outstanding requests by id, copies read pages out, queues
  * completions and signals an eventfd; it also expires requests older than
  * the timeout and fails everything when the connection breaks, so no caller
@@ -25,6 +28,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -34,6 +38,9 @@
 #include "transport-private.h"
 #include "transport.h"
 #include "util.h"
+
+/* Pages gathered by one flush; submit() flushes before more would be queued. */
+#define TCP_MAX_SEGS (2 * DONOR_MAX_BATCH)
 
 struct pend {
 	struct pend *next, *prev;
@@ -59,6 +66,12 @@ struct tcp_conn {
 	pthread_mutex_t send_lock;
 	struct donor_buf batch;
 	size_t open_off;
+	/* Pages to send in place: page i goes right after batch byte segs[i].off. */
+	struct tcp_seg {
+		size_t off;
+		const void *page;
+	} segs[TCP_MAX_SEGS];
+	unsigned nsegs;
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -202,6 +215,40 @@ static int send_all(int fd, const uint8_t *p, size_t len)
 	return 0;
 }
 
+/* Sends the batch with its pages gathered in place (send_lock held). */
+static int send_batch(struct tcp_conn *t)
+{
+	struct iovec iov[2 * TCP_MAX_SEGS + 1];
+	unsigned niov = 0, first = 0;
+	size_t prev = 0;
+
+	for (unsigned i = 0; i < t->nsegs; i++) {
+		if (t->segs[i].off > prev)
+			iov[niov++] = (struct iovec){ t->batch.data + prev, t->segs[i].off - prev };
+		iov[niov++] = (struct iovec){ (void *)t->segs[i].page, DONOR_PAGE_SIZE };
+		prev = t->segs[i].off;
+	}
+	if (t->batch.len > prev)
+		iov[niov++] = (struct iovec){ t->batch.data + prev, t->batch.len - prev };
+	while (first < niov) {
+		struct msghdr mh = { .msg_iov = iov + first, .msg_iovlen = niov - first };
+		ssize_t n = sendmsg(t->fd, &mh, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			/* SO_SNDTIMEO expired: the donor stopped reading. */
+			return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
+		}
+		while (first < niov && (size_t)n >= iov[first].iov_len)
+			n -= (ssize_t)iov[first++].iov_len;
+		if (first < niov) {
+			iov[first].iov_base = (uint8_t *)iov[first].iov_base + n;
+			iov[first].iov_len -= (size_t)n;
+		}
+	}
+	return 0;
+}
+
 /* Sends the batch (send_lock held). */
 static int flush_locked(struct tcp_conn *t)
 {
@@ -219,12 +266,14 @@ static int flush_locked(struct tcp_conn *t)
 	pthread_mutex_unlock(&t->lock);
 	if (r < 0) {
 		t->batch.len = 0;
+		t->nsegs = 0;
 		return -ENOTCONN;
 	}
 	if (t->batch.len == 0)
 		return 0;
-	r = send_all(t->fd, t->batch.data, t->batch.len);
+	r = send_batch(t);
 	t->batch.len = 0;
+	t->nsegs = 0;
 	if (r < 0) {
 		pthread_mutex_lock(&t->lock);
 		fail_all(t, r);
@@ -244,6 +293,32 @@ static int tcp_flush(struct donor_conn *c)
 	r = flush_locked(t);
 	pthread_mutex_unlock(&t->send_lock);
 	return r;
+}
+
+/*
+ * Adds a page to the open WRITE_PAGES frame by reference: its slot number
+ * goes into the batch, the page is gathered at flush time; the frame's
+ * count and length cover it already (send_lock held).
+ */
+static int write_add_ref(struct tcp_conn *t, uint32_t slot, const void *page)
+{
+	uint8_t *h;
+	uint32_t n;
+	int r;
+
+	if (t->nsegs >= TCP_MAX_SEGS)
+		return -E2BIG;
+	n = donor_frame_count(&t->batch, t->open_off);
+	if (n >= DONOR_MAX_BATCH)
+		return -E2BIG;
+	r = donor_buf_put_u32(&t->batch, slot);
+	if (r < 0)
+		return r;
+	t->segs[t->nsegs++] = (struct tcp_seg){ .off = t->batch.len, .page = page };
+	h = t->batch.data + t->open_off;
+	donor_set_u32(h + DONOR_HDR_LEN + 4, n + 1);
+	donor_set_u32(h + 20, donor_get_u32(h + 20) + 4 + DONOR_PAGE_SIZE);
+	return 0;
 }
 
 static int submit(struct tcp_conn *t, uint8_t op, uint32_t slab, uint32_t slot, void *page,
@@ -277,7 +352,7 @@ static int submit(struct tcp_conn *t, uint8_t op, uint32_t slab, uint32_t slot, 
 		t->open = p;
 	}
 	if (r == 0)
-		r = op == DONOR_OP_WRITE_PAGES ? donor_enc_write_add(&t->batch, t->open_off, slot, page)
+		r = op == DONOR_OP_WRITE_PAGES ? write_add_ref(t, slot, page)
 					       : donor_enc_read_add(&t->batch, t->open_off, slab, slot);
 	if (r < 0) {
 		/* Out of memory mid-batch: the batch cannot be trusted any more. */
@@ -292,7 +367,7 @@ static int submit(struct tcp_conn *t, uint8_t op, uint32_t slab, uint32_t slot, 
 	p->n++;
 	pthread_mutex_unlock(&t->lock);
 	/* A full batch goes out at once; the pipe stays busy while the caller fills the next. */
-	if (t->batch.len >= DONOR_MAX_PAYLOAD)
+	if (t->batch.len + (size_t)t->nsegs * DONOR_PAGE_SIZE >= DONOR_MAX_PAYLOAD || t->nsegs >= TCP_MAX_SEGS)
 		r = flush_locked(t);
 	pthread_mutex_unlock(&t->send_lock);
 	return r;
@@ -336,7 +411,7 @@ static int call(struct tcp_conn *t, uint8_t op, const void *payload, size_t len,
 	if (r == 0)
 		r = flush_locked(t);
 	else
-		t->batch.len = 0;
+		t->batch.len = 0, t->nsegs = 0;
 	pthread_mutex_unlock(&t->send_lock);
 
 	pthread_mutex_lock(&t->lock);

@@ -234,8 +234,11 @@ static void conn_process(struct daemon *d, struct conn *c)
 #if HAVE_RDMA
 	donor_rdma_reconcile(d->rd);
 #endif
-	memmove(c->in, c->in + used, c->in_len - used);
-	c->in_len -= used;
+	/* Only when a frame was consumed: a partial frame waits where it is instead of being copied per recv. */
+	if (used) {
+		memmove(c->in, c->in + used, c->in_len - used);
+		c->in_len -= used;
+	}
 	if (r < 0 || donor_session_closing(c->sess))
 		conn_close(c);
 }

@@ -84,9 +84,10 @@ static unsigned pick_victims(struct evict_ctx *ec)
 	unsigned n = 0;
 
 	pthread_mutex_lock(&vm->lock);
-	while (n < EVICT_BATCH && vm->resident_pages > vm_evict_target(vm)) {
+	/* Pages picked so far still count as resident: without subtracting them a second round would pick the same excess again. */
+	while (n < EVICT_BATCH && vm->resident_pages - n > vm_evict_target(vm)) {
 		size_t want = EVICT_BATCH - n, got;
-		uint64_t excess = vm->resident_pages - vm_evict_target(vm);
+		uint64_t excess = vm->resident_pages - n - vm_evict_target(vm);
 		if (want > excess)
 			want = (size_t)excess;
 		got = vm->victim->pick(vm->victim_state, cand, want);
@@ -160,22 +161,29 @@ static void evict_batch(struct evict_ctx *ec)
 		i += len;
 	}
 
-	/* 2. read contents through the memfd (a hole reads as zeros without allocating) */
-	for (i = 0; i < ec->n; i++) {
-		struct vm_region *rg;
-		void *dst = ec->buf + (size_t)i * VM_PAGE_SIZE;
-		ssize_t got;
-
+	/* 2. read contents through the memfd, one pread per run (a hole reads as zeros without allocating) */
+	for (i = 0; i < ec->n; i++)
 		ec->zero[i] = false;
-		if (!ec->protected_[i])
-			continue;
-		rg = vm_region_of_page(vm, ec->pages[i]);
-		got = pread(rg->memfd, dst, VM_PAGE_SIZE,
-			    (off_t)(rg->memfd_offset + ((ec->pages[i] - rg->first_page) << VM_PAGE_SHIFT)));
-		if (got != (ssize_t)VM_PAGE_SIZE) {
-			ec->protected_[i] = false; /* treat like a failed store: keep it resident */
+	for (i = 0; i < ec->n;) {
+		if (!ec->protected_[i]) {
+			i++;
 			continue;
 		}
+		unsigned len = run_length(ec, i, ec->protected_);
+		struct vm_region *rg = vm_region_of_page(vm, ec->pages[i]);
+		size_t want = (size_t)len << VM_PAGE_SHIFT;
+		ssize_t got = pread(rg->memfd, ec->buf + (size_t)i * VM_PAGE_SIZE, want,
+				    (off_t)(rg->memfd_offset + ((ec->pages[i] - rg->first_page) << VM_PAGE_SHIFT)));
+		if (got != (ssize_t)want)
+			for (unsigned k = i; k < i + len; k++)
+				ec->protected_[k] = false; /* treat like a failed store: keep it resident */
+		i += len;
+	}
+	for (i = 0; i < ec->n; i++) {
+		void *dst = ec->buf + (size_t)i * VM_PAGE_SIZE;
+
+		if (!ec->protected_[i])
+			continue;
 		if (page_is_zero(dst)) {
 			ec->zero[i] = true;
 			continue;
@@ -303,6 +311,27 @@ static void evict_batch(struct evict_ctx *ec)
 	atomic_fetch_add_explicit(&vm->stats.eviction_ns, now_ns() - t0, memory_order_relaxed);
 }
 
+uint64_t vm_evict_trigger(struct vm *vm)
+{
+	uint64_t target = vm_evict_target(vm), slack;
+
+	if (target == UINT64_MAX)
+		return UINT64_MAX;
+	if (vm->parking || vm->throttled || target >= vm->high_pages)
+		return target + 1;
+	/* Half the headroom at most, so faults reach the trigger well before they would be throttled. */
+	slack = (vm->high_pages - target) / 2;
+	if (slack > EVICT_BATCH)
+		slack = EVICT_BATCH;
+	return target + (slack ? slack : 1);
+}
+
+/* Work for the evictor: a full batch above the target (or any excess when it is urgent). Under lock. */
+static bool evict_due(struct vm *vm)
+{
+	return vm->resident_pages > vm_evict_target(vm) && vm->resident_pages >= vm_evict_trigger(vm);
+}
+
 void *vm_evict_thread(void *arg)
 {
 	struct evict_ctx *ec;
@@ -321,7 +350,7 @@ void *vm_evict_thread(void *arg)
 		pthread_mutex_lock(&vm->lock);
 		if (vm->parking && vm->resident_pages == 0)
 			vm->parking = false; /* parked: everything that could go went */
-		while (!vm->stopping && vm->resident_pages <= vm_evict_target(vm))
+		while (!vm->stopping && !evict_due(vm))
 			pthread_cond_wait(&vm->evict_cond, &vm->lock);
 		work = !vm->stopping;
 		pthread_mutex_unlock(&vm->lock);

@@ -131,6 +131,13 @@ int vm_addr_to_page(struct vm *vm, uint64_t addr, uint64_t *ret_page);
 uint64_t vm_page_addr(struct vm *vm, uint64_t page);
 /* Residency the evictor brings the VM down to: low watermark, 0 while parking, none after a drain. Under lock. */
 uint64_t vm_evict_target(struct vm *vm);
+/*
+ * Residency at which a fault wakes the evictor: a batch above the target
+ * (hysteresis, so the evictor works in full batches instead of one wake-up
+ * per fault), right above it while parking or while a fault is throttled.
+ * UINT64_MAX when nothing may be evicted. Under lock (evict.c).
+ */
+uint64_t vm_evict_trigger(struct vm *vm);
 /* Recomputes high/low pages from the policy. Under lock. */
 void vm_update_watermarks(struct vm *vm);
 /* The page became resident (fault path): count, queue for eviction, poke the evictor. Under lock. */

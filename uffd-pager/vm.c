@@ -117,7 +117,8 @@ void vm_note_resident(struct vm *vm, uint64_t page)
 {
 	vm->resident_pages++;
 	vm->victim->on_resident(vm->victim_state, page);
-	if (vm->resident_pages > vm_evict_target(vm))
+	/* Only at the trigger: a signal per fault would wake the evictor per fault. */
+	if (vm->resident_pages >= vm_evict_trigger(vm))
 		pthread_cond_signal(&vm->evict_cond);
 }
 

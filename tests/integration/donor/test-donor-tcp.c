@@ -202,6 +202,65 @@ static void test_write_read_verify(void **state)
 	free(seen);
 }
 
+/*
+ * Written pages are sent from the caller's memory, gathered around the
+ * batch's headers: runs of one slab (full 64-page frames) interleaved with
+ * reads of pages written earlier, so read frames sit between page
+ * references in one send. Every byte read back must be the one written.
+ */
+#define MIX_PAGES 1500
+static void test_mixed_gather(void **state)
+{
+	struct donor_conn *c = conn("mixed", 5000, NULL, NULL);
+	uint8_t *src = malloc((size_t)MIX_PAGES * DONOR_PAGE_SIZE), *dst = calloc(MIX_PAGES, DONOR_PAGE_SIZE);
+	uint8_t *seen = calloc(2 * MIX_PAGES, 1);
+	unsigned nreads = 0;
+	uint32_t slab;
+
+	(void)state;
+	assert_non_null(src);
+	assert_non_null(dst);
+	assert_non_null(seen);
+	assert_int_equal(donor_alloc_slab(c, &slab), 0);
+	for (unsigned i = 0; i < MIX_PAGES; i++)
+		fill(src + (size_t)i * DONOR_PAGE_SIZE, 7 * i + 3);
+	/* The first half, then the second half with reads of the first half mixed in. */
+	for (unsigned i = 0; i < MIX_PAGES / 2; i++)
+		assert_int_equal(donor_submit_write(c, slab, i, src + (size_t)i * DONOR_PAGE_SIZE, i), 0);
+	assert_int_equal(donor_flush(c), 0);
+	drain(c, MIX_PAGES / 2, 0, seen);
+	for (unsigned i = MIX_PAGES / 2; i < MIX_PAGES; i++) {
+		assert_int_equal(donor_submit_write(c, slab, i, src + (size_t)i * DONOR_PAGE_SIZE, i), 0);
+		if (i % 7 == 0) {
+			unsigned j = i - MIX_PAGES / 2;
+			assert_int_equal(donor_submit_read(c, slab, j, dst + (size_t)j * DONOR_PAGE_SIZE, MIX_PAGES + j), 0);
+			nreads++;
+		}
+		if (i % 300 == 0)
+			assert_int_equal(donor_flush(c), 0);
+	}
+	assert_int_equal(donor_flush(c), 0);
+	drain(c, MIX_PAGES - MIX_PAGES / 2 + nreads, 0, seen);
+	for (unsigned i = MIX_PAGES / 2; i < MIX_PAGES; i++)
+		if (i % 7 == 0) {
+			unsigned j = i - MIX_PAGES / 2;
+			assert_memory_equal(src + (size_t)j * DONOR_PAGE_SIZE, dst + (size_t)j * DONOR_PAGE_SIZE, DONOR_PAGE_SIZE);
+		}
+	/* Everything reads back, in one pass. */
+	memset(seen, 0, 2 * MIX_PAGES);
+	memset(dst, 0, (size_t)MIX_PAGES * DONOR_PAGE_SIZE);
+	for (unsigned i = 0; i < MIX_PAGES; i++)
+		assert_int_equal(donor_submit_read(c, slab, i, dst + (size_t)i * DONOR_PAGE_SIZE, i), 0);
+	assert_int_equal(donor_flush(c), 0);
+	drain(c, MIX_PAGES, 0, seen);
+	assert_memory_equal(src, dst, (size_t)MIX_PAGES * DONOR_PAGE_SIZE);
+	assert_int_equal(donor_free_slab(c, slab), 0);
+	donor_close(c);
+	free(src);
+	free(dst);
+	free(seen);
+}
+
 /* Sends one raw frame and reads one reply header; returns status (-errno) or -EPIPE on EOF. */
 static int raw_call(int fd, struct donor_buf *b, struct donor_hdr *h, uint8_t *payload, size_t max)
 {
@@ -546,7 +605,7 @@ static int teardown(void **state)
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_write_read_verify), cmocka_unit_test(test_hostile_client),
+		cmocka_unit_test(test_write_read_verify), cmocka_unit_test(test_mixed_gather), cmocka_unit_test(test_hostile_client),
 		cmocka_unit_test(test_lease),		  cmocka_unit_test(test_set_capacity),
 		cmocka_unit_test(test_dead_donor),	  cmocka_unit_test(test_sigterm),
 	};
