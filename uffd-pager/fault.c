@@ -18,11 +18,13 @@
 
 #include "crc32c.h"
 #include "log.h"
+#include "prefetcher.h"
 #include "util.h"
 #include "vm-private.h"
 
 #define FAULT_BATCH 64
 #define BACKLOG_MAX 4096
+#define PREFETCH_WINDOW 32 /* pages per prediction at most */
 
 /* Messages read while a copy had to be retried (EAGAIN): served after the current batch. */
 struct backlog {
@@ -33,6 +35,8 @@ struct backlog {
 struct fault_ctx {
 	struct vm *vm;
 	void *page_buf; /* one aligned page for spill reads */
+	struct prefetcher *pf; /* NULL: prefetching off */
+	bool install_prefetch;  /* the last fault was served: its prefetched pages may go in */
 	struct backlog backlog;
 };
 
@@ -124,7 +128,8 @@ static void throttle(struct vm *vm)
 	pthread_mutex_unlock(&vm->lock);
 }
 
-static void handle_missing(struct fault_ctx *fc, uint64_t addr)
+/* prefetch: a guest fault (not vm.drain), whose stream the prefetcher follows. */
+static void handle_missing(struct fault_ctx *fc, uint64_t addr, bool prefetch)
 {
 	struct vm *vm = fc->vm;
 	struct page_entry *pe;
@@ -197,8 +202,15 @@ static void handle_missing(struct fault_ctx *fc, uint64_t addr)
 		if (state == PG_STORED)
 			throttle(vm);
 		/* Healthy donor copies first; a copy that fails its CRC32C is skipped. */
-		r = store_read(vm->store, locs, crc, fc->page_buf, &src, true);
+		if (prefetch && fc->pf && state == PG_STORED) {
+			prefetch_plan(fc->pf, page);
+			r = store_read_ex(vm->store, locs, crc, fc->page_buf, &src, true, prefetch_issue, fc->pf);
+		} else {
+			r = store_read(vm->store, locs, crc, fc->page_buf, &src, true);
+		}
 		if (r < 0) {
+			if (fc->pf)
+				prefetch_finish(fc->pf, false);
 			char why[128];
 			snprintf(why, sizeof(why), "no copy of its %u could be read back with the right checksum (first at location 0x%x)",
 				 vm->ncopies, locs[0]);
@@ -239,6 +251,7 @@ static void handle_missing(struct fault_ctx *fc, uint64_t addr)
 		if (r < 0 && r != -ENOENT && r != -ESRCH)
 			log_err("vm %s: UFFDIO_COPY at 0x%llx: %s", vm->policy.name, (unsigned long long)paddr,
 				strerror(-r));
+		fc->install_prefetch = r >= 0; /* dispatch() installs them once the fault is timed */
 		break;
 	}
 }
@@ -313,8 +326,13 @@ static void dispatch(struct fault_ctx *fc, const struct uffd_msg *msg)
 		if (msg->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
 			handle_wp(vm, msg->arg.pagefault.address);
 		else
-			handle_missing(fc, msg->arg.pagefault.address);
+			handle_missing(fc, msg->arg.pagefault.address, true);
 		hist_record(&vm->fault_latency, now_ns() - t0);
+		/* The guest runs again; the predicted pages arrived meanwhile. */
+		if (fc->pf) {
+			prefetch_finish(fc->pf, fc->install_prefetch);
+			fc->install_prefetch = false;
+		}
 		break;
 	case UFFD_EVENT_REMOVE:
 		handle_remove(vm, msg->arg.remove.start, msg->arg.remove.end);
@@ -350,7 +368,7 @@ static bool drain_step(struct fault_ctx *fc)
 	pthread_mutex_unlock(&vm->lock);
 
 	for (unsigned i = 0; i < n; i++)
-		handle_missing(fc, vm_page_addr(vm, batch[i]));
+		handle_missing(fc, vm_page_addr(vm, batch[i]), false);
 	if (finished) {
 		pthread_mutex_lock(&vm->lock);
 		vm->draining = false;
@@ -372,6 +390,8 @@ void *vm_fault_thread(void *arg)
 		return NULL;
 	}
 	fc->vm = vm;
+	if (vm->store && prefetcher_new(vm, PREFETCH_WINDOW, &fc->pf) < 0)
+		log_warn("vm %s: no memory for the prefetcher: prefetching off", vm->policy.name);
 	for (;;) {
 		struct pollfd pfd[3] = { { .fd = vm->uffd, .events = POLLIN }, { .fd = vm->stop_efd, .events = POLLIN },
 					 { .fd = vm->drain_efd, .events = POLLIN } };
@@ -405,6 +425,7 @@ void *vm_fault_thread(void *arg)
 		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++)
 			dispatch(fc, &msgs[i]);
 	}
+	prefetcher_free(fc->pf);
 	free(fc->page_buf);
 	free(fc);
 	return NULL;
