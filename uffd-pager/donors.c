@@ -90,8 +90,14 @@ static void complete_one(struct pdonor *d, const struct donor_completion *c)
 		mark_down(d, c->status, c->op == DONOR_COMP_WRITE ? "write" : "read");
 	atomic_fetch_sub(&d->inflight, 1);
 	pthread_mutex_lock(&w->lock);
-	if (--w->pending == 0)
+	if (--w->pending == 0) {
 		pthread_cond_broadcast(&w->cond);
+		if (w->efd >= 0) {
+			uint64_t one = 1;
+			if (write(w->efd, &one, sizeof(one)) < 0)
+				log_debug("pool wait eventfd: %m"); /* counter full: it is readable anyway */
+		}
+	}
 	pthread_mutex_unlock(&w->lock);
 }
 
@@ -510,6 +516,7 @@ void pool_wait_init(struct pool_wait *w)
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->cond, NULL);
 	w->pending = 0;
+	w->efd = -1;
 }
 
 void pool_wait_destroy(struct pool_wait *w)
@@ -524,4 +531,14 @@ void pool_wait_all(struct pool_wait *w)
 	while (w->pending)
 		pthread_cond_wait(&w->cond, &w->lock);
 	pthread_mutex_unlock(&w->lock);
+}
+
+bool pool_wait_done(struct pool_wait *w)
+{
+	bool done;
+
+	pthread_mutex_lock(&w->lock);
+	done = w->pending == 0;
+	pthread_mutex_unlock(&w->lock);
+	return done;
 }

@@ -69,6 +69,11 @@ void prefetch_plan(struct prefetcher *pf, uint64_t page)
 	pf->count = prefetch_on_fault(&pf->det, page, &pf->stride);
 }
 
+bool prefetch_planned(const struct prefetcher *pf)
+{
+	return pf->count > 0;
+}
+
 void prefetch_issue(void *arg)
 {
 	struct prefetcher *pf = arg;
@@ -87,7 +92,7 @@ void prefetch_issue(void *arg)
 		if (q >= vm->npages)
 			break;
 		struct page_entry *pe = vm_page(vm, q);
-		if (pe->state != PG_STORED || (pe->flags & PGF_LOST))
+		if (pe->state != PG_STORED || (pe->flags & (PGF_LOST | PGF_FETCHING)))
 			continue;
 		pf->e[n].page = q;
 		pf->e[n].crc = pe->crc;
@@ -121,7 +126,7 @@ static bool install(struct prefetcher *pf, const struct pf_entry *e, const void 
 	pthread_mutex_lock(&vm->lock);
 	pe = vm_page(vm, e->page);
 	/* Same checksum as now stored: the bytes are the page's (a refault and re-eviction may reuse a slot). */
-	ok = pe->state == PG_STORED && !(pe->flags & PGF_LOST) && pe->crc == e->crc &&
+	ok = pe->state == PG_STORED && !(pe->flags & (PGF_LOST | PGF_FETCHING)) && pe->crc == e->crc &&
 	     vm->resident_pages < vm->high_pages;
 	pthread_mutex_unlock(&vm->lock);
 	if (!ok)

@@ -21,6 +21,8 @@ int prefetcher_new(struct vm *vm, unsigned max_window, struct prefetcher **ret);
 void prefetcher_free(struct prefetcher *pf);
 /* A fault on page needs a fetch: plans the window (nothing sent yet). */
 void prefetch_plan(struct prefetcher *pf, uint64_t page);
+/* True when the last plan predicted pages (not yet queued). */
+bool prefetch_planned(const struct prefetcher *pf);
 /* store_read_ex's hook: the fault's read is out; queues and sends the planned reads. */
 void prefetch_issue(void *pf);
 /* After the fault was served: waits for the queued reads; installs them if install. */
