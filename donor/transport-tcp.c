@@ -9,7 +9,8 @@
  * fault path: no completer thread in between) or queues it and signals an
  * eventfd; it also expires requests older than the timeout and fails
  * everything when the connection breaks, so no caller ever waits on a dead
- * donor. It only polls the socket when a non-blocking recv found nothing.
+ * donor. It blocks in recv (SO_RCVTIMEO 50 ms bounds each wait so the
+ * expiry scan runs): one syscall per wake-up.
  *
  * Locks: send_lock serialises the batch and socket writes; lock guards the
  * outstanding list, completion queue and connection state. Order:
@@ -593,17 +594,11 @@ static void *receiver(void *arg)
 		ssize_t n;
 		int r;
 
-		/* Data usually waits already (or arrives while we handle the last frame): poll only when not. */
-		n = recv(t->fd, buf + len, cap - len, MSG_DONTWAIT);
-		if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-			struct pollfd pfd = { .fd = t->fd, .events = POLLIN };
-			r = poll(&pfd, 1, 50);
-			if (r < 0 && errno != EINTR)
-				err = -errno;
-			if (r <= 0) {
-				expire(t);
-				next_expire = now_ns() + 10000000ULL;
-			}
+		/* One syscall per wake-up: a blocking recv that SO_RCVTIMEO cuts off for the expiry scan. */
+		n = recv(t->fd, buf + len, cap - len, 0);
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+			expire(t);
+			next_expire = now_ns() + 10000000ULL;
 			continue;
 		}
 		if (n == 0) {
@@ -880,6 +875,12 @@ static int tcp_connect(const char *url, const struct donor_key *key, const char 
 	}
 	if (r == 0)
 		r = handshake(t, key ? key : &no_key, client_id, deadline);
+	if (r == 0) {
+		/* The receiver blocks in recv; this bounds each wait so expiry runs at least every 50 ms. */
+		struct timeval rtv = { .tv_sec = 0, .tv_usec = 50000 };
+		if (setsockopt(t->fd, SOL_SOCKET, SO_RCVTIMEO, &rtv, sizeof(rtv)) < 0)
+			r = -errno;
+	}
 	if (r == 0) {
 		r = -pthread_create(&t->thr, NULL, receiver, t);
 		t->thr_started = r == 0;

@@ -79,3 +79,41 @@ unsigned prefetch_on_fault(struct prefetch_detector *d, uint64_t page, int64_t *
 	*ret_stride = stride;
 	return d->window;
 }
+
+void prefetch_streams_init(struct prefetch_streams *s, unsigned max_window)
+{
+	memset(s, 0, sizeof(*s));
+	for (unsigned i = 0; i < PREFETCH_STREAMS; i++)
+		prefetch_detector_init(&s->d[i], max_window);
+}
+
+unsigned prefetch_streams_on_fault(struct prefetch_streams *s, uint64_t page, int64_t *ret_stride)
+{
+	unsigned pick = PREFETCH_STREAMS, lru = 0;
+	uint64_t best = PREFETCH_NEAR + 1;
+
+	for (unsigned i = 0; i < PREFETCH_STREAMS; i++) {
+		struct prefetch_detector *d = &s->d[i];
+		if (s->used[i] < s->used[lru])
+			lru = i;
+		if (!d->have_last)
+			continue;
+		int64_t delta = (int64_t)(page - d->last_page);
+		uint64_t dist = delta < 0 ? -(uint64_t)delta : (uint64_t)delta;
+		if (continues_stream(d, delta)) {
+			pick = i;
+			break;
+		}
+		if (dist < best) {
+			best = dist;
+			pick = i;
+		}
+	}
+	if (pick == PREFETCH_STREAMS) {
+		unsigned max_window = s->d[lru].max_window;
+		pick = lru;
+		prefetch_detector_init(&s->d[pick], max_window);
+	}
+	s->used[pick] = ++s->clock;
+	return prefetch_on_fault(&s->d[pick], page, ret_stride);
+}

@@ -6,7 +6,11 @@
  * and pages it installed fault no more, so a fault that lands where the
  * last prediction's window ends (or inside it) counts as the stream going
  * on with its stride, not as one long jump. The window doubles while the
- * stream goes on and halves when a fault breaks it.
+ * stream goes on and halves when a fault breaks it. Several vCPUs scanning
+ * at once interleave their faults, so a small stream table (like a CPU's
+ * stream prefetcher) gives each fault to the detector whose stream it
+ * continues or whose last fault is nearest, else to the least recently
+ * used one, started afresh.
  */
 #pragma once
 
@@ -15,6 +19,8 @@
 
 #define PREFETCH_HISTORY 8
 #define PREFETCH_MIN_WINDOW 4u
+#define PREFETCH_STREAMS 4
+#define PREFETCH_NEAR 256 /* pages: a fault this close to a stream's last one belongs to it */
 
 struct prefetch_detector {
 	uint64_t last_page;
@@ -34,3 +40,13 @@ void prefetch_detector_init(struct prefetch_detector *d, unsigned max_window);
  * faults show no majority stride.
  */
 unsigned prefetch_on_fault(struct prefetch_detector *d, uint64_t page, int64_t *ret_stride);
+
+struct prefetch_streams {
+	struct prefetch_detector d[PREFETCH_STREAMS];
+	uint64_t used[PREFETCH_STREAMS];
+	uint64_t clock;
+};
+
+void prefetch_streams_init(struct prefetch_streams *s, unsigned max_window);
+/* prefetch_on_fault on the stream the fault belongs to. */
+unsigned prefetch_streams_on_fault(struct prefetch_streams *s, uint64_t page, int64_t *ret_stride);

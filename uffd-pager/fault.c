@@ -33,7 +33,7 @@
 
 #define FAULT_BATCH 64
 #define BACKLOG_MAX 4096
-#define PREFETCH_WINDOW 32 /* pages per prediction at most */
+#define PREFETCH_WINDOW 64 /* pages per prediction at most */
 #define FETCH_SLOTS 8      /* donor fetches in flight at once */
 
 /* Messages read while a copy had to be retried (EAGAIN): served after the current batch. */

@@ -24,7 +24,7 @@ struct pf_entry {
 
 struct prefetcher {
 	struct vm *vm;
-	struct prefetch_detector det;
+	struct prefetch_streams det;
 	uint8_t *bufs; /* max_window pages */
 	struct pf_entry e[PF_MAX_WINDOW];
 	unsigned n;         /* reads queued */
@@ -47,7 +47,7 @@ int prefetcher_new(struct vm *vm, unsigned max_window, struct prefetcher **ret)
 	}
 	pf->vm = vm;
 	pf->bufs = bufs;
-	prefetch_detector_init(&pf->det, max_window);
+	prefetch_streams_init(&pf->det, max_window);
 	pool_wait_init(&pf->w);
 	*ret = pf;
 	return 0;
@@ -66,7 +66,7 @@ void prefetcher_free(struct prefetcher *pf)
 void prefetch_plan(struct prefetcher *pf, uint64_t page)
 {
 	pf->page = page;
-	pf->count = prefetch_on_fault(&pf->det, page, &pf->stride);
+	pf->count = prefetch_streams_on_fault(&pf->det, page, &pf->stride);
 }
 
 bool prefetch_planned(const struct prefetcher *pf)

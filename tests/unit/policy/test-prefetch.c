@@ -3,8 +3,10 @@
  * Unit tests of the prefetch stream detector: a sequential or strided
  * stream (also backwards) is found after two deltas, its window grows while
  * faults land where the last prediction ended and shrinks when they stop,
- * random faults and interleaved streams with no majority predict nothing,
- * and max_window 0 turns prediction off.
+ * random faults and interleaved streams with no majority predict nothing
+ * for one detector, while the stream table follows each of two interleaved
+ * streams and still predicts nothing for random faults; max_window 0 turns
+ * prediction off.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -132,6 +134,50 @@ static void test_interleaved_streams_no_majority(void **state)
 	assert_int_equal(predicted, 0);
 }
 
+static void test_streams_interleaved(void **state)
+{
+	struct prefetch_streams st;
+	uint64_t a = 1000, b = 900000;
+	unsigned na = 0, nb = 0, ga = 0, gb = 0;
+	int64_t s;
+
+	(void)state;
+	prefetch_streams_init(&st, 32);
+	/* Two vCPUs scanning their own halves, faults alternating; each skips what was prefetched for it. */
+	for (int i = 0; i < 40; i++) {
+		a += na + 1;
+		na = prefetch_streams_on_fault(&st, a, &s);
+		if (na) {
+			assert_int_equal(s, 1);
+			ga++;
+		}
+		b += 2 * (nb + 1);
+		nb = prefetch_streams_on_fault(&st, b, &s);
+		if (nb) {
+			assert_int_equal(s, 2);
+			gb++;
+		}
+	}
+	assert_true(ga >= 35);
+	assert_true(gb >= 35);
+	assert_int_equal(na, 32);
+	assert_int_equal(nb, 32);
+}
+
+static void test_streams_random(void **state)
+{
+	struct prefetch_streams st;
+	unsigned predicted = 0;
+	int64_t s;
+
+	(void)state;
+	srand(11);
+	prefetch_streams_init(&st, 64);
+	for (int i = 0; i < 20000; i++)
+		predicted += prefetch_streams_on_fault(&st, (uint64_t)rand() % 262144, &s) > 0;
+	assert_true(predicted < 20);
+}
+
 static void test_disabled(void **state)
 {
 	struct prefetch_detector d;
@@ -152,6 +198,8 @@ int main(void)
 		cmocka_unit_test(test_random_predicts_nothing),
 		cmocka_unit_test(test_break_shrinks_window),
 		cmocka_unit_test(test_interleaved_streams_no_majority),
+		cmocka_unit_test(test_streams_interleaved),
+		cmocka_unit_test(test_streams_random),
 		cmocka_unit_test(test_disabled),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
