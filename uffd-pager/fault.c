@@ -325,6 +325,26 @@ static void throttle(struct vm *vm)
 }
 
 /*
+ * Before a fault takes a new page: the fetches in flight hold a reservation
+ * each (they will land), so when the VM has no room beside them they land
+ * first; then the usual wait for the evictor. Keeps residency <= high.
+ */
+static void make_room(struct fault_ctx *fc)
+{
+	struct vm *vm = fc->vm;
+	bool fits;
+
+	if (fc->nbusy) {
+		pthread_mutex_lock(&vm->lock);
+		fits = vm->resident_pages + fc->nbusy < vm->high_pages;
+		pthread_mutex_unlock(&vm->lock);
+		if (!fits)
+			complete_fetches(fc, true, true);
+	}
+	throttle(vm);
+}
+
+/*
  * prefetch: a guest fault (not vm.drain), whose stream the prefetcher
  * follows and which may be fetched asynchronously. Returns true when the
  * fault was sent off (complete_fetches finishes and times it).
@@ -382,7 +402,7 @@ static bool handle_missing(struct fault_ctx *fc, uint64_t addr, bool prefetch)
 
 	case FAULT_ZERO:
 		if (state != PG_EVICT_COMMITTED)
-			throttle(vm);
+			make_room(fc);
 		r = place_page(fc, paddr, NULL);
 		pthread_mutex_lock(&vm->lock);
 		if (r == 0 && pe->state == state) {
@@ -405,9 +425,14 @@ static bool handle_missing(struct fault_ctx *fc, uint64_t addr, bool prefetch)
 
 	case FAULT_FETCH:
 		if (state == PG_STORED) {
-			throttle(vm);
+			make_room(fc);
 			/* Only this thread moves a stored page; repair may have moved its copies meanwhile. */
 			pthread_mutex_lock(&vm->lock);
+			if (pe->state != PG_STORED || (pe->flags & (PGF_LOST | PGF_FETCHING))) {
+				/* Making room finished fetches, which may have read a discard of this page. */
+				pthread_mutex_unlock(&vm->lock);
+				return handle_missing(fc, addr, prefetch);
+			}
 			pe->flags |= PGF_FETCHING;
 			vm_page_get_locs(vm, page, locs);
 			crc = pe->crc;
@@ -569,7 +594,7 @@ void *vm_fault_thread(void *arg)
 		return NULL;
 	}
 	fc->vm = vm;
-	if (vm->store && prefetcher_new(vm, PREFETCH_WINDOW, &fc->pf) < 0)
+	if (vm->store && prefetcher_new(vm, PREFETCH_WINDOW, &fc->nbusy, &fc->pf) < 0)
 		log_warn("vm %s: no memory for the prefetcher: prefetching off", vm->policy.name);
 	fc->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (fc->efd >= 0 && posix_memalign(&fc->slot_bufs, VM_PAGE_SIZE, FETCH_SLOTS * VM_PAGE_SIZE)) {

@@ -24,6 +24,7 @@ struct pf_entry {
 
 struct prefetcher {
 	struct vm *vm;
+	const unsigned *reserved; /* the fault thread's fetches in flight */
 	struct prefetch_streams det;
 	uint8_t *bufs; /* max_window pages */
 	struct pf_entry e[PF_MAX_WINDOW];
@@ -34,7 +35,7 @@ struct prefetcher {
 	struct pool_wait w;
 };
 
-int prefetcher_new(struct vm *vm, unsigned max_window, struct prefetcher **ret)
+int prefetcher_new(struct vm *vm, unsigned max_window, const unsigned *reserved, struct prefetcher **ret)
 {
 	struct prefetcher *pf = calloc(1, sizeof(*pf));
 	void *bufs = NULL;
@@ -46,6 +47,7 @@ int prefetcher_new(struct vm *vm, unsigned max_window, struct prefetcher **ret)
 		return -ENOMEM;
 	}
 	pf->vm = vm;
+	pf->reserved = reserved;
 	pf->bufs = bufs;
 	prefetch_streams_init(&pf->det, max_window);
 	pool_wait_init(&pf->w);
@@ -78,7 +80,7 @@ void prefetch_issue(void *arg)
 {
 	struct prefetcher *pf = arg;
 	struct vm *vm = pf->vm;
-	uint64_t donors = 0, room;
+	uint64_t donors = 0, room, used;
 	unsigned want = pf->count, n = 0;
 
 	pf->count = 0;
@@ -86,7 +88,9 @@ void prefetch_issue(void *arg)
 		return;
 	pthread_mutex_lock(&vm->lock);
 	/* Never push the VM over its limit for a guess: the evictor would only throw other pages out. */
-	room = vm->high_pages > vm->resident_pages + 1 ? vm->high_pages - vm->resident_pages - 1 : 0;
+	/* The fault's own page and the fetches in flight come first. */
+	used = vm->resident_pages + *pf->reserved + 1;
+	room = vm->high_pages > used ? vm->high_pages - used : 0;
 	for (unsigned i = 1; i <= want && n < room; i++) {
 		uint64_t q = pf->page + (uint64_t)(pf->stride * (int64_t)i);
 		if (q >= vm->npages)
@@ -127,7 +131,7 @@ static bool install(struct prefetcher *pf, const struct pf_entry *e, const void 
 	pe = vm_page(vm, e->page);
 	/* Same checksum as now stored: the bytes are the page's (a refault and re-eviction may reuse a slot). */
 	ok = pe->state == PG_STORED && !(pe->flags & (PGF_LOST | PGF_FETCHING)) && pe->crc == e->crc &&
-	     vm->resident_pages < vm->high_pages;
+	     vm->resident_pages + *pf->reserved < vm->high_pages;
 	pthread_mutex_unlock(&vm->lock);
 	if (!ok)
 		return false;

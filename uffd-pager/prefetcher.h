@@ -16,8 +16,11 @@
 struct vm;
 struct prefetcher;
 
-/* max_window 0: never prefetch. */
-int prefetcher_new(struct vm *vm, unsigned max_window, struct prefetcher **ret);
+/*
+ * max_window 0: never prefetch. reserved: pages the fault thread will
+ * install anyway (fetches in flight); guesses never take their room.
+ */
+int prefetcher_new(struct vm *vm, unsigned max_window, const unsigned *reserved, struct prefetcher **ret);
 void prefetcher_free(struct prefetcher *pf);
 /* A fault on page needs a fetch: plans the window (nothing sent yet). */
 void prefetch_plan(struct prefetcher *pf, uint64_t page);
