@@ -6,11 +6,14 @@
  * with blocking sends bounded by SO_SNDTIMEO. Written pages are not copied
  * into the batch: it holds headers and slot numbers, and flush() gathers
  * the caller's pages in place with sendmsg() (the transport contract keeps
- * them valid until their completion). A receiver thread matches
- * replies to outstanding requests by id, copies read pages out, queues
- * completions and signals an eventfd; it also expires requests older than
- * the timeout and fails everything when the connection breaks, so no caller
- * ever waits on a dead donor.
+ * them valid until their completion). A receiver thread matches replies to
+ * outstanding requests by id, copies read pages out, and either hands each
+ * completion to the caller's complete_cb right away (the pager's fault
+ * path: no completer thread in between) or queues it and signals an
+ * eventfd; it also expires requests older than the timeout and fails
+ * everything when the connection breaks, so no caller ever waits on a dead
+ * donor. It blocks in recv (SO_RCVTIMEO 50 ms bounds each wait so the
+ * expiry scan runs): one syscall per wake-up.
  *
  * Locks: send_lock serialises the batch and socket writes; lock guards the
  * outstanding list, completion queue and connection state. Order:
@@ -60,6 +63,8 @@ struct tcp_conn {
 	unsigned timeout_ms;
 	donor_notify_fn notify_cb;
 	void *notify_opaque;
+	donor_complete_fn complete_cb;
+	void *complete_opaque;
 	pthread_t thr;
 	bool thr_started;
 
@@ -178,7 +183,29 @@ static void pend_finish(struct tcp_conn *t, struct pend *p, int status, const ui
 		cq_push(t, p->cookies[i], status,
 			p->op == DONOR_OP_READ_PAGES ? DONOR_COMP_READ : DONOR_COMP_WRITE);
 	pend_put(t, p);
-	pthread_cond_broadcast(&t->cond);
+	/* With a callback the receiver delivers; waking a poller would cost a context switch per reply. */
+	if (!t->complete_cb)
+		pthread_cond_broadcast(&t->cond);
+}
+
+/* Receiver thread, with complete_cb: hands queued completions over, outside the lock. */
+static void deliver(struct tcp_conn *t)
+{
+	struct donor_completion out[64];
+	unsigned n;
+
+	do {
+		n = 0;
+		pthread_mutex_lock(&t->lock);
+		while (n < ARRAY_SIZE(out) && t->cq_len > 0) {
+			out[n++] = t->cq[t->cq_head];
+			t->cq_head = (t->cq_head + 1) % t->cq_cap;
+			t->cq_len--;
+		}
+		pthread_mutex_unlock(&t->lock);
+		for (unsigned i = 0; i < n; i++)
+			t->complete_cb(&t->base, &out[i], t->complete_opaque);
+	} while (n == ARRAY_SIZE(out));
 }
 
 static void signal_completions(struct tcp_conn *t)
@@ -608,6 +635,15 @@ static void expire(struct tcp_conn *t)
 	uint64_t now = now_ns();
 	bool any = false;
 
+	if (t->complete_cb) {
+		pthread_mutex_lock(&t->lock);
+		while (t->head && t->head->sent && t->head->deadline <= now)
+			pend_finish(t, t->head, -ETIMEDOUT, NULL, 0);
+		pthread_mutex_unlock(&t->lock);
+		deliver(t); /* also what a failed send in another thread queued */
+		return;
+	}
+
 	pthread_mutex_lock(&t->lock);
 	while (t->head && t->head->sent && t->head->deadline <= now) {
 		pend_finish(t, t->head, -ETIMEDOUT, NULL, 0);
@@ -623,32 +659,34 @@ static void *receiver(void *arg)
 	struct tcp_conn *t = arg;
 	size_t cap = DONOR_HDR_LEN + DONOR_MAX_PAYLOAD + 65536, len = 0;
 	_cleanup_free_ uint8_t *buf = malloc(cap);
+	uint64_t next_expire = 0;
 	int err = 0;
 
 	if (!buf)
 		err = -ENOMEM;
 	while (!err) {
-		struct pollfd pfd = { .fd = t->fd, .events = POLLIN };
 		size_t used = 0;
 		ssize_t n;
-		int r = poll(&pfd, 1, 50);
+		int r;
 
-		expire(t);
-		if (r < 0 && errno != EINTR) {
-			err = -errno;
-			break;
-		}
-		if (r <= 0)
+		/* One syscall per wake-up: a blocking recv that SO_RCVTIMEO cuts off for the expiry scan. */
+		n = recv(t->fd, buf + len, cap - len, 0);
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+			expire(t);
+			next_expire = now_ns() + 10000000ULL;
 			continue;
-		n = recv(t->fd, buf + len, cap - len, MSG_DONTWAIT);
+		}
 		if (n == 0) {
 			err = -ECONNRESET;
 			break;
 		}
 		if (n < 0) {
-			if (errno != EAGAIN && errno != EINTR)
-				err = -errno;
-			continue;
+			err = -errno;
+			break;
+		}
+		if (now_ns() >= next_expire) {
+			expire(t);
+			next_expire = now_ns() + 10000000ULL;
 		}
 		len += (size_t)n;
 		for (;;) {
@@ -667,11 +705,16 @@ static void *receiver(void *arg)
 		}
 		memmove(buf, buf + used, len - used);
 		len -= used;
-		signal_completions(t);
+		if (t->complete_cb)
+			deliver(t);
+		else
+			signal_completions(t);
 	}
 	pthread_mutex_lock(&t->lock);
 	fail_all(t, t->closing ? -ECANCELED : err);
 	pthread_mutex_unlock(&t->lock);
+	if (t->complete_cb)
+		deliver(t);
 	signal_completions(t);
 	if (!t->closing && t->notify_cb) {
 		/* A dead connection is, for the pager, the donor going away. */
@@ -888,6 +931,8 @@ static int tcp_connect(const char *url, const struct donor_key *key, const char 
 	t->timeout_ms = opts && opts->timeout_ms ? opts->timeout_ms : 5000;
 	t->notify_cb = opts ? opts->notify_cb : NULL;
 	t->notify_opaque = opts ? opts->notify_opaque : NULL;
+	t->complete_cb = opts ? opts->complete_cb : NULL;
+	t->complete_opaque = opts ? opts->complete_opaque : NULL;
 	pthread_mutex_init(&t->lock, NULL);
 	pthread_mutex_init(&t->send_lock, NULL);
 	pthread_condattr_init(&ca);
@@ -905,6 +950,12 @@ static int tcp_connect(const char *url, const struct donor_key *key, const char 
 	}
 	if (r == 0)
 		r = handshake(t, key ? key : &no_key, client_id, deadline);
+	if (r == 0) {
+		/* The receiver blocks in recv; this bounds each wait so expiry runs at least every 50 ms. */
+		struct timeval rtv = { .tv_sec = 0, .tv_usec = 50000 };
+		if (setsockopt(t->fd, SOL_SOCKET, SO_RCVTIMEO, &rtv, sizeof(rtv)) < 0)
+			r = -errno;
+	}
 	if (r == 0) {
 		r = -pthread_create(&t->thr, NULL, receiver, t);
 		t->thr_started = r == 0;

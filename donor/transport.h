@@ -9,7 +9,9 @@
  * synchronous (rare, off the fault path).
  *
  * Threading contract (all backends): every call is safe from any thread;
- * the intended use is one submitter thread and one completer thread.
+ * the intended use is one submitter thread and one completer thread, or,
+ * with complete_cb, any number of submitters whose page I/O is finished
+ * by the backend's own thread (one hand-off less on the fault path).
  * Buffers passed to submit_* must stay valid until their completion is
  * returned. Notifications are delivered by calling notify_cb from the
  * backend's own thread, without transport locks held; the callback must not
@@ -47,11 +49,23 @@ struct donor_notification {
 
 typedef void (*donor_notify_fn)(struct donor_conn *conn, const struct donor_notification *n,
 				void *opaque);
+typedef void (*donor_complete_fn)(struct donor_conn *conn, const struct donor_completion *c, void *opaque);
 
 struct donor_connect_opts {
 	unsigned timeout_ms;	    /* per request and for connecting; 0 = 5000 */
 	donor_notify_fn notify_cb;  /* may be NULL */
 	void *notify_opaque;
+	/*
+	 * Optional: page I/O completions are handed to this callback from the
+	 * backend's receiving thread (no transport locks held) as soon as they
+	 * arrive instead of waiting for poll_completions(). A backend without
+	 * support (RDMA) queues them as before, and even the TCP backend may
+	 * queue a completion it produced in a caller's thread (a failed send),
+	 * so callers keep polling too: every completion is delivered exactly
+	 * once, by one path or the other. The callback must not block.
+	 */
+	donor_complete_fn complete_cb;
+	void *complete_opaque;
 };
 
 struct donor_conn_info {

@@ -79,6 +79,38 @@ void donor_pool_note_failure(struct donor_pool *p, unsigned idx, int err, const 
 		mark_down(p->d[idx], err, what);
 }
 
+/* Finishes one pool_op: from the transport's own thread (complete_cb) or from the completer. */
+static void complete_one(struct pdonor *d, const struct donor_completion *c)
+{
+	struct pool_op *op = (struct pool_op *)(uintptr_t)c->cookie;
+	struct pool_wait *w = op->w;
+
+	op->status = c->status;
+	if (c->status < 0 && conn_error(c->status))
+		mark_down(d, c->status, c->op == DONOR_COMP_WRITE ? "write" : "read");
+	atomic_fetch_sub(&d->inflight, 1);
+	pthread_mutex_lock(&w->lock);
+	if (--w->pending == 0) {
+		pthread_cond_broadcast(&w->cond);
+		if (w->efd >= 0) {
+			uint64_t one = 1;
+			if (write(w->efd, &one, sizeof(one)) < 0)
+				log_debug("pool wait eventfd: %m"); /* counter full: it is readable anyway */
+		}
+	}
+	pthread_mutex_unlock(&w->lock);
+}
+
+static void complete_cb(struct donor_conn *conn, const struct donor_completion *c, void *opaque)
+{
+	(void)conn;
+	complete_one(opaque, c);
+}
+
+/*
+ * Backends that call complete_cb leave this thread only the stragglers
+ * (failed sends) and the detection of a broken idle connection.
+ */
 static void *completer_main(void *arg)
 {
 	struct pdonor *d = arg;
@@ -92,18 +124,8 @@ static void *completer_main(void *arg)
 			usleep(20000); /* broken and idle: nothing more will come */
 			continue;
 		}
-		for (int i = 0; i < n; i++) {
-			struct pool_op *op = (struct pool_op *)(uintptr_t)out[i].cookie;
-			struct pool_wait *w = op->w;
-			op->status = out[i].status;
-			if (out[i].status < 0 && conn_error(out[i].status))
-				mark_down(d, out[i].status, out[i].op == DONOR_COMP_WRITE ? "write" : "read");
-			atomic_fetch_sub(&d->inflight, 1);
-			pthread_mutex_lock(&w->lock);
-			if (--w->pending == 0)
-				pthread_cond_broadcast(&w->cond);
-			pthread_mutex_unlock(&w->lock);
-		}
+		for (int i = 0; i < n; i++)
+			complete_one(d, &out[i]);
 	}
 	return NULL;
 }
@@ -245,7 +267,8 @@ void donor_pool_free(struct donor_pool *p)
 
 int donor_pool_add(struct donor_pool *p, const char *url, char *err, size_t errlen)
 {
-	struct donor_connect_opts opts = { .timeout_ms = p->timeout_ms, .notify_cb = notify_cb };
+	struct donor_connect_opts opts = { .timeout_ms = p->timeout_ms, .notify_cb = notify_cb,
+					   .complete_cb = complete_cb };
 	struct pdonor *d;
 	unsigned n;
 	int r;
@@ -280,6 +303,7 @@ int donor_pool_add(struct donor_pool *p, const char *url, char *err, size_t errl
 	snprintf(d->url, sizeof(d->url), "%s", url);
 	pthread_mutex_init(&d->rlock, NULL);
 	opts.notify_opaque = d;
+	opts.complete_opaque = d;
 	r = donor_connect(url, &p->key, p->client_id, &opts, &d->conn);
 	if (r < 0) {
 		snprintf(err, errlen, "cannot connect: %s", r == -EACCES ? "key refused" : strerror(-r));
@@ -492,6 +516,7 @@ void pool_wait_init(struct pool_wait *w)
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->cond, NULL);
 	w->pending = 0;
+	w->efd = -1;
 }
 
 void pool_wait_destroy(struct pool_wait *w)
@@ -506,4 +531,14 @@ void pool_wait_all(struct pool_wait *w)
 	while (w->pending)
 		pthread_cond_wait(&w->cond, &w->lock);
 	pthread_mutex_unlock(&w->lock);
+}
+
+bool pool_wait_done(struct pool_wait *w)
+{
+	bool done;
+
+	pthread_mutex_lock(&w->lock);
+	done = w->pending == 0;
+	pthread_mutex_unlock(&w->lock);
+	return done;
 }

@@ -38,6 +38,7 @@ struct pool_wait {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	unsigned pending;
+	int efd; /* -1, or an eventfd poked when pending drops to 0 (for poll loops) */
 };
 
 struct pool_op {
@@ -88,6 +89,8 @@ void pool_wait_init(struct pool_wait *w);
 void pool_wait_destroy(struct pool_wait *w);
 /* Blocks until every op queued on w has completed. Transport timeouts bound it. */
 void pool_wait_all(struct pool_wait *w);
+/* True when nothing queued on w is outstanding. */
+bool pool_wait_done(struct pool_wait *w);
 
 /* Pager-wide counters. */
 void donor_pool_note_failure(struct donor_pool *p, unsigned idx, int err, const char *what);

@@ -6,10 +6,19 @@
  * write-protect fault into either "wait for the evictor" or an un-protect,
  * and every EVENT_REMOVE into forgotten pages. Nothing here allocates or
  * logs per page: counters and the latency histogram say what happened.
+ *
+ * Fetches overlap: a fault on a stored page with a healthy donor copy is
+ * sent off (up to FETCH_SLOTS at once) and finished when its completion
+ * pokes the slots' eventfd, so the faults of several vCPUs wait on the
+ * network together; the page is marked PGF_FETCHING meanwhile (its copies
+ * stay, a duplicate fault waits for the same copy, a discard is applied
+ * when the fetch ends). Faults the prefetcher follows, spill reads and
+ * retries are served synchronously.
  */
 #include <errno.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,11 +27,14 @@
 
 #include "crc32c.h"
 #include "log.h"
+#include "prefetcher.h"
 #include "util.h"
 #include "vm-private.h"
 
 #define FAULT_BATCH 64
 #define BACKLOG_MAX 4096
+#define PREFETCH_WINDOW 64 /* pages per prediction at most */
+#define FETCH_SLOTS 8      /* donor fetches in flight at once */
 
 /* Messages read while a copy had to be retried (EAGAIN): served after the current batch. */
 struct backlog {
@@ -30,9 +42,26 @@ struct backlog {
 	unsigned head, count;
 };
 
+/* One asynchronous fetch of a stored page (PGF_FETCHING while busy). */
+struct fetch_slot {
+	bool busy;
+	uint64_t page, t0;
+	uint32_t crc;
+	void *buf;
+	struct pool_wait w; /* pokes fault_ctx.efd */
+	struct pool_op op;
+};
+
 struct fault_ctx {
 	struct vm *vm;
+	int efd; /* fetch completions */
+	uint64_t t0; /* when the message being dispatched was read */
+	unsigned nbusy;
+	struct fetch_slot slots[FETCH_SLOTS];
 	void *page_buf; /* one aligned page for spill reads */
+	void *slot_bufs; /* FETCH_SLOTS pages */
+	struct prefetcher *pf; /* NULL: prefetching off */
+	bool install_prefetch;  /* the last fault was served: its prefetched pages may go in */
 	struct backlog backlog;
 };
 
@@ -105,6 +134,177 @@ static int place_page(struct fault_ctx *fc, uint64_t addr, const void *src)
 	return -EAGAIN;
 }
 
+/*
+ * Places a fetched page, or zeros when the guest discarded it while it was
+ * fetched (PGF_DISCARDED; REMOVE events are read only by this thread, and a
+ * pending one fails the copy with EAGAIN, so the check cannot go stale).
+ * Returns 0, 1 (already present) or -errno; *ret_zero: zeros were placed.
+ */
+static int place_fetched(struct fault_ctx *fc, struct page_entry *pe, uint64_t addr, const void *buf, bool *ret_zero)
+{
+	struct vm *vm = fc->vm;
+
+	for (int attempt = 0; attempt < 1000; attempt++) {
+		bool zero;
+		int r;
+
+		pthread_mutex_lock(&vm->lock);
+		zero = pe->flags & PGF_DISCARDED;
+		pthread_mutex_unlock(&vm->lock);
+		*ret_zero = zero;
+		if (!zero) {
+			struct uffdio_copy c = { .dst = addr, .src = (uint64_t)(uintptr_t)buf, .len = VM_PAGE_SIZE };
+			r = ioctl(vm->uffd, UFFDIO_COPY, &c);
+		} else {
+			struct uffdio_zeropage z = { .range = { .start = addr, .len = VM_PAGE_SIZE } };
+			r = ioctl(vm->uffd, UFFDIO_ZEROPAGE, &z);
+		}
+		if (r == 0)
+			return 0;
+		switch (errno) {
+		case EEXIST:
+			uffd_wake(vm, addr, VM_PAGE_SIZE);
+			return 1;
+		case EAGAIN:
+			drain_events(fc);
+			continue;
+		case EINTR:
+			continue;
+		default:
+			return -errno;
+		}
+	}
+	return -EAGAIN;
+}
+
+/*
+ * The end of every fetch: r < 0 (no copy read back right) loses the page;
+ * else buf goes in and the page becomes resident. Clears PGF_FETCHING.
+ */
+static int finish_fetch(struct fault_ctx *fc, uint64_t page, int r, enum store_source src, const void *buf,
+			uint32_t first_loc)
+{
+	struct vm *vm = fc->vm;
+	struct page_entry *pe = vm_page(vm, page);
+	uint64_t paddr = vm_page_addr(vm, page);
+	bool zero = false;
+
+	if (r < 0) {
+		char why[128];
+		snprintf(why, sizeof(why), "no copy of its %u could be read back with the right checksum (first at location 0x%x)",
+			 vm->ncopies, first_loc);
+		atomic_fetch_add_explicit(&store_stats(vm->store)->pages_lost, 1, memory_order_relaxed);
+		pthread_mutex_lock(&vm->lock);
+		pe->flags |= PGF_LOST;
+		pe->flags &= (uint8_t)~PGF_FETCHING;
+		pthread_mutex_unlock(&vm->lock);
+		atomic_fetch_add_explicit(&vm->stats.integrity_errors, 1, memory_order_relaxed);
+		vm_data_loss(vm, page, why);
+		return r;
+	}
+	r = place_fetched(fc, pe, paddr, buf, &zero);
+	pthread_mutex_lock(&vm->lock);
+	pe->flags &= (uint8_t)~PGF_FETCHING;
+	if (r == 0 && (pe->state == PG_STORED || pe->state == PG_EVICT_COMMITTED)) {
+		if (pe->state == PG_STORED)
+			vm->stored_pages--;
+		else
+			vm->resident_pages--; /* EVICT_COMMITTED was never uncounted */
+		vm_page_drop_copies(vm, page);
+		pe->state = PG_RESIDENT;
+		/* the copy woke every waiter; a discard is done (zeros went in) */
+		pe->flags &= (uint8_t)~(PGF_WRITE_PENDING | PGF_DISCARDED);
+		vm_note_resident(vm, page);
+		if (zero)
+			atomic_fetch_add_explicit(&vm->stats.faults_zero, 1, memory_order_relaxed);
+		else if (src == SRC_DONOR)
+			atomic_fetch_add_explicit(&vm->stats.faults_donor, 1, memory_order_relaxed);
+		else
+			atomic_fetch_add_explicit(&vm->stats.faults_spill, 1, memory_order_relaxed);
+	} else if (r == 0 || r == 1) {
+		/* EEXIST means something filled a stored page behind our back. */
+		if (r == 1 && pe->state == PG_STORED) {
+			atomic_fetch_add_explicit(&vm->stats.integrity_errors, 1, memory_order_relaxed);
+			log_err("vm %s: page %llu was filled while its contents were stored (integrity alarm)",
+				vm->policy.name, (unsigned long long)page);
+		} else {
+			atomic_fetch_add_explicit(&vm->stats.faults_duplicate, 1, memory_order_relaxed);
+		}
+	}
+	pthread_mutex_unlock(&vm->lock);
+	if (r < 0 && r != -ENOENT && r != -ESRCH)
+		log_err("vm %s: UFFDIO_COPY at 0x%llx: %s", vm->policy.name, (unsigned long long)paddr, strerror(-r));
+	return r;
+}
+
+/* Sends a fetch off. Returns false when it must be done synchronously (no slot, no healthy donor copy). */
+static bool fetch_async(struct fault_ctx *fc, uint64_t page, const uint32_t *locs, uint32_t crc)
+{
+	struct vm *vm = fc->vm;
+	struct fetch_slot *s = NULL;
+	uint64_t donors = 0;
+
+	if (fc->efd < 0 || fc->nbusy == FETCH_SLOTS)
+		return false;
+	for (unsigned i = 0; i < FETCH_SLOTS && !s; i++)
+		if (!fc->slots[i].busy)
+			s = &fc->slots[i];
+	s->op.w = &s->w;
+	if (store_read_async(vm->store, locs, s->buf, &s->op, &donors) < 0)
+		return false;
+	store_flush(vm->store, donors);
+	s->busy = true;
+	s->page = page;
+	s->crc = crc;
+	s->t0 = fc->t0;
+	fc->nbusy++;
+	return true;
+}
+
+/* Finishes the fetches whose reads completed; wait: all of them, however long the transport takes. */
+static void complete_fetches(struct fault_ctx *fc, bool wait, bool install)
+{
+	struct vm *vm = fc->vm;
+
+	for (unsigned i = 0; i < FETCH_SLOTS && fc->nbusy; i++) {
+		struct fetch_slot *s = &fc->slots[i];
+		uint32_t locs[STORE_MAX_COPIES], crc;
+		enum store_source src = SRC_DONOR;
+		int r;
+
+		if (!s->busy)
+			continue;
+		if (wait)
+			pool_wait_all(&s->w);
+		else if (!pool_wait_done(&s->w))
+			continue;
+		s->busy = false;
+		fc->nbusy--;
+		if (!install) {
+			pthread_mutex_lock(&vm->lock);
+			vm_page(vm, s->page)->flags &= (uint8_t)~PGF_FETCHING;
+			pthread_mutex_unlock(&vm->lock);
+			continue;
+		}
+		r = s->op.status;
+		if (r == 0 && crc32c(0, s->buf, VM_PAGE_SIZE) != s->crc)
+			r = -EBADMSG;
+		pthread_mutex_lock(&vm->lock);
+		vm_page_get_locs(vm, s->page, locs);
+		crc = vm_page(vm, s->page)->crc;
+		if (vm_page(vm, s->page)->flags & PGF_DISCARDED)
+			r = 0; /* zeros go in: what was read does not matter */
+		pthread_mutex_unlock(&vm->lock);
+		if (r < 0) {
+			/* That copy failed (or moved meanwhile): every copy, the way a synchronous fault reads them. */
+			atomic_fetch_add_explicit(&store_stats(vm->store)->bad_copies, 1, memory_order_relaxed);
+			r = store_read(vm->store, locs, crc, s->buf, &src, true);
+		}
+		finish_fetch(fc, s->page, r, src, s->buf, locs[0]);
+		hist_record(&vm->fault_latency, now_ns() - s->t0);
+	}
+}
+
 /* Waits until the VM may hold one more page. Called without the lock held. */
 static void throttle(struct vm *vm)
 {
@@ -124,7 +324,32 @@ static void throttle(struct vm *vm)
 	pthread_mutex_unlock(&vm->lock);
 }
 
-static void handle_missing(struct fault_ctx *fc, uint64_t addr)
+/*
+ * Before a fault takes a new page: the fetches in flight hold a reservation
+ * each (they will land), so when the VM has no room beside them they land
+ * first; then the usual wait for the evictor. Keeps residency <= high.
+ */
+static void make_room(struct fault_ctx *fc)
+{
+	struct vm *vm = fc->vm;
+	bool fits;
+
+	if (fc->nbusy) {
+		pthread_mutex_lock(&vm->lock);
+		fits = vm->resident_pages + fc->nbusy < vm->high_pages;
+		pthread_mutex_unlock(&vm->lock);
+		if (!fits)
+			complete_fetches(fc, true, true);
+	}
+	throttle(vm);
+}
+
+/*
+ * prefetch: a guest fault (not vm.drain), whose stream the prefetcher
+ * follows and which may be fetched asynchronously. Returns true when the
+ * fault was sent off (complete_fetches finishes and times it).
+ */
+static bool handle_missing(struct fault_ctx *fc, uint64_t addr, bool prefetch)
 {
 	struct vm *vm = fc->vm;
 	struct page_entry *pe;
@@ -138,7 +363,7 @@ static void handle_missing(struct fault_ctx *fc, uint64_t addr)
 	if (vm_addr_to_page(vm, addr, &page) < 0) {
 		/* Not guest RAM we know: the faulting thread would sleep forever. */
 		log_err("vm %s: fault at 0x%llx outside registered RAM", vm->policy.name, (unsigned long long)addr);
-		return;
+		return false;
 	}
 	paddr = vm_page_addr(vm, page);
 
@@ -151,10 +376,15 @@ static void handle_missing(struct fault_ctx *fc, uint64_t addr)
 	pthread_mutex_unlock(&vm->lock);
 	for (unsigned c = 0; c < vm->ncopies; c++)
 		any_copy |= locs[c] != LOC_NONE;
+	if (flags & PGF_FETCHING) {
+		/* Another vCPU's fault is being fetched: that copy wakes this one too. */
+		atomic_fetch_add_explicit(&vm->stats.faults_duplicate, 1, memory_order_relaxed);
+		return false;
+	}
 
 	switch (page_on_missing(state, flags, any_copy)) {
 	case FAULT_NOTHING:
-		return; /* the VM is being stopped; never serve a page we cannot vouch for */
+		return false; /* the VM is being stopped; never serve a page we cannot vouch for */
 	case FAULT_RECHECK_ZERO:
 		/* Either a duplicate message for a page already placed (EEXIST), or
 		 * the guest discarded it behind our back (balloon): then zeros. */
@@ -172,7 +402,7 @@ static void handle_missing(struct fault_ctx *fc, uint64_t addr)
 
 	case FAULT_ZERO:
 		if (state != PG_EVICT_COMMITTED)
-			throttle(vm);
+			make_room(fc);
 		r = place_page(fc, paddr, NULL);
 		pthread_mutex_lock(&vm->lock);
 		if (r == 0 && pe->state == state) {
@@ -194,53 +424,35 @@ static void handle_missing(struct fault_ctx *fc, uint64_t addr)
 		break;
 
 	case FAULT_FETCH:
-		if (state == PG_STORED)
-			throttle(vm);
-		/* Healthy donor copies first; a copy that fails its CRC32C is skipped. */
-		r = store_read(vm->store, locs, crc, fc->page_buf, &src, true);
-		if (r < 0) {
-			char why[128];
-			snprintf(why, sizeof(why), "no copy of its %u could be read back with the right checksum (first at location 0x%x)",
-				 vm->ncopies, locs[0]);
-			atomic_fetch_add_explicit(&store_stats(vm->store)->pages_lost, 1, memory_order_relaxed);
+		if (state == PG_STORED) {
+			make_room(fc);
+			/* Only this thread moves a stored page; repair may have moved its copies meanwhile. */
 			pthread_mutex_lock(&vm->lock);
-			pe->flags |= PGF_LOST;
-			pthread_mutex_unlock(&vm->lock);
-			atomic_fetch_add_explicit(&vm->stats.integrity_errors, 1, memory_order_relaxed);
-			vm_data_loss(vm, page, why);
-			break;
-		}
-		r = place_page(fc, paddr, fc->page_buf);
-		pthread_mutex_lock(&vm->lock);
-		if (r == 0 && (pe->state == PG_STORED || pe->state == PG_EVICT_COMMITTED)) {
-			if (pe->state == PG_STORED)
-				vm->stored_pages--;
-			else
-				vm->resident_pages--; /* EVICT_COMMITTED was never uncounted */
-			vm_page_drop_copies(vm, page);
-			pe->state = PG_RESIDENT;
-			pe->flags &= (uint8_t)~PGF_WRITE_PENDING; /* the copy woke every waiter */
-			vm_note_resident(vm, page);
-			if (src == SRC_DONOR)
-				atomic_fetch_add_explicit(&vm->stats.faults_donor, 1, memory_order_relaxed);
-			else
-				atomic_fetch_add_explicit(&vm->stats.faults_spill, 1, memory_order_relaxed);
-		} else if (r == 0 || r == 1) {
-			/* EEXIST means something filled a stored page behind our back. */
-			if (r == 1 && pe->state == PG_STORED) {
-				atomic_fetch_add_explicit(&vm->stats.integrity_errors, 1, memory_order_relaxed);
-				log_err("vm %s: page %llu was filled while its contents were stored (integrity alarm)",
-					vm->policy.name, (unsigned long long)page);
-			} else {
-				atomic_fetch_add_explicit(&vm->stats.faults_duplicate, 1, memory_order_relaxed);
+			if (pe->state != PG_STORED || (pe->flags & (PGF_LOST | PGF_FETCHING))) {
+				/* Making room finished fetches, which may have read a discard of this page. */
+				pthread_mutex_unlock(&vm->lock);
+				return handle_missing(fc, addr, prefetch);
 			}
+			pe->flags |= PGF_FETCHING;
+			vm_page_get_locs(vm, page, locs);
+			crc = pe->crc;
+			pthread_mutex_unlock(&vm->lock);
 		}
-		pthread_mutex_unlock(&vm->lock);
-		if (r < 0 && r != -ENOENT && r != -ESRCH)
-			log_err("vm %s: UFFDIO_COPY at 0x%llx: %s", vm->policy.name, (unsigned long long)paddr,
-				strerror(-r));
+		if (prefetch && fc->pf && state == PG_STORED)
+			prefetch_plan(fc->pf, page);
+		if (prefetch && state == PG_STORED && !(fc->pf && prefetch_planned(fc->pf)) &&
+		    fetch_async(fc, page, locs, crc))
+			return true;
+		/* Healthy donor copies first; a copy that fails its CRC32C is skipped. */
+		if (fc->pf && prefetch_planned(fc->pf))
+			r = store_read_ex(vm->store, locs, crc, fc->page_buf, &src, true, prefetch_issue, fc->pf);
+		else
+			r = store_read(vm->store, locs, crc, fc->page_buf, &src, true);
+		r = finish_fetch(fc, page, r, src, fc->page_buf, locs[0]);
+		fc->install_prefetch = r >= 0; /* dispatch() installs them (or not) once the fault is timed */
 		break;
 	}
+	return false;
 }
 
 static void handle_wp(struct vm *vm, uint64_t addr)
@@ -284,6 +496,11 @@ static void handle_remove(struct vm *vm, uint64_t start, uint64_t end)
 			vm->zero_pages++;
 			break;
 		case PG_STORED:
+			if (pe->flags & PGF_FETCHING) {
+				/* Its copies are being read: the fetch places zeros instead and frees them. */
+				pe->flags |= PGF_DISCARDED;
+				break;
+			}
 			vm_page_drop_copies(vm, page);
 			pe->state = PG_ZERO;
 			pe->flags &= (uint8_t)~PGF_LOST;
@@ -309,12 +526,17 @@ static void dispatch(struct fault_ctx *fc, const struct uffd_msg *msg)
 
 	switch (msg->event) {
 	case UFFD_EVENT_PAGEFAULT:
-		t0 = now_ns();
+		t0 = fc->t0 = now_ns();
 		if (msg->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
 			handle_wp(vm, msg->arg.pagefault.address);
-		else
-			handle_missing(fc, msg->arg.pagefault.address);
+		else if (handle_missing(fc, msg->arg.pagefault.address, true))
+			break; /* sent off: complete_fetches() times it */
 		hist_record(&vm->fault_latency, now_ns() - t0);
+		/* The guest runs again; the predicted pages arrived meanwhile. */
+		if (fc->pf) {
+			prefetch_finish(fc->pf, fc->install_prefetch);
+			fc->install_prefetch = false;
+		}
 		break;
 	case UFFD_EVENT_REMOVE:
 		handle_remove(vm, msg->arg.remove.start, msg->arg.remove.end);
@@ -350,7 +572,7 @@ static bool drain_step(struct fault_ctx *fc)
 	pthread_mutex_unlock(&vm->lock);
 
 	for (unsigned i = 0; i < n; i++)
-		handle_missing(fc, vm_page_addr(vm, batch[i]));
+		handle_missing(fc, vm_page_addr(vm, batch[i]), false);
 	if (finished) {
 		pthread_mutex_lock(&vm->lock);
 		vm->draining = false;
@@ -372,9 +594,21 @@ void *vm_fault_thread(void *arg)
 		return NULL;
 	}
 	fc->vm = vm;
+	if (vm->store && prefetcher_new(vm, PREFETCH_WINDOW, &fc->nbusy, &fc->pf) < 0)
+		log_warn("vm %s: no memory for the prefetcher: prefetching off", vm->policy.name);
+	fc->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (fc->efd >= 0 && posix_memalign(&fc->slot_bufs, VM_PAGE_SIZE, FETCH_SLOTS * VM_PAGE_SIZE)) {
+		close(fc->efd);
+		fc->efd = -1; /* every fetch synchronous */
+	}
+	for (unsigned i = 0; i < FETCH_SLOTS; i++) {
+		pool_wait_init(&fc->slots[i].w);
+		fc->slots[i].w.efd = fc->efd;
+		fc->slots[i].buf = fc->efd >= 0 ? (uint8_t *)fc->slot_bufs + i * VM_PAGE_SIZE : NULL;
+	}
 	for (;;) {
-		struct pollfd pfd[3] = { { .fd = vm->uffd, .events = POLLIN }, { .fd = vm->stop_efd, .events = POLLIN },
-					 { .fd = vm->drain_efd, .events = POLLIN } };
+		struct pollfd pfd[4] = { { .fd = vm->uffd, .events = POLLIN }, { .fd = vm->stop_efd, .events = POLLIN },
+					 { .fd = vm->drain_efd, .events = POLLIN }, { .fd = fc->efd, .events = POLLIN } };
 		uint64_t ticks;
 		bool more_drain;
 		ssize_t n;
@@ -386,10 +620,15 @@ void *vm_fault_thread(void *arg)
 			dispatch(fc, &m);
 		}
 		more_drain = drain_step(fc);
-		if (poll(pfd, 3, more_drain ? 0 : -1) < 0 && errno != EINTR)
+		if (poll(pfd, fc->efd >= 0 ? 4 : 3, more_drain ? 0 : -1) < 0 && errno != EINTR)
 			break;
 		if (pfd[1].revents)
 			break;
+		if (pfd[3].revents & POLLIN) {
+			if (read(fc->efd, &ticks, sizeof(ticks)) < 0)
+				ticks = 0; /* nothing to clear */
+			complete_fetches(fc, false, true);
+		}
 		if (pfd[2].revents && read(vm->drain_efd, &ticks, sizeof(ticks)) < 0)
 			ticks = 0; /* drained by an earlier read: nothing to clear */
 		if (!(pfd[0].revents & POLLIN) && !(pfd[0].revents & (POLLERR | POLLHUP | POLLNVAL)))
@@ -405,6 +644,13 @@ void *vm_fault_thread(void *arg)
 		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++)
 			dispatch(fc, &msgs[i]);
 	}
+	complete_fetches(fc, true, false); /* their buffers must outlive the reads */
+	for (unsigned i = 0; i < FETCH_SLOTS; i++)
+		pool_wait_destroy(&fc->slots[i].w);
+	if (fc->efd >= 0)
+		close(fc->efd);
+	free(fc->slot_bufs);
+	prefetcher_free(fc->pf);
 	free(fc->page_buf);
 	free(fc);
 	return NULL;

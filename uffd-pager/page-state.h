@@ -24,6 +24,7 @@ enum page_flags {
 	PGF_WRITE_PENDING = 1 << 0, /* a write (or refill) hit the page during eviction */
 	PGF_DISCARDED = 1 << 1,     /* the guest discarded it (EVENT_REMOVE) during eviction */
 	PGF_LOST = 1 << 2,          /* no copy passed verification: never install */
+	PGF_FETCHING = 1 << 3,      /* STORED page being fetched by the fault thread: copies stay, a discard is deferred */
 };
 
 enum fault_action {

@@ -404,12 +404,26 @@ enum loc_health store_loc_health(struct store *st, uint32_t loc)
 	return state == VS_LIVE ? LOC_OK : state == VS_MOVING ? LOC_MOVE : LOC_DEAD;
 }
 
+struct sent_hook {
+	void (*fn)(void *arg);
+	void *arg;
+};
+
+static void call_sent(struct sent_hook *h)
+{
+	if (h && h->fn) {
+		h->fn(h->arg);
+		h->fn = NULL;
+	}
+}
+
 /* One read from one copy; 0 when it arrived and matches crc. */
-static int read_one(struct store *st, uint32_t loc, uint32_t crc, void *buf, bool fault_thread)
+static int read_one(struct store *st, uint32_t loc, uint32_t crc, void *buf, bool fault_thread, struct sent_hook *hook)
 {
 	int r;
 
 	if (!loc_is_remote(loc)) {
+		call_sent(hook);
 		r = fault_thread ? spill_read(st->spill, loc, buf) : spill_pread(st->spill, loc, buf);
 	} else {
 		struct pool_wait w;
@@ -423,6 +437,7 @@ static int read_one(struct store *st, uint32_t loc, uint32_t crc, void *buf, boo
 		r = donor_pool_submit(st->pool, d, false, slab, slot, buf, &op);
 		if (r == 0) {
 			donor_pool_flush(st->pool, d);
+			call_sent(hook);
 			pool_wait_all(&w);
 			r = op.status;
 		}
@@ -438,6 +453,14 @@ static int read_one(struct store *st, uint32_t loc, uint32_t crc, void *buf, boo
 int store_read(struct store *st, const uint32_t *locs, uint32_t crc, void *buf, enum store_source *ret_source,
 	       bool fault_thread)
 {
+	return store_read_ex(st, locs, crc, buf, ret_source, fault_thread, NULL, NULL);
+}
+
+int store_read_ex(struct store *st, const uint32_t *locs, uint32_t crc, void *buf, enum store_source *ret_source,
+		  bool fault_thread, void (*sent)(void *arg), void *arg)
+{
+	struct sent_hook hook = { sent, arg };
+
 	/* Healthy donor copies, then copies being moved, then the spill file. */
 	for (int pass = 0; pass < 3; pass++) {
 		for (unsigned c = 0; c < st->max_copies; c++) {
@@ -449,13 +472,38 @@ int store_read(struct store *st, const uint32_t *locs, uint32_t crc, void *buf, 
 			if ((pass == 0 && !(remote && h == LOC_OK)) || (pass == 1 && !(remote && h == LOC_MOVE)) ||
 			    (pass == 2 && remote))
 				continue;
-			if (read_one(st, loc, crc, buf, fault_thread) == 0) {
+			if (read_one(st, loc, crc, buf, fault_thread, &hook) == 0) {
 				*ret_source = remote ? SRC_DONOR : SRC_SPILL;
 				return 0;
 			}
 		}
 	}
 	return -EIO;
+}
+
+int store_read_async(struct store *st, const uint32_t *locs, void *buf, struct pool_op *op, uint64_t *donors)
+{
+	for (unsigned c = 0; c < st->max_copies; c++) {
+		uint32_t loc = locs[c], slab, slot;
+		unsigned d;
+		int r;
+
+		if (!loc_is_remote(loc) || store_loc_health(st, loc) != LOC_OK)
+			continue;
+		remote_addr(st, loc, &d, &slab, &slot);
+		r = donor_pool_submit(st->pool, d, false, slab, slot, buf, op);
+		if (r == 0)
+			*donors |= 1ULL << d;
+		return r;
+	}
+	return -ENOENT;
+}
+
+void store_flush(struct store *st, uint64_t donors)
+{
+	for (unsigned d = 0; d < POOL_MAX_DONORS; d++)
+		if (donors & (1ULL << d))
+			donor_pool_flush(st->pool, d);
 }
 
 bool store_refresh(struct store *st)

@@ -88,6 +88,22 @@ void store_write(struct store *st, unsigned n, void *const *bufs, const uint32_t
  */
 int store_read(struct store *st, const uint32_t *locs, uint32_t crc, void *buf, enum store_source *ret_source,
 	       bool fault_thread);
+/*
+ * store_read that calls sent(arg) once, when the first read is on its way
+ * (a donor read sent, or just before a spill read): the prefetcher queues
+ * its reads behind the fault's own, never in front of it.
+ */
+int store_read_ex(struct store *st, const uint32_t *locs, uint32_t crc, void *buf, enum store_source *ret_source,
+		  bool fault_thread, void (*sent)(void *arg), void *arg);
+/*
+ * Queues an asynchronous read of a page's first healthy donor copy into buf,
+ * completing into op->w (set by the caller); ORs the donor's bit into
+ * *donors for store_flush. No CRC check: the caller verifies. Returns 0,
+ * -ENOENT (no healthy donor copy) or the submit's -errno.
+ */
+int store_read_async(struct store *st, const uint32_t *locs, void *buf, struct pool_op *op, uint64_t *donors);
+/* Sends what store_read_async queued on the donors in the mask. */
+void store_flush(struct store *st, uint64_t donors);
 
 enum loc_health store_loc_health(struct store *st, uint32_t loc);
 /* Re-reads donor states and revocations after the pool's generation changed. Returns true if anything needs moving. */

@@ -76,6 +76,9 @@ struct vm_stats {
 	_Atomic uint64_t eviction_batches;
 	_Atomic uint64_t eviction_ns; /* time spent evicting, for the eviction rate */
 	_Atomic uint64_t faults_donor; /* refaults served from a donor */
+	_Atomic uint64_t prefetch_issued; /* predicted pages read from donors */
+	_Atomic uint64_t prefetch_hits;   /* of those, installed before their fault */
+	_Atomic uint64_t prefetch_wasted; /* read but not installed (changed, no room, bad copy) */
 };
 
 struct vm {
