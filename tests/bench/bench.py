@@ -415,6 +415,9 @@ def main():
     ap.add_argument("--reps", type=int, default=3, help="repetitions per cell (median reported)")
     ap.add_argument("--configs", default=None, help="subset, e.g. 'ace' (default: bcde quick, abcde full)")
     ap.add_argument("--run-timeout", type=float, default=300)
+    ap.add_argument("--halt-poll-ns", type=int, default=200000,
+                    help="on a VM guest with cpuidle-haltpoll: guest halt polling for the run, in ns "
+                         "(default 200000; -1 leaves the system's setting); see docs/benchmarks.md")
     args = ap.parse_args()
     args.size = args.size or (256 * MiB if args.quick else 512 * MiB)
     args.ops = args.ops or (30000 if args.quick else 100000)
@@ -438,6 +441,7 @@ def main():
     timings = {}
     try:
         sysenv.swapoff_host(cleanup, log)
+        halt_poll = sysenv.set_halt_poll(cleanup, None if args.halt_poll_ns < 0 else args.halt_poll_ns, log)
         t = time.time()
         fl = subprocess.run([build.exe("bench-floor"), "--samples", "20000"], capture_output=True, text=True,
                             check=True, timeout=120)
@@ -485,7 +489,8 @@ def main():
         timings["total"] = time.time() - t_start
         meta = {"size": args.size, "ops": args.ops, "reps": args.reps, "quick": args.quick,
                 "overhead": runner.overhead, "floor": floor, "b_na": runner.b_reason, "zram_algorithm": zram_algo,
-                "timings_s": timings, "nproc": os.cpu_count(), "kernel": os.uname().release}
+                "timings_s": timings, "nproc": os.cpu_count(), "kernel": os.uname().release,
+                "halt_poll_ns": halt_poll}
         report.emit(args.out, results, meta, CONFIGS)
         return 0
     except KeyboardInterrupt as e:

@@ -75,7 +75,9 @@ def markdown(rs, meta, configs):
     fl = meta["floor"]
     lines.append(f"working set {meta['size'] >> 20} MiB, {meta['ops']} accesses per run, 50% writes, "
                  f"median of {meta['reps']}; {meta['nproc']} CPUs; kernel {meta['kernel']}; "
-                 f"zram {meta.get('zram_algorithm') or '-'}")
+                 f"zram {meta.get('zram_algorithm') or '-'}; "
+                 + (f"guest halt polling {meta['halt_poll_ns'][1]} ns (system: {meta['halt_poll_ns'][0]})"
+                    if meta.get("halt_poll_ns") else "no guest halt polling set"))
     lines.append(f"floor: uffd fault p50 {us(fl['uffd_fault_ns']['p50'])} us p99 {us(fl['uffd_fault_ns']['p99'])} us"
                  f" + TCP 4K RTT p50 {us(fl['tcp_4k_rtt_ns']['p50'])} us p99 {us(fl['tcp_4k_rtt_ns']['p99'])} us"
                  f" = {us(fl['floor_p50_ns'])} us (p50)")
