@@ -4,7 +4,8 @@
  * above the low watermark it takes a batch of victims from the policy's
  * victim selector and pushes them out in the order that never loses a
  * write (DESIGN.md): write-protect each contiguous run, read it through the
- * memfd, write every non-zero page to the store and wait until durable,
+ * memfd a part at a time, write every non-zero page of a part to the
+ * stores while the next part is read, wait until all are durable,
  * then punch the run. A write that lands on a page in the middle of this
  * either takes the page back out of the batch or waits for the punch.
  */
@@ -24,6 +25,7 @@
 #include "vm-private.h"
 
 #define EVICT_BATCH 128
+#define EVICT_PART 32 /* pages read before they go to the stores */
 
 struct evict_ctx {
 	struct vm *vm;
@@ -35,6 +37,7 @@ struct evict_ctx {
 	bool protected_[EVICT_BATCH];
 	bool commit[EVICT_BATCH];
 	void *bufs[EVICT_BATCH];
+	uint32_t flat[EVICT_BATCH * STORE_MAX_COPIES]; /* locs of the pages in bufs[], vm->ncopies each */
 	int results[EVICT_BATCH];
 	unsigned n;
 };
@@ -136,7 +139,7 @@ static void evict_batch(struct evict_ctx *ec)
 {
 	struct vm *vm = ec->vm;
 	uint64_t t0 = now_ns();
-	unsigned i, n_store = 0, n_commit = 0, n_aborted = 0, n_store_failed = 0;
+	unsigned i, n_store = 0, n_commit = 0, n_aborted = 0, n_store_failed = 0, mc = vm->ncopies;
 	bool want_all[EVICT_BATCH];
 	int r;
 
@@ -161,56 +164,62 @@ static void evict_batch(struct evict_ctx *ec)
 		i += len;
 	}
 
-	/* 2. read contents through the memfd, one pread per run (a hole reads as zeros without allocating) */
+	/*
+	 * 2+3. read contents through the memfd (one pread per run, a hole reads
+	 * as zeros without allocating) and store every non-zero page, a part of
+	 * at most EVICT_PART pages at a time: the donor takes in one part while
+	 * the next is read. Then wait until every copy is durable.
+	 */
 	for (i = 0; i < ec->n; i++)
 		ec->zero[i] = false;
+	store_write_begin(vm->store, ec->results);
+	unsigned first = 0; /* first page of the part not yet handed to the stores */
 	for (i = 0; i < ec->n;) {
 		if (!ec->protected_[i]) {
 			i++;
 			continue;
 		}
 		unsigned len = run_length(ec, i, ec->protected_);
+		if (len > EVICT_PART)
+			len = EVICT_PART;
 		struct vm_region *rg = vm_region_of_page(vm, ec->pages[i]);
 		size_t want = (size_t)len << VM_PAGE_SHIFT;
 		ssize_t got = pread(rg->memfd, ec->buf + (size_t)i * VM_PAGE_SIZE, want,
 				    (off_t)(rg->memfd_offset + ((ec->pages[i] - rg->first_page) << VM_PAGE_SHIFT)));
-		if (got != (ssize_t)want)
-			for (unsigned k = i; k < i + len; k++)
+		for (unsigned k = i; k < i + len; k++) {
+			void *dst = ec->buf + (size_t)k * VM_PAGE_SIZE;
+
+			if (got != (ssize_t)want) {
 				ec->protected_[k] = false; /* treat like a failed store: keep it resident */
+				continue;
+			}
+			if (page_is_zero(dst)) {
+				ec->zero[k] = true;
+				continue;
+			}
+			ec->crcs[k] = crc32c(0, dst, VM_PAGE_SIZE);
+			/* Every copy the policy requires is reserved now. */
+			if (store_place(vm->store, ec->locs[k]) < 0) {
+				ec->protected_[k] = false; /* no store can take it: the page stays */
+				n_store_failed++;
+				continue;
+			}
+			ec->bufs[n_store] = dst;
+			memcpy(&ec->flat[n_store * mc], ec->locs[k], mc * sizeof(uint32_t));
+			n_store++;
+		}
+		/* Single pages (random victims) gather into one part: a send per page would cost more than it hides. */
+		if (n_store - first >= EVICT_PART) {
+			store_write_add(vm->store, first, n_store - first, &ec->bufs[first], &ec->flat[first * mc], true);
+			first = n_store;
+		}
 		i += len;
 	}
-	for (i = 0; i < ec->n; i++) {
-		void *dst = ec->buf + (size_t)i * VM_PAGE_SIZE;
-
-		if (!ec->protected_[i])
-			continue;
-		if (page_is_zero(dst)) {
-			ec->zero[i] = true;
-			continue;
-		}
-		ec->crcs[i] = crc32c(0, dst, VM_PAGE_SIZE);
-		/* Every copy the policy requires is reserved now, written in step 3. */
-		if (store_place(vm->store, ec->locs[i]) < 0) {
-			ec->protected_[i] = false; /* no store can take it: the page stays */
-			n_store_failed++;
-			continue;
-		}
-		ec->bufs[n_store] = dst;
-		ec->results[n_store] = 0;
-		n_store++;
-	}
-
-	/* 3. store every non-zero page and wait until durable */
+	if (n_store > first)
+		store_write_add(vm->store, first, n_store - first, &ec->bufs[first], &ec->flat[first * mc], true);
+	store_write_end(vm->store);
 	if (n_store) {
-		uint32_t flat[EVICT_BATCH * STORE_MAX_COPIES];
-		unsigned k = 0, mc = vm->ncopies;
-		for (i = 0; i < ec->n; i++)
-			if (ec->protected_[i] && !ec->zero[i]) {
-				memcpy(&flat[k * mc], ec->locs[i], mc * sizeof(uint32_t));
-				k++;
-			}
-		store_write(vm->store, n_store, ec->bufs, flat, ec->results, true);
-		k = 0;
+		unsigned k = 0;
 		for (i = 0; i < ec->n; i++) {
 			if (!ec->protected_[i] || ec->zero[i])
 				continue;

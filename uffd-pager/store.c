@@ -41,6 +41,9 @@ struct store {
 	struct store_stats stats;
 	struct pool_wait w;
 	struct pool_op ops[128 * STORE_MAX_COPIES]; /* evictor's batch; guarded by io_lock */
+	unsigned wr_owner[128 * STORE_MAX_COPIES];  /* page index of each op */
+	unsigned wr_nops;
+	int *wr_results;
 	pthread_mutex_t io_lock;
 };
 
@@ -314,46 +317,53 @@ static void remote_addr(struct store *st, uint32_t loc, unsigned *ret_donor, uin
 	*ret_slot = loc & (STORE_SLAB_SLOTS - 1);
 }
 
-void store_write(struct store *st, unsigned n, void *const *bufs, const uint32_t *locs, int *results, bool use_uring)
+void store_write_begin(struct store *st, int *results)
+{
+	pthread_mutex_lock(&st->io_lock);
+	st->wr_results = results;
+	st->wr_nops = 0;
+}
+
+void store_write_add(struct store *st, unsigned first, unsigned n, void *const *bufs, const uint32_t *locs,
+		     bool use_uring)
 {
 	uint32_t sslots[128];
 	void *sbufs[128];
 	int sres[128];
-	unsigned sidx[128], ns = 0, nops = 0;
+	unsigned sidx[128], ns = 0;
 	uint64_t used_donors = 0;
-	unsigned owner[128 * STORE_MAX_COPIES];
-	struct pool_op *ops;
+	int *results = st->wr_results;
 
-	pthread_mutex_lock(&st->io_lock);
-	ops = st->ops;
-	for (unsigned i = 0; i < n && i < 128; i++) {
+	for (unsigned j = 0; j < n && first + j < 128; j++) {
+		unsigned i = first + j;
 		results[i] = 0;
 		for (unsigned c = 0; c < st->max_copies; c++) {
-			uint32_t loc = locs[i * st->max_copies + c];
+			uint32_t loc = locs[j * st->max_copies + c];
 			if (loc == LOC_NONE)
 				continue;
 			if (!loc_is_remote(loc)) {
 				sslots[ns] = loc;
-				sbufs[ns] = bufs[i];
+				sbufs[ns] = bufs[j];
 				sidx[ns++] = i;
 				continue;
 			}
 			unsigned d;
 			uint32_t slab, slot;
 			remote_addr(st, loc, &d, &slab, &slot);
-			struct pool_op *op = &ops[nops];
+			struct pool_op *op = &st->ops[st->wr_nops];
 			op->w = &st->w;
-			owner[nops] = i;
-			int r = donor_pool_submit(st->pool, d, true, slab, slot, bufs[i], op);
+			st->wr_owner[st->wr_nops] = i;
+			int r = donor_pool_submit(st->pool, d, true, slab, slot, bufs[j], op);
 			if (r < 0) {
 				if (!results[i])
 					results[i] = r;
 				continue;
 			}
 			used_donors |= 1ULL << d;
-			nops++;
+			st->wr_nops++;
 		}
 	}
+	/* Each part leaves at once: the donors work on it while the caller prepares the next. */
 	for (unsigned d = 0; d < POOL_MAX_DONORS; d++)
 		if (used_donors & (1ULL << d))
 			donor_pool_flush(st->pool, d);
@@ -369,11 +379,23 @@ void store_write(struct store *st, unsigned n, void *const *bufs, const uint32_t
 			if (sres[k] < 0 && !results[sidx[k]])
 				results[sidx[k]] = sres[k];
 	}
+}
+
+void store_write_end(struct store *st)
+{
 	pool_wait_all(&st->w);
-	for (unsigned k = 0; k < nops; k++)
-		if (ops[k].status < 0 && !results[owner[k]])
-			results[owner[k]] = ops[k].status;
+	for (unsigned k = 0; k < st->wr_nops; k++)
+		if (st->ops[k].status < 0 && !st->wr_results[st->wr_owner[k]])
+			st->wr_results[st->wr_owner[k]] = st->ops[k].status;
+	st->wr_results = NULL;
 	pthread_mutex_unlock(&st->io_lock);
+}
+
+void store_write(struct store *st, unsigned n, void *const *bufs, const uint32_t *locs, int *results, bool use_uring)
+{
+	store_write_begin(st, results);
+	store_write_add(st, 0, n, bufs, locs, use_uring);
+	store_write_end(st);
 }
 
 enum loc_health store_loc_health(struct store *st, uint32_t loc)

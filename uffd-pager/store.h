@@ -81,6 +81,16 @@ void store_free_locs(struct store *st, const uint32_t *locs);
  */
 void store_write(struct store *st, unsigned n, void *const *bufs, const uint32_t *locs, int *results, bool use_uring);
 /*
+ * The same in parts, so the first pages are on the wire while the caller
+ * still reads the rest: begin takes the store's write slot (results has
+ * room for 128 pages), add writes pages first..first+n-1 (bufs and locs
+ * start at page first), end waits for every copy of every part.
+ */
+void store_write_begin(struct store *st, int *results);
+void store_write_add(struct store *st, unsigned first, unsigned n, void *const *bufs, const uint32_t *locs,
+		     bool use_uring);
+void store_write_end(struct store *st);
+/*
  * Fetches a page from the first copy that reads back with the right
  * CRC32C, healthy copies first. Returns 0 (ret_source says from where) or
  * -EIO when no copy could be read. fault_thread: spill reads use the fault
