@@ -21,6 +21,12 @@
 #define PREFETCH_MIN_WINDOW 4u
 #define PREFETCH_STREAMS 4
 #define PREFETCH_NEAR 256 /* pages: a fault this close to a stream's last one belongs to it */
+/*
+ * Strides past a prediction's end that still continue it: vCPUs scanning
+ * interleaved pages (vCPU t of n owns t, t + n, ...) share one stride-1
+ * stream, and the leading vCPU's next own page lies up to n past the window.
+ */
+#define PREFETCH_SLACK 8
 
 struct prefetch_detector {
 	uint64_t last_page;
