@@ -113,6 +113,18 @@ unsigned prefetch_streams_on_fault(struct prefetch_streams *s, uint64_t page, in
 			continue;
 		int64_t delta = (int64_t)(page - d->last_page);
 		uint64_t dist = delta < 0 ? -(uint64_t)delta : (uint64_t)delta;
+		/*
+		 * Nor does a stream take a fault going the other way than its last
+		 * step: two vCPUs a few pages apart, faulting in turn, would give
+		 * one stream steps of +d and -(d - 2) with no majority; this way
+		 * the one behind starts a stream of its own, and each then takes
+		 * the faults nearest ahead of its last.
+		 */
+		if (d->ndeltas) {
+			int64_t last = d->deltas[(d->pos + PREFETCH_HISTORY - 1) % PREFETCH_HISTORY];
+			if ((last < 0) != (delta < 0))
+				continue;
+		}
 		if (dist < best) {
 			best = dist;
 			pick = i;

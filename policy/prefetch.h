@@ -9,8 +9,10 @@
  * stream goes on and halves when a fault breaks it. Several vCPUs scanning
  * at once interleave their faults, so a small stream table (like a CPU's
  * stream prefetcher) gives each fault to the detector whose stream it
- * continues or whose last fault is nearest, else to the least recently
- * used one, started afresh.
+ * continues, else to the detector not yet predicting whose last fault is
+ * nearest (within PREFETCH_NEAR, in the direction of its last step), else
+ * to the least recently used one, started afresh. A predicting detector
+ * takes no other faults, so a second vCPU nearby cannot break its majority.
  */
 #pragma once
 

@@ -184,10 +184,11 @@ static void test_streams_random(void **state)
 /*
  * Replays nthreads vCPUs scanning sequentially, vCPU t owning pages t,
  * t + nthreads, ... (guestsim's split); a random vCPU takes each step, so
- * they drift apart as a random walk. A page faults unless an earlier
- * prediction covered it. Returns the pages touched per fault.
+ * they drift apart as a random walk; with seed 0 they take turns instead,
+ * the last vCPU starting lead of its pages ahead. A page faults unless an
+ * earlier prediction covered it. Returns the pages touched per fault.
  */
-static double interleaved_scan(unsigned nthreads, unsigned seed)
+static double interleaved_scan(unsigned nthreads, unsigned seed, unsigned lead)
 {
 	enum { NPAGES = 65536 };
 	static unsigned char present[NPAGES];
@@ -198,8 +199,9 @@ static double interleaved_scan(unsigned nthreads, unsigned seed)
 	memset(present, 0, sizeof(present));
 	prefetch_streams_init(&st, 64);
 	srand(seed);
-	for (;;) {
-		unsigned t = (unsigned)rand() % nthreads;
+	pos[nthreads - 1] = lead;
+	for (unsigned step = 0;; step++) {
+		unsigned t = seed ? (unsigned)rand() % nthreads : step % nthreads;
 		uint64_t page = pos[t]++ * nthreads + t;
 		int64_t s;
 
@@ -224,12 +226,18 @@ static void test_streams_interleaved_vcpus(void **state)
 {
 	(void)state;
 	/* One vCPU: the window grows to 64, so about 64 pages per fault. */
-	assert_true(interleaved_scan(1, 3) > 60);
+	assert_true(interleaved_scan(1, 3, 0) > 60);
 	/* Each vCPU's faults used to land within PREFETCH_NEAR of the other's and break its majority. */
 	for (unsigned seed = 1; seed <= 5; seed++) {
-		assert_true(interleaved_scan(2, seed) > 50);
-		assert_true(interleaved_scan(3, seed) > 40);
+		assert_true(interleaved_scan(2, seed, 0) > 50);
+		assert_true(interleaved_scan(3, seed, 0) > 40);
 	}
+	/*
+	 * Taking turns a few pages apart, their faults used to alternate on one
+	 * unpredicted stream (+d, -(d - 2), ...): about 2 pages per fault.
+	 */
+	for (unsigned lead = 0; lead <= 150; lead += 5)
+		assert_true(interleaved_scan(2, 0, lead) > 50);
 }
 
 static void test_disabled(void **state)
