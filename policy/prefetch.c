@@ -19,7 +19,7 @@ static bool continues_stream(const struct prefetch_detector *d, int64_t delta)
 	if (!d->pred_count || !d->pred_stride || delta % d->pred_stride != 0)
 		return false;
 	k = delta / d->pred_stride;
-	return k >= 1 && k <= (int64_t)d->pred_count + 1;
+	return k >= 1 && k <= (int64_t)d->pred_count + PREFETCH_SLACK;
 }
 
 /* Boyer-Moore majority: the delta held by more than half of the history, or 0. */
@@ -92,17 +92,38 @@ unsigned prefetch_streams_on_fault(struct prefetch_streams *s, uint64_t page, in
 	unsigned pick = PREFETCH_STREAMS, lru = 0;
 	uint64_t best = PREFETCH_NEAR + 1;
 
+	/* A fault that continues a stream is its own; that stream wins outright. */
+	for (unsigned i = 0; i < PREFETCH_STREAMS; i++) {
+		struct prefetch_detector *d = &s->d[i];
+		if (d->have_last && continues_stream(d, (int64_t)(page - d->last_page))) {
+			pick = i;
+			goto found;
+		}
+	}
 	for (unsigned i = 0; i < PREFETCH_STREAMS; i++) {
 		struct prefetch_detector *d = &s->d[i];
 		if (s->used[i] < s->used[lru])
 			lru = i;
-		if (!d->have_last)
+		/*
+		 * A stream being predicted only takes faults that continue it: the
+		 * faults of a second vCPU a few pages away would break its majority
+		 * (and its own would break the other's), so they start their own.
+		 */
+		if (!d->have_last || d->pred_count)
 			continue;
 		int64_t delta = (int64_t)(page - d->last_page);
 		uint64_t dist = delta < 0 ? -(uint64_t)delta : (uint64_t)delta;
-		if (continues_stream(d, delta)) {
-			pick = i;
-			break;
+		/*
+		 * Nor does a stream take a fault going the other way than its last
+		 * step: two vCPUs a few pages apart, faulting in turn, would give
+		 * one stream steps of +d and -(d - 2) with no majority; this way
+		 * the one behind starts a stream of its own, and each then takes
+		 * the faults nearest ahead of its last.
+		 */
+		if (d->ndeltas) {
+			int64_t last = d->deltas[(d->pos + PREFETCH_HISTORY - 1) % PREFETCH_HISTORY];
+			if ((last < 0) != (delta < 0))
+				continue;
 		}
 		if (dist < best) {
 			best = dist;
@@ -114,6 +135,7 @@ unsigned prefetch_streams_on_fault(struct prefetch_streams *s, uint64_t page, in
 		pick = lru;
 		prefetch_detector_init(&s->d[pick], max_window);
 	}
+found:
 	s->used[pick] = ++s->clock;
 	return prefetch_on_fault(&s->d[pick], page, ret_stride);
 }

@@ -9,8 +9,10 @@
  * stream goes on and halves when a fault breaks it. Several vCPUs scanning
  * at once interleave their faults, so a small stream table (like a CPU's
  * stream prefetcher) gives each fault to the detector whose stream it
- * continues or whose last fault is nearest, else to the least recently
- * used one, started afresh.
+ * continues, else to the detector not yet predicting whose last fault is
+ * nearest (within PREFETCH_NEAR, in the direction of its last step), else
+ * to the least recently used one, started afresh. A predicting detector
+ * takes no other faults, so a second vCPU nearby cannot break its majority.
  */
 #pragma once
 
@@ -21,6 +23,12 @@
 #define PREFETCH_MIN_WINDOW 4u
 #define PREFETCH_STREAMS 4
 #define PREFETCH_NEAR 256 /* pages: a fault this close to a stream's last one belongs to it */
+/*
+ * Strides past a prediction's end that still continue it: vCPUs scanning
+ * interleaved pages (vCPU t of n owns t, t + n, ...) share one stride-1
+ * stream, and the leading vCPU's next own page lies up to n past the window.
+ */
+#define PREFETCH_SLACK 8
 
 struct prefetch_detector {
 	uint64_t last_page;

@@ -14,6 +14,13 @@
 #include "vm-private.h"
 
 #define PF_MAX_WINDOW 64u
+/*
+ * Reads complete into one wait per chunk of the window, installed chunk by
+ * chunk in window order: the first pages go in (and the guest, which is on
+ * them next, runs) while the donor still sends the rest.
+ */
+#define PF_CHUNK 8u
+#define PF_CHUNKS (PF_MAX_WINDOW / PF_CHUNK)
 
 struct pf_entry {
 	uint64_t page;
@@ -32,7 +39,7 @@ struct prefetcher {
 	uint64_t page;      /* the fault that planned */
 	int64_t stride;
 	unsigned count;     /* planned, not yet queued */
-	struct pool_wait w;
+	struct pool_wait w[PF_CHUNKS]; /* reads queued as e[i] complete into w[i / PF_CHUNK] */
 };
 
 int prefetcher_new(struct vm *vm, unsigned max_window, const unsigned *reserved, struct prefetcher **ret)
@@ -50,7 +57,8 @@ int prefetcher_new(struct vm *vm, unsigned max_window, const unsigned *reserved,
 	pf->reserved = reserved;
 	pf->bufs = bufs;
 	prefetch_streams_init(&pf->det, max_window);
-	pool_wait_init(&pf->w);
+	for (unsigned c = 0; c < PF_CHUNKS; c++)
+		pool_wait_init(&pf->w[c]);
 	*ret = pf;
 	return 0;
 }
@@ -60,7 +68,8 @@ void prefetcher_free(struct prefetcher *pf)
 	if (!pf)
 		return;
 	prefetch_finish(pf, false);
-	pool_wait_destroy(&pf->w);
+	for (unsigned c = 0; c < PF_CHUNKS; c++)
+		pool_wait_destroy(&pf->w[c]);
 	free(pf->bufs);
 	free(pf);
 }
@@ -81,7 +90,7 @@ void prefetch_issue(void *arg)
 	struct prefetcher *pf = arg;
 	struct vm *vm = pf->vm;
 	uint64_t donors = 0, room, used;
-	unsigned want = pf->count, n = 0;
+	unsigned want = pf->count, n = 0, no_room = 0;
 
 	pf->count = 0;
 	if (!want)
@@ -91,13 +100,17 @@ void prefetch_issue(void *arg)
 	/* The fault's own page and the fetches in flight come first. */
 	used = vm->resident_pages + *pf->reserved + 1;
 	room = vm->high_pages > used ? vm->high_pages - used : 0;
-	for (unsigned i = 1; i <= want && n < room; i++) {
+	for (unsigned i = 1; i <= want; i++) {
 		uint64_t q = pf->page + (uint64_t)(pf->stride * (int64_t)i);
 		if (q >= vm->npages)
 			break;
 		struct page_entry *pe = vm_page(vm, q);
 		if (pe->state != PG_STORED || (pe->flags & (PGF_LOST | PGF_FETCHING)))
 			continue;
+		if (n >= room) {
+			no_room++;
+			continue;
+		}
 		pf->e[n].page = q;
 		pf->e[n].crc = pe->crc;
 		vm_page_get_locs(vm, q, pf->e[n].locs);
@@ -108,64 +121,140 @@ void prefetch_issue(void *arg)
 		struct pf_entry *e = &pf->e[pf->n];
 		if (i != pf->n)
 			*e = pf->e[i];
-		e->op.w = &pf->w;
+		e->op.w = &pf->w[pf->n / PF_CHUNK];
 		if (store_read_async(vm->store, e->locs, pf->bufs + (size_t)pf->n * VM_PAGE_SIZE, &e->op, &donors) == 0)
 			pf->n++;
 	}
 	store_flush(vm->store, donors);
 	atomic_fetch_add_explicit(&vm->stats.prefetch_issued, pf->n, memory_order_relaxed);
+	atomic_fetch_add_explicit(&vm->stats.prefetch_no_room, no_room, memory_order_relaxed);
 }
 
-/* Installs one prefetched page if it is still the stored copy. Returns true when installed. */
-static bool install(struct prefetcher *pf, const struct pf_entry *e, const void *buf)
+/* A prefetched page was filled while still stored: only a bug (or a foreign writer) does that. */
+static void check_filled(struct prefetcher *pf, uint64_t page)
 {
 	struct vm *vm = pf->vm;
-	struct page_entry *pe;
-	uint64_t addr = vm_page_addr(vm, e->page);
-	bool ok;
-	int r;
 
-	if (e->op.status < 0 || crc32c(0, buf, VM_PAGE_SIZE) != e->crc)
-		return false;
 	pthread_mutex_lock(&vm->lock);
-	pe = vm_page(vm, e->page);
-	/* Same checksum as now stored: the bytes are the page's (a refault and re-eviction may reuse a slot). */
-	ok = pe->state == PG_STORED && !(pe->flags & (PGF_LOST | PGF_FETCHING)) && pe->crc == e->crc &&
-	     vm->resident_pages + *pf->reserved < vm->high_pages;
+	bool alarm = vm_page(vm, page)->state == PG_STORED;
 	pthread_mutex_unlock(&vm->lock);
-	if (!ok)
-		return false;
-	struct uffdio_copy c = { .dst = addr, .src = (uint64_t)(uintptr_t)buf, .len = VM_PAGE_SIZE };
-	do
-		r = ioctl(vm->uffd, UFFDIO_COPY, &c) < 0 ? -errno : 0;
-	while (r == -EINTR);
-	/*
-	 * -EAGAIN: a non-cooperative event (REMOVE) is pending; it may discard
-	 * this very page, so give the guess up rather than read events here.
-	 */
-	if (r < 0) {
-		if (r == -EEXIST) {
-			pthread_mutex_lock(&vm->lock);
-			bool alarm = pe->state == PG_STORED;
-			pthread_mutex_unlock(&vm->lock);
-			if (alarm) {
-				atomic_fetch_add_explicit(&vm->stats.integrity_errors, 1, memory_order_relaxed);
-				log_err("vm %s: page %llu was filled while its contents were stored (integrity alarm)",
-					vm->policy.name, (unsigned long long)e->page);
-			}
+	if (alarm) {
+		atomic_fetch_add_explicit(&vm->stats.integrity_errors, 1, memory_order_relaxed);
+		log_err("vm %s: page %llu was filled while its contents were stored (integrity alarm)",
+			vm->policy.name, (unsigned long long)page);
+	}
+}
+
+/*
+ * Copies entries first..first+n-1 (consecutive guest pages, consecutive
+ * buffers) in one UFFDIO_COPY, which wakes a vCPU waiting on any of them
+ * once. Marks ok[i] false for each page not placed. Returns false when the
+ * rest of the window must be given up.
+ */
+static bool copy_run(struct prefetcher *pf, unsigned first, unsigned n, bool *ok)
+{
+	struct vm *vm = pf->vm;
+	unsigned done = 0;
+
+	for (int attempt = 0; done < n && attempt < 16; attempt++) {
+		struct uffdio_copy c = { .dst = vm_page_addr(vm, pf->e[first + done].page),
+					 .src = (uint64_t)(uintptr_t)(pf->bufs + (size_t)(first + done) * VM_PAGE_SIZE),
+					 .len = (uint64_t)(n - done) * VM_PAGE_SIZE };
+		int r = ioctl(vm->uffd, UFFDIO_COPY, &c) < 0 ? -errno : 0;
+
+		if (r == 0) {
+			done = n;
+			break;
 		}
-		return false;
+		if (c.copy > 0) {
+			/* A partial copy stops before the page that failed: the next attempt names its error. */
+			done += (unsigned)((uint64_t)c.copy / VM_PAGE_SIZE);
+			continue;
+		}
+		if (r == -EINTR)
+			continue;
+		if (r == -EEXIST) {
+			check_filled(pf, pf->e[first + done].page);
+			ok[first + done] = false;
+			done++;
+			continue;
+		}
+		/*
+		 * -EAGAIN: a non-cooperative event (REMOVE) is pending; it may
+		 * discard these very pages, so give the guesses up rather than
+		 * read events here. Anything else: the VM is going away.
+		 */
+		break;
 	}
+	for (unsigned i = done; i < n; i++)
+		ok[first + i] = false;
+	return done == n;
+}
+
+/*
+ * Installs entries first..first+n-1 that are still the stored copies, as
+ * their faults would: checksums first, then the states checked under one
+ * lock, contiguous pages copied together, then recorded under one lock.
+ * Returns how many went in.
+ */
+static unsigned install_chunk(struct prefetcher *pf, unsigned first, unsigned n)
+{
+	struct vm *vm = pf->vm;
+	bool ok[PF_MAX_WINDOW], go_on = true;
+	unsigned hits = 0;
+	uint64_t room;
+
+	for (unsigned i = first; i < first + n; i++)
+		ok[i] = pf->e[i].op.status >= 0 &&
+			crc32c(0, pf->bufs + (size_t)i * VM_PAGE_SIZE, VM_PAGE_SIZE) == pf->e[i].crc;
 	pthread_mutex_lock(&vm->lock);
-	if (pe->state == PG_STORED) {
-		vm->stored_pages--;
-		vm_page_drop_copies(vm, e->page);
-		pe->state = PG_RESIDENT;
-		pe->flags &= (uint8_t)~PGF_WRITE_PENDING;
-		vm_note_resident(vm, e->page);
+	/* The fetches in flight keep their room; guesses never push the VM over its limit. */
+	room = vm->high_pages > vm->resident_pages + *pf->reserved ?
+		       vm->high_pages - vm->resident_pages - *pf->reserved : 0;
+	for (unsigned i = first; i < first + n; i++) {
+		struct page_entry *pe = vm_page(vm, pf->e[i].page);
+		/* Same checksum as now stored: the bytes are the page's (a refault and re-eviction may reuse a slot). */
+		if (ok[i] && room && pe->state == PG_STORED && !(pe->flags & (PGF_LOST | PGF_FETCHING)) &&
+		    pe->crc == pf->e[i].crc)
+			room--;
+		else
+			ok[i] = false;
 	}
 	pthread_mutex_unlock(&vm->lock);
-	return true;
+	/*
+	 * Only this thread installs stored pages or reads REMOVE events, so
+	 * the pages stay stored until copied.
+	 */
+	for (unsigned i = first; i < first + n && go_on;) {
+		unsigned j = i + 1;
+		if (!ok[i]) {
+			i++;
+			continue;
+		}
+		while (j < first + n && ok[j] && pf->e[j].page == pf->e[j - 1].page + 1)
+			j++;
+		go_on = copy_run(pf, i, j - i, ok);
+		i = j;
+		if (!go_on)
+			for (; i < first + n; i++)
+				ok[i] = false;
+	}
+	pthread_mutex_lock(&vm->lock);
+	for (unsigned i = first; i < first + n; i++) {
+		if (!ok[i])
+			continue;
+		struct page_entry *pe = vm_page(vm, pf->e[i].page);
+		hits++;
+		if (pe->state == PG_STORED) {
+			vm->stored_pages--;
+			vm_page_drop_copies(vm, pf->e[i].page);
+			pe->state = PG_RESIDENT;
+			pe->flags &= (uint8_t)~PGF_WRITE_PENDING;
+			vm_note_resident(vm, pf->e[i].page);
+		}
+	}
+	pthread_mutex_unlock(&vm->lock);
+	return hits;
 }
 
 void prefetch_finish(struct prefetcher *pf, bool do_install)
@@ -176,9 +265,12 @@ void prefetch_finish(struct prefetcher *pf, bool do_install)
 	pf->count = 0;
 	if (!pf->n)
 		return;
-	pool_wait_all(&pf->w);
-	for (unsigned i = 0; i < pf->n; i++)
-		hits += do_install && install(pf, &pf->e[i], pf->bufs + (size_t)i * VM_PAGE_SIZE);
+	for (unsigned c = 0; c * PF_CHUNK < pf->n; c++) {
+		unsigned first = c * PF_CHUNK, n = pf->n - first < PF_CHUNK ? pf->n - first : PF_CHUNK;
+		pool_wait_all(&pf->w[c]);
+		if (do_install)
+			hits += install_chunk(pf, first, n);
+	}
 	atomic_fetch_add_explicit(&vm->stats.prefetch_hits, hits, memory_order_relaxed);
 	atomic_fetch_add_explicit(&vm->stats.prefetch_wasted, pf->n - hits, memory_order_relaxed);
 	pf->n = 0;

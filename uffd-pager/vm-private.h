@@ -79,6 +79,7 @@ struct vm_stats {
 	_Atomic uint64_t prefetch_issued; /* predicted pages read from donors */
 	_Atomic uint64_t prefetch_hits;   /* of those, installed before their fault */
 	_Atomic uint64_t prefetch_wasted; /* read but not installed (changed, no room, bad copy) */
+	_Atomic uint64_t prefetch_no_room; /* predicted pages not read: the VM had no room beside its fetches */
 };
 
 struct vm {

@@ -513,8 +513,9 @@ json_t *vm_stats_json(struct vm *vm, bool brief)
 	json_object_set_new(o, "spill_pages", json_integer(vm->spill ? (json_int_t)spill_used_slots(vm->spill) : 0));
 	json_object_set_new(o, "spill_file", json_string(vm->spill ? spill_path(vm->spill) : ""));
 	json_object_set_new(o, "evictions_aborted", json_integer(STAT(evictions_aborted)));
-	json_object_set_new(o, "prefetch", json_pack("{s:I, s:I, s:I}", "issued", STAT(prefetch_issued), "hits",
-						     STAT(prefetch_hits), "wasted", STAT(prefetch_wasted)));
+	json_object_set_new(o, "prefetch", json_pack("{s:I, s:I, s:I, s:I}", "issued", STAT(prefetch_issued), "hits",
+						     STAT(prefetch_hits), "wasted", STAT(prefetch_wasted), "no_room",
+						     STAT(prefetch_no_room)));
 	json_object_set_new(o, "refaults", json_integer(STAT(faults_spill) + STAT(faults_donor)));
 	if (vm->store) {
 		struct store_stats *ss = store_stats(vm->store);

@@ -3,9 +3,10 @@
 """The fault thread's prefetcher with a real uffd-donor on TCP loopback:
 a sequential scan (1 guest thread, 50% writes, wrapping several times over
 a working set 4x the local memory) must be served largely by prefetched
-pages (more prefetch hits than donor faults) while guestsim verifies every
-byte, including a final full pass; so must two threads scanning their own
-halves (one stream each); a uniform random run with 2 threads (overlapping
+pages (at least 8 prefetch hits per donor fault) while guestsim verifies
+every byte, including a final full pass; so must two threads scanning
+interleaved pages (guestsim's thread t of 2 owns pages t, t + 2, ...,
+the two drift apart); a uniform random run with 2 threads (overlapping
 fetches; every access verified, no final pass) must trigger almost no
 prefetching. In every run the memfd never holds more than the high
 watermark. Prints the prefetch counters."""
@@ -66,12 +67,15 @@ def main():
         check(pf["hits"] > 0, f"seq: prefetched pages installed ({pf['hits']})")
         # Sampled while guestsim holds after its last access: nothing is in flight.
         check(pf["issued"] == pf["hits"] + pf["wasted"], f"seq: issued = hits + wasted: {pf}")
-        # Every page beyond the local memory was stored at least once per pass; prefetch takes most of them.
-        check(pf["hits"] > f["donor"], f"seq: more pages prefetched ({pf['hits']}) than fetched on faults ({f['donor']})")
-        # Two vCPUs scanning their own halves: one stream each.
+        # Every page beyond the local memory was stored at least once per pass; prefetch takes most of them
+        # (windows grow to 64 pages, so well over 8 pages come per fault).
+        check(pf["hits"] >= 8 * f["donor"], f"seq: >= 8x more pages prefetched ({pf['hits']}) than fetched on faults ({f['donor']})")
+        # Two vCPUs on interleaved pages: one stride-1 stream led by whichever is ahead, not two
+        # streams close enough to break each other's majority (that gave about one hit per fault).
         seq2 = run(pager, "seq2", "seq", 4 * pages, threads=2)
-        check(seq2["prefetch"]["hits"] > seq2["faults"]["donor"],
-              f"seq2: both streams prefetched ({seq2['prefetch']['hits']} hits, {seq2['faults']['donor']} faults)")
+        p2, f2 = seq2["prefetch"], seq2["faults"]
+        check(p2["issued"] == p2["hits"] + p2["wasted"], f"seq2: issued = hits + wasted: {p2}")
+        check(p2["hits"] >= 8 * f2["donor"], f"seq2: >= 8x more pages prefetched ({p2['hits']}) than fetched on faults ({f2['donor']})")
         # Without the final verification: that pass is a sequential scan the prefetcher rightly follows.
         # Two vCPUs: their fetches overlap (and may hit the same page).
         rnd = run(pager, "rnd", "uniform", 3 * pages, threads=2, extra=["--no-final-verify"])

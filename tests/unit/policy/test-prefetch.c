@@ -5,14 +5,17 @@
  * faults land where the last prediction ended and shrinks when they stop,
  * random faults and interleaved streams with no majority predict nothing
  * for one detector, while the stream table follows each of two interleaved
- * streams and still predicts nothing for random faults; max_window 0 turns
- * prediction off.
+ * streams and still predicts nothing for random faults; vCPUs scanning
+ * pages interleaved as guestsim splits them (vCPU t of n owns t, t + n, ...),
+ * drifting apart at random, fault about as rarely as one vCPU alone;
+ * max_window 0 turns prediction off.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -178,6 +181,65 @@ static void test_streams_random(void **state)
 	assert_true(predicted < 20);
 }
 
+/*
+ * Replays nthreads vCPUs scanning sequentially, vCPU t owning pages t,
+ * t + nthreads, ... (guestsim's split); a random vCPU takes each step, so
+ * they drift apart as a random walk; with seed 0 they take turns instead,
+ * the last vCPU starting lead of its pages ahead. A page faults unless an
+ * earlier prediction covered it. Returns the pages touched per fault.
+ */
+static double interleaved_scan(unsigned nthreads, unsigned seed, unsigned lead)
+{
+	enum { NPAGES = 65536 };
+	static unsigned char present[NPAGES];
+	struct prefetch_streams st;
+	uint64_t pos[8] = { 0 };
+	unsigned long touched = 0, faults = 0;
+
+	memset(present, 0, sizeof(present));
+	prefetch_streams_init(&st, 64);
+	srand(seed);
+	pos[nthreads - 1] = lead;
+	for (unsigned step = 0;; step++) {
+		unsigned t = seed ? (unsigned)rand() % nthreads : step % nthreads;
+		uint64_t page = pos[t]++ * nthreads + t;
+		int64_t s;
+
+		if (page >= NPAGES)
+			break;
+		touched++;
+		if (present[page])
+			continue;
+		faults++;
+		present[page] = 1;
+		unsigned n = prefetch_streams_on_fault(&st, page, &s);
+		for (unsigned i = 1; i <= n; i++) {
+			int64_t q = (int64_t)page + s * (int64_t)i;
+			if (q >= 0 && q < NPAGES)
+				present[q] = 1;
+		}
+	}
+	return (double)touched / (double)faults;
+}
+
+static void test_streams_interleaved_vcpus(void **state)
+{
+	(void)state;
+	/* One vCPU: the window grows to 64, so about 64 pages per fault. */
+	assert_true(interleaved_scan(1, 3, 0) > 60);
+	/* Each vCPU's faults used to land within PREFETCH_NEAR of the other's and break its majority. */
+	for (unsigned seed = 1; seed <= 5; seed++) {
+		assert_true(interleaved_scan(2, seed, 0) > 50);
+		assert_true(interleaved_scan(3, seed, 0) > 40);
+	}
+	/*
+	 * Taking turns a few pages apart, their faults used to alternate on one
+	 * unpredicted stream (+d, -(d - 2), ...): about 2 pages per fault.
+	 */
+	for (unsigned lead = 0; lead <= 150; lead += 5)
+		assert_true(interleaved_scan(2, 0, lead) > 50);
+}
+
 static void test_disabled(void **state)
 {
 	struct prefetch_detector d;
@@ -200,6 +262,7 @@ int main(void)
 		cmocka_unit_test(test_interleaved_streams_no_majority),
 		cmocka_unit_test(test_streams_interleaved),
 		cmocka_unit_test(test_streams_random),
+		cmocka_unit_test(test_streams_interleaved_vcpus),
 		cmocka_unit_test(test_disabled),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
