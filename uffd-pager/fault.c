@@ -98,17 +98,31 @@ static void drain_events(struct fault_ctx *fc)
 }
 
 /*
- * Places a page: zeros when src is NULL, else a copy. Returns 0 (placed),
- * 1 (already present: waiters woken), or -errno.
+ * Places a page: zeros when src is NULL, else a copy. With pe, also zeros
+ * when the guest discarded the page while it was fetched (PGF_DISCARDED;
+ * REMOVE events are read only by this thread, and a pending one fails the
+ * copy with EAGAIN, so the check, repeated on every attempt, cannot go
+ * stale); *ret_zero then says whether zeros were placed. Returns 0
+ * (placed), 1 (already present: waiters woken), or -errno.
  */
-static int place_page(struct fault_ctx *fc, uint64_t addr, const void *src)
+static int place_page_as(struct fault_ctx *fc, uint64_t addr, const void *src, const struct page_entry *pe,
+			 bool *ret_zero)
 {
 	struct vm *vm = fc->vm;
 
 	for (int attempt = 0; attempt < 1000; attempt++) {
+		const void *from = src;
 		int r;
-		if (src) {
-			struct uffdio_copy c = { .dst = addr, .src = (uint64_t)(uintptr_t)src, .len = VM_PAGE_SIZE };
+
+		if (pe) {
+			pthread_mutex_lock(&vm->lock);
+			if (pe->flags & PGF_DISCARDED)
+				from = NULL;
+			pthread_mutex_unlock(&vm->lock);
+			*ret_zero = !from;
+		}
+		if (from) {
+			struct uffdio_copy c = { .dst = addr, .src = (uint64_t)(uintptr_t)from, .len = VM_PAGE_SIZE };
 			r = ioctl(vm->uffd, UFFDIO_COPY, &c);
 		} else {
 			struct uffdio_zeropage z = { .range = { .start = addr, .len = VM_PAGE_SIZE } };
@@ -134,47 +148,9 @@ static int place_page(struct fault_ctx *fc, uint64_t addr, const void *src)
 	return -EAGAIN;
 }
 
-/*
- * Places a fetched page, or zeros when the guest discarded it while it was
- * fetched (PGF_DISCARDED; REMOVE events are read only by this thread, and a
- * pending one fails the copy with EAGAIN, so the check cannot go stale).
- * Returns 0, 1 (already present) or -errno; *ret_zero: zeros were placed.
- */
-static int place_fetched(struct fault_ctx *fc, struct page_entry *pe, uint64_t addr, const void *buf, bool *ret_zero)
+static int place_page(struct fault_ctx *fc, uint64_t addr, const void *src)
 {
-	struct vm *vm = fc->vm;
-
-	for (int attempt = 0; attempt < 1000; attempt++) {
-		bool zero;
-		int r;
-
-		pthread_mutex_lock(&vm->lock);
-		zero = pe->flags & PGF_DISCARDED;
-		pthread_mutex_unlock(&vm->lock);
-		*ret_zero = zero;
-		if (!zero) {
-			struct uffdio_copy c = { .dst = addr, .src = (uint64_t)(uintptr_t)buf, .len = VM_PAGE_SIZE };
-			r = ioctl(vm->uffd, UFFDIO_COPY, &c);
-		} else {
-			struct uffdio_zeropage z = { .range = { .start = addr, .len = VM_PAGE_SIZE } };
-			r = ioctl(vm->uffd, UFFDIO_ZEROPAGE, &z);
-		}
-		if (r == 0)
-			return 0;
-		switch (errno) {
-		case EEXIST:
-			uffd_wake(vm, addr, VM_PAGE_SIZE);
-			return 1;
-		case EAGAIN:
-			drain_events(fc);
-			continue;
-		case EINTR:
-			continue;
-		default:
-			return -errno;
-		}
-	}
-	return -EAGAIN;
+	return place_page_as(fc, addr, src, NULL, NULL);
 }
 
 /*
@@ -202,7 +178,7 @@ static int finish_fetch(struct fault_ctx *fc, uint64_t page, int r, enum store_s
 		vm_data_loss(vm, page, why);
 		return r;
 	}
-	r = place_fetched(fc, pe, paddr, buf, &zero);
+	r = place_page_as(fc, paddr, buf, pe, &zero);
 	pthread_mutex_lock(&vm->lock);
 	pe->flags &= (uint8_t)~PGF_FETCHING;
 	if (r == 0 && (pe->state == PG_STORED || pe->state == PG_EVICT_COMMITTED)) {

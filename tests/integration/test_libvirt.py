@@ -182,6 +182,17 @@ def start_domain(name, pager):
     check(True, f"virsh start {name} ({time.time() - t0:.1f} s)")
 
 
+def teardown(domain, pager, host, work):
+    """Test clean-up: destroys and undefines domain (if not None), stops the pager, restores the host."""
+    if domain:
+        virsh("destroy", domain, check_rc=False)
+        virsh("undefine", domain, check_rc=False)
+    if pager:
+        pager.stop()
+    host.restore()
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def vm_names(pager):
     return [v["name"] for v in pager.result("vm.list")["vms"]]
 
@@ -313,13 +324,7 @@ def main():
               "the pager's log names the destroyed domain")
         check(pager.alive(), "the pager survived its VM's QEMU being killed")
     finally:
-        if defined:
-            virsh("destroy", name, check_rc=False)
-            virsh("undefine", name, check_rc=False)
-        if pager:
-            pager.stop()
-        host.restore()
-        shutil.rmtree(work, ignore_errors=True)
+        teardown(name if defined else None, pager, host, work)
 
 
 if __name__ == "__main__":

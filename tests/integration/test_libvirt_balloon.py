@@ -20,7 +20,6 @@ libvirt reconnect, with real parts.
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import Pager, check, exe, fail, guestsim, policy, require_root_and_uffd, skip  # noqa: E402
-from test_libvirt import QEMU_NS, SRC, HostSetup, emulator_conf, libvirtd_up, read_pid, require_libvirt, start_domain, virsh  # noqa: E402
+from test_libvirt import QEMU_NS, SRC, HostSetup, emulator_conf, libvirtd_up, read_pid, require_libvirt, start_domain, teardown, virsh  # noqa: E402
 
 RAM_MB = 384
 CHURN_MB = 200   # touched then freed by the guest: resident on the host, free in the guest
@@ -292,13 +291,7 @@ def phase_libvirt():
               f"the ballooned guest runs and verifies its workload: {console()[-600:]!r}")
         check(pager.alive(), "the pager survived")
     finally:
-        if defined:
-            virsh("destroy", name, check_rc=False)
-            virsh("undefine", name, check_rc=False)
-        if pager:
-            pager.stop()
-        host.restore()
-        shutil.rmtree(work, ignore_errors=True)
+        teardown(name if defined else None, pager, host, work)
 
 
 def main():
