@@ -171,6 +171,15 @@ def emulator_conf(work, pager, policies):
     return conf
 
 
+def define_and_start(name, xml_text, work, pager):
+    """Writes the domain XML to work, virsh define, then start_domain."""
+    xml = os.path.join(work, "domain.xml")
+    with open(xml, "w") as f:
+        f.write(xml_text)
+    virsh("define", xml)
+    start_domain(name, pager)
+
+
 def start_domain(name, pager):
     """virsh start; a failure ends the test with QEMU's log and the pager's."""
     t0 = time.time()
@@ -231,13 +240,8 @@ def main():
         check("libvirt: connected to qemu:///system" in pager.read_log(),
               f"uffd-pager --libvirt connected to libvirtd: {pager.read_log()[-500:]!r}")
         conf = emulator_conf(work, pager, policies)
-
-        xml = os.path.join(work, "domain.xml")
-        with open(xml, "w") as f:
-            f.write(domain_xml(name, work, kernel, initrd, conf))
-        virsh("define", xml)
-        defined = True
-        start_domain(name, pager)
+        defined = True  # teardown tolerates a domain that never got defined
+        define_and_start(name, domain_xml(name, work, kernel, initrd, conf), work, pager)
 
         st = pager.wait_vm(name, timeout=60)
         check(name in vm_names(pager), f"vm.list reports the domain's name {name}")

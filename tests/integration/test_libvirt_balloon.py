@@ -29,7 +29,7 @@ import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import Pager, check, exe, fail, guestsim, policy, require_root_and_uffd, skip  # noqa: E402
-from test_libvirt import QEMU_NS, SRC, HostSetup, emulator_conf, libvirtd_up, read_pid, require_libvirt, start_domain, teardown, virsh  # noqa: E402
+from test_libvirt import QEMU_NS, SRC, HostSetup, define_and_start, emulator_conf, libvirtd_up, read_pid, require_libvirt, teardown, virsh  # noqa: E402
 
 RAM_MB = 384
 CHURN_MB = 200   # touched then freed by the guest: resident on the host, free in the guest
@@ -167,12 +167,8 @@ def phase_libvirt():
               f"uffd-pager --libvirt connected read-write: {pager.read_log()[-500:]!r}")
         check("read-only" not in pager.read_log(), "the connection is read-write (the balloon needs it)")
         conf = emulator_conf(work, pager, policies)
-        xml = os.path.join(work, "domain.xml")
-        with open(xml, "w") as f:
-            f.write(domain_xml(name, work, kernel, initrd, conf))
-        virsh("define", xml)
-        defined = True
-        start_domain(name, pager)
+        defined = True  # teardown tolerates a domain that never got defined
+        define_and_start(name, domain_xml(name, work, kernel, initrd, conf), work, pager)
         st = pager.wait_vm(name, timeout=60)
         check(st["balloon"]["enabled"] and st["balloon"]["requests"] == 0,
               f"limit = guest size: the balloon is left alone at attach: {st['balloon']}")
@@ -274,11 +270,8 @@ def phase_libvirt():
             json.dump({"name": name, "local_memory": "192M",
                        "balloon": {"enabled": True, "floor": f"{FLOOR_MB}M", "settle_ms": SETTLE_MS}}, f)
         console_path = os.path.join(work, "console2.log")
-        with open(xml, "w") as f:
-            f.write(domain_xml(name, work, kernel, initrd, conf, churn_mb=0, console="console2.log",
-                               uuid=virsh("domuuid", name).stdout.strip()))
-        virsh("define", xml)
-        virsh("start", name, timeout=120)
+        define_and_start(name, domain_xml(name, work, kernel, initrd, conf, churn_mb=0, console="console2.log",
+                                          uuid=virsh("domuuid", name).stdout.strip()), work, pager)
         pager.wait_vm(name, timeout=60)
         check(wait_until("attach", lambda: current_kib(name) == 192 * 1024, 90, 0.5),
               f"a limit below the guest's size at attach: libvirt set 192 MiB once the domain ran "

@@ -835,6 +835,20 @@ static int client_update(struct ctl_server *s, struct ctl_client *c)
 	return 0;
 }
 
+/*
+ * After work queued output for c (r: that work's result): sends what it
+ * can and re-arms c's epoll interest; frees c on any error, r included.
+ */
+static void client_send_or_free(struct ctl_server *s, struct ctl_client *c, int r)
+{
+	if (r == 0)
+		r = client_write(c);
+	if (r == 0)
+		r = client_update(s, c);
+	if (r < 0)
+		client_free(s, c);
+}
+
 static void client_event(struct ctl_server *s, struct ctl_client *c, uint32_t events)
 {
 	int r = 0;
@@ -1036,12 +1050,7 @@ static void server_reap_jobs(struct ctl_server *s)
 			/* Requests the client pipelined behind this one run now. */
 			if (r == 0)
 				r = client_process_input(s, c);
-			if (r == 0)
-				r = client_write(c);
-			if (r == 0)
-				r = client_update(s, c);
-			if (r < 0)
-				client_free(s, c);
+			client_send_or_free(s, c, r);
 		}
 		json_decref(j->resp);
 		ctl_request_clear(&j->req);
@@ -1081,12 +1090,7 @@ static void server_flush_events(struct ctl_server *s)
 			client_free(s, c);
 			continue;
 		}
-		if (r == 0)
-			r = client_write(c);
-		if (r == 0)
-			r = client_update(s, c);
-		if (r < 0)
-			client_free(s, c);
+		client_send_or_free(s, c, r);
 	}
 }
 
