@@ -2,7 +2,7 @@
 /*
  * One logging facility for every uffdvm program. Daemons log to stderr so
  * systemd/journald picks the lines up; messages about one VM carry its name
- * (vm_err() and friends) so an operator can grep a guest's history.
+ * (vm_log_err() and friends) so an operator can grep a guest's history.
  */
 #pragma once
 
@@ -41,3 +41,13 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
 		log_msg(LOG_LVL_WARN, fmt ": %s", ##__VA_ARGS__, strerror(-_e)); \
 		_e; \
 	})
+
+/* Messages about one VM: "vm NAME: ..." so one grep finds a guest's history. */
+#define vm_log_err(name, fmt, ...) log_msg(LOG_LVL_ERR, "vm %s: " fmt, (name), ##__VA_ARGS__)
+#define vm_log_warn(name, fmt, ...) log_msg(LOG_LVL_WARN, "vm %s: " fmt, (name), ##__VA_ARGS__)
+#define vm_log_info(name, fmt, ...) log_msg(LOG_LVL_INFO, "vm %s: " fmt, (name), ##__VA_ARGS__)
+#define vm_log_debug(name, fmt, ...) \
+	do { \
+		if (log_get_level() >= LOG_LVL_DEBUG) \
+			log_msg(LOG_LVL_DEBUG, "vm %s: " fmt, (name), ##__VA_ARGS__); \
+	} while (0)

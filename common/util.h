@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#define PAGE_SIZE_4K 4096UL
+/* The one page size: guest RAM, stored copies, slots and the donor wire format. */
+#define PAGE_SHIFT_4K 12
+#define PAGE_SIZE_4K (1UL << PAGE_SHIFT_4K)
 
 #ifndef container_of
 #define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))

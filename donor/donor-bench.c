@@ -72,7 +72,7 @@ static int throughput(struct donor_conn *c, uint32_t slab, bool rd, unsigned pag
 	while (done < pages && r == 0) {
 		while (sent < pages && sent - done < depth && r == 0) {
 			uint32_t slot = sent % DONOR_SLAB_SLOTS;
-			uint8_t *p = buf + (size_t)(sent % depth) * DONOR_PAGE_SIZE;
+			uint8_t *p = buf + (size_t)(sent % depth) * PAGE_SIZE_4K;
 			r = rd ? donor_submit_read(c, slab, slot, p, sent) : donor_submit_write(c, slab, slot, p, sent);
 			sent++;
 		}
@@ -132,10 +132,10 @@ int main(int argc, char **argv)
 	}
 	if (key_file && donor_key_load(key_file, &key) < 0)
 		return 1;
-	buf = calloc(depth, DONOR_PAGE_SIZE);
+	buf = calloc(depth, PAGE_SIZE_4K);
 	if (!buf)
 		return 1;
-	memset(buf, 0xa5, (size_t)depth * DONOR_PAGE_SIZE);
+	memset(buf, 0xa5, (size_t)depth * PAGE_SIZE_4K);
 	r = donor_connect(url, &key, "donor-bench", NULL, &c);
 	if (r < 0) {
 		log_err_errno(r, "connect %s", url);

@@ -13,21 +13,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util.h"
+
 #define DONOR_PROTO_MAGIC 0x524e4455u /* "UDNR" as bytes on the wire */
 #define DONOR_PROTO_VERSION 1
 #define DONOR_HDR_LEN 24
-#define DONOR_PAGE_SIZE 4096u
 /* 16 MiB: small enough that revocation and leases move little at a time,
  * large enough that a 1 TiB donor needs only 65536 slabs. */
 #define DONOR_SLAB_SIZE (16u << 20)
-#define DONOR_SLAB_SLOTS (DONOR_SLAB_SIZE / DONOR_PAGE_SIZE)
+#define DONOR_SLAB_SLOTS ((unsigned)(DONOR_SLAB_SIZE / PAGE_SIZE_4K))
 #define DONOR_MAX_BATCH 64u
 #define DONOR_CLIENT_ID_MAX 64u
 #define DONOR_NONCE_LEN 32u
 #define DONOR_MAC_LEN 32u
 #define DONOR_PING_MAX 64u
 /* The largest payload is a full WRITE_PAGES batch. */
-#define DONOR_MAX_PAYLOAD (8u + DONOR_MAX_BATCH * (4u + DONOR_PAGE_SIZE))
+#define DONOR_MAX_PAYLOAD ((unsigned)(8u + DONOR_MAX_BATCH * (4u + PAGE_SIZE_4K)))
 #define DONOR_MAX_NOTIFY_SLABS ((DONOR_MAX_PAYLOAD - 12u) / 4u)
 #define DONOR_MAX_LIST_SLABS ((DONOR_MAX_PAYLOAD - 4u) / 8u)
 

@@ -151,7 +151,7 @@ static void slot_finish(struct rdma_conn *rc, uint64_t seq, int status)
 	struct wr_slot *s = &rc->slots[seq % RING];
 
 	if (status == 0 && s->op == DONOR_COMP_READ)
-		memcpy(s->page, rc->staging + (seq % RING) * DONOR_PAGE_SIZE, DONOR_PAGE_SIZE);
+		memcpy(s->page, rc->staging + (seq % RING) * PAGE_SIZE_4K, PAGE_SIZE_4K);
 	if (s->raw) {
 		rc->raw_status = status;
 		rc->raw_done = true;
@@ -417,9 +417,9 @@ static int queue_locked(struct rdma_conn *rc, uint8_t op, uint64_t addr, uint32_
 	i = seq % RING;
 	rc->slots[i] = (struct wr_slot){ .cookie = cookie, .page = page, .op = op, .raw = raw };
 	if (op == DONOR_COMP_WRITE)
-		memcpy(rc->staging + (size_t)i * DONOR_PAGE_SIZE, page, DONOR_PAGE_SIZE);
-	rc->sges[i] = (struct ibv_sge){ .addr = (uintptr_t)(rc->staging + (size_t)i * DONOR_PAGE_SIZE),
-					.length = DONOR_PAGE_SIZE,
+		memcpy(rc->staging + (size_t)i * PAGE_SIZE_4K, page, PAGE_SIZE_4K);
+	rc->sges[i] = (struct ibv_sge){ .addr = (uintptr_t)(rc->staging + (size_t)i * PAGE_SIZE_4K),
+					.length = PAGE_SIZE_4K,
 					.lkey = rc->smr->lkey };
 	rc->wrs[i] = (struct ibv_send_wr){
 		.wr_id = seq,
@@ -452,7 +452,7 @@ static int submit(struct rdma_conn *rc, uint8_t op, uint32_t slab, uint32_t slot
 	else if (op == DONOR_COMP_WRITE && k->revoked)
 		r = -EROFS;
 	else
-		r = queue_locked(rc, op, k->addr + (uint64_t)slot * DONOR_PAGE_SIZE, k->rkey, page,
+		r = queue_locked(rc, op, k->addr + (uint64_t)slot * PAGE_SIZE_4K, k->rkey, page,
 				 cookie, false);
 	pthread_mutex_unlock(&rc->lock);
 	return r;
@@ -926,11 +926,11 @@ static int connect_qp(struct rdma_conn *rc, const char *url, const char *host, c
 		return log_err_errno(-errno, "donor %s: rdma_create_qp", url);
 	rc->qp_created = true;
 	/* Staging is the only local memory the device touches; registered once, here. */
-	rc->staging = aligned_alloc(DONOR_PAGE_SIZE, (size_t)RING * DONOR_PAGE_SIZE);
+	rc->staging = aligned_alloc(PAGE_SIZE_4K, (size_t)RING * PAGE_SIZE_4K);
 	if (!rc->staging)
 		return -ENOMEM;
-	memset(rc->staging, 0, (size_t)RING * DONOR_PAGE_SIZE);
-	rc->smr = ibv_reg_mr(rc->pd, rc->staging, (size_t)RING * DONOR_PAGE_SIZE, IBV_ACCESS_LOCAL_WRITE);
+	memset(rc->staging, 0, (size_t)RING * PAGE_SIZE_4K);
+	rc->smr = ibv_reg_mr(rc->pd, rc->staging, (size_t)RING * PAGE_SIZE_4K, IBV_ACCESS_LOCAL_WRITE);
 	if (!rc->smr)
 		return log_err_errno(-errno, "donor %s: ibv_reg_mr of the staging ring", url);
 	if (ibv_query_device(rc->id->verbs, &da) != 0)

@@ -171,11 +171,11 @@ static void pend_finish(struct tcp_conn *t, struct pend *p, int status, const ui
 		return;
 	}
 	if (status == 0 && p->op == DONOR_OP_READ_PAGES) {
-		if (len != (size_t)p->n * DONOR_PAGE_SIZE)
+		if (len != (size_t)p->n * PAGE_SIZE_4K)
 			status = -EBADMSG;
 		else
 			for (unsigned i = 0; i < p->n; i++)
-				memcpy(p->pages[i], payload + (size_t)i * DONOR_PAGE_SIZE, DONOR_PAGE_SIZE);
+				memcpy(p->pages[i], payload + (size_t)i * PAGE_SIZE_4K, PAGE_SIZE_4K);
 	} else if (status == 0 && len != 0) {
 		status = -EBADMSG;
 	}
@@ -252,7 +252,7 @@ static int send_batch(struct tcp_conn *t)
 	for (unsigned i = 0; i < t->nsegs; i++) {
 		if (t->segs[i].off > prev)
 			iov[niov++] = (struct iovec){ t->batch.data + prev, t->segs[i].off - prev };
-		iov[niov++] = (struct iovec){ (void *)t->segs[i].page, DONOR_PAGE_SIZE };
+		iov[niov++] = (struct iovec){ (void *)t->segs[i].page, PAGE_SIZE_4K };
 		prev = t->segs[i].off;
 	}
 	if (t->batch.len > prev)
@@ -344,7 +344,7 @@ static int write_add_ref(struct tcp_conn *t, uint32_t slot, const void *page)
 	t->segs[t->nsegs++] = (struct tcp_seg){ .off = t->batch.len, .page = page };
 	h = t->batch.data + t->open_off;
 	donor_set_u32(h + DONOR_HDR_LEN + 4, n + 1);
-	donor_set_u32(h + 20, donor_get_u32(h + 20) + 4 + DONOR_PAGE_SIZE);
+	donor_set_u32(h + 20, donor_get_u32(h + 20) + 4 + PAGE_SIZE_4K);
 	return 0;
 }
 
@@ -394,7 +394,7 @@ static int submit(struct tcp_conn *t, uint8_t op, uint32_t slab, uint32_t slot, 
 	p->n++;
 	pthread_mutex_unlock(&t->lock);
 	/* A full batch goes out at once; the pipe stays busy while the caller fills the next. */
-	if (t->batch.len + (size_t)t->nsegs * DONOR_PAGE_SIZE >= DONOR_MAX_PAYLOAD || t->nsegs >= TCP_MAX_SEGS)
+	if (t->batch.len + (size_t)t->nsegs * PAGE_SIZE_4K >= DONOR_MAX_PAYLOAD || t->nsegs >= TCP_MAX_SEGS)
 		r = flush_locked(t);
 	pthread_mutex_unlock(&t->send_lock);
 	return r;
@@ -822,7 +822,7 @@ static int handshake(struct tcp_conn *t, const struct donor_key *key, const char
 		if (!donor_ct_equal(want, rep.donor_mac, DONOR_MAC_LEN))
 			r = -EACCES;
 	}
-	if (r == 0 && (rep.slab_size != DONOR_SLAB_SIZE || rep.page_size != DONOR_PAGE_SIZE))
+	if (r == 0 && (rep.slab_size != DONOR_SLAB_SIZE || rep.page_size != PAGE_SIZE_4K))
 		r = -EPROTO;
 	if (r == 0)
 		t->base.info = (struct donor_conn_info){ .slab_size = rep.slab_size,

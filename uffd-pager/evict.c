@@ -53,7 +53,7 @@ static bool page_is_zero(const void *p)
 {
 	const uint64_t *w = p;
 
-	for (size_t i = 0; i < VM_PAGE_SIZE / 8; i += 4)
+	for (size_t i = 0; i < PAGE_SIZE_4K / 8; i += 4)
 		if (w[i] | w[i + 1] | w[i + 2] | w[i + 3])
 			return false;
 	return true;
@@ -66,7 +66,7 @@ static unsigned run_length(struct evict_ctx *ec, unsigned i, const bool *want)
 	unsigned j = i + 1;
 
 	while (j < ec->n && want[j] && ec->pages[j] == ec->pages[j - 1] + 1 &&
-	       ec->pages[j] < r->first_page + (r->length >> VM_PAGE_SHIFT))
+	       ec->pages[j] < r->first_page + (r->length >> PAGE_SHIFT_4K))
 		j++;
 	return j - i;
 }
@@ -157,7 +157,7 @@ static void evict_batch(struct evict_ctx *ec)
 	/* 1. write-protect, one ioctl per contiguous run */
 	for (i = 0; i < ec->n;) {
 		unsigned len = run_length(ec, i, want_all);
-		r = uffd_wp_range(vm, vm_page_addr(vm, ec->pages[i]), (uint64_t)len << VM_PAGE_SHIFT, true);
+		r = uffd_wp_range(vm, vm_page_addr(vm, ec->pages[i]), (uint64_t)len << PAGE_SHIFT_4K, true);
 		/* EAGAIN: the pages are not protected and must not be evicted now. */
 		for (unsigned k = i; k < i + len; k++)
 			ec->protected_[k] = (r == 0);
@@ -183,11 +183,11 @@ static void evict_batch(struct evict_ctx *ec)
 		if (len > EVICT_PART)
 			len = EVICT_PART;
 		struct vm_region *rg = vm_region_of_page(vm, ec->pages[i]);
-		size_t want = (size_t)len << VM_PAGE_SHIFT;
-		ssize_t got = pread(rg->memfd, ec->buf + (size_t)i * VM_PAGE_SIZE, want,
-				    (off_t)(rg->memfd_offset + ((ec->pages[i] - rg->first_page) << VM_PAGE_SHIFT)));
+		size_t want = (size_t)len << PAGE_SHIFT_4K;
+		ssize_t got = pread(rg->memfd, ec->buf + (size_t)i * PAGE_SIZE_4K, want,
+				    (off_t)(rg->memfd_offset + ((ec->pages[i] - rg->first_page) << PAGE_SHIFT_4K)));
 		for (unsigned k = i; k < i + len; k++) {
-			void *dst = ec->buf + (size_t)k * VM_PAGE_SIZE;
+			void *dst = ec->buf + (size_t)k * PAGE_SIZE_4K;
 
 			if (got != (ssize_t)want) {
 				ec->protected_[k] = false; /* treat like a failed store: keep it resident */
@@ -197,7 +197,7 @@ static void evict_batch(struct evict_ctx *ec)
 				ec->zero[k] = true;
 				continue;
 			}
-			ec->crcs[k] = crc32c(0, dst, VM_PAGE_SIZE);
+			ec->crcs[k] = crc32c(0, dst, PAGE_SIZE_4K);
 			/* Every copy the policy requires is reserved now. */
 			if (store_place(vm->store, ec->locs[k]) < 0) {
 				ec->protected_[k] = false; /* no store can take it: the page stays */
@@ -250,7 +250,7 @@ static void evict_batch(struct evict_ctx *ec)
 	}
 	/* Degraded while the store refuses pages; healthy again once a batch stores all it wanted. */
 	if (n_store_failed && !vm->degraded)
-		log_warn("vm %s: stores full or failing: pages stay resident", vm->policy.name);
+		vm_log_warn(vm->policy.name, "stores full or failing: pages stay resident");
 	const bool degraded_changed = vm->degraded != (n_store_failed > 0);
 	vm->degraded = n_store_failed > 0;
 	pthread_mutex_unlock(&vm->lock);
@@ -264,7 +264,7 @@ static void evict_batch(struct evict_ctx *ec)
 	/* Un-protect every page given back; this also wakes its writers. */
 	for (i = 0; i < ec->n; i++)
 		if (!ec->commit[i])
-			uffd_wp_range(vm, vm_page_addr(vm, ec->pages[i]), VM_PAGE_SIZE, false);
+			uffd_wp_range(vm, vm_page_addr(vm, ec->pages[i]), PAGE_SIZE_4K, false);
 
 	/* 5. punch committed runs: the next access is a MISSING fault */
 	for (i = 0; i < ec->n;) {
@@ -274,10 +274,10 @@ static void evict_batch(struct evict_ctx *ec)
 		}
 		unsigned len = run_length(ec, i, ec->commit);
 		struct vm_region *rg = vm_region_of_page(vm, ec->pages[i]);
-		off_t off = (off_t)(rg->memfd_offset + ((ec->pages[i] - rg->first_page) << VM_PAGE_SHIFT));
+		off_t off = (off_t)(rg->memfd_offset + ((ec->pages[i] - rg->first_page) << PAGE_SHIFT_4K));
 		if (fallocate(rg->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
-			      (off_t)len << VM_PAGE_SHIFT) < 0)
-			log_err("vm %s: punching %u pages failed: %s", vm->policy.name, len, strerror(errno));
+			      (off_t)len << PAGE_SHIFT_4K) < 0)
+			vm_log_err(vm->policy.name, "punching %u pages failed: %s", len, strerror(errno));
 		i += len;
 	}
 
@@ -308,7 +308,7 @@ static void evict_batch(struct evict_ctx *ec)
 	pthread_mutex_unlock(&vm->lock);
 	pthread_cond_broadcast(&vm->space_cond);
 	for (i = 0; i < n_wake; i++) {
-		struct uffdio_range rg = { .start = vm_page_addr(vm, wake[i]), .len = VM_PAGE_SIZE };
+		struct uffdio_range rg = { .start = vm_page_addr(vm, wake[i]), .len = PAGE_SIZE_4K };
 		ioctl(vm->uffd, UFFDIO_WAKE, &rg);
 	}
 
@@ -347,8 +347,8 @@ void *vm_evict_thread(void *arg)
 	struct vm *vm = arg;
 
 	ec = calloc(1, sizeof(*ec));
-	if (!ec || posix_memalign((void **)&ec->buf, VM_PAGE_SIZE, EVICT_BATCH * VM_PAGE_SIZE)) {
-		log_err("vm %s: evictor out of memory", vm->policy.name);
+	if (!ec || posix_memalign((void **)&ec->buf, PAGE_SIZE_4K, EVICT_BATCH * PAGE_SIZE_4K)) {
+		vm_log_err(vm->policy.name, "evictor out of memory");
 		free(ec);
 		return NULL;
 	}

@@ -92,7 +92,7 @@ static void drain_events(struct fault_ctx *fc)
 		} else {
 			/* Cannot happen with fewer faulting threads than BACKLOG_MAX;
 			 * a dropped fault would leave its thread asleep, so say so loudly. */
-			log_err("vm %s: fault backlog overflow", vm->policy.name);
+			vm_log_err(vm->policy.name, "fault backlog overflow");
 		}
 	}
 }
@@ -122,10 +122,10 @@ static int place_page_as(struct fault_ctx *fc, uint64_t addr, const void *src, c
 			*ret_zero = !from;
 		}
 		if (from) {
-			struct uffdio_copy c = { .dst = addr, .src = (uint64_t)(uintptr_t)from, .len = VM_PAGE_SIZE };
+			struct uffdio_copy c = { .dst = addr, .src = (uint64_t)(uintptr_t)from, .len = PAGE_SIZE_4K };
 			r = ioctl(vm->uffd, UFFDIO_COPY, &c);
 		} else {
-			struct uffdio_zeropage z = { .range = { .start = addr, .len = VM_PAGE_SIZE } };
+			struct uffdio_zeropage z = { .range = { .start = addr, .len = PAGE_SIZE_4K } };
 			r = ioctl(vm->uffd, UFFDIO_ZEROPAGE, &z);
 		}
 		if (r == 0)
@@ -133,7 +133,7 @@ static int place_page_as(struct fault_ctx *fc, uint64_t addr, const void *src, c
 		switch (errno) {
 		case EEXIST:
 			/* The kernel does not wake the faulting thread on EEXIST. */
-			uffd_wake(vm, addr, VM_PAGE_SIZE);
+			uffd_wake(vm, addr, PAGE_SIZE_4K);
 			return 1;
 		case EAGAIN:
 			/* A REMOVE event is pending; it must be read before copies go through. */
@@ -201,15 +201,14 @@ static int finish_fetch(struct fault_ctx *fc, uint64_t page, int r, enum store_s
 		/* EEXIST means something filled a stored page behind our back. */
 		if (r == 1 && pe->state == PG_STORED) {
 			atomic_fetch_add_explicit(&vm->stats.integrity_errors, 1, memory_order_relaxed);
-			log_err("vm %s: page %llu was filled while its contents were stored (integrity alarm)",
-				vm->policy.name, (unsigned long long)page);
+			vm_log_err(vm->policy.name, "page %llu was filled while its contents were stored (integrity alarm)", (unsigned long long)page);
 		} else {
 			atomic_fetch_add_explicit(&vm->stats.faults_duplicate, 1, memory_order_relaxed);
 		}
 	}
 	pthread_mutex_unlock(&vm->lock);
 	if (r < 0 && r != -ENOENT && r != -ESRCH)
-		log_err("vm %s: UFFDIO_COPY at 0x%llx: %s", vm->policy.name, (unsigned long long)paddr, strerror(-r));
+		vm_log_err(vm->policy.name, "UFFDIO_COPY at 0x%llx: %s", (unsigned long long)paddr, strerror(-r));
 	return r;
 }
 
@@ -263,7 +262,7 @@ static void complete_fetches(struct fault_ctx *fc, bool wait, bool install)
 			continue;
 		}
 		r = s->op.status;
-		if (r == 0 && crc32c(0, s->buf, VM_PAGE_SIZE) != s->crc)
+		if (r == 0 && crc32c(0, s->buf, PAGE_SIZE_4K) != s->crc)
 			r = -EBADMSG;
 		pthread_mutex_lock(&vm->lock);
 		vm_page_get_locs(vm, s->page, locs);
@@ -338,7 +337,7 @@ static bool handle_missing(struct fault_ctx *fc, uint64_t addr, bool prefetch)
 
 	if (vm_addr_to_page(vm, addr, &page) < 0) {
 		/* Not guest RAM we know: the faulting thread would sleep forever. */
-		log_err("vm %s: fault at 0x%llx outside registered RAM", vm->policy.name, (unsigned long long)addr);
+		vm_log_err(vm->policy.name, "fault at 0x%llx outside registered RAM", (unsigned long long)addr);
 		return false;
 	}
 	paddr = vm_page_addr(vm, page);
@@ -395,7 +394,7 @@ static bool handle_missing(struct fault_ctx *fc, uint64_t addr, bool prefetch)
 		}
 		pthread_mutex_unlock(&vm->lock);
 		if (r < 0 && r != -ENOENT && r != -ESRCH)
-			log_err("vm %s: UFFDIO_ZEROPAGE at 0x%llx: %s", vm->policy.name, (unsigned long long)paddr,
+			vm_log_err(vm->policy.name, "UFFDIO_ZEROPAGE at 0x%llx: %s", (unsigned long long)paddr,
 				strerror(-r));
 		break;
 
@@ -450,17 +449,17 @@ static void handle_wp(struct vm *vm, uint64_t addr)
 	if (leave_to_evictor)
 		return;
 	/* Not under eviction (a marker left by an earlier punch): un-protect, which wakes. */
-	wp = (struct uffdio_writeprotect){ .range = { .start = vm_page_addr(vm, page), .len = VM_PAGE_SIZE },
+	wp = (struct uffdio_writeprotect){ .range = { .start = vm_page_addr(vm, page), .len = PAGE_SIZE_4K },
 					   .mode = 0 };
 	if (ioctl(vm->uffd, UFFDIO_WRITEPROTECT, &wp) < 0)
-		uffd_wake(vm, vm_page_addr(vm, page), VM_PAGE_SIZE);
+		uffd_wake(vm, vm_page_addr(vm, page), PAGE_SIZE_4K);
 }
 
 static void handle_remove(struct vm *vm, uint64_t start, uint64_t end)
 {
 	atomic_fetch_add_explicit(&vm->stats.remove_events, 1, memory_order_relaxed);
 	pthread_mutex_lock(&vm->lock);
-	for (uint64_t a = start & ~(VM_PAGE_SIZE - 1); a < end; a += VM_PAGE_SIZE) {
+	for (uint64_t a = start & ~(PAGE_SIZE_4K - 1); a < end; a += PAGE_SIZE_4K) {
 		uint64_t page;
 		if (vm_addr_to_page(vm, a, &page) < 0)
 			continue;
@@ -518,7 +517,7 @@ static void dispatch(struct fault_ctx *fc, const struct uffd_msg *msg)
 		handle_remove(vm, msg->arg.remove.start, msg->arg.remove.end);
 		break;
 	default:
-		log_err("vm %s: unexpected userfaultfd event %u", vm->policy.name, msg->event);
+		vm_log_err(vm->policy.name, "unexpected userfaultfd event %u", msg->event);
 		break;
 	}
 }
@@ -564,23 +563,23 @@ void *vm_fault_thread(void *arg)
 	struct uffd_msg msgs[FAULT_BATCH];
 
 	fc = calloc(1, sizeof(*fc));
-	if (!fc || posix_memalign(&fc->page_buf, VM_PAGE_SIZE, VM_PAGE_SIZE)) {
-		log_err("vm %s: fault thread out of memory", vm->policy.name);
+	if (!fc || posix_memalign(&fc->page_buf, PAGE_SIZE_4K, PAGE_SIZE_4K)) {
+		vm_log_err(vm->policy.name, "fault thread out of memory");
 		free(fc);
 		return NULL;
 	}
 	fc->vm = vm;
 	if (vm->store && prefetcher_new(vm, PREFETCH_WINDOW, &fc->nbusy, &fc->pf) < 0)
-		log_warn("vm %s: no memory for the prefetcher: prefetching off", vm->policy.name);
+		vm_log_warn(vm->policy.name, "no memory for the prefetcher: prefetching off");
 	fc->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (fc->efd >= 0 && posix_memalign(&fc->slot_bufs, VM_PAGE_SIZE, FETCH_SLOTS * VM_PAGE_SIZE)) {
+	if (fc->efd >= 0 && posix_memalign(&fc->slot_bufs, PAGE_SIZE_4K, FETCH_SLOTS * PAGE_SIZE_4K)) {
 		close(fc->efd);
 		fc->efd = -1; /* every fetch synchronous */
 	}
 	for (unsigned i = 0; i < FETCH_SLOTS; i++) {
 		pool_wait_init(&fc->slots[i].w);
 		fc->slots[i].w.efd = fc->efd;
-		fc->slots[i].buf = fc->efd >= 0 ? (uint8_t *)fc->slot_bufs + i * VM_PAGE_SIZE : NULL;
+		fc->slots[i].buf = fc->efd >= 0 ? (uint8_t *)fc->slot_bufs + i * PAGE_SIZE_4K : NULL;
 	}
 	for (;;) {
 		struct pollfd pfd[4] = { { .fd = vm->uffd, .events = POLLIN }, { .fd = vm->stop_efd, .events = POLLIN },

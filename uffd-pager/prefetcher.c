@@ -49,7 +49,7 @@ int prefetcher_new(struct vm *vm, unsigned max_window, const unsigned *reserved,
 
 	if (max_window > PF_MAX_WINDOW)
 		max_window = PF_MAX_WINDOW;
-	if (!pf || (max_window && posix_memalign(&bufs, VM_PAGE_SIZE, max_window * VM_PAGE_SIZE))) {
+	if (!pf || (max_window && posix_memalign(&bufs, PAGE_SIZE_4K, max_window * PAGE_SIZE_4K))) {
 		free(pf);
 		return -ENOMEM;
 	}
@@ -122,7 +122,7 @@ void prefetch_issue(void *arg)
 		if (i != pf->n)
 			*e = pf->e[i];
 		e->op.w = &pf->w[pf->n / PF_CHUNK];
-		if (store_read_async(vm->store, e->locs, pf->bufs + (size_t)pf->n * VM_PAGE_SIZE, &e->op, &donors) == 0)
+		if (store_read_async(vm->store, e->locs, pf->bufs + (size_t)pf->n * PAGE_SIZE_4K, &e->op, &donors) == 0)
 			pf->n++;
 	}
 	store_flush(vm->store, donors);
@@ -140,8 +140,7 @@ static void check_filled(struct prefetcher *pf, uint64_t page)
 	pthread_mutex_unlock(&vm->lock);
 	if (alarm) {
 		atomic_fetch_add_explicit(&vm->stats.integrity_errors, 1, memory_order_relaxed);
-		log_err("vm %s: page %llu was filled while its contents were stored (integrity alarm)",
-			vm->policy.name, (unsigned long long)page);
+		vm_log_err(vm->policy.name, "page %llu was filled while its contents were stored (integrity alarm)", (unsigned long long)page);
 	}
 }
 
@@ -158,8 +157,8 @@ static bool copy_run(struct prefetcher *pf, unsigned first, unsigned n, bool *ok
 
 	for (int attempt = 0; done < n && attempt < 16; attempt++) {
 		struct uffdio_copy c = { .dst = vm_page_addr(vm, pf->e[first + done].page),
-					 .src = (uint64_t)(uintptr_t)(pf->bufs + (size_t)(first + done) * VM_PAGE_SIZE),
-					 .len = (uint64_t)(n - done) * VM_PAGE_SIZE };
+					 .src = (uint64_t)(uintptr_t)(pf->bufs + (size_t)(first + done) * PAGE_SIZE_4K),
+					 .len = (uint64_t)(n - done) * PAGE_SIZE_4K };
 		int r = ioctl(vm->uffd, UFFDIO_COPY, &c) < 0 ? -errno : 0;
 
 		if (r == 0) {
@@ -168,7 +167,7 @@ static bool copy_run(struct prefetcher *pf, unsigned first, unsigned n, bool *ok
 		}
 		if (c.copy > 0) {
 			/* A partial copy stops before the page that failed: the next attempt names its error. */
-			done += (unsigned)((uint64_t)c.copy / VM_PAGE_SIZE);
+			done += (unsigned)((uint64_t)c.copy / PAGE_SIZE_4K);
 			continue;
 		}
 		if (r == -EINTR)
@@ -206,7 +205,7 @@ static unsigned install_chunk(struct prefetcher *pf, unsigned first, unsigned n)
 
 	for (unsigned i = first; i < first + n; i++)
 		ok[i] = pf->e[i].op.status >= 0 &&
-			crc32c(0, pf->bufs + (size_t)i * VM_PAGE_SIZE, VM_PAGE_SIZE) == pf->e[i].crc;
+			crc32c(0, pf->bufs + (size_t)i * PAGE_SIZE_4K, PAGE_SIZE_4K) == pf->e[i].crc;
 	pthread_mutex_lock(&vm->lock);
 	/* The fetches in flight keep their room; guesses never push the VM over its limit. */
 	room = vm->high_pages > vm->resident_pages + *pf->reserved ?

@@ -227,9 +227,9 @@ static void balloon_fail_locked(struct client *c, const char *fmt, ...)
 	b->failures++;
 	/* Once per VM: a domain without a balloon would otherwise log at every limit change. */
 	if (!b->warned)
-		log_warn("vm %s: balloon: %s; paging without it", vm_name(c->vm), b->result);
+		vm_log_warn(vm_name(c->vm), "balloon: %s; paging without it", b->result);
 	else
-		log_debug("vm %s: balloon: %s", vm_name(c->vm), b->result);
+		vm_log_debug(vm_name(c->vm), "balloon: %s", b->result);
 	b->warned = true;
 	if (b->settle_until_ns) {
 		b->settle_until_ns = 0;
@@ -270,10 +270,9 @@ static void balloon_target_locked(struct pager *p, struct client *c, enum balloo
 	b->state = "pending";
 	snprintf(b->result, sizeof(b->result), "asked libvirt for %s", want ? "a smaller guest" : "the full guest");
 	if (want)
-		log_info("vm %s: balloon: asking libvirt to set the guest's memory to %llu MiB before paging it out",
-			 vm_name(c->vm), (unsigned long long)(want >> 10));
+		vm_log_info(vm_name(c->vm), "balloon: asking libvirt to set the guest's memory to %llu MiB before paging it out", (unsigned long long)(want >> 10));
 	else
-		log_info("vm %s: balloon: asking libvirt to give the guest its full memory back", vm_name(c->vm));
+		vm_log_info(vm_name(c->vm), "balloon: asking libvirt to give the guest its full memory back");
 	/* Inflating: hold eviction for settle_ms so the guest gives back what it can first. */
 	if (want && pol->balloon_settle_ms) {
 		b->settle_until_ns = now_ns() + (uint64_t)pol->balloon_settle_ms * 1000000ULL;
@@ -305,7 +304,7 @@ static void balloon_tick(struct pager *p)
 		if (!strcmp(b->state, "settling") || !strcmp(b->state, "pending"))
 			b->state = !strcmp(b->state, "settling") ? "done" : "pending";
 		vm_set_balloon_settle(c->vm, false);
-		log_info("vm %s: balloon: settle time over; paging out what is still above the limit", vm_name(c->vm));
+		vm_log_info(vm_name(c->vm), "balloon: settle time over; paging out what is still above the limit");
 	}
 	pthread_mutex_unlock(&p->lock);
 }
@@ -338,7 +337,7 @@ void pager_balloon_result(struct pager *p, const char *vm, const char *uuid, uin
 
 		b->applied_kib = applied_kib;
 		snprintf(b->result, sizeof(b->result), "%s", msg);
-		log_info("vm %s: balloon: %s", vm, msg);
+		vm_log_info(vm, "balloon: %s", msg);
 		/* The guest starts giving memory back now: the settle time counts from here. */
 		if (target_kib && pol->balloon_settle_ms) {
 			b->state = "settling";
@@ -381,7 +380,7 @@ static void client_drop(struct pager *p, struct client *c, const char *why)
 	pthread_mutex_unlock(&p->lock);
 
 	if (vm) {
-		log_info("vm %s: %s; freeing its pages and spill file", vm_name(vm), why);
+		vm_log_info(vm_name(vm), "%s; freeing its pages and spill file", why);
 		if (c->attached_event)
 			pager_event_emit("vm.detached", json_pack("{s:s, s:i, s:s}", "vm", vm_name(vm), "pid",
 								  (int)c->pid, "reason", why));
@@ -875,7 +874,7 @@ int pager_vm_set_limit(struct pager *p, const char *name, uint64_t bytes, char *
 	} else {
 		r = set_limit_locked(p, vm, bytes, err, errlen);
 		if (r == 0)
-			log_info("vm %s: local memory set to %llu MiB", name, (unsigned long long)(bytes >> 20));
+			vm_log_info(name, "local memory set to %llu MiB", (unsigned long long)(bytes >> 20));
 	}
 	pthread_mutex_unlock(&p->lock);
 	return r;
@@ -999,7 +998,7 @@ int pager_vm_drain(struct pager *p, const char *name, char *err, size_t errlen)
 		}
 		/* An eviction in flight when the drain began may have stored pages behind the cursor. */
 		if (left == 0) {
-			log_info("vm %s: drained: every page is local", name);
+			vm_log_info(name, "drained: every page is local");
 			return 0;
 		}
 	}
@@ -1028,7 +1027,7 @@ int pager_vm_park(struct pager *p, const char *name, char *err, size_t errlen)
 		snprintf(err, errlen, r == -ENOENT ? "VM '%s' exited while parking" : "parking '%s' did not finish", name);
 		return r == -ENOENT ? r : -EIO;
 	}
-	log_info("vm %s: parked: %llu pages left resident", name, (unsigned long long)resident);
+	vm_log_info(name, "parked: %llu pages left resident", (unsigned long long)resident);
 	return 0;
 }
 
@@ -1090,7 +1089,7 @@ int pager_vm_policy_set(struct pager *p, const char *name, const json_t *policy,
 	}
 	r = vm_set_policy(vm, &pol, err, errlen);
 	if (r == 0) {
-		log_info("vm %s: policy replaced at run time", name);
+		vm_log_info(name, "policy replaced at run time");
 		balloon_update_locked(p, find_client_locked(p, name), BALLOON_LIMIT);
 	}
 out:

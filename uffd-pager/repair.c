@@ -147,8 +147,8 @@ void *vm_repair_thread(void *arg)
 	bool retry = false;
 	void *buf;
 
-	if (posix_memalign(&buf, VM_PAGE_SIZE, VM_PAGE_SIZE)) {
-		log_err("vm %s: repair thread out of memory", vm->policy.name);
+	if (posix_memalign(&buf, PAGE_SIZE_4K, PAGE_SIZE_4K)) {
+		vm_log_err(vm->policy.name, "repair thread out of memory");
 		return NULL;
 	}
 	for (;;) {
@@ -174,8 +174,7 @@ void *vm_repair_thread(void *arg)
 		if (store_refresh(vm->store)) {
 			uint64_t t0 = now_ns();
 			retry = !repair_scan(vm, buf);
-			log_info("vm %s: repair pass over %llu pages in %llu ms: %llu re-replicated, %llu moved, %llu lost so far%s",
-				 vm->policy.name, (unsigned long long)vm->npages,
+			vm_log_info(vm->policy.name, "repair pass over %llu pages in %llu ms: %llu re-replicated, %llu moved, %llu lost so far%s", (unsigned long long)vm->npages,
 				 (unsigned long long)((now_ns() - t0) / 1000000),
 				 (unsigned long long)atomic_load(&store_stats(vm->store)->rereplications),
 				 (unsigned long long)atomic_load(&store_stats(vm->store)->moved),

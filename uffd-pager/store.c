@@ -295,7 +295,7 @@ void store_free_loc(struct store *st, uint32_t loc)
 			st->free_slots[s->donor]++;
 		}
 	} else {
-		log_err("vm %s: double free of remote location 0x%x", st->name, loc);
+		vm_log_err(st->name, "double free of remote location 0x%x", loc);
 	}
 	pthread_mutex_unlock(&st->lock);
 }

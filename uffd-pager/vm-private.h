@@ -22,6 +22,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "util.h"
+
 #include "histogram.h"
 #include "page-state.h"
 #include "policy.h"
@@ -30,8 +32,6 @@
 #include "victim.h"
 
 #define VM_MAX_REGIONS 16
-#define VM_PAGE_SIZE 4096UL
-#define VM_PAGE_SHIFT 12
 
 
 /*

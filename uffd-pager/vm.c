@@ -38,7 +38,7 @@ int vm_addr_to_page(struct vm *vm, uint64_t addr, uint64_t *ret_page)
 	for (unsigned i = 0; i < vm->nregions; i++) {
 		struct vm_region *r = &vm->regions[i];
 		if (addr >= r->host_addr && addr - r->host_addr < r->length) {
-			*ret_page = r->first_page + ((addr - r->host_addr) >> VM_PAGE_SHIFT);
+			*ret_page = r->first_page + ((addr - r->host_addr) >> PAGE_SHIFT_4K);
 			return 0;
 		}
 	}
@@ -49,7 +49,7 @@ uint64_t vm_page_addr(struct vm *vm, uint64_t page)
 {
 	struct vm_region *r = vm_region_of_page(vm, page);
 
-	return r->host_addr + ((page - r->first_page) << VM_PAGE_SHIFT);
+	return r->host_addr + ((page - r->first_page) << PAGE_SHIFT_4K);
 }
 
 void vm_page_get_locs(struct vm *vm, uint64_t page, uint32_t *locs)
@@ -94,8 +94,8 @@ uint64_t vm_evict_target(struct vm *vm)
 
 void vm_update_watermarks(struct vm *vm)
 {
-	vm->high_pages = policy_vm_high_pages(&vm->policy, VM_PAGE_SIZE);
-	vm->low_pages = policy_vm_low_pages(&vm->policy, VM_PAGE_SIZE);
+	vm->high_pages = policy_vm_high_pages(&vm->policy, PAGE_SIZE_4K);
+	vm->low_pages = policy_vm_low_pages(&vm->policy, PAGE_SIZE_4K);
 	if (vm->low_pages >= vm->high_pages)
 		vm->low_pages = vm->high_pages > 1 ? vm->high_pages - 1 : 0;
 	/* The fault thread throttles at high_pages: above the guest's size it never does. */
@@ -134,12 +134,11 @@ void vm_data_loss(struct vm *vm, uint64_t page, const char *why)
 	pthread_mutex_lock(&vm->lock);
 	vm->failed = true;
 	pthread_mutex_unlock(&vm->lock);
-	log_err("vm %s: page %llu (guest RAM offset 0x%llx) cannot be restored: %s; never installing it; %s the VM (pid %d) per policy 'on_data_loss'",
-		vm->policy.name, (unsigned long long)page, (unsigned long long)(page << VM_PAGE_SHIFT), why,
+	vm_log_err(vm->policy.name, "page %llu (guest RAM offset 0x%llx) cannot be restored: %s; never installing it; %s the VM (pid %d) per policy 'on_data_loss'", (unsigned long long)page, (unsigned long long)(page << PAGE_SHIFT_4K), why,
 		kill_it ? "killing" : "stopping", (int)vm->pid);
 	pager_event_emit("page.lost", json_pack("{s:s, s:i, s:I, s:I, s:s, s:s}", "vm", vm->policy.name, "pid",
 						(int)vm->pid, "page", (json_int_t)page, "offset",
-						(json_int_t)(page << VM_PAGE_SHIFT), "reason", why, "action",
+						(json_int_t)(page << PAGE_SHIFT_4K), "reason", why, "action",
 						kill_it ? "killed" : "stopped"));
 	/* pidfd: the signal cannot reach a recycled pid. */
 	pidfd_signal(vm->pidfd, kill_it ? SIGKILL : SIGSTOP);
@@ -190,7 +189,7 @@ static int vm_resize_victims(struct vm *vm, uint64_t npages)
 		return -ENOMEM;
 	for (unsigned i = 0; i < vm->nregions; i++) {
 		struct vm_region *r = &vm->regions[i];
-		for (uint64_t p = 0; p < (r->length >> VM_PAGE_SHIFT); p++)
+		for (uint64_t p = 0; p < (r->length >> PAGE_SHIFT_4K); p++)
 			if (r->pages[p].state == PG_RESIDENT)
 				vm->victim->on_resident(st, r->first_page + p);
 	}
@@ -205,7 +204,7 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 {
 	struct vm_region *r;
 	struct stat st;
-	uint64_t npages = length >> VM_PAGE_SHIFT;
+	uint64_t npages = length >> PAGE_SHIFT_4K;
 	int ret;
 
 	if (vm->nregions >= VM_MAX_REGIONS) {
@@ -213,7 +212,7 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 		ret = -E2BIG;
 		goto fail;
 	}
-	if (!length || (length | host_addr | memfd_offset) & (VM_PAGE_SIZE - 1)) {
+	if (!length || (length | host_addr | memfd_offset) & (PAGE_SIZE_4K - 1)) {
 		snprintf(err, errlen, "region not 4 KiB aligned (addr 0x%llx, length %llu, offset %llu)",
 			 (unsigned long long)host_addr, (unsigned long long)length, (unsigned long long)memfd_offset);
 		ret = -EINVAL;
@@ -226,7 +225,7 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 		ret = -EINVAL;
 		goto fail;
 	}
-	if (((vm->npages + npages) << VM_PAGE_SHIFT) > vm->max_guest_memory ||
+	if (((vm->npages + npages) << PAGE_SHIFT_4K) > vm->max_guest_memory ||
 	    vm->npages + npages >= UINT32_MAX - 2) {
 		snprintf(err, errlen, "guest RAM would exceed the pager's max_guest_memory");
 		ret = -E2BIG;
@@ -284,7 +283,7 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 	pthread_mutex_unlock(&vm->lock);
 
 	if (!vm->threads_started) {
-		uint64_t max_slots = vm->policy.spill_max / VM_PAGE_SIZE;
+		uint64_t max_slots = vm->policy.spill_max / PAGE_SIZE_4K;
 		/* Spill slots share the 32-bit location with remote copies: 31 bits. */
 		if (!max_slots || max_slots > STORE_SPILL_MAX_SLOTS)
 			max_slots = STORE_SPILL_MAX_SLOTS;
@@ -309,12 +308,11 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 			return ret;
 		}
 		vm->threads_started = true;
-		log_info("vm %s: paging pid %d, local memory %llu MiB, spill %s%s, %u donors, replicas %u%s",
-			 vm->policy.name, (int)vm->pid, (unsigned long long)(vm->policy.local_memory >> 20),
+		vm_log_info(vm->policy.name, "paging pid %d, local memory %llu MiB, spill %s%s, %u donors, replicas %u%s", (int)vm->pid, (unsigned long long)(vm->policy.local_memory >> 20),
 			 spill_path(vm->spill), spill_is_direct(vm->spill) ? " (O_DIRECT)" : "",
 			 donor_pool_count(vm->pool), vm->policy.replicas, vm->policy.backup_spill ? ", spill backup" : "");
 	}
-	log_info("vm %s: region %u: %llu MiB at 0x%llx", vm->policy.name, vm->nregions - 1,
+	vm_log_info(vm->policy.name, "region %u: %llu MiB at 0x%llx", vm->nregions - 1,
 		 (unsigned long long)(length >> 20), (unsigned long long)host_addr);
 	return 0;
 
@@ -336,14 +334,13 @@ void vm_free(struct vm *vm)
 	if (vm->threads_started) {
 		uint64_t one = 1;
 		if (write(vm->stop_efd, &one, sizeof(one)) < 0)
-			log_warn("vm %s: cannot signal the fault thread: %s", vm->policy.name, strerror(errno));
+			vm_log_warn(vm->policy.name, "cannot signal the fault thread: %s", strerror(errno));
 		pthread_join(vm->fault_thread, NULL);
 		pthread_join(vm->evict_thread, NULL);
 		pthread_join(vm->repair_thread, NULL);
 	}
 	if (vm->threads_started)
-		log_info("vm %s: final: %llu zero faults, %llu refaults, %llu wp faults, %llu evictions (%llu aborted), %llu integrity errors, fault p50 %llu ns p99 %llu ns",
-			 vm->policy.name, (unsigned long long)vm->stats.faults_zero,
+		vm_log_info(vm->policy.name, "final: %llu zero faults, %llu refaults, %llu wp faults, %llu evictions (%llu aborted), %llu integrity errors, fault p50 %llu ns p99 %llu ns", (unsigned long long)vm->stats.faults_zero,
 			 (unsigned long long)(vm->stats.faults_spill + vm->stats.faults_donor),
 			 (unsigned long long)vm->stats.faults_wp, (unsigned long long)vm->stats.evictions,
 			 (unsigned long long)vm->stats.evictions_aborted, (unsigned long long)vm->stats.integrity_errors,
@@ -353,10 +350,10 @@ void vm_free(struct vm *vm)
 	spill_free(vm->spill);
 	for (unsigned i = 0; i < vm->nregions; i++) {
 		close(vm->regions[i].memfd);
-		munmap(vm->regions[i].pages, (vm->regions[i].length >> VM_PAGE_SHIFT) * sizeof(struct page_entry));
+		munmap(vm->regions[i].pages, (vm->regions[i].length >> PAGE_SHIFT_4K) * sizeof(struct page_entry));
 		if (vm->regions[i].extra)
 			munmap(vm->regions[i].extra,
-			       (vm->regions[i].length >> VM_PAGE_SHIFT) * (vm->ncopies - 1) * sizeof(uint32_t));
+			       (vm->regions[i].length >> PAGE_SHIFT_4K) * (vm->ncopies - 1) * sizeof(uint32_t));
 	}
 	if (vm->victim_state)
 		vm->victim->destroy(vm->victim_state);
@@ -381,7 +378,7 @@ void vm_set_uuid(struct vm *vm, const char *uuid) { snprintf(vm->uuid, sizeof(vm
 pid_t vm_pid(const struct vm *vm) { return vm->pid; }
 uint64_t vm_local_memory(const struct vm *vm) { return vm->policy.local_memory; }
 
-uint64_t vm_guest_bytes(const struct vm *vm) { return vm->npages << VM_PAGE_SHIFT; }
+uint64_t vm_guest_bytes(const struct vm *vm) { return vm->npages << PAGE_SHIFT_4K; }
 
 void vm_request_drain(struct vm *vm)
 {
@@ -395,7 +392,7 @@ void vm_request_drain(struct vm *vm)
 	pthread_cond_broadcast(&vm->space_cond);
 	pthread_mutex_unlock(&vm->lock);
 	if (write(vm->drain_efd, &one, sizeof(one)) < 0)
-		log_warn("vm %s: cannot wake the fault thread for a drain: %s", vm->policy.name, strerror(errno));
+		vm_log_warn(vm->policy.name, "cannot wake the fault thread for a drain: %s", strerror(errno));
 }
 
 bool vm_drain_busy(struct vm *vm, uint64_t *ret_stored)
@@ -445,7 +442,7 @@ int vm_set_policy(struct vm *vm, const struct policy_vm *pol, char *err, size_t 
 	pthread_cond_broadcast(&vm->space_cond);
 	pthread_mutex_unlock(&vm->lock);
 	if (vm->spill)
-		spill_set_max_slots(vm->spill, pol->spill_max / VM_PAGE_SIZE);
+		spill_set_max_slots(vm->spill, pol->spill_max / PAGE_SIZE_4K);
 	return 0;
 }
 
@@ -468,7 +465,7 @@ static uint64_t memfd_resident_pages(struct vm *vm)
 	for (unsigned i = 0; i < vm->nregions; i++) {
 		struct stat st;
 		if (fstat(vm->regions[i].memfd, &st) == 0)
-			pages += (uint64_t)st.st_blocks * 512 / VM_PAGE_SIZE;
+			pages += (uint64_t)st.st_blocks * 512 / PAGE_SIZE_4K;
 	}
 	return pages;
 }
@@ -545,7 +542,7 @@ json_t *vm_stats_json(struct vm *vm, bool brief)
 	evict_ns = (uint64_t)STAT(eviction_ns);
 	/* MB/s while the evictor works: the rate it can sustain, not the average over idle time. */
 	json_object_set_new(o, "eviction_mbps",
-			    json_real(evict_ns ? (double)STAT(evictions) * VM_PAGE_SIZE / 1e6 / ((double)evict_ns / 1e9) : 0.0));
+			    json_real(evict_ns ? (double)STAT(evictions) * PAGE_SIZE_4K / 1e6 / ((double)evict_ns / 1e9) : 0.0));
 
 	/* The fault thread writes the histogram unlocked; a copy is a good-enough snapshot. */
 	memcpy(&h, &vm->fault_latency, sizeof(h));

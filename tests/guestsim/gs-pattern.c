@@ -122,7 +122,7 @@ void gs_page_fill(void *page, uint64_t seed, uint64_t index, uint32_t gen, enum 
 	uint64_t key;
 
 	if (gen == 0) {
-		memset(page, 0, GS_PAGE_SIZE);
+		memset(page, 0, PAGE_SIZE_4K);
 		return;
 	}
 	key = page_key(seed, index, gen);
@@ -144,11 +144,11 @@ bool gs_page_verify(const void *page, uint64_t seed, uint64_t index, uint32_t ge
 	bool first = true, zero = true;
 
 	gs_page_fill(scratch, seed, index, gen, c);
-	if (memcmp(page, scratch, GS_PAGE_SIZE) == 0)
+	if (memcmp(page, scratch, PAGE_SIZE_4K) == 0)
 		return true;
 	if (!ret)
 		return false;
-	for (unsigned i = 0; i < GS_PAGE_SIZE; i++) {
+	for (unsigned i = 0; i < PAGE_SIZE_4K; i++) {
 		if (a[i])
 			zero = false;
 		if (a[i] == e[i])

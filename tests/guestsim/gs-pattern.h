@@ -14,8 +14,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GS_PAGE_SIZE 4096U
-#define GS_PAGE_WORDS (GS_PAGE_SIZE / 8U)
+#include "util.h"
+
+#define GS_PAGE_WORDS (PAGE_SIZE_4K / 8U)
 #define GS_MAGIC 0x4d49535453455547ULL /* "GUESTSIM" little-endian */
 #define GS_HEADER_BYTES 24U           /* magic, index, generation */
 
@@ -28,7 +29,7 @@ enum gs_content {
 int gs_content_parse(const char *s, enum gs_content *ret);
 const char *gs_content_name(enum gs_content c);
 
-/* Writes the contents of (index, gen) into page (8-byte aligned, GS_PAGE_SIZE). */
+/* Writes the contents of (index, gen) into page (8-byte aligned, PAGE_SIZE_4K). */
 void gs_page_fill(void *page, uint64_t seed, uint64_t index, uint32_t gen, enum gs_content c);
 
 struct gs_mismatch {
@@ -40,7 +41,7 @@ struct gs_mismatch {
 
 /*
  * Compares page against the expected contents of (index, gen), using
- * scratch (GS_PAGE_SIZE bytes, 8-byte aligned) for the expected copy.
+ * scratch (PAGE_SIZE_4K bytes, 8-byte aligned) for the expected copy.
  * Returns true when they match; otherwise fills ret (may be NULL).
  */
 bool gs_page_verify(const void *page, uint64_t seed, uint64_t index, uint32_t gen,

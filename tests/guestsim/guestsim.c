@@ -319,18 +319,18 @@ static int parse_options(int argc, char **argv, struct options *o)
 		return usage_error("unexpected argument '%s'", argv[optind]);
 	if (!size_set)
 		return usage_error("--size is required");
-	if (o->size == 0 || o->size % GS_PAGE_SIZE)
-		return usage_error("--size: %" PRIu64 " is not a positive multiple of %u",
-				   o->size, GS_PAGE_SIZE);
-	if (o->size / GS_PAGE_SIZE < o->threads)
+	if (o->size == 0 || o->size % PAGE_SIZE_4K)
+		return usage_error("--size: %" PRIu64 " is not a positive multiple of %lu",
+				   o->size, PAGE_SIZE_4K);
+	if (o->size / PAGE_SIZE_4K < o->threads)
 		return usage_error("--threads: %u threads need at least %u pages, --size has %" PRIu64,
-				   o->threads, o->threads, o->size / GS_PAGE_SIZE);
-	if (o->size / GS_PAGE_SIZE / o->threads > UINT32_MAX)
+				   o->threads, o->threads, o->size / PAGE_SIZE_4K);
+	if (o->size / PAGE_SIZE_4K / o->threads > UINT32_MAX)
 		return usage_error("--size: too many pages per thread; use more --threads");
 	if (o->ops_set && duration_set)
 		return usage_error("--ops and --duration are mutually exclusive");
 	if (!o->ops_set && !duration_set)
-		o->ops = o->size / GS_PAGE_SIZE;
+		o->ops = o->size / PAGE_SIZE_4K;
 	if (duration_set)
 		o->ops = UINT64_MAX;
 	return 0;
@@ -340,7 +340,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 
 static inline unsigned char *page_addr(struct run *run, uint64_t page)
 {
-	return run->base + page * GS_PAGE_SIZE;
+	return run->base + page * PAGE_SIZE_4K;
 }
 
 static void report_mismatch(struct run *run, const char *phase, uint64_t page, uint32_t gen,
@@ -359,8 +359,8 @@ static void report_mismatch(struct run *run, const char *phase, uint64_t page, u
 	}
 	es[3 * len - 1] = as[3 * len - 1] = '\0';
 	log_err("MISMATCH in %s phase: page %" PRIu64 " (address offset 0x%" PRIx64
-		") generation %u: first bad byte at offset %u, %u of %u bytes differ",
-		phase, page, page * GS_PAGE_SIZE, gen, m->offset, m->bad_bytes, GS_PAGE_SIZE);
+		") generation %u: first bad byte at offset %u, %u of %lu bytes differ",
+		phase, page, page * PAGE_SIZE_4K, gen, m->offset, m->bad_bytes, PAGE_SIZE_4K);
 	log_err("  expected @%u: %s", start, es);
 	log_err("  actual   @%u: %s", start, as);
 	if (m->found_zero)
@@ -399,18 +399,18 @@ static int write_page_kernel(struct worker *w, uint64_t page, uint32_t gen, bool
 	ssize_t n;
 
 	gs_page_fill(w->buf, run->opt.seed, page, gen, run->opt.content);
-	n = pwrite(w->scratch_fd, w->buf, GS_PAGE_SIZE, 0);
-	if (n != GS_PAGE_SIZE) {
+	n = pwrite(w->scratch_fd, w->buf, PAGE_SIZE_4K, 0);
+	if (n != PAGE_SIZE_4K) {
 		w->err_what = "pwrite to the scratch memfd";
 		return n < 0 ? -errno : -EIO;
 	}
-	n = pread(w->scratch_fd, dst, GS_PAGE_SIZE, 0);
-	if (n != GS_PAGE_SIZE) {
+	n = pread(w->scratch_fd, dst, PAGE_SIZE_4K, 0);
+	if (n != PAGE_SIZE_4K) {
 		/* EFAULT here typically means a user-mode-only uffd (see DESIGN.md). */
 		w->err_what = "pread from the scratch memfd into guest RAM";
 		return n < 0 ? -errno : -EIO;
 	}
-	*ret_ok = memcmp(dst, w->buf, GS_PAGE_SIZE) == 0;
+	*ret_ok = memcmp(dst, w->buf, PAGE_SIZE_4K) == 0;
 	return 0;
 }
 
@@ -699,7 +699,7 @@ static void json_phase(FILE *f, const char *name, bool ran, const struct phase_s
 		", \"kernel_io_writes\": %" PRIu64 ", \"wall_s\": %.6f, \"accesses_per_s\": %.1f"
 		", \"bytes_per_s\": %.1f,\n    ",
 		name, n, s->reads, s->writes, s->kio_writes, secs, secs > 0 ? (double)n / secs : 0.0,
-		secs > 0 ? (double)n * GS_PAGE_SIZE / secs : 0.0);
+		secs > 0 ? (double)n * PAGE_SIZE_4K / secs : 0.0);
 	json_latency(f, "latency_ns", &s->all);
 	fprintf(f, ",\n    ");
 	json_latency(f, "read_latency_ns", &s->read);
@@ -720,11 +720,11 @@ static int write_json(struct run *run, const struct phase_stats *st, const bool 
 		return log_err_errno(-errno, "Failed to create --json file %s", o->json);
 	fprintf(f,
 		"{\n  \"status\": \"%s\", \"mismatches\": %u,\n"
-		"  \"size_bytes\": %" PRIu64 ", \"page_size\": %u, \"pages\": %" PRIu64
+		"  \"size_bytes\": %" PRIu64 ", \"page_size\": %lu, \"pages\": %" PRIu64
 		", \"threads\": %u,\n"
 		"  \"pattern\": \"%s\", \"zipf_theta\": %g, \"writes_pct\": %g, \"kernel_io_pct\": %g,\n"
 		"  \"content\": \"%s\", \"seed\": %" PRIu64 ", \"duration_s\": %g, \"ops\": %" PRIu64 ",\n",
-		status, atomic_load(&run->mismatches), o->size, GS_PAGE_SIZE, run->npages, o->threads,
+		status, atomic_load(&run->mismatches), o->size, PAGE_SIZE_4K, run->npages, o->threads,
 		pattern_names[o->pattern], o->zipf_theta, o->writes_pct, o->kio_pct,
 		gs_content_name(o->content), o->seed, o->duration,
 		o->duration > 0 ? 0 : o->ops);
@@ -764,7 +764,7 @@ static void print_summary(struct run *run, const struct phase_stats *st, const b
 			      " max=%" PRIu64 "ns",
 			      phase_names[ph], s->all.count, s->reads, s->writes, s->kio_writes, secs,
 			      secs > 0 ? (double)s->all.count / secs : 0.0,
-			      secs > 0 ? (double)s->all.count * GS_PAGE_SIZE / secs / 1e9 : 0.0,
+			      secs > 0 ? (double)s->all.count * PAGE_SIZE_4K / secs / 1e9 : 0.0,
 			      gs_hist_quantile(&s->all, 0.5), gs_hist_quantile(&s->all, 0.99),
 			      gs_hist_quantile(&s->all, 0.999), s->all.max);
 	}
@@ -792,7 +792,7 @@ static int setup_workers(struct run *run)
 		if (!w->gen)
 			return log_err_errno(-ENOMEM, "Failed to allocate %" PRIu64 " generations",
 					     w->npages);
-		if (posix_memalign((void **)&w->buf, GS_PAGE_SIZE, GS_PAGE_SIZE) != 0)
+		if (posix_memalign((void **)&w->buf, PAGE_SIZE_4K, PAGE_SIZE_4K) != 0)
 			return log_err_errno(-ENOMEM, "Failed to allocate a page buffer");
 		gs_rng_seed(&w->rng, o->seed, t);
 		if (o->pattern == PAT_ZIPF) {
@@ -807,7 +807,7 @@ static int setup_workers(struct run *run)
 			w->scratch_fd = memfd_create("guestsim-scratch", MFD_CLOEXEC);
 			if (w->scratch_fd < 0)
 				return log_err_errno(-errno, "Failed to create a scratch memfd");
-			if (ftruncate(w->scratch_fd, GS_PAGE_SIZE) < 0)
+			if (ftruncate(w->scratch_fd, PAGE_SIZE_4K) < 0)
 				return log_err_errno(-errno, "Failed to size the scratch memfd");
 		}
 	}
@@ -834,7 +834,7 @@ static void self_test_corrupt(struct run *run)
 	uint64_t h = gs_mix64(run->opt.seed ^ 0x636f7272757074ULL);
 
 	run->corrupt_page = h % run->npages;
-	run->corrupt_offset = (uint32_t)((h >> 32) % GS_PAGE_SIZE);
+	run->corrupt_offset = (uint32_t)((h >> 32) % PAGE_SIZE_4K);
 	page_addr(run, run->corrupt_page)[run->corrupt_offset] ^= 0x5a;
 	log_warn("self-test: flipped byte at page %" PRIu64 " offset %u; expecting a mismatch",
 		 run->corrupt_page, run->corrupt_offset);
@@ -903,12 +903,12 @@ int main(int argc, char **argv)
 	log_set_prefix("guestsim");
 	if (parse_options(argc, argv, &run.opt) < 0)
 		return EXIT_USAGE;
-	if (sysconf(_SC_PAGESIZE) != GS_PAGE_SIZE) {
-		log_err("the system page size is %ld, guestsim needs %u", sysconf(_SC_PAGESIZE),
-			GS_PAGE_SIZE);
+	if (sysconf(_SC_PAGESIZE) != PAGE_SIZE_4K) {
+		log_err("the system page size is %ld, guestsim needs %lu", sysconf(_SC_PAGESIZE),
+			PAGE_SIZE_4K);
 		return EXIT_SYSTEM;
 	}
-	run.npages = run.opt.size / GS_PAGE_SIZE;
+	run.npages = run.opt.size / PAGE_SIZE_4K;
 	if (run.opt.size < GLUE_MIN_SIZE_DEFAULT && getenv("LD_PRELOAD"))
 		log_warn("--size is below the shim's default minimum (16M): the pager may not take this memory");
 

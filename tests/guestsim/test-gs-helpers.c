@@ -34,13 +34,13 @@ static void test_pattern_roundtrip(void **state)
 		assert_true(gs_page_verify(page_a, 9, 1234, 3, (enum gs_content)c, scratch, &m));
 		/* Same inputs, same bytes; any other input changes the body. */
 		gs_page_fill(page_b, 9, 1234, 3, (enum gs_content)c);
-		assert_memory_equal(page_a, page_b, GS_PAGE_SIZE);
+		assert_memory_equal(page_a, page_b, PAGE_SIZE_4K);
 		gs_page_fill(page_b, 9, 1234, 4, (enum gs_content)c);
-		assert_memory_not_equal(page_a + 3, page_b + 3, GS_PAGE_SIZE - 24);
+		assert_memory_not_equal(page_a + 3, page_b + 3, PAGE_SIZE_4K - 24);
 		gs_page_fill(page_b, 9, 1235, 3, (enum gs_content)c);
-		assert_memory_not_equal(page_a + 3, page_b + 3, GS_PAGE_SIZE - 24);
+		assert_memory_not_equal(page_a + 3, page_b + 3, PAGE_SIZE_4K - 24);
 		gs_page_fill(page_b, 10, 1234, 3, (enum gs_content)c);
-		assert_memory_not_equal(page_a + 3, page_b + 3, GS_PAGE_SIZE - 24);
+		assert_memory_not_equal(page_a + 3, page_b + 3, PAGE_SIZE_4K - 24);
 	}
 }
 
@@ -50,7 +50,7 @@ static void test_pattern_detects_every_byte(void **state)
 
 	for (int c = GS_CONTENT_RANDOM; c <= GS_CONTENT_REALISTIC; c++) {
 		gs_page_fill(page_a, 1, 77, 5, (enum gs_content)c);
-		for (unsigned off = 0; off < GS_PAGE_SIZE; off++) {
+		for (unsigned off = 0; off < PAGE_SIZE_4K; off++) {
 			struct gs_mismatch m;
 
 			p[off] ^= 0x01;
@@ -93,12 +93,12 @@ static void test_realistic_is_mixed(void **state)
 		gs_page_fill(page_a, 3, i, 1, GS_CONTENT_REALISTIC);
 		for (unsigned w = 3; w < GS_PAGE_WORDS; w++, total++)
 			zero_words += page_a[w] == 0;
-		for (unsigned k = 24; k < GS_PAGE_SIZE; k++)
+		for (unsigned k = 24; k < PAGE_SIZE_4K; k++)
 			text_bytes += b[k] >= 'a' && b[k] <= 'z';
 	}
 	/* Zero chunks are 1/4 and structs add some zero words: 25%..45%. */
 	assert_in_range(zero_words * 100 / total, 25, 45);
-	assert_in_range(text_bytes * 100 / (256 * (GS_PAGE_SIZE - 24)), 5, 30);
+	assert_in_range(text_bytes * 100 / (256 * (PAGE_SIZE_4K - 24)), 5, 30);
 }
 
 static void test_perm_bijection(void **state)

@@ -82,7 +82,7 @@ static void fill(uint8_t *p, uint32_t page, uint32_t salt)
 {
 	uint64_t x = ((uint64_t)page << 32 | salt) * 0x9e3779b97f4a7c15ULL + 1;
 
-	for (size_t i = 0; i < DONOR_PAGE_SIZE; i += 8) {
+	for (size_t i = 0; i < PAGE_SIZE_4K; i += 8) {
 		x ^= x << 13;
 		x ^= x >> 7;
 		x ^= x << 17;
@@ -111,14 +111,14 @@ static void pipe_complete(struct pipe *p, int timeout_ms)
 	}
 	for (int i = 0; i < n; i++) {
 		uint32_t b = (uint32_t)(comp[i].cookie & 0xffff), page = (uint32_t)(comp[i].cookie >> 16);
-		uint8_t *buf = p->bufs + (size_t)b * DONOR_PAGE_SIZE, want[DONOR_PAGE_SIZE];
+		uint8_t *buf = p->bufs + (size_t)b * PAGE_SIZE_4K, want[PAGE_SIZE_4K];
 
 		if (comp[i].status != 0) {
 			if (p->errors++ < 5)
 				fprintf(stderr, "page %u: %s\n", page, strerror(-comp[i].status));
 		} else if (comp[i].op == DONOR_COMP_READ) {
 			fill(want, page, p->salt[page]);
-			if (memcmp(buf, want, DONOR_PAGE_SIZE) != 0 && p->mismatches++ < 5)
+			if (memcmp(buf, want, PAGE_SIZE_4K) != 0 && p->mismatches++ < 5)
 				fprintf(stderr, "page %u: content differs (salt %u)\n", page, p->salt[page]);
 		}
 		p->free_idx[p->nfree++] = b;
@@ -143,13 +143,13 @@ static double pipe_run(struct pipe *p, bool write, uint32_t n, uint32_t step, ui
 		b = p->free_idx[--p->nfree];
 		if (write) {
 			p->salt[pg] = salt;
-			fill(p->bufs + (size_t)b * DONOR_PAGE_SIZE, pg, salt);
+			fill(p->bufs + (size_t)b * PAGE_SIZE_4K, pg, salt);
 			r = donor_submit_write(p->c, p->slabs[pg / DONOR_SLAB_SLOTS], pg % DONOR_SLAB_SLOTS,
-					       p->bufs + (size_t)b * DONOR_PAGE_SIZE, (uint64_t)pg << 16 | b);
+					       p->bufs + (size_t)b * PAGE_SIZE_4K, (uint64_t)pg << 16 | b);
 		} else {
-			memset(p->bufs + (size_t)b * DONOR_PAGE_SIZE, 0xee, DONOR_PAGE_SIZE);
+			memset(p->bufs + (size_t)b * PAGE_SIZE_4K, 0xee, PAGE_SIZE_4K);
 			r = donor_submit_read(p->c, p->slabs[pg / DONOR_SLAB_SLOTS], pg % DONOR_SLAB_SLOTS,
-					      p->bufs + (size_t)b * DONOR_PAGE_SIZE, (uint64_t)pg << 16 | b);
+					      p->bufs + (size_t)b * PAGE_SIZE_4K, (uint64_t)pg << 16 | b);
 		}
 		if (r < 0) {
 			fprintf(stderr, "submit page %u: %s\n", pg, strerror(-r));
@@ -176,7 +176,7 @@ static void pipe_init(struct pipe *p, struct donor_conn *c, uint32_t npages)
 
 	memset(p, 0, sizeof(*p));
 	p->c = c;
-	p->bufs = aligned_alloc(DONOR_PAGE_SIZE, (size_t)DEPTH * DONOR_PAGE_SIZE);
+	p->bufs = aligned_alloc(PAGE_SIZE_4K, (size_t)DEPTH * PAGE_SIZE_4K);
 	p->slabs = calloc(nslabs, sizeof(*p->slabs));
 	p->salt = calloc(npages, sizeof(*p->salt));
 	if (!p->bufs || !p->slabs || !p->salt)
@@ -356,7 +356,7 @@ static int mode_isolate(const char *url, const char *keyfile, const char *ctl)
 	struct donor_conn *a = connect_as(url, keyfile, "tenant-a");
 	struct donor_conn *b = connect_as(url, keyfile, "tenant-b");
 	struct donor_conn *cc;
-	uint8_t page[DONOR_PAGE_SIZE], got[DONOR_PAGE_SIZE];
+	uint8_t page[PAGE_SIZE_4K], got[PAGE_SIZE_4K];
 	uint64_t a_addr, b_addr;
 	uint32_t a_rkey, b_rkey, sa, sb, sa2;
 	int r;
@@ -372,7 +372,7 @@ static int mode_isolate(const char *url, const char *keyfile, const char *ctl)
 	/* The raw path works with B's own key: what fails next is the key, not the path. */
 	r = donor_rdma_raw_read(b, b_addr, b_rkey, got);
 	CHECK(r == 0, "B raw-reads its own slab: %s", strerror(-r));
-	r = donor_rdma_raw_read(b, a_addr + 7 * DONOR_PAGE_SIZE, a_rkey, got);
+	r = donor_rdma_raw_read(b, a_addr + 7 * PAGE_SIZE_4K, a_rkey, got);
 	printf("ISOLATE: B reading A's page with A's address and rkey: %s\n", r ? strerror(-r) : "success");
 	CHECK(r == -EACCES, "B using A's rkey must get a remote access error (EACCES), got %s",
 	      r ? strerror(-r) : "success");
@@ -393,7 +393,7 @@ static int mode_isolate(const char *url, const char *keyfile, const char *ctl)
 	donor_close(cc);
 	/* A freed slab's key must stop working even for its former owner. */
 	CHECK(donor_free_slab(a, sa) == 0, "A frees its slab");
-	r = donor_rdma_raw_read(a, a_addr + 7 * DONOR_PAGE_SIZE, a_rkey, got);
+	r = donor_rdma_raw_read(a, a_addr + 7 * PAGE_SIZE_4K, a_rkey, got);
 	printf("ISOLATE: A reading its freed slab with the old key: %s\n", r ? strerror(-r) : "success");
 	CHECK(r == -EACCES, "the key of a freed slab still works (%s)", r ? strerror(-r) : "success");
 	donor_close(b);
@@ -465,7 +465,7 @@ static int mode_kill(const char *url, const char *keyfile, pid_t pid)
 
 		while (!end_submit && submitted - ok - bad < DEPTH) {
 			uint32_t b = (uint32_t)(submitted % DEPTH);
-			r = donor_submit_read(c, p.slabs[0], b % 1024, p.bufs + (size_t)b * DONOR_PAGE_SIZE, b);
+			r = donor_submit_read(c, p.slabs[0], b % 1024, p.bufs + (size_t)b * PAGE_SIZE_4K, b);
 			if (r < 0) {
 				end_submit = now_ns();
 				break;
@@ -523,7 +523,7 @@ static int mode_bench(const char *url, const char *keyfile, uint32_t iters, uint
 	struct donor_conn *c = connect_as(url, keyfile, "bench");
 	uint64_t *lat = calloc(iters, sizeof(*lat));
 	double p50[2], p99[2], w, r;
-	uint8_t *page = aligned_alloc(DONOR_PAGE_SIZE, DONOR_PAGE_SIZE);
+	uint8_t *page = aligned_alloc(PAGE_SIZE_4K, PAGE_SIZE_4K);
 	struct pipe p;
 
 	pipe_init(&p, c, n < DONOR_SLAB_SLOTS ? DONOR_SLAB_SLOTS : n);

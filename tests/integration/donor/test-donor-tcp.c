@@ -136,7 +136,7 @@ static struct donor_conn *conn(const char *id, unsigned timeout_ms, donor_notify
 
 static void fill(uint8_t *p, uint64_t seed)
 {
-	for (unsigned i = 0; i < DONOR_PAGE_SIZE / 8; i++)
+	for (unsigned i = 0; i < PAGE_SIZE_4K / 8; i++)
 		((uint64_t *)p)[i] = seed * 0x9e3779b97f4a7c15ULL + i;
 }
 
@@ -164,7 +164,7 @@ static void drain(struct donor_conn *c, unsigned n, int want_status, uint8_t *se
 static void test_write_read_verify(void **state)
 {
 	struct donor_conn *c = conn("verify", 5000, NULL, NULL);
-	uint8_t *src = malloc((size_t)NPAGES * DONOR_PAGE_SIZE), *dst = calloc(NPAGES, DONOR_PAGE_SIZE);
+	uint8_t *src = malloc((size_t)NPAGES * PAGE_SIZE_4K), *dst = calloc(NPAGES, PAGE_SIZE_4K);
 	uint8_t *seen = calloc(NPAGES, 1);
 	uint32_t slabs[2];
 
@@ -174,10 +174,10 @@ static void test_write_read_verify(void **state)
 	assert_int_equal(donor_alloc_slab(c, &slabs[1]), 0);
 	assert_int_not_equal(slabs[0], slabs[1]);
 	for (unsigned i = 0; i < NPAGES; i++)
-		fill(src + (size_t)i * DONOR_PAGE_SIZE, i + 1);
+		fill(src + (size_t)i * PAGE_SIZE_4K, i + 1);
 	/* Pipelined: everything submitted before waiting, flushes every 500 pages. */
 	for (unsigned i = 0; i < NPAGES; i++) {
-		assert_int_equal(donor_submit_write(c, slabs[i % 2], i / 2, src + (size_t)i * DONOR_PAGE_SIZE, i), 0);
+		assert_int_equal(donor_submit_write(c, slabs[i % 2], i / 2, src + (size_t)i * PAGE_SIZE_4K, i), 0);
 		if (i % 500 == 499)
 			assert_int_equal(donor_flush(c), 0);
 	}
@@ -187,11 +187,11 @@ static void test_write_read_verify(void **state)
 	/* Read back in a different order than written. */
 	for (unsigned k = 0; k < NPAGES; k++) {
 		unsigned i = NPAGES - 1 - k;
-		assert_int_equal(donor_submit_read(c, slabs[i % 2], i / 2, dst + (size_t)i * DONOR_PAGE_SIZE, i), 0);
+		assert_int_equal(donor_submit_read(c, slabs[i % 2], i / 2, dst + (size_t)i * PAGE_SIZE_4K, i), 0);
 	}
 	assert_int_equal(donor_flush(c), 0);
 	drain(c, NPAGES, 0, seen);
-	assert_memory_equal(src, dst, (size_t)NPAGES * DONOR_PAGE_SIZE);
+	assert_memory_equal(src, dst, (size_t)NPAGES * PAGE_SIZE_4K);
 	assert_int_equal(donor_ping(c), 0);
 	assert_int_equal(donor_free_slab(c, slabs[0]), 0);
 	assert_int_equal(donor_free_slab(c, slabs[0]), -ENOENT);
@@ -212,7 +212,7 @@ static void test_write_read_verify(void **state)
 static void test_mixed_gather(void **state)
 {
 	struct donor_conn *c = conn("mixed", 5000, NULL, NULL);
-	uint8_t *src = malloc((size_t)MIX_PAGES * DONOR_PAGE_SIZE), *dst = calloc(MIX_PAGES, DONOR_PAGE_SIZE);
+	uint8_t *src = malloc((size_t)MIX_PAGES * PAGE_SIZE_4K), *dst = calloc(MIX_PAGES, PAGE_SIZE_4K);
 	uint8_t *seen = calloc(2 * MIX_PAGES, 1);
 	unsigned nreads = 0;
 	uint32_t slab;
@@ -223,17 +223,17 @@ static void test_mixed_gather(void **state)
 	assert_non_null(seen);
 	assert_int_equal(donor_alloc_slab(c, &slab), 0);
 	for (unsigned i = 0; i < MIX_PAGES; i++)
-		fill(src + (size_t)i * DONOR_PAGE_SIZE, 7 * i + 3);
+		fill(src + (size_t)i * PAGE_SIZE_4K, 7 * i + 3);
 	/* The first half, then the second half with reads of the first half mixed in. */
 	for (unsigned i = 0; i < MIX_PAGES / 2; i++)
-		assert_int_equal(donor_submit_write(c, slab, i, src + (size_t)i * DONOR_PAGE_SIZE, i), 0);
+		assert_int_equal(donor_submit_write(c, slab, i, src + (size_t)i * PAGE_SIZE_4K, i), 0);
 	assert_int_equal(donor_flush(c), 0);
 	drain(c, MIX_PAGES / 2, 0, seen);
 	for (unsigned i = MIX_PAGES / 2; i < MIX_PAGES; i++) {
-		assert_int_equal(donor_submit_write(c, slab, i, src + (size_t)i * DONOR_PAGE_SIZE, i), 0);
+		assert_int_equal(donor_submit_write(c, slab, i, src + (size_t)i * PAGE_SIZE_4K, i), 0);
 		if (i % 7 == 0) {
 			unsigned j = i - MIX_PAGES / 2;
-			assert_int_equal(donor_submit_read(c, slab, j, dst + (size_t)j * DONOR_PAGE_SIZE, MIX_PAGES + j), 0);
+			assert_int_equal(donor_submit_read(c, slab, j, dst + (size_t)j * PAGE_SIZE_4K, MIX_PAGES + j), 0);
 			nreads++;
 		}
 		if (i % 300 == 0)
@@ -244,16 +244,16 @@ static void test_mixed_gather(void **state)
 	for (unsigned i = MIX_PAGES / 2; i < MIX_PAGES; i++)
 		if (i % 7 == 0) {
 			unsigned j = i - MIX_PAGES / 2;
-			assert_memory_equal(src + (size_t)j * DONOR_PAGE_SIZE, dst + (size_t)j * DONOR_PAGE_SIZE, DONOR_PAGE_SIZE);
+			assert_memory_equal(src + (size_t)j * PAGE_SIZE_4K, dst + (size_t)j * PAGE_SIZE_4K, PAGE_SIZE_4K);
 		}
 	/* Everything reads back, in one pass. */
 	memset(seen, 0, 2 * MIX_PAGES);
-	memset(dst, 0, (size_t)MIX_PAGES * DONOR_PAGE_SIZE);
+	memset(dst, 0, (size_t)MIX_PAGES * PAGE_SIZE_4K);
 	for (unsigned i = 0; i < MIX_PAGES; i++)
-		assert_int_equal(donor_submit_read(c, slab, i, dst + (size_t)i * DONOR_PAGE_SIZE, i), 0);
+		assert_int_equal(donor_submit_read(c, slab, i, dst + (size_t)i * PAGE_SIZE_4K, i), 0);
 	assert_int_equal(donor_flush(c), 0);
 	drain(c, MIX_PAGES, 0, seen);
-	assert_memory_equal(src, dst, (size_t)MIX_PAGES * DONOR_PAGE_SIZE);
+	assert_memory_equal(src, dst, (size_t)MIX_PAGES * PAGE_SIZE_4K);
 	assert_int_equal(donor_free_slab(c, slab), 0);
 	donor_close(c);
 	free(src);
@@ -318,7 +318,7 @@ static int raw_auth(const char *id)
 
 static void test_hostile_client(void **state)
 {
-	static uint8_t page[DONOR_PAGE_SIZE], p[DONOR_PAGE_SIZE * 2];
+	static uint8_t page[PAGE_SIZE_4K], p[PAGE_SIZE_4K * 2];
 	struct donor_conn *good = conn("good", 5000, NULL, NULL), *bad;
 	struct donor_key wrong = key;
 	struct donor_buf b;
@@ -391,11 +391,11 @@ static void test_hostile_client(void **state)
 	close(fd);
 
 	/* The good client is still served, its page intact. */
-	memset(p, 0, DONOR_PAGE_SIZE);
+	memset(p, 0, PAGE_SIZE_4K);
 	assert_int_equal(donor_submit_read(good, slab, 17, p, 2), 0);
 	assert_int_equal(donor_flush(good), 0);
 	drain(good, 1, 0, NULL);
-	assert_memory_equal(p, page, DONOR_PAGE_SIZE);
+	assert_memory_equal(p, page, PAGE_SIZE_4K);
 	assert_int_equal(donor_free_slab(good, slab), 0);
 	donor_close(good);
 	donor_buf_release(&b);
@@ -404,7 +404,7 @@ static void test_hostile_client(void **state)
 
 static void test_lease(void **state)
 {
-	static uint8_t page[DONOR_PAGE_SIZE], got[DONOR_PAGE_SIZE];
+	static uint8_t page[PAGE_SIZE_4K], got[PAGE_SIZE_4K];
 	struct donor_conn *c = conn("leaser", 5000, NULL, NULL);
 	uint32_t slab, ids[8], flags[8];
 
@@ -479,7 +479,7 @@ static void test_set_capacity(void **state)
 {
 	struct notes no = { .lock = PTHREAD_MUTEX_INITIALIZER };
 	struct donor_conn *c = conn("shrinkme", 5000, on_notify, &no);
-	static uint8_t page[DONOR_PAGE_SIZE];
+	static uint8_t page[PAGE_SIZE_4K];
 	uint32_t a, b, ids[8], flags[8];
 	char *rep;
 
@@ -512,7 +512,7 @@ static void test_dead_donor(void **state)
 {
 	struct notes no = { .lock = PTHREAD_MUTEX_INITIALIZER };
 	struct donor_conn *c = conn("victim", 800, on_notify, &no);
-	static uint8_t pages[64][DONOR_PAGE_SIZE];
+	static uint8_t pages[64][PAGE_SIZE_4K];
 	uint64_t t0;
 	uint32_t slab;
 

@@ -84,7 +84,7 @@ static void test_hello(void **state)
 
 static void test_write_batch(void **state)
 {
-	static uint8_t page[DONOR_PAGE_SIZE];
+	static uint8_t page[PAGE_SIZE_4K];
 	struct donor_write_req w;
 	struct donor_buf b;
 	struct donor_hdr h;
@@ -109,7 +109,7 @@ static void test_write_batch(void **state)
 		donor_write_entry(&w, i, &slot, &p);
 		assert_int_equal(slot, i * 3);
 		assert_int_equal(p[0], (uint8_t)i);
-		assert_int_equal(p[DONOR_PAGE_SIZE - 1], (uint8_t)i);
+		assert_int_equal(p[PAGE_SIZE_4K - 1], (uint8_t)i);
 	}
 	/* Truncated, padded, zero-count and over-count batches. */
 	assert_int_equal(donor_dec_write(b.data + DONOR_HDR_LEN, h.len - 1, &w), -EBADMSG);

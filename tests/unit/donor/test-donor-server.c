@@ -203,7 +203,7 @@ static uint32_t alloc(struct donor_session *s)
 
 static int write_page(struct donor_session *s, uint32_t slab, uint32_t slot, uint8_t fill)
 {
-	static uint8_t page[DONOR_PAGE_SIZE], p[16];
+	static uint8_t page[PAGE_SIZE_4K], p[16];
 	struct donor_buf b;
 	struct donor_hdr h;
 	size_t off;
@@ -228,9 +228,9 @@ static int read_page(struct donor_session *s, uint32_t slab, uint32_t slot, uint
 	assert_int_equal(donor_enc_read_begin(&b, 30, &off), 0);
 	assert_int_equal(donor_enc_read_add(&b, off, slab, slot), 0);
 	assert_int_equal(feed(s, &b), 0);
-	r = pop(s, &h, page, DONOR_PAGE_SIZE);
+	r = pop(s, &h, page, PAGE_SIZE_4K);
 	if (r == 0)
-		assert_int_equal(h.len, DONOR_PAGE_SIZE);
+		assert_int_equal(h.len, PAGE_SIZE_4K);
 	donor_buf_release(&b);
 	return r;
 }
@@ -239,7 +239,7 @@ static void test_isolation_and_bounds(void **state)
 {
 	struct donor_server *srv = server(4ULL * DONOR_SLAB_SIZE, 60);
 	struct donor_session *a = donor_session_new(srv, "a"), *b = donor_session_new(srv, "b");
-	static uint8_t page[DONOR_PAGE_SIZE];
+	static uint8_t page[PAGE_SIZE_4K];
 	struct donor_buf in;
 	struct donor_hdr h;
 	uint32_t sa, le;
@@ -250,7 +250,7 @@ static void test_isolation_and_bounds(void **state)
 	assert_int_equal(write_page(a, sa, 4095, 0x11), 0);
 	assert_int_equal(read_page(a, sa, 4095, page), 0);
 	assert_int_equal(page[0], 0x11);
-	assert_int_equal(page[DONOR_PAGE_SIZE - 1], 0x11);
+	assert_int_equal(page[PAGE_SIZE_4K - 1], 0x11);
 
 	assert_int_equal(write_page(b, sa, 0, 0x22), -ENOENT);
 	assert_int_equal(read_page(b, sa, 4095, page), -ENOENT);
@@ -271,11 +271,11 @@ static void test_isolation_and_bounds(void **state)
 	assert_int_equal(donor_frame_put(&in, DONOR_OP_PING, 0, 43, 0, page, DONOR_PING_MAX + 1), 0);
 	assert_int_equal(donor_frame_put(&in, DONOR_OP_PING, DONOR_F_REPLY, 44, 0, NULL, 0), 0);
 	assert_int_equal(feed(a, &in), 0);
-	assert_int_equal(pop(a, &h, page, DONOR_PAGE_SIZE), -EBADMSG);
+	assert_int_equal(pop(a, &h, page, PAGE_SIZE_4K), -EBADMSG);
 	assert_int_equal(h.req_id, 41);
-	assert_int_equal(pop(a, &h, page, DONOR_PAGE_SIZE), -EOPNOTSUPP);
-	assert_int_equal(pop(a, &h, page, DONOR_PAGE_SIZE), -EMSGSIZE);
-	assert_int_equal(pop(a, &h, page, DONOR_PAGE_SIZE), -EBADMSG);
+	assert_int_equal(pop(a, &h, page, PAGE_SIZE_4K), -EOPNOTSUPP);
+	assert_int_equal(pop(a, &h, page, PAGE_SIZE_4K), -EMSGSIZE);
+	assert_int_equal(pop(a, &h, page, PAGE_SIZE_4K), -EBADMSG);
 	assert_false(donor_session_closing(a));
 	assert_int_equal(write_page(a, sa, 1, 0x44), 0);
 
@@ -301,7 +301,7 @@ static void test_lease(void **state)
 {
 	struct donor_server *srv = server(8ULL * DONOR_SLAB_SIZE, 2);
 	struct donor_session *s = donor_session_new(srv, "x");
-	static uint8_t page[DONOR_PAGE_SIZE];
+	static uint8_t page[PAGE_SIZE_4K];
 	json_t *st;
 	uint32_t id;
 
