@@ -24,7 +24,7 @@
 #include "util.h"
 #include "vm-private.h"
 
-#define EVICT_BATCH 128
+#define EVICT_BATCH STORE_BATCH_MAX /* one store write batch */
 #define EVICT_PART 32 /* pages read before they go to the stores */
 
 struct evict_ctx {
@@ -36,9 +36,7 @@ struct evict_ctx {
 	bool zero[EVICT_BATCH];
 	bool protected_[EVICT_BATCH];
 	bool commit[EVICT_BATCH];
-	void *bufs[EVICT_BATCH];
-	uint32_t flat[EVICT_BATCH * STORE_MAX_COPIES]; /* locs of the pages in bufs[], vm->ncopies each */
-	int results[EVICT_BATCH];
+	struct store_batch wb; /* the non-zero pages, in batch order */
 	unsigned n;
 };
 
@@ -139,7 +137,7 @@ static void evict_batch(struct evict_ctx *ec)
 {
 	struct vm *vm = ec->vm;
 	uint64_t t0 = now_ns();
-	unsigned i, n_store = 0, n_commit = 0, n_aborted = 0, n_store_failed = 0, mc = vm->ncopies;
+	unsigned i, n_store = 0, n_commit = 0, n_aborted = 0, n_store_failed = 0;
 	bool want_all[EVICT_BATCH];
 	int r;
 
@@ -172,8 +170,7 @@ static void evict_batch(struct evict_ctx *ec)
 	 */
 	for (i = 0; i < ec->n; i++)
 		ec->zero[i] = false;
-	store_write_begin(vm->store, ec->results);
-	unsigned first = 0; /* first page of the part not yet handed to the stores */
+	store_batch_reset(&ec->wb);
 	for (i = 0; i < ec->n;) {
 		if (!ec->protected_[i]) {
 			i++;
@@ -204,26 +201,22 @@ static void evict_batch(struct evict_ctx *ec)
 				n_store_failed++;
 				continue;
 			}
-			ec->bufs[n_store] = dst;
-			memcpy(&ec->flat[n_store * mc], ec->locs[k], mc * sizeof(uint32_t));
+			store_batch_add(&ec->wb, dst, ec->locs[k]);
 			n_store++;
 		}
 		/* Single pages (random victims) gather into one part: a send per page would cost more than it hides. */
-		if (n_store - first >= EVICT_PART) {
-			store_write_add(vm->store, first, n_store - first, &ec->bufs[first], &ec->flat[first * mc], true);
-			first = n_store;
-		}
+		if (store_batch_unsent(&ec->wb) >= EVICT_PART)
+			store_write_submit(vm->store, &ec->wb, true);
 		i += len;
 	}
-	if (n_store > first)
-		store_write_add(vm->store, first, n_store - first, &ec->bufs[first], &ec->flat[first * mc], true);
-	store_write_end(vm->store);
+	store_write_submit(vm->store, &ec->wb, true);
+	store_write_wait(vm->store, &ec->wb);
 	if (n_store) {
 		unsigned k = 0;
 		for (i = 0; i < ec->n; i++) {
 			if (!ec->protected_[i] || ec->zero[i])
 				continue;
-			if (ec->results[k++] < 0) {
+			if (ec->wb.results[k++] < 0) {
 				ec->protected_[i] = false;
 				n_store_failed++;
 				atomic_fetch_add_explicit(&vm->stats.store_errors, 1, memory_order_relaxed);
@@ -353,6 +346,7 @@ void *vm_evict_thread(void *arg)
 		return NULL;
 	}
 	ec->vm = vm;
+	store_batch_init(&ec->wb);
 	for (;;) {
 		bool work;
 
@@ -375,6 +369,7 @@ void *vm_evict_thread(void *arg)
 			usleep(10000);
 		}
 	}
+	store_batch_destroy(&ec->wb);
 	free(ec->buf);
 	free(ec);
 	return NULL;

@@ -331,6 +331,7 @@ static bool handle_missing(struct fault_ctx *fc, uint64_t addr, bool prefetch)
 	uint64_t page, paddr;
 	uint32_t locs[STORE_MAX_COPIES], crc;
 	enum store_source src = SRC_SPILL;
+	struct store_read rd;
 	bool any_copy = false;
 	uint8_t state, flags;
 	int r;
@@ -418,11 +419,15 @@ static bool handle_missing(struct fault_ctx *fc, uint64_t addr, bool prefetch)
 		if (prefetch && state == PG_STORED && !(fc->pf && prefetch_planned(fc->pf)) &&
 		    fetch_async(fc, page, locs, crc))
 			return true;
-		/* Healthy donor copies first; a copy that fails its CRC32C is skipped. */
-		if (fc->pf && prefetch_planned(fc->pf))
-			r = store_read_ex(vm->store, locs, crc, fc->page_buf, &src, true, prefetch_issue, fc->pf);
-		else
-			r = store_read(vm->store, locs, crc, fc->page_buf, &src, true);
+		/*
+		 * Healthy donor copies first; a copy that fails its CRC32C is
+		 * skipped. The prefetch reads are sent once the fault's own read
+		 * is on its way, so they never go in front of it.
+		 */
+		r = store_read_submit(vm->store, &rd, locs, crc, fc->page_buf, true);
+		if (r == 0 && fc->pf && prefetch_planned(fc->pf))
+			prefetch_issue(fc->pf);
+		r = store_read_wait(vm->store, &rd, &src);
 		r = finish_fetch(fc, page, r, src, fc->page_buf, locs[0]);
 		fc->install_prefetch = r >= 0; /* dispatch() installs them (or not) once the fault is timed */
 		break;

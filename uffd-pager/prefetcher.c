@@ -85,9 +85,8 @@ bool prefetch_planned(const struct prefetcher *pf)
 	return pf->count > 0;
 }
 
-void prefetch_issue(void *arg)
+void prefetch_issue(struct prefetcher *pf)
 {
-	struct prefetcher *pf = arg;
 	struct vm *vm = pf->vm;
 	uint64_t donors = 0, room, used;
 	unsigned want = pf->count, n = 0, no_room = 0;

@@ -26,7 +26,7 @@ void prefetcher_free(struct prefetcher *pf);
 void prefetch_plan(struct prefetcher *pf, uint64_t page);
 /* True when the last plan predicted pages (not yet queued). */
 bool prefetch_planned(const struct prefetcher *pf);
-/* store_read_ex's hook: the fault's read is out; queues and sends the planned reads. */
-void prefetch_issue(void *pf);
+/* Called once the fault's own read was submitted: queues and sends the planned reads behind it. */
+void prefetch_issue(struct prefetcher *pf);
 /* After the fault was served: waits for the queued reads; installs them if install. */
 void prefetch_finish(struct prefetcher *pf, bool install);

@@ -94,7 +94,7 @@ static bool repair_page(struct vm *vm, uint64_t page, void *buf, bool *reported)
 			for (unsigned k = 0; k < STORE_MAX_COPIES; k++)
 				one[k] = LOC_NONE;
 			one[0] = nl;
-			store_write(st, 1, &buf, one, &res, false);
+			res = store_write_page(st, buf, one);
 			if (res < 0) {
 				store_free_loc(st, nl);
 				done = false;

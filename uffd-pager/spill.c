@@ -215,24 +215,38 @@ int spill_write_batch(struct spill *s, const uint32_t *slots, void *const *bufs,
 	return first_err;
 }
 
-int spill_read(struct spill *s, uint32_t slot, void *buf)
+int spill_read_submit(struct spill *s, uint32_t slot, void *buf)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&s->read_ring);
-	struct io_uring_cqe *cqe;
 	int r;
 
 	if (!sqe)
 		return -EBUSY;
 	io_uring_prep_read(sqe, s->fd, buf, PAGE_SIZE_4K, (uint64_t)slot * PAGE_SIZE_4K);
-	r = io_uring_submit_and_wait(&s->read_ring, 1);
-	if (r < 0)
-		return r;
-	r = io_uring_wait_cqe(&s->read_ring, &cqe);
+	r = io_uring_submit(&s->read_ring);
+	return r < 0 ? r : 0;
+}
+
+int spill_read_wait(struct spill *s)
+{
+	struct io_uring_cqe *cqe;
+	int r;
+
+	do
+		r = io_uring_wait_cqe(&s->read_ring, &cqe);
+	while (r == -EINTR);
 	if (r < 0)
 		return r;
 	r = cqe->res == (int)PAGE_SIZE_4K ? 0 : (cqe->res < 0 ? cqe->res : -EIO);
 	io_uring_cqe_seen(&s->read_ring, cqe);
 	return r;
+}
+
+int spill_read(struct spill *s, uint32_t slot, void *buf)
+{
+	int r = spill_read_submit(s, slot, buf);
+
+	return r < 0 ? r : spill_read_wait(s);
 }
 
 int spill_pwrite(struct spill *s, uint32_t slot, const void *buf)

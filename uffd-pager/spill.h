@@ -43,6 +43,14 @@ int spill_write_batch(struct spill *s, const uint32_t *slots, void *const *bufs,
 /* Reads one slot into a 4 KiB-aligned buffer. Fault thread only. Returns 0 or -errno. */
 int spill_read(struct spill *s, uint32_t slot, void *buf);
 /*
+ * spill_read in two halves, so the fault thread can send other reads while
+ * the disk works: submit queues the read on the fault thread's ring (one at
+ * a time), wait reaps it. Returns 0 or -errno; after a failed submit there
+ * is nothing to wait for.
+ */
+int spill_read_submit(struct spill *s, uint32_t slot, void *buf);
+int spill_read_wait(struct spill *s);
+/*
  * Plain pwrite/pread of one slot, for threads other than the evictor and
  * the fault thread (the repair thread). Returns 0 or -errno.
  */

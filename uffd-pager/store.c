@@ -11,8 +11,6 @@
 #include "store.h"
 #include "util.h"
 
-#define PAGE_SZ 4096u
-
 enum vslab_flags { VS_LIVE = 1, VS_MOVING = 2, VS_DEAD = 3, VS_TOMB = 4 };
 
 struct vslab {
@@ -39,12 +37,6 @@ struct store {
 	uint64_t rnd;
 	unsigned seen_gen;
 	struct store_stats stats;
-	struct pool_wait w;
-	struct pool_op ops[128 * STORE_MAX_COPIES]; /* evictor's batch; guarded by io_lock */
-	unsigned wr_owner[128 * STORE_MAX_COPIES];  /* page index of each op */
-	unsigned wr_nops;
-	int *wr_results;
-	pthread_mutex_t io_lock;
 };
 
 unsigned store_copies_for(const struct policy_vm *pol)
@@ -78,8 +70,6 @@ int store_new(const char *vm_name, struct donor_pool *pool, struct spill *spill,
 	st->rnd = now_ns() ^ (uintptr_t)st;
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_mutex_init(&st->alloc_lock, NULL);
-	pthread_mutex_init(&st->io_lock, NULL);
-	pool_wait_init(&st->w);
 	*ret = st;
 	return 0;
 }
@@ -96,10 +86,8 @@ void store_free(struct store *st)
 			donor_pool_count_pages(st->pool, s->donor, -(int64_t)s->used);
 	}
 	munmap(st->slabs, (size_t)STORE_MAX_SLABS * sizeof(struct vslab));
-	pool_wait_destroy(&st->w);
 	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->alloc_lock);
-	pthread_mutex_destroy(&st->io_lock);
 	free(st);
 }
 
@@ -192,7 +180,7 @@ static unsigned views_for(struct store *st, struct policy_donor_view *v)
 	pthread_mutex_lock(&st->lock);
 	for (unsigned i = 0; i < n; i++)
 		if (v[i].up)
-			v[i].free_bytes += st->free_slots[i] * PAGE_SZ;
+			v[i].free_bytes += st->free_slots[i] * PAGE_SIZE_4K;
 	pthread_mutex_unlock(&st->lock);
 	return n;
 }
@@ -317,56 +305,83 @@ static void remote_addr(struct store *st, uint32_t loc, unsigned *ret_donor, uin
 	*ret_slot = loc & (STORE_SLAB_SLOTS - 1);
 }
 
-void store_write_begin(struct store *st, int *results)
+void store_batch_init(struct store_batch *b)
 {
-	pthread_mutex_lock(&st->io_lock);
-	st->wr_results = results;
-	st->wr_nops = 0;
+	b->n = b->submitted = b->nops = 0;
+	pool_wait_init(&b->w);
 }
 
-void store_write_add(struct store *st, unsigned first, unsigned n, void *const *bufs, const uint32_t *locs,
-		     bool use_uring)
+void store_batch_destroy(struct store_batch *b)
 {
-	uint32_t sslots[128];
-	void *sbufs[128];
-	int sres[128];
-	unsigned sidx[128], ns = 0;
-	uint64_t used_donors = 0;
-	int *results = st->wr_results;
+	pool_wait_destroy(&b->w);
+}
 
-	for (unsigned j = 0; j < n && first + j < 128; j++) {
-		unsigned i = first + j;
-		results[i] = 0;
+void store_batch_reset(struct store_batch *b)
+{
+	b->n = b->submitted = b->nops = 0;
+}
+
+int store_batch_add(struct store_batch *b, void *buf, const uint32_t *locs)
+{
+	unsigned i = b->n;
+
+	if (i >= STORE_BATCH_MAX)
+		return -ENOSPC;
+	b->bufs[i] = buf;
+	memcpy(b->locs[i], locs, sizeof(b->locs[i]));
+	b->results[i] = 0;
+	b->n++;
+	return (int)i;
+}
+
+/* Queues a write of buf to remote location loc, completing into op; ORs its donor into *donors. Returns 0 or -errno. */
+static int submit_remote_write(struct store *st, uint32_t loc, void *buf, struct pool_op *op, uint64_t *donors)
+{
+	unsigned d;
+	uint32_t slab, slot;
+	int r;
+
+	remote_addr(st, loc, &d, &slab, &slot);
+	r = donor_pool_submit(st->pool, d, true, slab, slot, buf, op);
+	if (r == 0)
+		*donors |= 1ULL << d;
+	return r;
+}
+
+void store_write_submit(struct store *st, struct store_batch *b, bool use_uring)
+{
+	/* A part has at most one spill copy per page. */
+	uint32_t sslots[STORE_BATCH_MAX];
+	void *sbufs[STORE_BATCH_MAX];
+	int sres[STORE_BATCH_MAX];
+	unsigned sidx[STORE_BATCH_MAX], ns = 0;
+	uint64_t used_donors = 0;
+
+	for (unsigned i = b->submitted; i < b->n; i++) {
 		for (unsigned c = 0; c < st->max_copies; c++) {
-			uint32_t loc = locs[j * st->max_copies + c];
+			uint32_t loc = b->locs[i][c];
 			if (loc == LOC_NONE)
 				continue;
 			if (!loc_is_remote(loc)) {
 				sslots[ns] = loc;
-				sbufs[ns] = bufs[j];
+				sbufs[ns] = b->bufs[i];
 				sidx[ns++] = i;
 				continue;
 			}
-			unsigned d;
-			uint32_t slab, slot;
-			remote_addr(st, loc, &d, &slab, &slot);
-			struct pool_op *op = &st->ops[st->wr_nops];
-			op->w = &st->w;
-			st->wr_owner[st->wr_nops] = i;
-			int r = donor_pool_submit(st->pool, d, true, slab, slot, bufs[j], op);
+			struct pool_op *op = &b->ops[b->nops];
+			op->w = &b->w;
+			int r = submit_remote_write(st, loc, b->bufs[i], op, &used_donors);
 			if (r < 0) {
-				if (!results[i])
-					results[i] = r;
+				if (!b->results[i])
+					b->results[i] = r;
 				continue;
 			}
-			used_donors |= 1ULL << d;
-			st->wr_nops++;
+			b->owner[b->nops++] = (uint16_t)i;
 		}
 	}
+	b->submitted = b->n;
 	/* Each part leaves at once: the donors work on it while the caller prepares the next. */
-	for (unsigned d = 0; d < POOL_MAX_DONORS; d++)
-		if (used_donors & (1ULL << d))
-			donor_pool_flush(st->pool, d);
+	store_flush(st, used_donors);
 	/* Spill copies meanwhile: local disk and network overlap. */
 	if (ns) {
 		if (use_uring) {
@@ -376,26 +391,58 @@ void store_write_add(struct store *st, unsigned first, unsigned n, void *const *
 				sres[k] = spill_pwrite(st->spill, sslots[k], sbufs[k]);
 		}
 		for (unsigned k = 0; k < ns; k++)
-			if (sres[k] < 0 && !results[sidx[k]])
-				results[sidx[k]] = sres[k];
+			if (sres[k] < 0 && !b->results[sidx[k]])
+				b->results[sidx[k]] = sres[k];
 	}
 }
 
-void store_write_end(struct store *st)
+int store_write_wait(struct store *st, struct store_batch *b)
 {
-	pool_wait_all(&st->w);
-	for (unsigned k = 0; k < st->wr_nops; k++)
-		if (st->ops[k].status < 0 && !st->wr_results[st->wr_owner[k]])
-			st->wr_results[st->wr_owner[k]] = st->ops[k].status;
-	st->wr_results = NULL;
-	pthread_mutex_unlock(&st->io_lock);
+	int first_err = 0;
+
+	(void)st;
+	pool_wait_all(&b->w);
+	for (unsigned k = 0; k < b->nops; k++)
+		if (b->ops[k].status < 0 && !b->results[b->owner[k]])
+			b->results[b->owner[k]] = b->ops[k].status;
+	b->nops = 0;
+	for (unsigned i = 0; i < b->n && !first_err; i++)
+		first_err = b->results[i];
+	return first_err;
 }
 
-void store_write(struct store *st, unsigned n, void *const *bufs, const uint32_t *locs, int *results, bool use_uring)
+int store_write_page(struct store *st, void *buf, const uint32_t *locs)
 {
-	store_write_begin(st, results);
-	store_write_add(st, 0, n, bufs, locs, use_uring);
-	store_write_end(st);
+	struct pool_op ops[STORE_MAX_COPIES];
+	struct pool_wait w;
+	uint64_t donors = 0;
+	unsigned nops = 0;
+	int r = 0;
+
+	/* One page: a batch's arrays would be 12 KiB of stack for a single write. */
+	pool_wait_init(&w);
+	for (unsigned c = 0; c < st->max_copies; c++) {
+		int rc;
+
+		if (locs[c] == LOC_NONE)
+			continue;
+		if (loc_is_remote(locs[c])) {
+			ops[nops].w = &w;
+			rc = submit_remote_write(st, locs[c], buf, &ops[nops], &donors);
+			if (rc == 0)
+				nops++;
+		} else {
+			rc = spill_pwrite(st->spill, locs[c], buf);
+		}
+		if (rc < 0 && !r)
+			r = rc;
+	}
+	store_flush(st, donors);
+	pool_wait_all(&w);
+	pool_wait_destroy(&w);
+	for (unsigned k = 0; k < nops && !r; k++)
+		r = ops[k].status < 0 ? ops[k].status : 0;
+	return r;
 }
 
 enum loc_health store_loc_health(struct store *st, uint32_t loc)
@@ -426,63 +473,86 @@ enum loc_health store_loc_health(struct store *st, uint32_t loc)
 	return state == VS_LIVE ? LOC_OK : state == VS_MOVING ? LOC_MOVE : LOC_DEAD;
 }
 
-struct sent_hook {
-	void (*fn)(void *arg);
-	void *arg;
-};
+enum { RD_NONE, RD_DONOR, RD_SPILL_RING, RD_DONE };
 
-static void call_sent(struct sent_hook *h)
+/* Starts the next copy in rd->order. Returns 0 when one is on its way (or read synchronously), -EIO when none is left. */
+static int read_start_next(struct store *st, struct store_read *rd)
 {
-	if (h && h->fn) {
-		h->fn(h->arg);
-		h->fn = NULL;
+	while (rd->next < rd->ncopies) {
+		uint32_t loc = rd->locs[rd->order[rd->next++]];
+		int r;
+
+		if (!loc_is_remote(loc)) {
+			rd->src = SRC_SPILL;
+			if (rd->fault_thread) {
+				r = spill_read_submit(st->spill, loc, rd->buf);
+				if (r == 0) {
+					rd->inflight = RD_SPILL_RING;
+					return 0;
+				}
+			} else {
+				/* Not the fault thread: nothing queues behind this read, a plain pread will do. */
+				rd->status = spill_pread(st->spill, loc, rd->buf);
+				rd->inflight = RD_DONE;
+				return 0;
+			}
+		} else {
+			unsigned d;
+			uint32_t slab, slot;
+
+			rd->src = SRC_DONOR;
+			remote_addr(st, loc, &d, &slab, &slot);
+			rd->op.w = &rd->w;
+			r = donor_pool_submit(st->pool, d, false, slab, slot, rd->buf, &rd->op);
+			if (r == 0) {
+				donor_pool_flush(st->pool, d);
+				rd->inflight = RD_DONOR;
+				return 0;
+			}
+		}
+		atomic_fetch_add_explicit(&st->stats.bad_copies, 1, memory_order_relaxed);
 	}
+	return -EIO;
 }
 
-/* One read from one copy; 0 when it arrived and matches crc. */
-static int read_one(struct store *st, uint32_t loc, uint32_t crc, void *buf, bool fault_thread, struct sent_hook *hook)
+/* Waits for the copy in flight; 0 when it arrived and matches the CRC. */
+static int read_finish(struct store *st, struct store_read *rd)
 {
 	int r;
 
-	if (!loc_is_remote(loc)) {
-		call_sent(hook);
-		r = fault_thread ? spill_read(st->spill, loc, buf) : spill_pread(st->spill, loc, buf);
-	} else {
-		struct pool_wait w;
-		struct pool_op op = { .w = &w };
-		unsigned d;
-		uint32_t slab, slot;
-
-		remote_addr(st, loc, &d, &slab, &slot);
-		/* Stack wait: one page, waited for right here; the transport bounds the wait. */
-		pool_wait_init(&w);
-		r = donor_pool_submit(st->pool, d, false, slab, slot, buf, &op);
-		if (r == 0) {
-			donor_pool_flush(st->pool, d);
-			call_sent(hook);
-			pool_wait_all(&w);
-			r = op.status;
-		}
-		pool_wait_destroy(&w);
+	switch (rd->inflight) {
+	case RD_DONOR:
+		/* The transport bounds the wait. */
+		pool_wait_all(&rd->w);
+		r = rd->op.status;
+		break;
+	case RD_SPILL_RING:
+		r = spill_read_wait(st->spill);
+		break;
+	case RD_DONE:
+		r = rd->status;
+		break;
+	default:
+		return -EIO;
 	}
-	if (r == 0 && crc32c(0, buf, PAGE_SZ) != crc)
+	rd->inflight = RD_NONE;
+	if (r == 0 && crc32c(0, rd->buf, PAGE_SIZE_4K) != rd->crc)
 		r = -EBADMSG;
 	if (r < 0)
 		atomic_fetch_add_explicit(&st->stats.bad_copies, 1, memory_order_relaxed);
 	return r;
 }
 
-int store_read(struct store *st, const uint32_t *locs, uint32_t crc, void *buf, enum store_source *ret_source,
-	       bool fault_thread)
+int store_read_submit(struct store *st, struct store_read *rd, const uint32_t *locs, uint32_t crc, void *buf,
+		      bool fault_thread)
 {
-	return store_read_ex(st, locs, crc, buf, ret_source, fault_thread, NULL, NULL);
-}
-
-int store_read_ex(struct store *st, const uint32_t *locs, uint32_t crc, void *buf, enum store_source *ret_source,
-		  bool fault_thread, void (*sent)(void *arg), void *arg)
-{
-	struct sent_hook hook = { sent, arg };
-
+	memcpy(rd->locs, locs, sizeof(rd->locs));
+	rd->crc = crc;
+	rd->buf = buf;
+	rd->fault_thread = fault_thread;
+	rd->ncopies = rd->next = 0;
+	rd->inflight = RD_NONE;
+	pool_wait_init(&rd->w);
 	/* Healthy donor copies, then copies being moved, then the spill file. */
 	for (int pass = 0; pass < 3; pass++) {
 		for (unsigned c = 0; c < st->max_copies; c++) {
@@ -494,13 +564,37 @@ int store_read_ex(struct store *st, const uint32_t *locs, uint32_t crc, void *bu
 			if ((pass == 0 && !(remote && h == LOC_OK)) || (pass == 1 && !(remote && h == LOC_MOVE)) ||
 			    (pass == 2 && remote))
 				continue;
-			if (read_one(st, loc, crc, buf, fault_thread, &hook) == 0) {
-				*ret_source = remote ? SRC_DONOR : SRC_SPILL;
-				return 0;
-			}
+			rd->order[rd->ncopies++] = (uint8_t)c;
 		}
 	}
-	return -EIO;
+	return read_start_next(st, rd);
+}
+
+int store_read_wait(struct store *st, struct store_read *rd, enum store_source *ret_source)
+{
+	int r = -EIO;
+
+	while (rd->inflight != RD_NONE) {
+		r = read_finish(st, rd);
+		if (r == 0)
+			break;
+		r = -EIO;
+		if (read_start_next(st, rd) < 0)
+			break;
+	}
+	pool_wait_destroy(&rd->w);
+	if (r == 0)
+		*ret_source = rd->src;
+	return r;
+}
+
+int store_read(struct store *st, const uint32_t *locs, uint32_t crc, void *buf, enum store_source *ret_source,
+	       bool fault_thread)
+{
+	struct store_read rd;
+
+	store_read_submit(st, &rd, locs, crc, buf, fault_thread);
+	return store_read_wait(st, &rd, ret_source);
 }
 
 int store_read_async(struct store *st, const uint32_t *locs, void *buf, struct pool_op *op, uint64_t *donors)

@@ -74,37 +74,94 @@ void store_free_loc(struct store *st, uint32_t loc);
 void store_free_locs(struct store *st, const uint32_t *locs);
 
 /*
- * Writes n pages, each to every location in locs[i*max_copies ..], and
- * waits until every copy is acknowledged. results[i]: 0 or the first error
- * of page i. use_uring: spill copies go through the evictor's ring
- * (evictor thread only); otherwise plain pwrite.
+ * Store I/O is submit/complete: the caller owns the request (a write batch,
+ * a page read), hands it to the store part by part, and waits for it. The
+ * store keeps no I/O state of its own between calls, holds no lock across
+ * them and never calls back into its caller; requests on different objects
+ * run concurrently.
  */
-void store_write(struct store *st, unsigned n, void *const *bufs, const uint32_t *locs, int *results, bool use_uring);
+
+/* Pages per write batch: the evictor's batch is exactly one. */
+#define STORE_BATCH_MAX 128u
+
 /*
- * The same in parts, so the first pages are on the wire while the caller
- * still reads the rest: begin takes the store's write slot (results has
- * room for 128 pages), add writes pages first..first+n-1 (bufs and locs
- * start at page first), end waits for every copy of every part.
+ * A write batch. The caller fills it with store_batch_add(); the store
+ * keeps its bookkeeping in the rest. Buffers must stay valid until
+ * store_write_wait() returns.
  */
-void store_write_begin(struct store *st, int *results);
-void store_write_add(struct store *st, unsigned first, unsigned n, void *const *bufs, const uint32_t *locs,
-		     bool use_uring);
-void store_write_end(struct store *st);
+struct store_batch {
+	unsigned n;                                       /* pages added */
+	void *bufs[STORE_BATCH_MAX];                      /* 4 KiB-aligned page contents */
+	uint32_t locs[STORE_BATCH_MAX][STORE_MAX_COPIES]; /* every copy of page i, unused = LOC_NONE */
+	int results[STORE_BATCH_MAX];                     /* after the wait: 0 or page i's first error */
+	/* The store's: */
+	unsigned submitted;                               /* pages 0..submitted-1 are on their way */
+	unsigned nops;                                    /* donor writes in flight */
+	struct pool_wait w;
+	struct pool_op ops[STORE_BATCH_MAX * STORE_MAX_COPIES];
+	uint16_t owner[STORE_BATCH_MAX * STORE_MAX_COPIES]; /* page index of ops[k] */
+};
+
+/* Prepares an empty batch (its wait object included). */
+void store_batch_init(struct store_batch *b);
+/* Releases what init set up; nothing may be in flight. */
+void store_batch_destroy(struct store_batch *b);
+/* Empties a batch that was waited for, for the next round. */
+void store_batch_reset(struct store_batch *b);
+/* Appends a page and its copies' locations (STORE_MAX_COPIES entries). Returns its index or -ENOSPC. */
+int store_batch_add(struct store_batch *b, void *buf, const uint32_t *locs);
+/* Pages added but not yet submitted. */
+static inline unsigned store_batch_unsent(const struct store_batch *b) { return b->n - b->submitted; }
+
 /*
- * Fetches a page from the first copy that reads back with the right
- * CRC32C, healthy copies first. Returns 0 (ret_source says from where) or
- * -EIO when no copy could be read. fault_thread: spill reads use the fault
- * thread's ring.
+ * Sends every page added since the last submit: donor writes leave at once
+ * (the donors work on them while the caller prepares the next part), spill
+ * copies are written meanwhile. use_uring: spill copies go through the
+ * evictor's ring (evictor thread only); otherwise plain pwrite.
  */
+void store_write_submit(struct store *st, struct store_batch *b, bool use_uring);
+/*
+ * Waits until every copy submitted in b is acknowledged and fills
+ * b->results. Returns 0 or the first page's error.
+ */
+int store_write_wait(struct store *st, struct store_batch *b);
+/* Writes one page to every location in locs (STORE_MAX_COPIES entries) with plain pwrite for spill. Returns 0 or -errno. */
+int store_write_page(struct store *st, void *buf, const uint32_t *locs);
+
+/* One page read in flight; owned by the caller, whose thread both submits and waits. */
+struct store_read {
+	uint32_t locs[STORE_MAX_COPIES];
+	uint8_t order[STORE_MAX_COPIES]; /* copies to try, best first */
+	uint8_t ncopies, next;
+	uint8_t inflight;                /* enum in store.c */
+	bool fault_thread;
+	uint32_t crc;
+	void *buf;
+	int status;                      /* of a read done synchronously */
+	enum store_source src;           /* where the copy in flight is */
+	struct pool_wait w;
+	struct pool_op op;
+};
+
+/*
+ * Starts fetching a page (4 KiB-aligned buf) from its best copy: healthy
+ * donor copies first, then copies being moved, then the spill file. When
+ * this returns 0 the read is on its way, so reads submitted afterwards
+ * (the prefetcher's) queue behind it. fault_thread: spill reads use the
+ * fault thread's ring. Returns 0, or -EIO when no copy could even be
+ * started. Either way store_read_wait() must follow.
+ */
+int store_read_submit(struct store *st, struct store_read *rd, const uint32_t *locs, uint32_t crc, void *buf,
+		      bool fault_thread);
+/*
+ * Waits for the read; if that copy fails its read or the CRC32C, tries
+ * the others in the same order. Returns 0 (ret_source says from where)
+ * or -EIO when no copy could be read.
+ */
+int store_read_wait(struct store *st, struct store_read *rd, enum store_source *ret_source);
+/* store_read_submit + store_read_wait. */
 int store_read(struct store *st, const uint32_t *locs, uint32_t crc, void *buf, enum store_source *ret_source,
 	       bool fault_thread);
-/*
- * store_read that calls sent(arg) once, when the first read is on its way
- * (a donor read sent, or just before a spill read): the prefetcher queues
- * its reads behind the fault's own, never in front of it.
- */
-int store_read_ex(struct store *st, const uint32_t *locs, uint32_t crc, void *buf, enum store_source *ret_source,
-		  bool fault_thread, void (*sent)(void *arg), void *arg);
 /*
  * Queues an asynchronous read of a page's first healthy donor copy into buf,
  * completing into op->w (set by the caller); ORs the donor's bit into
