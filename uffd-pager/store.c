@@ -350,11 +350,11 @@ static int submit_remote_write(struct store *st, uint32_t loc, void *buf, struct
 
 void store_write_submit(struct store *st, struct store_batch *b, bool use_uring)
 {
-	/* A part has at most one spill copy per page. */
-	uint32_t sslots[STORE_BATCH_MAX];
-	void *sbufs[STORE_BATCH_MAX];
-	int sres[STORE_BATCH_MAX];
-	unsigned sidx[STORE_BATCH_MAX], ns = 0;
+	/* Placement puts at most one copy of a page in the spill file, but locs come from the caller. */
+	uint32_t sslots[STORE_BATCH_MAX * STORE_MAX_COPIES];
+	void *sbufs[STORE_BATCH_MAX * STORE_MAX_COPIES];
+	int sres[STORE_BATCH_MAX * STORE_MAX_COPIES];
+	unsigned sidx[STORE_BATCH_MAX * STORE_MAX_COPIES], ns = 0;
 	uint64_t used_donors = 0;
 
 	for (unsigned i = b->submitted; i < b->n; i++) {

@@ -148,7 +148,8 @@ struct store_read {
  * donor copies first, then copies being moved, then the spill file. When
  * this returns 0 the read is on its way, so reads submitted afterwards
  * (the prefetcher's) queue behind it. fault_thread: spill reads use the
- * fault thread's ring. Returns 0, or -EIO when no copy could even be
+ * fault thread's ring, which takes one read at a time: wait before the
+ * next fault-thread read. Returns 0, or -EIO when no copy could even be
  * started. Either way store_read_wait() must follow.
  */
 int store_read_submit(struct store *st, struct store_read *rd, const uint32_t *locs, uint32_t crc, void *buf,
