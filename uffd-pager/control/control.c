@@ -1214,12 +1214,18 @@ static int http_listen(const char *spec)
 	return fd;
 }
 
+static void server_freep(struct ctl_server **s)
+{
+	if (*s)
+		server_free(*s);
+}
+
 int ctl_server_start(struct pager *p, const char *path, mode_t mode, const struct ctl_server_options *o,
 		     struct ctl_server **ret)
 {
 	struct ctl_server_options opts;
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct ctl_server *s;
+	_cleanup_(server_freep) struct ctl_server *s = NULL;
 	struct epoll_event e;
 	sigset_t all, old;
 	struct stat st;
@@ -1253,80 +1259,54 @@ int ctl_server_start(struct pager *p, const char *path, mode_t mode, const struc
 	memcpy(sa.sun_path, path, strlen(path));
 
 	r = remove_stale_socket(path);
-	if (r == -EADDRINUSE) {
-		log_err("control: %s: another server is listening there", path);
-		goto fail;
-	}
-	if (r == -EEXIST) {
-		log_err("control: %s exists and is not a socket; refusing to replace it", path);
-		goto fail;
-	}
-	if (r < 0) {
-		log_err_errno(r, "control: cannot check for a stale socket at %s", path);
-		goto fail;
-	}
+	if (r == -EADDRINUSE)
+		return log_err_errno(r, "control: %s: another server is listening there", path);
+	if (r == -EEXIST)
+		return log_err_errno(r, "control: %s exists and is not a socket; refusing to replace it", path);
+	if (r < 0)
+		return log_err_errno(r, "control: cannot check for a stale socket at %s", path);
 	s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (s->listen_fd < 0) {
-		r = log_err_errno(-errno, "control: socket");
-		goto fail;
-	}
+	if (s->listen_fd < 0)
+		return log_err_errno(-errno, "control: socket");
 	if (bind(s->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		r = log_err_errno(-errno, "control: cannot bind %s", path);
-		close(s->listen_fd);
-		s->listen_fd = -1;
-		goto fail;
+		close(TAKE_FD(s->listen_fd)); /* not our socket file: server_free must not unlink it */
+		return r;
 	}
-	/* Set group and mode before listen(): until then nobody can connect anyway. */
-	if (opts.group != (gid_t)-1 && chown(path, (uid_t)-1, opts.group) < 0) {
-		r = log_err_errno(-errno, "control: cannot give %s to group %u", path, (unsigned)opts.group);
-		unlink(path);
-		close(s->listen_fd);
-		s->listen_fd = -1;
-		goto fail;
-	}
-	if (chmod(path, mode) < 0 || lstat(path, &st) < 0) {
-		r = log_err_errno(-errno, "control: cannot set mode %04o on %s", (unsigned)mode, path);
-		unlink(path);
-		close(s->listen_fd);
-		s->listen_fd = -1;
-		goto fail;
-	}
+	/* Ours from here: server_free unlinks the socket this inode is, also on a failure below. */
+	if (lstat(path, &st) < 0)
+		return log_err_errno(-errno, "control: cannot stat %s", path);
 	s->sock_dev = st.st_dev;
 	s->sock_ino = st.st_ino;
-	if (listen(s->listen_fd, 64) < 0) {
-		r = log_err_errno(-errno, "control: listen on %s", path);
-		goto fail;
-	}
+	/* Set group and mode before listen(): until then nobody can connect anyway. */
+	if (opts.group != (gid_t)-1 && chown(path, (uid_t)-1, opts.group) < 0)
+		return log_err_errno(-errno, "control: cannot give %s to group %u", path, (unsigned)opts.group);
+	if (chmod(path, mode) < 0)
+		return log_err_errno(-errno, "control: cannot set mode %04o on %s", (unsigned)mode, path);
+	if (listen(s->listen_fd, 64) < 0)
+		return log_err_errno(-errno, "control: listen on %s", path);
 	s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (s->epoll_fd < 0 || s->stop_fd < 0 || s->wake_fd < 0) {
-		r = log_err_errno(-errno, "control: epoll/eventfd");
-		goto fail;
-	}
+	if (s->epoll_fd < 0 || s->stop_fd < 0 || s->wake_fd < 0)
+		return log_err_errno(-errno, "control: epoll/eventfd");
 	{
 		const struct { int fd; void *tag; } watch[] = {
 			{ s->listen_fd, &s->listen_tag }, { s->stop_fd, &s->stop_tag }, { s->wake_fd, &s->wake_tag },
 		};
-		for (size_t i = 0; i < sizeof(watch) / sizeof(watch[0]); i++) {
+		for (size_t i = 0; i < ARRAY_SIZE(watch); i++) {
 			e = (struct epoll_event){ .events = EPOLLIN, .data.ptr = watch[i].tag };
-			if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, watch[i].fd, &e) < 0) {
-				r = log_err_errno(-errno, "control: epoll_ctl");
-				goto fail;
-			}
+			if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, watch[i].fd, &e) < 0)
+				return log_err_errno(-errno, "control: epoll_ctl");
 		}
 	}
 	if (opts.metrics_listen[0]) {
 		s->http_fd = http_listen(opts.metrics_listen);
-		if (s->http_fd < 0) {
-			r = s->http_fd;
-			goto fail;
-		}
+		if (s->http_fd < 0)
+			return TAKE_FD(s->http_fd); /* the -errno, logged */
 		e = (struct epoll_event){ .events = EPOLLIN, .data.ptr = &s->http_tag };
-		if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->http_fd, &e) < 0) {
-			r = log_err_errno(-errno, "control: epoll_ctl");
-			goto fail;
-		}
+		if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->http_fd, &e) < 0)
+			return log_err_errno(-errno, "control: epoll_ctl");
 		log_info("control: serving GET /metrics on http://%s/metrics", opts.metrics_listen);
 	}
 	/* Process signals belong to the daemon's main loop, never to this thread. */
@@ -1334,21 +1314,16 @@ int ctl_server_start(struct pager *p, const char *path, mode_t mode, const struc
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	r = -pthread_create(&s->thread, NULL, server_thread, s);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (r < 0) {
-		log_err_errno(r, "control: cannot start the server thread");
-		goto fail;
-	}
+	if (r < 0)
+		return log_err_errno(r, "control: cannot start the server thread");
 	s->thread_started = true;
 	if (s->admin_gid != (gid_t)-1)
 		log_info("control: listening on %s (mode %04o); admin group %u", path, (unsigned)mode,
 			 (unsigned)s->admin_gid);
 	else
 		log_info("control: listening on %s (mode %04o)", path, (unsigned)mode);
-	*ret = s;
+	*ret = TAKE_PTR(s);
 	return 0;
-fail:
-	server_free(s);
-	return r;
 }
 
 void ctl_server_stop(struct ctl_server *s)
