@@ -20,7 +20,7 @@
 
 #include "crc32c.h"
 #include "log.h"
-#include "pager.h"
+#include "events.h"
 #include "util.h"
 #include "vm-private.h"
 
@@ -256,7 +256,7 @@ static void evict_batch(struct evict_ctx *ec)
 	pthread_mutex_unlock(&vm->lock);
 	/* Hook for events.subscribe: only transitions, emitted outside vm->lock. */
 	if (degraded_changed)
-		pager_event_emit("vm.degraded", json_pack("{s:s, s:b, s:I}", "vm", vm->policy.name, "degraded",
+		events_emit("vm.degraded", json_pack("{s:s, s:b, s:I}", "vm", vm->policy.name, "degraded",
 							  n_store_failed > 0, "pages_refused", (json_int_t)n_store_failed));
 	if (n_aborted)
 		atomic_fetch_add_explicit(&vm->stats.evictions_aborted, n_aborted, memory_order_relaxed);

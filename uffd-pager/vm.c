@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "pager.h"
+#include "events.h"
 #include "util.h"
 #include "vm-private.h"
 #include "vm.h"
@@ -136,7 +136,7 @@ void vm_data_loss(struct vm *vm, uint64_t page, const char *why)
 	pthread_mutex_unlock(&vm->lock);
 	vm_log_err(vm->policy.name, "page %llu (guest RAM offset 0x%llx) cannot be restored: %s; never installing it; %s the VM (pid %d) per policy 'on_data_loss'", (unsigned long long)page, (unsigned long long)(page << PAGE_SHIFT_4K), why,
 		kill_it ? "killing" : "stopping", (int)vm->pid);
-	pager_event_emit("page.lost", json_pack("{s:s, s:i, s:I, s:I, s:s, s:s}", "vm", vm->policy.name, "pid",
+	events_emit("page.lost", json_pack("{s:s, s:i, s:I, s:I, s:s, s:s}", "vm", vm->policy.name, "pid",
 						(int)vm->pid, "page", (json_int_t)page, "offset",
 						(json_int_t)(page << PAGE_SHIFT_4K), "reason", why, "action",
 						kill_it ? "killed" : "stopped"));
