@@ -1,11 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Helpers for messages about JSON input, shared by the control protocol and
- * the policy parsers so that both name a wrong value's type the same way.
+ * Helpers for JSON values: a cleanup attribute, and the type names that the
+ * control protocol and the policy parsers both use in their messages.
  */
 #pragma once
 
 #include <jansson.h>
+
+#include "util.h"
+
+/* A json_t * released at scope exit (jansson's json_decrefp is NULL-safe). */
+#define _cleanup_json_ _cleanup_(json_decrefp)
 
 /*
  * The type of v with its article, for "expected X, got ...": "an object",

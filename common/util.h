@@ -2,7 +2,6 @@
 /* Small helpers shared by every component: cleanup attributes, sizes, clocks. */
 #pragma once
 
-#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -28,7 +27,6 @@ static inline void closep(int *fd)
 #define _cleanup_(f) __attribute__((cleanup(f)))
 #define _cleanup_free_ _cleanup_(freep)
 #define _cleanup_close_ _cleanup_(closep)
-#define _cleanup_json_ _cleanup_(json_decrefp) /* jansson's: drops the reference, NULL-safe */
 
 /* Hands ownership out of a cleanup variable. */
 #define TAKE_PTR(p) \

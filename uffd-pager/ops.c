@@ -18,6 +18,7 @@
 
 #include "donors.h"
 #include "events.h"
+#include "json-util.h"
 #include "log.h"
 #include "policy.h"
 #include "registry.h"
