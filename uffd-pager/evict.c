@@ -3,14 +3,14 @@
  * The evictor thread: one per VM, off the fault path. When residency rises
  * above the low watermark it takes a batch of victims from the policy's
  * victim selector and pushes them out in the order that never loses a
- * write (DESIGN.md): write-protect each contiguous run, read it through the
- * memfd a part at a time, write every non-zero page of a part to the
- * stores while the next part is read, wait until all are durable,
- * then punch the run. A write that lands on a page in the middle of this
- * either takes the page back out of the batch or waits for the punch.
- * Every page-state change goes through pagemap.h's verbs, one lock per
- * step for the whole batch. The pacing (target, trigger, the fault path's
- * wake-up) is here too, at the end of the file.
+ * write (README, "How it stays correct"): write-protect each contiguous
+ * run, read it through the memfd a part at a time, write every non-zero
+ * page of a part to the stores while the next part is read, wait until
+ * all are durable, then punch the run. A write that lands on a page in
+ * the middle of this either takes the page back out of the batch or waits
+ * for the punch. Every page-state change goes through pagemap.h's verbs,
+ * one lock per step for the whole batch. The pacing (target, trigger,
+ * the fault path's wake-up) is here too, at the end of the file.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -83,7 +83,7 @@ struct vm {
 	unsigned nregions;
 	uint64_t npages;
 
-	pthread_mutex_t lock; /* page map, victim state, counters below */
+	pthread_mutex_t lock; /* the page map, victim state, watermarks and flags below */
 	pthread_cond_t evict_cond;   /* evictor waits for work */
 	pthread_cond_t space_cond;   /* throttled faults wait for room */
 	struct pagemap map;          /* page entries and the resident/stored/zero counters */
