@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int parse_size(const char *s, uint64_t *ret_bytes)
@@ -68,4 +69,34 @@ bool fd_link_has_prefix(int fd, const char *prefix)
 		return false;
 	target[n] = '\0';
 	return strncmp(target, prefix, strlen(prefix)) == 0;
+}
+
+int mkdir_p(const char *path, mode_t mode)
+{
+	char tmp[256];
+
+	if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	for (char *s = tmp + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		mkdir(tmp, 0755);
+		*s = '/';
+	}
+	if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+int mkdir_parent(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char dir[256];
+
+	if (!slash || slash == path)
+		return 0;
+	if (snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path) >= (int)sizeof(dir))
+		return -ENAMETOOLONG;
+	return mkdir_p(dir, 0755);
 }

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,8 +24,9 @@ static inline void closep(int *fd)
 	if (*fd >= 0)
 		close(*fd);
 }
-#define _cleanup_free_ __attribute__((cleanup(freep)))
-#define _cleanup_close_ __attribute__((cleanup(closep)))
+#define _cleanup_(f) __attribute__((cleanup(f)))
+#define _cleanup_free_ _cleanup_(freep)
+#define _cleanup_close_ _cleanup_(closep)
 
 /* Hands ownership out of a cleanup variable. */
 #define TAKE_PTR(p) \
@@ -59,3 +61,8 @@ const char *format_size(uint64_t bytes, char *buf, size_t len);
 
 /* True when /proc/self/fd/FD links to a name starting with prefix ("/memfd:", "anon_inode:[userfaultfd]"). */
 bool fd_link_has_prefix(int fd, const char *prefix);
+
+/* mkdir -p: missing parents get mode 0755, path itself mode. Returns 0 (also if it exists) or -errno. */
+int mkdir_p(const char *path, mode_t mode);
+/* Creates the directory that holds path (a socket's, say) like mkdir_p with mode 0755. Returns 0 or -errno. */
+int mkdir_parent(const char *path);

@@ -8,8 +8,8 @@
 
 #include "donor-auth.h"
 #include "donors.h"
+#include "events.h"
 #include "log.h"
-#include "pager.h"
 #include "transport.h"
 #include "util.h"
 
@@ -65,9 +65,9 @@ static void mark_down(struct pdonor *d, int err, const char *what)
 			atomic_fetch_add(&d->pool->gen, 1);
 			log_warn("donor %s is down (%s: %s): its %lld pages are re-created from other copies",
 				 d->url, what, strerror(-err), (long long)atomic_load(&d->pages));
-			pager_event_emit("donor.down", json_pack("{s:s, s:s, s:s, s:I}", "donor", d->url, "reason", what,
-								 "error", strerror(-err), "pages",
-								 (json_int_t)atomic_load(&d->pages)));
+			events_emit("donor.down", json_pack("{s:s, s:s, s:s, s:I}", "donor", d->url, "reason", what,
+							    "error", strerror(-err), "pages",
+							    (json_int_t)atomic_load(&d->pages)));
 			return;
 		}
 	}
@@ -310,8 +310,8 @@ int donor_pool_add(struct donor_pool *p, const char *url, char *err, size_t errl
 		/* Listed as down so operators see it; never used. */
 		atomic_store(&d->state, PD_DOWN);
 		atomic_store(&d->failures, 1);
-		pager_event_emit("donor.down", json_pack("{s:s, s:s, s:s, s:i}", "donor", url, "reason", "connect",
-							 "error", r == -EACCES ? "key refused" : strerror(-r), "pages", 0));
+		events_emit("donor.down", json_pack("{s:s, s:s, s:s, s:i}", "donor", url, "reason", "connect",
+						    "error", r == -EACCES ? "key refused" : strerror(-r), "pages", 0));
 	} else {
 		r = -pthread_create(&d->completer, NULL, completer_main, d);
 		if (r < 0) {
@@ -328,8 +328,8 @@ int donor_pool_add(struct donor_pool *p, const char *url, char *err, size_t errl
 			}
 			log_info("donor %s: connected as %s (capacity %llu MiB)", url, p->client_id,
 				 (unsigned long long)(atomic_load(&d->capacity) >> 20));
-			pager_event_emit("donor.up", json_pack("{s:s, s:I}", "donor", url, "capacity",
-							       (json_int_t)atomic_load(&d->capacity)));
+			events_emit("donor.up", json_pack("{s:s, s:I}", "donor", url, "capacity",
+							  (json_int_t)atomic_load(&d->capacity)));
 		}
 	}
 	p->d[n] = d;

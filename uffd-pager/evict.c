@@ -3,11 +3,14 @@
  * The evictor thread: one per VM, off the fault path. When residency rises
  * above the low watermark it takes a batch of victims from the policy's
  * victim selector and pushes them out in the order that never loses a
- * write (DESIGN.md): write-protect each contiguous run, read it through the
- * memfd a part at a time, write every non-zero page of a part to the
- * stores while the next part is read, wait until all are durable,
- * then punch the run. A write that lands on a page in the middle of this
- * either takes the page back out of the batch or waits for the punch.
+ * write (README, "How it stays correct"): write-protect each contiguous
+ * run, read it through the memfd a part at a time, write every non-zero
+ * page of a part to the stores while the next part is read, wait until
+ * all are durable, then punch the run. A write that lands on a page in
+ * the middle of this either takes the page back out of the batch or waits
+ * for the punch. Every page-state change goes through pagemap.h's verbs,
+ * one lock per step for the whole batch. The pacing (target, trigger,
+ * the fault path's wake-up) is here too, at the end of the file.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,7 +23,7 @@
 
 #include "crc32c.h"
 #include "log.h"
-#include "pager.h"
+#include "events.h"
 #include "util.h"
 #include "vm-private.h"
 
@@ -86,23 +89,18 @@ static unsigned pick_victims(struct evict_ctx *ec)
 
 	pthread_mutex_lock(&vm->lock);
 	/* Pages picked so far still count as resident: without subtracting them a second round would pick the same excess again. */
-	while (n < EVICT_BATCH && vm->resident_pages - n > vm_evict_target(vm)) {
+	while (n < EVICT_BATCH && pagemap_resident(&vm->map) - n > vm_evict_target(vm)) {
 		size_t want = EVICT_BATCH - n, got;
-		uint64_t excess = vm->resident_pages - n - vm_evict_target(vm);
+		uint64_t excess = pagemap_resident(&vm->map) - n - vm_evict_target(vm);
 		if (want > excess)
 			want = (size_t)excess;
 		got = vm->victim->pick(vm->victim_state, cand, want);
 		if (!got)
 			break;
-		for (size_t i = 0; i < got; i++) {
-			struct page_entry *pe = vm_page(vm, cand[i]);
+		for (size_t i = 0; i < got; i++)
 			/* The selector may hand back pages that left residency since they were queued. */
-			if (pe->state != PG_RESIDENT)
-				continue;
-			pe->state = PG_EVICTING;
-			pe->flags = 0;
-			ec->pages[n++] = cand[i];
-		}
+			if (pagemap_evict_begin(&vm->map, cand[i]))
+				ec->pages[n++] = cand[i];
 		/* Pages counted but not yet queued are in flight on the fault path. */
 		if (got < want)
 			break;
@@ -112,25 +110,18 @@ static unsigned pick_victims(struct evict_ctx *ec)
 	return n;
 }
 
-/* Gives a page back to the guest as resident (write during eviction, store failure). Under lock. */
+/* A page leaves the batch (write during eviction, store failure, discard): its copies are freed. Under lock. */
 static void abort_page_locked(struct vm *vm, uint64_t page, uint32_t *locs, enum evict_verdict verdict)
 {
-	struct page_entry *pe = vm_page(vm, page);
-
 	store_free_locs(vm->store, locs);
 	for (unsigned c = 0; c < STORE_MAX_COPIES; c++)
 		locs[c] = LOC_NONE;
-	pe->loc = LOC_NONE;
 	if (verdict == EVICT_FORGET) {
-		/* The guest discarded it meanwhile: the memfd holds a hole now. */
-		pe->state = PG_ZERO;
-		vm->resident_pages--;
-		vm->zero_pages++;
+		pagemap_evict_forget(&vm->map, page);
 	} else {
-		pe->state = PG_RESIDENT;
+		pagemap_evict_give_back(&vm->map, page);
 		vm->victim->on_resident(vm->victim_state, page);
 	}
-	pe->flags = 0;
 }
 
 static void evict_batch(struct evict_ctx *ec)
@@ -227,17 +218,15 @@ static void evict_batch(struct evict_ctx *ec)
 	/* 4. decide: pages written to meanwhile go back; the rest is committed */
 	pthread_mutex_lock(&vm->lock);
 	for (i = 0; i < ec->n; i++) {
-		struct page_entry *pe = vm_page(vm, ec->pages[i]);
-		enum evict_verdict verdict = page_evict_verdict(ec->protected_[i], pe->flags);
+		enum evict_verdict verdict = pagemap_evict_verdict(&vm->map, ec->pages[i], ec->protected_[i]);
 		if (verdict != EVICT_COMMIT) {
 			if (ec->protected_[i])
 				n_aborted++;
 			abort_page_locked(vm, ec->pages[i], ec->locs[i], verdict);
 			continue;
 		}
-		pe->state = PG_EVICT_COMMITTED;
-		vm_page_set_locs(vm, ec->pages[i], ec->locs[i]); /* all LOC_NONE for a zero page */
-		pe->crc = ec->crcs[i];
+		/* all LOC_NONE for a zero page; its CRC is never read */
+		pagemap_evict_commit(&vm->map, ec->pages[i], ec->locs[i], ec->crcs[i]);
 		ec->commit[i] = true;
 		n_commit++;
 	}
@@ -249,7 +238,7 @@ static void evict_batch(struct evict_ctx *ec)
 	pthread_mutex_unlock(&vm->lock);
 	/* Hook for events.subscribe: only transitions, emitted outside vm->lock. */
 	if (degraded_changed)
-		pager_event_emit("vm.degraded", json_pack("{s:s, s:b, s:I}", "vm", vm->policy.name, "degraded",
+		events_emit("vm.degraded", json_pack("{s:s, s:b, s:I}", "vm", vm->policy.name, "degraded",
 							  n_store_failed > 0, "pages_refused", (json_int_t)n_store_failed));
 	if (n_aborted)
 		atomic_fetch_add_explicit(&vm->stats.evictions_aborted, n_aborted, memory_order_relaxed);
@@ -279,24 +268,16 @@ static void evict_batch(struct evict_ctx *ec)
 	unsigned n_wake = 0;
 	uint64_t wake[EVICT_BATCH];
 	for (i = 0; i < ec->n; i++) {
-		struct page_entry *pe;
+		uint32_t freed[STORE_MAX_COPIES];
+		bool waiter;
 		if (!ec->commit[i])
 			continue;
-		pe = vm_page(vm, ec->pages[i]);
-		if (pe->state != PG_EVICT_COMMITTED)
-			continue; /* refaulted in between: the fault thread took over */
-		bool waiter;
-		pe->state = page_after_punch(ec->zero[i], pe->flags, &waiter);
+		/* false: refaulted in between, the fault thread took over */
+		if (!pagemap_punched(&vm->map, ec->pages[i], ec->zero[i], &waiter, freed))
+			continue;
+		store_free_locs(vm->store, freed);
 		if (waiter)
 			wake[n_wake++] = ec->pages[i];
-		vm->resident_pages--;
-		if (pe->state == PG_ZERO) {
-			vm_page_drop_copies(vm, ec->pages[i]);
-			vm->zero_pages++;
-		} else {
-			vm->stored_pages++;
-		}
-		pe->flags = 0;
 	}
 	pthread_mutex_unlock(&vm->lock);
 	pthread_cond_broadcast(&vm->space_cond);
@@ -311,6 +292,15 @@ static void evict_batch(struct evict_ctx *ec)
 	atomic_fetch_add_explicit(&vm->stats.evictions, n_commit, memory_order_relaxed);
 	atomic_fetch_add_explicit(&vm->stats.eviction_batches, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&vm->stats.eviction_ns, now_ns() - t0, memory_order_relaxed);
+}
+
+/* Pacing: when the evictor works, and how far. */
+
+uint64_t vm_evict_target(struct vm *vm)
+{
+	if (vm->hold_resident || vm->balloon_settling)
+		return UINT64_MAX;
+	return vm->parking ? 0 : vm->low_pages;
 }
 
 uint64_t vm_evict_trigger(struct vm *vm)
@@ -328,10 +318,20 @@ uint64_t vm_evict_trigger(struct vm *vm)
 	return target + (slack ? slack : 1);
 }
 
+void vm_note_resident(struct vm *vm, uint64_t page)
+{
+	vm->victim->on_resident(vm->victim_state, page);
+	/* Only at the trigger: a signal per fault would wake the evictor per fault. */
+	if (pagemap_resident(&vm->map) >= vm_evict_trigger(vm))
+		pthread_cond_signal(&vm->evict_cond);
+}
+
 /* Work for the evictor: a full batch above the target (or any excess when it is urgent). Under lock. */
 static bool evict_due(struct vm *vm)
 {
-	return vm->resident_pages > vm_evict_target(vm) && vm->resident_pages >= vm_evict_trigger(vm);
+	uint64_t resident = pagemap_resident(&vm->map);
+
+	return resident > vm_evict_target(vm) && resident >= vm_evict_trigger(vm);
 }
 
 void *vm_evict_thread(void *arg)
@@ -351,7 +351,7 @@ void *vm_evict_thread(void *arg)
 		bool work;
 
 		pthread_mutex_lock(&vm->lock);
-		if (vm->parking && vm->resident_pages == 0)
+		if (vm->parking && pagemap_resident(&vm->map) == 0)
 			vm->parking = false; /* parked: everything that could go went */
 		while (!vm->stopping && !evict_due(vm))
 			pthread_cond_wait(&vm->evict_cond, &vm->lock);

@@ -13,7 +13,9 @@
  * network together; the page is marked PGF_FETCHING meanwhile (its copies
  * stay, a duplicate fault waits for the same copy, a discard is applied
  * when the fetch ends). Faults the prefetcher follows, spill reads and
- * retries are served synchronously.
+ * retries are served synchronously. Page-state changes go through
+ * pagemap.h's verbs; the common fault takes vm->lock once to look at the
+ * page, check for room and start its fetch, and once to record it.
  */
 #include <errno.h>
 #include <linux/userfaultfd.h>
@@ -35,6 +37,7 @@
 #define BACKLOG_MAX 4096
 #define PREFETCH_WINDOW 64 /* pages per prediction at most */
 #define FETCH_SLOTS 8      /* donor fetches in flight at once */
+#define NO_PAGE UINT64_MAX
 
 /* Messages read while a copy had to be retried (EAGAIN): served after the current batch. */
 struct backlog {
@@ -98,14 +101,16 @@ static void drain_events(struct fault_ctx *fc)
 }
 
 /*
- * Places a page: zeros when src is NULL, else a copy. With pe, also zeros
- * when the guest discarded the page while it was fetched (PGF_DISCARDED;
- * REMOVE events are read only by this thread, and a pending one fails the
- * copy with EAGAIN, so the check, repeated on every attempt, cannot go
- * stale); *ret_zero then says whether zeros were placed. Returns 0
- * (placed), 1 (already present: waiters woken), or -errno.
+ * Places a page: zeros when src is NULL, else a copy. For a fetched page
+ * (page != NO_PAGE) also zeros when the guest discarded it while it was
+ * fetched; discarded is PGF_DISCARDED as the caller last saw it under the
+ * lock. REMOVE events (which set the flag) are read only by this thread,
+ * and a pending one fails the copy with EAGAIN, so the flag needs a fresh
+ * look only after this thread read events itself. *ret_zero then says
+ * whether zeros were placed. Returns 0 (placed), 1 (already present:
+ * waiters woken), or -errno.
  */
-static int place_page_as(struct fault_ctx *fc, uint64_t addr, const void *src, const struct page_entry *pe,
+static int place_page_as(struct fault_ctx *fc, uint64_t addr, const void *src, uint64_t page, bool discarded,
 			 bool *ret_zero)
 {
 	struct vm *vm = fc->vm;
@@ -114,11 +119,9 @@ static int place_page_as(struct fault_ctx *fc, uint64_t addr, const void *src, c
 		const void *from = src;
 		int r;
 
-		if (pe) {
-			pthread_mutex_lock(&vm->lock);
-			if (pe->flags & PGF_DISCARDED)
+		if (page != NO_PAGE) {
+			if (discarded)
 				from = NULL;
-			pthread_mutex_unlock(&vm->lock);
 			*ret_zero = !from;
 		}
 		if (from) {
@@ -138,6 +141,11 @@ static int place_page_as(struct fault_ctx *fc, uint64_t addr, const void *src, c
 		case EAGAIN:
 			/* A REMOVE event is pending; it must be read before copies go through. */
 			drain_events(fc);
+			if (page != NO_PAGE) {
+				pthread_mutex_lock(&vm->lock);
+				discarded = pagemap_entry(&vm->map, page)->flags & PGF_DISCARDED;
+				pthread_mutex_unlock(&vm->lock);
+			}
 			continue;
 		case EINTR:
 			continue;
@@ -150,19 +158,20 @@ static int place_page_as(struct fault_ctx *fc, uint64_t addr, const void *src, c
 
 static int place_page(struct fault_ctx *fc, uint64_t addr, const void *src)
 {
-	return place_page_as(fc, addr, src, NULL, NULL);
+	return place_page_as(fc, addr, src, NO_PAGE, false, NULL);
 }
 
 /*
  * The end of every fetch: r < 0 (no copy read back right) loses the page;
- * else buf goes in and the page becomes resident. Clears PGF_FETCHING.
+ * else buf (or zeros, if discarded) goes in and the page becomes resident.
+ * Clears PGF_FETCHING.
  */
 static int finish_fetch(struct fault_ctx *fc, uint64_t page, int r, enum store_source src, const void *buf,
-			uint32_t first_loc)
+			uint32_t first_loc, bool discarded)
 {
 	struct vm *vm = fc->vm;
-	struct page_entry *pe = vm_page(vm, page);
 	uint64_t paddr = vm_page_addr(vm, page);
+	uint32_t freed[STORE_MAX_COPIES];
 	bool zero = false;
 
 	if (r < 0) {
@@ -171,26 +180,18 @@ static int finish_fetch(struct fault_ctx *fc, uint64_t page, int r, enum store_s
 			 vm->ncopies, first_loc);
 		atomic_fetch_add_explicit(&store_stats(vm->store)->pages_lost, 1, memory_order_relaxed);
 		pthread_mutex_lock(&vm->lock);
-		pe->flags |= PGF_LOST;
-		pe->flags &= (uint8_t)~PGF_FETCHING;
+		pagemap_fetch_failed(&vm->map, page);
 		pthread_mutex_unlock(&vm->lock);
 		atomic_fetch_add_explicit(&vm->stats.integrity_errors, 1, memory_order_relaxed);
 		vm_data_loss(vm, page, why);
 		return r;
 	}
-	r = place_page_as(fc, paddr, buf, pe, &zero);
+	r = place_page_as(fc, paddr, buf, page, discarded, &zero);
 	pthread_mutex_lock(&vm->lock);
-	pe->flags &= (uint8_t)~PGF_FETCHING;
-	if (r == 0 && (pe->state == PG_STORED || pe->state == PG_EVICT_COMMITTED)) {
-		if (pe->state == PG_STORED)
-			vm->stored_pages--;
-		else
-			vm->resident_pages--; /* EVICT_COMMITTED was never uncounted */
-		vm_page_drop_copies(vm, page);
-		pe->state = PG_RESIDENT;
-		/* the copy woke every waiter; a discard is done (zeros went in) */
-		pe->flags &= (uint8_t)~(PGF_WRITE_PENDING | PGF_DISCARDED);
+	if (pagemap_fetch_done(&vm->map, page, r == 0, freed)) {
+		store_free_locs(vm->store, freed);
 		vm_note_resident(vm, page);
+		/* the copy woke every waiter; a discard is done (zeros went in) */
 		if (zero)
 			atomic_fetch_add_explicit(&vm->stats.faults_zero, 1, memory_order_relaxed);
 		else if (src == SRC_DONOR)
@@ -199,7 +200,7 @@ static int finish_fetch(struct fault_ctx *fc, uint64_t page, int r, enum store_s
 			atomic_fetch_add_explicit(&vm->stats.faults_spill, 1, memory_order_relaxed);
 	} else if (r == 0 || r == 1) {
 		/* EEXIST means something filled a stored page behind our back. */
-		if (r == 1 && pe->state == PG_STORED) {
+		if (r == 1 && pagemap_entry(&vm->map, page)->state == PG_STORED) {
 			atomic_fetch_add_explicit(&vm->stats.integrity_errors, 1, memory_order_relaxed);
 			vm_log_err(vm->policy.name, "page %llu was filled while its contents were stored (integrity alarm)", (unsigned long long)page);
 		} else {
@@ -245,6 +246,7 @@ static void complete_fetches(struct fault_ctx *fc, bool wait, bool install)
 		struct fetch_slot *s = &fc->slots[i];
 		uint32_t locs[STORE_MAX_COPIES], crc;
 		enum store_source src = SRC_DONOR;
+		bool discarded;
 		int r;
 
 		if (!s->busy)
@@ -257,7 +259,7 @@ static void complete_fetches(struct fault_ctx *fc, bool wait, bool install)
 		fc->nbusy--;
 		if (!install) {
 			pthread_mutex_lock(&vm->lock);
-			vm_page(vm, s->page)->flags &= (uint8_t)~PGF_FETCHING;
+			pagemap_fetch_done(&vm->map, s->page, false, NULL);
 			pthread_mutex_unlock(&vm->lock);
 			continue;
 		}
@@ -265,29 +267,29 @@ static void complete_fetches(struct fault_ctx *fc, bool wait, bool install)
 		if (r == 0 && crc32c(0, s->buf, PAGE_SIZE_4K) != s->crc)
 			r = -EBADMSG;
 		pthread_mutex_lock(&vm->lock);
-		vm_page_get_locs(vm, s->page, locs);
-		crc = vm_page(vm, s->page)->crc;
-		if (vm_page(vm, s->page)->flags & PGF_DISCARDED)
-			r = 0; /* zeros go in: what was read does not matter */
+		pagemap_get_locs(&vm->map, s->page, locs);
+		crc = pagemap_entry(&vm->map, s->page)->crc;
+		discarded = pagemap_entry(&vm->map, s->page)->flags & PGF_DISCARDED;
 		pthread_mutex_unlock(&vm->lock);
+		if (discarded)
+			r = 0; /* zeros go in: what was read does not matter */
 		if (r < 0) {
 			/* That copy failed (or moved meanwhile): every copy, the way a synchronous fault reads them. */
 			atomic_fetch_add_explicit(&store_stats(vm->store)->bad_copies, 1, memory_order_relaxed);
 			r = store_read(vm->store, locs, crc, s->buf, &src, true);
 		}
-		finish_fetch(fc, s->page, r, src, s->buf, locs[0]);
+		finish_fetch(fc, s->page, r, src, s->buf, locs[0], discarded);
 		hist_record(&vm->fault_latency, now_ns() - s->t0);
 	}
 }
 
-/* Waits until the VM may hold one more page. Called without the lock held. */
-static void throttle(struct vm *vm)
+/* Waits until the VM may hold one more page. Under lock. */
+static void throttle_locked(struct vm *vm)
 {
-	pthread_mutex_lock(&vm->lock);
-	if (vm->resident_pages >= vm->high_pages) {
+	if (pagemap_resident(&vm->map) >= vm->high_pages) {
 		atomic_fetch_add_explicit(&vm->stats.throttle_waits, 1, memory_order_relaxed);
 		vm->throttled = true;
-		while (vm->resident_pages >= vm->high_pages && !vm->stopping) {
+		while (pagemap_resident(&vm->map) >= vm->high_pages && !vm->stopping) {
 			struct timespec ts;
 			pthread_cond_signal(&vm->evict_cond);
 			clock_gettime(CLOCK_REALTIME, &ts);
@@ -296,27 +298,32 @@ static void throttle(struct vm *vm)
 		}
 		vm->throttled = false;
 	}
-	pthread_mutex_unlock(&vm->lock);
+}
+
+/* True when make_room() has nothing to do: one more page fits beside the fetches in flight. Under lock. */
+static bool has_room_locked(struct fault_ctx *fc)
+{
+	return pagemap_resident(&fc->vm->map) + fc->nbusy < fc->vm->high_pages;
 }
 
 /*
  * Before a fault takes a new page: the fetches in flight hold a reservation
  * each (they will land), so when the VM has no room beside them they land
  * first; then the usual wait for the evictor. Keeps residency <= high.
+ * Called without the lock held.
  */
 static void make_room(struct fault_ctx *fc)
 {
 	struct vm *vm = fc->vm;
-	bool fits;
 
-	if (fc->nbusy) {
-		pthread_mutex_lock(&vm->lock);
-		fits = vm->resident_pages + fc->nbusy < vm->high_pages;
+	pthread_mutex_lock(&vm->lock);
+	if (fc->nbusy && !has_room_locked(fc)) {
 		pthread_mutex_unlock(&vm->lock);
-		if (!fits)
-			complete_fetches(fc, true, true);
+		complete_fetches(fc, true, true);
+		pthread_mutex_lock(&vm->lock);
 	}
-	throttle(vm);
+	throttle_locked(vm);
+	pthread_mutex_unlock(&vm->lock);
 }
 
 /*
@@ -327,12 +334,13 @@ static void make_room(struct fault_ctx *fc)
 static bool handle_missing(struct fault_ctx *fc, uint64_t addr, bool prefetch)
 {
 	struct vm *vm = fc->vm;
-	struct page_entry *pe;
+	const struct page_entry *pe;
 	uint64_t page, paddr;
-	uint32_t locs[STORE_MAX_COPIES], crc;
+	uint32_t locs[STORE_MAX_COPIES], crc, freed[STORE_MAX_COPIES];
 	enum store_source src = SRC_SPILL;
 	struct store_read rd;
-	bool any_copy = false;
+	enum fault_action action;
+	bool room, began = false, discarded, served;
 	uint8_t state, flags;
 	int r;
 
@@ -343,76 +351,78 @@ static bool handle_missing(struct fault_ctx *fc, uint64_t addr, bool prefetch)
 	}
 	paddr = vm_page_addr(vm, page);
 
+	/* One lock for the look, the room check and, in the common case, the fetch's start. */
 	pthread_mutex_lock(&vm->lock);
-	pe = vm_page(vm, page);
+	pe = pagemap_entry(&vm->map, page);
 	state = pe->state;
 	flags = pe->flags;
-	vm_page_get_locs(vm, page, locs);
-	crc = pe->crc;
+	action = page_on_missing(state, flags, pagemap_has_copy(&vm->map, page));
+	room = has_room_locked(fc);
+	if (!(flags & PGF_FETCHING) && action == FAULT_FETCH && state == PG_STORED && room) {
+		began = pagemap_fetch_begin(&vm->map, page, locs, &crc);
+	} else {
+		pagemap_get_locs(&vm->map, page, locs);
+		crc = pe->crc;
+	}
+	discarded = flags & PGF_DISCARDED;
 	pthread_mutex_unlock(&vm->lock);
-	for (unsigned c = 0; c < vm->ncopies; c++)
-		any_copy |= locs[c] != LOC_NONE;
 	if (flags & PGF_FETCHING) {
 		/* Another vCPU's fault is being fetched: that copy wakes this one too. */
 		atomic_fetch_add_explicit(&vm->stats.faults_duplicate, 1, memory_order_relaxed);
 		return false;
 	}
 
-	switch (page_on_missing(state, flags, any_copy)) {
+	switch (action) {
 	case FAULT_NOTHING:
 		return false; /* the VM is being stopped; never serve a page we cannot vouch for */
 	case FAULT_RECHECK_ZERO:
 		/* Either a duplicate message for a page already placed (EEXIST), or
 		 * the guest discarded it behind our back (balloon): then zeros. */
 		r = place_page(fc, paddr, NULL);
-		pthread_mutex_lock(&vm->lock);
 		if (r == 0) {
 			atomic_fetch_add_explicit(&vm->stats.faults_discard, 1, memory_order_relaxed);
-			if (pe->state == PG_EVICTING)
-				pe->flags |= PGF_WRITE_PENDING; /* evictor read stale data: give it back */
+			pthread_mutex_lock(&vm->lock);
+			pagemap_refilled(&vm->map, page); /* an eviction read stale data: it gives the page back */
+			pthread_mutex_unlock(&vm->lock);
 		} else if (r == 1) {
 			atomic_fetch_add_explicit(&vm->stats.faults_duplicate, 1, memory_order_relaxed);
 		}
-		pthread_mutex_unlock(&vm->lock);
 		break;
 
 	case FAULT_ZERO:
-		if (state != PG_EVICT_COMMITTED)
+		if (state != PG_EVICT_COMMITTED && !room)
 			make_room(fc);
 		r = place_page(fc, paddr, NULL);
-		pthread_mutex_lock(&vm->lock);
-		if (r == 0 && pe->state == state) {
-			if (state == PG_ZERO)
-				vm->zero_pages--;
-			if (state == PG_EVICT_COMMITTED)
-				vm->resident_pages--; /* still counted: punched but not yet recorded */
-			pe->state = PG_RESIDENT;
-			pe->flags &= (uint8_t)~PGF_WRITE_PENDING;
-			vm_note_resident(vm, page);
-			atomic_fetch_add_explicit(&vm->stats.faults_zero, 1, memory_order_relaxed);
+		if (r == 0) {
+			pthread_mutex_lock(&vm->lock);
+			/* Same state as looked at: else the evictor recorded the page meanwhile and it stays as recorded. */
+			served = pagemap_entry(&vm->map, page)->state == state && pagemap_installed(&vm->map, page, freed);
+			if (served) {
+				store_free_locs(vm->store, freed);
+				vm_note_resident(vm, page);
+			}
+			pthread_mutex_unlock(&vm->lock);
+			if (served)
+				atomic_fetch_add_explicit(&vm->stats.faults_zero, 1, memory_order_relaxed);
 		} else if (r == 1) {
 			atomic_fetch_add_explicit(&vm->stats.faults_duplicate, 1, memory_order_relaxed);
 		}
-		pthread_mutex_unlock(&vm->lock);
 		if (r < 0 && r != -ENOENT && r != -ESRCH)
 			vm_log_err(vm->policy.name, "UFFDIO_ZEROPAGE at 0x%llx: %s", (unsigned long long)paddr,
 				strerror(-r));
 		break;
 
 	case FAULT_FETCH:
-		if (state == PG_STORED) {
+		if (state == PG_STORED && !began) {
 			make_room(fc);
 			/* Only this thread moves a stored page; repair may have moved its copies meanwhile. */
 			pthread_mutex_lock(&vm->lock);
-			if (pe->state != PG_STORED || (pe->flags & (PGF_LOST | PGF_FETCHING))) {
-				/* Making room finished fetches, which may have read a discard of this page. */
-				pthread_mutex_unlock(&vm->lock);
-				return handle_missing(fc, addr, prefetch);
-			}
-			pe->flags |= PGF_FETCHING;
-			vm_page_get_locs(vm, page, locs);
-			crc = pe->crc;
+			began = pagemap_fetch_begin(&vm->map, page, locs, &crc);
+			discarded = began && (pagemap_entry(&vm->map, page)->flags & PGF_DISCARDED);
 			pthread_mutex_unlock(&vm->lock);
+			/* Making room finished fetches, which may have read a discard of this page. */
+			if (!began)
+				return handle_missing(fc, addr, prefetch);
 		}
 		if (prefetch && fc->pf && state == PG_STORED)
 			prefetch_plan(fc->pf, page);
@@ -428,7 +438,7 @@ static bool handle_missing(struct fault_ctx *fc, uint64_t addr, bool prefetch)
 		if (r == 0 && fc->pf && prefetch_planned(fc->pf))
 			prefetch_issue(fc->pf);
 		r = store_read_wait(vm->store, &rd, &src);
-		r = finish_fetch(fc, page, r, src, fc->page_buf, locs[0]);
+		r = finish_fetch(fc, page, r, src, fc->page_buf, locs[0], discarded);
 		fc->install_prefetch = r >= 0; /* dispatch() installs them (or not) once the fault is timed */
 		break;
 	}
@@ -439,17 +449,13 @@ static void handle_wp(struct vm *vm, uint64_t addr)
 {
 	struct uffdio_writeprotect wp;
 	uint64_t page;
-	bool leave_to_evictor = false;
+	bool leave_to_evictor;
 
 	atomic_fetch_add_explicit(&vm->stats.faults_wp, 1, memory_order_relaxed);
 	if (vm_addr_to_page(vm, addr, &page) < 0)
 		return;
 	pthread_mutex_lock(&vm->lock);
-	struct page_entry *pe = vm_page(vm, page);
-	if (page_wp_waits_for_evictor(pe->state)) {
-		pe->flags |= PGF_WRITE_PENDING;
-		leave_to_evictor = true;
-	}
+	leave_to_evictor = pagemap_wp_fault(&vm->map, page);
 	pthread_mutex_unlock(&vm->lock);
 	if (leave_to_evictor)
 		return;
@@ -465,35 +471,13 @@ static void handle_remove(struct vm *vm, uint64_t start, uint64_t end)
 	atomic_fetch_add_explicit(&vm->stats.remove_events, 1, memory_order_relaxed);
 	pthread_mutex_lock(&vm->lock);
 	for (uint64_t a = start & ~(PAGE_SIZE_4K - 1); a < end; a += PAGE_SIZE_4K) {
+		uint32_t freed[STORE_MAX_COPIES];
 		uint64_t page;
 		if (vm_addr_to_page(vm, a, &page) < 0)
 			continue;
-		struct page_entry *pe = vm_page(vm, page);
-		switch (pe->state) {
-		case PG_RESIDENT:
-			pe->state = PG_ZERO;
-			vm->resident_pages--;
-			vm->zero_pages++;
-			break;
-		case PG_STORED:
-			if (pe->flags & PGF_FETCHING) {
-				/* Its copies are being read: the fetch places zeros instead and frees them. */
-				pe->flags |= PGF_DISCARDED;
-				break;
-			}
-			vm_page_drop_copies(vm, page);
-			pe->state = PG_ZERO;
-			pe->flags &= (uint8_t)~PGF_LOST;
-			vm->stored_pages--;
-			vm->zero_pages++;
-			break;
-		case PG_EVICTING:
-		case PG_EVICT_COMMITTED:
-			pe->flags |= PGF_DISCARDED;
-			break;
-		default:
-			break;
-		}
+		/* A page being fetched or evicted is only flagged: that thread finishes the discard. */
+		if (pagemap_discarded(&vm->map, page, freed) == DISCARD_ZERO)
+			store_free_locs(vm->store, freed);
 	}
 	pthread_mutex_unlock(&vm->lock);
 	pthread_cond_broadcast(&vm->space_cond);
@@ -545,7 +529,7 @@ static bool drain_step(struct fault_ctx *fc)
 		return false;
 	}
 	for (p = vm->drain_cursor; p < vm->npages && n < ARRAY_SIZE(batch) && scanned < 65536; p++, scanned++)
-		if (vm_page(vm, p)->state == PG_STORED)
+		if (pagemap_entry(&vm->map, p)->state == PG_STORED)
 			batch[n++] = p;
 	vm->drain_cursor = p;
 	finished = p >= vm->npages;

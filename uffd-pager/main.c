@@ -1,5 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* uffd-pager: command line, configuration, and the daemon's life. */
+/*
+ * uffd-pager: command line, configuration, and the daemon's life. main()
+ * assembles the daemon from the bottom up: the registry (pager_new), then
+ * the control server and the libvirt watcher, each started here with its
+ * options and each stopped here, in reverse order, before the registry goes.
+ */
 #include <errno.h>
 #include <getopt.h>
 #include <grp.h>
@@ -69,6 +74,10 @@ int main(int argc, char **argv)
 	const char *donors[POLICY_MAX_DONORS], *keyfile = NULL, *client_id = NULL, *libvirt_uri = NULL;
 	unsigned ndonors = 0;
 	struct ctl_server_options copts;
+	struct ctl_server *ctl = NULL;
+	mode_t control_mode = 0660;
+	unsigned char maddr[4];
+	unsigned short mport;
 	enum log_level lvl;
 	char *end;
 	int c, r;
@@ -104,8 +113,8 @@ int main(int argc, char **argv)
 			break;
 		case 'M':
 			errno = 0;
-			copts.mode = (mode_t)strtoul(optarg, &end, 8);
-			if (errno || *end || !*optarg || copts.mode == 0 || copts.mode > 0777) {
+			control_mode = (mode_t)strtoul(optarg, &end, 8);
+			if (errno || *end || !*optarg || control_mode == 0 || control_mode > 0777) {
 				fprintf(stderr, "uffd-pager: --control-mode '%s': expected an octal mode such as 0660\n",
 					optarg);
 				return 2;
@@ -131,7 +140,8 @@ int main(int argc, char **argv)
 		}
 		case 'm':
 			snprintf(copts.metrics_listen, sizeof(copts.metrics_listen), "%s", optarg);
-			if (strlen(optarg) >= sizeof(copts.metrics_listen) || ctl_server_set_defaults(&copts) < 0) {
+			if (strlen(optarg) >= sizeof(copts.metrics_listen) ||
+			    ctl_metrics_parse_listen(optarg, maddr, &mport) < 0) {
 				fprintf(stderr, "uffd-pager: --metrics-listen '%s': expected 127.x.y.z:PORT (loopback only: "
 					"the endpoint has no authentication)\n", optarg);
 				return 2;
@@ -197,27 +207,33 @@ int main(int argc, char **argv)
 		}
 		log_set_level(lvl);
 	}
-	/* The control server is started by pager_new(); it takes these options from here. */
-	if (ctl_server_set_defaults(&copts) < 0)
-		return 2;
 	r = pager_new(&cfg, &p);
 	if (r < 0)
 		return 1;
+	mkdir_parent(cfg.control_path);
+	r = ctl_server_start(p, cfg.control_path, control_mode, &copts, &ctl);
+	if (r < 0) {
+		log_err_errno(r, "cannot start the control server on %s", cfg.control_path);
+		pager_free(p);
+		return 1;
+	}
 #if HAVE_LIBVIRT
 	struct virt *virt = NULL;
 
 	if (libvirt_uri && virt_start(p, libvirt_uri, &virt) < 0) {
 		log_err("--libvirt %s: cannot start the libvirt watcher", libvirt_uri);
+		ctl_server_stop(ctl);
 		pager_free(p);
 		return 1;
 	}
 #endif
-	r = pager_run(p);
+	r = pager_run(p); /* on return, vm.drain / vm.park jobs stop waiting: the control server can stop */
 #if HAVE_LIBVIRT
 	virt_stop(virt); /* before pager_free: it unsubscribes from the pager's events */
 #else
 	(void)libvirt_uri;
 #endif
+	ctl_server_stop(ctl);
 	pager_free(p);
 	return r < 0 ? 1 : 0;
 }

@@ -28,6 +28,34 @@ bool page_wp_waits_for_evictor(uint8_t state)
 	return state == PG_EVICTING || state == PG_EVICT_COMMITTED;
 }
 
+bool page_refill_gives_back(uint8_t state)
+{
+	/* Only while the evictor still reads it; a committed page is settled by the punch (page_after_punch). */
+	return state == PG_EVICTING;
+}
+
+enum discard_action page_on_discard(uint8_t state, uint8_t flags)
+{
+	switch (state) {
+	case PG_RESIDENT:
+		return DISCARD_ZERO;
+	case PG_STORED:
+		/* Copies being read must not be freed: the slot could go to another page mid-read. */
+		return flags & PGF_FETCHING ? DISCARD_DEFER : DISCARD_ZERO;
+	case PG_EVICTING:
+	case PG_EVICT_COMMITTED:
+		return DISCARD_DEFER;
+	default:
+		return DISCARD_NOTHING;
+	}
+}
+
+bool page_fetch_installs(uint8_t state)
+{
+	/* Anything else changed under the fetch: nothing to record (a duplicate or a filled page). */
+	return state == PG_STORED || state == PG_EVICT_COMMITTED;
+}
+
 enum evict_verdict page_evict_verdict(bool stored, uint8_t flags)
 {
 	/* A write (or a refill after a discard) wins over everything: the guest's data is in the page. */

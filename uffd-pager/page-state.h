@@ -2,9 +2,10 @@
 /*
  * The page state machine's decisions, apart from the syscalls that carry
  * them out: what a MISSING fault, a write-protect fault, a discard and
- * each step of an eviction do to a page (vm-private.h draws the diagram).
- * Pure functions, so every race the fault thread and the evictor can run
- * into is a unit test (tests/unit/pager/test-page-state.c).
+ * each step of an eviction do to a page (pagemap.h draws the diagram and
+ * names the one function that makes each change). Pure functions, so
+ * every race the fault thread and the evictor can run into is a unit test
+ * (tests/unit/pager/test-page-state.c); pagemap.c applies what they decide.
  */
 #pragma once
 
@@ -38,6 +39,23 @@ enum fault_action {
 enum fault_action page_on_missing(uint8_t state, uint8_t flags, bool has_copy);
 /* A write-protect fault: true when the evictor owns the page and will wake the writer. */
 bool page_wp_waits_for_evictor(uint8_t state);
+/*
+ * Zeros went into a page the map calls resident (the guest discarded it
+ * behind our back and touched it again): true when the evictor must give
+ * it back, because what it read before the discard is stale.
+ */
+bool page_refill_gives_back(uint8_t state);
+
+enum discard_action {
+	DISCARD_NOTHING, /* nothing held: untouched or already zero */
+	DISCARD_ZERO,    /* forget it now: a hole, recorded as zero, its copies dropped */
+	DISCARD_DEFER,   /* a thread works on it (eviction, fetch): PGF_DISCARDED, that thread finishes it */
+};
+
+/* The guest discarded a page (EVENT_REMOVE). */
+enum discard_action page_on_discard(uint8_t state, uint8_t flags);
+/* A fetch placed its copy (or zeros): true when the map records the page resident. */
+bool page_fetch_installs(uint8_t state);
 
 enum evict_verdict {
 	EVICT_COMMIT,    /* copies durable, no write got through: punch it */

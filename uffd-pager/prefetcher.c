@@ -97,13 +97,13 @@ void prefetch_issue(struct prefetcher *pf)
 	pthread_mutex_lock(&vm->lock);
 	/* Never push the VM over its limit for a guess: the evictor would only throw other pages out. */
 	/* The fault's own page and the fetches in flight come first. */
-	used = vm->resident_pages + *pf->reserved + 1;
+	used = pagemap_resident(&vm->map) + *pf->reserved + 1;
 	room = vm->high_pages > used ? vm->high_pages - used : 0;
 	for (unsigned i = 1; i <= want; i++) {
 		uint64_t q = pf->page + (uint64_t)(pf->stride * (int64_t)i);
 		if (q >= vm->npages)
 			break;
-		struct page_entry *pe = vm_page(vm, q);
+		const struct page_entry *pe = pagemap_entry(&vm->map, q);
 		if (pe->state != PG_STORED || (pe->flags & (PGF_LOST | PGF_FETCHING)))
 			continue;
 		if (n >= room) {
@@ -112,7 +112,7 @@ void prefetch_issue(struct prefetcher *pf)
 		}
 		pf->e[n].page = q;
 		pf->e[n].crc = pe->crc;
-		vm_page_get_locs(vm, q, pf->e[n].locs);
+		pagemap_get_locs(&vm->map, q, pf->e[n].locs);
 		n++;
 	}
 	pthread_mutex_unlock(&vm->lock);
@@ -135,7 +135,7 @@ static void check_filled(struct prefetcher *pf, uint64_t page)
 	struct vm *vm = pf->vm;
 
 	pthread_mutex_lock(&vm->lock);
-	bool alarm = vm_page(vm, page)->state == PG_STORED;
+	bool alarm = pagemap_entry(&vm->map, page)->state == PG_STORED;
 	pthread_mutex_unlock(&vm->lock);
 	if (alarm) {
 		atomic_fetch_add_explicit(&vm->stats.integrity_errors, 1, memory_order_relaxed);
@@ -207,10 +207,10 @@ static unsigned install_chunk(struct prefetcher *pf, unsigned first, unsigned n)
 			crc32c(0, pf->bufs + (size_t)i * PAGE_SIZE_4K, PAGE_SIZE_4K) == pf->e[i].crc;
 	pthread_mutex_lock(&vm->lock);
 	/* The fetches in flight keep their room; guesses never push the VM over its limit. */
-	room = vm->high_pages > vm->resident_pages + *pf->reserved ?
-		       vm->high_pages - vm->resident_pages - *pf->reserved : 0;
+	room = vm->high_pages > pagemap_resident(&vm->map) + *pf->reserved ?
+		       vm->high_pages - pagemap_resident(&vm->map) - *pf->reserved : 0;
 	for (unsigned i = first; i < first + n; i++) {
-		struct page_entry *pe = vm_page(vm, pf->e[i].page);
+		const struct page_entry *pe = pagemap_entry(&vm->map, pf->e[i].page);
 		/* Same checksum as now stored: the bytes are the page's (a refault and re-eviction may reuse a slot). */
 		if (ok[i] && room && pe->state == PG_STORED && !(pe->flags & (PGF_LOST | PGF_FETCHING)) &&
 		    pe->crc == pf->e[i].crc)
@@ -239,15 +239,13 @@ static unsigned install_chunk(struct prefetcher *pf, unsigned first, unsigned n)
 	}
 	pthread_mutex_lock(&vm->lock);
 	for (unsigned i = first; i < first + n; i++) {
+		uint32_t freed[STORE_MAX_COPIES];
 		if (!ok[i])
 			continue;
-		struct page_entry *pe = vm_page(vm, pf->e[i].page);
 		hits++;
-		if (pe->state == PG_STORED) {
-			vm->stored_pages--;
-			vm_page_drop_copies(vm, pf->e[i].page);
-			pe->state = PG_RESIDENT;
-			pe->flags &= (uint8_t)~PGF_WRITE_PENDING;
+		if (pagemap_entry(&vm->map, pf->e[i].page)->state == PG_STORED &&
+		    pagemap_installed(&vm->map, pf->e[i].page, freed)) {
+			store_free_locs(vm->store, freed);
 			vm_note_resident(vm, pf->e[i].page);
 		}
 	}

@@ -6,6 +6,10 @@
  * the region against the memfd's real size. Extra fds are closed, never
  * kept. A client that misbehaves gets an error reply and is dropped; the
  * daemon goes on serving everyone else.
+ *
+ * Above the VMs, the donor pool and the event bus, below the operations
+ * API (ops.c) and the control server: it calls neither. ops.c reaches the
+ * VMs only through the registry_*_locked accessors at the end of this file.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -17,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/queue.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <linux/magic.h>
@@ -28,11 +33,10 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "control.h"
 #include "donors.h"
+#include "events.h"
 #include "glue-proto.h"
 #include "log.h"
-#include "pager.h"
 #include "registry.h"
 #include "util.h"
 #include "vm.h"
@@ -49,7 +53,7 @@ struct client {
 	uid_t uid;
 	struct vm *vm;
 	struct epoll_tag { enum tag_kind kind; struct client *c; } tag, pid_tag;
-	struct client *next;
+	LIST_ENTRY(client) link;
 	uint64_t accepted_ns; /* a stranger that never says HELLO is dropped after HELLO_TIMEOUT_NS */
 	bool attached_event; /* vm.attached sent (first region): vm.detached pairs with it */
 	struct balloon {
@@ -70,13 +74,12 @@ struct pager {
 	int listen_fd, epfd, sigfd;
 	struct epoll_tag listen_tag, signal_tag;
 	pthread_mutex_t lock; /* the client list and every VM pointer in it */
-	struct client *clients;
+	LIST_HEAD(, client) clients;
 	unsigned nclients;
 	uint64_t committed; /* sum of local_memory of registered VMs */
 	uint64_t vms_registered, vms_refused, vms_exited;
-	struct ctl_server *ctl;
 	struct donor_pool *pool; /* shared by every VM */
-	_Atomic bool stopping;   /* set first by pager_free: control waits give up */
+	_Atomic bool stopping;   /* set when pager_run returns: waits of the operations give up */
 	pager_balloon_fn balloon_fn; /* virt.c when --libvirt; under lock */
 	void *balloon_opaque;
 };
@@ -105,97 +108,29 @@ static void reply(struct client *c, enum glue_status st, const char *fmt, ...)
 		log_debug("reply to pid %d lost: %s", (int)c->pid, strerror(errno));
 }
 
-/*
- * ---- Events ----
- * Subscribers live in one process-wide list: the emitters (VMs, the donor
- * pool) do not know the pager, and a process runs one pager. Callbacks run
- * under events_lock so that unsubscribe, which takes it too, cannot return
- * while one runs; they only queue (pager.h), so holding it is brief.
- */
-struct event_sub {
-	uint64_t id;
-	pager_event_fn fn;
-	void *opaque;
-	struct event_sub *next;
-};
-
-static pthread_mutex_t events_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct event_sub *event_subs;
-static _Atomic unsigned event_nsubs;
-static uint64_t event_next_id = 1;
-
-int pager_events_subscribe(struct pager *p, pager_event_fn fn, void *opaque, uint64_t *ret_id)
+static struct client *find_client_locked(struct pager *p, const char *name)
 {
-	struct event_sub *e = calloc(1, sizeof(*e));
+	struct client *c;
 
-	(void)p;
-	if (!e)
-		return -ENOMEM;
-	e->fn = fn;
-	e->opaque = opaque;
-	pthread_mutex_lock(&events_lock);
-	e->id = event_next_id++;
-	e->next = event_subs;
-	event_subs = e;
-	atomic_fetch_add(&event_nsubs, 1);
-	pthread_mutex_unlock(&events_lock);
-	*ret_id = e->id;
-	return 0;
-}
-
-void pager_events_unsubscribe(struct pager *p, uint64_t id)
-{
-	struct event_sub **pp, *e = NULL;
-
-	(void)p;
-	pthread_mutex_lock(&events_lock);
-	for (pp = &event_subs; *pp; pp = &(*pp)->next) {
-		if ((*pp)->id == id) {
-			e = *pp;
-			*pp = e->next;
-			atomic_fetch_sub(&event_nsubs, 1);
-			break;
-		}
-	}
-	pthread_mutex_unlock(&events_lock);
-	free(e);
-}
-
-void pager_event_emit(const char *type, json_t *fields)
-{
-	struct timespec ts;
-	json_t *ev;
-
-	if (atomic_load(&event_nsubs) == 0) {
-		json_decref(fields);
-		return;
-	}
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ev = json_pack("{s:s, s:f}", "event", type, "time", (double)ts.tv_sec + ts.tv_nsec / 1e9);
-	if (ev && fields)
-		json_object_update(ev, fields);
-	json_decref(fields);
-	if (!ev)
-		return;
-	pthread_mutex_lock(&events_lock);
-	for (struct event_sub *e = event_subs; e; e = e->next)
-		e->fn(e->opaque, ev);
-	pthread_mutex_unlock(&events_lock);
-	json_decref(ev);
+	LIST_FOREACH(c, &p->clients, link)
+		if (c->vm && strcmp(vm_name(c->vm), name) == 0)
+			return c;
+	return NULL;
 }
 
 static struct vm *find_vm_locked(struct pager *p, const char *name)
 {
-	for (struct client *c = p->clients; c; c = c->next)
-		if (c->vm && strcmp(vm_name(c->vm), name) == 0)
-			return c->vm;
-	return NULL;
+	struct client *c = find_client_locked(p, name);
+
+	return c ? c->vm : NULL;
 }
 
-static struct client *find_client_locked(struct pager *p, const char *name)
+static struct client *client_of_vm_locked(struct pager *p, struct vm *vm)
 {
-	for (struct client *c = p->clients; c; c = c->next)
-		if (c->vm && strcmp(vm_name(c->vm), name) == 0)
+	struct client *c;
+
+	LIST_FOREACH(c, &p->clients, link)
+		if (c->vm == vm)
 			return c;
 	return NULL;
 }
@@ -207,13 +142,6 @@ static struct client *find_client_locked(struct pager *p, const char *name)
  * eviction is held for the policy's settle_ms (vm_set_balloon_settle) and
  * balloon_tick() ends the hold when that time is up, answered or not.
  */
-enum balloon_why {
-	BALLOON_LIMIT = POLICY_BALLOON_LIMIT,
-	BALLOON_PARK = POLICY_BALLOON_PARK,
-	BALLOON_DRAIN = POLICY_BALLOON_DRAIN,
-	BALLOON_ATTACH = POLICY_BALLOON_LIMIT, /* the first region: the limit meets the guest's size */
-};
-
 static void balloon_fail_locked(struct client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void balloon_fail_locked(struct client *c, const char *fmt, ...)
 {
@@ -243,7 +171,7 @@ static void balloon_fail_locked(struct client *c, const char *fmt, ...)
  * Under p->lock. A new limit is passed before it takes effect, so the
  * settle hold is in place before the evictor is woken for it.
  */
-static void balloon_target_locked(struct pager *p, struct client *c, enum balloon_why why, uint64_t limit)
+static void balloon_target_locked(struct pager *p, struct client *c, enum policy_balloon_why why, uint64_t limit)
 {
 	struct balloon *b = &c->balloon;
 	const struct policy_vm *pol = vm_policy(c->vm);
@@ -254,7 +182,7 @@ static void balloon_target_locked(struct pager *p, struct client *c, enum balloo
 	/* Turned off while inflated: the target is 0, the guest gets its memory back. */
 	if (!pol->balloon_enabled && (!b->asked || !b->inflated))
 		return;
-	want = policy_balloon_target(pol, guest, limit, (enum policy_balloon_why)why);
+	want = policy_balloon_target(pol, guest, limit, why);
 	want >>= 10;
 	/* A fresh guest already has all its memory; the same target twice changes nothing. */
 	if ((!b->asked && want == 0) || (b->asked && want == b->target_kib && strcmp(b->state, "failed") != 0))
@@ -284,7 +212,7 @@ static void balloon_target_locked(struct pager *p, struct client *c, enum balloo
 	p->balloon_fn(p->balloon_opaque, vm_name(c->vm), vm_uuid(c->vm), want);
 }
 
-static void balloon_update_locked(struct pager *p, struct client *c, enum balloon_why why)
+static void balloon_update_locked(struct pager *p, struct client *c, enum policy_balloon_why why)
 {
 	balloon_target_locked(p, c, why, vm_local_memory(c->vm));
 }
@@ -293,9 +221,10 @@ static void balloon_update_locked(struct pager *p, struct client *c, enum balloo
 static void balloon_tick(struct pager *p)
 {
 	uint64_t now = now_ns();
+	struct client *c;
 
 	pthread_mutex_lock(&p->lock);
-	for (struct client *c = p->clients; c; c = c->next) {
+	LIST_FOREACH(c, &p->clients, link) {
 		struct balloon *b = &c->balloon;
 
 		if (!c->vm || !b->settle_until_ns || now < b->settle_until_ns)
@@ -362,14 +291,10 @@ static json_t *balloon_json_locked(struct client *c)
 
 static void client_drop(struct pager *p, struct client *c, const char *why)
 {
-	struct client **pp;
 	struct vm *vm;
 
 	pthread_mutex_lock(&p->lock);
-	for (pp = &p->clients; *pp && *pp != c; pp = &(*pp)->next)
-		;
-	if (*pp)
-		*pp = c->next;
+	LIST_REMOVE(c, link);
 	p->nclients--;
 	vm = c->vm;
 	if (vm) {
@@ -382,8 +307,8 @@ static void client_drop(struct pager *p, struct client *c, const char *why)
 	if (vm) {
 		vm_log_info(vm_name(vm), "%s; freeing its pages and spill file", why);
 		if (c->attached_event)
-			pager_event_emit("vm.detached", json_pack("{s:s, s:i, s:s}", "vm", vm_name(vm), "pid",
-								  (int)c->pid, "reason", why));
+			events_emit("vm.detached", json_pack("{s:s, s:i, s:s}", "vm", vm_name(vm), "pid", (int)c->pid,
+							     "reason", why));
 		vm_free(vm);
 	}
 	epoll_ctl(p->epfd, EPOLL_CTL_DEL, c->fd, NULL);
@@ -409,8 +334,19 @@ static bool uuid_valid(const char *s)
 	return true;
 }
 
-static void handle_hello(struct pager *p, struct client *c, const struct glue_msg_hello *h, int fd)
+/* Gives back what handle_hello reserved for a VM that did not come to be. */
+static void unreserve(struct pager *p, uint64_t local_memory)
 {
+	pthread_mutex_lock(&p->lock);
+	p->committed -= local_memory;
+	p->vms_refused++;
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* *fd is the message's fd: taken when the VM takes it, else the caller closes it. */
+static void handle_hello(struct pager *p, struct client *c, const struct glue_msg_hello *h, int *fd)
+{
+	const char *name = h->name; /* NUL-terminated: glue_msg_check */
 	struct policy_vm pol;
 	struct policy_error perr;
 	struct vm *vm;
@@ -419,30 +355,29 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 
 	if (c->vm) {
 		reply(c, GLUE_INVALID, "HELLO sent twice");
-		goto drop_fd;
+		return;
 	}
-	if (!fd_link_has_prefix(fd, "anon_inode:[userfaultfd]")) {
+	if (!fd_link_has_prefix(*fd, "anon_inode:[userfaultfd]")) {
 		reply(c, GLUE_INVALID, "HELLO must carry exactly one userfaultfd, not another kind of fd");
-		goto drop_fd;
+		return;
 	}
-	const char *name = h->name; /* NUL-terminated: glue_msg_check */
 	if (!policy_name_valid(name)) {
 		reply(c, GLUE_INVALID, "VM name must be 1-63 characters of [A-Za-z0-9._-], not . or ..");
-		goto drop_fd;
+		return;
 	}
 	if (!uuid_valid(h->uuid)) { /* NUL-terminated: glue_msg_check */
 		reply(c, GLUE_INVALID, "VM UUID must be empty or 36 characters like "
 				       "12345678-9abc-def0-1234-56789abcdef0");
-		goto drop_fd;
+		return;
 	}
 	if (!h->policy_len) {
 		reply(c, GLUE_REFUSED, "no policy: start the VM with uffd-qemu --policy FILE");
-		goto drop_fd;
+		return;
 	}
 	snprintf(src, sizeof(src), "policy of vm %s", name);
 	if (policy_vm_parse((const char *)(h + 1), h->policy_len, src, &pol, &perr) < 0) {
 		reply(c, GLUE_REFUSED, "%s", perr.msg);
-		goto drop_fd;
+		return;
 	}
 	/* The name the launcher chose (--name) wins over the policy's. */
 	snprintf(pol.name, sizeof(pol.name), "%s", name);
@@ -452,7 +387,7 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 		pthread_mutex_unlock(&p->lock);
 		p->vms_refused++;
 		reply(c, GLUE_REFUSED, "a VM named '%s' is already registered", name);
-		goto drop_fd;
+		return;
 	}
 	if (p->cfg.budget && p->committed + pol.local_memory > p->cfg.budget) {
 		char a[32], b[32], d[32];
@@ -462,7 +397,7 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 		      format_size(pol.local_memory, a, sizeof(a)), format_size(p->committed, b, sizeof(b)),
 		      format_size(p->cfg.budget, d, sizeof(d)));
 		log_warn("vm %s refused: local_memory %s over the budget", name, a);
-		goto drop_fd;
+		return;
 	}
 	p->committed += pol.local_memory; /* reserved now so two HELLOs cannot both fit */
 	pthread_mutex_unlock(&p->lock);
@@ -470,14 +405,16 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 	pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
 	if (pidfd < 0) {
 		reply(c, GLUE_REFUSED, "pidfd_open(%d): %s", (int)c->pid, strerror(errno));
-		goto unreserve;
+		unreserve(p, pol.local_memory);
+		return;
 	}
-	r = vm_new(&pol, c->pid, pidfd, fd, p->cfg.state_dir, p->cfg.max_guest_memory, p->pool, &vm, err,
+	/* vm_new owns both fds now, also on failure. */
+	r = vm_new(&pol, c->pid, pidfd, TAKE_FD(*fd), p->cfg.state_dir, p->cfg.max_guest_memory, p->pool, &vm, err,
 		   sizeof(err));
-	fd = -1; /* vm_new owns it now, also on failure */
 	if (r < 0) {
 		reply(c, GLUE_REFUSED, "%s", err);
-		goto unreserve;
+		unreserve(p, pol.local_memory);
+		return;
 	}
 	vm_set_uuid(vm, h->uuid);
 	pthread_mutex_lock(&p->lock);
@@ -490,32 +427,23 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 	epoll_ctl(p->epfd, EPOLL_CTL_ADD, pidfd,
 		  &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &c->pid_tag });
 	reply(c, GLUE_OK, "registered as %s", name);
-	return;
-
-unreserve:
-	pthread_mutex_lock(&p->lock);
-	p->committed -= pol.local_memory;
-	p->vms_refused++;
-	pthread_mutex_unlock(&p->lock);
-drop_fd:
-	if (fd >= 0)
-		close(fd);
 }
 
-static void handle_region(struct pager *p, struct client *c, const struct glue_msg_region *m, int fd)
+/* *fd as for handle_hello. */
+static void handle_region(struct pager *p, struct client *c, const struct glue_msg_region *m, int *fd)
 {
 	char err[256];
 
 	if (!c->vm) {
 		reply(c, GLUE_INVALID, "REGION before HELLO");
-		goto drop_fd;
+		return;
 	}
-	if (!fd_is_memfd(fd)) {
+	if (!fd_is_memfd(*fd)) {
 		reply(c, GLUE_INVALID, "REGION must carry exactly one memfd, not another kind of fd");
-		goto drop_fd;
+		return;
 	}
 	/* vm_add_region runs without the registry lock: only this thread adds regions or frees VMs. */
-	if (vm_add_region(c->vm, fd, m->host_addr, m->length, m->memfd_offset, err, sizeof(err)) < 0) {
+	if (vm_add_region(c->vm, TAKE_FD(*fd), m->host_addr, m->length, m->memfd_offset, err, sizeof(err)) < 0) {
 		reply(c, GLUE_INVALID, "%s", err);
 		return;
 	}
@@ -524,16 +452,14 @@ static void handle_region(struct pager *p, struct client *c, const struct glue_m
 	if (!c->attached_event) {
 		c->attached_event = true;
 		pthread_mutex_lock(&p->lock);
-		balloon_update_locked(p, c, BALLOON_ATTACH);
+		/* The limit meets the guest's size for the first time. */
+		balloon_update_locked(p, c, POLICY_BALLOON_LIMIT);
 		pthread_mutex_unlock(&p->lock);
-		pager_event_emit("vm.attached", json_pack("{s:s, s:s, s:i, s:I, s:I}", "vm", vm_name(c->vm), "uuid",
-							  vm_uuid(c->vm), "pid", (int)c->pid, "guest_memory", (json_int_t)vm_guest_bytes(c->vm),
-							  "local_memory", (json_int_t)vm_local_memory(c->vm)));
+		events_emit("vm.attached", json_pack("{s:s, s:s, s:i, s:I, s:I}", "vm", vm_name(c->vm), "uuid",
+						     vm_uuid(c->vm), "pid", (int)c->pid, "guest_memory",
+						     (json_int_t)vm_guest_bytes(c->vm), "local_memory",
+						     (json_int_t)vm_local_memory(c->vm)));
 	}
-	return;
-drop_fd:
-	if (fd >= 0)
-		close(fd);
 }
 
 /* Returns false when the client must be dropped. */
@@ -543,7 +469,8 @@ static bool client_read(struct pager *p, struct client *c)
 	char cbuf[CMSG_SPACE(sizeof(int) * MAX_FDS_PER_MSG)];
 	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
-	int fds[MAX_FDS_PER_MSG * 2], nfds = 0, fd = -1;
+	int fds[MAX_FDS_PER_MSG * 2], nfds = 0;
+	_cleanup_close_ int fd = -1; /* the message's one fd, unless a handler takes it */
 	char why[GLUE_REPLY_TEXT_MAX];
 	ssize_t n;
 
@@ -564,104 +491,70 @@ static bool client_read(struct pager *p, struct client *c)
 			close(fds[i]);
 	if (n == 0)
 		return false; /* EOF: the process is gone or gave up */
+	/* Below, a registered VM keeps running on a garbled follow-up; a stranger is dropped. */
 	if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
 		reply(c, GLUE_INVALID, "malformed message: longer than %zu bytes, or too many fds", sizeof(buf));
-		goto bad;
+		return c->vm != NULL;
 	}
 	switch (glue_msg_check(buf, (size_t)n, (unsigned)nfds, why, sizeof(why))) {
 	case GLUE_MSG_HELLO:
-		handle_hello(p, c, (const void *)buf, fd);
+		handle_hello(p, c, (const void *)buf, &fd);
 		return c->vm != NULL;
 	case GLUE_MSG_REGION:
-		handle_region(p, c, (const void *)buf, fd);
+		handle_region(p, c, (const void *)buf, &fd);
 		return true;
 	case GLUE_MSG_REPLY:
 		reply(c, GLUE_INVALID, "REPLY is the pager's to send");
-		goto bad;
+		return c->vm != NULL;
 	default:
 		reply(c, GLUE_INVALID, "%s", why);
-		goto bad;
+		return c->vm != NULL;
 	}
-bad:
-	if (fd >= 0)
-		close(fd);
-	/* A registered VM keeps running on a garbled follow-up; a stranger is dropped. */
-	return c->vm != NULL;
 }
 
 static void accept_client(struct pager *p)
 {
+	_cleanup_close_ int fd = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	struct ucred cred;
 	socklen_t cl = sizeof(cred);
 	struct client *c;
-	int fd = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
-	if (fd < 0)
+	if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0)
 		return;
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0) {
-		close(fd);
-		return;
-	}
 	bool allowed = cred.uid == 0;
 	for (unsigned i = 0; i < p->cfg.n_allowed_uids; i++)
 		allowed |= cred.uid == p->cfg.allowed_uids[i];
 	if (!allowed || p->nclients >= MAX_CLIENTS) {
 		log_warn("registration from pid %d uid %u refused: %s", (int)cred.pid, (unsigned)cred.uid,
 			 allowed ? "too many clients" : "uid not allowed (pager config 'allowed_uids')");
-		close(fd);
 		return;
 	}
 	c = calloc(1, sizeof(*c));
-	if (!c) {
-		close(fd);
+	if (!c)
 		return;
-	}
-	c->fd = fd;
+	c->fd = TAKE_FD(fd);
 	c->accepted_ns = now_ns();
 	c->pid = cred.pid;
 	c->uid = cred.uid;
 	c->tag = (struct epoll_tag){ .kind = TAG_CLIENT, .c = c };
 	pthread_mutex_lock(&p->lock);
-	c->next = p->clients;
-	p->clients = c;
+	LIST_INSERT_HEAD(&p->clients, c, link);
 	p->nclients++;
 	pthread_mutex_unlock(&p->lock);
-	epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &c->tag });
+	epoll_ctl(p->epfd, EPOLL_CTL_ADD, c->fd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &c->tag });
 }
 
-static int make_dir(const char *path, mode_t mode)
+static void pager_freep(struct pager **p)
 {
-	char tmp[256];
-
-	snprintf(tmp, sizeof(tmp), "%s", path);
-	for (char *s = tmp + 1; *s; s++) {
-		if (*s != '/')
-			continue;
-		*s = '\0';
-		mkdir(tmp, 0755);
-		*s = '/';
-	}
-	if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
-static int dirname_of(const char *path, char *out, size_t len)
-{
-	const char *slash = strrchr(path, '/');
-
-	if (!slash || slash == path)
-		return -EINVAL;
-	snprintf(out, len, "%.*s", (int)(slash - path), path);
-	return 0;
+	pager_free(*p);
 }
 
 int pager_new(const struct policy_pager_config *cfg, struct pager **ret)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct pager *p;
+	_cleanup_(pager_freep) struct pager *p = NULL;
 	sigset_t mask;
-	char dir[256], err[256];
+	char err[256];
 	int r;
 
 	p = calloc(1, sizeof(*p));
@@ -669,31 +562,24 @@ int pager_new(const struct policy_pager_config *cfg, struct pager **ret)
 		return -ENOMEM;
 	p->cfg = *cfg;
 	p->listen_fd = p->epfd = p->sigfd = -1;
+	LIST_INIT(&p->clients);
 	pthread_mutex_init(&p->lock, NULL);
 
-	if ((r = make_dir(cfg->state_dir, 0700)) < 0) {
-		log_err("cannot create state directory %s: %s", cfg->state_dir, strerror(-r));
-		goto fail;
-	}
+	if ((r = mkdir_p(cfg->state_dir, 0700)) < 0)
+		return log_err_errno(r, "cannot create state directory %s", cfg->state_dir);
 	if ((r = policy_check_state_dir_fstype(cfg->state_dir, err, sizeof(err))) < 0) {
 		log_err("%s", err);
-		goto fail;
+		return r;
 	}
-	if (dirname_of(cfg->socket_path, dir, sizeof(dir)) == 0)
-		make_dir(dir, 0755);
-	if (strlen(cfg->socket_path) >= sizeof(sa.sun_path)) {
-		log_err("socket path %s is too long", cfg->socket_path);
-		r = -ENAMETOOLONG;
-		goto fail;
-	}
+	mkdir_parent(cfg->socket_path);
+	if (strlen(cfg->socket_path) >= sizeof(sa.sun_path))
+		return log_err_errno(-ENAMETOOLONG, "socket path %s is too long", cfg->socket_path);
 	strcpy(sa.sun_path, cfg->socket_path);
 	p->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	unlink(cfg->socket_path);
 	if (p->listen_fd < 0 || bind(p->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    listen(p->listen_fd, 64) < 0) {
-		r = log_err_errno(-errno, "cannot listen on %s", cfg->socket_path);
-		goto fail;
-	}
+	    listen(p->listen_fd, 64) < 0)
+		return log_err_errno(-errno, "cannot listen on %s", cfg->socket_path);
 	/* Who may connect is checked with SO_PEERCRED; the mode only keeps strangers from trying. */
 	chmod(cfg->socket_path, cfg->n_allowed_uids ? 0666 : 0600);
 
@@ -704,10 +590,8 @@ int pager_new(const struct policy_pager_config *cfg, struct pager **ret)
 	signal(SIGPIPE, SIG_IGN);
 	p->sigfd = signalfd(-1, &mask, SFD_CLOEXEC);
 	p->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (p->sigfd < 0 || p->epfd < 0) {
-		r = log_err_errno(-errno, "signalfd/epoll");
-		goto fail;
-	}
+	if (p->sigfd < 0 || p->epfd < 0)
+		return log_err_errno(-errno, "signalfd/epoll");
 	p->listen_tag.kind = TAG_LISTEN;
 	p->signal_tag.kind = TAG_SIGNAL;
 	epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->listen_fd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &p->listen_tag });
@@ -715,22 +599,10 @@ int pager_new(const struct policy_pager_config *cfg, struct pager **ret)
 
 	/* After signals are blocked: the donor threads must not take SIGTERM. */
 	r = donor_pool_new(cfg, &p->pool);
-	if (r < 0) {
-		log_err_errno(r, "cannot set up donors");
-		goto fail;
-	}
-	if (dirname_of(cfg->control_path, dir, sizeof(dir)) == 0)
-		make_dir(dir, 0755);
-	r = ctl_server_start(p, cfg->control_path, 0660, &p->ctl);
-	if (r < 0) {
-		log_err_errno(r, "cannot start the control server on %s", cfg->control_path);
-		goto fail;
-	}
-	*ret = p;
+	if (r < 0)
+		return log_err_errno(r, "cannot set up donors");
+	*ret = TAKE_PTR(p);
 	return 0;
-fail:
-	pager_free(p);
-	return r;
 }
 
 static void drop_silent_clients(struct pager *p)
@@ -739,8 +611,8 @@ static void drop_silent_clients(struct pager *p)
 	struct client *c, *next;
 
 	/* Only this thread adds or drops clients, so walking without the lock is safe. */
-	for (c = p->clients; c; c = next) {
-		next = c->next;
+	for (c = LIST_FIRST(&p->clients); c; c = next) {
+		next = LIST_NEXT(c, link);
 		if (!c->vm && now - c->accepted_ns > HELLO_TIMEOUT_NS) {
 			log_warn("registration from pid %d: no HELLO within %llu s, dropped", (int)c->pid,
 				 HELLO_TIMEOUT_NS / 1000000000ULL);
@@ -749,9 +621,39 @@ static void drop_silent_clients(struct pager *p)
 	}
 }
 
+/* Handles one epoll_wait() round. Returns true when a signal asks the daemon to stop. */
+static bool dispatch(struct pager *p, const struct epoll_event *ev, int n)
+{
+	for (int i = 0; i < n; i++) {
+		struct epoll_tag *t = ev[i].data.ptr;
+
+		switch (t->kind) {
+		case TAG_LISTEN:
+			accept_client(p);
+			break;
+		case TAG_SIGNAL:
+			log_info("shutting down");
+			return true;
+		case TAG_CLIENT:
+			if ((ev[i].events & EPOLLIN) && client_read(p, t->c))
+				break;
+			if (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+				client_drop(p, t->c, "process exited or closed its registration");
+				return false; /* later events of this round may name the freed client */
+			}
+			break;
+		case TAG_PIDFD:
+			client_drop(p, t->c, "process exited");
+			return false;
+		}
+	}
+	return false;
+}
+
 int pager_run(struct pager *p)
 {
 	char sz[32];
+	int r = 0;
 
 	log_info("uffd-pager %s: registration %s, control %s, state %s, budget %s", UFFDVM_VERSION, p->cfg.socket_path,
 		 p->cfg.control_path, p->cfg.state_dir, p->cfg.budget ? format_size(p->cfg.budget, sz, sizeof(sz)) : "unlimited");
@@ -760,38 +662,20 @@ int pager_run(struct pager *p)
 		/* Wake once a second to drop connections that never registered: they hold client slots. */
 		int n = epoll_wait(p->epfd, ev, 16, 1000);
 
+		if (n < 0 && errno == EINTR)
+			continue;
 		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return log_err_errno(-errno, "epoll_wait");
+			r = log_err_errno(-errno, "epoll_wait");
+			break;
 		}
-		for (int i = 0; i < n; i++) {
-			struct epoll_tag *t = ev[i].data.ptr;
-			switch (t->kind) {
-			case TAG_LISTEN:
-				accept_client(p);
-				break;
-			case TAG_SIGNAL:
-				log_info("shutting down");
-				return 0;
-			case TAG_CLIENT:
-				if ((ev[i].events & EPOLLIN) && client_read(p, t->c))
-					break;
-				if (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-					client_drop(p, t->c, "process exited or closed its registration");
-					/* later events of this round may name the freed client */
-					goto next_round;
-				}
-				break;
-			case TAG_PIDFD:
-				client_drop(p, t->c, "process exited");
-				goto next_round;
-			}
-		}
-next_round:
+		if (dispatch(p, ev, n))
+			break;
 		drop_silent_clients(p);
 		balloon_tick(p);
 	}
+	/* The control server is stopped next: its vm.drain / vm.park jobs must stop waiting. */
+	atomic_store(&p->stopping, true);
+	return r;
 }
 
 void pager_free(struct pager *p)
@@ -799,9 +683,8 @@ void pager_free(struct pager *p)
 	if (!p)
 		return;
 	atomic_store(&p->stopping, true);
-	ctl_server_stop(p->ctl);
-	while (p->clients)
-		client_drop(p, p->clients, "pager shutting down");
+	while (!LIST_EMPTY(&p->clients))
+		client_drop(p, LIST_FIRST(&p->clients), "pager shutting down");
 	if (p->listen_fd >= 0) {
 		close(p->listen_fd);
 		unlink(p->cfg.socket_path);
@@ -815,287 +698,83 @@ void pager_free(struct pager *p)
 	free(p);
 }
 
-/* ---- pager.h: what the control server may ask ---- */
+/* ---- registry.h: the registry under its lock, for the operations (ops.c) ---- */
 
-static int set_limit_locked(struct pager *p, struct vm *vm, uint64_t bytes, char *err, size_t errlen);
-
-/* Under p->lock: the VM, or NULL with the reason in err. */
-static struct vm *find_vm_or_err_locked(struct pager *p, const char *name, char *err, size_t errlen)
+void registry_lock(struct pager *p)
 {
-	struct vm *vm = find_vm_locked(p, name);
-
-	if (!vm)
-		snprintf(err, errlen, "no VM named '%s'", name);
-	return vm;
-}
-
-json_t *pager_vm_list(struct pager *p)
-{
-	json_t *arr = json_array();
-
 	pthread_mutex_lock(&p->lock);
-	for (struct client *c = p->clients; c; c = c->next)
-		if (c->vm)
-			json_array_append_new(arr, vm_stats_json(c->vm, true));
-	pthread_mutex_unlock(&p->lock);
-	return json_pack("{s:o}", "vms", arr);
 }
 
-int pager_vm_stats(struct pager *p, const char *name, json_t **ret_stats)
+void registry_unlock(struct pager *p)
 {
-	struct vm *vm;
+	pthread_mutex_unlock(&p->lock);
+}
 
+struct vm *registry_find_vm_locked(struct pager *p, const char *name)
+{
+	return find_vm_locked(p, name);
+}
+
+void registry_foreach_vm_locked(struct pager *p, void (*fn)(struct vm *vm, void *opaque), void *opaque)
+{
 	struct client *c;
 
-	pthread_mutex_lock(&p->lock);
-	c = find_client_locked(p, name);
-	vm = c ? c->vm : NULL;
-	if (vm) {
-		*ret_stats = vm_stats_json(vm, false);
-		json_object_set_new(*ret_stats, "balloon", balloon_json_locked(c));
-	}
-	pthread_mutex_unlock(&p->lock);
-	return vm ? 0 : -ENOENT;
+	LIST_FOREACH(c, &p->clients, link)
+		if (c->vm)
+			fn(c->vm, opaque);
 }
 
-int pager_vm_set_limit(struct pager *p, const char *name, uint64_t bytes, char *err, size_t errlen)
+int registry_set_limit_locked(struct pager *p, struct vm *vm, uint64_t bytes, char *err, size_t errlen)
 {
-	struct vm *vm;
-	int r;
+	char a[32], b[32], d[32];
 
-	if (bytes < (1ULL << 20)) {
-		snprintf(err, errlen, "local_memory must be at least 1M");
-		return -EINVAL;
+	bytes &= ~(uint64_t)(PAGE_SIZE_4K - 1);
+	if (p->cfg.budget && p->committed - vm_local_memory(vm) + bytes > p->cfg.budget) {
+		snprintf(err, errlen, "%s does not fit the host budget of %s (%s committed)",
+			 format_size(bytes, a, sizeof(a)), format_size(p->cfg.budget, b, sizeof(b)),
+			 format_size(p->committed, d, sizeof(d)));
+		return -ENOSPC;
 	}
-	pthread_mutex_lock(&p->lock);
-	vm = find_vm_or_err_locked(p, name, err, errlen);
-	if (!vm) {
-		r = -ENOENT;
-	} else {
-		r = set_limit_locked(p, vm, bytes, err, errlen);
-		if (r == 0)
-			vm_log_info(name, "local memory set to %llu MiB", (unsigned long long)(bytes >> 20));
-	}
-	pthread_mutex_unlock(&p->lock);
-	return r;
+	p->committed = p->committed - vm_local_memory(vm) + bytes;
+	/* Before the limit takes effect: a settle hold must be in place before the evictor wakes for it. */
+	balloon_target_locked(p, client_of_vm_locked(p, vm), POLICY_BALLOON_LIMIT, bytes);
+	vm_set_local_memory(vm, bytes);
+	return 0;
 }
 
-json_t *pager_stats(struct pager *p)
+void registry_balloon_update_locked(struct pager *p, struct vm *vm, enum policy_balloon_why why)
 {
-	json_t *o;
+	balloon_update_locked(p, client_of_vm_locked(p, vm), why);
+}
+
+json_t *registry_balloon_json_locked(struct pager *p, struct vm *vm)
+{
+	return balloon_json_locked(client_of_vm_locked(p, vm));
+}
+
+json_t *registry_stats_json(struct pager *p)
+{
 	unsigned vms = 0;
-	json_t *d;
+	struct client *c;
+	json_t *o;
 
 	pthread_mutex_lock(&p->lock);
-	for (struct client *c = p->clients; c; c = c->next)
+	LIST_FOREACH(c, &p->clients, link)
 		vms += c->vm != NULL;
 	o = json_pack("{s:s, s:I, s:I, s:i, s:I, s:I, s:I, s:s}", "version", UFFDVM_VERSION, "budget",
 		      (json_int_t)p->cfg.budget, "committed", (json_int_t)p->committed, "vms", (int)vms,
 		      "vms_registered", (json_int_t)p->vms_registered, "vms_refused", (json_int_t)p->vms_refused,
 		      "vms_exited", (json_int_t)p->vms_exited, "state_dir", p->cfg.state_dir);
 	pthread_mutex_unlock(&p->lock);
-	d = donor_pool_json(p->pool);
-	json_object_set(o, "donors", json_object_get(d, "donors"));
-	json_decref(d);
 	return o;
 }
 
-json_t *pager_donor_list(struct pager *p)
+struct donor_pool *registry_donor_pool(struct pager *p)
 {
-	return donor_pool_json(p->pool);
+	return p->pool;
 }
 
-int pager_donor_add(struct pager *p, const char *url, char *err, size_t errlen)
+bool registry_stopping(struct pager *p)
 {
-	int r = donor_pool_add(p->pool, url, err, errlen);
-
-	return r < 0 ? r : 0;
-}
-
-int pager_donor_drain(struct pager *p, const char *url, bool remove)
-{
-	return donor_pool_drain(p->pool, url, remove);
-}
-
-/*
- * Waits, with the registry unlocked between looks, until busy() says the
- * VM is done. The VM is looked up by name on every look: it may exit
- * meanwhile. Returns 0, -ENOENT (gone) or -ETIMEDOUT.
- */
-static int wait_vm(struct pager *p, const char *name, bool (*busy)(struct vm *, uint64_t *), uint64_t *ret_left,
-		   unsigned timeout_s)
-{
-	for (unsigned ms = 0; ms < timeout_s * 1000; ms += 50) {
-		struct vm *vm;
-		bool b;
-
-		pthread_mutex_lock(&p->lock);
-		vm = find_vm_locked(p, name);
-		b = vm && busy(vm, ret_left);
-		pthread_mutex_unlock(&p->lock);
-		if (!vm)
-			return -ENOENT;
-		if (!b)
-			return 0;
-		if (atomic_load(&p->stopping))
-			return -ECANCELED;
-		usleep(50000);
-	}
-	return -ETIMEDOUT;
-}
-
-/* Sets a VM's limit within the host budget. Under p->lock. */
-static int set_limit_locked(struct pager *p, struct vm *vm, uint64_t bytes, char *err, size_t errlen)
-{
-	char a[32], b[32];
-
-	bytes &= ~4095ULL;
-	if (p->cfg.budget && p->committed - vm_local_memory(vm) + bytes > p->cfg.budget) {
-		snprintf(err, errlen, "%s does not fit the host budget of %s (%s committed)",
-			 format_size(bytes, a, sizeof(a)), format_size(p->cfg.budget, b, sizeof(b)),
-			 format_size(p->committed, b + 16, sizeof(b) - 16));
-		return -ENOSPC;
-	}
-	p->committed = p->committed - vm_local_memory(vm) + bytes;
-	balloon_target_locked(p, find_client_locked(p, vm_name(vm)), BALLOON_LIMIT, bytes);
-	vm_set_local_memory(vm, bytes);
-	return 0;
-}
-
-int pager_vm_drain(struct pager *p, const char *name, char *err, size_t errlen)
-{
-	uint64_t left = 0;
-	struct vm *vm;
-	int r = 0;
-
-	for (int round = 0; round < 3; round++) {
-		pthread_mutex_lock(&p->lock);
-		vm = find_vm_or_err_locked(p, name, err, errlen);
-		if (!vm) {
-			pthread_mutex_unlock(&p->lock);
-			return -ENOENT;
-		}
-		/* The whole guest must fit locally: raise the limit to its size, within the budget. */
-		if (vm_local_memory(vm) < vm_guest_bytes(vm))
-			r = set_limit_locked(p, vm, vm_guest_bytes(vm), err, errlen);
-		if (r == 0) {
-			if (round == 0)
-				balloon_update_locked(p, find_client_locked(p, name), BALLOON_DRAIN);
-			vm_request_drain(vm);
-		}
-		pthread_mutex_unlock(&p->lock);
-		if (r < 0)
-			return r;
-		r = wait_vm(p, name, vm_drain_busy, &left, 600);
-		if (r == -ENOENT) {
-			snprintf(err, errlen, "VM '%s' exited during the drain", name);
-			return r;
-		}
-		if (r < 0) {
-			snprintf(err, errlen, "drain of '%s' not finished after 600 s (%llu pages still stored)", name,
-				 (unsigned long long)left);
-			return -EIO;
-		}
-		/* An eviction in flight when the drain began may have stored pages behind the cursor. */
-		if (left == 0) {
-			vm_log_info(name, "drained: every page is local");
-			return 0;
-		}
-	}
-	snprintf(err, errlen, "%llu pages of '%s' could not be brought back (see the pager log)",
-		 (unsigned long long)left, name);
-	return -EIO;
-}
-
-int pager_vm_park(struct pager *p, const char *name, char *err, size_t errlen)
-{
-	uint64_t resident = 0;
-	struct vm *vm;
-	int r;
-
-	pthread_mutex_lock(&p->lock);
-	vm = find_vm_or_err_locked(p, name, err, errlen);
-	if (vm) {
-		balloon_update_locked(p, find_client_locked(p, name), BALLOON_PARK);
-		vm_request_park(vm);
-	}
-	pthread_mutex_unlock(&p->lock);
-	if (!vm)
-		return -ENOENT;
-	r = wait_vm(p, name, vm_park_busy, &resident, 600);
-	if (r < 0) {
-		snprintf(err, errlen, r == -ENOENT ? "VM '%s' exited while parking" : "parking '%s' did not finish", name);
-		return r == -ENOENT ? r : -EIO;
-	}
-	vm_log_info(name, "parked: %llu pages left resident", (unsigned long long)resident);
-	return 0;
-}
-
-int pager_vm_policy_get(struct pager *p, const char *name, json_t **ret_policy)
-{
-	struct vm *vm;
-	char *text = NULL;
-
-	pthread_mutex_lock(&p->lock);
-	vm = find_vm_locked(p, name);
-	if (vm)
-		text = policy_vm_to_json(vm_policy(vm));
-	pthread_mutex_unlock(&p->lock);
-	if (!vm)
-		return -ENOENT;
-	*ret_policy = text ? json_loads(text, 0, NULL) : NULL;
-	free(text);
-	return *ret_policy ? 0 : -ENOMEM;
-}
-
-int pager_vm_policy_set(struct pager *p, const char *name, const json_t *policy, char *err, size_t errlen)
-{
-	struct policy_error perr;
-	struct policy_vm pol;
-	json_t *merged = NULL, *nm;
-	char *text = NULL, *cur = NULL;
-	struct vm *vm;
-	int r;
-
-	nm = json_object_get(policy, "name");
-	if (nm && (!json_is_string(nm) || strcmp(json_string_value(nm), name) != 0)) {
-		snprintf(err, errlen, "field 'name': the policy names another VM (allowed: \"%s\" or no name)", name);
-		return -EINVAL;
-	}
-	pthread_mutex_lock(&p->lock);
-	vm = find_vm_or_err_locked(p, name, err, errlen);
-	if (!vm) {
-		pthread_mutex_unlock(&p->lock);
-		return -ENOENT;
-	}
-	/* Keys not given keep their current values: the new policy is the old one updated. */
-	cur = policy_vm_to_json(vm_policy(vm));
-	merged = cur ? json_loads(cur, 0, NULL) : NULL;
-	if (!merged || json_object_update_recursive(merged, (json_t *)policy) < 0 ||
-	    !(text = json_dumps(merged, JSON_INDENT(1)))) {
-		r = -ENOMEM;
-		snprintf(err, errlen, "out of memory");
-		goto out;
-	}
-	r = policy_vm_parse(text, strlen(text), "vm.policy.set", &pol, &perr);
-	if (r < 0) {
-		snprintf(err, errlen, "%s", perr.msg);
-		goto out;
-	}
-	if (pol.local_memory != vm_local_memory(vm)) {
-		r = set_limit_locked(p, vm, pol.local_memory, err, errlen);
-		if (r < 0)
-			goto out;
-	}
-	r = vm_set_policy(vm, &pol, err, errlen);
-	if (r == 0) {
-		vm_log_info(name, "policy replaced at run time");
-		balloon_update_locked(p, find_client_locked(p, name), BALLOON_LIMIT);
-	}
-out:
-	pthread_mutex_unlock(&p->lock);
-	json_decref(merged);
-	free(text);
-	free(cur);
-	return r;
+	return atomic_load(&p->stopping);
 }

@@ -21,13 +21,10 @@
 
 static void page_lost(struct vm *vm, uint64_t page, bool *reported)
 {
-	struct page_entry *pe = vm_page(vm, page);
 	bool first;
 
 	pthread_mutex_lock(&vm->lock);
-	first = !(pe->flags & PGF_LOST) && pe->state == PG_STORED;
-	if (first)
-		pe->flags |= PGF_LOST;
+	first = pagemap_copies_lost(&vm->map, page);
 	pthread_mutex_unlock(&vm->lock);
 	if (!first)
 		return;
@@ -49,12 +46,12 @@ static bool repair_page(struct vm *vm, uint64_t page, void *buf, bool *reported)
 	bool done = true;
 
 	pthread_mutex_lock(&vm->lock);
-	struct page_entry *pe = vm_page(vm, page);
+	const struct page_entry *pe = pagemap_entry(&vm->map, page);
 	if (pe->state != PG_STORED || (pe->flags & PGF_LOST)) {
 		pthread_mutex_unlock(&vm->lock);
 		return true;
 	}
-	vm_page_get_locs(vm, page, locs);
+	pagemap_get_locs(&vm->map, page, locs);
 	crc = pe->crc;
 	pthread_mutex_unlock(&vm->lock);
 	for (unsigned c = 0; c < vm->ncopies; c++) {
@@ -102,12 +99,8 @@ static bool repair_page(struct vm *vm, uint64_t page, void *buf, bool *reported)
 			}
 		}
 		pthread_mutex_lock(&vm->lock);
-		uint32_t cur[STORE_MAX_COPIES];
-		vm_page_get_locs(vm, page, cur);
-		if (pe->state == PG_STORED && cur[c] == locs[c]) {
-			store_free_loc(st, cur[c]);
-			cur[c] = nl;
-			vm_page_set_locs(vm, page, cur);
+		if (pagemap_replace_copy(&vm->map, page, c, locs[c], nl)) {
+			store_free_loc(st, locs[c]);
 			locs[c] = nl;
 			if (nl != LOC_NONE)
 				atomic_fetch_add_explicit(h[c] == LOC_DEAD ? &store_stats(st)->rereplications

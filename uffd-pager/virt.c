@@ -28,8 +28,10 @@
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 
+#include "events.h"
 #include "log.h"
-#include "pager.h"
+#include "ops.h"
+#include "registry.h"
 #include "util.h"
 #include "virt.h"
 
@@ -182,7 +184,7 @@ static int on_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int det
 
 	if (ev && registered)
 		json_object_set_new(ev, "pid", json_integer(pid));
-	pager_event_emit("domain.stopped", ev);
+	events_emit("domain.stopped", ev);
 	return 0;
 }
 
@@ -471,7 +473,7 @@ int virt_start(struct pager *p, const char *uri, struct virt **ret)
 		r = -EIO;
 		goto fail;
 	}
-	r = pager_events_subscribe(p, on_pager_event, v, &v->sub_id);
+	r = events_subscribe(on_pager_event, v, &v->sub_id);
 	if (r < 0)
 		goto fail;
 	v->subscribed = true;
@@ -483,7 +485,7 @@ int virt_start(struct pager *p, const char *uri, struct virt **ret)
 	r = -pthread_create(&v->thread, NULL, virt_thread, v);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (r < 0) {
-		pager_events_unsubscribe(p, v->sub_id);
+		events_unsubscribe(v->sub_id);
 		goto fail;
 	}
 	pager_set_balloon_handler(p, balloon_request, v);
@@ -511,7 +513,7 @@ void virt_stop(struct virt *v)
 		virEventAddTimeout(0, wake_noop, NULL, NULL); /* a zero timeout also ends the loop's wait */
 	pthread_join(v->thread, NULL);
 	if (v->subscribed)
-		pager_events_unsubscribe(v->p, v->sub_id);
+		events_unsubscribe(v->sub_id);
 	close(v->wake_fd);
 	pthread_mutex_destroy(&v->lock);
 	free(v->uri);

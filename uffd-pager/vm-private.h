@@ -1,20 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Internals shared by vm.c (lifecycle, stats), fault.c (fault thread) and
- * evict.c (evictor thread).
+ * Internals shared by vm.c (lifecycle, stats), fault.c (fault thread),
+ * evict.c (evictor thread), prefetcher.c and repair.c.
  *
- * Page states and who moves them (all under vm->lock):
- *
- *   UNTOUCHED --fault--> RESIDENT --evictor picks--> EVICTING (write-protected,
- *   copy being written) --copy durable--> EVICT_COMMITTED --punched--> STORED / ZERO
- *   STORED / ZERO --fault--> RESIDENT
- *
- * A write to an EVICTING page sets PGF_WRITE_PENDING and the evictor gives
- * the page back (un-protect, wake, keep resident). A write to an
- * EVICT_COMMITTED page waits for the punch and is then woken: its retry
- * faults in the stored copy, which is current because no write got through.
- * resident_pages counts RESIDENT + EVICTING + EVICT_COMMITTED: pages the
- * memfd may hold.
+ * Page states, their transitions and the one function that makes each
+ * (all under vm->lock) are drawn in pagemap.h; the decisions live in
+ * page-state.h. Nothing here writes a page entry or the page counters:
+ * every change goes through a pagemap_* verb on vm->map.
  */
 #pragma once
 
@@ -26,6 +18,7 @@
 
 #include "histogram.h"
 #include "page-state.h"
+#include "pagemap.h"
 #include "policy.h"
 #include "spill.h"
 #include "store.h"
@@ -35,29 +28,22 @@
 
 
 /*
- * 12 bytes per guest page; with the FIFO's 4 bytes the pager spends 16
- * bytes per page at one copy per page (replicas 1, no backup), plus one bit
- * per spill slot and ~528 bytes per 16 MiB donor slab (store.h). Each
- * further copy (replicas 2..3, spill backup) costs 4 bytes per page in the
- * region's side table `extra`, allocated only for policies that need it.
- * A page is punched only once every copy in loc + extra is durable.
+ * 12 bytes per guest page in the page map (pagemap.h); with the FIFO's 4
+ * bytes the pager spends 16 bytes per page at one copy per page (replicas
+ * 1, no backup), plus one bit per spill slot and ~528 bytes per 16 MiB
+ * donor slab (store.h). Each further copy (replicas 2..3, spill backup)
+ * adds 4 bytes to every entry, only for policies that need it. A page is
+ * punched only once every copy is durable.
+ *
+ * A region names its pages by index (first_page) into the VM's one page
+ * map: no pointer into the map, which may move when it grows.
  */
-struct page_entry {
-	uint32_t crc;  /* CRC32C of the stored copy */
-	uint32_t loc;  /* first copy's location (store.h) while STORED/EVICT_COMMITTED */
-	uint8_t state;
-	uint8_t flags;
-	uint16_t reserved;
-};
-
 struct vm_region {
 	uint64_t host_addr;
 	uint64_t length;
 	uint64_t memfd_offset;
 	uint64_t first_page; /* index of the region's first page in the VM's page space */
 	int memfd;
-	struct page_entry *pages;
-	uint32_t *extra; /* (ncopies - 1) locations per page, or NULL */
 };
 
 struct vm_stats {
@@ -97,12 +83,10 @@ struct vm {
 	unsigned nregions;
 	uint64_t npages;
 
-	pthread_mutex_t lock; /* page map, victim state, counters below */
+	pthread_mutex_t lock; /* the page map, victim state, watermarks and flags below */
 	pthread_cond_t evict_cond;   /* evictor waits for work */
 	pthread_cond_t space_cond;   /* throttled faults wait for room */
-	uint64_t resident_pages;
-	uint64_t stored_pages;
-	uint64_t zero_pages;
+	struct pagemap map;          /* page entries and the resident/stored/zero counters */
 	uint64_t high_pages, low_pages;
 	const struct policy_victim_ops *victim;
 	void *victim_state;
@@ -120,40 +104,42 @@ struct vm {
 	struct spill *spill;
 	struct donor_pool *pool; /* the pager's donors (may have none) */
 	struct store *store;     /* spill + donors behind one interface */
-	unsigned ncopies;        /* locations per page: 1 + side-table entries */
+	unsigned ncopies;        /* locations per page (the page map's entries hold as many) */
 	pthread_cond_t repair_cond;
 	pthread_t fault_thread, evict_thread, repair_thread;
 	struct histogram fault_latency; /* written by the fault thread only */
 	struct vm_stats stats;
 };
 
-/* Page helpers; callers hold vm->lock where they touch entries. */
-struct page_entry *vm_page(struct vm *vm, uint64_t page);
+/* Page addressing (regions are only ever appended, under vm->lock). */
 struct vm_region *vm_region_of_page(struct vm *vm, uint64_t page);
 /* Maps a faulting address to a page index; returns -EFAULT outside guest RAM. */
 int vm_addr_to_page(struct vm *vm, uint64_t addr, uint64_t *ret_page);
 uint64_t vm_page_addr(struct vm *vm, uint64_t page);
-/* Residency the evictor brings the VM down to: low watermark, 0 while parking, none after a drain. Under lock. */
+/* Recomputes high/low pages from the policy. Under lock. */
+void vm_update_watermarks(struct vm *vm);
+/* A stored copy is gone for good: apply the policy's on_data_loss. Called without vm->lock. */
+void vm_data_loss(struct vm *vm, uint64_t page, const char *why);
+
+/*
+ * Eviction pacing (evict.c), in one place:
+ * residency the evictor brings the VM down to: low watermark, 0 while
+ * parking, none (UINT64_MAX) after a drain or while the balloon settles.
+ * Under lock.
+ */
 uint64_t vm_evict_target(struct vm *vm);
 /*
  * Residency at which a fault wakes the evictor: a batch above the target
  * (hysteresis, so the evictor works in full batches instead of one wake-up
  * per fault), right above it while parking or while a fault is throttled.
- * UINT64_MAX when nothing may be evicted. Under lock (evict.c).
+ * UINT64_MAX when nothing may be evicted. Under lock.
  */
 uint64_t vm_evict_trigger(struct vm *vm);
-/* Recomputes high/low pages from the policy. Under lock. */
-void vm_update_watermarks(struct vm *vm);
-/* The page became resident (fault path): count, queue for eviction, poke the evictor. Under lock. */
+/*
+ * A page went resident through pagemap_installed/pagemap_fetch_done: queue
+ * it for eviction and poke the evictor at the trigger. Under lock.
+ */
 void vm_note_resident(struct vm *vm, uint64_t page);
-/* A stored copy is gone for good: apply the policy's on_data_loss. */
-void vm_data_loss(struct vm *vm, uint64_t page, const char *why);
-
-/* Copies of a page: locs[0..ncopies) (LOC_NONE = none). Under lock. */
-void vm_page_get_locs(struct vm *vm, uint64_t page, uint32_t *locs);
-void vm_page_set_locs(struct vm *vm, uint64_t page, const uint32_t *locs);
-/* Frees every copy of a page and clears its locations. Under lock. */
-void vm_page_drop_copies(struct vm *vm, uint64_t page);
 
 void *vm_fault_thread(void *arg);
 void *vm_repair_thread(void *arg);

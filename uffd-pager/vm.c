@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* VM lifecycle, page-map helpers, limits and statistics. */
+/*
+ * VM lifecycle, page addressing, limits and statistics. The page map
+ * itself (entries and counters) is pagemap.c's; this file only grows it
+ * as regions arrive and reads it for the statistics.
+ */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -13,17 +17,10 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "pager.h"
+#include "events.h"
 #include "util.h"
 #include "vm-private.h"
 #include "vm.h"
-
-struct page_entry *vm_page(struct vm *vm, uint64_t page)
-{
-	struct vm_region *r = vm_region_of_page(vm, page);
-
-	return &r->pages[page - r->first_page];
-}
 
 struct vm_region *vm_region_of_page(struct vm *vm, uint64_t page)
 {
@@ -52,46 +49,6 @@ uint64_t vm_page_addr(struct vm *vm, uint64_t page)
 	return r->host_addr + ((page - r->first_page) << PAGE_SHIFT_4K);
 }
 
-void vm_page_get_locs(struct vm *vm, uint64_t page, uint32_t *locs)
-{
-	struct vm_region *r = vm_region_of_page(vm, page);
-	uint64_t i = page - r->first_page;
-
-	locs[0] = r->pages[i].loc;
-	for (unsigned c = 1; c < vm->ncopies; c++)
-		locs[c] = r->extra[i * (vm->ncopies - 1) + c - 1];
-	for (unsigned c = vm->ncopies; c < STORE_MAX_COPIES; c++)
-		locs[c] = LOC_NONE;
-}
-
-void vm_page_set_locs(struct vm *vm, uint64_t page, const uint32_t *locs)
-{
-	struct vm_region *r = vm_region_of_page(vm, page);
-	uint64_t i = page - r->first_page;
-
-	r->pages[i].loc = locs[0];
-	for (unsigned c = 1; c < vm->ncopies; c++)
-		r->extra[i * (vm->ncopies - 1) + c - 1] = locs[c];
-}
-
-void vm_page_drop_copies(struct vm *vm, uint64_t page)
-{
-	uint32_t locs[STORE_MAX_COPIES];
-
-	vm_page_get_locs(vm, page, locs);
-	store_free_locs(vm->store, locs);
-	for (unsigned c = 0; c < STORE_MAX_COPIES; c++)
-		locs[c] = LOC_NONE;
-	vm_page_set_locs(vm, page, locs);
-}
-
-uint64_t vm_evict_target(struct vm *vm)
-{
-	if (vm->hold_resident || vm->balloon_settling)
-		return UINT64_MAX;
-	return vm->parking ? 0 : vm->low_pages;
-}
-
 void vm_update_watermarks(struct vm *vm)
 {
 	vm->high_pages = policy_vm_high_pages(&vm->policy, PAGE_SIZE_4K);
@@ -113,15 +70,6 @@ void vm_set_balloon_settle(struct vm *vm, bool settling)
 	pthread_mutex_unlock(&vm->lock);
 }
 
-void vm_note_resident(struct vm *vm, uint64_t page)
-{
-	vm->resident_pages++;
-	vm->victim->on_resident(vm->victim_state, page);
-	/* Only at the trigger: a signal per fault would wake the evictor per fault. */
-	if (vm->resident_pages >= vm_evict_trigger(vm))
-		pthread_cond_signal(&vm->evict_cond);
-}
-
 static int pidfd_signal(int pidfd, int sig)
 {
 	return syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) < 0 ? -errno : 0;
@@ -129,14 +77,18 @@ static int pidfd_signal(int pidfd, int sig)
 
 void vm_data_loss(struct vm *vm, uint64_t page, const char *why)
 {
-	const bool kill_it = vm->policy.on_data_loss == POLICY_LOSS_KILL;
+	char name[sizeof(vm->policy.name)];
+	bool kill_it;
 
+	/* vm_set_policy rewrites the policy under the lock: take what is needed under it too. */
 	pthread_mutex_lock(&vm->lock);
 	vm->failed = true;
+	kill_it = vm->policy.on_data_loss == POLICY_LOSS_KILL;
+	memcpy(name, vm->policy.name, sizeof(name));
 	pthread_mutex_unlock(&vm->lock);
-	vm_log_err(vm->policy.name, "page %llu (guest RAM offset 0x%llx) cannot be restored: %s; never installing it; %s the VM (pid %d) per policy 'on_data_loss'", (unsigned long long)page, (unsigned long long)(page << PAGE_SHIFT_4K), why,
+	vm_log_err(name, "page %llu (guest RAM offset 0x%llx) cannot be restored: %s; never installing it; %s the VM (pid %d) per policy 'on_data_loss'", (unsigned long long)page, (unsigned long long)(page << PAGE_SHIFT_4K), why,
 		kill_it ? "killing" : "stopping", (int)vm->pid);
-	pager_event_emit("page.lost", json_pack("{s:s, s:i, s:I, s:I, s:s, s:s}", "vm", vm->policy.name, "pid",
+	events_emit("page.lost", json_pack("{s:s, s:i, s:I, s:I, s:s, s:s}", "vm", name, "pid",
 						(int)vm->pid, "page", (json_int_t)page, "offset",
 						(json_int_t)(page << PAGE_SHIFT_4K), "reason", why, "action",
 						kill_it ? "killed" : "stopped"));
@@ -162,6 +114,13 @@ int vm_new(const struct policy_vm *policy, pid_t pid, int pidfd, int uffd, const
 	vm->max_guest_memory = max_guest_memory;
 	vm->pool = pool;
 	vm->ncopies = store_copies_for(policy);
+	if (pagemap_init(&vm->map, vm->ncopies) < 0) {
+		close(uffd);
+		close(pidfd);
+		free(vm);
+		snprintf(err, errlen, "page map: out of memory");
+		return -ENOMEM;
+	}
 	pthread_cond_init(&vm->repair_cond, NULL);
 	snprintf(vm->state_dir, sizeof(vm->state_dir), "%s", state_dir);
 	vm->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -187,12 +146,9 @@ static int vm_resize_victims(struct vm *vm, uint64_t npages)
 
 	if (!st)
 		return -ENOMEM;
-	for (unsigned i = 0; i < vm->nregions; i++) {
-		struct vm_region *r = &vm->regions[i];
-		for (uint64_t p = 0; p < (r->length >> PAGE_SHIFT_4K); p++)
-			if (r->pages[p].state == PG_RESIDENT)
-				vm->victim->on_resident(st, r->first_page + p);
-	}
+	for (uint64_t p = 0; p < pagemap_npages(&vm->map); p++)
+		if (pagemap_entry(&vm->map, p)->state == PG_RESIDENT)
+			vm->victim->on_resident(st, p);
 	if (vm->victim_state)
 		vm->victim->destroy(vm->victim_state);
 	vm->victim_state = st;
@@ -240,46 +196,27 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 		}
 	}
 
-	/* Page maps come from mmap so untouched parts of a huge guest cost nothing. */
-	void *pages = mmap(NULL, npages * sizeof(struct page_entry), PROT_READ | PROT_WRITE,
-			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	uint32_t *extra = NULL;
-	if (pages != MAP_FAILED && vm->ncopies > 1) {
-		extra = mmap(NULL, npages * (vm->ncopies - 1) * sizeof(uint32_t), PROT_READ | PROT_WRITE,
-			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-		if (extra == MAP_FAILED) {
-			munmap(pages, npages * sizeof(struct page_entry));
-			pages = MAP_FAILED;
-		}
-	}
-	if (pages == MAP_FAILED) {
-		snprintf(err, errlen, "page map: %s", strerror(errno));
-		ret = -ENOMEM;
-		goto fail;
-	}
-	/* No copies yet: every location is LOC_NONE (all ones). */
-	for (uint64_t i = 0; i < npages; i++)
-		((struct page_entry *)pages)[i].loc = LOC_NONE;
-	if (extra)
-		memset(extra, 0xff, npages * (vm->ncopies - 1) * sizeof(uint32_t));
 	pthread_mutex_lock(&vm->lock);
-	r = &vm->regions[vm->nregions];
-	*r = (struct vm_region){ .host_addr = host_addr, .length = length, .memfd_offset = memfd_offset,
-				 .first_page = vm->npages, .memfd = memfd, .pages = pages, .extra = extra };
-	/* Regions stay sorted by first_page because each is appended at the end. */
-	vm->nregions++;
-	vm->npages += npages;
-	ret = vm_resize_victims(vm, vm->npages);
+	/* Victims first: a selector sized for more pages than a failed grow left is harmless. */
+	ret = vm_resize_victims(vm, vm->npages + npages);
 	if (ret < 0) {
-		vm->nregions--;
-		vm->npages -= npages;
 		pthread_mutex_unlock(&vm->lock);
-		munmap(pages, npages * sizeof(struct page_entry));
-		if (extra)
-			munmap(extra, npages * (vm->ncopies - 1) * sizeof(uint32_t));
 		snprintf(err, errlen, "victim selector: out of memory");
 		goto fail;
 	}
+	/* The map is anonymous and sparse: the untouched part of a huge guest costs nothing. */
+	ret = pagemap_grow(&vm->map, npages);
+	if (ret < 0) {
+		pthread_mutex_unlock(&vm->lock);
+		snprintf(err, errlen, "page map: %s", strerror(-ret));
+		goto fail;
+	}
+	r = &vm->regions[vm->nregions];
+	*r = (struct vm_region){ .host_addr = host_addr, .length = length, .memfd_offset = memfd_offset,
+				 .first_page = vm->npages, .memfd = memfd };
+	/* Regions stay sorted by first_page because each is appended at the end. */
+	vm->nregions++;
+	vm->npages += npages;
 	pthread_mutex_unlock(&vm->lock);
 
 	if (!vm->threads_started) {
@@ -348,13 +285,9 @@ void vm_free(struct vm *vm)
 			 (unsigned long long)hist_quantile(&vm->fault_latency, 0.99));
 	store_free(vm->store);
 	spill_free(vm->spill);
-	for (unsigned i = 0; i < vm->nregions; i++) {
+	for (unsigned i = 0; i < vm->nregions; i++)
 		close(vm->regions[i].memfd);
-		munmap(vm->regions[i].pages, (vm->regions[i].length >> PAGE_SHIFT_4K) * sizeof(struct page_entry));
-		if (vm->regions[i].extra)
-			munmap(vm->regions[i].extra,
-			       (vm->regions[i].length >> PAGE_SHIFT_4K) * (vm->ncopies - 1) * sizeof(uint32_t));
-	}
+	pagemap_destroy(&vm->map);
 	if (vm->victim_state)
 		vm->victim->destroy(vm->victim_state);
 	if (vm->uffd >= 0)
@@ -401,7 +334,7 @@ bool vm_drain_busy(struct vm *vm, uint64_t *ret_stored)
 
 	pthread_mutex_lock(&vm->lock);
 	busy = vm->draining;
-	*ret_stored = vm->stored_pages;
+	*ret_stored = pagemap_stored(&vm->map);
 	pthread_mutex_unlock(&vm->lock);
 	return busy;
 }
@@ -421,7 +354,7 @@ bool vm_park_busy(struct vm *vm, uint64_t *ret_resident)
 
 	pthread_mutex_lock(&vm->lock);
 	busy = vm->parking;
-	*ret_resident = vm->resident_pages;
+	*ret_resident = pagemap_resident(&vm->map);
 	pthread_mutex_unlock(&vm->lock);
 	return busy;
 }
@@ -492,8 +425,8 @@ json_t *vm_stats_json(struct vm *vm, bool brief)
 	pthread_mutex_lock(&vm->lock);
 	o = json_pack("{s:s, s:i, s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "name", vm->policy.name, "pid",
 		      (int)vm->pid, "state", vm_state_name(vm), "local_memory", (json_int_t)vm->policy.local_memory,
-		      "guest_pages", (json_int_t)vm->npages, "resident_pages", (json_int_t)vm->resident_pages,
-		      "stored_pages", (json_int_t)vm->stored_pages, "zero_pages", (json_int_t)vm->zero_pages,
+		      "guest_pages", (json_int_t)vm->npages, "resident_pages", (json_int_t)pagemap_resident(&vm->map),
+		      "stored_pages", (json_int_t)pagemap_stored(&vm->map), "zero_pages", (json_int_t)pagemap_zero(&vm->map),
 		      "high_watermark_pages", (json_int_t)vm->high_pages);
 	json_object_set_new(o, "low_watermark_pages", json_integer((json_int_t)vm->low_pages));
 	pthread_mutex_unlock(&vm->lock);

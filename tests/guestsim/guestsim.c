@@ -406,7 +406,10 @@ static int write_page_kernel(struct worker *w, uint64_t page, uint32_t gen, bool
 	}
 	n = pread(w->scratch_fd, dst, PAGE_SIZE_4K, 0);
 	if (n != PAGE_SIZE_4K) {
-		/* EFAULT here typically means a user-mode-only uffd (see DESIGN.md). */
+		/*
+		 * EFAULT here typically means a uffd registered for user-mode faults
+		 * only: the kernel's own copy into guest RAM then cannot wait for the pager.
+		 */
 		w->err_what = "pread from the scratch memfd into guest RAM";
 		return n < 0 ? -errno : -EIO;
 	}
@@ -915,8 +918,8 @@ int main(int argc, char **argv)
 	/*
 	 * Guest RAM exactly as QEMU's memory-backend-memfd creates it. The plain
 	 * mmap() call is what the LD_PRELOAD shim intercepts; after it nothing but
-	 * this mapping may touch the memfd (DESIGN.md: writes by other paths fill
-	 * holes behind the pager's back).
+	 * this mapping may touch the memfd (a write through another mapping or
+	 * write(2) would fill a hole behind the pager's back).
 	 */
 	fd = memfd_create("guestsim-ram", MFD_CLOEXEC);
 	if (fd < 0) {

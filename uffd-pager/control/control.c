@@ -6,7 +6,7 @@
  * client that does not read stops being read from, then times out), and
  * every malformed request gets an error reply instead of taking anything
  * down. Requests are executed in the order they arrive, one at a time, by
- * calling into the pager (pager.h), whose functions are thread-safe. The
+ * calling into the pager's operations (ops.h), which are thread-safe. The
  * optional metrics endpoint is a second listener in the same epoll set: its
  * clients are the same bounded, non-blocking connections, answered once
  * with an HTTP/1.0 response and closed.
@@ -33,6 +33,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -41,7 +42,7 @@
 #include "ctl-proto.h"
 #include "log.h"
 #include "metrics.h"
-#include "pager.h"
+#include "ops.h"
 #include "util.h"
 
 /* Stop reading a client's requests while this much of its output is pending. */
@@ -80,7 +81,7 @@ struct ctl_job {
 	struct ctl_request req;
 	json_t *resp;
 	bool done; /* under qlock */
-	struct ctl_job *next;
+	LIST_ENTRY(ctl_job) link;
 };
 
 struct ctl_client {
@@ -88,7 +89,7 @@ struct ctl_client {
 	uint64_t serial; /* unique per server life */
 	struct ev_sub *sub; /* set once the client subscribed to events */
 	bool busy;          /* a job runs its request: later requests wait */
-	struct ctl_client *prev, *next;
+	LIST_ENTRY(ctl_client) link;
 	int fd;
 	struct ucred cred;
 	gid_t groups[MAX_PEER_GROUPS]; /* supplementary groups (SO_PEERGROUPS) */
@@ -115,11 +116,11 @@ struct ctl_server {
 	int wake_fd;
 	uint64_t next_serial;
 	pthread_mutex_t qlock; /* event queues and job completion; taken inside pager callbacks */
-	struct ctl_job *jobs;  /* every job not yet joined */
+	LIST_HEAD(, ctl_job) jobs; /* every job not yet joined */
 	gid_t admin_gid;
 	pthread_t thread;
 	bool thread_started;
-	struct ctl_client *clients;
+	LIST_HEAD(, ctl_client) clients;
 	unsigned nclients;
 	uint64_t accept_paused_until_ns;
 
@@ -139,12 +140,9 @@ static unsigned idle_timeout_ms(struct ctl_server *s)
 	return ms;
 }
 
-static pthread_mutex_t defaults_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct ctl_server_options defaults = { .group = (gid_t)-1, .admin_gid = (gid_t)-1 };
-
 void ctl_server_options_init(struct ctl_server_options *o)
 {
-	*o = (struct ctl_server_options){ .mode = 0, .group = (gid_t)-1, .admin_gid = (gid_t)-1 };
+	*o = (struct ctl_server_options){ .group = (gid_t)-1, .admin_gid = (gid_t)-1 };
 }
 
 int ctl_metrics_parse_listen(const char *str, unsigned char ret_addr[4], unsigned short *ret_port)
@@ -166,19 +164,6 @@ int ctl_metrics_parse_listen(const char *str, unsigned char ret_addr[4], unsigne
 	if (ret_addr[0] != 127)
 		return -EINVAL;
 	*ret_port = (unsigned short)port;
-	return 0;
-}
-
-int ctl_server_set_defaults(const struct ctl_server_options *o)
-{
-	unsigned char addr[4];
-	unsigned short port;
-
-	if (o->metrics_listen[0] && ctl_metrics_parse_listen(o->metrics_listen, addr, &port) < 0)
-		return -EINVAL;
-	pthread_mutex_lock(&defaults_lock);
-	defaults = *o;
-	pthread_mutex_unlock(&defaults_lock);
 	return 0;
 }
 
@@ -506,8 +491,7 @@ static int job_start(struct ctl_server *s, struct ctl_client *c, struct ctl_requ
 	}
 	*req = (struct ctl_request){ 0 };
 	pthread_mutex_lock(&s->qlock);
-	j->next = s->jobs;
-	s->jobs = j;
+	LIST_INSERT_HEAD(&s->jobs, j, link);
 	pthread_mutex_unlock(&s->qlock);
 	return 0;
 }
@@ -616,12 +600,7 @@ static json_t *execute(struct ctl_server *s, struct ctl_client *c, const char *l
 
 static void client_free(struct ctl_server *s, struct ctl_client *c)
 {
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		s->clients = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
+	LIST_REMOVE(c, link);
 	s->nclients--;
 	/*
 	 * Deregister explicitly: close() alone leaves the registration alive
@@ -965,10 +944,7 @@ static void server_accept(struct ctl_server *s, bool http)
 			close(fd);
 			continue;
 		}
-		c->next = s->clients;
-		if (c->next)
-			c->next->prev = c;
-		s->clients = c;
+		LIST_INSERT_HEAD(&s->clients, c, link);
 		s->nclients++;
 		log_debug("control: client connected: pid %d uid %u gid %u", (int)c->cred.pid, (unsigned)c->cred.uid,
 			  (unsigned)c->cred.gid);
@@ -980,8 +956,8 @@ static void server_timers(struct ctl_server *s)
 	uint64_t now = now_ns(), idle = (uint64_t)idle_timeout_ms(s) * 1000000ULL;
 	struct ctl_client *c, *next;
 
-	for (c = s->clients; c; c = next) {
-		next = c->next;
+	for (c = LIST_FIRST(&s->clients); c; c = next) {
+		next = LIST_NEXT(c, link);
 		/* Waiting for a job or for events is not idleness; a stalled reader with pending output is. */
 		if ((c->busy || c->sub) && c->outoff == c->outlen) {
 			c->last_progress_ns = now;
@@ -1016,7 +992,9 @@ static void server_timers(struct ctl_server *s)
 
 static struct ctl_client *client_by_serial(struct ctl_server *s, uint64_t serial)
 {
-	for (struct ctl_client *c = s->clients; c; c = c->next)
+	struct ctl_client *c;
+
+	LIST_FOREACH(c, &s->clients, link)
 		if (c->serial == serial)
 			return c;
 	return NULL;
@@ -1026,18 +1004,16 @@ static struct ctl_client *client_by_serial(struct ctl_server *s, uint64_t serial
 static void server_reap_jobs(struct ctl_server *s)
 {
 	for (;;) {
-		struct ctl_job **pp, *j = NULL;
+		struct ctl_job *j;
 		struct ctl_client *c;
 		int r;
 
 		pthread_mutex_lock(&s->qlock);
-		for (pp = &s->jobs; *pp; pp = &(*pp)->next) {
-			if ((*pp)->done) {
-				j = *pp;
-				*pp = j->next;
+		LIST_FOREACH(j, &s->jobs, link)
+			if (j->done)
 				break;
-			}
-		}
+		if (j)
+			LIST_REMOVE(j, link);
 		pthread_mutex_unlock(&s->qlock);
 		if (!j)
 			return;
@@ -1063,11 +1039,11 @@ static void server_flush_events(struct ctl_server *s)
 {
 	struct ctl_client *c, *next;
 
-	for (c = s->clients; c; c = next) {
+	for (c = LIST_FIRST(&s->clients); c; c = next) {
 		bool overflow;
 		int r = 0;
 
-		next = c->next;
+		next = LIST_NEXT(c, link);
 		if (!c->sub)
 			continue;
 		pthread_mutex_lock(&s->qlock);
@@ -1182,17 +1158,17 @@ static void server_free(struct ctl_server *s)
 	struct stat st;
 
 	/* Jobs end soon once the pager stops (its waits give up); their replies have nowhere to go. */
-	while (s->jobs) {
-		struct ctl_job *j = s->jobs;
+	while (!LIST_EMPTY(&s->jobs)) {
+		struct ctl_job *j = LIST_FIRST(&s->jobs);
 
-		s->jobs = j->next;
+		LIST_REMOVE(j, link);
 		pthread_join(j->thread, NULL);
 		json_decref(j->resp);
 		ctl_request_clear(&j->req);
 		free(j);
 	}
-	while (s->clients)
-		client_free(s, s->clients);
+	while (!LIST_EMPTY(&s->clients))
+		client_free(s, LIST_FIRST(&s->clients));
 	if (s->listen_fd >= 0) {
 		close(s->listen_fd);
 		/* Unlink only our own socket, not one a successor has put there since. */
@@ -1238,11 +1214,18 @@ static int http_listen(const char *spec)
 	return fd;
 }
 
-int ctl_server_start(struct pager *p, const char *path, mode_t mode, struct ctl_server **ret)
+static void server_freep(struct ctl_server **s)
+{
+	if (*s)
+		server_free(*s);
+}
+
+int ctl_server_start(struct pager *p, const char *path, mode_t mode, const struct ctl_server_options *o,
+		     struct ctl_server **ret)
 {
 	struct ctl_server_options opts;
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct ctl_server *s;
+	_cleanup_(server_freep) struct ctl_server *s = NULL;
 	struct epoll_event e;
 	sigset_t all, old;
 	struct stat st;
@@ -1253,20 +1236,21 @@ int ctl_server_start(struct pager *p, const char *path, mode_t mode, struct ctl_
 	if (strlen(path) == 0 || strlen(path) >= sizeof(sa.sun_path))
 		return log_err_errno(-ENAMETOOLONG, "control: socket path \"%s\" must be 1-%zu bytes", path,
 				     sizeof(sa.sun_path) - 1);
+	if (o)
+		opts = *o;
+	else
+		ctl_server_options_init(&opts);
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
+	LIST_INIT(&s->clients);
+	LIST_INIT(&s->jobs);
 	s->pager = p;
 	s->listen_fd = s->epoll_fd = s->stop_fd = s->http_fd = s->wake_fd = -1;
 	s->wake_tag.kind = EP_WAKE;
 	s->listen_tag.kind = EP_LISTEN;
 	s->stop_tag.kind = EP_STOP;
 	s->http_tag.kind = EP_HTTP_LISTEN;
-	pthread_mutex_lock(&defaults_lock);
-	opts = defaults;
-	pthread_mutex_unlock(&defaults_lock);
-	if (opts.mode)
-		mode = opts.mode;
 	s->admin_gid = opts.admin_gid;
 	s->idle_timeout_ms = CTL_SERVER_IDLE_TIMEOUT_MS;
 	pthread_mutex_init(&s->lock, NULL);
@@ -1275,80 +1259,54 @@ int ctl_server_start(struct pager *p, const char *path, mode_t mode, struct ctl_
 	memcpy(sa.sun_path, path, strlen(path));
 
 	r = remove_stale_socket(path);
-	if (r == -EADDRINUSE) {
-		log_err("control: %s: another server is listening there", path);
-		goto fail;
-	}
-	if (r == -EEXIST) {
-		log_err("control: %s exists and is not a socket; refusing to replace it", path);
-		goto fail;
-	}
-	if (r < 0) {
-		log_err_errno(r, "control: cannot check for a stale socket at %s", path);
-		goto fail;
-	}
+	if (r == -EADDRINUSE)
+		return log_err_errno(r, "control: %s: another server is listening there", path);
+	if (r == -EEXIST)
+		return log_err_errno(r, "control: %s exists and is not a socket; refusing to replace it", path);
+	if (r < 0)
+		return log_err_errno(r, "control: cannot check for a stale socket at %s", path);
 	s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (s->listen_fd < 0) {
-		r = log_err_errno(-errno, "control: socket");
-		goto fail;
-	}
+	if (s->listen_fd < 0)
+		return log_err_errno(-errno, "control: socket");
 	if (bind(s->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		r = log_err_errno(-errno, "control: cannot bind %s", path);
-		close(s->listen_fd);
-		s->listen_fd = -1;
-		goto fail;
+		close(TAKE_FD(s->listen_fd)); /* not our socket file: server_free must not unlink it */
+		return r;
 	}
-	/* Set group and mode before listen(): until then nobody can connect anyway. */
-	if (opts.group != (gid_t)-1 && chown(path, (uid_t)-1, opts.group) < 0) {
-		r = log_err_errno(-errno, "control: cannot give %s to group %u", path, (unsigned)opts.group);
-		unlink(path);
-		close(s->listen_fd);
-		s->listen_fd = -1;
-		goto fail;
-	}
-	if (chmod(path, mode) < 0 || lstat(path, &st) < 0) {
-		r = log_err_errno(-errno, "control: cannot set mode %04o on %s", (unsigned)mode, path);
-		unlink(path);
-		close(s->listen_fd);
-		s->listen_fd = -1;
-		goto fail;
-	}
+	/* Ours from here: server_free unlinks the socket this inode is, also on a failure below. */
+	if (lstat(path, &st) < 0)
+		return log_err_errno(-errno, "control: cannot stat %s", path);
 	s->sock_dev = st.st_dev;
 	s->sock_ino = st.st_ino;
-	if (listen(s->listen_fd, 64) < 0) {
-		r = log_err_errno(-errno, "control: listen on %s", path);
-		goto fail;
-	}
+	/* Set group and mode before listen(): until then nobody can connect anyway. */
+	if (opts.group != (gid_t)-1 && chown(path, (uid_t)-1, opts.group) < 0)
+		return log_err_errno(-errno, "control: cannot give %s to group %u", path, (unsigned)opts.group);
+	if (chmod(path, mode) < 0)
+		return log_err_errno(-errno, "control: cannot set mode %04o on %s", (unsigned)mode, path);
+	if (listen(s->listen_fd, 64) < 0)
+		return log_err_errno(-errno, "control: listen on %s", path);
 	s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (s->epoll_fd < 0 || s->stop_fd < 0 || s->wake_fd < 0) {
-		r = log_err_errno(-errno, "control: epoll/eventfd");
-		goto fail;
-	}
+	if (s->epoll_fd < 0 || s->stop_fd < 0 || s->wake_fd < 0)
+		return log_err_errno(-errno, "control: epoll/eventfd");
 	{
 		const struct { int fd; void *tag; } watch[] = {
 			{ s->listen_fd, &s->listen_tag }, { s->stop_fd, &s->stop_tag }, { s->wake_fd, &s->wake_tag },
 		};
-		for (size_t i = 0; i < sizeof(watch) / sizeof(watch[0]); i++) {
+		for (size_t i = 0; i < ARRAY_SIZE(watch); i++) {
 			e = (struct epoll_event){ .events = EPOLLIN, .data.ptr = watch[i].tag };
-			if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, watch[i].fd, &e) < 0) {
-				r = log_err_errno(-errno, "control: epoll_ctl");
-				goto fail;
-			}
+			if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, watch[i].fd, &e) < 0)
+				return log_err_errno(-errno, "control: epoll_ctl");
 		}
 	}
 	if (opts.metrics_listen[0]) {
 		s->http_fd = http_listen(opts.metrics_listen);
-		if (s->http_fd < 0) {
-			r = s->http_fd;
-			goto fail;
-		}
+		if (s->http_fd < 0)
+			return TAKE_FD(s->http_fd); /* the -errno, logged */
 		e = (struct epoll_event){ .events = EPOLLIN, .data.ptr = &s->http_tag };
-		if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->http_fd, &e) < 0) {
-			r = log_err_errno(-errno, "control: epoll_ctl");
-			goto fail;
-		}
+		if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->http_fd, &e) < 0)
+			return log_err_errno(-errno, "control: epoll_ctl");
 		log_info("control: serving GET /metrics on http://%s/metrics", opts.metrics_listen);
 	}
 	/* Process signals belong to the daemon's main loop, never to this thread. */
@@ -1356,21 +1314,16 @@ int ctl_server_start(struct pager *p, const char *path, mode_t mode, struct ctl_
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	r = -pthread_create(&s->thread, NULL, server_thread, s);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (r < 0) {
-		log_err_errno(r, "control: cannot start the server thread");
-		goto fail;
-	}
+	if (r < 0)
+		return log_err_errno(r, "control: cannot start the server thread");
 	s->thread_started = true;
 	if (s->admin_gid != (gid_t)-1)
 		log_info("control: listening on %s (mode %04o); admin group %u", path, (unsigned)mode,
 			 (unsigned)s->admin_gid);
 	else
 		log_info("control: listening on %s (mode %04o)", path, (unsigned)mode);
-	*ret = s;
+	*ret = TAKE_PTR(s);
 	return 0;
-fail:
-	server_free(s);
-	return r;
 }
 
 void ctl_server_stop(struct ctl_server *s)

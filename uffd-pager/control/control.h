@@ -8,6 +8,9 @@
  * ctl_server_allow_uid() and to members of the admin group, judged by
  * SO_PEERCRED and SO_PEERGROUPS. Optionally the same thread serves
  * GET /metrics over HTTP on a loopback address.
+ *
+ * It reaches the pager only through the operations API (ops.h); the
+ * daemon's main() starts it after the registry, with its options passed in.
  */
 #pragma once
 
@@ -20,13 +23,24 @@ struct ctl_server;
 #define CTL_SERVER_IDLE_TIMEOUT_MS 30000 /* a client that makes no progress is dropped */
 #define CTL_SERVER_MAX_CLIENTS 128
 
+struct ctl_server_options {
+	gid_t group;             /* socket group; (gid_t)-1: the daemon's */
+	gid_t admin_gid;         /* its members may run admin commands; (gid_t)-1: none */
+	char metrics_listen[64]; /* "127.0.0.1:PORT": serve GET /metrics there; "": off */
+};
+
+/* Fills o with the defaults: daemon's group, no admin group, no metrics endpoint. */
+void ctl_server_options_init(struct ctl_server_options *o);
 /*
- * Creates the socket at path with the given mode (a stale socket nobody
- * listens on is replaced; a live one or a non-socket file is not) and starts
- * the server thread. Returns 0, -EADDRINUSE (another server listens there),
- * -EEXIST (path is not a socket), -ENAMETOOLONG or another -errno.
+ * Creates the socket at path with the given mode and opts (NULL: the
+ * defaults of ctl_server_options_init) — a stale socket nobody listens on
+ * is replaced; a live one or a non-socket file is not — and starts the
+ * server thread. Returns 0, -EADDRINUSE (another server listens there),
+ * -EEXIST (path is not a socket), -ENAMETOOLONG, -EINVAL (metrics_listen
+ * not a loopback IPv4 "ADDRESS:PORT") or another -errno.
  */
-int ctl_server_start(struct pager *p, const char *path, mode_t mode, struct ctl_server **ret);
+int ctl_server_start(struct pager *p, const char *path, mode_t mode, const struct ctl_server_options *opts,
+		     struct ctl_server **ret);
 /* Stops the thread, closes every client and unlinks the socket. NULL-safe. */
 void ctl_server_stop(struct ctl_server *s);
 
@@ -35,20 +49,6 @@ int ctl_server_allow_uid(struct ctl_server *s, uid_t uid);
 /* Changes the idle timeout (default CTL_SERVER_IDLE_TIMEOUT_MS); 0 restores the default. */
 void ctl_server_set_idle_timeout(struct ctl_server *s, unsigned timeout_ms);
 
-struct ctl_server_options {
-	mode_t mode;             /* socket mode; 0: the mode given to ctl_server_start() */
-	gid_t group;             /* socket group; (gid_t)-1: the daemon's */
-	gid_t admin_gid;         /* its members may run admin commands; (gid_t)-1: none */
-	char metrics_listen[64]; /* "127.0.0.1:PORT": serve GET /metrics there; "": off */
-};
-
-void ctl_server_options_init(struct ctl_server_options *o);
-/*
- * Options every later ctl_server_start() applies (the daemon sets them from
- * its command line before the pager starts its control server). Returns 0 or
- * -EINVAL if metrics_listen is not a loopback IPv4 "ADDRESS:PORT".
- */
-int ctl_server_set_defaults(const struct ctl_server_options *o);
 /* Parses "127.x.y.z:PORT" (loopback only: the endpoint has no authentication). */
 int ctl_metrics_parse_listen(const char *s, unsigned char ret_addr[4], unsigned short *ret_port);
 /* The pager's statistics as Prometheus text (metrics.h). Returns 0 or -ENOMEM. */

@@ -31,7 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct policy_vm vm, back;
 	struct policy_pager_config cfg;
 	struct policy_error err;
-	char *json;
+	char *json, *again;
 
 	if (policy_vm_parse((const char *)data, size, "fuzz.json", &vm, &err) < 0) {
 		check_error(&err, "fuzz.json");
@@ -49,6 +49,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		    vm.on_pager_unavailable != back.on_pager_unavailable ||
 		    vm.on_data_loss != back.on_data_loss)
 			abort();
+		/* Every field, including those added later: both write the same text. */
+		again = policy_vm_to_json(&back);
+		if (!again || strcmp(json, again) != 0) {
+			fprintf(stderr, "round trip changed the policy:\n%s\n%s\n", json, again ? again : "(null)");
+			abort();
+		}
+		free(again);
 		if (policy_vm_low_pages(&vm, 4096) > policy_vm_high_pages(&vm, 4096))
 			abort();
 		free(json);

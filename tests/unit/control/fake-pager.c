@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Fake pager core for the control tests: implements the four pager.h
- * functions over an in-memory VM table guarded by a mutex, because the
+ * Fake pager for the control tests: implements the operations API (ops.h)
+ * over an in-memory VM table guarded by a mutex, because the
  * control thread calls them while the test thread inspects the state.
  */
 #include "fake-pager.h"
@@ -293,7 +293,7 @@ void pager_events_unsubscribe(struct pager *p, uint64_t id)
 	pthread_mutex_unlock(&fake_events_lock);
 }
 
-void pager_event_emit(const char *type, json_t *fields)
+void fake_pager_emit(const char *type, json_t *fields)
 {
 	json_t *ev = json_pack("{s:s, s:f}", "event", type, "time", 1.0);
 

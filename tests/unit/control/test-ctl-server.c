@@ -54,7 +54,7 @@ static int setup(void **state)
 	if (!f->pager || fake_pager_add_vm(f->pager, "alpha", 100, 512ULL << 20, 1) < 0 ||
 	    fake_pager_add_vm(f->pager, "beta", 200, 1ULL << 30, 0) < 0)
 		return -1;
-	if (ctl_server_start(f->pager, f->path, 0666, &f->server) < 0)
+	if (ctl_server_start(f->pager, f->path, 0666, NULL, &f->server) < 0)
 		return -1;
 	*state = f;
 	return 0;
@@ -672,9 +672,9 @@ static void test_events(void **state)
 	json_decref(resp);
 	assert_true(wait_subscribers(1, 2000));
 
-	pager_event_emit("vm.attached", json_pack("{s:s, s:i}", "vm", "alpha", "pid", 100));
-	pager_event_emit("donor.down", json_pack("{s:s}", "donor", "tcp://127.0.0.1:1"));
-	pager_event_emit("vm.detached", json_pack("{s:s}", "vm", "alpha"));
+	fake_pager_emit("vm.attached", json_pack("{s:s, s:i}", "vm", "alpha", "pid", 100));
+	fake_pager_emit("donor.down", json_pack("{s:s}", "donor", "tcp://127.0.0.1:1"));
+	fake_pager_emit("vm.detached", json_pack("{s:s}", "vm", "alpha"));
 	static const char *const want[] = { "vm.attached", "donor.down", "vm.detached" };
 	for (unsigned i = 0; i < 3; i++) {
 		line = read_line(fd, 5000);
@@ -691,7 +691,7 @@ static void test_events(void **state)
 	resp = call(f, "vm.list", NULL);
 	assert_string_equal(error_code(resp), "OK");
 	json_decref(resp);
-	pager_event_emit("vm.degraded", json_pack("{s:s, s:b}", "vm", "beta", "degraded", 1));
+	fake_pager_emit("vm.degraded", json_pack("{s:s, s:b}", "vm", "beta", "degraded", 1));
 	line = read_line(fd, 5000);
 	assert_non_null(line);
 	assert_non_null(strstr(line, "\"event\":\"vm.degraded\""));
@@ -706,8 +706,8 @@ static void test_events(void **state)
 	assert_true(wait_subscribers(1, 2000));
 	t0 = now_ns();
 	for (unsigned i = 0; i < 200000 && fake_pager_subscribers() > 0; i++)
-		pager_event_emit("page.lost", json_pack("{s:s, s:I, s:s}", "vm", "alpha", "page", (json_int_t)i, "reason",
-							 "a reason long enough to fill the socket buffers quickly"));
+		fake_pager_emit("page.lost", json_pack("{s:s, s:I, s:s}", "vm", "alpha", "page", (json_int_t)i, "reason",
+							"a reason long enough to fill the socket buffers quickly"));
 	assert_true(wait_subscribers(0, 5000));
 	assert_true(now_ns() - t0 < 20000000000ULL);
 	assert_true(wait_closed(slow, 5000));
@@ -727,7 +727,7 @@ static void test_socket_lifecycle(void **state)
 	int fd;
 
 	/* A live server's socket is never stolen. */
-	assert_int_equal(ctl_server_start(f->pager, f->path, 0600, &s2), -EADDRINUSE);
+	assert_int_equal(ctl_server_start(f->pager, f->path, 0600, NULL, &s2), -EADDRINUSE);
 	assert_null(s2);
 	assert_int_equal(stat(f->path, &st), 0);
 
@@ -737,7 +737,7 @@ static void test_socket_lifecycle(void **state)
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", other);
 	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	close(fd);
-	assert_int_equal(ctl_server_start(f->pager, other, 0600, &s2), 0);
+	assert_int_equal(ctl_server_start(f->pager, other, 0600, NULL, &s2), 0);
 	assert_int_equal(stat(other, &st), 0);
 	assert_int_equal(st.st_mode & 07777, 0600);
 	ctl_server_stop(s2);
@@ -748,7 +748,7 @@ static void test_socket_lifecycle(void **state)
 	fd = open(other, O_CREAT | O_WRONLY, 0644);
 	assert_true(fd >= 0);
 	close(fd);
-	assert_int_equal(ctl_server_start(f->pager, other, 0600, &s2), -EEXIST);
+	assert_int_equal(ctl_server_start(f->pager, other, 0600, NULL, &s2), -EEXIST);
 	assert_int_equal(stat(other, &st), 0);
 	assert_true(S_ISREG(st.st_mode));
 	unlink(other);
@@ -756,7 +756,7 @@ static void test_socket_lifecycle(void **state)
 	memset(longpath, 'a', sizeof(longpath) - 1);
 	longpath[0] = '/';
 	longpath[sizeof(longpath) - 1] = '\0';
-	assert_int_equal(ctl_server_start(f->pager, longpath, 0600, &s2), -ENAMETOOLONG);
+	assert_int_equal(ctl_server_start(f->pager, longpath, 0600, NULL, &s2), -ENAMETOOLONG);
 	ctl_server_stop(NULL);
 
 	/* Stopping unlinks; clients then see the daemon as unreachable. */

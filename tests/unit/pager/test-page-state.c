@@ -75,6 +75,34 @@ static void test_after_punch(void **state)
 	assert_false(wake);
 }
 
+static void test_discard(void **state)
+{
+	/* nothing held */
+	assert_int_equal(page_on_discard(PG_UNTOUCHED, 0), DISCARD_NOTHING);
+	assert_int_equal(page_on_discard(PG_ZERO, 0), DISCARD_NOTHING);
+	/* resident or stored and idle: forgotten at once (a stored page's copies are freed) */
+	assert_int_equal(page_on_discard(PG_RESIDENT, 0), DISCARD_ZERO);
+	assert_int_equal(page_on_discard(PG_STORED, 0), DISCARD_ZERO);
+	assert_int_equal(page_on_discard(PG_STORED, PGF_LOST), DISCARD_ZERO);
+	/* a thread works on it: flagged, that thread finishes the discard */
+	assert_int_equal(page_on_discard(PG_STORED, PGF_FETCHING), DISCARD_DEFER);
+	assert_int_equal(page_on_discard(PG_EVICTING, 0), DISCARD_DEFER);
+	assert_int_equal(page_on_discard(PG_EVICT_COMMITTED, PGF_WRITE_PENDING), DISCARD_DEFER);
+}
+
+static void test_refill_and_fetch_end(void **state)
+{
+	/* zeros placed after a discard: only an eviction still reading the page must give it back */
+	assert_true(page_refill_gives_back(PG_EVICTING));
+	assert_false(page_refill_gives_back(PG_EVICT_COMMITTED));
+	assert_false(page_refill_gives_back(PG_RESIDENT));
+	/* a fetch that placed its copy records the page only if it is still the stored one */
+	assert_true(page_fetch_installs(PG_STORED));
+	assert_true(page_fetch_installs(PG_EVICT_COMMITTED));
+	assert_false(page_fetch_installs(PG_RESIDENT));
+	assert_false(page_fetch_installs(PG_ZERO));
+}
+
 /* The whole life of one page through the decisions, as the two threads drive it. */
 static void test_lifecycle(void **state)
 {
@@ -104,6 +132,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_missing_fault), cmocka_unit_test(test_wp_fault), cmocka_unit_test(test_evict_verdict),
 		cmocka_unit_test(test_after_punch),   cmocka_unit_test(test_lifecycle),
+		cmocka_unit_test(test_discard),       cmocka_unit_test(test_refill_and_fetch_end),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

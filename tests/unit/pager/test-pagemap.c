@@ -18,16 +18,14 @@
 #include "spill.h"
 #include "vm-private.h"
 
-static struct page_entry pages_a[256], pages_b[64];
-
 /* Two regions as two NUMA backends would give: far apart in the address space. */
 static void make_vm(struct vm *vm)
 {
 	memset(vm, 0, sizeof(*vm));
 	vm->regions[0] = (struct vm_region){ .host_addr = 0x7f0000000000, .length = 256 * 4096,
-					     .first_page = 0, .pages = pages_a };
+					     .first_page = 0 };
 	vm->regions[1] = (struct vm_region){ .host_addr = 0x7e0000000000, .length = 64 * 4096,
-					     .first_page = 256, .pages = pages_b };
+					     .first_page = 256 };
 	vm->nregions = 2;
 	vm->npages = 320;
 }
@@ -60,9 +58,9 @@ static void test_page_to_addr_and_entry(void **state)
 		assert_int_equal(vm_addr_to_page(&vm, vm_page_addr(&vm, p), &back), 0);
 		assert_int_equal(back, p);
 	}
-	assert_ptr_equal(vm_page(&vm, 0), &pages_a[0]);
-	assert_ptr_equal(vm_page(&vm, 255), &pages_a[255]);
-	assert_ptr_equal(vm_page(&vm, 256), &pages_b[0]);
+	assert_ptr_equal(vm_region_of_page(&vm, 0), &vm.regions[0]);
+	assert_ptr_equal(vm_region_of_page(&vm, 255), &vm.regions[0]);
+	assert_ptr_equal(vm_region_of_page(&vm, 256), &vm.regions[1]);
 	assert_ptr_equal(vm_region_of_page(&vm, 300), &vm.regions[1]);
 	/* the page map's promise: 12 bytes of entry per guest page */
 	assert_int_equal(sizeof(struct page_entry), 12);

@@ -247,7 +247,7 @@ static void test_positions(void **state)
 	       "local_memory", 3, 30, "is not a size", NULL);
 	/* Escaped key names still match. */
 	vm_bad("{\"n\\u0061me\": \"x\",\n \"local_\\u006demory\":\n\n      false}", "local_memory", 4,
-	       7, "got false", NULL);
+	       7, "got a boolean", NULL);
 	/* A nested value whose key also appears, earlier, inside a comment object. */
 	vm_bad("{\"name\": \"x\", \"local_memory\": \"1G\",\n"
 	       " \"_c\": {\"watermarks\": {\"low\": 1}},\n"

@@ -1,13 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The pager as seen by its control server: a registry of VMs that can be
- * listed, inspected and re-limited. Every function is safe to call from the
- * control thread while fault and eviction threads run.
+ * The pager's operations API: what the control server (control/) may ask
+ * of the pager, and nothing else of it. The control server depends on this
+ * header only; ops.c implements it on top of the VM registry (registry.h),
+ * the VMs and the donor pool, and the control unit tests replace it with a
+ * fake (tests/unit/control/fake-pager.c). Every function is safe to call
+ * from the control thread, and from its job threads, while fault and
+ * eviction threads run.
  */
 #pragma once
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct pager;
@@ -36,14 +41,12 @@ int pager_donor_add(struct pager *p, const char *url, char *err, size_t errlen);
  * and forgets it). Returns 0 or -ENOENT. Progress shows in donor.list.
  */
 int pager_donor_drain(struct pager *p, const char *url, bool remove);
-
-/* ---- Requested by the control server; defined by the core (weak -ENOSYS stand-ins in control/pending.c) ---- */
-
 /*
  * vm.drain: brings every stored page of the VM back into its memfd (e.g.
  * before live migration or save), raising its limit as needed, and returns
  * when no page is stored elsewhere. Returns 0, -ENOENT, -ENOSPC (the host
- * budget cannot hold the whole guest; reason in err), -EIO (a store failed).
+ * budget cannot hold the whole guest; reason in err), -EIO (a store failed,
+ * or the pager is shutting down).
  */
 int pager_vm_drain(struct pager *p, const char *name, char *err, size_t errlen);
 /*
@@ -62,42 +65,15 @@ int pager_vm_policy_get(struct pager *p, const char *name, json_t **ret_policy);
  */
 int pager_vm_policy_set(struct pager *p, const char *name, const json_t *policy, char *err, size_t errlen);
 
-/* ---- The guest balloon through libvirt (virt.c; docs/policy.md "balloon", docs/libvirt.md) ---- */
-
 /*
- * Asks for a balloon target of the libvirt domain with this UUID (the VM's
- * name for messages): target_kib, or 0 = the domain's maximum memory
- * (deflate). Called with the registry locked: it must only queue the
- * request and return, never block and never call back into the pager.
- */
-typedef void (*pager_balloon_fn)(void *opaque, const char *vm, const char *uuid, uint64_t target_kib);
-/* Installs (or with fn NULL removes) who takes balloon requests; none means "no libvirt connection". */
-void pager_set_balloon_handler(struct pager *p, pager_balloon_fn fn, void *opaque);
-/*
- * The answer to a request of fn (target_kib as asked): err 0 = libvirt set
- * the domain's current memory to applied_kib; otherwise -errno and why in
- * msg. Answers to a superseded request or a VM gone are ignored.
- */
-void pager_balloon_result(struct pager *p, const char *vm, const char *uuid, uint64_t target_kib,
-			  uint64_t applied_kib, int err, const char *msg);
-
-/* ---- Events: what operators subscribe to with events.subscribe ---- */
-
-/*
- * Called once per event, from whichever pager thread noticed it (registry,
- * fault, evictor, donor health), with a lock held that serialises callbacks
- * against unsubscribe: it must only queue the event and return quickly,
- * never block and never call back into the pager. event is borrowed:
- * {"event": type, "time": unix seconds (real), "vm"/"donor": ..., details}.
+ * events.subscribe: fn is called once per event (see events.h for the
+ * types), from whichever pager thread noticed it, with a lock held that
+ * serialises callbacks against unsubscribe: it must only queue the event
+ * and return quickly, never block and never call back into the pager.
+ * event is borrowed: {"event": type, "time": unix seconds (real), ...}.
  */
 typedef void (*pager_event_fn)(void *opaque, const json_t *event);
 /* Registers fn for every event from now on. Returns 0 or -ENOMEM; *ret_id names the subscription. */
 int pager_events_subscribe(struct pager *p, pager_event_fn fn, void *opaque, uint64_t *ret_id);
 /* Ends a subscription; no callback for it runs once this returns. Unknown ids are ignored. */
 void pager_events_unsubscribe(struct pager *p, uint64_t id);
-/*
- * Emitted by the core: type is "vm.attached", "vm.detached", "vm.degraded",
- * "page.lost", "donor.down", "donor.up" or (virt.c) "domain.stopped"; fields (stolen, may be NULL) are
- * the details. Cheap when nobody subscribes; never blocks on subscribers.
- */
-void pager_event_emit(const char *type, json_t *fields);

@@ -1,0 +1,333 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The page map and its verbs (pagemap.h): every write to a page entry and
+ * to the page counters is here. The mapping is anonymous and grown with
+ * mremap, so the untouched tail of a large guest costs nothing until it
+ * is faulted, exactly as a sparse shared file would.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "pagemap.h"
+#include "util.h"
+
+/* Entries start on a cache line of their own. */
+#define PAGEMAP_ENTRIES_OFFSET 64u
+
+_Static_assert(sizeof(struct page_entry) == 12, "12 bytes per page entry");
+_Static_assert(sizeof(struct pagemap_header) <= PAGEMAP_ENTRIES_OFFSET, "header fits before the entries");
+
+static struct page_entry *entry(struct pagemap *pm, uint64_t page)
+{
+	uint8_t *base = (uint8_t *)pm->hdr;
+
+	return (struct page_entry *)(base + pm->hdr->entries_offset + page * pm->hdr->entry_size);
+}
+
+/* The further locations follow the entry. */
+static uint32_t *extra_locs(struct page_entry *pe)
+{
+	return (uint32_t *)(pe + 1);
+}
+
+static size_t map_bytes(unsigned entry_size, uint64_t npages)
+{
+	size_t b = PAGEMAP_ENTRIES_OFFSET + (size_t)npages * entry_size;
+
+	return (b + PAGE_SIZE_4K - 1) & ~(size_t)(PAGE_SIZE_4K - 1);
+}
+
+int pagemap_init(struct pagemap *pm, unsigned ncopies)
+{
+	size_t len = map_bytes(0, 0);
+	void *m;
+
+	if (!ncopies || ncopies > STORE_MAX_COPIES)
+		return -EINVAL;
+	m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m == MAP_FAILED)
+		return -errno;
+	pm->hdr = m;
+	pm->mapped = len;
+	*pm->hdr = (struct pagemap_header){ .magic = PAGEMAP_MAGIC,
+					    .version = PAGEMAP_VERSION,
+					    .ncopies = (uint16_t)ncopies,
+					    .entry_size = (uint32_t)(sizeof(struct page_entry) + (ncopies - 1) * sizeof(uint32_t)),
+					    .entries_offset = PAGEMAP_ENTRIES_OFFSET };
+	return 0;
+}
+
+void pagemap_destroy(struct pagemap *pm)
+{
+	if (!pm || !pm->hdr)
+		return;
+	munmap(pm->hdr, pm->mapped);
+	pm->hdr = NULL;
+	pm->mapped = 0;
+}
+
+int pagemap_grow(struct pagemap *pm, uint64_t npages)
+{
+	uint64_t first = pm->hdr->npages;
+	size_t len = map_bytes(pm->hdr->entry_size, first + npages);
+
+	if (len > pm->mapped) {
+		void *m = mremap(pm->hdr, pm->mapped, len, MREMAP_MAYMOVE);
+		if (m == MAP_FAILED)
+			return -errno;
+		pm->hdr = m;
+		pm->mapped = len;
+	}
+	/* UNTOUCHED is 0 and fresh anonymous memory reads as zeros; only the locations need setting. */
+	for (uint64_t p = first; p < first + npages; p++) {
+		struct page_entry *pe = entry(pm, p);
+		pe->loc = LOC_NONE;
+		for (unsigned c = 1; c < pm->hdr->ncopies; c++)
+			extra_locs(pe)[c - 1] = LOC_NONE;
+	}
+	pm->hdr->npages = first + npages;
+	return 0;
+}
+
+void pagemap_get_locs(const struct pagemap *pm, uint64_t page, uint32_t *locs)
+{
+	const struct page_entry *pe = pagemap_entry(pm, page);
+	const uint32_t *extra = (const uint32_t *)(pe + 1);
+
+	locs[0] = pe->loc;
+	for (unsigned c = 1; c < STORE_MAX_COPIES; c++)
+		locs[c] = c < pm->hdr->ncopies ? extra[c - 1] : LOC_NONE;
+}
+
+bool pagemap_has_copy(const struct pagemap *pm, uint64_t page)
+{
+	uint32_t locs[STORE_MAX_COPIES];
+
+	pagemap_get_locs(pm, page, locs);
+	for (unsigned c = 0; c < STORE_MAX_COPIES; c++)
+		if (locs[c] != LOC_NONE)
+			return true;
+	return false;
+}
+
+static void set_locs(struct pagemap *pm, struct page_entry *pe, const uint32_t *locs)
+{
+	pe->loc = locs[0];
+	for (unsigned c = 1; c < pm->hdr->ncopies; c++)
+		extra_locs(pe)[c - 1] = locs[c];
+}
+
+static void no_copies_freed(uint32_t *ret_freed)
+{
+	for (unsigned c = 0; ret_freed && c < STORE_MAX_COPIES; c++)
+		ret_freed[c] = LOC_NONE;
+}
+
+/* Clears every location, handing the old ones to the caller (NULL: the caller holds them elsewhere). */
+static void drop_copies(struct pagemap *pm, uint64_t page, uint32_t *ret_freed)
+{
+	uint32_t none[STORE_MAX_COPIES];
+
+	if (ret_freed)
+		pagemap_get_locs(pm, page, ret_freed);
+	no_copies_freed(none);
+	set_locs(pm, entry(pm, page), none);
+}
+
+bool pagemap_installed(struct pagemap *pm, uint64_t page, uint32_t *ret_freed)
+{
+	struct page_entry *pe = entry(pm, page);
+	struct pagemap_header *h = pm->hdr;
+
+	no_copies_freed(ret_freed);
+	switch (pe->state) {
+	case PG_UNTOUCHED:
+		h->resident_pages++;
+		break;
+	case PG_ZERO:
+		h->zero_pages--;
+		h->resident_pages++;
+		break;
+	case PG_STORED:
+		h->stored_pages--;
+		h->resident_pages++;
+		break;
+	case PG_EVICT_COMMITTED:
+		break; /* punched but not yet recorded: still counted resident */
+	default:
+		return false;
+	}
+	drop_copies(pm, page, ret_freed);
+	pe->state = PG_RESIDENT;
+	pe->flags &= (uint8_t)~(PGF_WRITE_PENDING | PGF_DISCARDED | PGF_FETCHING);
+	return true;
+}
+
+bool pagemap_wp_fault(struct pagemap *pm, uint64_t page)
+{
+	struct page_entry *pe = entry(pm, page);
+
+	if (!page_wp_waits_for_evictor(pe->state))
+		return false;
+	pe->flags |= PGF_WRITE_PENDING;
+	return true;
+}
+
+bool pagemap_refilled(struct pagemap *pm, uint64_t page)
+{
+	struct page_entry *pe = entry(pm, page);
+
+	if (!page_refill_gives_back(pe->state))
+		return false;
+	pe->flags |= PGF_WRITE_PENDING;
+	return true;
+}
+
+enum discard_action pagemap_discarded(struct pagemap *pm, uint64_t page, uint32_t *ret_freed)
+{
+	struct page_entry *pe = entry(pm, page);
+	enum discard_action a = page_on_discard(pe->state, pe->flags);
+
+	no_copies_freed(ret_freed);
+	switch (a) {
+	case DISCARD_ZERO:
+		if (pe->state == PG_RESIDENT)
+			pm->hdr->resident_pages--;
+		else
+			pm->hdr->stored_pages--;
+		pm->hdr->zero_pages++;
+		drop_copies(pm, page, ret_freed);
+		pe->state = PG_ZERO;
+		pe->flags &= (uint8_t)~PGF_LOST;
+		break;
+	case DISCARD_DEFER:
+		pe->flags |= PGF_DISCARDED;
+		break;
+	case DISCARD_NOTHING:
+		break;
+	}
+	return a;
+}
+
+bool pagemap_fetch_begin(struct pagemap *pm, uint64_t page, uint32_t *ret_locs, uint32_t *ret_crc)
+{
+	struct page_entry *pe = entry(pm, page);
+
+	if (pe->state != PG_STORED || (pe->flags & (PGF_LOST | PGF_FETCHING)))
+		return false;
+	pe->flags |= PGF_FETCHING;
+	pagemap_get_locs(pm, page, ret_locs);
+	*ret_crc = pe->crc;
+	return true;
+}
+
+bool pagemap_fetch_done(struct pagemap *pm, uint64_t page, bool placed, uint32_t *ret_freed)
+{
+	struct page_entry *pe = entry(pm, page);
+
+	pe->flags &= (uint8_t)~PGF_FETCHING;
+	if (!placed || !page_fetch_installs(pe->state)) {
+		no_copies_freed(ret_freed);
+		return false;
+	}
+	return pagemap_installed(pm, page, ret_freed);
+}
+
+void pagemap_fetch_failed(struct pagemap *pm, uint64_t page)
+{
+	struct page_entry *pe = entry(pm, page);
+
+	pe->flags |= PGF_LOST;
+	pe->flags &= (uint8_t)~PGF_FETCHING;
+}
+
+bool pagemap_copies_lost(struct pagemap *pm, uint64_t page)
+{
+	struct page_entry *pe = entry(pm, page);
+
+	if (pe->state != PG_STORED || (pe->flags & PGF_LOST))
+		return false;
+	pe->flags |= PGF_LOST;
+	return true;
+}
+
+bool pagemap_replace_copy(struct pagemap *pm, uint64_t page, unsigned c, uint32_t old_loc, uint32_t new_loc)
+{
+	struct page_entry *pe = entry(pm, page);
+	uint32_t locs[STORE_MAX_COPIES];
+
+	if (c >= pm->hdr->ncopies || pe->state != PG_STORED)
+		return false;
+	pagemap_get_locs(pm, page, locs);
+	if (locs[c] != old_loc)
+		return false;
+	locs[c] = new_loc;
+	set_locs(pm, pe, locs);
+	return true;
+}
+
+bool pagemap_evict_begin(struct pagemap *pm, uint64_t page)
+{
+	struct page_entry *pe = entry(pm, page);
+
+	if (pe->state != PG_RESIDENT)
+		return false;
+	pe->state = PG_EVICTING;
+	pe->flags = 0;
+	return true;
+}
+
+enum evict_verdict pagemap_evict_verdict(const struct pagemap *pm, uint64_t page, bool stored)
+{
+	return page_evict_verdict(stored, pagemap_entry(pm, page)->flags);
+}
+
+void pagemap_evict_commit(struct pagemap *pm, uint64_t page, const uint32_t *locs, uint32_t crc)
+{
+	struct page_entry *pe = entry(pm, page);
+
+	pe->state = PG_EVICT_COMMITTED;
+	set_locs(pm, pe, locs);
+	pe->crc = crc;
+}
+
+void pagemap_evict_give_back(struct pagemap *pm, uint64_t page)
+{
+	struct page_entry *pe = entry(pm, page);
+
+	drop_copies(pm, page, NULL); /* an EVICTING page has none in the map: the evictor holds them */
+	pe->state = PG_RESIDENT;
+	pe->flags = 0;
+}
+
+void pagemap_evict_forget(struct pagemap *pm, uint64_t page)
+{
+	struct page_entry *pe = entry(pm, page);
+
+	drop_copies(pm, page, NULL);
+	pe->state = PG_ZERO;
+	pe->flags = 0;
+	pm->hdr->resident_pages--;
+	pm->hdr->zero_pages++;
+}
+
+bool pagemap_punched(struct pagemap *pm, uint64_t page, bool zero, bool *ret_wake, uint32_t *ret_freed)
+{
+	struct page_entry *pe = entry(pm, page);
+
+	no_copies_freed(ret_freed);
+	*ret_wake = false;
+	if (pe->state != PG_EVICT_COMMITTED)
+		return false;
+	pe->state = page_after_punch(zero, pe->flags, ret_wake);
+	pm->hdr->resident_pages--;
+	if (pe->state == PG_ZERO) {
+		drop_copies(pm, page, ret_freed);
+		pm->hdr->zero_pages++;
+	} else {
+		pm->hdr->stored_pages++;
+	}
+	pe->flags = 0;
+	return true;
+}

@@ -1,0 +1,161 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The page map: one fixed-size entry per guest page (state, flags, CRC32C
+ * and the locations of its stored copies) and the VM's page counters. This
+ * module is the only code that writes them, through one verb per
+ * transition; page-state.c decides, the verbs apply. The fault thread,
+ * the evictor, the prefetcher and repair call the verbs with the VM's lock
+ * held (vm->lock), one lock for a whole step where they batch pages.
+ *
+ *   UNTOUCHED/ZERO --fault: zero page placed----------> RESIDENT   pagemap_installed
+ *   RESIDENT --picked by the evictor------------------> EVICTING   pagemap_evict_begin
+ *   EVICTING --copies durable, no write or discard----> EVICT_COMMITTED  pagemap_evict_commit
+ *   EVICTING --written meanwhile, or store refused----> RESIDENT   pagemap_evict_give_back
+ *   EVICTING --discarded meanwhile, not written-------> ZERO       pagemap_evict_forget
+ *   EVICT_COMMITTED --punched-------------------------> STORED/ZERO  pagemap_punched
+ *   STORED --fault thread starts reading it-----------> +FETCHING  pagemap_fetch_begin
+ *   STORED/EVICT_COMMITTED --copy placed--------------> RESIDENT   pagemap_fetch_done
+ *                          (prefetcher, zero-page fault: pagemap_installed)
+ *   STORED --no copy reads back right-----------------> +LOST      pagemap_fetch_failed
+ *   STORED --every copy on dead donors----------------> +LOST      pagemap_copies_lost
+ *   STORED --repair re-created or moved one copy------> STORED     pagemap_replace_copy
+ *   EVICTING/EVICT_COMMITTED --write-protect fault----> +WRITE_PENDING  pagemap_wp_fault
+ *   EVICTING --zeros placed after a discard-----------> +WRITE_PENDING  pagemap_refilled
+ *   any --guest discarded it (EVENT_REMOVE)-----------> ZERO or +DISCARDED  pagemap_discarded
+ *
+ * A write to an EVICTING page sets PGF_WRITE_PENDING and the evictor gives
+ * the page back (un-protect, wake, keep resident). A write to an
+ * EVICT_COMMITTED page waits for the punch and is then woken: its retry
+ * faults in the stored copy, which is current because no write got
+ * through. A discard of a page a thread is working on (EVICTING,
+ * EVICT_COMMITTED, STORED+FETCHING) sets PGF_DISCARDED; that thread
+ * finishes it (forget, punch as zero, place zeros). A LOST page is never
+ * installed.
+ *
+ * Counters: resident = RESIDENT + EVICTING + EVICT_COMMITTED (pages the
+ * memfd may hold), stored = STORED, zero = ZERO.
+ *
+ * Layout: one mapping, a header then npages entries of entry_size bytes
+ * each (12 + 4 per further copy), no pointers inside, so the same bytes
+ * can later live in a shared file mapping that outlives the pager. Growing
+ * may move the mapping: no entry pointer outlives the lock it was read
+ * under. Verbs that drop a page's copies hand them back in ret_freed
+ * (STORE_MAX_COPIES locations, LOC_NONE where none) for the caller to
+ * free in the store, still under the lock.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "page-state.h"
+#include "store.h"
+
+#define PAGEMAP_MAGIC 0x4d504755u /* "UGPM" little-endian */
+#define PAGEMAP_VERSION 1
+
+struct page_entry {
+	uint32_t crc;  /* CRC32C of the stored copy */
+	uint32_t loc;  /* first copy's location (store.h) while STORED/EVICT_COMMITTED */
+	uint8_t state; /* enum page_state */
+	uint8_t flags; /* enum page_flags */
+	uint16_t reserved;
+	/* followed by ncopies - 1 further locations (uint32_t), LOC_NONE when absent */
+};
+
+struct pagemap_header {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t ncopies;        /* locations per page: loc + ncopies - 1 after the entry */
+	uint32_t entry_size;     /* bytes per page */
+	uint32_t entries_offset; /* from the start of the mapping */
+	uint64_t npages;
+	uint64_t resident_pages;
+	uint64_t stored_pages;
+	uint64_t zero_pages;
+};
+
+/* The handle: outside the mapped data, which holds no pointers. */
+struct pagemap {
+	struct pagemap_header *hdr;
+	size_t mapped; /* bytes */
+};
+
+/* An empty map for pages with ncopies locations each. Returns 0 or -errno. */
+int pagemap_init(struct pagemap *pm, unsigned ncopies);
+/* Unmaps it; safe on a zeroed or already destroyed map. */
+void pagemap_destroy(struct pagemap *pm);
+/* Appends npages UNTOUCHED pages with no copies (may move the mapping). Returns 0 or -errno. */
+int pagemap_grow(struct pagemap *pm, uint64_t npages);
+
+/* Read access, under the lock. The entry pointer is valid until the lock is dropped. */
+static inline const struct page_entry *pagemap_entry(const struct pagemap *pm, uint64_t page)
+{
+	const uint8_t *base = (const uint8_t *)pm->hdr;
+
+	return (const struct page_entry *)(base + pm->hdr->entries_offset + page * pm->hdr->entry_size);
+}
+static inline uint64_t pagemap_npages(const struct pagemap *pm) { return pm->hdr->npages; }
+static inline uint64_t pagemap_resident(const struct pagemap *pm) { return pm->hdr->resident_pages; }
+static inline uint64_t pagemap_stored(const struct pagemap *pm) { return pm->hdr->stored_pages; }
+static inline uint64_t pagemap_zero(const struct pagemap *pm) { return pm->hdr->zero_pages; }
+/* Copies of a page: locs[0..STORE_MAX_COPIES), LOC_NONE past ncopies and where there is none. */
+void pagemap_get_locs(const struct pagemap *pm, uint64_t page, uint32_t *locs);
+/* True when some copy location is set. */
+bool pagemap_has_copy(const struct pagemap *pm, uint64_t page);
+
+/*
+ * A page went into guest memory (a fault's zero page or copy, a prefetched
+ * copy, a drain): UNTOUCHED/ZERO/STORED/EVICT_COMMITTED -> RESIDENT, its
+ * copies dropped, WRITE_PENDING/DISCARDED/FETCHING cleared (the placement
+ * woke every waiter). Returns false, changing nothing, from any other state.
+ */
+bool pagemap_installed(struct pagemap *pm, uint64_t page, uint32_t *ret_freed);
+/* A write-protect fault: WRITE_PENDING if the evictor owns the page. Returns true then (the evictor wakes the writer). */
+bool pagemap_wp_fault(struct pagemap *pm, uint64_t page);
+/* Zeros went into a page the map calls resident: WRITE_PENDING if an eviction read it (page_refill_gives_back). */
+bool pagemap_refilled(struct pagemap *pm, uint64_t page);
+/* EVENT_REMOVE covered the page (page_on_discard). Returns what was done. */
+enum discard_action pagemap_discarded(struct pagemap *pm, uint64_t page, uint32_t *ret_freed);
+
+/*
+ * The fault thread reads a STORED page: FETCHING set, its copies and CRC
+ * returned (they stay in the map; repair may still move them). False when
+ * the page is not STORED, is LOST or is already being fetched.
+ */
+bool pagemap_fetch_begin(struct pagemap *pm, uint64_t page, uint32_t *ret_locs, uint32_t *ret_crc);
+/*
+ * A fetch ended (placed: its copy or zeros went in): FETCHING cleared, and
+ * the page recorded RESIDENT as pagemap_installed does if it was still
+ * STORED or EVICT_COMMITTED (page_fetch_installs). Returns true then.
+ */
+bool pagemap_fetch_done(struct pagemap *pm, uint64_t page, bool placed, uint32_t *ret_freed);
+/* No copy of a fetched page read back right: LOST (never installed), FETCHING cleared. */
+void pagemap_fetch_failed(struct pagemap *pm, uint64_t page);
+/* Repair found no readable copy of a STORED page: LOST. Returns false if it was not STORED or already lost. */
+bool pagemap_copies_lost(struct pagemap *pm, uint64_t page);
+/*
+ * Repair swaps copy c of a STORED page from old_loc to new_loc (LOC_NONE:
+ * just forget it). Returns false, changing nothing, when the page left
+ * STORED or copy c is no longer old_loc (a refault won).
+ */
+bool pagemap_replace_copy(struct pagemap *pm, uint64_t page, unsigned c, uint32_t old_loc, uint32_t new_loc);
+
+/* The evictor picks a page: RESIDENT -> EVICTING, flags cleared. False if it is not RESIDENT. */
+bool pagemap_evict_begin(struct pagemap *pm, uint64_t page);
+/* What to do with an EVICTING page once its copies are written (stored) or refused (page_evict_verdict). */
+enum evict_verdict pagemap_evict_verdict(const struct pagemap *pm, uint64_t page, bool stored);
+/* EVICTING -> EVICT_COMMITTED with its copies (all LOC_NONE for an all-zero page) and CRC. */
+void pagemap_evict_commit(struct pagemap *pm, uint64_t page, const uint32_t *locs, uint32_t crc);
+/* EVICTING -> RESIDENT (written meanwhile or refused by the store); the caller frees what it wrote. */
+void pagemap_evict_give_back(struct pagemap *pm, uint64_t page);
+/* EVICTING -> ZERO (discarded meanwhile): the memfd holds a hole; the caller frees what it wrote. */
+void pagemap_evict_forget(struct pagemap *pm, uint64_t page);
+/*
+ * The memfd range was punched: EVICT_COMMITTED -> STORED, or ZERO (all
+ * zero, or discarded after the commit: copies dropped). *ret_wake: a
+ * writer waits for the punch. Returns false, changing nothing, when the
+ * page is no longer EVICT_COMMITTED (refaulted: the fault thread took over).
+ */
+bool pagemap_punched(struct pagemap *pm, uint64_t page, bool zero, bool *ret_wake, uint32_t *ret_freed);
