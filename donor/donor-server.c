@@ -256,12 +256,14 @@ static int handle_auth(struct donor_session *s, const struct donor_hdr *h, const
 		reply_err(s, h, r);
 		return r;
 	}
-	r = bind_client(s);
+	/* The proof first: a libcrypto failure must leave no client bound. */
+	r = donor_auth_donor_mac(&s->srv->key, s->chal.nonce, req.client_nonce, s->client_id, rep.donor_mac);
+	if (r == 0)
+		r = bind_client(s);
 	if (r < 0) {
 		reply_err(s, h, r);
 		return r;
 	}
-	donor_auth_donor_mac(&s->srv->key, s->chal.nonce, req.client_nonce, s->client_id, rep.donor_mac);
 	rep.lease_s = s->srv->cfg.lease_s;
 	rep.nslabs = donor_slabs_count(s->srv->slabs, s->client->owner);
 	log_info("client %s authenticated from %s (%u slabs held)", s->client_id, s->peer, rep.nslabs);

@@ -37,7 +37,6 @@
 
 #include "donor-auth.h"
 #include "log.h"
-#include "sha256.h"
 #include "transport-private.h"
 #include "transport.h"
 #include "util.h"
@@ -801,8 +800,9 @@ static int handshake(struct tcp_conn *t, const struct donor_key *key, const char
 		r = donor_dec_hello_reply(payload, h.len, nonce) < 0 ? -EPROTO : 0;
 	if (r == 0)
 		r = donor_random(req.client_nonce, sizeof(req.client_nonce));
+	if (r == 0)
+		r = donor_auth_client_mac(key, nonce, req.client_nonce, client_id, req.mac);
 	if (r == 0) {
-		donor_auth_client_mac(key, nonce, req.client_nonce, client_id, req.mac);
 		b.len = 0;
 		r = donor_enc_auth(&b, 2, &req);
 	}
@@ -818,8 +818,8 @@ static int handshake(struct tcp_conn *t, const struct donor_key *key, const char
 		r = donor_dec_auth_reply(payload, h.len, &rep) < 0 ? -EPROTO : 0;
 	if (r == 0) {
 		/* The donor must know the key too, or anyone could collect our pages. */
-		donor_auth_donor_mac(key, nonce, req.client_nonce, client_id, want);
-		if (!donor_ct_equal(want, rep.donor_mac, DONOR_MAC_LEN))
+		r = donor_auth_donor_mac(key, nonce, req.client_nonce, client_id, want);
+		if (r == 0 && !donor_ct_equal(want, rep.donor_mac, DONOR_MAC_LEN))
 			r = -EACCES;
 	}
 	if (r == 0 && (rep.slab_size != DONOR_SLAB_SIZE || rep.page_size != PAGE_SIZE_4K))
