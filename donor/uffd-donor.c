@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -48,7 +49,7 @@ struct op {
 };
 
 struct conn {
-	struct conn *next, *prev;
+	LIST_ENTRY(conn) link; /* in daemon.conns */
 	int fd;
 	bool ctl;
 	struct donor_session *sess;
@@ -73,7 +74,7 @@ struct daemon {
 	struct sockaddr_storage accept_addr;
 	socklen_t accept_len;
 	struct signalfd_siginfo siginfo;
-	struct conn *conns;
+	LIST_HEAD(, conn) conns;
 	unsigned nconns;
 	bool stop;
 };
@@ -122,12 +123,7 @@ static void conn_close(struct conn *c)
 
 static void conn_free(struct daemon *d, struct conn *c)
 {
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		d->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
+	LIST_REMOVE(c, link);
 	d->nconns--;
 	close(c->fd);
 #if HAVE_RDMA
@@ -183,10 +179,7 @@ static void conn_new(struct daemon *d, int fd, bool ctl)
 		}
 		donor_session_set_opaque(c->sess, c);
 	}
-	c->next = d->conns;
-	if (d->conns)
-		d->conns->prev = c;
-	d->conns = c;
+	LIST_INSERT_HEAD(&d->conns, c, link);
 	d->nconns++;
 	log_debug("%s: connected", c->peer);
 }
@@ -490,17 +483,19 @@ static int parse_uint(const char *opt, const char *s, unsigned max, unsigned *re
 static void shutdown_drain(struct daemon *d)
 {
 	uint64_t until = now_ns() + CLOSE_GRACE_NS;
+	struct conn *c, *next;
 
 	donor_server_notify_shutdown(d->srv);
-	for (struct conn *c = d->conns; c; c = c->next)
+	LIST_FOREACH(c, &d->conns, link)
 		conn_close(c);
-	while (d->conns && now_ns() < until + CLOSE_GRACE_NS) {
+	while (!LIST_EMPTY(&d->conns) && now_ns() < until + CLOSE_GRACE_NS) {
 		struct __kernel_timespec ts = { .tv_nsec = 50000000 };
 		struct io_uring_cqe *cqe;
 		unsigned head, n = 0;
 
-		for (struct conn *c = d->conns, *next; c; c = next) {
-			next = c->next;
+		for (c = LIST_FIRST(&d->conns); c; c = next) {
+			/* glibc's <sys/queue.h> has no LIST_FOREACH_SAFE; pumping may free c. */
+			next = LIST_NEXT(c, link);
 			conn_pump(d, c);
 		}
 		io_uring_submit_and_wait_timeout(&d->ring, &cqe, 1, &ts, NULL);
@@ -675,14 +670,14 @@ int main(int argc, char **argv)
 #endif
 			last_tick = now;
 		}
-		for (struct conn *c = d.conns, *next; c; c = next) {
-			next = c->next;
+		for (struct conn *c = LIST_FIRST(&d.conns), *next; c; c = next) {
+			next = LIST_NEXT(c, link);
 			conn_pump(&d, c);
 		}
 	}
 	shutdown_drain(&d);
-	while (d.conns)
-		conn_free(&d, d.conns);
+	while (!LIST_EMPTY(&d.conns))
+		conn_free(&d, LIST_FIRST(&d.conns));
 #if HAVE_RDMA
 	donor_rdma_free(d.rd);
 #endif
