@@ -28,6 +28,7 @@
 #include <arpa/inet.h>
 
 #include "config.h"
+#include "ctl-proto.h"
 #include "donor-server.h"
 #if HAVE_RDMA
 #include "donor-rdma.h"
@@ -36,7 +37,6 @@
 #include "util.h"
 
 #define IN_CAP (DONOR_HDR_LEN + DONOR_MAX_PAYLOAD + 65536)
-#define CTL_LINE_MAX 65536
 #define MAX_CONNS 1024
 #define CLOSE_GRACE_NS 2000000000ULL
 
@@ -149,7 +149,7 @@ static void conn_new(struct daemon *d, int fd, bool ctl)
 	}
 	c = calloc(1, sizeof(*c));
 	if (c)
-		c->in = malloc(ctl ? CTL_LINE_MAX : IN_CAP);
+		c->in = malloc(ctl ? CTL_REQUEST_MAX : IN_CAP);
 	if (!c || !c->in) {
 		if (c)
 			free(c);
@@ -184,32 +184,35 @@ static void conn_new(struct daemon *d, int fd, bool ctl)
 	log_debug("%s: connected", c->peer);
 }
 
+/* Queues one response line; a response that cannot be built is reported as such, never skipped. */
+static void ctl_reply(struct conn *c, json_t *resp)
+{
+	static const char oom[] = "{\"ok\":false,\"error\":{\"code\":\"ENOMEM\",\"message\":\"out of memory\"}}\n";
+	_cleanup_free_ char *line = NULL;
+	size_t len;
+
+	if (resp && ctl_line_dump(resp, &line, &len) == 0)
+		donor_buf_put(&c->ctl_out, line, len);
+	else
+		donor_buf_put(&c->ctl_out, oom, sizeof(oom) - 1);
+	json_decref(resp);
+}
+
+/* Answers every complete request line of the control protocol (proto/ctl-proto.h), in order. */
 static void ctl_process(struct daemon *d, struct conn *c)
 {
 	size_t start = 0;
 
 	for (size_t i = 0; i < c->in_len; i++) {
-		json_t *reply;
-		char *text;
-
 		if (c->in[i] != '\n')
 			continue;
-		c->in[i] = '\0';
-		reply = donor_server_control(d->srv, (const char *)c->in + start);
-		text = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
-		if (text) {
-			donor_buf_put(&c->ctl_out, text, strlen(text));
-			donor_buf_put(&c->ctl_out, "\n", 1);
-		}
-		free(text);
-		json_decref(reply);
+		ctl_reply(c, donor_server_control(d->srv, (const char *)c->in + start, i + 1 - start));
 		start = i + 1;
 	}
 	memmove(c->in, c->in + start, c->in_len - start);
 	c->in_len -= start;
-	if (c->in_len >= CTL_LINE_MAX) {
-		static const char msg[] = "{\"ok\":false,\"error\":\"request line over 65536 bytes\"}\n";
-		donor_buf_put(&c->ctl_out, msg, sizeof(msg) - 1);
+	if (c->in_len >= CTL_REQUEST_MAX) {
+		ctl_reply(c, ctl_response_error(NULL, -EMSGSIZE, "request line over %d bytes", CTL_REQUEST_MAX));
 		conn_close(c);
 	}
 }
@@ -272,7 +275,7 @@ static void conn_pump(struct daemon *d, struct conn *c)
 	if (!c->closing && c->in_len > 0 && conn_out(c)->len < DONOR_SESSION_OUT_HIGH)
 		conn_process(d, c);
 	if (!c->closing && !c->recv_armed && conn_out(c)->len < DONOR_SESSION_OUT_HIGH) {
-		size_t cap = c->ctl ? CTL_LINE_MAX : IN_CAP;
+		size_t cap = c->ctl ? CTL_REQUEST_MAX : IN_CAP;
 		if (c->in_len < cap) {
 			struct io_uring_sqe *sqe = get_sqe(d);
 			io_uring_prep_recv(sqe, c->fd, c->in + c->in_len, cap - c->in_len, 0);

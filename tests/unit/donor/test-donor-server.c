@@ -98,6 +98,40 @@ static int handshake(struct donor_session *s, const struct donor_key *k, const c
  * (values from the former hand-written HMAC-SHA256, and Python's hmac), so
  * pagers and donors of either build still authenticate each other.
  */
+/* One control request; the response has the control protocol's shape (proto/ctl-proto.h). */
+static json_t *control(struct donor_server *srv, const char *line)
+{
+	json_t *r = donor_server_control(srv, line, strlen(line));
+
+	assert_non_null(r);
+	assert_true(json_is_boolean(json_object_get(r, "ok")));
+	if (json_is_true(json_object_get(r, "ok"))) {
+		assert_true(json_is_object(json_object_get(r, "result")));
+	} else {
+		json_t *e = json_object_get(r, "error");
+		assert_true(json_is_string(json_object_get(e, "code")));
+		assert_true(json_is_string(json_object_get(e, "message")));
+	}
+	return r;
+}
+
+/* A field of an ok response's result. */
+static json_t *result(json_t *r, const char *field)
+{
+	assert_true(json_is_true(json_object_get(r, "ok")));
+	return json_object_get(json_object_get(r, "result"), field);
+}
+
+/* The message of an error response, whose code is want_code. */
+static const char *error_message(json_t *r, const char *want_code)
+{
+	json_t *e = json_object_get(r, "error");
+
+	assert_false(json_is_true(json_object_get(r, "ok")));
+	assert_string_equal(json_string_value(json_object_get(e, "code")), want_code);
+	return json_string_value(json_object_get(e, "message"));
+}
+
 static void test_auth_mac_bytes(void **state)
 {
 	static const uint8_t client_want[DONOR_MAC_LEN] = {
@@ -351,9 +385,9 @@ static void test_lease(void **state)
 	donor_session_free(s);
 	/* After it, they are gone. */
 	donor_server_tick(srv, now_ns() + 3000000000ULL);
-	st = donor_server_control(srv, "{\"cmd\":\"donor.stats\"}");
-	assert_int_equal(json_integer_value(json_object_get(st, "used")), 0);
-	assert_int_equal(json_array_size(json_object_get(st, "clients")), 0);
+	st = control(srv, "{\"cmd\":\"donor.stats\"}");
+	assert_int_equal(json_integer_value(result(st, "used")), 0);
+	assert_int_equal(json_array_size(result(st, "clients")), 0);
 	json_decref(st);
 	s = donor_session_new(srv, "x3");
 	assert_int_equal(donor_session_force_auth(s, "lease-me"), 0);
@@ -380,8 +414,10 @@ static void test_revoke_and_control(void **state)
 	b1 = alloc(b);
 	(void)a1;
 
-	r = donor_server_control(srv, "{\"cmd\":\"donor.set-capacity\",\"args\":{\"capacity\":\"32M\",\"grace\":1}}");
+	r = control(srv, "{\"cmd\":\"donor.set-capacity\",\"args\":{\"capacity\":\"32M\",\"grace\":1},\"id\":7}");
 	assert_true(json_is_true(json_object_get(r, "ok")));
+	assert_int_equal(json_integer_value(json_object_get(r, "id")), 7);
+	assert_int_equal(json_integer_value(result(r, "grace_s")), 1);
 	json_decref(r);
 	/* 64M used, 32M allowed: two slabs from the biggest holder, newest first. */
 	assert_int_equal(pop(a, &h, p, sizeof(p)), 0);
@@ -397,23 +433,25 @@ static void test_revoke_and_control(void **state)
 	assert_int_equal(write_page(a, a3, 0, 1), -EROFS);
 	assert_int_equal(write_page(b, b1, 0, 1), 0);
 	donor_server_tick(srv, now_ns() + 2000000000ULL);
-	r = donor_server_control(srv, "{\"cmd\":\"donor.stats\"}");
-	assert_int_equal(json_integer_value(json_object_get(r, "used")), 2ULL * DONOR_SLAB_SIZE);
-	assert_int_equal(json_integer_value(json_object_get(r, "capacity")), 32 << 20);
+	r = control(srv, "{\"cmd\":\"donor.stats\"}");
+	assert_int_equal(json_integer_value(result(r, "used")), 2ULL * DONOR_SLAB_SIZE);
+	assert_int_equal(json_integer_value(result(r, "capacity")), 32 << 20);
 	json_decref(r);
 	assert_int_equal(read_page(a, a3, 0, p), -ENOENT);
 
 	/* Control errors name the field and the allowed values. */
-	r = donor_server_control(srv, "{\"cmd\":\"donor.set-capacity\",\"args\":{\"capacity\":\"lots\"}}");
-	assert_false(json_is_true(json_object_get(r, "ok")));
-	assert_non_null(strstr(json_string_value(json_object_get(r, "error")), "args.capacity"));
+	r = control(srv, "{\"cmd\":\"donor.set-capacity\",\"args\":{\"capacity\":\"lots\"}}");
+	assert_non_null(strstr(error_message(r, "EINVAL"), "args.capacity"));
 	json_decref(r);
-	r = donor_server_control(srv, "{\"cmd\":");
-	assert_non_null(strstr(json_string_value(json_object_get(r, "error")), "column"));
+	r = control(srv, "{\"cmd\":\"donor.set-capacity\",\"args\":{\"capacity\":0,\"grace\":86401}}");
+	assert_non_null(strstr(error_message(r, "EINVAL"), "args.grace"));
 	json_decref(r);
-	r = donor_server_control(srv, "{\"cmd\":\"donor.nope\"}");
-	assert_false(json_is_true(json_object_get(r, "ok")));
-	assert_int_equal(json_array_size(json_object_get(r, "allowed")), 2);
+	r = control(srv, "{\"cmd\":");
+	assert_non_null(strstr(error_message(r, "EINVAL"), "column"));
+	json_decref(r);
+	/* An unknown command: the message lists the two the donor has. */
+	r = control(srv, "{\"cmd\":\"donor.nope\"}");
+	assert_non_null(strstr(error_message(r, "ENOSYS"), "donor.stats, donor.set-capacity"));
 	json_decref(r);
 
 	donor_server_notify_shutdown(srv);
