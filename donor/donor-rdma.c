@@ -22,7 +22,6 @@
 
 #include "donor-auth.h"
 #include "donor-slab.h"
-#include "sha256.h"
 #include "log.h"
 #include "util.h"
 

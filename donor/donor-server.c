@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ctl-proto.h"
 #include "donor-slab.h"
 #include "log.h"
 #include "util.h"
@@ -256,12 +257,14 @@ static int handle_auth(struct donor_session *s, const struct donor_hdr *h, const
 		reply_err(s, h, r);
 		return r;
 	}
-	r = bind_client(s);
+	/* The proof first: a libcrypto failure must leave no client bound. */
+	r = donor_auth_donor_mac(&s->srv->key, s->chal.nonce, req.client_nonce, s->client_id, rep.donor_mac);
+	if (r == 0)
+		r = bind_client(s);
 	if (r < 0) {
 		reply_err(s, h, r);
 		return r;
 	}
-	donor_auth_donor_mac(&s->srv->key, s->chal.nonce, req.client_nonce, s->client_id, rep.donor_mac);
 	rep.lease_s = s->srv->cfg.lease_s;
 	rep.nslabs = donor_slabs_count(s->srv->slabs, s->client->owner);
 	log_info("client %s authenticated from %s (%u slabs held)", s->client_id, s->peer, rep.nslabs);
@@ -509,15 +512,7 @@ void donor_server_tick(struct donor_server *srv, uint64_t now)
 	}
 }
 
-static json_t *ctl_error(const char *fmt, const char *arg)
-{
-	char msg[256];
-
-	snprintf(msg, sizeof(msg), fmt, arg);
-	return json_pack("{s:b, s:s}", "ok", 0, "error", msg);
-}
-
-static json_t *ctl_stats(struct donor_server *srv)
+static json_t *ctl_stats(struct donor_server *srv, const struct ctl_request *req)
 {
 	json_t *clients = json_array(), *o;
 	uint64_t now = now_ns();
@@ -539,7 +534,7 @@ static json_t *ctl_stats(struct donor_server *srv)
 		}
 		json_array_append_new(clients, o);
 	}
-	return json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "ok", 1, "capacity",
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "capacity",
 			 (json_int_t)donor_slabs_capacity(srv->slabs), "used",
 			 (json_int_t)donor_slabs_used(srv->slabs), "revoked",
 			 (json_int_t)donor_slabs_revoked_bytes(srv->slabs), "slab_size",
@@ -632,30 +627,13 @@ static json_t *revoke_slabs(struct donor_server *srv, unsigned need, unsigned gr
 	return out;
 }
 
-static json_t *ctl_set_capacity(struct donor_server *srv, json_t *args)
+static json_t *ctl_set_capacity(struct donor_server *srv, const struct ctl_request *req)
 {
-	json_t *jc = json_object_get(args, "capacity"), *jg = json_object_get(args, "grace");
-	uint64_t cap, used, promised, keep;
-	unsigned grace = srv->cfg.revoke_grace_s, need = 0;
+	uint64_t cap = req->bytes, used, promised, keep;
+	unsigned grace = json_object_get(req->args, "grace") ? (unsigned)req->number : srv->cfg.revoke_grace_s;
+	unsigned need = 0;
 	json_t *revoked;
-	int r;
 
-	if (json_is_string(jc)) {
-		r = parse_size(json_string_value(jc), &cap);
-		if (r < 0)
-			return ctl_error("args.capacity: '%s' is not a size (e.g. 4096, 512M, 8G)",
-					 json_string_value(jc));
-	} else if (json_is_integer(jc) && json_integer_value(jc) >= 0) {
-		cap = (uint64_t)json_integer_value(jc);
-	} else {
-		return ctl_error("args.capacity: %s (a size string like \"256M\" or bytes)",
-				 jc ? "wrong type" : "missing");
-	}
-	if (jg) {
-		if (!json_is_integer(jg) || json_integer_value(jg) < 0 || json_integer_value(jg) > 86400)
-			return ctl_error("args.grace: %s", "must be an integer 0..86400 (seconds)");
-		grace = (unsigned)json_integer_value(jg);
-	}
 	donor_slabs_set_capacity(srv->slabs, cap);
 	used = donor_slabs_used(srv->slabs);
 	promised = donor_slabs_revoked_bytes(srv->slabs);
@@ -665,40 +643,48 @@ static json_t *ctl_set_capacity(struct donor_server *srv, json_t *args)
 	log_info("capacity set to %llu bytes (%llu in use, %u slabs to revoke)",
 		 (unsigned long long)cap, (unsigned long long)used, need);
 	revoked = revoke_slabs(srv, need, grace);
-	return json_pack("{s:b, s:I, s:I, s:I, s:o}", "ok", 1, "capacity", (json_int_t)cap, "used",
-			 (json_int_t)used, "grace_s", (json_int_t)grace, "revoked",
-			 revoked ? revoked : json_array());
+	return json_pack("{s:I, s:I, s:I, s:o}", "capacity", (json_int_t)cap, "used", (json_int_t)used, "grace_s",
+			 (json_int_t)grace, "revoked", revoked ? revoked : json_array());
 }
 
-json_t *donor_server_control(struct donor_server *srv, const char *line)
-{
-	json_error_t jerr;
-	json_t *req = json_loads(line, JSON_REJECT_DUPLICATES, &jerr), *reply;
-	const char *cmd;
-	char where[128];
+/* The donor's control commands, on the framing and error shape of the pager's (proto/ctl-proto.h). */
+enum donor_ctl_cmd { DONOR_CTL_STATS, DONOR_CTL_SET_CAPACITY, DONOR_CTL_MAX_ };
 
-	if (!req) {
-		snprintf(where, sizeof(where), "line 1, column %d: %.80s", jerr.column, jerr.text);
-		return ctl_error("request is not JSON: %s", where);
-	}
-	cmd = json_string_value(json_object_get(req, "cmd"));
-	if (!json_is_object(req) || !cmd) {
-		json_decref(req);
-		return ctl_error("request: missing string field %s", "\"cmd\"");
-	}
-	if (strcmp(cmd, "donor.stats") == 0) {
-		reply = ctl_stats(srv);
-	} else if (strcmp(cmd, "donor.set-capacity") == 0) {
-		json_t *args = json_object_get(req, "args");
-		reply = json_is_object(args) ? ctl_set_capacity(srv, args)
-					     : ctl_error("donor.set-capacity: %s", "\"args\" object missing");
+static const struct ctl_arg_spec args_none[] = { { .name = NULL } };
+static const struct ctl_arg_spec args_set_capacity[] = {
+	{ "capacity", CTL_ARG_BYTES, true, 0 },
+	{ "grace", CTL_ARG_UINT, false, 86400 }, /* seconds; default --revoke-grace */
+	{ .name = NULL },
+};
+
+static const struct ctl_command donor_commands[] = {
+	{ DONOR_CTL_STATS, "donor.stats", 0, args_none, "capacity, use and every client's slabs and traffic" },
+	{ DONOR_CTL_SET_CAPACITY, "donor.set-capacity", CTL_CMD_MUTATES, args_set_capacity,
+	  "change the capacity; slabs over it are revoked from the clients holding most" },
+};
+
+_Static_assert(ARRAY_SIZE(donor_commands) == DONOR_CTL_MAX_, "one table entry per enum donor_ctl_cmd");
+
+static json_t *(*const donor_handlers[])(struct donor_server *, const struct ctl_request *) = {
+	[DONOR_CTL_STATS] = ctl_stats,
+	[DONOR_CTL_SET_CAPACITY] = ctl_set_capacity,
+};
+
+json_t *donor_server_control(struct donor_server *srv, const char *line, size_t len)
+{
+	static const struct ctl_table table = { donor_commands, ARRAY_SIZE(donor_commands) };
+	struct ctl_request req;
+	json_t *result, *resp;
+	char err[768];
+	int r;
+
+	r = ctl_request_parse_table(&table, line, len, &req, err, sizeof(err));
+	if (r < 0) {
+		resp = ctl_response_error(req.id, r, "%s", err);
 	} else {
-		snprintf(where, sizeof(where), "%.64s", cmd);
-		reply = json_pack("{s:b, s:s, s:[s,s]}", "ok", 0, "error", "unknown cmd", "allowed",
-				  "donor.stats", "donor.set-capacity");
-		if (reply)
-			json_object_set_new(reply, "cmd", json_string(where));
+		result = donor_handlers[req.command->cmd](srv, &req);
+		resp = result ? ctl_response_ok(req.id, result) : ctl_response_error(req.id, -ENOMEM, "out of memory");
 	}
-	json_decref(req);
-	return reply;
+	ctl_request_clear(&req);
+	return resp;
 }

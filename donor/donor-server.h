@@ -76,8 +76,10 @@ void donor_server_tick(struct donor_server *srv, uint64_t now_ns);
 void donor_server_notify_shutdown(struct donor_server *srv);
 
 /*
- * Executes one control request ({"cmd":..., "args":{...}}) and returns the
- * reply object ({"ok":true,...} or {"ok":false,"error":"..."}); never NULL
- * unless out of memory.
+ * Executes one control request line (len bytes, a trailing newline
+ * allowed) of the control protocol (proto/ctl-proto.h; the donor's commands
+ * are donor.stats and donor.set-capacity) and returns the response object:
+ * {"ok":true,"result":{...},"id":...} or {"ok":false,"error":{"code":...,
+ * "message":...},"id":...}. NULL only when out of memory.
  */
-json_t *donor_server_control(struct donor_server *srv, const char *line);
+json_t *donor_server_control(struct donor_server *srv, const char *line, size_t len);

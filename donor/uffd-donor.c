@@ -21,12 +21,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <arpa/inet.h>
 
 #include "config.h"
+#include "ctl-proto.h"
 #include "donor-server.h"
 #if HAVE_RDMA
 #include "donor-rdma.h"
@@ -35,7 +37,6 @@
 #include "util.h"
 
 #define IN_CAP (DONOR_HDR_LEN + DONOR_MAX_PAYLOAD + 65536)
-#define CTL_LINE_MAX 65536
 #define MAX_CONNS 1024
 #define CLOSE_GRACE_NS 2000000000ULL
 
@@ -48,7 +49,7 @@ struct op {
 };
 
 struct conn {
-	struct conn *next, *prev;
+	LIST_ENTRY(conn) link; /* in daemon.conns */
 	int fd;
 	bool ctl;
 	struct donor_session *sess;
@@ -73,7 +74,7 @@ struct daemon {
 	struct sockaddr_storage accept_addr;
 	socklen_t accept_len;
 	struct signalfd_siginfo siginfo;
-	struct conn *conns;
+	LIST_HEAD(, conn) conns;
 	unsigned nconns;
 	bool stop;
 };
@@ -122,12 +123,7 @@ static void conn_close(struct conn *c)
 
 static void conn_free(struct daemon *d, struct conn *c)
 {
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		d->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
+	LIST_REMOVE(c, link);
 	d->nconns--;
 	close(c->fd);
 #if HAVE_RDMA
@@ -153,7 +149,7 @@ static void conn_new(struct daemon *d, int fd, bool ctl)
 	}
 	c = calloc(1, sizeof(*c));
 	if (c)
-		c->in = malloc(ctl ? CTL_LINE_MAX : IN_CAP);
+		c->in = malloc(ctl ? CTL_REQUEST_MAX : IN_CAP);
 	if (!c || !c->in) {
 		if (c)
 			free(c);
@@ -183,40 +179,40 @@ static void conn_new(struct daemon *d, int fd, bool ctl)
 		}
 		donor_session_set_opaque(c->sess, c);
 	}
-	c->next = d->conns;
-	if (d->conns)
-		d->conns->prev = c;
-	d->conns = c;
+	LIST_INSERT_HEAD(&d->conns, c, link);
 	d->nconns++;
 	log_debug("%s: connected", c->peer);
 }
 
+/* Queues one response line; a response that cannot be built is reported as such, never skipped. */
+static void ctl_reply(struct conn *c, json_t *resp)
+{
+	static const char oom[] = "{\"ok\":false,\"error\":{\"code\":\"ENOMEM\",\"message\":\"out of memory\"}}\n";
+	_cleanup_free_ char *line = NULL;
+	size_t len;
+
+	if (resp && ctl_line_dump(resp, &line, &len) == 0)
+		donor_buf_put(&c->ctl_out, line, len);
+	else
+		donor_buf_put(&c->ctl_out, oom, sizeof(oom) - 1);
+	json_decref(resp);
+}
+
+/* Answers every complete request line of the control protocol (proto/ctl-proto.h), in order. */
 static void ctl_process(struct daemon *d, struct conn *c)
 {
 	size_t start = 0;
 
 	for (size_t i = 0; i < c->in_len; i++) {
-		json_t *reply;
-		char *text;
-
 		if (c->in[i] != '\n')
 			continue;
-		c->in[i] = '\0';
-		reply = donor_server_control(d->srv, (const char *)c->in + start);
-		text = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
-		if (text) {
-			donor_buf_put(&c->ctl_out, text, strlen(text));
-			donor_buf_put(&c->ctl_out, "\n", 1);
-		}
-		free(text);
-		json_decref(reply);
+		ctl_reply(c, donor_server_control(d->srv, (const char *)c->in + start, i + 1 - start));
 		start = i + 1;
 	}
 	memmove(c->in, c->in + start, c->in_len - start);
 	c->in_len -= start;
-	if (c->in_len >= CTL_LINE_MAX) {
-		static const char msg[] = "{\"ok\":false,\"error\":\"request line over 65536 bytes\"}\n";
-		donor_buf_put(&c->ctl_out, msg, sizeof(msg) - 1);
+	if (c->in_len >= CTL_REQUEST_MAX) {
+		ctl_reply(c, ctl_response_error(NULL, -EMSGSIZE, "request line over %d bytes", CTL_REQUEST_MAX));
 		conn_close(c);
 	}
 }
@@ -279,7 +275,7 @@ static void conn_pump(struct daemon *d, struct conn *c)
 	if (!c->closing && c->in_len > 0 && conn_out(c)->len < DONOR_SESSION_OUT_HIGH)
 		conn_process(d, c);
 	if (!c->closing && !c->recv_armed && conn_out(c)->len < DONOR_SESSION_OUT_HIGH) {
-		size_t cap = c->ctl ? CTL_LINE_MAX : IN_CAP;
+		size_t cap = c->ctl ? CTL_REQUEST_MAX : IN_CAP;
 		if (c->in_len < cap) {
 			struct io_uring_sqe *sqe = get_sqe(d);
 			io_uring_prep_recv(sqe, c->fd, c->in + c->in_len, cap - c->in_len, 0);
@@ -490,17 +486,19 @@ static int parse_uint(const char *opt, const char *s, unsigned max, unsigned *re
 static void shutdown_drain(struct daemon *d)
 {
 	uint64_t until = now_ns() + CLOSE_GRACE_NS;
+	struct conn *c, *next;
 
 	donor_server_notify_shutdown(d->srv);
-	for (struct conn *c = d->conns; c; c = c->next)
+	LIST_FOREACH(c, &d->conns, link)
 		conn_close(c);
-	while (d->conns && now_ns() < until + CLOSE_GRACE_NS) {
+	while (!LIST_EMPTY(&d->conns) && now_ns() < until + CLOSE_GRACE_NS) {
 		struct __kernel_timespec ts = { .tv_nsec = 50000000 };
 		struct io_uring_cqe *cqe;
 		unsigned head, n = 0;
 
-		for (struct conn *c = d->conns, *next; c; c = next) {
-			next = c->next;
+		for (c = LIST_FIRST(&d->conns); c; c = next) {
+			/* glibc's <sys/queue.h> has no LIST_FOREACH_SAFE; pumping may free c. */
+			next = LIST_NEXT(c, link);
 			conn_pump(d, c);
 		}
 		io_uring_submit_and_wait_timeout(&d->ring, &cqe, 1, &ts, NULL);
@@ -675,14 +673,14 @@ int main(int argc, char **argv)
 #endif
 			last_tick = now;
 		}
-		for (struct conn *c = d.conns, *next; c; c = next) {
-			next = c->next;
+		for (struct conn *c = LIST_FIRST(&d.conns), *next; c; c = next) {
+			next = LIST_NEXT(c, link);
 			conn_pump(&d, c);
 		}
 	}
 	shutdown_drain(&d);
-	while (d.conns)
-		conn_free(&d, d.conns);
+	while (!LIST_EMPTY(&d.conns))
+		conn_free(&d, LIST_FIRST(&d.conns));
 #if HAVE_RDMA
 	donor_rdma_free(d.rd);
 #endif

@@ -4,7 +4,7 @@
  * rewrites the command line so guest RAM is a shared memfd (or refuses one
  * that cannot be paged safely), checks that the pager answers, and execs
  * QEMU with libuffd-glue.so preloaded and the VM's identity and policy in
- * the environment (common/glue-proto.h); the shim inside QEMU does the rest.
+ * the environment (proto/glue-proto.h); the shim inside QEMU does the rest.
  * It can stand in for QEMU in libvirt's <emulator>: without "--" every
  * argument is QEMU's, and capability probes (-machine none, -version, ...)
  * are exec'ed untouched, without the shim. In that mode nothing the

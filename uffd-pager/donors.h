@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The pager's donors: one connection per donor URL through donor/transport.h
+ * The pager's donors: one connection per donor URL through transport/transport.h
  * (nothing here knows TCP from RDMA), shared by every VM. Each donor has a
  * completion thread that hands finished page I/O back to whoever waits on
  * it, and one health thread pings every donor, refreshes free capacity and

@@ -57,7 +57,7 @@ def main():
         victim = donors[0]
         if scen == "shrink":
             r = victim.call("donor.set-capacity", capacity="16M", grace=20)
-            check(r.get("ok"), f"donor capacity shrunk: {r}")
+            check(r.get("ok") and r["result"]["capacity"] == 16 << 20, f"donor capacity shrunk: {r}")
         else:
             victim.kill()
         if scen == "loss":

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
 """A hostile local client on the pager's registration socket
-(SOCK_SEQPACKET, layouts of common/glue-proto.h): garbage, truncated and
+(SOCK_SEQPACKET, layouts of proto/glue-proto.h): garbage, truncated and
 oversized messages, wrong magic and version, HELLOs with the wrong fds, bad
 names and bad policies, REGIONs out of order, too long or with the wrong fd,
 and 200 connections opened and dropped. Every case must get an error reply

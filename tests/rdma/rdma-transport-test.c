@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Transport-level checks and micro-benchmark of donor URLs (rdma:// and
- * tcp://) against a running uffd-donor, through donor/transport.h only.
+ * tcp://) against a running uffd-donor, through transport/transport.h only.
  * Run inside the soft-RoCE VM by tests/rdma/rdma-transport.sh; every mode
  * prints what it measured and exits 0 on success, 1 on a failed check.
  *

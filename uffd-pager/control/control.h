@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The pager's control server: a Unix socket speaking the line-delimited JSON
- * protocol of common/ctl-proto.h, served by its own thread so that a slow or
+ * protocol of proto/ctl-proto.h, served by its own thread so that a slow or
  * hostile client can never stall fault service. Read-only commands are open
  * to anyone who can connect (the socket mode decides who can); commands that
  * change state (admin commands) are allowed only to root, to uids added with

@@ -15,8 +15,13 @@
  * donor. It blocks in recv (SO_RCVTIMEO 50 ms bounds each wait so the
  * expiry scan runs): one syscall per wake-up.
  *
+ * Completions queue in the shared, preallocated ring of completion-ring.c:
+ * each page takes its entry at submit time, so the receiver never has to
+ * allocate to complete a request and none is ever dropped; at the
+ * in-flight limit, submit waits for the caller to collect (transport.h).
+ *
  * Locks: send_lock serialises the batch and socket writes; lock guards the
- * outstanding list, completion queue and connection state. Order:
+ * outstanding list, completion ring and connection state. Order:
  * send_lock before lock. The receiver thread takes lock only.
  */
 #include <endian.h>
@@ -30,14 +35,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <fcntl.h>
 #include <unistd.h>
 
 #include "donor-auth.h"
+#include "completion-ring.h"
 #include "log.h"
-#include "sha256.h"
 #include "transport-private.h"
 #include "transport.h"
 #include "util.h"
@@ -46,7 +52,7 @@
 #define TCP_MAX_SEGS (2 * DONOR_MAX_BATCH)
 
 struct pend {
-	struct pend *next, *prev;
+	TAILQ_ENTRY(pend) link; /* outstanding: in tcp_conn.pending; spare: in tcp_conn.spare */
 	uint64_t req_id, deadline;
 	uint8_t op;
 	bool sent, sync, done;
@@ -80,9 +86,11 @@ struct tcp_conn {
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	struct pend *head, *tail, *free_list, *open;
-	struct donor_completion *cq;
-	size_t cq_head, cq_len, cq_cap;
+	TAILQ_HEAD(pend_list, pend) pending; /* outstanding requests, oldest first */
+	TAILQ_HEAD(, pend) spare;	     /* finished requests kept for reuse */
+	struct pend *open;	    /* the request the batch's open frame belongs to */
+	struct donor_cq cq;
+	unsigned room_waiters; /* submitters waiting for the caller to collect completions */
 	uint64_t next_id;
 	int dead; /* 0 or -errno */
 	bool closing;
@@ -92,39 +100,38 @@ static inline struct tcp_conn *to_tcp(struct donor_conn *c) { return container_o
 
 static uint64_t deadline_after(unsigned ms) { return now_ns() + (uint64_t)ms * 1000000ULL; }
 
+/* An absolute CLOCK_MONOTONIC time ms from now, for pthread_cond_timedwait on cond. */
+static void cond_deadline(struct timespec *ts, unsigned ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
 /* Called with lock held. */
 static struct pend *pend_new(struct tcp_conn *t, uint8_t op)
 {
-	struct pend *p = t->free_list;
+	struct pend *p = TAILQ_FIRST(&t->spare);
 
 	if (p)
-		t->free_list = p->next;
+		TAILQ_REMOVE(&t->spare, p, link);
 	else if (!(p = calloc(1, sizeof(*p))))
 		return NULL;
 	memset(p, 0, offsetof(struct pend, cookies));
 	donor_buf_init(&p->reply);
 	p->op = op;
 	p->req_id = ++t->next_id;
-	p->prev = t->tail;
-	if (t->tail)
-		t->tail->next = p;
-	else
-		t->head = p;
-	t->tail = p;
+	TAILQ_INSERT_TAIL(&t->pending, p, link);
 	return p;
 }
 
 static void pend_unlink(struct tcp_conn *t, struct pend *p)
 {
-	if (p->prev)
-		p->prev->next = p->next;
-	else
-		t->head = p->next;
-	if (p->next)
-		p->next->prev = p->prev;
-	else
-		t->tail = p->prev;
-	p->next = p->prev = NULL;
+	TAILQ_REMOVE(&t->pending, p, link);
 	if (t->open == p)
 		t->open = NULL;
 }
@@ -132,28 +139,14 @@ static void pend_unlink(struct tcp_conn *t, struct pend *p)
 static void pend_put(struct tcp_conn *t, struct pend *p)
 {
 	donor_buf_release(&p->reply);
-	p->next = t->free_list;
-	t->free_list = p;
+	TAILQ_INSERT_HEAD(&t->spare, p, link);
 }
 
-static int cq_push(struct tcp_conn *t, uint64_t cookie, int status, uint8_t op)
+/* After completions were collected (lock held): submitters waiting for room may go on. */
+static void room_freed(struct tcp_conn *t)
 {
-	if (t->cq_len == t->cq_cap) {
-		size_t cap = t->cq_cap ? t->cq_cap * 2 : 256;
-		struct donor_completion *n = malloc(cap * sizeof(*n));
-		if (!n)
-			return -ENOMEM;
-		for (size_t i = 0; i < t->cq_len; i++)
-			n[i] = t->cq[(t->cq_head + i) % t->cq_cap];
-		free(t->cq);
-		t->cq = n;
-		t->cq_cap = cap;
-		t->cq_head = 0;
-	}
-	t->cq[(t->cq_head + t->cq_len) % t->cq_cap] =
-		(struct donor_completion){ .cookie = cookie, .status = status, .op = op };
-	t->cq_len++;
-	return 0;
+	if (t->room_waiters)
+		pthread_cond_broadcast(&t->cond);
 }
 
 /* Completes p with status (lock held); reads copy their pages from payload first. */
@@ -179,9 +172,10 @@ static void pend_finish(struct tcp_conn *t, struct pend *p, int status, const ui
 	} else if (status == 0 && len != 0) {
 		status = -EBADMSG;
 	}
+	/* Each page took its ring entry when it was submitted: these pushes cannot fail. */
 	for (unsigned i = 0; i < p->n; i++)
-		cq_push(t, p->cookies[i], status,
-			p->op == DONOR_OP_READ_PAGES ? DONOR_COMP_READ : DONOR_COMP_WRITE);
+		donor_cq_push(&t->cq, p->cookies[i], status,
+			      p->op == DONOR_OP_READ_PAGES ? DONOR_COMP_READ : DONOR_COMP_WRITE);
 	pend_put(t, p);
 	/* With a callback the receiver delivers; waking a poller would cost a context switch per reply. */
 	if (!t->complete_cb)
@@ -195,13 +189,10 @@ static void deliver(struct tcp_conn *t)
 	unsigned n;
 
 	do {
-		n = 0;
 		pthread_mutex_lock(&t->lock);
-		while (n < ARRAY_SIZE(out) && t->cq_len > 0) {
-			out[n++] = t->cq[t->cq_head];
-			t->cq_head = (t->cq_head + 1) % t->cq_cap;
-			t->cq_len--;
-		}
+		n = donor_cq_pop(&t->cq, out, ARRAY_SIZE(out));
+		if (n)
+			room_freed(t);
 		pthread_mutex_unlock(&t->lock);
 		for (unsigned i = 0; i < n; i++)
 			t->complete_cb(&t->base, &out[i], t->complete_opaque);
@@ -219,11 +210,15 @@ static void signal_completions(struct tcp_conn *t)
 /* Marks the connection broken and fails every request (lock held). */
 static void fail_all(struct tcp_conn *t, int err)
 {
+	struct pend *p;
+
 	if (!t->dead)
 		t->dead = err;
-	while (t->head)
-		pend_finish(t, t->head, err, NULL, 0);
+	while ((p = TAILQ_FIRST(&t->pending)))
+		pend_finish(t, p, err, NULL, 0);
 	t->open = NULL;
+	/* Submitters waiting for room give up on a dead connection. */
+	pthread_cond_broadcast(&t->cond);
 }
 
 static int send_all(int fd, const uint8_t *p, size_t len)
@@ -286,7 +281,7 @@ static int flush_locked(struct tcp_conn *t)
 	r = t->dead;
 	t->open = NULL;
 	/* Deadlines start when requests leave, so batching time is not charged. */
-	for (struct pend *p = t->tail; p && !p->sent; p = p->prev) {
+	for (struct pend *p = TAILQ_LAST(&t->pending, pend_list); p && !p->sent; p = TAILQ_PREV(p, pend_list, link)) {
 		p->sent = true;
 		p->deadline = dl;
 	}
@@ -348,6 +343,38 @@ static int write_add_ref(struct tcp_conn *t, uint32_t slot, const void *page)
 	return 0;
 }
 
+/*
+ * Takes the ring entry of one page request (send_lock and lock held; lock
+ * is dropped while flushing and waiting). At the in-flight limit, what is
+ * batched is sent first, since its replies may be what the caller waits
+ * for, then the caller gets the connection's timeout to collect. Returns 0,
+ * -ENOTCONN or -EBUSY.
+ */
+static int take_room(struct tcp_conn *t)
+{
+	struct timespec until;
+	bool flushed = false;
+
+	while (!t->dead && donor_cq_reserve(&t->cq, 1) < 0) {
+		if (!flushed) {
+			pthread_mutex_unlock(&t->lock);
+			flush_locked(t);
+			pthread_mutex_lock(&t->lock);
+			flushed = true;
+			cond_deadline(&until, t->timeout_ms);
+			continue;
+		}
+		t->room_waiters++;
+		if (pthread_cond_timedwait(&t->cond, &t->lock, &until) == ETIMEDOUT && !t->dead &&
+		    donor_cq_room(&t->cq) == 0) {
+			t->room_waiters--;
+			return -EBUSY;
+		}
+		t->room_waiters--;
+	}
+	return t->dead ? -ENOTCONN : 0;
+}
+
 static int submit(struct tcp_conn *t, uint8_t op, uint32_t slab, uint32_t slot, void *page,
 		  uint64_t cookie)
 {
@@ -358,10 +385,11 @@ static int submit(struct tcp_conn *t, uint8_t op, uint32_t slab, uint32_t slot, 
 		return -ERANGE;
 	pthread_mutex_lock(&t->send_lock);
 	pthread_mutex_lock(&t->lock);
-	if (t->dead) {
+	r = take_room(t);
+	if (r < 0) {
 		pthread_mutex_unlock(&t->lock);
 		pthread_mutex_unlock(&t->send_lock);
-		return -ENOTCONN;
+		return r;
 	}
 	p = t->open;
 	if (p && (p->op != op || p->n >= DONOR_MAX_BATCH ||
@@ -370,6 +398,7 @@ static int submit(struct tcp_conn *t, uint8_t op, uint32_t slab, uint32_t slot, 
 	if (!p) {
 		p = pend_new(t, op);
 		if (!p) {
+			donor_cq_unreserve(&t->cq, 1);
 			pthread_mutex_unlock(&t->lock);
 			pthread_mutex_unlock(&t->send_lock);
 			return -ENOMEM;
@@ -382,7 +411,8 @@ static int submit(struct tcp_conn *t, uint8_t op, uint32_t slab, uint32_t slot, 
 		r = op == DONOR_OP_WRITE_PAGES ? write_add_ref(t, slot, page)
 					       : donor_enc_read_add(&t->batch, t->open_off, slab, slot);
 	if (r < 0) {
-		/* Out of memory mid-batch: the batch cannot be trusted any more. */
+		/* Out of memory mid-batch: the batch cannot be trusted any more. This page was not accepted. */
+		donor_cq_unreserve(&t->cq, 1);
 		fail_all(t, r);
 		pthread_mutex_unlock(&t->lock);
 		pthread_mutex_unlock(&t->send_lock);
@@ -543,19 +573,12 @@ static int tcp_poll_completions(struct donor_conn *c, struct donor_completion *o
 	unsigned n = 0;
 	int r = 0;
 
-	if (timeout_ms > 0) {
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_sec += timeout_ms / 1000;
-		until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
-	}
+	if (timeout_ms > 0)
+		cond_deadline(&until, (unsigned)timeout_ms);
 	pthread_mutex_lock(&t->lock);
-	while (t->cq_len == 0 && timeout_ms != 0) {
+	while (donor_cq_queued(&t->cq) == 0 && timeout_ms != 0) {
 		/* Nothing can ever arrive on a broken connection with nothing outstanding. */
-		if (t->dead && !t->head) {
+		if (t->dead && TAILQ_EMPTY(&t->pending)) {
 			r = t->dead;
 			break;
 		}
@@ -564,12 +587,10 @@ static int tcp_poll_completions(struct donor_conn *c, struct donor_completion *o
 		else if (pthread_cond_timedwait(&t->cond, &t->lock, &until) == ETIMEDOUT)
 			break;
 	}
-	while (n < max && t->cq_len > 0) {
-		out[n++] = t->cq[t->cq_head];
-		t->cq_head = (t->cq_head + 1) % t->cq_cap;
-		t->cq_len--;
-	}
-	if (t->cq_len == 0) {
+	n = donor_cq_pop(&t->cq, out, max);
+	if (n)
+		room_freed(t);
+	if (donor_cq_queued(&t->cq) == 0) {
 		uint64_t v;
 		if (read(t->evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 			r = r ? r : -errno;
@@ -606,6 +627,8 @@ static void handle_notify(struct tcp_conn *t, const uint8_t *p, size_t len)
 /* Returns 0 to go on, -errno when the stream cannot be trusted any more. */
 static int handle_frame(struct tcp_conn *t, const struct donor_hdr *h, const uint8_t *payload)
 {
+	struct pend *p;
+
 	if (h->flags == DONOR_F_NOTIFY && h->opcode == DONOR_OP_NOTIFY) {
 		handle_notify(t, payload, h->len);
 		return 0;
@@ -613,7 +636,7 @@ static int handle_frame(struct tcp_conn *t, const struct donor_hdr *h, const uin
 	if (h->flags != DONOR_F_REPLY)
 		return -EBADMSG;
 	pthread_mutex_lock(&t->lock);
-	for (struct pend *p = t->head; p; p = p->next) {
+	TAILQ_FOREACH(p, &t->pending, link) {
 		if (p->req_id != h->req_id)
 			continue;
 		if (p->op != h->opcode) {
@@ -630,23 +653,32 @@ static int handle_frame(struct tcp_conn *t, const struct donor_hdr *h, const uin
 	return 0;
 }
 
+/* The oldest outstanding request if it was sent and its deadline passed (lock held), else NULL. */
+static struct pend *expired(struct tcp_conn *t, uint64_t now)
+{
+	struct pend *p = TAILQ_FIRST(&t->pending);
+
+	return p && p->sent && p->deadline <= now ? p : NULL;
+}
+
 static void expire(struct tcp_conn *t)
 {
 	uint64_t now = now_ns();
+	struct pend *p;
 	bool any = false;
 
 	if (t->complete_cb) {
 		pthread_mutex_lock(&t->lock);
-		while (t->head && t->head->sent && t->head->deadline <= now)
-			pend_finish(t, t->head, -ETIMEDOUT, NULL, 0);
+		while ((p = expired(t, now)))
+			pend_finish(t, p, -ETIMEDOUT, NULL, 0);
 		pthread_mutex_unlock(&t->lock);
 		deliver(t); /* also what a failed send in another thread queued */
 		return;
 	}
 
 	pthread_mutex_lock(&t->lock);
-	while (t->head && t->head->sent && t->head->deadline <= now) {
-		pend_finish(t, t->head, -ETIMEDOUT, NULL, 0);
+	while ((p = expired(t, now))) {
+		pend_finish(t, p, -ETIMEDOUT, NULL, 0);
 		any = true;
 	}
 	pthread_mutex_unlock(&t->lock);
@@ -801,8 +833,9 @@ static int handshake(struct tcp_conn *t, const struct donor_key *key, const char
 		r = donor_dec_hello_reply(payload, h.len, nonce) < 0 ? -EPROTO : 0;
 	if (r == 0)
 		r = donor_random(req.client_nonce, sizeof(req.client_nonce));
+	if (r == 0)
+		r = donor_auth_client_mac(key, nonce, req.client_nonce, client_id, req.mac);
 	if (r == 0) {
-		donor_auth_client_mac(key, nonce, req.client_nonce, client_id, req.mac);
 		b.len = 0;
 		r = donor_enc_auth(&b, 2, &req);
 	}
@@ -818,8 +851,8 @@ static int handshake(struct tcp_conn *t, const struct donor_key *key, const char
 		r = donor_dec_auth_reply(payload, h.len, &rep) < 0 ? -EPROTO : 0;
 	if (r == 0) {
 		/* The donor must know the key too, or anyone could collect our pages. */
-		donor_auth_donor_mac(key, nonce, req.client_nonce, client_id, want);
-		if (!donor_ct_equal(want, rep.donor_mac, DONOR_MAC_LEN))
+		r = donor_auth_donor_mac(key, nonce, req.client_nonce, client_id, want);
+		if (r == 0 && !donor_ct_equal(want, rep.donor_mac, DONOR_MAC_LEN))
 			r = -EACCES;
 	}
 	if (r == 0 && (rep.slab_size != DONOR_SLAB_SIZE || rep.page_size != PAGE_SIZE_4K))
@@ -880,6 +913,7 @@ static int dial(const char *url, unsigned timeout_ms, uint64_t deadline)
 static void tcp_close(struct donor_conn *c)
 {
 	struct tcp_conn *t;
+	struct pend *p;
 
 	if (!c)
 		return;
@@ -894,9 +928,8 @@ static void tcp_close(struct donor_conn *c)
 	pthread_mutex_lock(&t->lock);
 	fail_all(t, -ECANCELED);
 	pthread_mutex_unlock(&t->lock);
-	while (t->free_list) {
-		struct pend *p = t->free_list;
-		t->free_list = p->next;
+	while ((p = TAILQ_FIRST(&t->spare))) {
+		TAILQ_REMOVE(&t->spare, p, link);
 		donor_buf_release(&p->reply);
 		free(p);
 	}
@@ -905,7 +938,7 @@ static void tcp_close(struct donor_conn *c)
 	if (t->evfd >= 0)
 		close(t->evfd);
 	donor_buf_release(&t->batch);
-	free(t->cq);
+	donor_cq_destroy(&t->cq);
 	pthread_mutex_destroy(&t->lock);
 	pthread_mutex_destroy(&t->send_lock);
 	pthread_cond_destroy(&t->cond);
@@ -940,10 +973,15 @@ static int tcp_connect(const char *url, const struct donor_key *key, const char 
 	pthread_cond_init(&t->cond, &ca);
 	pthread_condattr_destroy(&ca);
 	donor_buf_init(&t->batch);
+	TAILQ_INIT(&t->pending);
+	TAILQ_INIT(&t->spare);
 	deadline = deadline_after(t->timeout_ms);
 
-	t->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	r = t->evfd < 0 ? -errno : 0;
+	r = donor_cq_init(&t->cq, DONOR_MAX_INFLIGHT);
+	if (r == 0) {
+		t->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		r = t->evfd < 0 ? -errno : 0;
+	}
 	if (r == 0) {
 		t->fd = dial(url, t->timeout_ms, deadline);
 		r = t->fd < 0 ? t->fd : 0;

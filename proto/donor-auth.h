@@ -10,6 +10,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,12 +35,20 @@ int donor_key_load(const char *path, struct donor_key *ret_key);
 /* Fills buf with random bytes from getrandom(2). Returns 0 or -errno. */
 int donor_random(void *buf, size_t len);
 
-void donor_auth_client_mac(const struct donor_key *key, const uint8_t donor_nonce[DONOR_NONCE_LEN],
-			   const uint8_t client_nonce[DONOR_NONCE_LEN], const char *client_id,
-			   uint8_t out[DONOR_MAC_LEN]);
-void donor_auth_donor_mac(const struct donor_key *key, const uint8_t donor_nonce[DONOR_NONCE_LEN],
+/*
+ * The client's answer and the donor's proof (HMAC-SHA256, libcrypto).
+ * client_id is at most DONOR_CLIENT_ID_MAX bytes. Returns 0, -EINVAL or
+ * -EIO (libcrypto failed; out is zeroed then).
+ */
+int donor_auth_client_mac(const struct donor_key *key, const uint8_t donor_nonce[DONOR_NONCE_LEN],
 			  const uint8_t client_nonce[DONOR_NONCE_LEN], const char *client_id,
 			  uint8_t out[DONOR_MAC_LEN]);
+int donor_auth_donor_mac(const struct donor_key *key, const uint8_t donor_nonce[DONOR_NONCE_LEN],
+			 const uint8_t client_nonce[DONOR_NONCE_LEN], const char *client_id,
+			 uint8_t out[DONOR_MAC_LEN]);
+
+/* Compares in time independent of where the buffers differ. */
+bool donor_ct_equal(const void *a, const void *b, size_t len);
 
 /* Donor side of one handshake; a challenge is spent by its first check. */
 struct donor_challenge {
@@ -51,8 +60,8 @@ struct donor_challenge {
 int donor_challenge_arm(struct donor_challenge *c);
 /*
  * Checks a client's answer and disarms the challenge whatever the outcome.
- * Returns 0, -EACCES (wrong answer) or -EALREADY (no challenge pending, e.g.
- * a replayed AUTH).
+ * Returns 0, -EACCES (wrong answer), -EALREADY (no challenge pending, e.g.
+ * a replayed AUTH) or -EIO (libcrypto failed).
  */
 int donor_challenge_check(struct donor_challenge *c, const struct donor_key *key,
 			  const char *client_id, const struct donor_auth_req *answer);

@@ -1,20 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Key loading and the challenge-response of donor sessions (see
- * donor-auth.h). The key never leaves this module except into HMAC state,
- * and is never logged.
+ * donor-auth.h). HMAC-SHA256 and the constant-time compare come from
+ * OpenSSL's libcrypto. The key never leaves this module except into
+ * libcrypto's HMAC, and is never logged.
  */
 #include "donor-auth.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
-#include "sha256.h"
 #include "util.h"
 
 int donor_key_load(const char *path, struct donor_key *ret_key)
@@ -73,32 +75,52 @@ int donor_random(void *buf, size_t len)
 	return 0;
 }
 
-void donor_auth_client_mac(const struct donor_key *key, const uint8_t donor_nonce[DONOR_NONCE_LEN],
-			   const uint8_t client_nonce[DONOR_NONCE_LEN], const char *client_id,
-			   uint8_t out[DONOR_MAC_LEN])
-{
-	struct donor_hmac h;
+/* The longest MAC input: label, two nonces and the longest client id. */
+#define MAC_INPUT_MAX (5 + 2 * DONOR_NONCE_LEN + DONOR_CLIENT_ID_MAX)
 
-	donor_hmac_init(&h, key->bytes, key->len);
-	donor_hmac_update(&h, donor_nonce, DONOR_NONCE_LEN);
-	donor_hmac_update(&h, client_nonce, DONOR_NONCE_LEN);
-	donor_hmac_update(&h, client_id, strlen(client_id));
-	donor_hmac_final(&h, out);
+/* HMAC-SHA256(key, label || a || b || client_id) into out. Returns 0, -EINVAL or -EIO. */
+static int mac(const struct donor_key *key, const char *label, const uint8_t *a, const uint8_t *b,
+	       const char *client_id, uint8_t out[DONOR_MAC_LEN])
+{
+	size_t ll = strlen(label), il = strlen(client_id), outlen = 0;
+	uint8_t msg[MAC_INPUT_MAX];
+	int r = 0;
+
+	if (ll > 5 || il > DONOR_CLIENT_ID_MAX)
+		return -EINVAL;
+	memcpy(msg, label, ll);
+	memcpy(msg + ll, a, DONOR_NONCE_LEN);
+	memcpy(msg + ll + DONOR_NONCE_LEN, b, DONOR_NONCE_LEN);
+	memcpy(msg + ll + 2 * DONOR_NONCE_LEN, client_id, il);
+	if (!EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key->bytes, key->len, msg,
+		       ll + 2 * DONOR_NONCE_LEN + il, out, DONOR_MAC_LEN, &outlen) ||
+	    outlen != DONOR_MAC_LEN) {
+		/* Never leave a predictable MAC behind: a zeroed one matches no peer's. */
+		OPENSSL_cleanse(out, DONOR_MAC_LEN);
+		r = -EIO;
+	}
+	OPENSSL_cleanse(msg, sizeof(msg));
+	return r;
 }
 
-void donor_auth_donor_mac(const struct donor_key *key, const uint8_t donor_nonce[DONOR_NONCE_LEN],
+int donor_auth_client_mac(const struct donor_key *key, const uint8_t donor_nonce[DONOR_NONCE_LEN],
 			  const uint8_t client_nonce[DONOR_NONCE_LEN], const char *client_id,
 			  uint8_t out[DONOR_MAC_LEN])
 {
-	struct donor_hmac h;
+	return mac(key, "", donor_nonce, client_nonce, client_id, out);
+}
 
+int donor_auth_donor_mac(const struct donor_key *key, const uint8_t donor_nonce[DONOR_NONCE_LEN],
+			 const uint8_t client_nonce[DONOR_NONCE_LEN], const char *client_id,
+			 uint8_t out[DONOR_MAC_LEN])
+{
 	/* The label keeps the donor's proof from ever equalling a client answer. */
-	donor_hmac_init(&h, key->bytes, key->len);
-	donor_hmac_update(&h, "donor", 5);
-	donor_hmac_update(&h, client_nonce, DONOR_NONCE_LEN);
-	donor_hmac_update(&h, donor_nonce, DONOR_NONCE_LEN);
-	donor_hmac_update(&h, client_id, strlen(client_id));
-	donor_hmac_final(&h, out);
+	return mac(key, "donor", client_nonce, donor_nonce, client_id, out);
+}
+
+bool donor_ct_equal(const void *a, const void *b, size_t len)
+{
+	return CRYPTO_memcmp(a, b, len) == 0;
 }
 
 int donor_challenge_arm(struct donor_challenge *c)
@@ -113,13 +135,14 @@ int donor_challenge_check(struct donor_challenge *c, const struct donor_key *key
 			  const char *client_id, const struct donor_auth_req *answer)
 {
 	uint8_t want[DONOR_MAC_LEN];
-	int ok;
+	bool ok;
+	int r;
 
 	if (!c->armed)
 		return -EALREADY;
 	c->armed = 0;
-	donor_auth_client_mac(key, c->nonce, answer->client_nonce, client_id, want);
-	ok = donor_ct_equal(want, answer->mac, DONOR_MAC_LEN);
-	memset(want, 0, sizeof(want));
-	return ok ? 0 : -EACCES;
+	r = donor_auth_client_mac(key, c->nonce, answer->client_nonce, client_id, want);
+	ok = r == 0 && donor_ct_equal(want, answer->mac, DONOR_MAC_LEN);
+	OPENSSL_cleanse(want, sizeof(want));
+	return r < 0 ? r : ok ? 0 : -EACCES;
 }

@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Control protocol between uffd-pager's control server and its clients
- * (uffd-ctl, tests, orchestration). A Unix SOCK_STREAM socket carries one
- * JSON object per line in each direction; every request line gets exactly
- * one response line, in order, so a client may pipeline. The command table
- * in ctl-proto.c is the single place that knows which commands exist, what
- * arguments each takes and whether it changes state: adding a command is
- * one entry there plus one handler in the server. docs/control-api.md is
- * the reference for users.
+ * Control protocol of the daemons' control sockets: uffd-pager's control
+ * server with its clients (uffd-ctl, tests, orchestration), and uffd-donor's
+ * --control socket. A Unix SOCK_STREAM socket carries one JSON object per
+ * line in each direction; every request line gets exactly one response
+ * line, in order, so a client may pipeline. A command table is the single
+ * place that knows which commands exist, what arguments each takes and
+ * whether it changes state: the pager's is in ctl-proto.c, the donor's in
+ * donor/donor-server.c; adding a command is one table entry plus one
+ * handler. docs/control-api.md and docs/donor-protocol.md are the
+ * references for users.
  */
 #pragma once
 
@@ -48,19 +50,22 @@ enum ctl_arg_type {
 	CTL_ARG_SIZE,    /* bytes > 0: integer, or string such as "512M" (parse_size) */
 	CTL_ARG_OBJECT,  /* a JSON object, validated by the handler (e.g. a policy) */
 	CTL_ARG_URL,     /* a donor URL: tcp://HOST:PORT or rdma://HOST:PORT, at most 127 bytes */
+	CTL_ARG_BYTES,   /* bytes >= 0: integer, or string such as "512M" (parse_size) */
+	CTL_ARG_UINT,    /* integer 0..max of the spec */
 };
 
 struct ctl_arg_spec {
 	const char *name;
 	enum ctl_arg_type type;
 	bool required;
+	uint64_t max; /* CTL_ARG_UINT: the largest value allowed */
 };
 
 /* Flags of a command. */
 #define CTL_CMD_MUTATES (1u << 0) /* changes pager state: only privileged peers */
 
 struct ctl_command {
-	enum ctl_cmd cmd;
+	unsigned cmd;     /* the table owner's enum: enum ctl_cmd for the pager's */
 	const char *name; /* on the wire, e.g. "vm.stats" */
 	unsigned flags;
 	const struct ctl_arg_spec *args; /* terminated by an entry with name NULL */
@@ -75,9 +80,17 @@ struct ctl_request {
 	char vm[CTL_VM_NAME_MAX + 1];      /* args.vm when the command takes it */
 	uint64_t local_memory;             /* args.local_memory in bytes */
 	char url[128];                     /* args.url when the command takes it */
+	uint64_t bytes;                    /* the CTL_ARG_BYTES argument */
+	uint64_t number;                   /* the CTL_ARG_UINT argument */
 };
 
-/* The table of known commands, in the order the protocol lists them. */
+/* A daemon's command table. */
+struct ctl_table {
+	const struct ctl_command *commands;
+	size_t count;
+};
+
+/* The pager's table of known commands, in the order the protocol lists them. */
 const struct ctl_command *ctl_commands(size_t *ret_count);
 const struct ctl_command *ctl_command_find(const char *name);
 /* JSON array of the command names, for protocol.version. */
@@ -97,6 +110,9 @@ bool ctl_vm_name_valid(const char *name);
  * the error reply can carry it. Release it with ctl_request_clear().
  */
 int ctl_request_parse(const char *line, size_t len, struct ctl_request *ret, char *err, size_t errlen);
+/* The same against another daemon's command table (uffd-donor's). Returns as ctl_request_parse(). */
+int ctl_request_parse_table(const struct ctl_table *table, const char *line, size_t len, struct ctl_request *ret,
+			    char *err, size_t errlen);
 void ctl_request_clear(struct ctl_request *r);
 
 /* Builds {"cmd": cmd, "args": args}; steals args (may be NULL). NULL on ENOMEM. */

@@ -20,6 +20,16 @@
  * Every request completes, one way or another: a donor that dies or stops
  * answering makes outstanding requests complete with -ETIMEDOUT or
  * -ECONNRESET within the connection's timeout.
+ *
+ * In-flight limit: at most DONOR_MAX_INFLIGHT page requests per connection
+ * are accepted and not yet collected (outstanding, or completed but not
+ * yet returned by poll_completions()/complete_cb). Each backend's
+ * completion ring (completion-ring.h) is allocated at that size when it
+ * connects, so no completion is ever dropped. A submit_* that would go
+ * past the limit sends what is batched and waits up to the connection's
+ * timeout for the caller to collect completions, then returns -EBUSY (the
+ * connection stays up). A caller that submits and collects in one thread
+ * keeps fewer than DONOR_MAX_INFLIGHT requests outstanding.
  */
 #pragma once
 
@@ -28,6 +38,14 @@
 #include <stdint.h>
 
 #include "donor-proto.h"
+
+/*
+ * Page requests per connection between submit_* and their collected
+ * completion: 32 MiB of pages, far more than the pager keeps out (evictor
+ * batches of 128 pages per VM, a few fetches per fault thread); the ring
+ * costs 128 KiB per connection.
+ */
+#define DONOR_MAX_INFLIGHT 8192u
 
 struct donor_conn;
 struct donor_key;
@@ -86,7 +104,10 @@ struct donor_transport_ops {
 	int (*free_slab)(struct donor_conn *conn, uint32_t slab);
 	/* Slabs this client owns (after a reconnect). Returns the total count >= 0 or -errno. */
 	int (*list_slabs)(struct donor_conn *conn, uint32_t *ids, uint32_t *flags, size_t max);
-	/* Queues page writes/reads; -ENOTCONN once the connection failed. Returns 0 or -errno. */
+	/*
+	 * Queues page writes/reads. Returns 0 or -errno: -ENOTCONN once the
+	 * connection failed, -EBUSY at the in-flight limit (see above).
+	 */
 	int (*submit_write)(struct donor_conn *conn, uint32_t slab, uint32_t slot, const void *page,
 			    uint64_t cookie);
 	int (*submit_read)(struct donor_conn *conn, uint32_t slab, uint32_t slot, void *page,

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Extras of the rdma:// backend beyond donor/transport.h: what a slab's
+ * Extras of the rdma:// backend beyond transport/transport.h: what a slab's
  * region looks like from the wire (address and rkey) and one raw RDMA READ
  * at any address and key. They exist for the isolation test, which proves
  * that one client's keys are useless on another client's connection.

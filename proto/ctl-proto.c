@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Control protocol: the command table, strict request validation, response
- * encoding and a blocking one-shot client. Validation is table-driven so a
+ * Control protocol: the pager's command table, strict request validation
+ * against any daemon's table, response encoding and a blocking one-shot
+ * client. Validation is table-driven so a
  * new command only declares its arguments; the parser never trusts the
  * peer, because the control socket may be reachable by other local users.
  */
@@ -20,23 +21,23 @@
 
 static const struct ctl_arg_spec args_none[] = { { .name = NULL } };
 static const struct ctl_arg_spec args_vm[] = {
-	{ "vm", CTL_ARG_VM_NAME, true },
+	{ "vm", CTL_ARG_VM_NAME, true, 0 },
 	{ .name = NULL },
 };
 static const struct ctl_arg_spec args_vm_size[] = {
-	{ "vm", CTL_ARG_VM_NAME, true },
-	{ "local_memory", CTL_ARG_SIZE, true },
+	{ "vm", CTL_ARG_VM_NAME, true, 0 },
+	{ "local_memory", CTL_ARG_SIZE, true, 0 },
 	{ .name = NULL },
 };
 
 static const struct ctl_arg_spec args_vm_policy[] = {
-	{ "vm", CTL_ARG_VM_NAME, true },
-	{ "policy", CTL_ARG_OBJECT, true },
+	{ "vm", CTL_ARG_VM_NAME, true, 0 },
+	{ "policy", CTL_ARG_OBJECT, true, 0 },
 	{ .name = NULL },
 };
 
 static const struct ctl_arg_spec args_url[] = {
-	{ "url", CTL_ARG_URL, true },
+	{ "url", CTL_ARG_URL, true, 0 },
 	{ .name = NULL },
 };
 
@@ -69,6 +70,16 @@ static const struct ctl_command command_table[] = {
 
 _Static_assert(ARRAY_SIZE(command_table) == _CTL_CMD_MAX, "one table entry per enum ctl_cmd");
 
+static const struct ctl_table pager_table = { command_table, ARRAY_SIZE(command_table) };
+
+static const struct ctl_command *table_find(const struct ctl_table *t, const char *name)
+{
+	for (size_t i = 0; i < t->count; i++)
+		if (strcmp(t->commands[i].name, name) == 0)
+			return &t->commands[i];
+	return NULL;
+}
+
 const struct ctl_command *ctl_commands(size_t *ret_count)
 {
 	if (ret_count)
@@ -78,10 +89,7 @@ const struct ctl_command *ctl_commands(size_t *ret_count)
 
 const struct ctl_command *ctl_command_find(const char *name)
 {
-	for (size_t i = 0; i < ARRAY_SIZE(command_table); i++)
-		if (strcmp(command_table[i].name, name) == 0)
-			return &command_table[i];
-	return NULL;
+	return table_find(&pager_table, name);
 }
 
 json_t *ctl_commands_json(void)
@@ -127,13 +135,13 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
-static void list_commands(char *buf, size_t len)
+static void list_commands(const struct ctl_table *t, char *buf, size_t len)
 {
 	size_t off = 0;
 
 	buf[0] = '\0';
-	for (size_t i = 0; i < ARRAY_SIZE(command_table) && off < len; i++) {
-		int n = snprintf(buf + off, len - off, "%s%s", i ? ", " : "", command_table[i].name);
+	for (size_t i = 0; i < t->count && off < len; i++) {
+		int n = snprintf(buf + off, len - off, "%s%s", i ? ", " : "", t->commands[i].name);
 		if (n < 0)
 			break;
 		off += (size_t)n;
@@ -182,8 +190,9 @@ static int parse_arg(const struct ctl_command *cmd, const struct ctl_arg_spec *s
 		snprintf(r->vm, sizeof(r->vm), "%s", s);
 		return 0;
 	case CTL_ARG_SIZE:
+	case CTL_ARG_BYTES:
 		if (json_is_integer(v)) {
-			if (json_integer_value(v) <= 0) {
+			if (json_integer_value(v) < 0 || (spec->type == CTL_ARG_SIZE && json_integer_value(v) == 0)) {
 				seterr(err, errlen, "%s: field \"args.%s\" must be a positive number of bytes, not %lld",
 				       cmd->name, spec->name, (long long)json_integer_value(v));
 				return -EINVAL;
@@ -199,7 +208,7 @@ static int parse_arg(const struct ctl_command *cmd, const struct ctl_arg_spec *s
 				       cmd->name, spec->name, ret == -ERANGE ? "out-of-range" : "invalid", s);
 				return -EINVAL;
 			}
-			if (bytes == 0) {
+			if (bytes == 0 && spec->type == CTL_ARG_SIZE) {
 				seterr(err, errlen, "%s: field \"args.%s\" must be positive, not \"%.64s\"", cmd->name,
 				       spec->name, s);
 				return -EINVAL;
@@ -209,7 +218,18 @@ static int parse_arg(const struct ctl_command *cmd, const struct ctl_arg_spec *s
 			       "number of bytes, not %s", cmd->name, spec->name, json_type_name(v));
 			return -EINVAL;
 		}
-		r->local_memory = bytes;
+		if (spec->type == CTL_ARG_SIZE)
+			r->local_memory = bytes;
+		else
+			r->bytes = bytes;
+		return 0;
+	case CTL_ARG_UINT:
+		if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > spec->max) {
+			seterr(err, errlen, "%s: field \"args.%s\" must be an integer 0..%llu, not %s", cmd->name,
+			       spec->name, (unsigned long long)spec->max, json_type_name(v));
+			return -EINVAL;
+		}
+		r->number = (uint64_t)json_integer_value(v);
 		return 0;
 	case CTL_ARG_URL:
 		s = json_is_string(v) ? json_string_value(v) : NULL;
@@ -278,6 +298,12 @@ static int parse_args(const struct ctl_command *cmd, json_t *args, struct ctl_re
 
 int ctl_request_parse(const char *line, size_t len, struct ctl_request *ret, char *err, size_t errlen)
 {
+	return ctl_request_parse_table(&pager_table, line, len, ret, err, errlen);
+}
+
+int ctl_request_parse_table(const struct ctl_table *table, const char *line, size_t len, struct ctl_request *ret,
+			    char *err, size_t errlen)
+{
 	struct ctl_request r = { 0 };
 	json_error_t jerr;
 	json_t *root = NULL, *cmdv, *args;
@@ -331,12 +357,13 @@ int ctl_request_parse(const char *line, size_t len, struct ctl_request *ret, cha
 		seterr(err, errlen, "field \"cmd\" must be a string, not %s", json_type_name(cmdv));
 		goto out;
 	}
-	cmd = strlen(json_string_value(cmdv)) == json_string_length(cmdv) ? ctl_command_find(json_string_value(cmdv))
-									      : NULL;
+	cmd = strlen(json_string_value(cmdv)) == json_string_length(cmdv)
+		      ? table_find(table, json_string_value(cmdv))
+		      : NULL;
 	if (!cmd) {
 		char allowed[512];
 
-		list_commands(allowed, sizeof(allowed));
+		list_commands(table, allowed, sizeof(allowed));
 		seterr(err, errlen, "unknown command \"%.64s\" (allowed: %s)", json_string_value(cmdv), allowed);
 		rc = -ENOSYS;
 		goto out;
@@ -352,7 +379,7 @@ out:
 	json_decref(root);
 	if (rc < 0) {
 		r.vm[0] = '\0';
-		r.local_memory = 0;
+		r.local_memory = r.bytes = r.number = 0;
 	}
 	*ret = r;
 	return rc;

@@ -26,7 +26,12 @@
  * error, e.g. -EACCES for a remote access error); later submits return
  * -ENOTCONN and the notify callback hears SHUTDOWN once, as with TCP.
  *
- * Locking: one mutex guards the ring, the key table, the completion queue
+ * Completions queue in the shared, preallocated ring of completion-ring.c
+ * (the same as TCP's): a request takes its entry before it is queued, so
+ * retiring it never allocates and never drops it; at the in-flight limit,
+ * submit waits for the caller to collect (transport.h).
+ *
+ * Locking: one mutex guards the ring, the key table, the completion ring
  * and the state; verbs calls on the data path are made under it.
  */
 #include <endian.h>
@@ -46,6 +51,7 @@
 #include <infiniband/verbs.h>
 #include <rdma/rdma_cma.h>
 
+#include "completion-ring.h"
 #include "log.h"
 #include "transport-private.h"
 #include "transport-rdma.h"
@@ -98,8 +104,7 @@ struct rdma_conn {
 	struct ibv_sge sges[RING];
 	uint64_t head, post, tail; /* next to queue, next to post, oldest outstanding */
 	unsigned since_signal;
-	struct donor_completion *cq_out;
-	size_t cq_head, cq_len, cq_cap;
+	struct donor_cq comp; /* page completions for the caller */
 	struct slab_key *keys; /* sorted by slab */
 	size_t nkeys, capkeys;
 	int dead; /* 0 or -errno */
@@ -124,28 +129,6 @@ static void signal_completions(struct rdma_conn *rc)
 	pthread_cond_broadcast(&rc->cond);
 }
 
-static void cq_push(struct rdma_conn *rc, uint64_t cookie, int status, uint8_t op)
-{
-	if (rc->cq_len == rc->cq_cap) {
-		/* Only when the caller lets completions pile up past the preallocated queue. */
-		size_t cap = rc->cq_cap * 2;
-		struct donor_completion *n = malloc(cap * sizeof(*n));
-		if (!n) {
-			log_err("donor rdma: out of memory queueing a completion; it is lost");
-			return;
-		}
-		for (size_t i = 0; i < rc->cq_len; i++)
-			n[i] = rc->cq_out[(rc->cq_head + i) % rc->cq_cap];
-		free(rc->cq_out);
-		rc->cq_out = n;
-		rc->cq_cap = cap;
-		rc->cq_head = 0;
-	}
-	rc->cq_out[(rc->cq_head + rc->cq_len) % rc->cq_cap] =
-		(struct donor_completion){ .cookie = cookie, .status = status, .op = op };
-	rc->cq_len++;
-}
-
 static void slot_finish(struct rdma_conn *rc, uint64_t seq, int status)
 {
 	struct wr_slot *s = &rc->slots[seq % RING];
@@ -157,7 +140,8 @@ static void slot_finish(struct rdma_conn *rc, uint64_t seq, int status)
 		rc->raw_done = true;
 		return;
 	}
-	cq_push(rc, s->cookie, status, s->op);
+	/* The request took its ring entry when it was queued: this cannot fail. */
+	donor_cq_push(&rc->comp, s->cookie, status, s->op);
 }
 
 static int wc_errno(enum ibv_wc_status st)
@@ -318,6 +302,28 @@ static int ring_space_locked(struct rdma_conn *rc)
 	return 0;
 }
 
+/*
+ * Takes the completion-ring entry of one request. Lock held (dropped while
+ * waiting for the caller to collect). Returns 0, -ENOTCONN or -EBUSY.
+ */
+static int comp_room_locked(struct rdma_conn *rc)
+{
+	uint64_t until = now_ns() + (uint64_t)rc->timeout_ms * 1000000ULL;
+
+	while (donor_cq_reserve(&rc->comp, 1) < 0) {
+		if (rc->dead)
+			return -ENOTCONN;
+		/* What is queued must go out: its completions may be what the caller waits for. */
+		if (post_locked(rc) < 0)
+			return -ENOTCONN;
+		progress_locked(rc);
+		if (now_ns() > until)
+			return -EBUSY;
+		timed_wait_ms(rc, 1);
+	}
+	return 0;
+}
+
 /* ---- keys --------------------------------------------------------------- */
 
 static struct slab_key *key_find(struct rdma_conn *rc, uint32_t slab)
@@ -407,12 +413,19 @@ static int queue_locked(struct rdma_conn *rc, uint8_t op, uint64_t addr, uint32_
 	unsigned i;
 	int r;
 
+	/* Raw reads (test hook) report through raw_status, never through the completion ring. */
+	r = raw ? 0 : comp_room_locked(rc);
+	if (r < 0)
+		return r;
 	r = ring_space_locked(rc);
 	/* Waiting for room may have found the connection dead; nothing is queued then. */
 	if (r == 0 && rc->dead)
 		r = -ENOTCONN;
-	if (r < 0)
+	if (r < 0) {
+		if (!raw)
+			donor_cq_unreserve(&rc->comp, 1);
 		return r;
+	}
 	seq = rc->head;
 	i = seq % RING;
 	rc->slots[i] = (struct wr_slot){ .cookie = cookie, .page = page, .op = op, .raw = raw };
@@ -494,7 +507,7 @@ static int rdma_poll_completions(struct donor_conn *c, struct donor_completion *
 		uint64_t now;
 
 		progress_locked(rc);
-		if (rc->cq_len > 0 || timeout_ms == 0)
+		if (donor_cq_queued(&rc->comp) > 0 || timeout_ms == 0)
 			break;
 		/* Nothing can ever arrive on a broken connection with nothing outstanding. */
 		if (rc->dead && rc->tail == rc->head) {
@@ -515,12 +528,8 @@ static int rdma_poll_completions(struct donor_conn *c, struct donor_completion *
 		/* Idle: the event thread wakes us when the completion channel fires. */
 		timed_wait_ms(rc, 20);
 	}
-	while (n < max && rc->cq_len > 0) {
-		out[n++] = rc->cq_out[rc->cq_head];
-		rc->cq_head = (rc->cq_head + 1) % rc->cq_cap;
-		rc->cq_len--;
-	}
-	if (rc->cq_len == 0) {
+	n = donor_cq_pop(&rc->comp, out, max);
+	if (donor_cq_queued(&rc->comp) == 0) {
 		uint64_t v;
 		if (read(rc->evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 			r = r ? r : -errno;
@@ -847,7 +856,7 @@ static void rdma_close(struct donor_conn *c)
 	if (rc->wakefd >= 0)
 		close(rc->wakefd);
 	free(rc->staging);
-	free(rc->cq_out);
+	donor_cq_destroy(&rc->comp);
 	free(rc->keys);
 	pthread_mutex_destroy(&rc->lock);
 	pthread_cond_destroy(&rc->cond);
@@ -997,11 +1006,11 @@ static int rdma_connect_url(const char *url, const struct donor_key *key, const 
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&rc->cond, &ca);
 	pthread_condattr_destroy(&ca);
-	rc->cq_cap = 4 * RING;
-	rc->cq_out = calloc(rc->cq_cap, sizeof(*rc->cq_out));
+	r = donor_cq_init(&rc->comp, DONOR_MAX_INFLIGHT);
 	rc->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	rc->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	r = !rc->cq_out ? -ENOMEM : rc->evfd < 0 || rc->wakefd < 0 ? -errno : 0;
+	if (r == 0 && (rc->evfd < 0 || rc->wakefd < 0))
+		r = -errno;
 	deadline = now_ns() + (uint64_t)rc->timeout_ms * 1000000ULL;
 
 	/* Control channel: the TCP protocol, authentication included, on the same address and port. */
