@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Page map addressing across several RAM regions, and the spill store's
- * slot allocator and I/O: the pieces of the pager that need no uffd.
+ * Page map addressing across several RAM regions: guest addresses to page
+ * indexes and back (the spill allocator and I/O: test-spill.c).
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -15,7 +15,6 @@
 
 #include <cmocka.h>
 
-#include "spill.h"
 #include "vm-private.h"
 
 /* Two regions as two NUMA backends would give: far apart in the address space. */
@@ -66,80 +65,12 @@ static void test_page_to_addr_and_entry(void **state)
 	assert_int_equal(sizeof(struct page_entry), 12);
 }
 
-static struct spill *spill_in_tmp(uint64_t max_slots)
-{
-	char dir[] = "/var/tmp/uffdvm-unit-XXXXXX";
-	struct spill *s;
-
-	assert_non_null(mkdtemp(dir));
-	assert_int_equal(spill_new(dir, "t", max_slots, &s), 0);
-	/* the directory goes once the file does: spill_free unlinks it */
-	return s;
-}
-
-static void test_slots_reuse_and_cap(void **state)
-{
-	struct spill *s = spill_in_tmp(5000);
-	char dir[512];
-
-	for (uint32_t i = 0; i < 5000; i++)
-		assert_int_equal(spill_alloc_slot(s), i);
-	assert_int_equal(spill_alloc_slot(s), SPILL_NO_SLOT); /* cap reached */
-	assert_int_equal(spill_used_slots(s), 5000);
-	spill_free_slot(s, 4097);
-	spill_free_slot(s, 3);
-	/* first fit: the lowest free slot comes back first */
-	assert_int_equal(spill_alloc_slot(s), 3);
-	assert_int_equal(spill_alloc_slot(s), 4097);
-	assert_int_equal(spill_alloc_slot(s), SPILL_NO_SLOT);
-	spill_set_max_slots(s, 6000);
-	assert_int_equal(spill_alloc_slot(s), 5000);
-	snprintf(dir, sizeof(dir), "%s", spill_path(s));
-	*strrchr(dir, '/') = '\0';
-	spill_free(s);
-	assert_int_equal(rmdir(dir), 0); /* empty: the spill file was deleted */
-}
-
-static void test_write_read_back(void **state)
-{
-	struct spill *s = spill_in_tmp(0);
-	enum { N = 40 };
-	uint32_t slots[N];
-	void *bufs[N], *in = NULL;
-	int results[N];
-	char dir[512];
-
-	for (int i = 0; i < N; i++) {
-		assert_int_equal(posix_memalign(&bufs[i], 4096, 4096), 0);
-		memset(bufs[i], 'a' + i % 26, 4096);
-		((uint32_t *)bufs[i])[0] = (uint32_t)i;
-		slots[i] = spill_alloc_slot(s);
-	}
-	assert_int_equal(spill_write_batch(s, slots, bufs, results, N), 0);
-	assert_int_equal(posix_memalign(&in, 4096, 4096), 0);
-	for (int i = N - 1; i >= 0; i--) {
-		assert_int_equal(results[i], 0);
-		assert_int_equal(spill_read(s, slots[i], in), 0);
-		assert_memory_equal(in, bufs[i], 4096);
-	}
-	/* a slot past the end of the file is a short read: an error, not zeros */
-	assert_true(spill_read(s, 100000, in) < 0);
-	for (int i = 0; i < N; i++)
-		free(bufs[i]);
-	free(in);
-	snprintf(dir, sizeof(dir), "%s", spill_path(s));
-	*strrchr(dir, '/') = '\0';
-	spill_free(s);
-	rmdir(dir);
-}
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_addr_to_page),
 		cmocka_unit_test(test_page_to_addr_and_entry),
-		cmocka_unit_test(test_slots_reuse_and_cap),
-		cmocka_unit_test(test_write_read_back),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
