@@ -100,3 +100,21 @@ int mkdir_parent(const char *path)
 		return -ENAMETOOLONG;
 	return mkdir_p(dir, 0755);
 }
+
+int split_host_port(const char *hp, char **ret_host, const char **ret_port)
+{
+	const char *colon = strrchr(hp, ':');
+	char *host;
+
+	if (!colon || colon == hp || colon[1] == '\0')
+		return -EINVAL;
+	if (hp[0] == '[' && colon[-1] == ']')
+		host = strndup(hp + 1, (size_t)(colon - hp - 2));
+	else
+		host = strndup(hp, (size_t)(colon - hp));
+	if (!host)
+		return -ENOMEM;
+	*ret_host = host;
+	*ret_port = colon + 1;
+	return 0;
+}

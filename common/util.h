@@ -59,6 +59,13 @@ int parse_size(const char *s, uint64_t *ret_bytes);
 /* Formats bytes as "512M", "1.5G" etc. into buf; returns buf. */
 const char *format_size(uint64_t bytes, char *buf, size_t len);
 
+/*
+ * Splits "HOST:PORT" or "[IPV6]:PORT" (the part of a tcp:// or rdma:// URL
+ * after the scheme) at its last colon. Returns 0 with a malloc'ed host and
+ * *ret_port pointing into hp, -EINVAL when the host or port is missing, or
+ * -ENOMEM.
+ */
+int split_host_port(const char *hp, char **ret_host, const char **ret_port);
 /* True when /proc/self/fd/FD links to a name starting with prefix ("/memfd:", "anon_inode:[userfaultfd]"). */
 bool fd_link_has_prefix(int fd, const char *prefix);
 

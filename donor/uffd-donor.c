@@ -363,7 +363,7 @@ static int listen_tcp(const char *url, bool loopback_only)
 {
 	_cleanup_free_ char *host = NULL;
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE }, *res = NULL;
-	const char *hp, *colon;
+	const char *hp, *port;
 	int fd, one = 1, r;
 
 	if (strncmp(url, "tcp://", 6) == 0) {
@@ -375,18 +375,12 @@ static int listen_tcp(const char *url, bool loopback_only)
 		log_err("--listen %s: expected tcp://ADDRESS:PORT or rdma://ADDRESS:PORT", url);
 		return -EINVAL;
 	}
-	colon = strrchr(hp, ':');
-	if (!colon || colon == hp || colon[1] == '\0') {
+	r = split_host_port(hp, &host, &port);
+	if (r == -EINVAL)
 		log_err("--listen %s: missing address or port (tcp://ADDRESS:PORT)", url);
-		return -EINVAL;
-	}
-	if (hp[0] == '[' && colon[-1] == ']')
-		host = strndup(hp + 1, (size_t)(colon - hp - 2));
-	else
-		host = strndup(hp, (size_t)(colon - hp));
-	if (!host)
-		return -ENOMEM;
-	r = getaddrinfo(host, colon + 1, &hints, &res);
+	if (r < 0)
+		return r;
+	r = getaddrinfo(host, port, &hints, &res);
 	if (r != 0) {
 		log_err("--listen %s: %s", url, gai_strerror(r));
 		return -EINVAL;
@@ -600,16 +594,11 @@ int main(int argc, char **argv)
 		return 1;
 	if (strncmp(listen_url, "rdma://", 7) == 0) {
 #if HAVE_RDMA
-		_cleanup_free_ char *host = strdup(listen_url + 7);
-		char *colon = host ? strrchr(host, ':') : NULL;
-		if (!colon)
-			return 1;
-		*colon = '\0';
-		if (host[0] == '[' && colon[-1] == ']') {
-			colon[-1] = '\0';
-			memmove(host, host + 1, strlen(host));
-		}
-		if (donor_rdma_new(host, colon + 1, &d.rd) < 0)
+		_cleanup_free_ char *host = NULL;
+		const char *port;
+
+		/* listen_tcp() above already refused a malformed address. */
+		if (split_host_port(listen_url + 7, &host, &port) < 0 || donor_rdma_new(host, port, &d.rd) < 0)
 			return 1;
 		cfg.ext_handler = donor_rdma_ext;
 		cfg.ext_opaque = d.rd;

@@ -160,12 +160,20 @@ int policy_vm_parse(const char *text, size_t len, const char *source, struct pol
 	return 0;
 }
 
-/* Reads at most POLICY_FILE_MAX bytes of path into a malloc'ed buffer. */
+/*
+ * Reads at most POLICY_FILE_MAX bytes of path into a malloc'ed buffer. err
+ * may be NULL; otherwise it is cleared first.
+ */
 static int read_file(const char *path, char **ret_buf, size_t *ret_len, struct policy_error *err)
 {
 	_cleanup_close_ int fd = -1;
 	_cleanup_free_ char *buf = NULL;
+	struct policy_error dummy;
 	size_t n = 0;
+
+	if (!err)
+		err = &dummy;
+	memset(err, 0, sizeof(*err));
 
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
@@ -207,17 +215,10 @@ static int read_file(const char *path, char **ret_buf, size_t *ret_len, struct p
 int policy_vm_load(const char *path, struct policy_vm *ret, struct policy_error *err)
 {
 	_cleanup_free_ char *buf = NULL;
-	struct policy_error dummy;
 	size_t len;
-	int r;
+	int r = read_file(path, &buf, &len, err);
 
-	if (!err)
-		err = &dummy;
-	memset(err, 0, sizeof(*err));
-	r = read_file(path, &buf, &len, err);
-	if (r < 0)
-		return r;
-	return policy_vm_parse(buf, len, path, ret, err);
+	return r < 0 ? r : policy_vm_parse(buf, len, path, ret, err);
 }
 
 char *policy_vm_to_json(const struct policy_vm *p)
@@ -484,15 +485,8 @@ int policy_config_parse(const char *text, size_t len, const char *source,
 int policy_config_load(const char *path, struct policy_pager_config *ret, struct policy_error *err)
 {
 	_cleanup_free_ char *buf = NULL;
-	struct policy_error dummy;
 	size_t len;
-	int r;
+	int r = read_file(path, &buf, &len, err);
 
-	if (!err)
-		err = &dummy;
-	memset(err, 0, sizeof(*err));
-	r = read_file(path, &buf, &len, err);
-	if (r < 0)
-		return r;
-	return policy_config_parse(buf, len, path, ret, err);
+	return r < 0 ? r : policy_config_parse(buf, len, path, ret, err);
 }

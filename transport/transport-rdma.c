@@ -965,7 +965,7 @@ static int rdma_connect_url(const char *url, const struct donor_key *key, const 
 {
 	struct donor_connect_opts copts = { 0 };
 	_cleanup_free_ char *host = NULL, *tcp_url = NULL;
-	const char *hp, *colon, *spin;
+	const char *hp, *port, *spin;
 	struct rdma_conn *rc;
 	pthread_condattr_t ca;
 	struct donor_buf rep = { 0 };
@@ -976,16 +976,12 @@ static int rdma_connect_url(const char *url, const struct donor_key *key, const 
 	if (strncmp(url, "rdma://", 7) != 0)
 		return -EINVAL;
 	hp = url + 7;
-	colon = strrchr(hp, ':');
-	if (!colon || colon == hp || colon[1] == '\0') {
+	r = split_host_port(hp, &host, &port);
+	if (r == -EINVAL)
 		log_err("donor %s: expected rdma://ADDRESS:PORT", url);
-		return -EINVAL;
-	}
-	if (hp[0] == '[' && colon[-1] == ']')
-		host = strndup(hp + 1, (size_t)(colon - hp - 2));
-	else
-		host = strndup(hp, (size_t)(colon - hp));
-	if (!host || asprintf(&tcp_url, "tcp://%s", hp) < 0)
+	if (r < 0)
+		return r;
+	if (asprintf(&tcp_url, "tcp://%s", hp) < 0)
 		return -ENOMEM;
 	r = check_devices(url);
 	if (r < 0)
@@ -1031,7 +1027,7 @@ static int rdma_connect_url(const char *url, const struct donor_key *key, const 
 		donor_buf_release(&rep);
 	}
 	if (r == 0)
-		r = connect_qp(rc, url, host, colon + 1, token, deadline);
+		r = connect_qp(rc, url, host, port, token, deadline);
 	memset(token, 0, sizeof(token));
 	if (r == 0) {
 		rc->base.info = rc->ctl->info;

@@ -870,20 +870,15 @@ static int dial(const char *url, unsigned timeout_ms, uint64_t deadline)
 {
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
 	_cleanup_free_ char *host = NULL;
-	const char *hp = url + 6, *colon = strrchr(hp, ':');
+	const char *port;
 	struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
 	int fd, r, one = 1, soerr = 0;
 	socklen_t sl = sizeof(soerr);
 
-	if (!colon || colon == hp)
-		return -EINVAL;
-	if (hp[0] == '[' && colon[-1] == ']')
-		host = strndup(hp + 1, (size_t)(colon - hp - 2));
-	else
-		host = strndup(hp, (size_t)(colon - hp));
-	if (!host)
-		return -ENOMEM;
-	if (getaddrinfo(host, colon + 1, &hints, &res) != 0)
+	r = split_host_port(url + 6, &host, &port);
+	if (r < 0)
+		return r;
+	if (getaddrinfo(host, port, &hints, &res) != 0)
 		return -EHOSTUNREACH;
 	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0) {
