@@ -26,6 +26,12 @@ def sanitizer_report(log):
     return "Sanitizer" in log or "runtime error:" in log
 
 
+def log_excerpt(log, limit=200000):
+    """What a failure shows of a daemon's log: all of it when a sanitizer reported (every
+    report counts, and the log is deleted with the test's directory), else the tail."""
+    return log[-limit:] if sanitizer_report(log) else log[-4000:]
+
+
 def fail(msg):
     print(f"FAIL: {msg}", flush=True)
     sys.exit(1)
@@ -199,7 +205,7 @@ class Pager:
         shutil.rmtree(self.state, ignore_errors=True)
         # A sanitizer report (leak at exit, UB) or a bad exit must fail the test.
         if rc != 0 or sanitizer_report(log):
-            fail(f"uffd-pager exited {rc} or reported a sanitizer error:\n{log[-4000:]}")
+            fail(f"uffd-pager exited {rc} or reported a sanitizer error:\n{log_excerpt(log)}")
 
 
 def policy(name, local_memory, **extra):
@@ -315,4 +321,4 @@ class Donor:
         shutil.rmtree(self.tmp, ignore_errors=True)
         # Exit codes are not checked (tests SIGKILL donors on purpose); a sanitizer report is a failure.
         if sanitizer_report(log):
-            fail(f"uffd-donor reported a sanitizer error:\n{log[-4000:]}")
+            fail(f"uffd-donor reported a sanitizer error:\n{log_excerpt(log)}")
