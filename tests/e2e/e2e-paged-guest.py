@@ -98,9 +98,9 @@ def main():
         print(f"last stats: {last['evictions']} evictions, {last['refaults']} refaults, "
               f"{last['faults']['zero']} zero faults, fault p50 {lat['p50'] / 1000:.1f} us, "
               f"p99 {lat['p99'] / 1000:.1f} us")
-        pager.wait_for("VM gone from vm.list after QEMU exited", lambda: pager.vm_names() == [], timeout=10)
+        pager.wait_for("VM gone from vm.list after QEMU exited", lambda: pager.vm_names() == [], timeout=30)
         # The VM leaves vm.list before its spill file is unlinked (the VM is freed off the main loop).
-        pager.wait_for("spill file deleted", lambda: os.listdir(pager.state) == [], timeout=10)
+        pager.wait_for("spill file deleted", lambda: os.listdir(pager.state) == [], timeout=30)
         check(True, "spill file deleted")
         check(pager.alive(), "pager still running")
     finally:

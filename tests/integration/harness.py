@@ -18,6 +18,20 @@ BUILD = os.environ.get("UFFDVM_BUILD_DIR") or os.path.abspath(
     os.path.join(os.path.dirname(__file__), "..", "..", "build"))
 
 
+def sanitizer_report(log):
+    """True when a daemon's log holds a sanitizer report: ASan/LSan/TSan
+    ("WARNING: ThreadSanitizer: data race", "ERROR: AddressSanitizer") or UBSan
+    ("runtime error:"). TSan runs with halt_on_error=0, so its reports can
+    sit in the log of a daemon that then exits 0 or is killed."""
+    return "Sanitizer" in log or "runtime error:" in log
+
+
+def log_excerpt(log, limit=200000):
+    """What a failure shows of a daemon's log: all of it when a sanitizer reported (every
+    report counts, and the log is deleted with the test's directory), else the tail."""
+    return log[-limit:] if sanitizer_report(log) else log[-4000:]
+
+
 def fail(msg):
     print(f"FAIL: {msg}", flush=True)
     sys.exit(1)
@@ -168,6 +182,14 @@ class Pager:
                 fail(f"{what}: not reached within {timeout} s")
             time.sleep(interval)
 
+    def wait_subscribed(self, pid, timeout=30):
+        """Waits until process pid's events.subscribe was accepted, so that no event it must see
+        can come before it (a sleep would race with a slow start). The pager logs each
+        subscription at debug level: start it with --log-level debug."""
+        line = f"pid {pid} subscribed to events"
+        self.wait_for(f"uffd-ctl (pid {pid}) subscribed to events (pager log: {line!r})",
+                      lambda: line in self.read_log(), timeout, 0.05)
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -182,8 +204,8 @@ class Pager:
         shutil.rmtree(self.tmp, ignore_errors=True)
         shutil.rmtree(self.state, ignore_errors=True)
         # A sanitizer report (leak at exit, UB) or a bad exit must fail the test.
-        if rc != 0 or "Sanitizer" in log or "runtime error:" in log:
-            fail(f"uffd-pager exited {rc} or reported a sanitizer error:\n{log[-4000:]}")
+        if rc != 0 or sanitizer_report(log):
+            fail(f"uffd-pager exited {rc} or reported a sanitizer error:\n{log_excerpt(log)}")
 
 
 def policy(name, local_memory, **extra):
@@ -295,4 +317,8 @@ class Donor:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+        log = self.read_log()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        # Exit codes are not checked (tests SIGKILL donors on purpose); a sanitizer report is a failure.
+        if sanitizer_report(log):
+            fail(f"uffd-donor reported a sanitizer error:\n{log_excerpt(log)}")

@@ -233,7 +233,9 @@ def main():
 
         host.apply()  # libvirtd up first: the pager connects to it once, at start
         # The pager also watches libvirt's domain events, as an operator would run it.
-        pager = Pager(extra_args=["--libvirt", "qemu:///system"], config={"allowed_uids": [uid]})
+        # --log-level debug: the pager logs each events subscription (wait_subscribed below).
+        pager = Pager(extra_args=["--libvirt", "qemu:///system", "--log-level", "debug"],
+                      config={"allowed_uids": [uid]})
         deadline = time.time() + 20
         while time.time() < deadline and "libvirt: connected to qemu:///system" not in pager.read_log():
             time.sleep(0.1)
@@ -291,7 +293,7 @@ def main():
 
         events = subprocess.Popen([exe("uffd-ctl"), "--control", pager.control, "--json", "events"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(0.5)  # let it subscribe
+        pager.wait_subscribed(events.pid)
         virsh("destroy", name)
         deadline = time.time() + 30
         while time.time() < deadline and name in vm_names(pager):

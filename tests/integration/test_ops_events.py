@@ -79,15 +79,16 @@ def main():
     pager = None
     procs = []
     try:
-        pager = Pager(config={"donors": [donor.url], "donor_key_file": donor.key_file, "client_id": "ev-pager",
+        pager = Pager(extra_args=["--log-level", "debug"],  # logs each subscription: wait_subscribed
+                      config={"donors": [donor.url], "donor_key_file": donor.key_file, "client_id": "ev-pager",
                               "donor_timeout_ms": 1000})
         t0 = time.time()
         sub = Subscriber(pager)
         cj = ctl_events(pager, "--json", "events", "--count", "2")
         ch = ctl_events(pager, "events", "--count", "1")
         procs += [cj, ch]
-        # uffd-ctl has subscribed once the pager logs nothing we can see; give it a moment to connect.
-        time.sleep(1.0)
+        pager.wait_subscribed(cj.pid)
+        pager.wait_subscribed(ch.pid)
 
         # ---- a VM attaches and is killed ----
         g = guestsim(pager, "evvm", policy("evvm", "16M"),

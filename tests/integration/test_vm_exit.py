@@ -31,7 +31,23 @@ def evicting(pager, name):
     return st and st["evictions"] > 0 and st["refaults"] > 0
 
 
-def wait_gone(pager, name, spill, threads, fds, what, timeout=5):
+def settled_fds(pager, quiet=1.0, timeout=20):
+    """The pager's fd count once it has not changed for `quiet` seconds: a VM's fds are opened
+    by its threads as they start, so a count read at a fixed delay races with them."""
+    deadline = time.time() + timeout
+    n, since = pager.fds(), time.time()
+    while time.time() < deadline:
+        time.sleep(0.05)
+        m = pager.fds()
+        if m != n:
+            n, since = m, time.time()
+        elif time.time() - since >= quiet:
+            return n
+    fail(f"the pager's fd count never settled within {timeout} s: {n}: {pager.fd_targets()}")
+
+
+# Generous: a loaded host delays the pager's threads, not the property (everything is released).
+def wait_gone(pager, name, spill, threads, fds, what, timeout=30):
     t0 = time.time()
     pager.wait_for(f"{name} gone from vm.list", lambda: name not in pager.vm_names(), timeout)
     pager.wait_for(f"{name}'s spill file {spill} deleted", lambda: not os.path.exists(spill), timeout)
@@ -58,8 +74,7 @@ def main():
         b = start_vm(pager, "survivor", 15)
         procs.append(b)
         pager.wait_for("one VM's threads started", lambda: pager.threads() == idle_threads + THREADS_PER_VM)
-        time.sleep(0.3)
-        one_fds = pager.fds()
+        one_fds = settled_fds(pager)
         spill_b = pager.vm_stats("survivor")["spill_file"]
         a = start_vm(pager, "victim", 120)
         procs.append(a)
