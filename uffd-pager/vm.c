@@ -224,15 +224,22 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 		/* Spill slots share the 32-bit location with remote copies: 31 bits. */
 		if (!max_slots || max_slots > STORE_SPILL_MAX_SLOTS)
 			max_slots = STORE_SPILL_MAX_SLOTS;
+		struct spill *spill = NULL;
+		struct store *store = NULL;
 		char fname[128];
 
 		snprintf(fname, sizeof(fname), "%s-%d", vm->policy.name, (int)vm->pid);
-		ret = spill_new(vm->state_dir, fname, max_slots, &vm->spill);
+		ret = spill_new(vm->state_dir, fname, max_slots, &spill);
 		if (ret < 0) {
 			snprintf(err, errlen, "cannot create spill file in %s: %s", vm->state_dir, strerror(-ret));
 			return ret; /* the region stays owned by the VM and is freed with it */
 		}
-		ret = store_new(vm->policy.name, vm->pool, vm->spill, &vm->policy, &vm->store);
+		ret = store_new(vm->policy.name, vm->pool, spill, &vm->policy, &store);
+		/* vm.stats on the control thread may look at a VM still attaching: publish under the lock. */
+		pthread_mutex_lock(&vm->lock);
+		vm->spill = spill;
+		vm->store = store;
+		pthread_mutex_unlock(&vm->lock);
 		if (ret < 0) {
 			snprintf(err, errlen, "cannot set up stores: %s", strerror(-ret));
 			return ret;
@@ -244,7 +251,9 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 			/* a started fault thread is stopped by vm_free through stop_efd */
 			return ret;
 		}
+		pthread_mutex_lock(&vm->lock);
 		vm->threads_started = true;
+		pthread_mutex_unlock(&vm->lock);
 		vm_log_info(vm->policy.name, "paging pid %d, local memory %llu MiB, spill %s%s, %u donors, replicas %u%s", (int)vm->pid, (unsigned long long)(vm->policy.local_memory >> 20),
 			 spill_path(vm->spill), spill_is_direct(vm->spill) ? " (O_DIRECT)" : "",
 			 donor_pool_count(vm->pool), vm->policy.replicas, vm->policy.backup_spill ? ", spill backup" : "");
@@ -390,7 +399,7 @@ void vm_set_local_memory(struct vm *vm, uint64_t bytes)
 	pthread_mutex_unlock(&vm->lock);
 }
 
-/* Pages the memfds really hold: the ground truth, not our counter. */
+/* Pages the memfds really hold: the ground truth, not our counter. Under lock (regions may be added). */
 static uint64_t memfd_resident_pages(struct vm *vm)
 {
 	uint64_t pages = 0;
@@ -429,6 +438,12 @@ json_t *vm_stats_json(struct vm *vm, bool brief)
 		      "stored_pages", (json_int_t)pagemap_stored(&vm->map), "zero_pages", (json_int_t)pagemap_zero(&vm->map),
 		      "high_watermark_pages", (json_int_t)vm->high_pages);
 	json_object_set_new(o, "low_watermark_pages", json_integer((json_int_t)vm->low_pages));
+	/* What a VM still attaching (first REGION) or a policy change may rewrite: read under the lock. */
+	const uint64_t memfd_pages = brief ? 0 : memfd_resident_pages(vm);
+	struct spill *spill = vm->spill;
+	struct store *store = vm->store;
+	const unsigned replicas = vm->policy.replicas;
+	const bool backup_spill = vm->policy.backup_spill;
 	pthread_mutex_unlock(&vm->lock);
 	json_object_set_new(o, "uuid", json_string(vm->uuid));
 	json_object_set_new(o, "faults",
@@ -439,19 +454,19 @@ json_t *vm_stats_json(struct vm *vm, bool brief)
 	if (brief)
 		return o;
 
-	json_object_set_new(o, "memfd_resident_pages", json_integer((json_int_t)memfd_resident_pages(vm)));
-	json_object_set_new(o, "spill_pages", json_integer(vm->spill ? (json_int_t)spill_used_slots(vm->spill) : 0));
-	json_object_set_new(o, "spill_file", json_string(vm->spill ? spill_path(vm->spill) : ""));
+	json_object_set_new(o, "memfd_resident_pages", json_integer((json_int_t)memfd_pages));
+	json_object_set_new(o, "spill_pages", json_integer(spill ? (json_int_t)spill_used_slots(spill) : 0));
+	json_object_set_new(o, "spill_file", json_string(spill ? spill_path(spill) : ""));
 	json_object_set_new(o, "evictions_aborted", json_integer(STAT(evictions_aborted)));
 	json_object_set_new(o, "prefetch", json_pack("{s:I, s:I, s:I, s:I}", "issued", STAT(prefetch_issued), "hits",
 						     STAT(prefetch_hits), "wasted", STAT(prefetch_wasted), "no_room",
 						     STAT(prefetch_no_room)));
 	json_object_set_new(o, "refaults", json_integer(STAT(faults_spill) + STAT(faults_donor)));
-	if (vm->store) {
-		struct store_stats *ss = store_stats(vm->store);
+	if (store) {
+		struct store_stats *ss = store_stats(store);
 		json_t *per = json_array();
 		for (unsigned d = 0; d < donor_pool_count(vm->pool); d++)
-			json_array_append_new(per, json_integer((json_int_t)store_donor_pages(vm->store, d)));
+			json_array_append_new(per, json_integer((json_int_t)store_donor_pages(store, d)));
 		json_object_set_new(o, "remote",
 				    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "copies",
 					      (json_int_t)atomic_load(&ss->remote_copies), "faults_donor",
@@ -462,8 +477,8 @@ json_t *vm_stats_json(struct vm *vm, bool brief)
 					      (json_int_t)atomic_load(&ss->copies_lost), "pages_lost",
 					      (json_int_t)atomic_load(&ss->pages_lost), "spill_fallbacks",
 					      (json_int_t)atomic_load(&ss->spill_fallbacks), "per_donor_copies", per));
-		json_object_set_new(o, "durability", json_pack("{s:i, s:s, s:i}", "replicas", (int)vm->policy.replicas,
-							     "backup", vm->policy.backup_spill ? "spill" : "none",
+		json_object_set_new(o, "durability", json_pack("{s:i, s:s, s:i}", "replicas", (int)replicas,
+							     "backup", backup_spill ? "spill" : "none",
 							     "copies_per_page", (int)vm->ncopies));
 	}
 	json_object_set_new(o, "zero_pages_skipped", json_integer(STAT(zero_pages_skipped)));
