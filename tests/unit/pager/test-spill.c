@@ -22,6 +22,8 @@
 
 #include <cmocka.h>
 
+#include "test-pages.h"
+
 #include "spill.h"
 #include "util.h"
 
@@ -40,17 +42,6 @@ static void spill_done(struct spill *s, const char *dir)
 {
 	spill_free(s);
 	assert_int_equal(rmdir(dir), 0); /* empty: the spill file was deleted */
-}
-
-static void *page_filled(uint32_t tag)
-{
-	void *p = NULL;
-
-	assert_int_equal(posix_memalign(&p, PAGE_SIZE_4K, PAGE_SIZE_4K), 0);
-	memset(p, (int)(tag & 0xff), PAGE_SIZE_4K);
-	((uint32_t *)p)[0] = tag;
-	((uint32_t *)p)[PAGE_SIZE_4K / 4 - 1] = ~tag;
-	return p;
 }
 
 static void test_new_and_free(void **state)

@@ -20,6 +20,8 @@
 
 #include <cmocka.h>
 
+#include "test-pages.h"
+
 #include "crc32c.h"
 #include "donors.h"
 #include "policy.h"
@@ -62,17 +64,6 @@ static void fixture_free(struct fixture *f)
 	donor_pool_free(f->pool);
 	assert_int_equal(rmdir(f->dir), 0);
 	free(f);
-}
-
-static void *page_filled(uint32_t tag)
-{
-	void *p = NULL;
-
-	assert_int_equal(posix_memalign(&p, PAGE_SIZE_4K, PAGE_SIZE_4K), 0);
-	memset(p, (int)(tag & 0xff), PAGE_SIZE_4K);
-	((uint32_t *)p)[0] = tag;
-	((uint32_t *)p)[PAGE_SIZE_4K / 4 - 1] = ~tag;
-	return p;
 }
 
 static uint32_t page_crc(const void *p) { return crc32c(0, p, PAGE_SIZE_4K); }
