@@ -382,6 +382,20 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 	/* The name the launcher chose (--name) wins over the policy's. */
 	snprintf(pol.name, sizeof(pol.name), "%s", name);
 
+	/*
+	 * The guest's size is not known before its first REGION, but no guest
+	 * may exceed max_guest_memory: a larger limit could never be used, and
+	 * an unbounded one made the committed sum wrap past the budget.
+	 */
+	if (pol.local_memory > p->cfg.max_guest_memory) {
+		char a[32], b[32];
+
+		p->vms_refused++;
+		reply(c, GLUE_REFUSED, "local_memory %s is more than the pager's max_guest_memory %s",
+		      format_size(pol.local_memory, a, sizeof(a)), format_size(p->cfg.max_guest_memory, b, sizeof(b)));
+		log_warn("vm %s refused: local_memory %s over max_guest_memory %s", name, a, b);
+		return;
+	}
 	pthread_mutex_lock(&p->lock);
 	if (find_vm_locked(p, name)) {
 		pthread_mutex_unlock(&p->lock);
@@ -389,17 +403,25 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 		reply(c, GLUE_REFUSED, "a VM named '%s' is already registered", name);
 		return;
 	}
-	if (p->cfg.budget && p->committed + pol.local_memory > p->cfg.budget) {
+	uint64_t committed;
+	bool overflow = __builtin_add_overflow(p->committed, pol.local_memory, &committed);
+	if (overflow || (p->cfg.budget && committed > p->cfg.budget)) {
 		char a[32], b[32], d[32];
+		const uint64_t had = p->committed;
+
 		pthread_mutex_unlock(&p->lock);
 		p->vms_refused++;
-		reply(c, GLUE_REFUSED, "local_memory %s does not fit the host budget: %s of %s already committed",
-		      format_size(pol.local_memory, a, sizeof(a)), format_size(p->committed, b, sizeof(b)),
-		      format_size(p->cfg.budget, d, sizeof(d)));
+		format_size(pol.local_memory, a, sizeof(a));
+		format_size(had, b, sizeof(b));
+		if (p->cfg.budget)
+			reply(c, GLUE_REFUSED, "local_memory %s does not fit the host budget: %s of %s already committed",
+			      a, b, format_size(p->cfg.budget, d, sizeof(d)));
+		else
+			reply(c, GLUE_REFUSED, "local_memory %s does not fit: %s already committed", a, b);
 		log_warn("vm %s refused: local_memory %s over the budget", name, a);
 		return;
 	}
-	p->committed += pol.local_memory; /* reserved now so two HELLOs cannot both fit */
+	p->committed = committed; /* reserved now so two HELLOs cannot both fit */
 	pthread_mutex_unlock(&p->lock);
 
 	pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
@@ -728,14 +750,24 @@ int registry_set_limit_locked(struct pager *p, struct vm *vm, uint64_t bytes, ch
 {
 	char a[32], b[32], d[32];
 
+	uint64_t committed;
+	bool overflow;
+
 	bytes &= ~(uint64_t)(PAGE_SIZE_4K - 1);
-	if (p->cfg.budget && p->committed - vm_local_memory(vm) + bytes > p->cfg.budget) {
+	/* committed holds this VM's limit, so the subtraction cannot wrap; the addition can. */
+	overflow = __builtin_add_overflow(p->committed - vm_local_memory(vm), bytes, &committed);
+	if (overflow || (p->cfg.budget && committed > p->cfg.budget)) {
 		snprintf(err, errlen, "%s does not fit the host budget of %s (%s committed)",
-			 format_size(bytes, a, sizeof(a)), format_size(p->cfg.budget, b, sizeof(b)),
+			 format_size(bytes, a, sizeof(a)), p->cfg.budget ? format_size(p->cfg.budget, b, sizeof(b)) : "unlimited",
 			 format_size(p->committed, d, sizeof(d)));
 		return -ENOSPC;
 	}
-	p->committed = p->committed - vm_local_memory(vm) + bytes;
+	if (bytes > p->cfg.max_guest_memory) {
+		snprintf(err, errlen, "%s is more than the pager's max_guest_memory %s", format_size(bytes, a, sizeof(a)),
+			 format_size(p->cfg.max_guest_memory, b, sizeof(b)));
+		return -EINVAL;
+	}
+	p->committed = committed;
 	/* Before the limit takes effect: a settle hold must be in place before the evictor wakes for it. */
 	balloon_target_locked(p, client_of_vm_locked(p, vm), POLICY_BALLOON_LIMIT, bytes);
 	vm_set_local_memory(vm, bytes);
