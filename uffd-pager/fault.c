@@ -20,14 +20,17 @@
 #include <errno.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "crc32c.h"
+#include "events.h"
 #include "log.h"
 #include "prefetcher.h"
 #include "util.h"
@@ -545,6 +548,36 @@ static bool drain_step(struct fault_ctx *fc)
 	return !finished;
 }
 
+/*
+ * The fault thread cannot go on (its uffd reports an error): without it the
+ * guest's next fault waits forever, so the VM is marked failed (vm.stats
+ * state), the event bus and the log say so, and the VM is stopped or
+ * killed as its policy's on_data_loss says, the way a lost page is. Not
+ * while the VM is being freed: then the error is just the end.
+ */
+static void fault_thread_failed(struct vm *vm, const char *what, int err)
+{
+	char name[sizeof(vm->policy.name)];
+	bool kill_it;
+
+	pthread_mutex_lock(&vm->lock);
+	if (vm->stopping) {
+		pthread_mutex_unlock(&vm->lock);
+		return;
+	}
+	vm->failed = true;
+	kill_it = vm->policy.on_data_loss == POLICY_LOSS_KILL;
+	memcpy(name, vm->policy.name, sizeof(name));
+	pthread_mutex_unlock(&vm->lock);
+	vm_log_err(name, "fault thread stops: %s%s%s; no fault can be served any more: %s the VM (pid %d) per policy 'on_data_loss'",
+		   what, err ? ": " : "", err ? strerror(err) : "", kill_it ? "killing" : "stopping", (int)vm->pid);
+	events_emit("vm.failed", json_pack("{s:s, s:i, s:s, s:s}", "vm", name, "pid", (int)vm->pid, "reason", what,
+					   "action", kill_it ? "killed" : "stopped"));
+	/* pidfd: the signal cannot reach a recycled pid. */
+	if (syscall(SYS_pidfd_send_signal, vm->pidfd, kill_it ? SIGKILL : SIGSTOP, NULL, 0) < 0)
+		vm_log_err(name, "cannot signal pid %d: %s", (int)vm->pid, strerror(errno));
+}
+
 void *vm_fault_thread(void *arg)
 {
 	struct vm *vm = arg;
@@ -553,8 +586,8 @@ void *vm_fault_thread(void *arg)
 
 	fc = calloc(1, sizeof(*fc));
 	if (!fc || posix_memalign(&fc->page_buf, PAGE_SIZE_4K, PAGE_SIZE_4K)) {
-		vm_log_err(vm->policy.name, "fault thread out of memory");
 		free(fc);
+		fault_thread_failed(vm, "no memory for the fault thread", ENOMEM);
 		return NULL;
 	}
 	fc->vm = vm;
@@ -584,8 +617,12 @@ void *vm_fault_thread(void *arg)
 			dispatch(fc, &m);
 		}
 		more_drain = drain_step(fc);
-		if (poll(pfd, fc->efd >= 0 ? 4 : 3, more_drain ? 0 : -1) < 0 && errno != EINTR)
+		if (poll(pfd, fc->efd >= 0 ? 4 : 3, more_drain ? 0 : -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			fault_thread_failed(vm, "poll failed", errno);
 			break;
+		}
 		if (pfd[1].revents)
 			break;
 		if (pfd[3].revents & POLLIN) {
@@ -597,12 +634,17 @@ void *vm_fault_thread(void *arg)
 			ticks = 0; /* drained by an earlier read: nothing to clear */
 		if (!(pfd[0].revents & POLLIN) && !(pfd[0].revents & (POLLERR | POLLHUP | POLLNVAL)))
 			continue;
-		if (pfd[0].revents & (POLLERR | POLLHUP | POLLNVAL))
+		if (pfd[0].revents & (POLLERR | POLLHUP | POLLNVAL)) {
+			fault_thread_failed(vm, pfd[0].revents & POLLERR ? "the userfaultfd reports POLLERR"
+					    : pfd[0].revents & POLLHUP ? "the userfaultfd reports POLLHUP"
+					    : "the userfaultfd is not open (POLLNVAL)", 0);
 			break;
+		}
 		n = read(vm->uffd, msgs, sizeof(msgs));
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				continue;
+			fault_thread_failed(vm, "reading the userfaultfd failed", errno);
 			break;
 		}
 		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++)

@@ -14,6 +14,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -334,6 +335,34 @@ static bool uuid_valid(const char *s)
 	return true;
 }
 
+/*
+ * The fault thread polls the uffd, and the kernel answers POLLERR on a
+ * blocking one (a read could block) and on one whose UFFDIO_API handshake
+ * was never done. The flag lives on the open file the client shares with
+ * us; the shim never reads its copy, so setting it here is harmless.
+ * Returns 0 or -errno with *err saying why.
+ */
+static int uffd_make_nonblocking(int uffd, char *err, size_t errlen)
+{
+	struct pollfd pfd = { .fd = uffd, .events = POLLIN };
+	int fl = fcntl(uffd, F_GETFL);
+
+	if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(uffd, F_SETFL, fl | O_NONBLOCK) < 0)) {
+		int r = -errno;
+
+		snprintf(err, errlen, "cannot make the userfaultfd non-blocking: %s", strerror(-r));
+		return r;
+	}
+	if (!(fl & O_NONBLOCK))
+		log_debug("registration from a uffd without O_NONBLOCK: set it");
+	if (poll(&pfd, 1, 0) < 0 || (pfd.revents & (POLLERR | POLLNVAL))) {
+		snprintf(err, errlen, "the userfaultfd is not usable (poll: %s): was its UFFDIO_API handshake done?",
+			 pfd.revents & POLLERR ? "POLLERR" : strerror(errno));
+		return -EINVAL;
+	}
+	return 0;
+}
+
 /* Gives back what handle_hello reserved for a VM that did not come to be. */
 static void unreserve(struct pager *p, uint64_t local_memory)
 {
@@ -359,6 +388,10 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 	}
 	if (!fd_link_has_prefix(*fd, "anon_inode:[userfaultfd]")) {
 		reply(c, GLUE_INVALID, "HELLO must carry exactly one userfaultfd, not another kind of fd");
+		return;
+	}
+	if (uffd_make_nonblocking(*fd, err, sizeof(err)) < 0) {
+		reply(c, GLUE_INVALID, "%s", err);
 		return;
 	}
 	if (!policy_name_valid(name)) {
