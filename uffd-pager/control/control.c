@@ -51,6 +51,12 @@
 #define ACCEPT_PAUSE_MS 100
 #define MAX_PEER_GROUPS 64
 #define HTTP_REQUEST_MAX 8192
+/*
+ * Metrics (TCP) connections have their own slots: anyone on the host can
+ * open them, and they must never use up the control socket's
+ * CTL_SERVER_MAX_CLIENTS, which root needs to manage the VMs.
+ */
+#define MAX_HTTP_CLIENTS 32
 /* Events queued for one subscriber before it counts as too slow and is dropped. */
 #define EV_QUEUE_MAX 1024
 
@@ -121,7 +127,8 @@ struct ctl_server {
 	pthread_t thread;
 	bool thread_started;
 	LIST_HEAD(, ctl_client) clients;
-	unsigned nclients;
+	unsigned nclients;  /* control socket clients, at most CTL_SERVER_MAX_CLIENTS */
+	unsigned nhttp;     /* metrics clients, at most MAX_HTTP_CLIENTS */
 	uint64_t accept_paused_until_ns;
 
 	pthread_mutex_t lock; /* protects the fields below, set from other threads */
@@ -601,7 +608,10 @@ static json_t *execute(struct ctl_server *s, struct ctl_client *c, const char *l
 static void client_free(struct ctl_server *s, struct ctl_client *c)
 {
 	LIST_REMOVE(c, link);
-	s->nclients--;
+	if (c->http)
+		s->nhttp--;
+	else
+		s->nclients--;
 	/*
 	 * Deregister explicitly: close() alone leaves the registration alive
 	 * while a forked child still shares the socket, and epoll would keep
@@ -901,7 +911,13 @@ static void server_accept(struct ctl_server *s, bool http)
 			}
 			return;
 		}
-		if (s->nclients >= CTL_SERVER_MAX_CLIENTS) {
+		if (http && s->nhttp >= MAX_HTTP_CLIENTS) {
+			/* An HTTP client reads an HTTP answer, not a JSON line: just close. */
+			log_debug("control: metrics connection refused: %d open", MAX_HTTP_CLIENTS);
+			close(fd);
+			continue;
+		}
+		if (!http && s->nclients >= CTL_SERVER_MAX_CLIENTS) {
 			reject_connection(fd, "too many control clients; try again later");
 			continue;
 		}
@@ -945,7 +961,10 @@ static void server_accept(struct ctl_server *s, bool http)
 			continue;
 		}
 		LIST_INSERT_HEAD(&s->clients, c, link);
-		s->nclients++;
+		if (http)
+			s->nhttp++;
+		else
+			s->nclients++;
 		log_debug("control: client connected: pid %d uid %u gid %u", (int)c->cred.pid, (unsigned)c->cred.uid,
 			  (unsigned)c->cred.gid);
 	}
