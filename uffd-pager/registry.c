@@ -39,6 +39,7 @@
 #include "glue-proto.h"
 #include "log.h"
 #include "registry.h"
+#include "spill.h"
 #include "util.h"
 #include "vm.h"
 
@@ -599,6 +600,39 @@ static void accept_client(struct pager *p)
 	epoll_ctl(p->epfd, EPOLL_CTL_ADD, c->fd, &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &c->tag });
 }
 
+/*
+ * The state dir holds spill files, i.e. guest memory. One that another
+ * user owns is refused (its owner could read or swap our files); one of
+ * ours that group or others may enter is tightened to 0700, with a
+ * warning, so that a directory made by `mkdir -p` keeps working. A symlink
+ * is refused: its target could be changed under us. Returns 0 or -errno
+ * (logged, naming the path and its mode).
+ */
+static int state_dir_secure(const char *dir)
+{
+	_cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+
+	if (fd < 0 && errno == ELOOP)
+		return log_err_errno(-ELOOP, "state directory %s is a symbolic link: give the real directory", dir);
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return log_err_errno(-errno, "state directory %s", dir);
+	if (st.st_uid != geteuid()) {
+		log_err("state directory %s (mode %04o) is owned by uid %u, not by uid %u that runs uffd-pager: "
+			"it holds guest memory; give it to uid %u with mode 0700, or choose another",
+			dir, (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid, (unsigned)geteuid(), (unsigned)geteuid());
+		return -EPERM;
+	}
+	if (st.st_mode & 077) {
+		if (fchmod(fd, st.st_mode & 07700) < 0)
+			return log_err_errno(-errno, "state directory %s has mode %04o (group/others have access) and cannot be tightened",
+					     dir, (unsigned)(st.st_mode & 07777));
+		log_warn("state directory %s had mode %04o: group and others had access to guest memory; now %04o",
+			 dir, (unsigned)(st.st_mode & 07777), (unsigned)(st.st_mode & 07700));
+	}
+	return 0;
+}
+
 static void pager_freep(struct pager **p)
 {
 	pager_free(*p);
@@ -622,6 +656,11 @@ int pager_new(const struct policy_pager_config *cfg, struct pager **ret)
 
 	if ((r = mkdir_p(cfg->state_dir, 0700)) < 0)
 		return log_err_errno(r, "cannot create state directory %s", cfg->state_dir);
+	if ((r = state_dir_secure(cfg->state_dir)) < 0)
+		return r;
+	r = spill_remove_stale(cfg->state_dir);
+	if (r < 0)
+		return log_err_errno(r, "cannot read state directory %s", cfg->state_dir);
 	if ((r = policy_check_state_dir_fstype(cfg->state_dir, err, sizeof(err))) < 0) {
 		log_err("%s", err);
 		return r;

@@ -1,9 +1,15 @@
 /* SPDX-License-Identifier: MIT */
-/* Spill file: slot allocator and io_uring I/O for one VM's evicted pages. */
+/*
+ * Spill file: slot allocator and io_uring I/O for one VM's evicted pages,
+ * and the start-up removal of files that pagers killed before they could
+ * delete them (guest data must not outlive its VM on disk).
+ */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +100,55 @@ void spill_free(struct spill *s)
 	pthread_mutex_destroy(&s->lock);
 	free(s->bitmap);
 	free(s);
+}
+
+/* PID of a NAME-PID.spill file name, or 0 when the name has another form. */
+static pid_t stale_spill_pid(const char *fname)
+{
+	const char *dash = strrchr(fname, '-'), *p;
+	size_t n = strlen(fname);
+	long pid = 0;
+
+	if (n <= 6 || strcmp(fname + n - 6, ".spill") != 0 || !dash || dash == fname)
+		return 0;
+	for (p = dash + 1; p < fname + n - 6; p++) {
+		if (*p < '0' || *p > '9' || pid > 4194304) /* PID_MAX_LIMIT */
+			return 0;
+		pid = pid * 10 + (*p - '0');
+	}
+	return p == dash + 1 ? 0 : (pid_t)pid;
+}
+
+int spill_remove_stale(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int removed = 0;
+
+	if (!d)
+		return -errno;
+	while ((e = readdir(d))) {
+		pid_t pid = stale_spill_pid(e->d_name);
+		struct stat st;
+
+		/*
+		 * Only files of processes that are gone: a live process may be a
+		 * VM whose pages are in the file, for a pager that adopts it.
+		 */
+		if (pid <= 0 || kill(pid, 0) == 0 || errno != ESRCH)
+			continue;
+		if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+			continue;
+		if (unlinkat(dirfd(d), e->d_name, 0) < 0) {
+			log_warn("cannot delete stale spill file %s/%s: %s", dir, e->d_name, strerror(errno));
+			continue;
+		}
+		log_info("deleted stale spill file %s/%s (%llu bytes of guest pages; pid %d is gone)", dir, e->d_name,
+			 (unsigned long long)st.st_size, (int)pid);
+		removed++;
+	}
+	closedir(d);
+	return removed;
 }
 
 const char *spill_path(const struct spill *s) { return s->path; }

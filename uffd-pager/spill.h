@@ -25,6 +25,13 @@ struct spill;
 int spill_new(const char *dir, const char *name, uint64_t max_slots, struct spill **ret);
 /* Closes and deletes the file. NULL-safe. */
 void spill_free(struct spill *s);
+/*
+ * Start-up clean-up of DIR: deletes each regular file NAME-PID.spill whose
+ * PID no longer runs (left by a pager that was killed), logging each; files
+ * of live processes and other names are kept. Returns how many were
+ * deleted, or -errno when DIR cannot be read.
+ */
+int spill_remove_stale(const char *dir);
 const char *spill_path(const struct spill *s);
 bool spill_is_direct(const struct spill *s);
 
