@@ -4,7 +4,8 @@
  * free and reuse, exhaustion, double frees, concurrent callers) and page
  * I/O on a real file in a temporary directory, through both io_uring
  * rings and plain pread/pwrite, including the errors a full disk or a
- * short file produce. Needs no root.
+ * short file produce; the start-up removal of files whose process is
+ * gone. Needs no root.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -324,6 +326,68 @@ static void test_write_errors_per_page(void **state)
 	spill_done(s, dir);
 }
 
+static void touch(const char *dir, const char *name)
+{
+	char path[600];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fclose(f);
+}
+
+static bool exists(const char *dir, const char *name)
+{
+	char path[600];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	return access(path, F_OK) == 0;
+}
+
+/* Start-up clean-up: NAME-PID.spill of a dead PID goes; live PIDs, other names and non-files stay. */
+static void test_remove_stale(void **state)
+{
+	char dir[64], dead[64], live[64], sub[600];
+	const char *keep[] = { "notes.txt", "x.spill", "-123.spill", "vm-12a.spill", "vm-.spill", ".spill",
+			       "vm-99999999999.spill" };
+	pid_t pid;
+
+	(void)state;
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(0);
+	assert_int_equal(waitpid(pid, NULL, 0), pid);
+	snprintf(dir, sizeof(dir), "/var/tmp/uffdvm-spill-XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	snprintf(dead, sizeof(dead), "web-1-%d.spill", (int)pid);
+	snprintf(live, sizeof(live), "web-1-%d.spill", (int)getpid());
+	touch(dir, dead);
+	touch(dir, live);
+	for (size_t i = 0; i < ARRAY_SIZE(keep); i++)
+		touch(dir, keep[i]);
+	snprintf(sub, sizeof(sub), "%s/d-%d.spill", dir, (int)pid);
+	assert_int_equal(mkdir(sub, 0700), 0); /* not a regular file: kept */
+
+	assert_int_equal(spill_remove_stale(dir), 1);
+	assert_false(exists(dir, dead));
+	assert_true(exists(dir, live));
+	for (size_t i = 0; i < ARRAY_SIZE(keep); i++)
+		assert_true(exists(dir, keep[i]));
+	assert_int_equal(spill_remove_stale(dir), 0);
+
+	assert_int_equal(rmdir(sub), 0);
+	snprintf(sub, sizeof(sub), "%s/%s", dir, live);
+	assert_int_equal(unlink(sub), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(keep); i++) {
+		snprintf(sub, sizeof(sub), "%s/%s", dir, keep[i]);
+		assert_int_equal(unlink(sub), 0);
+	}
+	assert_int_equal(rmdir(dir), 0);
+	assert_int_equal(spill_remove_stale(dir), -ENOENT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -336,6 +400,7 @@ int main(void)
 		cmocka_unit_test(test_batch_write_read_back),
 		cmocka_unit_test(test_pwrite_overwrite),
 		cmocka_unit_test(test_write_errors_per_page),
+		cmocka_unit_test(test_remove_stale),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
