@@ -424,7 +424,9 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 	if (pol.local_memory > p->cfg.max_guest_memory) {
 		char a[32], b[32];
 
+		pthread_mutex_lock(&p->lock);
 		p->vms_refused++;
+		pthread_mutex_unlock(&p->lock);
 		reply(c, GLUE_REFUSED, "local_memory %s is more than the pager's max_guest_memory %s",
 		      format_size(pol.local_memory, a, sizeof(a)), format_size(p->cfg.max_guest_memory, b, sizeof(b)));
 		log_warn("vm %s refused: local_memory %s over max_guest_memory %s", name, a, b);
@@ -443,8 +445,8 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 		char a[32], b[32], d[32];
 		const uint64_t had = p->committed;
 
-		pthread_mutex_unlock(&p->lock);
 		p->vms_refused++;
+		pthread_mutex_unlock(&p->lock);
 		format_size(pol.local_memory, a, sizeof(a));
 		format_size(had, b, sizeof(b));
 		if (p->cfg.budget)
