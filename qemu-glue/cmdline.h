@@ -9,7 +9,9 @@
  * or pin guest RAM outside QEMU's own page tables (vhost-user, vfio, vDPA,
  * preallocation, mlock, O_DIRECT disks), which would fill pages behind the
  * pager's back and silently corrupt the guest. Options are read in both the
- * key=value form (with ",," escaping) and the JSON form libvirt emits.
+ * key=value form (with ",," escaping) and the JSON form libvirt emits, with
+ * QEMU 7.2's arity; what cannot be analysed (an option QEMU 7.2 does not
+ * have, -readconfig, -set) is refused.
  */
 #pragma once
 
