@@ -57,6 +57,7 @@ struct glue_cmdline {
 	char **backends;
 	size_t n_backends;
 	char *guest_name;
+	char *uuid;
 	char *error;
 	char *warnings;
 };
@@ -81,6 +82,7 @@ struct scan {
 	struct strbuf hard;   /* problems no flag overrides */
 	struct strbuf unsafe; /* devices touching RAM behind QEMU's page tables */
 	char *guest_name;
+	const char *uuid;     /* in argv */
 	int err;              /* first -ENOMEM */
 };
 
@@ -609,6 +611,10 @@ static void scan_option(struct scan *s, const char *name, const char *value)
 		s->probe = true;
 		return;
 	}
+	if (strcmp(name, "uuid") == 0) {
+		s->uuid = value;
+		return;
+	}
 	if (in_list(name, image_opts)) {
 		scan_image(s, name, value, value);
 		return;
@@ -958,6 +964,8 @@ int glue_cmdline_analyze(int argc, char *const *argv, unsigned flags, struct glu
 	if (!s.probe && s.err == 0)
 		check_ram(&s, c);
 	c->guest_name = TAKE_PTR(s.guest_name);
+	if (s.uuid && !(c->uuid = strdup(s.uuid)))
+		s.err = -ENOMEM;
 	r = build_result(&s, c, argc, argv, flags);
 	scan_clear(&s);
 	if (r < 0) {
@@ -979,6 +987,7 @@ void glue_cmdline_free(struct glue_cmdline *c)
 		free(c->backends[i]);
 	free(c->backends);
 	free(c->guest_name);
+	free(c->uuid);
 	free(c->error);
 	free(c->warnings);
 	free(c);
@@ -994,5 +1003,6 @@ const char *glue_cmdline_backend(const struct glue_cmdline *c, size_t i)
 	return i < c->n_backends ? c->backends[i] : NULL;
 }
 const char *glue_cmdline_guest_name(const struct glue_cmdline *c) { return c->guest_name; }
+const char *glue_cmdline_uuid(const struct glue_cmdline *c) { return c->uuid; }
 const char *glue_cmdline_error(const struct glue_cmdline *c) { return c->error; }
 const char *glue_cmdline_warnings(const struct glue_cmdline *c) { return c->warnings; }

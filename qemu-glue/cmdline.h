@@ -55,6 +55,8 @@ size_t glue_cmdline_n_backends(const struct glue_cmdline *c);
 const char *glue_cmdline_backend(const struct glue_cmdline *c, size_t i);
 /* -name guest=X / -name X, or NULL. */
 const char *glue_cmdline_guest_name(const struct glue_cmdline *c);
+/* The last -uuid value (read with QEMU's arity, so never another option's value), or NULL. */
+const char *glue_cmdline_uuid(const struct glue_cmdline *c);
 /* Why the command line was refused: one problem per line, NULL unless REFUSE. */
 const char *glue_cmdline_error(const struct glue_cmdline *c);
 /* Unsafe devices let through by GLUE_CMDLINE_ALLOW_UNSAFE_DEVICES, one per line, or NULL. */

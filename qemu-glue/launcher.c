@@ -532,27 +532,6 @@ static __attribute__((noreturn)) void exec_qemu(char *const *argv)
 	exit(errno == ENOENT ? 127 : 126);
 }
 
-/*
- * QEMU's -uuid (libvirt passes the domain's UUID so): the pager shows it
- * next to the name, which libvirt lets an operator reuse for another domain.
- * QEMU accepts "-uuid X", "--uuid X", "-uuid=X" and "--uuid=X".
- */
-static const char *qemu_uuid(int argc, char **argv)
-{
-	for (int i = 1; i < argc; i++) {
-		const char *s = argv[i];
-
-		if (s[0] != '-')
-			continue;
-		s += s[1] == '-' ? 2 : 1;
-		if (!strcmp(s, "uuid") && i + 1 < argc)
-			return argv[i + 1];
-		if (!strncmp(s, "uuid=", 5))
-			return s + 5;
-	}
-	return NULL;
-}
-
 /* A name must fit the HELLO message and read well in logs: as the policy's rule. */
 static bool valid_name(const char *s)
 {
@@ -678,7 +657,9 @@ int main(int argc, char **argv)
 
 	if (find_glue_lib(lib, sizeof(lib)) < 0)
 		return 1;
-	uuid = qemu_uuid(a.qemu_argc, a.qemu_argv);
+	/* libvirt passes the domain's UUID as -uuid: the pager shows it next to the name,
+	 * which libvirt lets an operator reuse for another domain. */
+	uuid = glue_cmdline_uuid(cl);
 	if (uuid && strlen(uuid) >= GLUE_UUID_MAX) {
 		log_err("-uuid '%s': a UUID is 36 characters", uuid);
 		return 2;

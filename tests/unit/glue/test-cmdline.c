@@ -439,6 +439,11 @@ static void test_guest_name(void **state)
 	glue_cmdline_free(c);
 	c = ANALYZE(0, "-nographic");
 	assert_null(glue_cmdline_guest_name(c));
+	assert_null(glue_cmdline_uuid(c));
+	glue_cmdline_free(c);
+	/* -uuid: the last one, never another option's value. */
+	c = ANALYZE(0, "-name", "-uuid", "--uuid", "u1", "-append", "-uuid", "-uuid", "u2");
+	assert_string_equal(glue_cmdline_uuid(c), "u2");
 	glue_cmdline_free(c);
 }
 
