@@ -58,6 +58,7 @@ struct glue_cmdline {
 	size_t n_backends;
 	char *guest_name;
 	char *uuid;
+	bool no_user_config;
 	char *error;
 	char *warnings;
 };
@@ -83,6 +84,7 @@ struct scan {
 	struct strbuf unsafe; /* devices touching RAM behind QEMU's page tables */
 	char *guest_name;
 	const char *uuid;     /* in argv */
+	bool no_user_config;
 	int err;              /* first -ENOMEM */
 };
 
@@ -736,6 +738,8 @@ static void scan_argv(struct scan *s, int argc, char *const *argv)
 			if (strcmp(name, "version") == 0 || strcmp(name, "help") == 0 ||
 			    strcmp(name, "h") == 0 || strcmp(name, "audio-help") == 0)
 				s->probe = true;
+			else if (strcmp(name, "no-user-config") == 0)
+				s->no_user_config = true;
 			else if (strcmp(name, "mem-prealloc") == 0)
 				sb_addf(s, &s->unsafe,
 					"-mem-prealloc touches all of guest RAM at start-up, defeating "
@@ -964,6 +968,7 @@ int glue_cmdline_analyze(int argc, char *const *argv, unsigned flags, struct glu
 	if (!s.probe && s.err == 0)
 		check_ram(&s, c);
 	c->guest_name = TAKE_PTR(s.guest_name);
+	c->no_user_config = s.no_user_config;
 	if (s.uuid && !(c->uuid = strdup(s.uuid)))
 		s.err = -ENOMEM;
 	r = build_result(&s, c, argc, argv, flags);
@@ -1004,5 +1009,6 @@ const char *glue_cmdline_backend(const struct glue_cmdline *c, size_t i)
 }
 const char *glue_cmdline_guest_name(const struct glue_cmdline *c) { return c->guest_name; }
 const char *glue_cmdline_uuid(const struct glue_cmdline *c) { return c->uuid; }
+bool glue_cmdline_reads_user_config(const struct glue_cmdline *c) { return !c->no_user_config; }
 const char *glue_cmdline_error(const struct glue_cmdline *c) { return c->error; }
 const char *glue_cmdline_warnings(const struct glue_cmdline *c) { return c->warnings; }

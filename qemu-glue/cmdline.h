@@ -57,6 +57,12 @@ const char *glue_cmdline_backend(const struct glue_cmdline *c, size_t i);
 const char *glue_cmdline_guest_name(const struct glue_cmdline *c);
 /* The last -uuid value (read with QEMU's arity, so never another option's value), or NULL. */
 const char *glue_cmdline_uuid(const struct glue_cmdline *c);
+/*
+ * Whether QEMU will also read its default configuration file (no
+ * -no-user-config): a -readconfig the launcher cannot see, so it checks that
+ * there is no such file.
+ */
+bool glue_cmdline_reads_user_config(const struct glue_cmdline *c);
 /* Why the command line was refused: one problem per line, NULL unless REFUSE. */
 const char *glue_cmdline_error(const struct glue_cmdline *c);
 /* Unsafe devices let through by GLUE_CMDLINE_ALLOW_UNSAFE_DEVICES, one per line, or NULL. */

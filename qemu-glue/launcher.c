@@ -38,6 +38,7 @@
 #include "util.h"
 
 #define DEFAULT_QEMU "/usr/bin/qemu-system-x86_64"
+#define QEMU_USER_CONFIG "/etc/qemu/qemu.conf" /* read by QEMU 7.2 without -no-user-config */
 #define GLUE_LIB_NAME "libuffd-glue.so"
 #define ENV_QEMU_BINARY "UFFD_QEMU_BINARY"
 #define ENV_GLUE_LIB "UFFD_GLUE_LIB"
@@ -687,6 +688,13 @@ int main(int argc, char **argv)
 	    (policy_json ? setenv(GLUE_ENV_POLICY, policy_json, 1) : unsetenv(GLUE_ENV_POLICY)) < 0 ||
 	    (uuid ? setenv(GLUE_ENV_UUID, uuid, 1) : unsetenv(GLUE_ENV_UUID)) < 0) {
 		log_err("cannot set up the environment: %s", strerror(errno));
+		return 1;
+	}
+	/* That file is a -readconfig on every command line: as unanalysable as one. */
+	if (glue_cmdline_reads_user_config(cl) && access(QEMU_USER_CONFIG, F_OK) == 0) {
+		log_err("refusing to start %s with paged guest RAM: QEMU reads %s, which can define "
+			"devices and memory backends uffd-qemu cannot check; add -no-user-config",
+			a.qemu_argv[0], QEMU_USER_CONFIG);
 		return 1;
 	}
 	log_info("starting VM '%s' (%llu MiB of guest RAM in memfd backend%s %s) paged by %s", name,

@@ -440,6 +440,13 @@ static void test_guest_name(void **state)
 	c = ANALYZE(0, "-nographic");
 	assert_null(glue_cmdline_guest_name(c));
 	assert_null(glue_cmdline_uuid(c));
+	assert_true(glue_cmdline_reads_user_config(c));
+	glue_cmdline_free(c);
+	c = ANALYZE(0, "-append", "-no-user-config");
+	assert_true(glue_cmdline_reads_user_config(c));
+	glue_cmdline_free(c);
+	c = ANALYZE(0, "--no-user-config");
+	assert_false(glue_cmdline_reads_user_config(c));
 	glue_cmdline_free(c);
 	/* -uuid: the last one, never another option's value. */
 	c = ANALYZE(0, "-name", "-uuid", "--uuid", "u1", "-append", "-uuid", "-uuid", "u2");
