@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * qemu-system command-line analysis for uffd-qemu (see cmdline.h). QEMU's
- * option grammar is only approximated: options are matched by name
- * ("-opt" or "--opt"), their value is the next argument when the option is
- * known to take one (or, for options unknown here, when the next argument
- * does not look like an option), and values are split into key=value pairs
- * the way QemuOpts/keyval do, including the implied first key ("-m 512",
- * "-machine q35", "-device virtio-net-pci") and ",," for a literal comma.
+ * qemu-system command-line analysis for uffd-qemu (see cmdline.h). Options
+ * are walked as QEMU 7.2 does: matched by name ("-opt" or "--opt") in a copy
+ * of its option table, the next argument being the value exactly when the
+ * table says so; an option not in the table, -readconfig and -set are
+ * refused (what follows them, or what they define, cannot be analysed).
+ * Values are split into key=value pairs the way QemuOpts/keyval do,
+ * including the implied first key ("-m 512", "-machine q35", "-device
+ * virtio-net-pci") and ",," for a literal comma.
  * The JSON form ("-object {...}", as libvirt writes it) is flattened into the
  * same pairs ("cache.direct=on"). The rules err on the side of refusing:
  * a wrongly refused VM is an error message, a wrongly paged one is silent
@@ -56,6 +57,8 @@ struct glue_cmdline {
 	char **backends;
 	size_t n_backends;
 	char *guest_name;
+	char *uuid;
+	bool no_user_config;
 	char *error;
 	char *warnings;
 };
@@ -63,6 +66,8 @@ struct glue_cmdline {
 /* Analysis state that does not outlive glue_cmdline_analyze(). */
 struct scan {
 	bool probe;
+	bool machine_none;  /* the last -machine type is "none": no guest RAM */
+	bool unanalysable;  /* refused even in a probe: what follows could start a guest */
 	bool mem_path, numa_legacy_mem;
 	const char *mem_path_arg, *numa_legacy_arg;
 	const char *m_arg;
@@ -78,6 +83,8 @@ struct scan {
 	struct strbuf hard;   /* problems no flag overrides */
 	struct strbuf unsafe; /* devices touching RAM behind QEMU's page tables */
 	char *guest_name;
+	const char *uuid;     /* in argv */
+	bool no_user_config;
 	int err;              /* first -ENOMEM */
 };
 
@@ -311,29 +318,64 @@ static bool in_list(const char *name, const char *const *list)
 	return false;
 }
 
-/* Options that never take a value: their next argument is an option or an image. */
-static const char *const flag_opts[] = {
-	"nographic", "no-reboot", "no-shutdown", "S", "s", "snapshot", "daemonize",
-	"enable-kvm", "no-hpet", "mem-prealloc", "version", "help", "h", "nodefaults",
-	"no-user-config", "full-screen", "preconfig", "no-acpi", "only-migratable",
-	"enable-fips", "sdl", "curses", "win2k-hack", "no-fd-bootchk", "no-kvm",
-	"nodefconfig", "no-quit", "alt-grab", "ctrl-grab", "no-frame", "portrait",
-	"semihosting", "singlestep", "usb", "xen-attach", "no-kvm-irqchip", NULL,
+/*
+ * QEMU 7.2's option table (qemu-options.hx as Debian 12 builds it), in its
+ * order: the name and whether the option takes the next argument as its
+ * value. It must be exact: an option read with the wrong arity shifts every
+ * later argument, so "-async-teardown -device vhost-user-..." once hid the
+ * device as a value. Options missing here (removed ones like -realtime, or
+ * newer QEMU's) are refused by name instead of guessed at.
+ */
+static const struct qemu_opt {
+	const char *name;
+	bool has_arg;
+} qemu_opts[] = {
+	{ "h", false },		     { "help", false },		   { "version", false },
+	{ "machine", true },	     { "M", true },		   { "cpu", true },
+	{ "accel", true },	     { "smp", true },		   { "numa", true },
+	{ "add-fd", true },	     { "set", true },		   { "global", true },
+	{ "boot", true },	     { "m", true },		   { "mem-path", true },
+	{ "mem-prealloc", false },   { "k", true },		   { "audio-help", false },
+	{ "audio", true },	     { "audiodev", true },	   { "device", true },
+	{ "name", true },	     { "uuid", true },		   { "fda", true },
+	{ "fdb", true },	     { "hda", true },		   { "hdb", true },
+	{ "hdc", true },	     { "hdd", true },		   { "cdrom", true },
+	{ "blockdev", true },	     { "drive", true },		   { "mtdblock", true },
+	{ "sd", true },		     { "snapshot", false },	   { "fsdev", true },
+	{ "virtfs", true },	     { "iscsi", true },		   { "usb", false },
+	{ "usbdevice", true },	     { "display", true },	   { "nographic", false },
+	{ "spice", true },	     { "portrait", false },	   { "rotate", true },
+	{ "vga", true },	     { "full-screen", false },	   { "g", true },
+	{ "vnc", true },	     { "win2k-hack", false },	   { "no-fd-bootchk", false },
+	{ "no-acpi", false },	     { "no-hpet", false },	   { "acpitable", true },
+	{ "smbios", true },	     { "netdev", true },	   { "nic", true },
+	{ "net", true },	     { "chardev", true },	   { "tpmdev", true },
+	{ "bios", true },	     { "pflash", true },	   { "kernel", true },
+	{ "append", true },	     { "initrd", true },	   { "dtb", true },
+	{ "compat", true },	     { "fw_cfg", true },	   { "serial", true },
+	{ "parallel", true },	     { "monitor", true },	   { "qmp", true },
+	{ "qmp-pretty", true },	     { "mon", true },		   { "debugcon", true },
+	{ "pidfile", true },	     { "singlestep", false },	   { "preconfig", false },
+	{ "S", false },		     { "overcommit", true },	   { "gdb", true },
+	{ "s", false },		     { "d", true },		   { "D", true },
+	{ "dfilter", true },	     { "seed", true },		   { "L", true },
+	{ "enable-kvm", false },     { "xen-domid", true },	   { "xen-attach", false },
+	{ "xen-domid-restrict", false }, { "no-reboot", false },   { "no-shutdown", false },
+	{ "action", true },	     { "loadvm", true },	   { "daemonize", false },
+	{ "option-rom", true },	     { "rtc", true },		   { "icount", true },
+	{ "watchdog-action", true }, { "echr", true },		   { "incoming", true },
+	{ "only-migratable", false }, { "nodefaults", false },	   { "chroot", true },
+	{ "runas", true },	     { "prom-env", true },	   { "semihosting", false },
+	{ "semihosting-config", true }, { "old-param", false },	   { "sandbox", true },
+	{ "readconfig", true },	     { "no-user-config", false },  { "trace", true },
+	{ "plugin", true },	     { "qtest", true },		   { "qtest-log", true },
+	{ "async-teardown", false }, { "msg", true },		   { "dump-vmstate", true },
+	{ "enable-sync-profile", false }, { "object", true },
 };
 
-/* Options whose value may start with '-' and must still be consumed. */
-static const char *const arg_opts[] = {
-	"append", "name", "m", "machine", "M", "object", "numa", "device", "netdev", "net",
-	"nic", "drive", "blockdev", "chardev", "overcommit", "realtime", "cpu", "smp",
-	"kernel", "initrd", "dtb", "qmp", "qmp-pretty", "monitor", "mon", "serial",
-	"parallel", "accel", "display", "vga", "boot", "mem-path", "global", "incoming",
-	"loadvm", "pidfile", "runas", "sandbox", "msg", "trace", "D", "d", "L", "bios",
-	"fsdev", "virtfs", "rtc", "k", "icount", "add-fd", "readconfig", "vnc", "spice",
-	"audiodev", "fw_cfg", "plugin", "compat", "smbios", "uuid", "tpmdev", "hda", "hdb",
-	"hdc", "hdd", "fda", "fdb", "cdrom", "mtdblock", "sd", "pflash", "option-rom",
-	"chroot", "set", "action", "dump-vmstate", "watchdog-action", "iscsi", "debugcon",
-	"gdb", "usbdevice", "semihosting-config", "acpitable", "device-tree", "xen-domid",
-	"overcommit", "seed", "async-teardown", NULL,
+/* Options whose value names a disk image (as does a positional argument). */
+static const char *const image_opts[] = {
+	"hda", "hdb", "hdc", "hdd", "fda", "fdb", "cdrom", "sd", "pflash", "mtdblock", NULL,
 };
 
 /* Options whose value "help" / "?" / "...,help" lists something and exits. */
@@ -369,6 +411,12 @@ static void scan_object(struct scan *s, const char *value, const struct opts *o)
 	const char *type = opts_get(o, "qom-type"), *id = opts_get(o, "id");
 	struct backend *b;
 
+	if (type && strstr(type, "vhost-user"))
+		sb_addf(s, &s->unsafe,
+			"-object %s: a vhost-user backend (cryptodev-vhost-user) maps guest RAM into "
+			"another process whose accesses bypass uffd-pager; use a backend QEMU runs "
+			"itself (cryptodev-backend-builtin)",
+			value);
 	if (!type || strncmp(type, "memory-backend-", 15) != 0)
 		return;
 	if (is_on(opts_get(o, "prealloc")))
@@ -440,23 +488,101 @@ static void scan_netdev(struct scan *s, const char *opt, const char *value, cons
 			opt, value);
 }
 
-static void scan_disk(struct scan *s, const char *opt, const char *value, const struct opts *o)
+/* Whether a flattened block option key is leaf or ends in ".leaf" (a child node's). */
+static bool block_key_is(const char *key, const char *leaf)
 {
-	const char *cache = opts_get(o, "cache"), *aio = opts_get(o, "aio");
-	const char *why = NULL;
+	size_t k = strlen(key), l = strlen(leaf);
 
-	if (cache && (strcmp(cache, "none") == 0 || strcmp(cache, "directsync") == 0))
-		why = strcmp(cache, "none") == 0 ? "cache=none" : "cache=directsync";
-	else if (is_on(opts_get(o, "cache.direct")))
-		why = "cache.direct=on";
-	else if (aio && strcmp(aio, "native") == 0)
-		why = "aio=native";
-	if (why)
+	return k >= l && strcmp(key + k - l, leaf) == 0 && (k == l || key[k - l - 1] == '.');
+}
+
+/* How a message names the option: "-drive VALUE", or a positional image as "VALUE". */
+#define OPT_FMT "%s%s%s%s"
+#define OPT_ARGS(opt, value) (opt) ? "-" : "", (opt) ? (opt) : "", (opt) ? " " : "", (value)
+
+static void scan_image(struct scan *s, const char *opt, const char *value, const char *filename);
+
+/*
+ * O_DIRECT and native AIO let the host kernel pin guest RAM pages and DMA
+ * into them, bypassing the page tables where the pager's faults and
+ * write-protection happen; a page evicted meanwhile loses the data. The
+ * settings count at any depth ("file.cache.direct", "file.aio", the JSON
+ * {"file":{"cache":{"direct":true}}}): the block layer opens each child
+ * node with its own flags, and the protocol node is the one doing the I/O.
+ * The userspace NVMe driver is VFIO underneath: the device DMAs into guest
+ * RAM directly.
+ */
+static void scan_disk(struct scan *s, const char *opt, const char *value, const struct opts *o,
+		      bool top)
+{
+	const char *why_key = NULL, *why_val = NULL;
+	bool nvme = false;
+
+	for (size_t i = 0; i < o->n; i++) {
+		const char *key = o->v[i].key, *val = o->v[i].val;
+		bool unsafe = false;
+
+		if (opts_get(o, key) != val)
+			continue; /* a later occurrence of the key wins, as in QEMU */
+		if (block_key_is(key, "cache"))
+			/* bdrv_parse_cache_mode: "off" is a synonym of "none" */
+			unsafe = !strcmp(val, "none") || !strcmp(val, "off") || !strcmp(val, "directsync");
+		else if (block_key_is(key, "cache.direct"))
+			unsafe = is_on(val);
+		else if (block_key_is(key, "aio"))
+			unsafe = !strcmp(val, "native");
+		else if (block_key_is(key, "driver") && !strcmp(val, "nvme"))
+			nvme = true;
+		else if (top && opt && strcmp(opt, "drive") == 0 && strcmp(key, "file") == 0)
+			scan_image(s, opt, value, val);
+		if (unsafe && !why_key) {
+			why_key = key;
+			why_val = val;
+		}
+	}
+	if (why_key)
 		sb_addf(s, &s->unsafe,
-			"-%s %s: %s means O_DIRECT: the host DMAs straight into guest RAM pages it "
-			"pinned, and a page evicted meanwhile loses the data; use cache=writeback "
-			"(the default) and aio=threads or io_uring",
-			opt, value, why);
+			OPT_FMT ": %s=%s means O_DIRECT: the host DMAs straight into guest RAM pages "
+			"it pinned, and a page evicted meanwhile loses the data; use cache=writeback "
+			"(the default) and aio=threads or io_uring, in child nodes too",
+			OPT_ARGS(opt, value), why_key, why_val);
+	if (nvme)
+		sb_addf(s, &s->unsafe,
+			OPT_FMT ": the nvme block driver hands the NVMe device guest RAM for DMA "
+			"through VFIO, behind the pager's back; use the file or host_device driver",
+			OPT_ARGS(opt, value));
+}
+
+/*
+ * A disk image named by a filename: "json:{...}" is QEMU's pseudo-protocol
+ * for a whole block node tree in the filename, so it is checked like a
+ * -blockdev; "nvme://" selects the nvme driver.
+ */
+static void scan_image(struct scan *s, const char *opt, const char *value, const char *filename)
+{
+	struct opts o = { 0 };
+	const char *p = filename + 5;
+
+	if (strncmp(filename, "nvme://", 7) == 0) {
+		sb_addf(s, &s->unsafe,
+			OPT_FMT ": the nvme block driver hands the NVMe device guest RAM for DMA "
+			"through VFIO, behind the pager's back; use the file or host_device driver",
+			OPT_ARGS(opt, value));
+		return;
+	}
+	if (strncmp(filename, "json:", 5) != 0)
+		return;
+	while (isspace((unsigned char)*p))
+		p++;
+	if (*p != '{')
+		return; /* QEMU accepts only a JSON object */
+	if (opts_parse(p, NULL, &o) < 0) {
+		s->err = -ENOMEM;
+		return;
+	}
+	/* QEMU reads "json:" in the top filename only: nested "file" strings are node names. */
+	scan_disk(s, opt, value, &o, false);
+	opts_clear(&o);
 }
 
 static void scan_option(struct scan *s, const char *name, const char *value)
@@ -468,7 +594,7 @@ static void scan_option(struct scan *s, const char *name, const char *value)
 		{ "object", "qom-type" }, { "device", "driver" }, { "netdev", "type" },
 		{ "net", "type" },      { "nic", "type" },     { "numa", "type" },
 		{ "name", "guest" },    { "drive", NULL },     { "blockdev", "driver" },
-		{ "overcommit", NULL }, { "realtime", NULL },
+		{ "overcommit", NULL },
 	};
 	const char *key = NULL, *v;
 	struct opts o = { 0 };
@@ -485,6 +611,25 @@ static void scan_option(struct scan *s, const char *name, const char *value)
 	}
 	if (strcmp(name, "dump-vmstate") == 0) {
 		s->probe = true;
+		return;
+	}
+	if (strcmp(name, "uuid") == 0) {
+		s->uuid = value;
+		return;
+	}
+	if (in_list(name, image_opts)) {
+		scan_image(s, name, value, value);
+		return;
+	}
+	if (strcmp(name, "readconfig") == 0 || strcmp(name, "set") == 0) {
+		/* Refused, not parsed: a config file or a -set can add devices, disks and
+		 * memory backends, or change ones already checked. */
+		s->unanalysable = true;
+		sb_addf(s, &s->hard,
+			"-%s %s: uffd-qemu cannot check what %s defines (devices, disks, memory "
+			"backends) and refuses it; write those settings as command-line options "
+			"(-device, -drive, -object ...)",
+			name, value, strcmp(name, "set") == 0 ? "-set" : "a -readconfig file");
 		return;
 	}
 	for (i = 0; i < sizeof(implied) / sizeof(implied[0]); i++)
@@ -507,8 +652,9 @@ static void scan_option(struct scan *s, const char *name, const char *value)
 				s->err = -ENOMEM;
 		}
 	} else if (strcmp(name, "machine") == 0 || strcmp(name, "M") == 0) {
-		if ((v = opts_get(&o, "type")) && strcmp(v, "none") == 0)
-			s->probe = true;
+		/* -machine options merge: the last type= wins ("-M none -M pc" starts a pc). */
+		if ((v = opts_get(&o, "type")))
+			s->machine_none = strcmp(v, "none") == 0;
 		if ((v = opts_get(&o, "memory-backend"))) {
 			free(s->machine_backend);
 			s->machine_backend = strdup(v);
@@ -535,7 +681,7 @@ static void scan_option(struct scan *s, const char *name, const char *value)
 		   strcmp(name, "nic") == 0) {
 		scan_netdev(s, name, value, &o);
 	} else if (strcmp(name, "drive") == 0 || strcmp(name, "blockdev") == 0) {
-		scan_disk(s, name, value, &o);
+		scan_disk(s, name, value, &o, true);
 	} else if (strcmp(name, "overcommit") == 0) {
 		v = opts_get(&o, "mem-lock");
 		/* "on" and (newer QEMU) "on-fault" both lock guest RAM. */
@@ -544,12 +690,6 @@ static void scan_option(struct scan *s, const char *name, const char *value)
 			sb_addf(s, &s->unsafe,
 				"-overcommit %s: mlock'ed guest RAM cannot be evicted and is fully "
 				"faulted in at start-up; use mem-lock=off",
-				value);
-	} else if (strcmp(name, "realtime") == 0) {
-		if (is_on(opts_get(&o, "mlock")))
-			sb_addf(s, &s->unsafe,
-				"-realtime %s: mlock'ed guest RAM cannot be evicted and is fully "
-				"faulted in at start-up; use mlock=off",
 				value);
 	} else if (strcmp(name, "name") == 0) {
 		if ((v = opts_get(&o, "guest"))) {
@@ -562,20 +702,44 @@ static void scan_option(struct scan *s, const char *name, const char *value)
 	opts_clear(&o);
 }
 
+static const struct qemu_opt *find_qemu_opt(const char *name)
+{
+	for (size_t i = 0; i < sizeof(qemu_opts) / sizeof(qemu_opts[0]); i++)
+		if (strcmp(qemu_opts[i].name, name) == 0)
+			return &qemu_opts[i];
+	return NULL;
+}
+
+/* Walks argv as QEMU 7.2's lookup_opt() does: "-opt" or "--opt", then its value if it has one. */
 static void scan_argv(struct scan *s, int argc, char *const *argv)
 {
 	for (int i = 1; i < argc && s->err == 0; i++) {
-		const char *a = argv[i], *name, *value = NULL;
+		const char *a = argv[i], *name;
+		const struct qemu_opt *q;
 
-		if (a[0] != '-' || a[1] == '\0')
-			continue; /* a disk image given positionally */
+		if (a[0] != '-') {
+			scan_image(s, NULL, a, a); /* a disk image given positionally */
+			continue;
+		}
 		name = a + 1;
 		if (name[0] == '-')
 			name++;
-		if (in_list(name, flag_opts)) {
+		q = find_qemu_opt(name);
+		if (!q) {
+			/* Its arity unknown, no later argument can be told option from value. */
+			s->unanalysable = true;
+			sb_addf(s, &s->hard,
+				"'%s': not an option of QEMU 7.2, so uffd-qemu cannot tell whether it takes "
+				"a value or what it does to guest RAM, and refuses the command line",
+				a);
+			return;
+		}
+		if (!q->has_arg) {
 			if (strcmp(name, "version") == 0 || strcmp(name, "help") == 0 ||
-			    strcmp(name, "h") == 0)
+			    strcmp(name, "h") == 0 || strcmp(name, "audio-help") == 0)
 				s->probe = true;
+			else if (strcmp(name, "no-user-config") == 0)
+				s->no_user_config = true;
 			else if (strcmp(name, "mem-prealloc") == 0)
 				sb_addf(s, &s->unsafe,
 					"-mem-prealloc touches all of guest RAM at start-up, defeating "
@@ -584,11 +748,10 @@ static void scan_argv(struct scan *s, int argc, char *const *argv)
 		}
 		if (i + 1 >= argc)
 			break; /* QEMU reports the missing value itself */
-		if (!in_list(name, arg_opts) && argv[i + 1][0] == '-')
-			continue; /* unknown option, assumed to be a flag */
-		value = argv[++i];
-		scan_option(s, name, value);
+		scan_option(s, name, argv[++i]);
 	}
+	if (s->machine_none)
+		s->probe = true;
 }
 
 static const struct backend *find_backend(const struct scan *s, const char *id)
@@ -692,7 +855,7 @@ static int build_result(struct scan *s, struct glue_cmdline *c, int argc, char *
 	}
 	c->argc = n;
 
-	if (c->action != GLUE_CMDLINE_PROBE) {
+	if (c->action != GLUE_CMDLINE_PROBE || s->unanalysable) {
 		bool refuse_unsafe = s->unsafe.len && !(flags & GLUE_CMDLINE_ALLOW_UNSAFE_DEVICES);
 
 		if (s->hard.len || refuse_unsafe) {
@@ -805,6 +968,9 @@ int glue_cmdline_analyze(int argc, char *const *argv, unsigned flags, struct glu
 	if (!s.probe && s.err == 0)
 		check_ram(&s, c);
 	c->guest_name = TAKE_PTR(s.guest_name);
+	c->no_user_config = s.no_user_config;
+	if (s.uuid && !(c->uuid = strdup(s.uuid)))
+		s.err = -ENOMEM;
 	r = build_result(&s, c, argc, argv, flags);
 	scan_clear(&s);
 	if (r < 0) {
@@ -826,6 +992,7 @@ void glue_cmdline_free(struct glue_cmdline *c)
 		free(c->backends[i]);
 	free(c->backends);
 	free(c->guest_name);
+	free(c->uuid);
 	free(c->error);
 	free(c->warnings);
 	free(c);
@@ -841,5 +1008,7 @@ const char *glue_cmdline_backend(const struct glue_cmdline *c, size_t i)
 	return i < c->n_backends ? c->backends[i] : NULL;
 }
 const char *glue_cmdline_guest_name(const struct glue_cmdline *c) { return c->guest_name; }
+const char *glue_cmdline_uuid(const struct glue_cmdline *c) { return c->uuid; }
+bool glue_cmdline_reads_user_config(const struct glue_cmdline *c) { return !c->no_user_config; }
 const char *glue_cmdline_error(const struct glue_cmdline *c) { return c->error; }
 const char *glue_cmdline_warnings(const struct glue_cmdline *c) { return c->warnings; }

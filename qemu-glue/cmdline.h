@@ -9,7 +9,9 @@
  * or pin guest RAM outside QEMU's own page tables (vhost-user, vfio, vDPA,
  * preallocation, mlock, O_DIRECT disks), which would fill pages behind the
  * pager's back and silently corrupt the guest. Options are read in both the
- * key=value form (with ",," escaping) and the JSON form libvirt emits.
+ * key=value form (with ",," escaping) and the JSON form libvirt emits, with
+ * QEMU 7.2's arity; what cannot be analysed (an option QEMU 7.2 does not
+ * have, -readconfig, -set) is refused.
  */
 #pragma once
 
@@ -53,6 +55,14 @@ size_t glue_cmdline_n_backends(const struct glue_cmdline *c);
 const char *glue_cmdline_backend(const struct glue_cmdline *c, size_t i);
 /* -name guest=X / -name X, or NULL. */
 const char *glue_cmdline_guest_name(const struct glue_cmdline *c);
+/* The last -uuid value (read with QEMU's arity, so never another option's value), or NULL. */
+const char *glue_cmdline_uuid(const struct glue_cmdline *c);
+/*
+ * Whether QEMU will also read its default configuration file (no
+ * -no-user-config): a -readconfig the launcher cannot see, so it checks that
+ * there is no such file.
+ */
+bool glue_cmdline_reads_user_config(const struct glue_cmdline *c);
 /* Why the command line was refused: one problem per line, NULL unless REFUSE. */
 const char *glue_cmdline_error(const struct glue_cmdline *c);
 /* Unsafe devices let through by GLUE_CMDLINE_ALLOW_UNSAFE_DEVICES, one per line, or NULL. */

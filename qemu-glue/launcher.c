@@ -38,6 +38,7 @@
 #include "util.h"
 
 #define DEFAULT_QEMU "/usr/bin/qemu-system-x86_64"
+#define QEMU_USER_CONFIG "/etc/qemu/qemu.conf" /* read by QEMU 7.2 without -no-user-config */
 #define GLUE_LIB_NAME "libuffd-glue.so"
 #define ENV_QEMU_BINARY "UFFD_QEMU_BINARY"
 #define ENV_GLUE_LIB "UFFD_GLUE_LIB"
@@ -532,27 +533,6 @@ static __attribute__((noreturn)) void exec_qemu(char *const *argv)
 	exit(errno == ENOENT ? 127 : 126);
 }
 
-/*
- * QEMU's -uuid (libvirt passes the domain's UUID so): the pager shows it
- * next to the name, which libvirt lets an operator reuse for another domain.
- * QEMU accepts "-uuid X", "--uuid X", "-uuid=X" and "--uuid=X".
- */
-static const char *qemu_uuid(int argc, char **argv)
-{
-	for (int i = 1; i < argc; i++) {
-		const char *s = argv[i];
-
-		if (s[0] != '-')
-			continue;
-		s += s[1] == '-' ? 2 : 1;
-		if (!strcmp(s, "uuid") && i + 1 < argc)
-			return argv[i + 1];
-		if (!strncmp(s, "uuid=", 5))
-			return s + 5;
-	}
-	return NULL;
-}
-
 /* A name must fit the HELLO message and read well in logs: as the policy's rule. */
 static bool valid_name(const char *s)
 {
@@ -678,7 +658,9 @@ int main(int argc, char **argv)
 
 	if (find_glue_lib(lib, sizeof(lib)) < 0)
 		return 1;
-	uuid = qemu_uuid(a.qemu_argc, a.qemu_argv);
+	/* libvirt passes the domain's UUID as -uuid: the pager shows it next to the name,
+	 * which libvirt lets an operator reuse for another domain. */
+	uuid = glue_cmdline_uuid(cl);
 	if (uuid && strlen(uuid) >= GLUE_UUID_MAX) {
 		log_err("-uuid '%s': a UUID is 36 characters", uuid);
 		return 2;
@@ -706,6 +688,13 @@ int main(int argc, char **argv)
 	    (policy_json ? setenv(GLUE_ENV_POLICY, policy_json, 1) : unsetenv(GLUE_ENV_POLICY)) < 0 ||
 	    (uuid ? setenv(GLUE_ENV_UUID, uuid, 1) : unsetenv(GLUE_ENV_UUID)) < 0) {
 		log_err("cannot set up the environment: %s", strerror(errno));
+		return 1;
+	}
+	/* That file is a -readconfig on every command line: as unanalysable as one. */
+	if (glue_cmdline_reads_user_config(cl) && access(QEMU_USER_CONFIG, F_OK) == 0) {
+		log_err("refusing to start %s with paged guest RAM: QEMU reads %s, which can define "
+			"devices and memory backends uffd-qemu cannot check; add -no-user-config",
+			a.qemu_argv[0], QEMU_USER_CONFIG);
 		return 1;
 	}
 	log_info("starting VM '%s' (%llu MiB of guest RAM in memfd backend%s %s) paged by %s", name,

@@ -280,7 +280,6 @@ static const struct unsafe_case unsafe_cases[] = {
 	{ "-mem-prealloc", NULL, "-mem-prealloc" },
 	{ "-object", "memory-backend-memfd,id=p,size=64M,share=on,prealloc=on", "prealloc=on" },
 	{ "-overcommit", "mem-lock=on", "mem-lock=off" },
-	{ "-realtime", "mlock=on", "mlock=off" },
 	{ "-drive", "file=disk.qcow2,if=virtio,cache=none", "cache=none" },
 	{ "-drive", "file=disk.img,cache=directsync", "cache=directsync" },
 	{ "-drive", "file=disk.img,cache=none,aio=native", "O_DIRECT" },
@@ -289,6 +288,26 @@ static const struct unsafe_case unsafe_cases[] = {
 	{ "-blockdev", "{\"driver\":\"file\",\"filename\":\"d.img\",\"node-name\":\"f\",\"cache\":{\"direct\":true}}",
 	  "cache.direct=on" },
 	{ "-device", "{\"driver\":\"vhost-user-fs-pci\",\"chardev\":\"c\",\"tag\":\"t\"}", "vhost-user" },
+	/* O_DIRECT asked for in a child node, dotted and JSON (issue 12, 3.5). */
+	{ "-drive", "file=disk.img,file.cache.direct=on", "file.cache.direct=on" },
+	{ "-drive", "file.driver=file,file.filename=disk.img,file.aio=native", "file.aio=native" },
+	{ "-drive", "file=disk.img,cache=off", "cache=off" },
+	{ "-blockdev", "driver=qcow2,node-name=q,file.driver=file,file.filename=d.qcow2,file.cache.direct=yes",
+	  "file.cache.direct=yes" },
+	{ "-blockdev",
+	  "{\"driver\":\"qcow2\",\"node-name\":\"q\",\"file\":{\"driver\":\"file\",\"filename\":\"d.qcow2\",\"cache\":{\"direct\":true}}}",
+	  "file.cache.direct=on" },
+	{ "-blockdev",
+	  "{\"driver\":\"raw\",\"node-name\":\"r\",\"file\":{\"driver\":\"file\",\"filename\":\"d.img\",\"aio\":\"native\"}}",
+	  "file.aio=native" },
+	/* ... and in a json: filename, which QEMU reads as a block node tree (",," is a comma). */
+	{ "-drive", "if=virtio,file=json:{\"driver\":\"raw\",,\"file\":{\"driver\":\"file\",,\"filename\":\"d\",,\"aio\":\"native\"}}",
+	  "file.aio=native" },
+	{ "-hda", "json:{\"file\":{\"driver\":\"file\",\"filename\":\"d\",\"cache\":{\"direct\":true}}}",
+	  "file.cache.direct=on" },
+	{ "-blockdev", "driver=nvme,node-name=n,device=0000:01:00.0,namespace=1", "VFIO" },
+	{ "-drive", "file=nvme://0000:01:00.0/1,if=virtio", "VFIO" },
+	{ "-object", "cryptodev-vhost-user,id=c0,chardev=chr0", "vhost-user" },
 };
 
 static void test_unsafe_refused(void **state)
@@ -335,7 +354,10 @@ static void test_safe_lookalikes(void **state)
 		0, "-m", "256", "-drive", "file=a,,cache=none.img,if=virtio", "-drive",
 		"file=b.img,cache=writeback,aio=threads", "-drive", "file=c.img,cache.direct=off",
 		"-netdev", "tap,id=n0,vhost=on", "-device", "virtio-net-pci,netdev=n0",
-		"-overcommit", "mem-lock=off", "-realtime", "mlock=off", "-append",
+		"-overcommit", "mem-lock=off", "-drive", "file=d.img,file.cache.direct=off,file.aio=threads",
+		"-blockdev", "{\"driver\":\"file\",\"filename\":\"e.img\",\"node-name\":\"e\",\"cache\":{\"direct\":false}}",
+		"-hda", "json-not.img", "-cdrom", "json:{\"driver\":\"file\",\"filename\":\"x.iso\"}",
+		"-cpu", "host,aio=native", "-append",
 		"console=ttyS0 -mem-prealloc -device vfio-pci", "-device", "virtio-blk-pci,drive=d0");
 
 	assert_added_backend(c, 256 * MiB);
@@ -417,6 +439,18 @@ static void test_guest_name(void **state)
 	glue_cmdline_free(c);
 	c = ANALYZE(0, "-nographic");
 	assert_null(glue_cmdline_guest_name(c));
+	assert_null(glue_cmdline_uuid(c));
+	assert_true(glue_cmdline_reads_user_config(c));
+	glue_cmdline_free(c);
+	c = ANALYZE(0, "-append", "-no-user-config");
+	assert_true(glue_cmdline_reads_user_config(c));
+	glue_cmdline_free(c);
+	c = ANALYZE(0, "--no-user-config");
+	assert_false(glue_cmdline_reads_user_config(c));
+	glue_cmdline_free(c);
+	/* -uuid: the last one, never another option's value. */
+	c = ANALYZE(0, "-name", "-uuid", "--uuid", "u1", "-append", "-uuid", "-uuid", "u2");
+	assert_string_equal(glue_cmdline_uuid(c), "u2");
 	glue_cmdline_free(c);
 }
 
@@ -426,6 +460,123 @@ static void test_option_values_are_not_options(void **state)
 	struct glue_cmdline *c = ANALYZE(0, "-append", "-m 64", "-snapshot", "disk.img", "-m", "300M");
 
 	assert_added_backend(c, 300 * MiB);
+	glue_cmdline_free(c);
+}
+
+/* Issue 12, 3.5: an option read with the wrong arity hid the next one from the checks. */
+static void test_option_arity(void **state)
+{
+	/* QEMU 7.2's options without a value, each followed by a device that must be seen. */
+	static const char *const flags[] = {
+		"-async-teardown", "--async-teardown", "-nographic", "-no-user-config", "-nodefaults",
+		"-S", "-s", "-snapshot", "-no-reboot", "-no-shutdown", "-daemonize", "-enable-kvm",
+		"-only-migratable", "-preconfig", "--preconfig", "-usb", "-no-hpet", "-no-acpi",
+		"-full-screen", "-portrait", "-win2k-hack", "-no-fd-bootchk", "-singlestep",
+		"-xen-attach", "-xen-domid-restrict", "-enable-sync-profile", "-semihosting",
+		"-old-param",
+	};
+	/* Options with a value that starts like an option: the value is not checked as one. */
+	static const char *const valued[] = {
+		"-append", "-name", "-k", "-rotate", "-g", "-echr", "-qtest", "-qtest-log", "-dfilter",
+		"-prom-env", "-audio", "-uuid", "-chroot", "-runas", "-seed", "-option-rom",
+	};
+
+	for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+		struct glue_cmdline *c = ANALYZE(0, "-m", "256", flags[i], "-device",
+						 "vhost-user-blk-pci,chardev=spdk0");
+
+		if (glue_cmdline_action(c) != GLUE_CMDLINE_REFUSE)
+			fail_msg("%s swallowed the -device after it", flags[i]);
+		assert_contains(glue_cmdline_error(c), "-device vhost-user-blk-pci,chardev=spdk0");
+		glue_cmdline_free(c);
+	}
+	for (size_t i = 0; i < sizeof(valued) / sizeof(valued[0]); i++) {
+		struct glue_cmdline *c = ANALYZE(0, "-m", "256", valued[i], "-mem-prealloc");
+
+		if (glue_cmdline_action(c) != GLUE_CMDLINE_ADD_BACKEND)
+			fail_msg("%s's value was read as an option: %s", valued[i],
+				 glue_cmdline_error(c) ? glue_cmdline_error(c) : "");
+		glue_cmdline_free(c);
+	}
+}
+
+/* Issue 12, 3.5: an option QEMU 7.2 does not have is refused by name, never guessed at. */
+static void test_unknown_option_refused(void **state)
+{
+	static const char *const unknown[] = {
+		"-bogus", "--bogus", "-realtime", "-run-with", "-no-kvm", "-enable-fips", "-sdl",
+		"-", "--", "---nographic", "-uuid=1234",
+	};
+
+	for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
+		char want[64];
+		/* The old guess took an unknown option before an option for a flag. */
+		struct glue_cmdline *c = ANALYZE(GLUE_CMDLINE_ALLOW_UNSAFE_DEVICES, "-m", "256",
+						 unknown[i], "mlock=on", "-nographic");
+
+		if (glue_cmdline_action(c) != GLUE_CMDLINE_REFUSE)
+			fail_msg("%s not refused", unknown[i]);
+		snprintf(want, sizeof(want), "'%s': not an option of QEMU 7.2", unknown[i]);
+		assert_contains(glue_cmdline_error(c), want);
+		glue_cmdline_free(c);
+	}
+	/* Not even in a capability probe: what follows it might start a guest. */
+	struct glue_cmdline *c = ANALYZE(0, "-machine", "none", "-bogus", "-machine", "pc");
+
+	assert_int_equal(glue_cmdline_action(c), GLUE_CMDLINE_REFUSE);
+	assert_contains(glue_cmdline_error(c), "'-bogus'");
+	glue_cmdline_free(c);
+}
+
+/* Issue 12, 3.5: -readconfig and -set can define what the launcher never sees. */
+static void test_readconfig_set_refused(void **state)
+{
+	static const char *const cases[][2] = {
+		{ "-readconfig", "/tmp/vm.cfg" },
+		{ "--readconfig", "/tmp/vm.cfg" },
+		{ "-set", "device.d0.driver=vhost-user-blk-pci" },
+		{ "-set", "drive.d0.cache=none" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		/* Refused even with the override, and in what looks like a probe. */
+		struct glue_cmdline *c = ANALYZE(GLUE_CMDLINE_ALLOW_UNSAFE_DEVICES, "-m", "256",
+						 cases[i][0], cases[i][1]);
+
+		if (glue_cmdline_action(c) != GLUE_CMDLINE_REFUSE)
+			fail_msg("%s %s not refused", cases[i][0], cases[i][1]);
+		assert_contains(glue_cmdline_error(c), cases[i][1]);
+		assert_contains(glue_cmdline_error(c), "cannot check");
+		glue_cmdline_free(c);
+		c = ANALYZE(0, "-machine", "none", cases[i][0], cases[i][1]);
+		assert_int_equal(glue_cmdline_action(c), GLUE_CMDLINE_REFUSE);
+		glue_cmdline_free(c);
+	}
+}
+
+/* A disk image named positionally is a -drive too; json: makes it a block node tree. */
+static void test_positional_json_image(void **state)
+{
+	const char *img = "json:{\"driver\":\"raw\",\"file\":{\"driver\":\"file\",\"filename\":\"d\",\"aio\":\"native\"}}";
+	struct glue_cmdline *c = ANALYZE(0, "-m", "256", img);
+
+	assert_int_equal(glue_cmdline_action(c), GLUE_CMDLINE_REFUSE);
+	assert_contains(glue_cmdline_error(c), img);
+	assert_contains(glue_cmdline_error(c), "file.aio=native");
+	glue_cmdline_free(c);
+}
+
+/* -machine options merge and the last type wins: "-M none" early is no probe. */
+static void test_machine_none_overridden(void **state)
+{
+	struct glue_cmdline *c = ANALYZE(0, "-machine", "none", "-m", "256", "-machine", "pc",
+					 "-device", "vfio-pci,host=01:00.0");
+
+	assert_int_equal(glue_cmdline_action(c), GLUE_CMDLINE_REFUSE);
+	assert_contains(glue_cmdline_error(c), "vfio");
+	glue_cmdline_free(c);
+	c = ANALYZE(0, "-machine", "pc", "-machine", "none,accel=tcg");
+	assert_int_equal(glue_cmdline_action(c), GLUE_CMDLINE_PROBE);
 	glue_cmdline_free(c);
 }
 
@@ -465,6 +616,11 @@ int main(void)
 		cmocka_unit_test(test_libvirt_json),
 		cmocka_unit_test(test_guest_name),
 		cmocka_unit_test(test_option_values_are_not_options),
+		cmocka_unit_test(test_option_arity),
+		cmocka_unit_test(test_unknown_option_refused),
+		cmocka_unit_test(test_readconfig_set_refused),
+		cmocka_unit_test(test_positional_json_image),
+		cmocka_unit_test(test_machine_none_overridden),
 		cmocka_unit_test(test_bad_input),
 	};
 

@@ -317,6 +317,39 @@ static void test_refused_command_line(void **state)
 	assert_has(e->out_text, "arg=memory-backend=uffdvm-ram0\n");
 }
 
+/* Issue 12, 3.5: the launcher refuses what its analysis cannot see through. */
+static void test_launcher_bypasses(void **state)
+{
+	struct env *e = *state;
+
+	start_pager(e);
+	/* -async-teardown takes no value: the device after it is checked. */
+	assert_int_equal(run(e, NULL,
+			     (const char *[]){ "--pager", e->sock, "--", e->fake_qemu, "-async-teardown",
+					       "-device", "vhost-user-blk-pci,chardev=spdk0", NULL }),
+			 1);
+	assert_null(e->out_text);
+	assert_has(e->err_text, "-device vhost-user-blk-pci,chardev=spdk0");
+	/* -readconfig, even as libvirt's <emulator> and behind a probe's -machine none. */
+	assert_int_equal(run(e, e->fake_qemu,
+			     (const char *[]){ "-machine", "none", "-readconfig", "/tmp/vm.cfg", NULL }),
+			 1);
+	assert_null(e->out_text);
+	assert_has(e->err_text, "-readconfig /tmp/vm.cfg");
+	/* An option QEMU 7.2 does not have is named, not guessed at, even with the override. */
+	assert_int_equal(run(e, NULL,
+			     (const char *[]){ "--pager", e->sock, "--allow-unsafe-devices", "--",
+					       e->fake_qemu, "-realtime", "mlock=on", NULL }),
+			 1);
+	assert_has(e->err_text, "'-realtime': not an option of QEMU 7.2");
+	/* -uuid is read with QEMU's arity: "-uuid" as -append's value is no -uuid. */
+	assert_int_equal(run(e, NULL,
+			     (const char *[]){ "--pager", e->sock, "--", e->fake_qemu, "-append", "-uuid",
+					       "-uuid", "6f1d4e1a-8c1b-4f0e-9a57-2f3c4b5d6e7f", NULL }),
+			 0);
+	assert_has(e->out_text, "env=" GLUE_ENV_UUID "=6f1d4e1a-8c1b-4f0e-9a57-2f3c4b5d6e7f\n");
+}
+
 static void test_usage_errors(void **state)
 {
 	struct env *e = *state;
@@ -343,6 +376,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_probe_untouched, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_emulator_mode, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refused_command_line, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_launcher_bypasses, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_usage_errors, setup, teardown),
 	};
 
