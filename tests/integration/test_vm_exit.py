@@ -70,15 +70,20 @@ def main():
         idle_threads, idle_fds = pager.threads(), pager.fds()
         print(f"idle pager: {idle_threads} threads, {idle_fds} fds")
 
-        # Phase 1: survivor + victim, victim SIGKILLed mid-run.
-        b = start_vm(pager, "survivor", 15)
+        # Phase 1: survivor + victim, victim SIGKILLed mid-run. The survivor must
+        # still run when the victim dies: its run outlasts every wait before the
+        # kill, even on a loaded machine under a sanitizer (a 15 s run once ended
+        # while the victim was still starting).
+        b = start_vm(pager, "survivor", 60)
         procs.append(b)
-        pager.wait_for("one VM's threads started", lambda: pager.threads() == idle_threads + THREADS_PER_VM)
+        pager.wait_for("one VM's threads started", lambda: pager.threads() == idle_threads + THREADS_PER_VM,
+                       timeout=30)
         one_fds = settled_fds(pager)
         spill_b = pager.vm_stats("survivor")["spill_file"]
         a = start_vm(pager, "victim", 120)
         procs.append(a)
-        pager.wait_for("two VMs' threads started", lambda: pager.threads() == idle_threads + 2 * THREADS_PER_VM)
+        pager.wait_for("two VMs' threads started", lambda: pager.threads() == idle_threads + 2 * THREADS_PER_VM,
+                       timeout=30)
         two_fds = pager.wait_for("second VM costs as many fds as the first",
                                  lambda: pager.fds() == 2 * one_fds - idle_fds and pager.fds())
         print(f"one VM: {one_fds} fds, two VMs: {two_fds} fds")
@@ -92,14 +97,15 @@ def main():
         wait_gone(pager, "victim", spill_a, idle_threads + THREADS_PER_VM, one_fds, "one VM left")
         check(pager.vm_names() == ["survivor"], "the survivor is still registered")
         check(os.path.exists(spill_b), "the survivor's spill file is untouched")
-        rc = b.wait(timeout=120)
+        rc = b.wait(timeout=300)
         check(rc == 0, f"survivor verified every byte (exit {rc})")
         wait_gone(pager, "survivor", spill_b, idle_threads, idle_fds, "idle after a normal exit")
 
         # Phase 2: a lone VM SIGKILLed: back to the idle baseline.
         c = start_vm(pager, "lone", 120)
         procs.append(c)
-        pager.wait_for("lone VM's threads started", lambda: pager.threads() == idle_threads + THREADS_PER_VM)
+        pager.wait_for("lone VM's threads started", lambda: pager.threads() == idle_threads + THREADS_PER_VM,
+                       timeout=30)
         spill_c = pager.vm_stats("lone")["spill_file"]
         pager.wait_for("lone VM pages evicted and refaulted", lambda: evicting(pager, "lone"), timeout=30)
         c.send_signal(signal.SIGKILL)
