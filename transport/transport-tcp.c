@@ -692,6 +692,7 @@ static void *receiver(void *arg)
 	size_t cap = DONOR_HDR_LEN + DONOR_MAX_PAYLOAD + 65536, len = 0;
 	_cleanup_free_ uint8_t *buf = malloc(cap);
 	uint64_t next_expire = 0;
+	bool closing;
 	int err = 0;
 
 	if (!buf)
@@ -743,12 +744,13 @@ static void *receiver(void *arg)
 			signal_completions(t);
 	}
 	pthread_mutex_lock(&t->lock);
-	fail_all(t, t->closing ? -ECANCELED : err);
+	closing = t->closing;
+	fail_all(t, closing ? -ECANCELED : err);
 	pthread_mutex_unlock(&t->lock);
 	if (t->complete_cb)
 		deliver(t);
 	signal_completions(t);
-	if (!t->closing && t->notify_cb) {
+	if (!closing && t->notify_cb) {
 		/* A dead connection is, for the pager, the donor going away. */
 		struct donor_notification n = { .kind = DONOR_NOTIFY_SHUTDOWN };
 		t->notify_cb(&t->base, &n, t->notify_opaque);

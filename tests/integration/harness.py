@@ -105,12 +105,20 @@ class Pager:
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 10
         while time.time() < deadline:
-            if os.path.exists(self.sock) and os.path.exists(self.control):
+            # The control socket is bound before its thread runs: an answered call means
+            # every start-up thread is there (tests count the pager's threads from here).
+            if os.path.exists(self.sock) and os.path.exists(self.control) and self.answers():
                 return
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
         fail(f"uffd-pager did not start: {self.read_log()}")
+
+    def answers(self):
+        try:
+            return bool(self.call("pager.stats", timeout=2).get("ok"))
+        except (OSError, ValueError):
+            return False
 
     def read_log(self):
         with open(self.log_path) as f:

@@ -67,7 +67,7 @@ def main():
     pager = Pager()
     procs = []
     try:
-        idle_threads, idle_fds = pager.threads(), pager.fds()
+        idle_threads, idle_fds = pager.threads(), settled_fds(pager)
         print(f"idle pager: {idle_threads} threads, {idle_fds} fds")
 
         # Phase 1: survivor + victim, victim SIGKILLed mid-run. The survivor must
