@@ -103,7 +103,7 @@ class Pager:
         args += list(extra_args)
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 10
+        deadline = time.time() + 30  # sanitizer builds on a loaded host start slowly
         while time.time() < deadline:
             # The control socket is bound before its thread runs: an answered call means
             # every start-up thread is there (tests count the pager's threads from here).
@@ -291,7 +291,7 @@ class Donor:
         self.proc = subprocess.Popen([exe("uffd-donor"), "--listen", self.url, "--capacity", capacity,
                                       "--key-file", self.key_file, "--control", self.control] + list(extra_args),
                                      stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 10
+        deadline = time.time() + 30
         while time.time() < deadline:
             if os.path.exists(self.control):
                 try:
