@@ -166,6 +166,21 @@ class Pager:
     def fds(self):
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
+    def settled_fds(self, quiet=1.0, timeout=20):
+        """The pager's fd count once it has not changed for `quiet` seconds: fds come and go
+        with control connections (the harness's own included) and with a VM's threads as
+        they start, so a count read at a fixed moment races with them."""
+        deadline = time.time() + timeout
+        n, since = self.fds(), time.time()
+        while time.time() < deadline:
+            time.sleep(0.05)
+            m = self.fds()
+            if m != n:
+                n, since = m, time.time()
+            elif time.time() - since >= quiet:
+                return n
+        fail(f"the pager's fd count never settled within {timeout} s: {n}: {self.fd_targets()}")
+
     def fd_targets(self):
         """What the pager's fds point at, for messages about leaks."""
         out = []

@@ -128,7 +128,7 @@ def main():
     pager = Pager()
     procs, opened = [], []
     try:
-        base_fds = pager.fds()
+        base_fds = pager.settled_fds()
         good = policy("hostile", "8M")
 
         expect_error(pager, "garbage bytes", os.urandom(100), text="malformed message")

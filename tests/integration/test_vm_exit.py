@@ -31,21 +31,6 @@ def evicting(pager, name):
     return st and st["evictions"] > 0 and st["refaults"] > 0
 
 
-def settled_fds(pager, quiet=1.0, timeout=20):
-    """The pager's fd count once it has not changed for `quiet` seconds: a VM's fds are opened
-    by its threads as they start, so a count read at a fixed delay races with them."""
-    deadline = time.time() + timeout
-    n, since = pager.fds(), time.time()
-    while time.time() < deadline:
-        time.sleep(0.05)
-        m = pager.fds()
-        if m != n:
-            n, since = m, time.time()
-        elif time.time() - since >= quiet:
-            return n
-    fail(f"the pager's fd count never settled within {timeout} s: {n}: {pager.fd_targets()}")
-
-
 # Generous: a loaded host delays the pager's threads, not the property (everything is released).
 def wait_gone(pager, name, spill, threads, fds, what, timeout=30):
     t0 = time.time()
@@ -67,7 +52,7 @@ def main():
     pager = Pager()
     procs = []
     try:
-        idle_threads, idle_fds = pager.threads(), settled_fds(pager)
+        idle_threads, idle_fds = pager.threads(), pager.settled_fds()
         print(f"idle pager: {idle_threads} threads, {idle_fds} fds")
 
         # Phase 1: survivor + victim, victim SIGKILLed mid-run. The survivor must
@@ -78,7 +63,7 @@ def main():
         procs.append(b)
         pager.wait_for("one VM's threads started", lambda: pager.threads() == idle_threads + THREADS_PER_VM,
                        timeout=30)
-        one_fds = settled_fds(pager)
+        one_fds = pager.settled_fds()
         spill_b = pager.vm_stats("survivor")["spill_file"]
         a = start_vm(pager, "victim", 120)
         procs.append(a)
