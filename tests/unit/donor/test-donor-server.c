@@ -232,6 +232,59 @@ static void test_auth(void **state)
 	donor_server_free(srv);
 }
 
+/*
+ * Before authentication a frame longer than the handshake's is refused on
+ * its header: the session closes without waiting for (or buffering) the
+ * payload. It used to wait for up to a full 256 KiB frame per connection.
+ */
+static void test_preauth_frame_size(void **state)
+{
+	struct donor_server *srv = server(64 << 20, 60);
+	struct donor_session *s;
+	struct donor_buf b;
+	struct donor_hdr h;
+	uint8_t p[64];
+	size_t used = 0;
+
+	(void)state;
+	donor_buf_init(&b);
+	/* The longest legitimate HELLO still gets its challenge. */
+	s = donor_session_new(srv, "long-id");
+	{
+		char id[DONOR_CLIENT_ID_MAX + 1];
+		memset(id, 'a', DONOR_CLIENT_ID_MAX);
+		id[DONOR_CLIENT_ID_MAX] = '\0';
+		assert_int_equal(donor_enc_hello(&b, 1, id), 0);
+	}
+	assert_int_equal(b.len, DONOR_HDR_LEN + DONOR_PREAUTH_MAX_PAYLOAD);
+	assert_int_equal(feed(s, &b), 0);
+	assert_int_equal(pop(s, &h, p, sizeof(p)), 0);
+	assert_int_equal(h.len, DONOR_NONCE_LEN);
+	donor_session_free(s);
+
+	/* One byte more, header only: refused now, not when the payload has come. */
+	s = donor_session_new(srv, "oversized");
+	assert_int_equal(donor_frame_put(&b, DONOR_OP_HELLO, 0, 2, 0, NULL, 0), 0);
+	b.data[20] = DONOR_PREAUTH_MAX_PAYLOAD + 1;
+	assert_int_equal(donor_session_input(s, b.data, b.len, &used), -EMSGSIZE);
+	assert_true(donor_session_closing(s));
+	assert_int_equal(pop(s, &h, p, sizeof(p)), -EMSGSIZE);
+	donor_session_free(s);
+
+	/* After authentication the full frame size applies again. */
+	s = donor_session_new(srv, "authed");
+	assert_int_equal(donor_session_force_auth(s, "pager-a"), 0);
+	b.len = 0;
+	assert_int_equal(donor_frame_put(&b, DONOR_OP_PING, 0, 3, 0, NULL, 0), 0);
+	b.data[20] = DONOR_PREAUTH_MAX_PAYLOAD + 1;
+	assert_int_equal(donor_session_input(s, b.data, b.len, &used), 0);
+	assert_int_equal(used, 0); /* waits for its payload */
+	assert_false(donor_session_closing(s));
+	donor_session_free(s);
+	donor_buf_release(&b);
+	donor_server_free(srv);
+}
+
 static void test_key_file(void **state)
 {
 	char path[] = "/tmp/donor-key-XXXXXX";
@@ -541,7 +594,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_auth_mac_bytes), cmocka_unit_test(test_auth),
-		cmocka_unit_test(test_key_file),
+		cmocka_unit_test(test_preauth_frame_size), cmocka_unit_test(test_key_file),
 		cmocka_unit_test(test_isolation_and_bounds), cmocka_unit_test(test_lease),
 		cmocka_unit_test(test_revoke_and_control), cmocka_unit_test(test_revoke_many),
 		cmocka_unit_test(test_takeover),
