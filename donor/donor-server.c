@@ -458,6 +458,14 @@ int donor_session_input(struct donor_session *s, const uint8_t *data, size_t len
 			reply_err(s, &e, r);
 			break;
 		}
+		if (s->state != SESS_AUTHED && h.len > DONOR_PREAUTH_MAX_PAYLOAD) {
+			/* Refused on the header: the payload is never waited for nor buffered. */
+			log_warn("%s: %u-byte %s before authentication (at most %u); closing", s->peer, h.len,
+				 donor_op_name(h.opcode), DONOR_PREAUTH_MAX_PAYLOAD);
+			reply_err(s, &h, -EMSGSIZE);
+			r = -EMSGSIZE;
+			break;
+		}
 		if (len - used < DONOR_HDR_LEN + (size_t)h.len)
 			break;
 		r = handle_frame(s, &h, data + used + DONOR_HDR_LEN);
@@ -542,87 +550,60 @@ static json_t *ctl_stats(struct donor_server *srv, const struct ctl_request *req
 			 "errors", (json_int_t)srv->errors, "clients", clients);
 }
 
-/* Counts owner's slabs not yet revoked and returns the highest-numbered one in ret_id. */
-static unsigned unrevoked(struct donor_server *srv, uint32_t owner, uint32_t *ret_id)
-{
-	unsigned tot = donor_slabs_count(srv->slabs, owner), n = 0;
-	_cleanup_free_ uint32_t *ids = calloc(tot + 1, sizeof(*ids));
-	_cleanup_free_ uint32_t *fl = calloc(tot + 1, sizeof(*fl));
-
-	if (!ids || !fl)
-		return 0;
-	donor_slabs_list(srv->slabs, owner, ids, fl, tot);
-	for (unsigned j = 0; j < tot; j++) {
-		if (!(fl[j] & DONOR_SLAB_F_REVOKED)) {
-			n++;
-			*ret_id = ids[j];
-		}
-	}
-	return n;
-}
-
-static json_t *revoked_entry(json_t *out, const char *client)
-{
-	json_t *e;
-	size_t i;
-
-	json_array_foreach(out, i, e)
-		if (strcmp(json_string_value(json_object_get(e, "client")), client) == 0)
-			return e;
-	e = json_pack("{s:s, s:[]}", "client", client, "slabs");
-	json_array_append_new(out, e);
-	return e;
-}
-
 /*
- * Revokes need slabs, always from the client holding most, and notifies each
- * owner once with all its slabs and the deadline.
+ * Revokes need slabs, one at a time from the client holding most (so the
+ * biggest holders shrink towards the others), and notifies each owner once
+ * with all its slabs and the deadline. Linear in the slab table plus need
+ * times the client count: the event loop answers pings meanwhile even when
+ * tens of thousands of slabs go.
  */
 static json_t *revoke_slabs(struct donor_server *srv, unsigned need, unsigned grace_s)
 {
 	uint64_t deadline = now_ns() + (uint64_t)grace_s * 1000000000ULL;
-	json_t *out = json_array(), *e;
-	size_t i;
+	_cleanup_free_ unsigned *have = calloc(srv->nclients + 1, sizeof(*have));
+	_cleanup_free_ unsigned *take = calloc(srv->nclients + 1, sizeof(*take));
+	json_t *out = json_array();
 
-	if (!out)
+	if (!out || !have || !take) {
+		json_decref(out);
 		return NULL;
-	while (need > 0) {
-		struct client *best = NULL;
-		unsigned best_n = 0;
-		uint32_t best_id = 0;
+	}
+	/* Owner ids are client index + 1. */
+	donor_slabs_count_unrevoked(srv->slabs, have, srv->nclients + 1);
+	for (; need > 0; need--) {
+		unsigned best = 0, best_n = 0;
 
 		for (unsigned k = 0; k < srv->nclients; k++) {
-			uint32_t id = 0;
-			unsigned n;
-			if (!srv->clients[k].in_use)
-				continue;
-			n = unrevoked(srv, srv->clients[k].owner, &id);
-			if (n > best_n) {
-				best = &srv->clients[k];
-				best_n = n;
-				best_id = id;
+			unsigned left = have[k + 1] - take[k + 1];
+			if (srv->clients[k].in_use && left > best_n) {
+				best = k + 1;
+				best_n = left;
 			}
 		}
 		if (!best)
 			break;
-		donor_slabs_revoke(srv->slabs, best_id, deadline);
-		e = revoked_entry(out, best->id);
-		if (e)
-			json_array_append_new(json_object_get(e, "slabs"), json_integer(best_id));
-		need--;
+		take[best]++;
 	}
-	json_array_foreach(out, i, e) {
-		struct client *c = client_find(srv, json_string_value(json_object_get(e, "client")));
-		json_t *ids = json_object_get(e, "slabs");
-		size_t n = json_array_size(ids);
-		_cleanup_free_ uint32_t *v = calloc(n + 1, sizeof(*v));
+	for (unsigned k = 0; k < srv->nclients; k++) {
+		struct client *c = &srv->clients[k];
+		_cleanup_free_ uint32_t *ids = NULL;
+		json_t *list;
+		unsigned n;
 
-		if (!c || !v)
+		if (!take[k + 1])
 			continue;
-		for (size_t k = 0; k < n; k++)
-			v[k] = (uint32_t)json_integer_value(json_array_get(ids, k));
-		log_info("capacity revoked: client %s must move %zu slabs within %us", c->id, n, grace_s);
-		notify_client(c, DONOR_NOTIFY_REVOKED, grace_s * 1000u, v, (uint32_t)n);
+		ids = calloc(take[k + 1], sizeof(*ids));
+		list = json_array();
+		if (!ids || !list) {
+			json_decref(list);
+			continue;
+		}
+		n = donor_slabs_revoke_owner(srv->slabs, c->owner, take[k + 1], deadline, ids);
+		for (unsigned i = 0; i < n; i++)
+			json_array_append_new(list, json_integer(ids[i]));
+		json_array_append_new(out, json_pack("{s:s, s:o}", "client", c->id, "slabs", list));
+		log_info("capacity revoked: client %s must move %u slabs within %us", c->id, n, grace_s);
+		notify_client(c, DONOR_NOTIFY_REVOKED, grace_s * 1000u, ids, n);
 	}
 	return out;
 }

@@ -36,6 +36,15 @@ struct donor_server_config {
 	void *ext_opaque;
 };
 
+/*
+ * Largest payload a client may send before it has authenticated: the bigger
+ * of HELLO (u16 length + client id) and AUTH (nonce + MAC). A longer frame
+ * from an unauthenticated peer closes the connection before its payload is
+ * read, so a stranger never makes the donor buffer a full-size frame.
+ */
+#define DONOR_PREAUTH_MAX_PAYLOAD (2u + DONOR_CLIENT_ID_MAX)
+_Static_assert(DONOR_PREAUTH_MAX_PAYLOAD >= DONOR_NONCE_LEN + DONOR_MAC_LEN, "AUTH fits before authentication");
+
 /* Stop parsing input while this much output waits: a client that does not read stalls itself only. */
 #define DONOR_SESSION_OUT_HIGH (4u << 20)
 

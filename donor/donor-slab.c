@@ -217,6 +217,31 @@ bool donor_slabs_is_revoked(const struct donor_slabs *s, uint32_t id)
 	return sl && sl->revoked;
 }
 
+void donor_slabs_count_unrevoked(const struct donor_slabs *s, unsigned *counts, unsigned n)
+{
+	for (unsigned i = 0; i < s->ntab; i++) {
+		const struct slab *sl = &s->tab[i];
+		if (sl->mem && !sl->revoked && sl->owner < n)
+			counts[sl->owner]++;
+	}
+}
+
+unsigned donor_slabs_revoke_owner(struct donor_slabs *s, uint32_t owner, unsigned max, uint64_t deadline_ns,
+				  uint32_t *ret_ids)
+{
+	unsigned n = 0;
+
+	for (unsigned i = s->ntab; i-- > 0 && n < max;) {
+		struct slab *sl = &s->tab[i];
+		if (!sl->mem || sl->revoked || sl->owner != owner)
+			continue;
+		sl->revoked = true;
+		sl->deadline = deadline_ns;
+		ret_ids[n++] = make_id(s, sl);
+	}
+	return n;
+}
+
 unsigned donor_slabs_expire(struct donor_slabs *s, uint64_t now)
 {
 	unsigned n = 0;

@@ -51,6 +51,18 @@ uint32_t donor_slabs_owner(const struct donor_slabs *s, uint32_t id);
 /* Marks a live slab revoked with a deadline (CLOCK_MONOTONIC ns). Returns 0 or -ENOENT. */
 int donor_slabs_revoke(struct donor_slabs *s, uint32_t id, uint64_t deadline_ns);
 bool donor_slabs_is_revoked(const struct donor_slabs *s, uint32_t id);
+/*
+ * Adds each owner's live slabs not yet revoked to counts[owner], for owners
+ * below n, in one pass over the table.
+ */
+void donor_slabs_count_unrevoked(const struct donor_slabs *s, unsigned *counts, unsigned n);
+/*
+ * Revokes up to max of owner's slabs not yet revoked, newest (highest
+ * numbered) first, in one pass; their ids go to ret_ids (room for max).
+ * Returns how many.
+ */
+unsigned donor_slabs_revoke_owner(struct donor_slabs *s, uint32_t owner, unsigned max, uint64_t deadline_ns,
+				  uint32_t *ret_ids);
 /* Frees revoked slabs whose deadline is <= now; returns how many. */
 unsigned donor_slabs_expire(struct donor_slabs *s, uint64_t now);
 /* Bytes already promised back (revoked but not yet freed). */

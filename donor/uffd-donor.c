@@ -17,11 +17,13 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/queue.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -37,10 +39,30 @@
 #include "util.h"
 
 #define IN_CAP (DONOR_HDR_LEN + DONOR_MAX_PAYLOAD + 65536)
-#define MAX_CONNS 1024
+/* Before authentication one frame is in flight at a time; room for two covers any split. */
+#define PREAUTH_IN_CAP (2 * (DONOR_HDR_LEN + DONOR_PREAUTH_MAX_PAYLOAD))
+#define CTL_MAX_CONNS 64
 #define CLOSE_GRACE_NS 2000000000ULL
+/* Out of file descriptors: stop accepting this long rather than retry at once. */
+#define ACCEPT_PAUSE_NS 250000000ULL
+/* At most one warning per this period for each kind of refused connection. */
+#define REFUSE_LOG_NS 10000000000ULL
 
 enum op_kind { OP_ACCEPT, OP_CTL_ACCEPT, OP_RECV, OP_SEND, OP_SIGNAL, OP_RDMA };
+
+/* Connection limits (command-line options; see usage()). */
+struct limits {
+	unsigned preauth_timeout_s; /* close a connection not authenticated by then */
+	unsigned preauth_max;	    /* unauthenticated connections at once */
+	unsigned preauth_per_addr;  /* unauthenticated connections from one address */
+	unsigned max_conns;	    /* pager connections in all, authenticated or not */
+};
+
+/* A warning that repeats at most once per REFUSE_LOG_NS, saying how many it stood for. */
+struct ratelog {
+	uint64_t last;
+	unsigned suppressed;
+};
 
 struct conn;
 struct op {
@@ -59,7 +81,9 @@ struct conn {
 	struct donor_buf inflight, ctl_out;
 	size_t sent;
 	bool recv_armed, send_armed, closing, shut;
-	uint64_t closing_since;
+	bool authed; /* counted in nconns only, no longer in npreauth */
+	uint64_t closing_since, accepted_at;
+	char addr[INET6_ADDRSTRLEN]; /* peer address without port: the per-address limit's key */
 	char peer[64];
 };
 
@@ -75,7 +99,11 @@ struct daemon {
 	socklen_t accept_len;
 	struct signalfd_siginfo siginfo;
 	LIST_HEAD(, conn) conns;
-	unsigned nconns;
+	unsigned nconns, nctl, npreauth;
+	struct limits lim;
+	uint64_t accept_paused_until; /* 0: both accepts are armed */
+	bool accept_paused[2];	      /* [0] pager listener, [1] control socket */
+	struct ratelog log_fds, log_total, log_addr, log_ctl, log_expire;
 	bool stop;
 };
 
@@ -108,6 +136,29 @@ static void arm_signal(struct daemon *d)
 	io_uring_sqe_set_data(sqe, &d->signal_op);
 }
 
+/* Logs fmt unless one was logged less than REFUSE_LOG_NS ago; counts the ones it drops. */
+static void __attribute__((format(printf, 2, 3))) ratelog_warn(struct ratelog *rl, const char *fmt, ...)
+{
+	uint64_t now = now_ns();
+	char msg[256];
+	va_list ap;
+
+	if (rl->last && now - rl->last < REFUSE_LOG_NS) {
+		rl->suppressed++;
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (rl->suppressed)
+		log_warn("%s (and %u more times in the last %llus)", msg, rl->suppressed,
+			 (unsigned long long)((now - rl->last) / 1000000000ULL));
+	else
+		log_warn("%s", msg);
+	rl->last = now;
+	rl->suppressed = 0;
+}
+
 static struct donor_buf *conn_out(struct conn *c)
 {
 	return c->ctl ? &c->ctl_out : donor_session_out(c->sess);
@@ -124,7 +175,12 @@ static void conn_close(struct conn *c)
 static void conn_free(struct daemon *d, struct conn *c)
 {
 	LIST_REMOVE(c, link);
-	d->nconns--;
+	if (c->ctl)
+		d->nctl--;
+	else
+		d->nconns--;
+	if (!c->ctl && !c->authed)
+		d->npreauth--;
 	close(c->fd);
 #if HAVE_RDMA
 	if (c->sess)
@@ -137,19 +193,79 @@ static void conn_free(struct daemon *d, struct conn *c)
 	free(c);
 }
 
+/* Unauthenticated connections from addr, and the oldest unauthenticated one of all. */
+static unsigned preauth_from(struct daemon *d, const char *addr, struct conn **ret_oldest)
+{
+	struct conn *c, *oldest = NULL;
+	unsigned n = 0;
+
+	LIST_FOREACH(c, &d->conns, link) {
+		if (c->ctl || c->authed)
+			continue;
+		if (strcmp(c->addr, addr) == 0)
+			n++;
+		if (!c->closing && (!oldest || c->accepted_at < oldest->accepted_at))
+			oldest = c;
+	}
+	*ret_oldest = oldest;
+	return n;
+}
+
+/*
+ * Whether a new pager connection from addr may be taken. Strangers get a
+ * bounded share: per address, and in all, where the oldest stranger makes
+ * room for the newest, so a flood of idle connections cannot keep a pager
+ * out (it authenticates within milliseconds; idlers wait for their deadline).
+ */
+static bool conn_admit(struct daemon *d, const char *addr)
+{
+	struct conn *oldest;
+	unsigned from_addr;
+
+	if (d->nconns >= d->lim.max_conns) {
+		ratelog_warn(&d->log_total, "connection limit (%u, --max-connections) reached; refusing %s",
+			     d->lim.max_conns, addr);
+		return false;
+	}
+	from_addr = preauth_from(d, addr, &oldest);
+	if (from_addr >= d->lim.preauth_per_addr) {
+		ratelog_warn(&d->log_addr,
+			     "%s has %u connections not yet authenticated (--preauth-per-address); refusing another",
+			     addr, from_addr);
+		return false;
+	}
+	if (d->npreauth >= d->lim.preauth_max && oldest) {
+		ratelog_warn(&d->log_total,
+			     "%u connections not yet authenticated (--preauth-max); dropping the oldest (%s)",
+			     d->npreauth, oldest->peer);
+		conn_close(oldest);
+		oldest->closing_since = 0;
+	}
+	return true;
+}
+
 static void conn_new(struct daemon *d, int fd, bool ctl)
 {
+	char host[INET6_ADDRSTRLEN] = "?", port[8] = "?";
 	struct conn *c;
 	int one = 1;
 
-	if (d->nconns >= MAX_CONNS) {
-		log_warn("connection limit (%d) reached; refusing a connection", MAX_CONNS);
+	if (ctl && d->nctl >= CTL_MAX_CONNS) {
+		ratelog_warn(&d->log_ctl, "control connection limit (%d) reached; refusing one", CTL_MAX_CONNS);
 		close(fd);
 		return;
 	}
+	if (!ctl) {
+		getnameinfo((struct sockaddr *)&d->accept_addr, d->accept_len, host, sizeof(host), port,
+			    sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
+		if (!conn_admit(d, host)) {
+			close(fd);
+			return;
+		}
+	}
 	c = calloc(1, sizeof(*c));
 	if (c)
-		c->in = malloc(ctl ? CTL_REQUEST_MAX : IN_CAP);
+		c->in = malloc(ctl ? CTL_REQUEST_MAX : PREAUTH_IN_CAP);
 	if (!c || !c->in) {
 		if (c)
 			free(c);
@@ -162,12 +278,11 @@ static void conn_new(struct daemon *d, int fd, bool ctl)
 	c->send_op = (struct op){ OP_SEND, c };
 	donor_buf_init(&c->inflight);
 	donor_buf_init(&c->ctl_out);
+	c->accepted_at = now_ns();
 	if (ctl) {
 		snprintf(c->peer, sizeof(c->peer), "control");
 	} else {
-		char host[INET6_ADDRSTRLEN] = "?", port[8] = "?";
-		getnameinfo((struct sockaddr *)&d->accept_addr, d->accept_len, host, sizeof(host), port,
-			    sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
+		snprintf(c->addr, sizeof(c->addr), "%s", host);
 		snprintf(c->peer, sizeof(c->peer), "%s:%s", host, port);
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		c->sess = donor_session_new(d->srv, c->peer);
@@ -180,7 +295,12 @@ static void conn_new(struct daemon *d, int fd, bool ctl)
 		donor_session_set_opaque(c->sess, c);
 	}
 	LIST_INSERT_HEAD(&d->conns, c, link);
-	d->nconns++;
+	if (ctl) {
+		d->nctl++;
+	} else {
+		d->nconns++;
+		d->npreauth++;
+	}
 	log_debug("%s: connected", c->peer);
 }
 
@@ -217,6 +337,31 @@ static void ctl_process(struct daemon *d, struct conn *c)
 	}
 }
 
+/* Size of the receive buffer: small until the peer has authenticated. */
+static size_t conn_in_cap(const struct conn *c)
+{
+	return c->ctl ? CTL_REQUEST_MAX : c->authed ? IN_CAP : PREAUTH_IN_CAP;
+}
+
+/* A connection that just authenticated leaves the pre-auth count and gets a full-size buffer. */
+static void conn_authed(struct daemon *d, struct conn *c)
+{
+	uint8_t *in;
+
+	/* The recv in flight (if any) targets the old buffer: grow only while none is armed. */
+	if (c->authed || c->recv_armed || !donor_session_owner(c->sess))
+		return;
+	in = realloc(c->in, IN_CAP);
+	if (!in) {
+		log_warn("%s: out of memory for its receive buffer; closing", c->peer);
+		conn_close(c);
+		return;
+	}
+	c->in = in;
+	c->authed = true;
+	d->npreauth--;
+}
+
 static void conn_process(struct daemon *d, struct conn *c)
 {
 	size_t used = 0;
@@ -237,6 +382,8 @@ static void conn_process(struct daemon *d, struct conn *c)
 	}
 	if (r < 0 || donor_session_closing(c->sess))
 		conn_close(c);
+	else
+		conn_authed(d, c);
 }
 
 /* Arms what a connection needs next; frees it when closed and idle. */
@@ -274,8 +421,10 @@ static void conn_pump(struct daemon *d, struct conn *c)
 	/* Input waiting behind a full output queue is handled once the queue drains. */
 	if (!c->closing && c->in_len > 0 && conn_out(c)->len < DONOR_SESSION_OUT_HIGH)
 		conn_process(d, c);
+	if (!c->closing && !c->ctl)
+		conn_authed(d, c);
 	if (!c->closing && !c->recv_armed && conn_out(c)->len < DONOR_SESSION_OUT_HIGH) {
-		size_t cap = c->ctl ? CTL_REQUEST_MAX : IN_CAP;
+		size_t cap = conn_in_cap(c);
 		if (c->in_len < cap) {
 			struct io_uring_sqe *sqe = get_sqe(d);
 			io_uring_prep_recv(sqe, c->fd, c->in + c->in_len, cap - c->in_len, 0);
@@ -295,6 +444,29 @@ static void arm_rdma(struct daemon *d)
 }
 #endif
 
+/* Closes the connections that did not authenticate within --preauth-timeout. */
+static void preauth_expire(struct daemon *d, uint64_t now)
+{
+	uint64_t limit = (uint64_t)d->lim.preauth_timeout_s * 1000000000ULL;
+	struct conn *c;
+	unsigned n = 0;
+
+	if (!d->npreauth)
+		return;
+	LIST_FOREACH(c, &d->conns, link) {
+		if (c->ctl || c->authed || c->closing || now - c->accepted_at < limit)
+			continue;
+		log_debug("%s: not authenticated within %us; closing", c->peer, d->lim.preauth_timeout_s);
+		conn_close(c);
+		/* Nothing it sent is worth flushing an answer for. */
+		c->closing_since = 0;
+		n++;
+	}
+	if (n)
+		ratelog_warn(&d->log_expire, "closed %u connections that did not authenticate within %us (--preauth-timeout)",
+			     n, d->lim.preauth_timeout_s);
+}
+
 static void handle_cqe(struct daemon *d, struct op *op, int res)
 {
 	struct conn *c = op->c;
@@ -310,10 +482,22 @@ static void handle_cqe(struct daemon *d, struct op *op, int res)
 		return;
 	case OP_ACCEPT:
 	case OP_CTL_ACCEPT:
-		if (res >= 0)
+		if (res >= 0) {
 			conn_new(d, res, op->kind == OP_CTL_ACCEPT);
-		else if (res != -EINTR && res != -ECONNABORTED)
+		} else if (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM) {
+			/*
+			 * The pending connection stays queued, so accepting again at once
+			 * fails again at once: wait for descriptors to come back (deadlines
+			 * and closing peers free them) and keep the log short.
+			 */
+			ratelog_warn(&d->log_fds, "accept: %s; not accepting for %llu ms", strerror(-res),
+				     ACCEPT_PAUSE_NS / 1000000ULL);
+			d->accept_paused[op->kind == OP_CTL_ACCEPT] = true;
+			d->accept_paused_until = now_ns() + ACCEPT_PAUSE_NS;
+			return;
+		} else if (res != -EINTR && res != -ECONNABORTED) {
 			log_warn("accept: %s", strerror(-res));
+		}
 		if (!d->stop)
 			arm_accept(d, op->kind == OP_ACCEPT ? d->lfd : d->cfd, op);
 		return;
@@ -457,6 +641,11 @@ static void usage(FILE *f)
 		"  --control PATH            Unix socket for JSON control (donor.stats, donor.set-capacity)\n"
 		"  --lease SECONDS           how long a disconnected client keeps its slabs (default 60)\n"
 		"  --revoke-grace SECONDS    default deadline to move revoked slabs (default 30)\n"
+		"  --max-connections N       pager connections at once (default 1024)\n"
+		"  --preauth-timeout SECONDS close connections not authenticated by then (default 10)\n"
+		"  --preauth-max N           connections not yet authenticated, in all (default 256);\n"
+		"                            when full, the oldest of them is dropped for a new one\n"
+		"  --preauth-per-address N   ... from one address (default 16); more are refused\n"
 		"  --log-level LEVEL         error, warn, info (default), debug\n"
 		"  --help, --version\n",
 		DONOR_SLAB_SIZE >> 20);
@@ -513,12 +702,19 @@ int main(int argc, char **argv)
 		{ "key-file", required_argument, NULL, 'k' }, { "control", required_argument, NULL, 'C' },
 		{ "lease", required_argument, NULL, 'L' },    { "revoke-grace", required_argument, NULL, 'g' },
 		{ "log-level", required_argument, NULL, 'v' }, { "help", no_argument, NULL, 'h' },
+		{ "max-connections", required_argument, NULL, 'M' },
+		{ "preauth-timeout", required_argument, NULL, 'T' },
+		{ "preauth-max", required_argument, NULL, 'P' },
+		{ "preauth-per-address", required_argument, NULL, 'A' },
 		{ "version", no_argument, NULL, 'V' },	      {}
 	};
 	const char *listen_url = NULL, *key_file = NULL, *control = NULL;
 	struct donor_server_config cfg = { .lease_s = 60, .revoke_grace_s = 30 };
 	struct donor_key key = { .len = 0 };
-	struct daemon d = { .lfd = -1, .cfd = -1, .sfd = -1 };
+	struct daemon d = { .lfd = -1, .cfd = -1, .sfd = -1,
+			    .lim = { .preauth_timeout_s = 10, .preauth_max = 256, .preauth_per_addr = 16,
+				     .max_conns = 1024 } };
+	struct rlimit nofile;
 	uint64_t last_tick = 0;
 	sigset_t mask;
 	char sz[32];
@@ -550,6 +746,22 @@ int main(int argc, char **argv)
 			if (parse_uint("--revoke-grace", optarg, 86400, &cfg.revoke_grace_s) < 0)
 				return 2;
 			break;
+		case 'M':
+			if (parse_uint("--max-connections", optarg, 1u << 20, &d.lim.max_conns) < 0)
+				return 2;
+			break;
+		case 'T':
+			if (parse_uint("--preauth-timeout", optarg, 3600, &d.lim.preauth_timeout_s) < 0)
+				return 2;
+			break;
+		case 'P':
+			if (parse_uint("--preauth-max", optarg, 1u << 20, &d.lim.preauth_max) < 0)
+				return 2;
+			break;
+		case 'A':
+			if (parse_uint("--preauth-per-address", optarg, 1u << 20, &d.lim.preauth_per_addr) < 0)
+				return 2;
+			break;
 		case 'v': {
 			enum log_level lvl;
 			if (log_parse_level(optarg, &lvl) < 0) {
@@ -575,6 +787,18 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (!d.lim.max_conns || !d.lim.preauth_timeout_s || !d.lim.preauth_max || !d.lim.preauth_per_addr) {
+		log_err("--max-connections, --preauth-timeout, --preauth-max and --preauth-per-address must be at least 1");
+		return 2;
+	}
+	/* Each connection is a descriptor: take what the hard limit allows (the unit sets LimitNOFILE). */
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+		nofile.rlim_cur = nofile.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &nofile);
+	}
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < (rlim_t)d.lim.max_conns + CTL_MAX_CONNS + 32)
+		log_warn("open file limit %llu is below --max-connections %u plus %u: accepting pauses when it is reached",
+			 (unsigned long long)nofile.rlim_cur, d.lim.max_conns, CTL_MAX_CONNS + 32);
 	if (key_file) {
 		if (donor_key_load(key_file, &key) < 0)
 			return 1;
@@ -655,7 +879,16 @@ int main(int argc, char **argv)
 		}
 		io_uring_cq_advance(&d.ring, n);
 		now = now_ns();
+		if (d.accept_paused_until && now >= d.accept_paused_until) {
+			d.accept_paused_until = 0;
+			if (d.accept_paused[0])
+				arm_accept(&d, d.lfd, &d.accept_op);
+			if (d.accept_paused[1])
+				arm_accept(&d, d.cfd, &d.ctl_accept_op);
+			d.accept_paused[0] = d.accept_paused[1] = false;
+		}
 		if (now - last_tick > 100000000ULL) {
+			preauth_expire(&d, now);
 			donor_server_tick(d.srv, now);
 #if HAVE_RDMA
 			donor_rdma_reconcile(d.rd);

@@ -10,6 +10,7 @@
 #include "donors.h"
 #include "events.h"
 #include "log.h"
+#include "revoked.h"
 #include "transport.h"
 #include "util.h"
 
@@ -30,8 +31,7 @@ struct pdonor {
 	pthread_t completer;
 	bool completer_started;
 	pthread_mutex_t rlock; /* revoked slab ids */
-	uint32_t *revoked;
-	unsigned nrevoked, revoked_cap;
+	struct revoked_set revoked;
 };
 
 struct donor_pool {
@@ -138,17 +138,8 @@ static void notify_cb(struct donor_conn *conn, const struct donor_notification *
 	switch (n->kind) {
 	case DONOR_NOTIFY_REVOKED:
 		pthread_mutex_lock(&d->rlock);
-		for (uint32_t i = 0; i < n->nslabs; i++) {
-			if (d->nrevoked == d->revoked_cap) {
-				unsigned cap = d->revoked_cap ? d->revoked_cap * 2 : 64;
-				uint32_t *nr = realloc(d->revoked, cap * sizeof(*nr));
-				if (!nr)
-					break;
-				d->revoked = nr;
-				d->revoked_cap = cap;
-			}
-			d->revoked[d->nrevoked++] = n->slabs[i];
-		}
+		if (revoked_set_add(&d->revoked, n->slabs, n->nslabs, n->deadline_ms, now_ns()) < 0)
+			log_warn("donor %s: cannot keep track of %u revoked slabs", d->url, n->nslabs);
 		pthread_mutex_unlock(&d->rlock);
 		log_warn("donor %s revoked %u slabs: moving their pages within %u ms", d->url, n->nslabs,
 			 n->deadline_ms);
@@ -257,7 +248,7 @@ void donor_pool_free(struct donor_pool *p)
 			pthread_join(d->completer, NULL);
 		donor_close(d->conn);
 		pthread_mutex_destroy(&d->rlock);
-		free(d->revoked);
+		revoked_set_clear(&d->revoked);
 		free(d);
 	}
 	explicit_bzero(&p->key, sizeof(p->key));
@@ -371,7 +362,8 @@ json_t *donor_pool_json(struct donor_pool *p)
 		uint64_t cap = atomic_load(&d->capacity), used = atomic_load(&d->used);
 		unsigned nrev;
 		pthread_mutex_lock(&d->rlock);
-		nrev = d->nrevoked;
+		revoked_set_prune(&d->revoked, now_ns());
+		nrev = d->revoked.n;
 		pthread_mutex_unlock(&d->rlock);
 		json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "url", d->url, "state",
 						     state_names[atomic_load(&d->state)], "pages",
@@ -402,8 +394,7 @@ bool donor_pool_slab_revoked(struct donor_pool *p, unsigned idx, uint32_t slab)
 		return false;
 	d = p->d[idx];
 	pthread_mutex_lock(&d->rlock);
-	for (unsigned i = 0; i < d->nrevoked && !hit; i++)
-		hit = d->revoked[i] == slab;
+	hit = revoked_set_has(&d->revoked, slab);
 	pthread_mutex_unlock(&d->rlock);
 	return hit;
 }
@@ -455,11 +446,7 @@ void donor_pool_free_slab(struct donor_pool *p, unsigned idx, uint32_t slab)
 		return;
 	if (donor_free_slab(d->conn, slab) == 0) {
 		pthread_mutex_lock(&d->rlock);
-		for (unsigned i = 0; i < d->nrevoked; i++)
-			if (d->revoked[i] == slab) {
-				d->revoked[i] = d->revoked[--d->nrevoked];
-				break;
-			}
+		revoked_set_remove(&d->revoked, slab);
 		pthread_mutex_unlock(&d->rlock);
 	}
 }
