@@ -453,9 +453,6 @@ static const struct policy_field cfg_fields[] = {
 	{ .name = "max_guest_memory", .kind = POLICY_FIELD_SIZE, CFG(max_guest_memory),
 	  .lo = MIN_LOCAL_MEMORY, .hi = POLICY_MAX_GUEST_PAGES * PAGE_SIZE_4K,
 	  .allowed = "a size from 1M to 16T - 8K (2^32 - 2 pages of 4 KiB)" },
-	/* The registered guest RAM of all of one uid's VMs: bounds what one local user makes the pager track. */
-	{ .name = "max_guest_memory_per_uid", .kind = POLICY_FIELD_SIZE, CFG(max_guest_memory_per_uid),
-	  .lo = MIN_LOCAL_MEMORY, .allowed = "a size >= 1M: an integer number of bytes or a string like \"2T\"" },
 	{ .name = "state_dir", .kind = POLICY_FIELD_PATH, CFG(state_dir), .check = cfg_state_dir_check },
 	{ .name = "socket", .kind = POLICY_FIELD_PATH, CFG(socket_path) },
 	{ .name = "control", .kind = POLICY_FIELD_PATH, CFG(control_path) },
@@ -472,6 +469,9 @@ static const struct policy_field cfg_fields[] = {
 	  .allowed = "1..64 characters from A-Z a-z 0-9 . _ : @ -" },
 	{ .name = "donor_timeout_ms", .kind = POLICY_FIELD_INT, CFG(donor_timeout_ms), .lo = 100,
 	  .hi = 60000, .allowed = "an integer 100..60000 (milliseconds)" },
+	/* The registered guest RAM of all of one uid's VMs: bounds what one local user makes the pager track. */
+	{ .name = "max_guest_memory_per_uid", .kind = POLICY_FIELD_SIZE, CFG(max_guest_memory_per_uid),
+	  .lo = MIN_LOCAL_MEMORY, .allowed = "a size >= 1M: an integer number of bytes or a string like \"2T\"" },
 	{ 0 },
 };
 
