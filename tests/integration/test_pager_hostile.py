@@ -8,8 +8,8 @@ and a real guestsim whose stores fill up must keep running:
            space around a 1 MiB region: vm.list still answers at once.
 - sparse:  a 256 GiB sparse memfd registers fast and costs the pager almost
            no RAM; max_guest_memory_per_uid refuses the next one.
-- seals:   memfds sealed against writes and hugetlbfs memfds are refused;
-           a seal added after registration makes evictions abort, and the
+- seals:   memfds sealed against writes and hugetlbfs memfds are refused.
+- punch:   a seal added after registration makes evictions abort, and the
            pages are counted resident (the memfd really holds them).
 - full:    spill file at its cap, no donors: with on_store_full "degrade"
            the guest runs over its limit and verifies every byte.
@@ -194,7 +194,7 @@ def touch(addr, length, byte):
 
 
 def scenario_seals():
-    """Unpunchable memfds refused at REGION; a seal added later aborts evictions."""
+    """Unpunchable memfds (write-sealed, hugetlbfs) are refused at REGION."""
     pager = Pager()
     feats = FEAT_EVENT_REMOVE | FEAT_MISSING_SHMEM | FEAT_WP_SHMEM
     try:
@@ -217,8 +217,23 @@ def scenario_seals():
         st = c.reply()
         check(st is not None and st[0] != 0 and "hugetlbfs" in st[1], f"a hugetlbfs memfd is refused: {st}")
         os.close(hfd)
+        c.close()
+        os.close(uffd)
+        pager.wait_for("VM freed", lambda: pager.vm_names() == [], 30)
+        check(pager.alive(), "pager alive")
+    finally:
+        pager.stop()
 
-        # A memfd sealed only after its REGION was accepted: punches fail during eviction.
+
+def scenario_punch():
+    """A memfd sealed after its REGION was accepted: punches fail, evictions abort, pages stay resident."""
+    pager = Pager()
+    feats = FEAT_EVENT_REMOVE | FEAT_MISSING_SHMEM | FEAT_WP_SHMEM
+    try:
+        uffd = new_uffd(feats)
+        c = Client(pager)
+        st = hello(c, "sealed", policy("sealed", "1M"), uffd, feats)
+        check(st is not None and st[0] == 0, f"HELLO accepted: {st}")
         size = 8 << 20
         mfd = os.memfd_create("late-seal-ram", os.MFD_CLOEXEC | MFD_ALLOW_SEALING)
         os.ftruncate(mfd, size)
@@ -233,12 +248,16 @@ def scenario_seals():
         check(not t.is_alive() and not err, "8 MiB written through a 1 MiB limit whose punches fail")
         data = ctypes.string_at(addr, size)
         check(data == b"\x5a" * size, "every byte reads back")
-        st = pager.wait_for("punch failures counted",
-                            lambda: (s := pager.vm_stats("sealed")) and s["punch_failures"] > 0 and s, 30)
+        # An eviction was tried: committed and punched (as before the fix) or aborted at the punch.
+        st = pager.wait_for("an eviction tried",
+                            lambda: (s := pager.vm_stats("sealed")) and
+                            s["evictions"] + s.get("punch_failures", 0) > 0 and s, 30)
         # The map must call resident what the memfd holds: no page is counted stored while present.
         check(st["stored_pages"] == 0 and st["resident_pages"] >= st["memfd_resident_pages"] - 16,
               f"pages count as resident, not stored: resident {st['resident_pages']}, stored "
               f"{st['stored_pages']}, memfd holds {st['memfd_resident_pages']}")
+        st = pager.wait_for("punch failures counted", lambda: (s := pager.vm_stats("sealed")) and
+                            s["punch_failures"] > 0 and s, 30)
         check(st["evictions_aborted"] >= st["punch_failures"] > 0 and st["state"] == "degraded",
               f"aborted evictions {st['evictions_aborted']}, punch failures {st['punch_failures']}, "
               f"state {st['state']}")
@@ -346,7 +365,7 @@ def scenario_pidfd():
         pager.stop()
 
 
-SCENARIOS = {"remove": scenario_remove, "sparse": scenario_sparse, "seals": scenario_seals,
+SCENARIOS = {"remove": scenario_remove, "sparse": scenario_sparse, "seals": scenario_seals, "punch": scenario_punch,
              "full": scenario_full, "pidfd": scenario_pidfd}
 
 
