@@ -297,6 +297,22 @@ def scenario_full():
               f"policy {st['on_store_full']}, spill pages {st['spill_pages']} (cap 1024)")
         g.kill()  # verified already; the hold only kept the VM registered for vm.stats
         g.wait()
+
+        # "pause": the old behaviour, on request: held at the limit, never over it.
+        g = guestsim(pager, "paused", policy("paused", "8M", spill={"max_size": "4M"}, on_store_full="pause"),
+                     ["--size", "48M", "--threads", "2", "--ops", "1000"])
+        procs.append(g)
+        pager.wait_for("the 'pause' VM waits at its limit with its spill file full",
+                       lambda: (s := pager.vm_stats("paused")) and s["throttle_waits"] > 0 and
+                       s["spill_pages"] >= 1024 and s["state"] == "degraded", 60)
+        time.sleep(1)
+        st = pager.vm_stats("paused")
+        check(st["on_store_full"] == "pause" and st["over_limit_faults"] == 0 and st["resident_pages"] <= 2048
+              and g.poll() is None,
+              f"'pause' holds the VM at its limit: state {st['state']}, resident {st['resident_pages']}, "
+              f"over_limit_faults {st['over_limit_faults']}")
+        g.kill()
+        g.wait()
         log = pager.read_log()
         check("running over the limit" in log, "the pager says the VM runs over its limit")
         check(pager.alive(), "pager alive")
