@@ -21,6 +21,7 @@ Run one scenario with its name as argument, or all without."""
 import ctypes
 import fcntl
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +29,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Pager, check, fail, guestsim, kill_procs, policy, require_root_and_uffd  # noqa: E402
+from harness import Pager, check, fail, guestsim, kill_procs, policy, proc_state, require_root_and_uffd  # noqa: E402
 from test_registration_hostile import Client, hello_msg, region_msg  # noqa: E402
 
 USERFAULTFD_IOC_NEW = 0xAA00
@@ -324,7 +325,7 @@ def scenario_full():
 def scenario_pidfd():
     """The pid from SO_PEERCRED is recycled before HELLO: the VM must not be another process."""
     pager = Pager()
-    procs = []
+    stranger = None
     feats = FEAT_EVENT_REMOVE | FEAT_MISSING_SHMEM
     try:
         # Positive: the registered VM's pid is the connecting process.
@@ -344,6 +345,7 @@ def scenario_pidfd():
         child = os.fork()
         if child == 0:
             try:
+                os.close(go_w)
                 s.connect(pager.sock)
                 os.read(go_r, 1)
             finally:
@@ -354,17 +356,23 @@ def scenario_pidfd():
         os.close(go_w)
         os.waitpid(child, 0)
         # Give the child's pid to a long-running stranger.
-        stranger = None
-        for _ in range(20):
-            with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        # Other processes on a busy host may fork between the write and ours: try until ours gets it.
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            for _ in range(500):
+                f.seek(0)
                 f.write(str(child - 1))
-            p = subprocess.Popen(["sleep", "60"])
-            procs.append(p)
-            if p.pid == child:
-                stranger = p
-                break
-            p.kill()
-            p.wait()
+                f.flush()
+                pid = os.fork()
+                if pid == 0:
+                    try:
+                        os.execvp("sleep", ["sleep", "60"])
+                    finally:
+                        os._exit(127)
+                if pid == child:
+                    stranger = pid
+                    break
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
         check(stranger is not None, f"pid {child} recycled for a 'sleep' process")
         uffd = new_uffd(feats)
         c = Client.__new__(Client)
@@ -377,11 +385,17 @@ def scenario_pidfd():
                        lambda: "recycled" not in pager.vm_names(), 20)
         check(st is None or st[0] != 0, f"HELLO on behalf of an exited process refused: {st}")
         check(st is None or "exited" in st[1], f"the refusal says the process exited: {st}")
-        check(stranger.poll() is None, "the stranger runs on, untouched")
+        check(os.waitpid(stranger, os.WNOHANG) == (0, 0) and proc_state(stranger) in ("S", "R"),
+              f"the stranger runs on, untouched (state {proc_state(stranger)})")
+        os.kill(stranger, signal.SIGKILL)
+        os.waitpid(stranger, 0)
+        stranger = None
         s.close()
         check(pager.alive(), "pager alive")
     finally:
-        kill_procs(procs)
+        if stranger:
+            os.kill(stranger, signal.SIGKILL)
+            os.waitpid(stranger, 0)
         pager.stop()
 
 
