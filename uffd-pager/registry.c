@@ -422,7 +422,9 @@ static int pid_start_boot_ns(pid_t pid, uint64_t *ret)
  * exit. SO_PEERPIDFD (taken at accept) names the peer itself. Without it,
  * pidfd_open() and then proof that the process it opened already ran when
  * the connection was accepted (its start time) and still runs (so /proc
- * named the same process). Returns the pidfd or -errno, *err saying why.
+ * named the same process); start times count in clock ticks, so a pid
+ * recycled within the tick of the accept would pass, which SO_PEERPIDFD
+ * rules out. Returns the pidfd or -errno, *err saying why.
  */
 static int client_pidfd(struct client *c, char *err, size_t errlen)
 {
