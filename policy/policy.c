@@ -43,6 +43,7 @@ void policy_vm_init(struct policy_vm *p)
 	p->spill_max = 0;
 	p->on_pager_unavailable = POLICY_UNAVAILABLE_REFUSE;
 	p->on_data_loss = POLICY_LOSS_STOP;
+	p->on_store_full = POLICY_STORE_FULL_DEGRADE;
 	p->replicas = 1;
 	p->backup_spill = false;
 	p->balloon_enabled = false;
@@ -91,6 +92,7 @@ static int vm_watermarks_check(struct policy_field_ctx *x, const struct policy_f
 
 static const char *const unavailable_names[] = { "refuse", "run-unpaged", NULL };
 static const char *const loss_names[] = { "stop", "kill", NULL };
+static const char *const store_full_names[] = { "degrade", "pause", NULL };
 static const char *const backup_names[] = { "none", "spill", NULL };
 
 static const struct policy_field vm_watermark_fields[] = {
@@ -139,6 +141,7 @@ static const struct policy_field vm_fields[] = {
 	{ .name = "on_pager_unavailable", .kind = POLICY_FIELD_ENUM, VM(on_pager_unavailable),
 	  .names = unavailable_names },
 	{ .name = "on_data_loss", .kind = POLICY_FIELD_ENUM, VM(on_data_loss), .names = loss_names },
+	{ .name = "on_store_full", .kind = POLICY_FIELD_ENUM, VM(on_store_full), .names = store_full_names },
 	{ .name = "durability", .kind = POLICY_FIELD_OBJECT, .sub = vm_durability_fields,
 	  .allowed = "an object {\"replicas\": 1..3, \"backup\": \"spill\"|\"none\"}" },
 	{ .name = "balloon", .kind = POLICY_FIELD_OBJECT, .sub = vm_balloon_fields,
@@ -276,6 +279,7 @@ void policy_config_init(struct policy_pager_config *c)
 	memset(c, 0, sizeof(*c));
 	c->budget = 0;
 	c->max_guest_memory = 1ULL << 40;
+	c->max_guest_memory_per_uid = 4ULL << 40;
 	snprintf(c->state_dir, sizeof(c->state_dir), "%s", UFFDVM_STATE_DIR);
 	snprintf(c->socket_path, sizeof(c->socket_path), "%s", UFFDVM_RUN_DIR "/register.sock");
 	snprintf(c->control_path, sizeof(c->control_path), "%s", UFFDVM_RUN_DIR "/control.sock");
@@ -465,6 +469,9 @@ static const struct policy_field cfg_fields[] = {
 	  .allowed = "1..64 characters from A-Z a-z 0-9 . _ : @ -" },
 	{ .name = "donor_timeout_ms", .kind = POLICY_FIELD_INT, CFG(donor_timeout_ms), .lo = 100,
 	  .hi = 60000, .allowed = "an integer 100..60000 (milliseconds)" },
+	/* The registered guest RAM of all of one uid's VMs: bounds what one local user makes the pager track. */
+	{ .name = "max_guest_memory_per_uid", .kind = POLICY_FIELD_SIZE, CFG(max_guest_memory_per_uid),
+	  .lo = MIN_LOCAL_MEMORY, .allowed = "a size >= 1M: an integer number of bytes or a string like \"2T\"" },
 	{ 0 },
 };
 

@@ -36,6 +36,11 @@ enum policy_loss_action {
 	POLICY_LOSS_KILL,     /* "kill": SIGKILL the VM */
 };
 
+enum policy_store_full {
+	POLICY_STORE_FULL_DEGRADE = 0, /* "degrade": pages stay resident, the VM runs over its limit (default) */
+	POLICY_STORE_FULL_PAUSE,       /* "pause": faults wait at the limit until a store takes pages again */
+};
+
 struct policy_vm {
 	char name[POLICY_NAME_MAX];        /* "name", required */
 	uint64_t local_memory;             /* "local_memory": bytes, required, >= 1M */
@@ -44,6 +49,7 @@ struct policy_vm {
 	uint64_t spill_max;                /* "spill.max_size": bytes, 0 = unlimited (default) */
 	enum policy_unavailable on_pager_unavailable; /* "on_pager_unavailable" */
 	enum policy_loss_action on_data_loss;         /* "on_data_loss" */
+	enum policy_store_full on_store_full;         /* "on_store_full" */
 	unsigned replicas;   /* "durability.replicas": donors holding each page, 1..3, default 1 */
 	bool backup_spill;   /* "durability.backup": "spill" = every remote page also in the spill file */
 	/* "balloon": ask the guest's balloon (through libvirt) to give memory back before paging it out. */
@@ -101,6 +107,7 @@ uint64_t policy_vm_low_pages(const struct policy_vm *p, uint64_t page_size);
 struct policy_pager_config {
 	uint64_t budget;              /* "budget": host-wide sum of local_memory; 0 = unlimited */
 	uint64_t max_guest_memory;    /* "max_guest_memory": largest VM accepted, default 1T */
+	uint64_t max_guest_memory_per_uid; /* "max_guest_memory_per_uid": guest RAM one uid may register in all, default 4T */
 	char state_dir[256];          /* "state_dir": default UFFDVM_STATE_DIR */
 	char socket_path[108];        /* "socket": registration socket */
 	char control_path[108];       /* "control": control socket */

@@ -39,6 +39,9 @@ struct evict_ctx {
 	bool zero[EVICT_BATCH];
 	bool protected_[EVICT_BATCH];
 	bool commit[EVICT_BATCH];
+	bool unpunched[EVICT_BATCH]; /* committed, but the memfd refused the punch */
+	bool punch_warned;           /* logged once per VM: the memfd's seals do not go away */
+	bool punch_failed;           /* the last batch's punch failed: retry slowly */
 	struct store_batch wb; /* the non-zero pages, in batch order */
 	unsigned n;
 };
@@ -230,16 +233,7 @@ static void evict_batch(struct evict_ctx *ec)
 		ec->commit[i] = true;
 		n_commit++;
 	}
-	/* Degraded while the store refuses pages; healthy again once a batch stores all it wanted. */
-	if (n_store_failed && !vm->degraded)
-		vm_log_warn(vm->policy.name, "stores full or failing: pages stay resident");
-	const bool degraded_changed = vm->degraded != (n_store_failed > 0);
-	vm->degraded = n_store_failed > 0;
 	pthread_mutex_unlock(&vm->lock);
-	/* Hook for events.subscribe: only transitions, emitted outside vm->lock. */
-	if (degraded_changed)
-		events_emit("vm.degraded", json_pack("{s:s, s:b, s:I}", "vm", vm->policy.name, "degraded",
-							  n_store_failed > 0, "pages_refused", (json_int_t)n_store_failed));
 	if (n_aborted)
 		atomic_fetch_add_explicit(&vm->stats.evictions_aborted, n_aborted, memory_order_relaxed);
 
@@ -249,6 +243,10 @@ static void evict_batch(struct evict_ctx *ec)
 			uffd_wp_range(vm, vm_page_addr(vm, ec->pages[i]), PAGE_SIZE_4K, false);
 
 	/* 5. punch committed runs: the next access is a MISSING fault */
+	unsigned n_unpunched = 0;
+	int punch_err = 0;
+	for (i = 0; i < ec->n; i++)
+		ec->unpunched[i] = false;
 	for (i = 0; i < ec->n;) {
 		if (!ec->commit[i]) {
 			i++;
@@ -258,9 +256,22 @@ static void evict_batch(struct evict_ctx *ec)
 		struct vm_region *rg = vm_region_of_page(vm, ec->pages[i]);
 		off_t off = (off_t)(rg->memfd_offset + ((ec->pages[i] - rg->first_page) << PAGE_SHIFT_4K));
 		if (fallocate(rg->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
-			      (off_t)len << PAGE_SHIFT_4K) < 0)
-			vm_log_err(vm->policy.name, "punching %u pages failed: %s", len, strerror(errno));
+			      (off_t)len << PAGE_SHIFT_4K) < 0) {
+			/* A seal the process added after registration: the memfd still holds the pages. */
+			punch_err = errno;
+			for (unsigned k = i; k < i + len; k++) {
+				ec->commit[k] = false;
+				ec->unpunched[k] = true;
+			}
+			n_unpunched += len;
+			n_commit -= len;
+		}
 		i += len;
+	}
+	if (n_unpunched && !ec->punch_warned) {
+		ec->punch_warned = true;
+		vm_log_err(vm->policy.name, "punching %u pages out of the memfd failed: %s; they stay resident "
+			   "(was the memfd sealed against writes after registration?)", n_unpunched, strerror(punch_err));
 	}
 
 	/* 6. record, then wake writers that waited for the punch */
@@ -270,6 +281,12 @@ static void evict_batch(struct evict_ctx *ec)
 	for (i = 0; i < ec->n; i++) {
 		uint32_t freed[STORE_MAX_COPIES];
 		bool waiter;
+		/* Not punched: an aborted eviction. The memfd holds the page; its copies go. */
+		if (ec->unpunched[i] && pagemap_entry(&vm->map, ec->pages[i])->state == PG_EVICT_COMMITTED &&
+		    pagemap_installed(&vm->map, ec->pages[i], freed)) {
+			store_free_locs(vm->store, freed);
+			vm->victim->on_resident(vm->victim_state, ec->pages[i]);
+		}
 		if (!ec->commit[i])
 			continue;
 		/* false: refaulted in between, the fault thread took over */
@@ -279,8 +296,29 @@ static void evict_batch(struct evict_ctx *ec)
 		if (waiter)
 			wake[n_wake++] = ec->pages[i];
 	}
+	/* Degraded while the store refuses pages or the memfd punches; healthy once a batch does all it wanted. */
+	const unsigned n_refused = n_store_failed + n_unpunched;
+	if (n_store_failed && !vm->degraded)
+		vm_log_warn(vm->policy.name, "stores full or failing: pages stay resident");
+	const bool degraded_changed = vm->degraded != (n_refused > 0);
+	vm->degraded = n_refused > 0;
+	if (!vm->degraded)
+		vm->over_limit = false;
 	pthread_mutex_unlock(&vm->lock);
 	pthread_cond_broadcast(&vm->space_cond);
+	/* Hook for events.subscribe: only transitions, emitted outside vm->lock. */
+	if (degraded_changed)
+		events_emit("vm.degraded", json_pack("{s:s, s:b, s:I}", "vm", vm->policy.name, "degraded",
+							  n_refused > 0, "pages_refused", (json_int_t)n_refused));
+	ec->punch_failed = n_unpunched > 0;
+	if (n_unpunched) {
+		atomic_fetch_add_explicit(&vm->stats.punch_failures, n_unpunched, memory_order_relaxed);
+		atomic_fetch_add_explicit(&vm->stats.evictions_aborted, n_unpunched, memory_order_relaxed);
+		/* Un-protect them: this wakes the writers that waited for the punch. */
+		for (i = 0; i < ec->n; i++)
+			if (ec->unpunched[i])
+				uffd_wp_range(vm, vm_page_addr(vm, ec->pages[i]), PAGE_SIZE_4K, false);
+	}
 	for (i = 0; i < n_wake; i++) {
 		struct uffdio_range rg = { .start = vm_page_addr(vm, wake[i]), .len = PAGE_SIZE_4K };
 		ioctl(vm->uffd, UFFDIO_WAKE, &rg);
@@ -326,6 +364,16 @@ void vm_note_resident(struct vm *vm, uint64_t page)
 		pthread_cond_signal(&vm->evict_cond);
 }
 
+static bool vm_stopping(struct vm *vm)
+{
+	bool stopping;
+
+	pthread_mutex_lock(&vm->lock);
+	stopping = vm->stopping;
+	pthread_mutex_unlock(&vm->lock);
+	return stopping;
+}
+
 /* Work for the evictor: a full batch above the target (or any excess when it is urgent). Under lock. */
 static bool evict_due(struct vm *vm)
 {
@@ -366,7 +414,9 @@ void *vm_evict_thread(void *arg)
 			pthread_mutex_lock(&vm->lock);
 			vm->parking = false; /* a park ends where the stores stop taking pages */
 			pthread_mutex_unlock(&vm->lock);
-			usleep(10000);
+			/* A sealed memfd stays sealed: every retry would store and free a batch for nothing. */
+			for (int t = 0; t < (ec->punch_failed ? 100 : 1) && !vm_stopping(vm); t++)
+				usleep(10000);
 		}
 	}
 	store_batch_destroy(&ec->wb);

@@ -287,12 +287,26 @@ static void complete_fetches(struct fault_ctx *fc, bool wait, bool install)
 }
 
 /* Waits until the VM may hold one more page. Under lock. */
-static void throttle_locked(struct vm *vm)
+/* The stores refuse pages (spill at its cap, no donor room, a memfd that cannot be punched) and the policy lets the VM run on. */
+static bool store_full_degrades(struct vm *vm)
+{
+	return vm->degraded && vm->policy.on_store_full == POLICY_STORE_FULL_DEGRADE;
+}
+
+/*
+ * Waits at the limit until the evictor makes room, or, when no store takes
+ * pages and on_store_full is "degrade", lets the fault go over the limit.
+ * Returns true the first time a degraded episode goes over (the caller
+ * emits vm.over_limit outside the lock).
+ */
+static bool throttle_locked(struct vm *vm)
 {
 	if (pagemap_resident(&vm->map) >= vm->high_pages) {
-		atomic_fetch_add_explicit(&vm->stats.throttle_waits, 1, memory_order_relaxed);
-		vm->throttled = true;
-		while (pagemap_resident(&vm->map) >= vm->high_pages && !vm->stopping) {
+		if (!store_full_degrades(vm)) {
+			atomic_fetch_add_explicit(&vm->stats.throttle_waits, 1, memory_order_relaxed);
+			vm->throttled = true;
+		}
+		while (pagemap_resident(&vm->map) >= vm->high_pages && !vm->stopping && !store_full_degrades(vm)) {
 			struct timespec ts;
 			pthread_cond_signal(&vm->evict_cond);
 			clock_gettime(CLOCK_REALTIME, &ts);
@@ -301,6 +315,13 @@ static void throttle_locked(struct vm *vm)
 		}
 		vm->throttled = false;
 	}
+	if (pagemap_resident(&vm->map) < vm->high_pages || !store_full_degrades(vm))
+		return false;
+	atomic_fetch_add_explicit(&vm->stats.over_limit_faults, 1, memory_order_relaxed);
+	if (vm->over_limit)
+		return false;
+	vm->over_limit = true;
+	return true;
 }
 
 /* True when make_room() has nothing to do: one more page fits beside the fetches in flight. Under lock. */
@@ -325,8 +346,16 @@ static void make_room(struct fault_ctx *fc)
 		complete_fetches(fc, true, true);
 		pthread_mutex_lock(&vm->lock);
 	}
-	throttle_locked(vm);
+	const bool over = throttle_locked(vm);
+	const uint64_t resident = pagemap_resident(&vm->map), high = vm->high_pages;
 	pthread_mutex_unlock(&vm->lock);
+	if (over) {
+		vm_log_warn(vm->policy.name, "no store takes pages: running over the limit (%llu pages resident, limit %llu) "
+			    "per policy 'on_store_full'", (unsigned long long)resident, (unsigned long long)high);
+		events_emit("vm.over_limit", json_pack("{s:s, s:I, s:I, s:s}", "vm", vm->policy.name, "resident_pages",
+						       (json_int_t)resident, "high_watermark_pages", (json_int_t)high,
+						       "on_store_full", "degrade"));
+	}
 }
 
 /*
@@ -469,20 +498,48 @@ static void handle_wp(struct vm *vm, uint64_t addr)
 		uffd_wake(vm, vm_page_addr(vm, page), PAGE_SIZE_4K);
 }
 
+/*
+ * EVENT_REMOVE covers whatever the process asked madvise() for, which may
+ * be terabytes of address space around a small guest. Only the part inside
+ * registered regions is walked, REMOVE_STEP pages per hold of vm->lock:
+ * vm.list and vm.stats take vm->lock under the registry lock, so one long
+ * hold here would freeze the control and registration threads too.
+ */
+#define REMOVE_STEP 4096u
+
 static void handle_remove(struct vm *vm, uint64_t start, uint64_t end)
 {
 	atomic_fetch_add_explicit(&vm->stats.remove_events, 1, memory_order_relaxed);
-	pthread_mutex_lock(&vm->lock);
-	for (uint64_t a = start & ~(PAGE_SIZE_4K - 1); a < end; a += PAGE_SIZE_4K) {
-		uint32_t freed[STORE_MAX_COPIES];
-		uint64_t page;
-		if (vm_addr_to_page(vm, a, &page) < 0)
+	start &= ~(PAGE_SIZE_4K - 1);
+	for (unsigned i = 0;; i++) {
+		uint64_t first, last; /* pages [first, last) of region i inside [start, end) */
+
+		pthread_mutex_lock(&vm->lock);
+		if (i >= vm->nregions) {
+			pthread_mutex_unlock(&vm->lock);
+			break;
+		}
+		const struct vm_region *r = &vm->regions[i];
+		uint64_t lo = start > r->host_addr ? start : r->host_addr;
+		uint64_t hi = end < r->host_addr + r->length ? end : r->host_addr + r->length;
+		pthread_mutex_unlock(&vm->lock);
+		if (lo >= hi)
 			continue;
-		/* A page being fetched or evicted is only flagged: that thread finishes the discard. */
-		if (pagemap_discarded(&vm->map, page, freed) == DISCARD_ZERO)
-			store_free_locs(vm->store, freed);
+		first = r->first_page + ((lo - r->host_addr) >> PAGE_SHIFT_4K);
+		last = r->first_page + ((hi - r->host_addr + PAGE_SIZE_4K - 1) >> PAGE_SHIFT_4K);
+		for (uint64_t page = first; page < last;) {
+			uint64_t stop = last - page > REMOVE_STEP ? page + REMOVE_STEP : last;
+
+			pthread_mutex_lock(&vm->lock);
+			for (; page < stop; page++) {
+				uint32_t freed[STORE_MAX_COPIES];
+				/* A page being fetched or evicted is only flagged: that thread finishes the discard. */
+				if (pagemap_discarded(&vm->map, page, freed) == DISCARD_ZERO)
+					store_free_locs(vm->store, freed);
+			}
+			pthread_mutex_unlock(&vm->lock);
+		}
 	}
-	pthread_mutex_unlock(&vm->lock);
 	pthread_cond_broadcast(&vm->space_cond);
 }
 

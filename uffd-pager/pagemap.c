@@ -31,6 +31,22 @@ static uint32_t *extra_locs(struct page_entry *pe)
 	return (uint32_t *)(pe + 1);
 }
 
+/*
+ * Locations are stored inverted, so that LOC_NONE is 0 in the map and an
+ * all-zero entry is an UNTOUCHED page with no copy: growing the map then
+ * writes nothing, and the entries of pages never touched stay unbacked
+ * anonymous memory (a sparse 256 GiB guest costs no page-map RAM).
+ */
+static uint32_t loc_decode(uint32_t stored)
+{
+	return ~stored;
+}
+
+static uint32_t loc_encode(uint32_t loc)
+{
+	return ~loc;
+}
+
 static size_t map_bytes(unsigned entry_size, uint64_t npages)
 {
 	size_t b = PAGEMAP_ENTRIES_OFFSET + (size_t)npages * entry_size;
@@ -79,13 +95,7 @@ int pagemap_grow(struct pagemap *pm, uint64_t npages)
 		pm->hdr = m;
 		pm->mapped = len;
 	}
-	/* UNTOUCHED is 0 and fresh anonymous memory reads as zeros; only the locations need setting. */
-	for (uint64_t p = first; p < first + npages; p++) {
-		struct page_entry *pe = entry(pm, p);
-		pe->loc = LOC_NONE;
-		for (unsigned c = 1; c < pm->hdr->ncopies; c++)
-			extra_locs(pe)[c - 1] = LOC_NONE;
-	}
+	/* Fresh anonymous memory reads as zeros: UNTOUCHED, no copies (loc_encode). Nothing to write. */
 	pm->hdr->npages = first + npages;
 	return 0;
 }
@@ -95,9 +105,9 @@ void pagemap_get_locs(const struct pagemap *pm, uint64_t page, uint32_t *locs)
 	const struct page_entry *pe = pagemap_entry(pm, page);
 	const uint32_t *extra = (const uint32_t *)(pe + 1);
 
-	locs[0] = pe->loc;
+	locs[0] = loc_decode(pe->loc);
 	for (unsigned c = 1; c < STORE_MAX_COPIES; c++)
-		locs[c] = c < pm->hdr->ncopies ? extra[c - 1] : LOC_NONE;
+		locs[c] = c < pm->hdr->ncopies ? loc_decode(extra[c - 1]) : LOC_NONE;
 }
 
 bool pagemap_has_copy(const struct pagemap *pm, uint64_t page)
@@ -113,9 +123,9 @@ bool pagemap_has_copy(const struct pagemap *pm, uint64_t page)
 
 static void set_locs(struct pagemap *pm, struct page_entry *pe, const uint32_t *locs)
 {
-	pe->loc = locs[0];
+	pe->loc = loc_encode(locs[0]);
 	for (unsigned c = 1; c < pm->hdr->ncopies; c++)
-		extra_locs(pe)[c - 1] = locs[c];
+		extra_locs(pe)[c - 1] = loc_encode(locs[c]);
 }
 
 static void no_copies_freed(uint32_t *ret_freed)

@@ -36,7 +36,8 @@
  * memfd may hold), stored = STORED, zero = ZERO.
  *
  * Layout: one mapping, a header then npages entries of entry_size bytes
- * each (12 + 4 per further copy), no pointers inside, so the same bytes
+ * each (12 + 4 per further copy; locations stored inverted so that an
+ * all-zero entry is UNTOUCHED with no copy and growing writes nothing), no pointers inside, so the same bytes
  * can later live in a shared file mapping that outlives the pager. Growing
  * may move the mapping: no entry pointer outlives the lock it was read
  * under. Verbs that drop a page's copies hand them back in ret_freed
@@ -57,7 +58,7 @@
 
 struct page_entry {
 	uint32_t crc;  /* CRC32C of the stored copy */
-	uint32_t loc;  /* first copy's location (store.h) while STORED/EVICT_COMMITTED */
+	uint32_t loc;  /* first copy's location (store.h), stored inverted (~loc: 0 = LOC_NONE); read it with pagemap_get_locs */
 	uint8_t state; /* enum page_state */
 	uint8_t flags; /* enum page_flags */
 	uint16_t reserved;

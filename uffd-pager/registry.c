@@ -47,12 +47,18 @@
 #define HELLO_TIMEOUT_NS (10ULL * 1000000000ULL)
 #define MAX_FDS_PER_MSG 4
 
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77 /* Linux 6.5; older libc headers lack it */
+#endif
+
 enum tag_kind { TAG_LISTEN, TAG_SIGNAL, TAG_CLIENT, TAG_PIDFD };
 
 struct client {
 	int fd;
 	pid_t pid;
 	uid_t uid;
+	int pidfd;           /* the connecting process (SO_PEERPIDFD), -1 until HELLO on kernels without it */
+	uint64_t accepted_boot_ns; /* CLOCK_BOOTTIME at accept: a process started later is not the peer */
 	struct vm *vm;
 	struct epoll_tag { enum tag_kind kind; struct client *c; } tag, pid_tag;
 	LIST_ENTRY(client) link;
@@ -315,6 +321,8 @@ static void client_drop(struct pager *p, struct client *c, const char *why)
 	}
 	epoll_ctl(p->epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
+	if (c->pidfd >= 0)
+		close(c->pidfd);
 	free(c);
 }
 
@@ -359,6 +367,140 @@ static int uffd_make_nonblocking(int uffd, char *err, size_t errlen)
 	if (poll(&pfd, 1, 0) < 0 || (pfd.revents & (POLLERR | POLLNVAL))) {
 		snprintf(err, errlen, "the userfaultfd is not usable (poll: %s): was its UFFDIO_API handshake done?",
 			 pfd.revents & POLLERR ? "POLLERR" : strerror(errno));
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static uint64_t boottime_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static int pidfd_alive(int pidfd)
+{
+	return syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) < 0 ? -errno : 0;
+}
+
+/* Start time of pid in ns since boot (/proc/PID/stat field 22). Returns 0 or -errno. */
+static int pid_start_boot_ns(pid_t pid, uint64_t *ret)
+{
+	char path[32], buf[1024];
+	unsigned long long ticks;
+	const char *q;
+	ssize_t n;
+	long hz = sysconf(_SC_CLK_TCK);
+	_cleanup_close_ int fd = -1;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return n < 0 ? -errno : -EIO;
+	buf[n] = '\0';
+	/* The command name may hold spaces and parentheses: fields count from the last ')'. */
+	q = strrchr(buf, ')');
+	if (!q || hz <= 0)
+		return -EIO;
+	for (int field = 2; field < 22 && q; field++)
+		q = strchr(q + 1, ' ');
+	if (!q || sscanf(q + 1, "%llu", &ticks) != 1)
+		return -EIO;
+	*ret = (uint64_t)ticks * (1000000000ULL / (uint64_t)hz);
+	return 0;
+}
+
+/*
+ * A pidfd that names the process that connected, not whoever holds its pid
+ * now: the pid from SO_PEERCRED may have been recycled by HELLO time, and
+ * the pidfd is what the pager signals (on_data_loss) and watches for the
+ * exit. SO_PEERPIDFD (taken at accept) names the peer itself. Without it,
+ * pidfd_open() and then proof that the process it opened already ran when
+ * the connection was accepted (its start time) and still runs (so /proc
+ * named the same process); start times count in clock ticks, so a pid
+ * recycled within the tick of the accept would pass, which SO_PEERPIDFD
+ * rules out. Returns the pidfd or -errno, *err saying why.
+ */
+static int client_pidfd(struct client *c, char *err, size_t errlen)
+{
+	uint64_t started = 0;
+	int pidfd, r;
+
+	if (c->pidfd >= 0) {
+		if (pidfd_alive(c->pidfd) < 0) {
+			snprintf(err, errlen, "the process that connected (pid %d) has exited", (int)c->pid);
+			return -ESRCH;
+		}
+		pidfd = c->pidfd;
+		c->pidfd = -1;
+		return pidfd;
+	}
+	pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
+	if (pidfd < 0) {
+		r = -errno;
+		snprintf(err, errlen, "pidfd_open(%d): %s", (int)c->pid, strerror(-r));
+		return r;
+	}
+	r = pid_start_boot_ns(c->pid, &started);
+	if (r == 0 && (r = pidfd_alive(pidfd)) == 0 && started > c->accepted_boot_ns)
+		r = -ESRCH;
+	if (r < 0) {
+		close(pidfd);
+		snprintf(err, errlen, "the process that connected (pid %d) has exited%s", (int)c->pid,
+			 r == -ESRCH ? " (its pid now names another process)" : "");
+		return -ESRCH;
+	}
+	return pidfd;
+}
+
+/*
+ * Guest RAM already registered by uid's VMs, plus more: over the pager's
+ * max_guest_memory_per_uid, *err says so. Main thread (the only one that
+ * adds regions). Returns 0 or -EDQUOT.
+ */
+static int uid_quota_check(struct pager *p, uid_t uid, uint64_t more, char *err, size_t errlen)
+{
+	uint64_t sum = more;
+	struct client *c;
+	char a[32], b[32], d[32];
+
+	pthread_mutex_lock(&p->lock);
+	LIST_FOREACH(c, &p->clients, link)
+		if (c->vm && c->uid == uid && __builtin_add_overflow(sum, vm_guest_bytes(c->vm), &sum))
+			sum = UINT64_MAX;
+	pthread_mutex_unlock(&p->lock);
+	if (!p->cfg.max_guest_memory_per_uid || sum <= p->cfg.max_guest_memory_per_uid)
+		return 0;
+	snprintf(err, errlen, "a region of %s would bring uid %u to %s of guest memory, over the pager's "
+		 "max_guest_memory_per_uid %s", format_size(more, a, sizeof(a)), (unsigned)uid,
+		 format_size(sum, b, sizeof(b)), format_size(p->cfg.max_guest_memory_per_uid, d, sizeof(d)));
+	return -EDQUOT;
+}
+
+/*
+ * Eviction ends in a hole punch: a memfd that refuses it (write seals; a
+ * hugetlbfs memfd, punched only in whole huge pages) would keep every page
+ * while the map called it stored. Returns 0 or -EINVAL with *err saying why.
+ */
+static int memfd_punchable(int fd, char *err, size_t errlen)
+{
+	struct statfs sf;
+	int seals;
+
+	if (fstatfs(fd, &sf) == 0 && sf.f_type == HUGETLBFS_MAGIC) {
+		snprintf(err, errlen, "the memfd is on hugetlbfs: its pages cannot be paged out 4 KiB at a time "
+			 "(back guest RAM with an ordinary memfd)");
+		return -EINVAL;
+	}
+	seals = fcntl(fd, F_GET_SEALS);
+	if (seals > 0 && (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE))) {
+		snprintf(err, errlen, "the memfd is sealed against writes (F_SEAL_%s): the pager could not punch "
+			 "out the pages it pages out", seals & F_SEAL_WRITE ? "WRITE" : "FUTURE_WRITE");
 		return -EINVAL;
 	}
 	return 0;
@@ -460,9 +602,9 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 	p->committed = committed; /* reserved now so two HELLOs cannot both fit */
 	pthread_mutex_unlock(&p->lock);
 
-	pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
+	pidfd = client_pidfd(c, err, sizeof(err));
 	if (pidfd < 0) {
-		reply(c, GLUE_REFUSED, "pidfd_open(%d): %s", (int)c->pid, strerror(errno));
+		reply(c, GLUE_REFUSED, "%s", err);
 		unreserve(p, pol.local_memory);
 		return;
 	}
@@ -498,6 +640,12 @@ static void handle_region(struct pager *p, struct client *c, const struct glue_m
 	}
 	if (!fd_is_memfd(*fd)) {
 		reply(c, GLUE_INVALID, "REGION must carry exactly one memfd, not another kind of fd");
+		return;
+	}
+	if (memfd_punchable(*fd, err, sizeof(err)) < 0 ||
+	    uid_quota_check(p, c->uid, m->length, err, sizeof(err)) < 0) {
+		vm_log_warn(vm_name(c->vm), "region refused: %s", err);
+		reply(c, GLUE_INVALID, "%s", err);
 		return;
 	}
 	/* vm_add_region runs without the registry lock: only this thread adds regions or frees VMs. */
@@ -592,6 +740,11 @@ static void accept_client(struct pager *p)
 		return;
 	c->fd = TAKE_FD(fd);
 	c->accepted_ns = now_ns();
+	c->accepted_boot_ns = boottime_ns();
+	/* ENOPROTOOPT/EINVAL: a kernel before 6.5; client_pidfd() verifies a pidfd_open() instead. */
+	socklen_t pl = sizeof(c->pidfd);
+	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERPIDFD, &c->pidfd, &pl) < 0)
+		c->pidfd = -1;
 	c->pid = cred.pid;
 	c->uid = cred.uid;
 	c->tag = (struct epoll_tag){ .kind = TAG_CLIENT, .c = c };

@@ -58,6 +58,8 @@ struct vm_stats {
 	_Atomic uint64_t integrity_errors;
 	_Atomic uint64_t store_errors;
 	_Atomic uint64_t throttle_waits;
+	_Atomic uint64_t over_limit_faults; /* let past the limit: stores full, on_store_full "degrade" */
+	_Atomic uint64_t punch_failures;    /* pages whose hole punch failed: eviction aborted, kept resident */
 	_Atomic uint64_t remove_events;
 	_Atomic uint64_t eviction_batches;
 	_Atomic uint64_t eviction_ns; /* time spent evicting, for the eviction rate */
@@ -91,7 +93,8 @@ struct vm {
 	const struct policy_victim_ops *victim;
 	void *victim_state;
 	bool stopping;
-	bool degraded;  /* the store refuses pages */
+	bool degraded;  /* the store refuses pages, or the memfd refuses punches */
+	bool over_limit; /* residency went past high_pages while degraded (on_store_full "degrade") */
 	bool throttled; /* a fault waits for room right now */
 	bool failed;
 	bool threads_started;

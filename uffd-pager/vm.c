@@ -146,9 +146,15 @@ static int vm_resize_victims(struct vm *vm, uint64_t npages)
 
 	if (!st)
 		return -ENOMEM;
-	for (uint64_t p = 0; p < pagemap_npages(&vm->map); p++)
-		if (pagemap_entry(&vm->map, p)->state == PG_RESIDENT)
+	/* Regions come before the guest runs: usually nothing is resident and nothing is read. */
+	uint64_t left = pagemap_resident(&vm->map);
+	for (uint64_t p = 0; left && p < pagemap_npages(&vm->map); p++) {
+		uint8_t state = pagemap_entry(&vm->map, p)->state;
+
+		if (state == PG_RESIDENT)
 			vm->victim->on_resident(st, p);
+		left -= state == PG_RESIDENT || state == PG_EVICTING || state == PG_EVICT_COMMITTED;
+	}
 	if (vm->victim_state)
 		vm->victim->destroy(vm->victim_state);
 	vm->victim_state = st;
@@ -168,7 +174,7 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 		ret = -E2BIG;
 		goto fail;
 	}
-	if (!length || (length | host_addr | memfd_offset) & (PAGE_SIZE_4K - 1)) {
+	if (!length || (length | host_addr | memfd_offset) & (PAGE_SIZE_4K - 1) || host_addr + length < host_addr) {
 		snprintf(err, errlen, "region not 4 KiB aligned (addr 0x%llx, length %llu, offset %llu)",
 			 (unsigned long long)host_addr, (unsigned long long)length, (unsigned long long)memfd_offset);
 		ret = -EINVAL;
@@ -444,6 +450,7 @@ json_t *vm_stats_json(struct vm *vm, bool brief)
 	struct store *store = vm->store;
 	const unsigned replicas = vm->policy.replicas;
 	const bool backup_spill = vm->policy.backup_spill;
+	const enum policy_store_full on_store_full = vm->policy.on_store_full;
 	pthread_mutex_unlock(&vm->lock);
 	json_object_set_new(o, "uuid", json_string(vm->uuid));
 	json_object_set_new(o, "faults",
@@ -485,6 +492,9 @@ json_t *vm_stats_json(struct vm *vm, bool brief)
 	json_object_set_new(o, "integrity_errors", json_integer(STAT(integrity_errors)));
 	json_object_set_new(o, "store_errors", json_integer(STAT(store_errors)));
 	json_object_set_new(o, "throttle_waits", json_integer(STAT(throttle_waits)));
+	json_object_set_new(o, "over_limit_faults", json_integer(STAT(over_limit_faults)));
+	json_object_set_new(o, "on_store_full", json_string(on_store_full == POLICY_STORE_FULL_PAUSE ? "pause" : "degrade"));
+	json_object_set_new(o, "punch_failures", json_integer(STAT(punch_failures)));
 	json_object_set_new(o, "remove_events", json_integer(STAT(remove_events)));
 	json_object_set_new(o, "eviction_batches", json_integer(STAT(eviction_batches)));
 	evict_ns = (uint64_t)STAT(eviction_ns);

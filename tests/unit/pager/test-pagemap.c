@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -65,12 +66,67 @@ static void test_page_to_addr_and_entry(void **state)
 	assert_int_equal(sizeof(struct page_entry), 12);
 }
 
+/* Pages of [addr, addr + len) backed by RAM. */
+static size_t resident_pages(const void *addr, size_t len)
+{
+	uintptr_t a = (uintptr_t)addr & ~(uintptr_t)4095;
+	size_t n = (len + ((uintptr_t)addr - a) + 4095) / 4096, count = 0;
+	unsigned char *vec = calloc(n, 1);
+
+	assert_non_null(vec);
+	assert_int_equal(mincore((void *)a, n * 4096, vec), 0);
+	for (size_t i = 0; i < n; i++)
+		count += vec[i] & 1;
+	free(vec);
+	return count;
+}
+
+/*
+ * A huge sparse guest: growing the map writes no entry, so its pages stay
+ * unbacked, and an entry never written reads as UNTOUCHED with no copy.
+ */
+static void test_grow_is_lazy(void **state)
+{
+	const uint64_t np = 16ULL << 20; /* 64 GiB of guest: 192 MiB of map at 12 bytes per page */
+	uint32_t locs[STORE_MAX_COPIES], got[STORE_MAX_COPIES], freed[STORE_MAX_COPIES];
+	struct pagemap pm;
+
+	for (unsigned ncopies = 1; ncopies <= 2; ncopies++) {
+		assert_int_equal(pagemap_init(&pm, ncopies), 0);
+		assert_int_equal(pagemap_grow(&pm, np), 0);
+		assert_int_equal(pagemap_npages(&pm), np);
+		assert_true(resident_pages(pm.hdr, pm.mapped) <= 2);
+		const uint64_t probe[] = { 0, np / 2, np - 1 };
+		for (size_t i = 0; i < 3; i++) {
+			assert_int_equal(pagemap_entry(&pm, probe[i])->state, PG_UNTOUCHED);
+			assert_false(pagemap_has_copy(&pm, probe[i]));
+			pagemap_get_locs(&pm, probe[i], got);
+			for (unsigned c = 0; c < STORE_MAX_COPIES; c++)
+				assert_int_equal(got[c], LOC_NONE);
+		}
+
+		/* Location 0 is a real location (spill slot 0), distinct from "none". */
+		assert_true(pagemap_installed(&pm, np - 1, freed));
+		assert_true(pagemap_evict_begin(&pm, np - 1));
+		for (unsigned c = 0; c < STORE_MAX_COPIES; c++)
+			locs[c] = c < ncopies ? c : LOC_NONE;
+		pagemap_evict_commit(&pm, np - 1, locs, 0);
+		pagemap_get_locs(&pm, np - 1, got);
+		assert_memory_equal(got, locs, sizeof(locs));
+		assert_true(pagemap_has_copy(&pm, np - 1));
+		assert_false(pagemap_has_copy(&pm, np - 2));
+		/* Reading maps the shared zero page (no RAM); mincore counts it, so allow the probes. */
+		assert_true(resident_pages(pm.hdr, pm.mapped) <= 8);
+		pagemap_destroy(&pm);
+	}
+}
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_addr_to_page),
 		cmocka_unit_test(test_page_to_addr_and_entry),
+		cmocka_unit_test(test_grow_is_lazy),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

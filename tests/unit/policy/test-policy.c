@@ -105,6 +105,7 @@ static void test_vm_minimal_defaults(void **state)
 	assert_int_equal(p.spill_max, 0);
 	assert_int_equal(p.on_pager_unavailable, POLICY_UNAVAILABLE_REFUSE);
 	assert_int_equal(p.on_data_loss, POLICY_LOSS_STOP);
+	assert_int_equal(p.on_store_full, POLICY_STORE_FULL_DEGRADE);
 	assert_string_equal(err.msg, "");
 }
 
@@ -291,6 +292,15 @@ static void test_vm_enums(void **state)
 	       "on_data_loss", 1, 53, "unknown value \"STOP\"", "allowed: \"stop\", \"kill\"");
 	vm_bad("{\"name\": \"x\", \"local_memory\": \"1G\", \"on_data_loss\": {}}", "on_data_loss", 1,
 	       53, "got an object", "allowed: \"stop\", \"kill\"");
+	vm_bad("{\"name\": \"x\", \"local_memory\": \"1G\", \"on_store_full\": \"wait\"}",
+	       "on_store_full", 1, 54, "unknown value \"wait\"", "allowed: \"degrade\", \"pause\"");
+	{
+		struct policy_vm p;
+
+		assert_int_equal(vm_parse("{\"name\": \"x\", \"local_memory\": \"1G\", \"on_store_full\": \"pause\"}",
+					  &p, NULL), 0);
+		assert_int_equal(p.on_store_full, POLICY_STORE_FULL_PAUSE);
+	}
 }
 
 static void test_vm_watermarks(void **state)
@@ -480,6 +490,7 @@ static void roundtrip(const struct policy_vm *in)
 	assert_int_equal(out.spill_max, in->spill_max);
 	assert_int_equal(out.on_pager_unavailable, in->on_pager_unavailable);
 	assert_int_equal(out.on_data_loss, in->on_data_loss);
+	assert_int_equal(out.on_store_full, in->on_store_full);
 	assert_int_equal(out.balloon_enabled, in->balloon_enabled);
 	assert_int_equal(out.balloon_floor, in->balloon_floor);
 	assert_int_equal(out.balloon_settle_ms, in->balloon_settle_ms);
@@ -502,6 +513,7 @@ static void test_roundtrip(void **state)
 		p.low_pct = 1 + (unsigned)i;
 		p.on_pager_unavailable = i % 2 ? POLICY_UNAVAILABLE_RUN_UNPAGED : POLICY_UNAVAILABLE_REFUSE;
 		p.on_data_loss = i % 3 ? POLICY_LOSS_KILL : POLICY_LOSS_STOP;
+		p.on_store_full = i % 2 ? POLICY_STORE_FULL_PAUSE : POLICY_STORE_FULL_DEGRADE;
 		p.balloon_enabled = i % 2;
 		p.balloon_floor = (16ULL << 20) + i * 4096;
 		p.balloon_settle_ms = (unsigned)i * 1000;
@@ -605,6 +617,7 @@ static void test_config_defaults(void **state)
 	assert_int_equal(cfg_parse("{}", &c, &err), 0);
 	assert_int_equal(c.budget, 0);
 	assert_int_equal(c.max_guest_memory, 1ULL << 40);
+	assert_int_equal(c.max_guest_memory_per_uid, 4ULL << 40);
 	assert_string_equal(c.state_dir, UFFDVM_STATE_DIR);
 	assert_string_equal(c.socket_path, UFFDVM_RUN_DIR "/register.sock");
 	assert_string_equal(c.control_path, UFFDVM_RUN_DIR "/control.sock");
@@ -640,6 +653,8 @@ static void test_config_full(void **state)
 	/* 2^32 - 2 pages of 4 KiB is the largest guest. */
 	assert_int_equal(cfg_parse("{\"max_guest_memory\": 17592186036224}", &c, &err), 0);
 	assert_int_equal(c.max_guest_memory, 17592186036224ULL);
+	assert_int_equal(cfg_parse("{\"max_guest_memory_per_uid\": \"300G\"}", &c, &err), 0);
+	assert_int_equal(c.max_guest_memory_per_uid, 300ULL << 30);
 }
 
 static void test_config_bad(void **state)
@@ -652,6 +667,7 @@ static void test_config_bad(void **state)
 	cfg_bad("{\"max_guest_memory\": \"16T\"}", "max_guest_memory", 1, 22, "out of range",
 		"1M to 16T - 8K");
 	cfg_bad("{\"max_guest_memory\": \"1K\"}", "max_guest_memory", 1, 22, "out of range", NULL);
+	cfg_bad("{\"max_guest_memory_per_uid\": \"1K\"}", "max_guest_memory_per_uid", 1, 30, "below 1M", NULL);
 	cfg_bad("{\"state_dir\": \"var/lib\"}", "state_dir", 1, 15, "not an absolute path",
 		"an absolute path of at most 255 bytes");
 	cfg_bad("{\"state_dir\": 5}", "state_dir", 1, 15, "expected a string, got an integer", NULL);
