@@ -48,8 +48,12 @@
 #define CLOSE_GRACE_NS 2000000000ULL
 /* Ciphertext received and not yet taken by TLS. */
 #define NET_CAP (64u << 10)
-/* Plaintext encrypted per pump: a slow reader does not hold up the loop. */
-#define PUSH_MAX (1u << 20)
+/*
+ * Plaintext encrypted per send: the pager decrypts one piece while this
+ * loop encrypts the next, so a 64-page reply costs about one side's crypto
+ * in latency, not both.
+ */
+#define PUSH_MAX (64u << 10)
 
 enum op_kind { OP_ACCEPT, OP_CTL_ACCEPT, OP_RECV, OP_SEND, OP_SIGNAL, OP_RDMA };
 
