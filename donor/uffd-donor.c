@@ -72,6 +72,7 @@ struct conn {
 	uint8_t *net;
 	size_t net_len;
 	bool tls_ready;
+	bool tls_more; /* TLS may hold plaintext that did not fit in c->in */
 	struct op recv_op, send_op;
 	uint8_t *in;
 	size_t in_len;
@@ -250,6 +251,7 @@ static void ctl_process(struct daemon *d, struct conn *c)
  */
 static int conn_tls_pull(struct conn *c)
 {
+	c->tls_more = false;
 	for (;;) {
 		size_t took = 0;
 		int r;
@@ -274,8 +276,10 @@ static int conn_tls_pull(struct conn *c)
 				return r;
 			}
 		} else {
-			if (c->in_len >= IN_CAP)
+			if (c->in_len >= IN_CAP) {
+				c->tls_more = true;
 				return 0;
+			}
 			r = donor_tls_read(c->tls, c->in + c->in_len, IN_CAP - c->in_len);
 			if (r > 0) {
 				c->in_len += (size_t)r;
@@ -384,7 +388,7 @@ static void conn_pump(struct daemon *d, struct conn *c)
 	}
 	/* Input waiting behind a full output queue is handled once the queue drains. */
 	/* A failed pull leaves an alert for the peer: it goes out within the close grace. */
-	if (!c->closing && c->tls && c->net_len > 0 && conn_tls_pull(c) < 0)
+	if (!c->closing && c->tls && (c->net_len > 0 || c->tls_more) && conn_tls_pull(c) < 0)
 		conn_close(c);
 	if (!c->closing && c->in_len > 0 && conn_out(c)->len < DONOR_SESSION_OUT_HIGH)
 		conn_process(d, c);

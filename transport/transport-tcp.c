@@ -819,6 +819,9 @@ static void *receiver(void *arg)
 
 	if (!buf || !in)
 		err = -ENOMEM;
+	/* The handshake may have read past the AUTH reply: what TLS holds comes first. */
+	if (!err)
+		err = receive_records(t, NULL, 0, buf, cap, &start, &len);
 	while (!err) {
 		ssize_t n;
 
