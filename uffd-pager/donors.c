@@ -57,13 +57,60 @@ struct donor_pool {
 };
 
 /*
+ * A host without a machine-id (minimal images): a random id, kept in the
+ * state dir (root-only) so that it is stable across pager restarts.
+ * Returns 0 or -errno.
+ */
+static int state_dir_client_id(const char *state_dir, char *out, size_t len)
+{
+	char path[512], buf[DONOR_CLIENT_ID_MAX + 2];
+	uint8_t rnd[8];
+	ssize_t n;
+	int fd, r;
+
+	snprintf(path, sizeof(path), "%s/client-id", state_dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd >= 0) {
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+			n--;
+		if (n > 0 && donor_client_id_valid(buf, (size_t)n)) {
+			buf[n] = '\0';
+			snprintf(out, len, "%s", buf);
+			return 0;
+		}
+		log_err("%s: not a client id (1..64 characters of A-Z a-z 0-9 . _ : @ -)", path);
+		return -EINVAL;
+	}
+	r = donor_random(rnd, sizeof(rnd));
+	if (r < 0)
+		return r;
+	snprintf(buf, sizeof(buf), "uffd-pager-%02x%02x%02x%02x%02x%02x%02x%02x\n", rnd[0], rnd[1], rnd[2], rnd[3],
+		 rnd[4], rnd[5], rnd[6], rnd[7]);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0 || write(fd, buf, strlen(buf)) != (ssize_t)strlen(buf)) {
+		r = -errno;
+		if (fd >= 0)
+			close(fd);
+		return log_err_errno(r, "%s: cannot write the generated client id", path);
+	}
+	close(fd);
+	buf[strlen(buf) - 1] = '\0';
+	snprintf(out, len, "%s", buf);
+	log_info("no /etc/machine-id: generated client id %s (kept in %s)", out, path);
+	return 0;
+}
+
+/*
  * The default client id: "uffd-pager-" and 16 hex digits of
  * SHA-256("uffdvm client id\n" || machine-id). Unique per host, so two
  * hosts with default settings never share slabs on a donor, stable across
  * pager restarts (the lease finds the slabs again), and not the raw
- * machine-id, which some software treats as confidential. Returns 0 or -errno.
+ * machine-id, which some software treats as confidential. Without a
+ * machine-id, a random id kept in the state dir. Returns 0 or -errno.
  */
-static int machine_client_id(char *out, size_t len)
+static int machine_client_id(const char *state_dir, char *out, size_t len)
 {
 	static const char *const files[] = { "/etc/machine-id", "/var/lib/dbus/machine-id" };
 	static const char label[] = "uffdvm client id\n";
@@ -80,11 +127,8 @@ static int machine_client_id(char *out, size_t len)
 	}
 	while (n > 0 && (in[sizeof(label) - 1 + n - 1] == '\n' || in[sizeof(label) - 1 + n - 1] == ' '))
 		n--;
-	if (n < 16) {
-		log_err("client_id: not set, and no usable /etc/machine-id to derive it from; "
-			"set \"client_id\" in the pager config or --client-id (unique per host)");
-		return -ENOENT;
-	}
+	if (n < 16)
+		return state_dir_client_id(state_dir, out, len);
 	memcpy(in, label, sizeof(label) - 1);
 	if (!EVP_Digest(in, sizeof(label) - 1 + (size_t)n, md, &mdlen, EVP_sha256(), NULL) || mdlen < 8)
 		return -EIO;
@@ -310,7 +354,7 @@ int donor_pool_new(const struct policy_pager_config *cfg, struct donor_pool **re
 	if (cfg->client_id[0]) {
 		snprintf(p->client_id, sizeof(p->client_id), "%s", cfg->client_id);
 	} else {
-		r = machine_client_id(p->client_id, sizeof(p->client_id));
+		r = machine_client_id(cfg->state_dir, p->client_id, sizeof(p->client_id));
 		/* Without donors the id is not needed yet; donor_pool_add refuses to run without one. */
 		if (r < 0 && cfg->n_donors > 0) {
 			donor_pool_free(p);
@@ -382,7 +426,7 @@ static int add_donor(struct donor_pool *p, const char *url, bool fresh, char *er
 	int r;
 
 	if (!p->client_id[0]) {
-		snprintf(err, errlen, "no client id (no /etc/machine-id): set \"client_id\" in the pager config");
+		snprintf(err, errlen, "no client id (no /etc/machine-id, state dir not writable): set \"client_id\"");
 		return -EINVAL;
 	}
 	if (!policy_donor_url_valid(url)) {
