@@ -37,6 +37,7 @@ struct donor_session {
 	enum sess_state state;
 	char peer[64];
 	char client_id[DONOR_CLIENT_ID_MAX + 1];
+	char tls_id[DONOR_CLIENT_ID_MAX + 1]; /* proved by the TLS handshake; "" when none ran */
 	struct donor_challenge chal;
 	struct client *client;
 	bool closing;
@@ -197,6 +198,14 @@ static int bind_client(struct donor_session *s)
 	return 0;
 }
 
+int donor_session_set_tls_id(struct donor_session *s, const char *client_id)
+{
+	if (s->state != SESS_NEW || !donor_client_id_valid(client_id, strlen(client_id)))
+		return -EINVAL;
+	snprintf(s->tls_id, sizeof(s->tls_id), "%s", client_id);
+	return 0;
+}
+
 int donor_session_force_auth(struct donor_session *s, const char *client_id)
 {
 	if (!donor_client_id_valid(client_id, strlen(client_id)))
@@ -230,6 +239,13 @@ static int handle_hello(struct donor_session *s, const struct donor_hdr *h, cons
 		log_warn("%s: malformed HELLO", s->peer);
 		reply_err(s, h, r);
 		return r;
+	}
+	/* The id is the one the key holder proved in TLS; it cannot name another client's slabs. */
+	if (s->tls_id[0] && strcmp(req.client_id, s->tls_id) != 0) {
+		log_warn("%s: HELLO names client '%s' but TLS authenticated '%s'; closing", s->peer, req.client_id,
+			 s->tls_id);
+		reply_err(s, h, -EACCES);
+		return -EACCES;
 	}
 	r = donor_challenge_arm(&s->chal);
 	if (r < 0) {

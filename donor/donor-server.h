@@ -76,6 +76,11 @@ struct donor_slabs *donor_server_slabs(struct donor_server *srv);
 /* Owner id of an authenticated session's client in the slab table; 0 before authentication. */
 uint32_t donor_session_owner(const struct donor_session *s);
 const char *donor_session_peer(const struct donor_session *s);
+/*
+ * Records the client id a TLS handshake proved; HELLO must then name the
+ * same id. Returns 0 or -EINVAL (invalid id, or HELLO already seen).
+ */
+int donor_session_set_tls_id(struct donor_session *s, const char *client_id);
 /* Test hook: authenticates the session as client_id without a handshake. Returns 0 or -errno. */
 int donor_session_force_auth(struct donor_session *s, const char *client_id);
 

@@ -8,6 +8,12 @@
  * With --listen rdma://, the same TCP listener carries the control protocol
  * and donor-rdma.c adds the rdma_cm listener whose events come through the
  * ring as a poll; pages then move without this process.
+ *
+ * Pager connections run TLS 1.3 (proto/donor-tls.h) over memory buffers:
+ * io_uring moves ciphertext (recv into conn.net, send from conn.inflight),
+ * and conn_tls_pull/conn_tls_push turn it into the plaintext the session
+ * reads and writes. Nothing reaches the session before the handshake has
+ * proved the key, and its client id is the one the handshake proved.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -32,6 +38,7 @@
 #include "config.h"
 #include "ctl-proto.h"
 #include "donor-server.h"
+#include "donor-tls.h"
 #if HAVE_RDMA
 #include "donor-rdma.h"
 #endif
@@ -47,6 +54,14 @@
 #define ACCEPT_PAUSE_NS 250000000ULL
 /* At most one warning per this period for each kind of refused connection. */
 #define REFUSE_LOG_NS 10000000000ULL
+/* Ciphertext received and not yet taken by TLS. */
+#define NET_CAP (64u << 10)
+/*
+ * Plaintext encrypted per send: the pager decrypts one piece while this
+ * loop encrypts the next, so a 64-page reply costs about one side's crypto
+ * in latency, not both.
+ */
+#define PUSH_MAX (64u << 10)
 
 enum op_kind { OP_ACCEPT, OP_CTL_ACCEPT, OP_RECV, OP_SEND, OP_SIGNAL, OP_RDMA };
 
@@ -75,6 +90,11 @@ struct conn {
 	int fd;
 	bool ctl;
 	struct donor_session *sess;
+	struct donor_tls *tls; /* pager connections */
+	uint8_t *net;
+	size_t net_len;
+	bool tls_ready;
+	bool tls_more; /* TLS may hold plaintext that did not fit in c->in */
 	struct op recv_op, send_op;
 	uint8_t *in;
 	size_t in_len;
@@ -90,6 +110,7 @@ struct conn {
 struct daemon {
 	struct io_uring ring;
 	struct donor_server *srv;
+	struct donor_key key; /* for each connection's TLS */
 	int lfd, cfd, sfd;
 	struct op accept_op, ctl_accept_op, signal_op, rdma_op;
 #if HAVE_RDMA
@@ -187,6 +208,8 @@ static void conn_free(struct daemon *d, struct conn *c)
 		donor_rdma_session_gone(d->rd, c->sess);
 #endif
 	donor_session_free(c->sess);
+	donor_tls_free(c->tls);
+	free(c->net);
 	donor_buf_release(&c->inflight);
 	donor_buf_release(&c->ctl_out);
 	free(c->in);
@@ -286,7 +309,11 @@ static void conn_new(struct daemon *d, int fd, bool ctl)
 		snprintf(c->peer, sizeof(c->peer), "%s:%s", host, port);
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		c->sess = donor_session_new(d->srv, c->peer);
-		if (!c->sess) {
+		c->net = malloc(NET_CAP);
+		if (!c->sess || !c->net || donor_tls_new_server(&d->key, &c->tls) < 0) {
+			donor_session_free(c->sess);
+			donor_tls_free(c->tls);
+			free(c->net);
 			free(c->in);
 			free(c);
 			close(fd);
@@ -348,8 +375,9 @@ static void conn_authed(struct daemon *d, struct conn *c)
 {
 	uint8_t *in;
 
-	/* The recv in flight (if any) targets the old buffer: grow only while none is armed. */
-	if (c->authed || c->recv_armed || !donor_session_owner(c->sess))
+	/* A recv in flight without TLS targets the old buffer: grow only while none is armed
+	 * (with TLS, recvs land in c->net). */
+	if (c->authed || (!c->tls && c->recv_armed) || !donor_session_owner(c->sess))
 		return;
 	in = realloc(c->in, IN_CAP);
 	if (!in) {
@@ -360,6 +388,88 @@ static void conn_authed(struct daemon *d, struct conn *c)
 	c->in = in;
 	c->authed = true;
 	d->npreauth--;
+}
+
+/*
+ * Moves received ciphertext through TLS: the handshake first, then
+ * plaintext into c->in while it has room. Returns 0 or -errno (the
+ * connection must close: failed handshake, forged or garbled record).
+ */
+static int conn_tls_pull(struct conn *c)
+{
+	c->tls_more = false;
+	for (;;) {
+		size_t took = 0;
+		int r;
+
+		if (c->net_len) {
+			took = donor_tls_net_in(c->tls, c->net, c->net_len);
+			memmove(c->net, c->net + took, c->net_len - took);
+			c->net_len -= took;
+		}
+		if (!c->tls_ready) {
+			r = donor_tls_handshake(c->tls);
+			if (r == 0) {
+				c->tls_ready = true;
+				r = donor_session_set_tls_id(c->sess, donor_tls_peer_id(c->tls));
+				if (r < 0)
+					return r;
+				continue;
+			}
+			if (r != -EAGAIN) {
+				log_warn("%s: TLS handshake failed: %s", c->peer,
+					 r == -EACCES ? "wrong key or invalid client id" : strerror(-r));
+				return r;
+			}
+		} else {
+			/* Before authentication c->in is small: the rest waits in TLS until HELLO/AUTH are done. */
+			if (c->in_len >= conn_in_cap(c)) {
+				c->tls_more = true;
+				return 0;
+			}
+			r = donor_tls_read(c->tls, c->in + c->in_len, conn_in_cap(c) - c->in_len);
+			if (r > 0) {
+				c->in_len += (size_t)r;
+				continue;
+			}
+			if (r != -EAGAIN) {
+				if (r != -ECONNRESET)
+					log_warn("%s: %s; closing", c->peer,
+						 r == -EBADMSG ? "a TLS record failed authentication (changed on the way?)"
+							       : "TLS error");
+				return r;
+			}
+		}
+		if (took == 0)
+			return 0;
+	}
+}
+
+/* Encrypts queued replies (and handshake messages) into c->inflight. Returns 0 or -errno. */
+static int conn_tls_push(struct conn *c)
+{
+	struct donor_buf *out = donor_session_out(c->sess);
+	size_t taken = 0, pend;
+	int r;
+
+	for (;;) {
+		int w = 0;
+		if (c->tls_ready && taken < out->len && taken < PUSH_MAX) {
+			w = donor_tls_write(c->tls, out->data + taken, out->len - taken);
+			if (w < 0)
+				return w;
+			taken += (size_t)w;
+		}
+		pend = donor_tls_net_pending(c->tls);
+		if (pend == 0 && w == 0)
+			break;
+		r = donor_buf_reserve(&c->inflight, pend);
+		if (r < 0)
+			return r;
+		c->inflight.len += donor_tls_net_out(c->tls, c->inflight.data + c->inflight.len, pend);
+	}
+	donor_buf_consume(out, taken);
+	return 0;
 }
 
 static void conn_process(struct daemon *d, struct conn *c)
@@ -392,7 +502,8 @@ static void conn_pump(struct daemon *d, struct conn *c)
 	struct donor_buf *out;
 
 	if (c->closing && !c->shut) {
-		bool drained = !c->send_armed && c->inflight.len == 0 && conn_out(c)->len == 0;
+		bool drained = !c->send_armed && c->inflight.len == 0 && conn_out(c)->len == 0 &&
+			       (!c->tls || donor_tls_net_pending(c->tls) == 0);
 		if (drained || now_ns() - c->closing_since > CLOSE_GRACE_NS) {
 			/* Wakes a pending recv or send so their completions come back. */
 			shutdown(c->fd, SHUT_RDWR);
@@ -405,7 +516,13 @@ static void conn_pump(struct daemon *d, struct conn *c)
 		return;
 	}
 	out = conn_out(c);
-	if (!c->send_armed && c->inflight.len == 0 && out->len > 0) {
+	if (c->tls && !c->send_armed && c->inflight.len == 0) {
+		c->sent = 0;
+		if (conn_tls_push(c) < 0) {
+			conn_close(c);
+			c->closing_since = 0;
+		}
+	} else if (!c->send_armed && c->inflight.len == 0 && out->len > 0) {
 		struct donor_buf t = c->inflight;
 		c->inflight = *out;
 		*out = t;
@@ -419,13 +536,21 @@ static void conn_pump(struct daemon *d, struct conn *c)
 		c->send_armed = true;
 	}
 	/* Input waiting behind a full output queue is handled once the queue drains. */
+	/* A failed pull leaves an alert for the peer: it goes out within the close grace. */
+	if (!c->closing && c->tls && (c->net_len > 0 || c->tls_more) && conn_tls_pull(c) < 0)
+		conn_close(c);
 	if (!c->closing && c->in_len > 0 && conn_out(c)->len < DONOR_SESSION_OUT_HIGH)
 		conn_process(d, c);
 	if (!c->closing && !c->ctl)
 		conn_authed(d, c);
 	if (!c->closing && !c->recv_armed && conn_out(c)->len < DONOR_SESSION_OUT_HIGH) {
 		size_t cap = conn_in_cap(c);
-		if (c->in_len < cap) {
+		if (c->tls && c->net_len < NET_CAP) {
+			struct io_uring_sqe *sqe = get_sqe(d);
+			io_uring_prep_recv(sqe, c->fd, c->net + c->net_len, NET_CAP - c->net_len, 0);
+			io_uring_sqe_set_data(sqe, &c->recv_op);
+			c->recv_armed = true;
+		} else if (!c->tls && c->in_len < cap) {
 			struct io_uring_sqe *sqe = get_sqe(d);
 			io_uring_prep_recv(sqe, c->fd, c->in + c->in_len, cap - c->in_len, 0);
 			io_uring_sqe_set_data(sqe, &c->recv_op);
@@ -521,7 +646,15 @@ static void handle_cqe(struct daemon *d, struct op *op, int res)
 			}
 			return;
 		}
-		c->in_len += (size_t)res;
+		if (c->tls) {
+			c->net_len += (size_t)res;
+			if (conn_tls_pull(c) < 0) {
+				conn_close(c);
+				return;
+			}
+		} else {
+			c->in_len += (size_t)res;
+		}
 		conn_process(d, c);
 		return;
 	case OP_SEND:
@@ -636,7 +769,7 @@ static void usage(FILE *f)
 		"  --listen rdma://ADDR:PORT RDMA (one-sided verbs; control over TCP on the same\n"
 		"                            address and port; ADDR must be on an RDMA device)\n"
 		"  --capacity SIZE           memory to export (e.g. 512M, 8G); slabs are %u MiB\n"
-		"  --key-file FILE           pre-shared key (mode 0600, 16..256 bytes); without it\n"
+		"  --key-file FILE           pre-shared key (mode 0600, 32..256 bytes); without it\n"
 		"                            any local process may connect and only loopback is allowed\n"
 		"  --control PATH            Unix socket for JSON control (donor.stats, donor.set-capacity)\n"
 		"  --lease SECONDS           how long a disconnected client keeps its slabs (default 60)\n"
@@ -806,6 +939,7 @@ int main(int argc, char **argv)
 		log_warn("no --key-file: every local process can use this donor's memory");
 	}
 	cfg.key = &key;
+	d.key = key;
 
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&mask);
@@ -908,6 +1042,7 @@ int main(int argc, char **argv)
 #endif
 	io_uring_queue_exit(&d.ring);
 	donor_server_free(d.srv);
+	explicit_bzero(&d.key, sizeof(d.key));
 	close(d.lfd);
 	if (d.cfd >= 0) {
 		close(d.cfd);

@@ -287,7 +287,8 @@ void policy_config_init(struct policy_pager_config *c)
 	c->log_level = LOG_LVL_INFO;
 	c->n_donors = 0;
 	c->donor_key_file[0] = '\0';
-	snprintf(c->client_id, sizeof(c->client_id), "uffd-pager");
+	/* Empty: the pager derives its id from the host's machine-id (donors.c), unique per host. */
+	c->client_id[0] = '\0';
 	c->donor_timeout_ms = 2000;
 }
 

@@ -117,7 +117,7 @@ struct policy_pager_config {
 	char donors[POLICY_MAX_DONORS][POLICY_URL_MAX]; /* "donors": ["tcp://HOST:PORT", ...] */
 	unsigned n_donors;
 	char donor_key_file[256];     /* "donor_key_file": pre-shared key; "" = none (loopback donors only) */
-	char client_id[65];           /* "client_id": who the pager is to donors; default "uffd-pager" */
+	char client_id[65];           /* "client_id": who the pager is to donors; "" (default): derived from /etc/machine-id */
 	unsigned donor_timeout_ms;    /* "donor_timeout_ms": per request, 100..60000, default 2000 */
 };
 

@@ -47,8 +47,9 @@ int donor_key_load(const char *path, struct donor_key *ret_key)
 			 buf[n - 1] == '\t'))
 		n--;
 	if ((size_t)n < DONOR_KEY_MIN || (size_t)n > DONOR_KEY_MAX) {
-		log_err("key file %s: key is %zd bytes, allowed %u..%u", path, n, DONOR_KEY_MIN,
-			DONOR_KEY_MAX);
+		/* A short key could be guessed offline from one recorded handshake. */
+		log_err("key file %s: key is %zd bytes, required %u..%u (e.g. head -c 32 /dev/urandom | base64 > %s)",
+			path, n, DONOR_KEY_MIN, DONOR_KEY_MAX, path);
 		memset(buf, 0, sizeof(buf));
 		return -EINVAL;
 	}

@@ -17,7 +17,7 @@
 #include "donor-proto.h"
 
 #define DONOR_KEY_MAX 256u
-#define DONOR_KEY_MIN 16u
+#define DONOR_KEY_MIN 32u
 
 struct donor_key {
 	uint8_t bytes[DONOR_KEY_MAX];
@@ -26,7 +26,7 @@ struct donor_key {
 
 /*
  * Reads a key file: a regular file, not readable or writable by group or
- * others (0600 or 0400), 16..256 bytes after trailing whitespace is dropped.
+ * others (0600 or 0400), 32..256 bytes after trailing whitespace is dropped.
  * Errors name the file and the reason on the log. Returns 0 or -errno
  * (-EPERM for loose permissions, -EINVAL for a bad length).
  */

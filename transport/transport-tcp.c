@@ -15,6 +15,15 @@
  * donor. It blocks in recv (SO_RCVTIMEO 50 ms bounds each wait so the
  * expiry scan runs): one syscall per wake-up.
  *
+ * Everything after the TCP connect runs in TLS 1.3 (proto/donor-tls.h):
+ * flush() gathers the batch and its pages into one plaintext buffer,
+ * encrypts it into records and sends the ciphertext; the receiver feeds
+ * what recv returns to the TLS layer and parses the plaintext it yields.
+ * Both buffers are allocated at connect time, so neither direction
+ * allocates per page. A record that fails authentication (tampering on
+ * the way) breaks the connection like a framing error: nothing from it is
+ * ever delivered.
+ *
  * Completions queue in the shared, preallocated ring of completion-ring.c:
  * each page takes its entry at submit time, so the receiver never has to
  * allocate to complete a request and none is ever dropped; at the
@@ -42,6 +51,7 @@
 #include <unistd.h>
 
 #include "donor-auth.h"
+#include "donor-tls.h"
 #include "completion-ring.h"
 #include "log.h"
 #include "transport-private.h"
@@ -50,6 +60,11 @@
 
 /* Pages gathered by one flush; submit() flushes before more would be queued. */
 #define TCP_MAX_SEGS (2 * DONOR_MAX_BATCH)
+/* Plaintext gathered per encryption and ciphertext per send/recv: both sizes are only a tuning. */
+#define TCP_PLAIN_CAP ((size_t)DONOR_HDR_LEN + DONOR_MAX_PAYLOAD)
+#define TCP_CIPHER_CAP ((size_t)64 << 10)
+/* The receiver compacts its plaintext buffer only when less than this is free behind the data. */
+#define TCP_RX_SLACK ((size_t)32 << 10)
 
 struct pend {
 	TAILQ_ENTRY(pend) link; /* outstanding: in tcp_conn.pending; spare: in tcp_conn.spare */
@@ -66,6 +81,10 @@ struct pend {
 struct tcp_conn {
 	struct donor_conn base;
 	int fd, evfd;
+	/* TLS state; tls_lock serialises its calls (the sender and the receiver both use it, briefly). */
+	struct donor_tls *tls;
+	pthread_mutex_t tls_lock;
+	uint8_t *plain, *cipher; /* sender's buffers (send_lock), TCP_PLAIN_CAP and TCP_CIPHER_CAP */
 	unsigned timeout_ms;
 	donor_notify_fn notify_cb;
 	void *notify_opaque;
@@ -237,12 +256,40 @@ static int send_all(int fd, const uint8_t *p, size_t len)
 	return 0;
 }
 
-/* Sends the batch with its pages gathered in place (send_lock held). */
+/*
+ * Encrypts len bytes of plaintext and sends the records (send_lock held).
+ * tls_lock is held only around the TLS calls, never across a send: the
+ * receiver must keep decrypting while a send waits for the donor to read.
+ */
+static int tls_send(struct tcp_conn *t, const uint8_t *p, size_t len)
+{
+	for (;;) {
+		size_t n;
+		int w = 0, r;
+
+		pthread_mutex_lock(&t->tls_lock);
+		if (len)
+			w = donor_tls_write(t->tls, p, len);
+		n = w < 0 ? 0 : donor_tls_net_out(t->tls, t->cipher, TCP_CIPHER_CAP);
+		pthread_mutex_unlock(&t->tls_lock);
+		if (w < 0)
+			return w;
+		p += w;
+		len -= (size_t)w;
+		if (n == 0 && len == 0)
+			return 0;
+		r = send_all(t->fd, t->cipher, n);
+		if (r < 0)
+			return r;
+	}
+}
+
+/* Sends the batch with its pages gathered into one plaintext buffer (send_lock held). */
 static int send_batch(struct tcp_conn *t)
 {
 	struct iovec iov[2 * TCP_MAX_SEGS + 1];
-	unsigned niov = 0, first = 0;
-	size_t prev = 0;
+	unsigned niov = 0;
+	size_t prev = 0, fill = 0;
 
 	for (unsigned i = 0; i < t->nsegs; i++) {
 		if (t->segs[i].off > prev)
@@ -252,23 +299,26 @@ static int send_batch(struct tcp_conn *t)
 	}
 	if (t->batch.len > prev)
 		iov[niov++] = (struct iovec){ t->batch.data + prev, t->batch.len - prev };
-	while (first < niov) {
-		struct msghdr mh = { .msg_iov = iov + first, .msg_iovlen = niov - first };
-		ssize_t n = sendmsg(t->fd, &mh, MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			/* SO_SNDTIMEO expired: the donor stopped reading. */
-			return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
-		}
-		while (first < niov && (size_t)n >= iov[first].iov_len)
-			n -= (ssize_t)iov[first++].iov_len;
-		if (first < niov) {
-			iov[first].iov_base = (uint8_t *)iov[first].iov_base + n;
-			iov[first].iov_len -= (size_t)n;
+	/* One gathered buffer makes full-size records; a record per piece would multiply their cost. */
+	for (unsigned i = 0; i < niov; i++) {
+		const uint8_t *src = iov[i].iov_base;
+		size_t left = iov[i].iov_len;
+		while (left > 0) {
+			size_t k = TCP_PLAIN_CAP - fill < left ? TCP_PLAIN_CAP - fill : left;
+			int r;
+			memcpy(t->plain + fill, src, k);
+			fill += k;
+			src += k;
+			left -= k;
+			if (fill == TCP_PLAIN_CAP) {
+				r = tls_send(t, t->plain, fill);
+				if (r < 0)
+					return r;
+				fill = 0;
+			}
 		}
 	}
-	return 0;
+	return fill ? tls_send(t, t->plain, fill) : 0;
 }
 
 /* Sends the batch (send_lock held). */
@@ -686,24 +736,97 @@ static void expire(struct tcp_conn *t)
 		signal_completions(t);
 }
 
+/* Handles the complete frames in buf[*start, *len). Returns 0 or -EPROTO. */
+static int consume_frames(struct tcp_conn *t, const uint8_t *buf, size_t *start, size_t len)
+{
+	size_t used = *start;
+	int r;
+
+	for (;;) {
+		struct donor_hdr h;
+		r = donor_hdr_decode(buf + used, len - used, &h);
+		if (r == -EAGAIN || (r == 0 && len - used < DONOR_HDR_LEN + (size_t)h.len))
+			break;
+		if (r == 0)
+			r = handle_frame(t, &h, buf + used + DONOR_HDR_LEN);
+		if (r < 0) {
+			log_warn("donor tcp: bad frame from donor: %s", strerror(-r));
+			*start = used;
+			return -EPROTO;
+		}
+		used += DONOR_HDR_LEN + h.len;
+	}
+	*start = used;
+	return 0;
+}
+
+/*
+ * Feeds n bytes of ciphertext to TLS and handles the frames the plaintext
+ * completes. Returns 0 or -errno (-EPROTO for anything untrustworthy).
+ */
+static int receive_records(struct tcp_conn *t, const uint8_t *in, size_t n, uint8_t *buf, size_t cap,
+			   size_t *start, size_t *len)
+{
+	size_t off = 0;
+
+	for (;;) {
+		size_t took = 0;
+		int r;
+
+		/* Keep room for a full record behind the data; compact only when it runs short. */
+		if (cap - *len < TCP_RX_SLACK && *start > 0) {
+			memmove(buf, buf + *start, *len - *start);
+			*len -= *start;
+			*start = 0;
+		}
+		pthread_mutex_lock(&t->tls_lock);
+		if (off < n)
+			took = donor_tls_net_in(t->tls, in + off, n - off);
+		r = donor_tls_read(t->tls, buf + *len, cap - *len);
+		pthread_mutex_unlock(&t->tls_lock);
+		off += took;
+		if (r == -EAGAIN) {
+			if (off >= n)
+				return 0;
+			if (took == 0)
+				return -EPROTO; /* TLS can use neither what it holds nor more: not a TLS peer */
+			continue;
+		}
+		if (r < 0) {
+			if (r == -EBADMSG)
+				log_warn("donor tcp: a TLS record from the donor failed authentication "
+					 "(changed on the way?); closing the connection");
+			return r == -ECONNRESET ? r : -EPROTO;
+		}
+		*len += (size_t)r;
+		r = consume_frames(t, buf, start, *len);
+		if (r < 0)
+			return r;
+		if (*start == *len)
+			*start = *len = 0;
+	}
+}
+
 static void *receiver(void *arg)
 {
 	struct tcp_conn *t = arg;
-	size_t cap = DONOR_HDR_LEN + DONOR_MAX_PAYLOAD + 65536, len = 0;
+	size_t cap = DONOR_HDR_LEN + DONOR_MAX_PAYLOAD + 65536, len = 0, start = 0;
 	_cleanup_free_ uint8_t *buf = malloc(cap);
+	_cleanup_free_ uint8_t *in = malloc(TCP_CIPHER_CAP);
 	uint64_t next_expire = 0;
 	bool closing;
 	int err = 0;
 
-	if (!buf)
+	if (!buf || !in)
 		err = -ENOMEM;
+	/* The handshake may have read past the AUTH reply: what TLS holds comes first. */
+	if (!err)
+		err = receive_records(t, NULL, 0, buf, cap, &start, &len);
 	while (!err) {
-		size_t used = 0;
 		ssize_t n;
-		int r;
 
 		/* One syscall per wake-up: a blocking recv that SO_RCVTIMEO cuts off for the expiry scan. */
-		n = recv(t->fd, buf + len, cap - len, 0);
+		n = recv(t->fd, in, TCP_CIPHER_CAP, 0);
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
 			expire(t);
 			next_expire = now_ns() + 10000000ULL;
@@ -721,23 +844,7 @@ static void *receiver(void *arg)
 			expire(t);
 			next_expire = now_ns() + 10000000ULL;
 		}
-		len += (size_t)n;
-		for (;;) {
-			struct donor_hdr h;
-			r = donor_hdr_decode(buf + used, len - used, &h);
-			if (r == -EAGAIN || (r == 0 && len - used < DONOR_HDR_LEN + (size_t)h.len))
-				break;
-			if (r == 0)
-				r = handle_frame(t, &h, buf + used + DONOR_HDR_LEN);
-			if (r < 0) {
-				log_warn("donor tcp: bad frame from donor: %s", strerror(-r));
-				err = -EPROTO;
-				break;
-			}
-			used += DONOR_HDR_LEN + h.len;
-		}
-		memmove(buf, buf + used, len - used);
-		len -= used;
+		err = receive_records(t, in, (size_t)n, buf, cap, &start, &len);
 		if (t->complete_cb)
 			deliver(t);
 		else
@@ -776,39 +883,16 @@ static int io_wait(int fd, short ev, uint64_t deadline)
 }
 
 /* Reads one whole frame during the handshake, before the receiver thread runs. */
-static int read_frame(int fd, uint64_t deadline, struct donor_hdr *h, uint8_t *payload, size_t max)
+static int read_frame(struct tcp_conn *t, uint64_t deadline, struct donor_hdr *h, uint8_t *payload, size_t max)
 {
 	uint8_t hdr[DONOR_HDR_LEN];
-	size_t got = 0, want = DONOR_HDR_LEN;
-	uint8_t *dst = hdr;
-	int r;
+	int r = donor_tls_sock_recv(t->tls, t->fd, hdr, sizeof(hdr), deadline);
 
-	for (int part = 0; part < 2; part++) {
-		while (got < want) {
-			ssize_t n;
-			r = io_wait(fd, POLLIN, deadline);
-			if (r < 0)
-				return r;
-			n = recv(fd, dst + got, want - got, MSG_DONTWAIT);
-			if (n == 0)
-				return -ECONNRESET;
-			if (n < 0 && errno != EAGAIN && errno != EINTR)
-				return -errno;
-			if (n > 0)
-				got += (size_t)n;
-		}
-		if (part == 0) {
-			r = donor_hdr_decode(hdr, sizeof(hdr), h);
-			if (r < 0)
-				return -EPROTO;
-			if (h->len > max)
-				return -EPROTO;
-			got = 0;
-			want = h->len;
-			dst = payload;
-		}
-	}
-	return 0;
+	if (r < 0)
+		return r;
+	if (donor_hdr_decode(hdr, sizeof(hdr), h) < 0 || h->len > max)
+		return -EPROTO;
+	return donor_tls_sock_recv(t->tls, t->fd, payload, h->len, deadline);
 }
 
 static int handshake(struct tcp_conn *t, const struct donor_key *key, const char *client_id,
@@ -822,11 +906,16 @@ static int handshake(struct tcp_conn *t, const struct donor_key *key, const char
 	int r;
 
 	donor_buf_init(&b);
-	r = donor_enc_hello(&b, 1, client_id);
+	/* TLS first: the PSK identity is the client id, and every frame below is inside the session. */
+	r = donor_tls_new_client(key, client_id, &t->tls);
 	if (r == 0)
-		r = send_all(t->fd, b.data, b.len);
+		r = donor_tls_sock_handshake(t->tls, t->fd, deadline);
 	if (r == 0)
-		r = read_frame(t->fd, deadline, &h, payload, sizeof(payload));
+		r = donor_enc_hello(&b, 1, client_id);
+	if (r == 0)
+		r = donor_tls_sock_send(t->tls, t->fd, b.data, b.len, deadline);
+	if (r == 0)
+		r = read_frame(t, deadline, &h, payload, sizeof(payload));
 	if (r == 0 && (h.opcode != DONOR_OP_HELLO || h.req_id != 1 || !(h.flags & DONOR_F_REPLY)))
 		r = -EPROTO;
 	if (r == 0 && h.status)
@@ -842,9 +931,9 @@ static int handshake(struct tcp_conn *t, const struct donor_key *key, const char
 		r = donor_enc_auth(&b, 2, &req);
 	}
 	if (r == 0)
-		r = send_all(t->fd, b.data, b.len);
+		r = donor_tls_sock_send(t->tls, t->fd, b.data, b.len, deadline);
 	if (r == 0)
-		r = read_frame(t->fd, deadline, &h, payload, sizeof(payload));
+		r = read_frame(t, deadline, &h, payload, sizeof(payload));
 	if (r == 0 && (h.opcode != DONOR_OP_AUTH || h.req_id != 2 || !(h.flags & DONOR_F_REPLY)))
 		r = -EPROTO;
 	if (r == 0 && h.status)
@@ -934,6 +1023,10 @@ static void tcp_close(struct donor_conn *c)
 		close(t->fd);
 	if (t->evfd >= 0)
 		close(t->evfd);
+	donor_tls_free(t->tls);
+	free(t->plain);
+	free(t->cipher);
+	pthread_mutex_destroy(&t->tls_lock);
 	donor_buf_release(&t->batch);
 	donor_cq_destroy(&t->cq);
 	pthread_mutex_destroy(&t->lock);
@@ -965,6 +1058,7 @@ static int tcp_connect(const char *url, const struct donor_key *key, const char 
 	t->complete_opaque = opts ? opts->complete_opaque : NULL;
 	pthread_mutex_init(&t->lock, NULL);
 	pthread_mutex_init(&t->send_lock, NULL);
+	pthread_mutex_init(&t->tls_lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&t->cond, &ca);
@@ -975,6 +1069,11 @@ static int tcp_connect(const char *url, const struct donor_key *key, const char 
 	deadline = deadline_after(t->timeout_ms);
 
 	r = donor_cq_init(&t->cq, DONOR_MAX_INFLIGHT);
+	if (r == 0) {
+		t->plain = malloc(TCP_PLAIN_CAP);
+		t->cipher = malloc(TCP_CIPHER_CAP);
+		r = t->plain && t->cipher ? 0 : -ENOMEM;
+	}
 	if (r == 0) {
 		t->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		r = t->evfd < 0 ? -errno : 0;

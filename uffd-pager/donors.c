@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The pager's donor connections, their health and page I/O completion (see donors.h). */
 #include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +18,9 @@
 
 #define HEALTH_PERIOD_MS 300
 #define FULL_BACKOFF_NS (1000ULL * 1000 * 1000)
+/* Reconnection attempts to a donor that is down: from 1 s, doubling, at most every 30 s. */
+#define RECONNECT_MIN_NS (1000ULL * 1000 * 1000)
+#define RECONNECT_MAX_NS (30ULL * 1000 * 1000 * 1000)
 
 struct pdonor {
 	struct donor_pool *pool;
@@ -30,6 +35,10 @@ struct pdonor {
 	_Atomic bool stop;
 	pthread_t completer;
 	bool completer_started;
+	/* Health thread only: reconnecting while down (see reconnect()). */
+	bool no_retry;	      /* replaced by a newer entry, or reconnecting was given up */
+	bool retry_logged;    /* the failure of the first attempt was logged */
+	uint64_t retry_at, retry_ns;
 	pthread_mutex_t rlock; /* revoked slab ids */
 	struct revoked_set revoked;
 };
@@ -46,6 +55,87 @@ struct donor_pool {
 	pthread_t health;
 	bool health_started;
 };
+
+/*
+ * A host without a machine-id (minimal images): a random id, kept in the
+ * state dir (root-only) so that it is stable across pager restarts.
+ * Returns 0 or -errno.
+ */
+static int state_dir_client_id(const char *state_dir, char *out, size_t len)
+{
+	char path[512], buf[DONOR_CLIENT_ID_MAX + 2];
+	uint8_t rnd[8];
+	ssize_t n;
+	int fd, r;
+
+	snprintf(path, sizeof(path), "%s/client-id", state_dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd >= 0) {
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+			n--;
+		if (n > 0 && donor_client_id_valid(buf, (size_t)n)) {
+			buf[n] = '\0';
+			snprintf(out, len, "%s", buf);
+			return 0;
+		}
+		log_err("%s: not a client id (1..64 characters of A-Z a-z 0-9 . _ : @ -)", path);
+		return -EINVAL;
+	}
+	r = donor_random(rnd, sizeof(rnd));
+	if (r < 0)
+		return r;
+	snprintf(buf, sizeof(buf), "uffd-pager-%02x%02x%02x%02x%02x%02x%02x%02x\n", rnd[0], rnd[1], rnd[2], rnd[3],
+		 rnd[4], rnd[5], rnd[6], rnd[7]);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0 || write(fd, buf, strlen(buf)) != (ssize_t)strlen(buf)) {
+		r = -errno;
+		if (fd >= 0)
+			close(fd);
+		return log_err_errno(r, "%s: cannot write the generated client id", path);
+	}
+	close(fd);
+	buf[strlen(buf) - 1] = '\0';
+	snprintf(out, len, "%s", buf);
+	log_info("no /etc/machine-id: generated client id %s (kept in %s)", out, path);
+	return 0;
+}
+
+/*
+ * The default client id: "uffd-pager-" and 16 hex digits of
+ * SHA-256("uffdvm client id\n" || machine-id). Unique per host, so two
+ * hosts with default settings never share slabs on a donor, stable across
+ * pager restarts (the lease finds the slabs again), and not the raw
+ * machine-id, which some software treats as confidential. Without a
+ * machine-id, a random id kept in the state dir. Returns 0 or -errno.
+ */
+static int machine_client_id(const char *state_dir, char *out, size_t len)
+{
+	static const char *const files[] = { "/etc/machine-id", "/var/lib/dbus/machine-id" };
+	static const char label[] = "uffdvm client id\n";
+	uint8_t md[EVP_MAX_MD_SIZE], in[sizeof(label) - 1 + 64];
+	unsigned mdlen = 0;
+	ssize_t n = -1;
+
+	for (unsigned i = 0; i < ARRAY_SIZE(files) && n <= 0; i++) {
+		int fd = open(files[i], O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		n = read(fd, in + sizeof(label) - 1, 64);
+		close(fd);
+	}
+	while (n > 0 && (in[sizeof(label) - 1 + n - 1] == '\n' || in[sizeof(label) - 1 + n - 1] == ' '))
+		n--;
+	if (n < 16)
+		return state_dir_client_id(state_dir, out, len);
+	memcpy(in, label, sizeof(label) - 1);
+	if (!EVP_Digest(in, sizeof(label) - 1 + (size_t)n, md, &mdlen, EVP_sha256(), NULL) || mdlen < 8)
+		return -EIO;
+	snprintf(out, len, "uffd-pager-%02x%02x%02x%02x%02x%02x%02x%02x", md[0], md[1], md[2], md[3], md[4], md[5],
+		 md[6], md[7]);
+	return 0;
+}
 
 static const char *const state_names[] = { "up", "draining", "removing", "down", "gone" };
 
@@ -185,6 +275,49 @@ static void refresh(struct pdonor *d)
 	}
 }
 
+static int add_donor(struct donor_pool *p, const char *url, bool fresh, char *err, size_t errlen);
+static void free_stale_slabs(struct pdonor *d);
+
+/*
+ * Brings a donor that went down back (health thread). The connection comes
+ * back as a new pool entry and the old one is retired (gone): every copy
+ * the store had on the old entry is already counted lost, and a slab id of
+ * the old connection can never be mistaken for one of the new. Attempts
+ * back off from 1 s to 30 s; the log has one line per change of state,
+ * not per attempt.
+ */
+static void reconnect(struct donor_pool *p, struct pdonor *d)
+{
+	uint64_t now = now_ns();
+	char err[256];
+	int r;
+
+	if (d->no_retry || atomic_load(&d->state) != PD_DOWN || now < d->retry_at)
+		return;
+	r = add_donor(p, d->url, false, err, sizeof(err));
+	if (r >= 0) {
+		d->no_retry = true;
+		atomic_store(&d->state, PD_GONE);
+		atomic_fetch_add(&p->gen, 1);
+		log_info("donor %s is back: reconnected (as entry %d)", d->url, r);
+		return;
+	}
+	if (r == -EEXIST || r == -ENOSPC) {
+		/* An operator added it again, or no entry is left: stop trying. */
+		d->no_retry = true;
+		log_warn("donor %s: no longer reconnecting: %s", d->url, err);
+		return;
+	}
+	if (!d->retry_logged) {
+		log_warn("donor %s: reconnecting failed (%s); retrying in the background", d->url, err);
+		d->retry_logged = true;
+	}
+	d->retry_ns = d->retry_ns ? d->retry_ns * 2 : RECONNECT_MIN_NS;
+	if (d->retry_ns > RECONNECT_MAX_NS)
+		d->retry_ns = RECONNECT_MAX_NS;
+	d->retry_at = now + d->retry_ns;
+}
+
 static void *health_main(void *arg)
 {
 	struct donor_pool *p = arg;
@@ -193,6 +326,8 @@ static void *health_main(void *arg)
 		unsigned n = atomic_load(&p->n);
 		for (unsigned i = 0; i < n && !atomic_load(&p->stopping); i++)
 			refresh(p->d[i]);
+		for (unsigned i = 0; i < n && !atomic_load(&p->stopping); i++)
+			reconnect(p, p->d[i]);
 		for (int t = 0; t < HEALTH_PERIOD_MS / 50 && !atomic_load(&p->stopping); t++)
 			usleep(50000);
 	}
@@ -207,7 +342,18 @@ int donor_pool_new(const struct policy_pager_config *cfg, struct donor_pool **re
 	if (!p)
 		return -ENOMEM;
 	pthread_mutex_init(&p->lock, NULL);
-	snprintf(p->client_id, sizeof(p->client_id), "%s", cfg->client_id[0] ? cfg->client_id : "uffd-pager");
+	if (cfg->client_id[0]) {
+		snprintf(p->client_id, sizeof(p->client_id), "%s", cfg->client_id);
+	} else {
+		r = machine_client_id(cfg->state_dir, p->client_id, sizeof(p->client_id));
+		/* Without donors the id is not needed yet; donor_pool_add refuses to run without one. */
+		if (r < 0 && cfg->n_donors > 0) {
+			donor_pool_free(p);
+			return r;
+		}
+		if (r < 0)
+			p->client_id[0] = '\0';
+	}
 	p->timeout_ms = cfg->donor_timeout_ms ? cfg->donor_timeout_ms : 2000;
 	if (cfg->donor_key_file[0]) {
 		r = donor_key_load(cfg->donor_key_file, &p->key);
@@ -258,12 +404,22 @@ void donor_pool_free(struct donor_pool *p)
 
 int donor_pool_add(struct donor_pool *p, const char *url, char *err, size_t errlen)
 {
+	return add_donor(p, url, true, err, errlen);
+}
+
+/* For all the donor_pool_add(); fresh = false: a reconnection, which adds no entry when it fails. */
+static int add_donor(struct donor_pool *p, const char *url, bool fresh, char *err, size_t errlen)
+{
 	struct donor_connect_opts opts = { .timeout_ms = p->timeout_ms, .notify_cb = notify_cb,
 					   .complete_cb = complete_cb };
 	struct pdonor *d;
 	unsigned n;
 	int r;
 
+	if (!p->client_id[0]) {
+		snprintf(err, errlen, "no client id (no /etc/machine-id, state dir not writable): set \"client_id\"");
+		return -EINVAL;
+	}
 	if (!policy_donor_url_valid(url)) {
 		snprintf(err, errlen, "\"%s\" is not a donor URL (allowed: tcp://HOST:PORT, rdma://HOST:PORT)", url);
 		return -EINVAL;
@@ -296,6 +452,13 @@ int donor_pool_add(struct donor_pool *p, const char *url, char *err, size_t errl
 	opts.notify_opaque = d;
 	opts.complete_opaque = d;
 	r = donor_connect(url, &p->key, p->client_id, &opts, &d->conn);
+	if (r < 0 && !fresh) {
+		snprintf(err, errlen, "cannot connect: %s", r == -EACCES ? "key refused" : strerror(-r));
+		pthread_mutex_unlock(&p->lock);
+		pthread_mutex_destroy(&d->rlock);
+		free(d);
+		return r;
+	}
 	if (r < 0) {
 		snprintf(err, errlen, "cannot connect: %s", r == -EACCES ? "key refused" : strerror(-r));
 		/* Listed as down so operators see it; never used. */
@@ -313,6 +476,8 @@ int donor_pool_add(struct donor_pool *p, const char *url, char *err, size_t errl
 		} else {
 			d->completer_started = true;
 			uint64_t cap, used;
+			if (!fresh)
+				free_stale_slabs(d);
 			if (donor_stats(d->conn, &cap, &used) == 0) {
 				atomic_store(&d->capacity, cap);
 				atomic_store(&d->used, used);
@@ -328,6 +493,21 @@ int donor_pool_add(struct donor_pool *p, const char *url, char *err, size_t errl
 	atomic_fetch_add(&p->gen, 1);
 	pthread_mutex_unlock(&p->lock);
 	return r < 0 ? r : (int)n;
+}
+
+/*
+ * After a reconnection, slabs the donor still holds for this client id
+ * belong to the lost connection (the store wrote them off): give them back.
+ */
+static void free_stale_slabs(struct pdonor *d)
+{
+	uint32_t ids[256];
+	int n = donor_list_slabs(d->conn, ids, NULL, ARRAY_SIZE(ids));
+
+	for (int i = 0; i < n && i < (int)ARRAY_SIZE(ids); i++)
+		donor_free_slab(d->conn, ids[i]);
+	if (n > 0)
+		log_info("donor %s: freed %d slabs left from the lost connection", d->url, n);
 }
 
 int donor_pool_drain(struct donor_pool *p, const char *url, bool remove)

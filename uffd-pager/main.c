@@ -41,7 +41,7 @@ static void usage(FILE *f)
 		"  --budget SIZE      host-wide sum of local_memory over all VMs (default unlimited)\n"
 		"  --donor URL        a donor (tcp://HOST:PORT), repeatable; added to the config's donors\n"
 		"  --donor-key-file FILE  pre-shared key for donors (mode 0600)\n"
-		"  --client-id ID     the pager's identity towards donors (default uffd-pager)\n"
+		"  --client-id ID     the pager's identity towards donors (default: derived from /etc/machine-id)\n"
 		"  --libvirt URI      connect to libvirt (e.g. qemu:///system): report a paged domain's stop\n"
 		"                     as a domain.stopped event, and set the guest balloon of policies\n"
 		"                     with balloon.enabled (needs write access; reconnects if lost)%s\n"

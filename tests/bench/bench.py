@@ -93,7 +93,7 @@ class Daemons:
         if donor:
             key = os.path.join(self.tmp, "donor.key")
             fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            os.write(fd, os.urandom(32))
+            os.write(fd, os.urandom(48))  # 32..256 bytes even once trailing whitespace is dropped
             os.close(fd)
             with socket.socket() as s:  # a free loopback port
                 s.bind(("127.0.0.1", 0))

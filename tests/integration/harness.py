@@ -292,9 +292,9 @@ def free_port():
 class Donor:
     """A real uffd-donor on 127.0.0.1 with a private key file and control socket."""
 
-    def __init__(self, capacity="64M", key=None, extra_args=()):
+    def __init__(self, capacity="64M", key=None, extra_args=(), port=None):
         self.tmp = tempfile.mkdtemp(prefix="uffdvm-donor-")
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"tcp://127.0.0.1:{self.port}"
         self.key_file = os.path.join(self.tmp, "key")
         fd = os.open(self.key_file, os.O_WRONLY | os.O_CREAT, 0o600)

@@ -17,7 +17,7 @@ min_donor_faults=${MIN_DONOR_FAULTS:-500}
 vm=rdmavm
 key=/tmp/donor.key
 ctl=/tmp/pager.ctl
-head -c 32 /dev/urandom >$key
+head -c 48 /dev/urandom | base64 -w0 >$key
 chmod 600 $key
 pids=
 cleanup() { for p in $pids; do kill -9 "$p" 2>/dev/null; done; }

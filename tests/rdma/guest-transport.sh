@@ -8,7 +8,7 @@ set -u
 mode=$1
 port=7471
 key=/tmp/donor.key
-head -c 32 /dev/urandom >$key
+head -c 48 /dev/urandom | base64 -w0 >$key
 chmod 600 $key
 pids=
 

@@ -26,6 +26,7 @@
 #include <cmocka.h>
 
 #include "donor-auth.h"
+#include "donor-tls.h"
 #include "transport.h"
 #include "util.h"
 
@@ -261,12 +262,45 @@ static void test_mixed_gather(void **state)
 	free(seen);
 }
 
+/* TLS sessions of raw connections, by fd; NULL for plain ones. */
+static struct donor_tls *raw_tls[1024];
+
+/* A raw connection inside TLS, authenticated as id, before any frame. */
+static int tls_connect_raw(const char *id)
+{
+	int fd = tcp_connect_raw();
+
+	assert_true(fd >= 0 && fd < 1024);
+	assert_int_equal(donor_tls_new_client(&key, id, &raw_tls[fd]), 0);
+	assert_int_equal(donor_tls_sock_handshake(raw_tls[fd], fd, now_ns() + 10000000000ULL), 0);
+	return fd;
+}
+
+static void raw_close(int fd)
+{
+	donor_tls_free(raw_tls[fd]);
+	raw_tls[fd] = NULL;
+	close(fd);
+}
+
 /* Sends one raw frame and reads one reply header; returns status (-errno) or -EPIPE on EOF. */
 static int raw_call(int fd, struct donor_buf *b, struct donor_hdr *h, uint8_t *payload, size_t max)
 {
 	uint8_t hdr[DONOR_HDR_LEN];
 	size_t got = 0;
 
+	if (raw_tls[fd]) {
+		uint64_t dl = now_ns() + 10000000000ULL;
+		if (b->len)
+			assert_int_equal(donor_tls_sock_send(raw_tls[fd], fd, b->data, b->len, dl), 0);
+		b->len = 0;
+		if (donor_tls_sock_recv(raw_tls[fd], fd, hdr, sizeof(hdr), dl) < 0)
+			return -EPIPE;
+		assert_int_equal(donor_hdr_decode(hdr, sizeof(hdr), h), 0);
+		assert_true(h->len <= max);
+		assert_int_equal(donor_tls_sock_recv(raw_tls[fd], fd, payload, h->len, dl), 0);
+		return -(int)h->status;
+	}
 	if (b->len)
 		assert_int_equal(send(fd, b->data, b->len, MSG_NOSIGNAL), (ssize_t)b->len);
 	b->len = 0;
@@ -301,9 +335,8 @@ static int raw_auth(const char *id)
 	struct donor_auth_req a;
 	struct donor_buf b;
 	struct donor_hdr h;
-	int fd = tcp_connect_raw();
+	int fd = tls_connect_raw(id);
 
-	assert_true(fd >= 0);
 	donor_buf_init(&b);
 	assert_int_equal(donor_enc_hello(&b, 1, id), 0);
 	assert_int_equal(raw_call(fd, &b, &h, p, sizeof(p)), 0);
@@ -424,10 +457,21 @@ static void test_hostile_client(void **state)
 		assert_null(c);
 	}
 	/* No authentication: one error, then the door closes. */
-	fd = tcp_connect_raw();
+	fd = tls_connect_raw("noauth");
 	assert_int_equal(donor_frame_put(&b, DONOR_OP_ALLOC_SLAB, 0, 1, 0, NULL, 0), 0);
 	assert_int_equal(raw_call(fd, &b, &h, p, sizeof(p)), -EACCES);
 	assert_true(peer_closed(fd));
+	raw_close(fd);
+	/* A key holder authenticated in TLS as one id cannot name another: refused, closed. */
+	fd = tls_connect_raw("thief");
+	assert_int_equal(donor_enc_hello(&b, 1, "good"), 0);
+	assert_int_equal(raw_call(fd, &b, &h, p, sizeof(p)), -EACCES);
+	assert_true(peer_closed(fd));
+	raw_close(fd);
+	/* Frames in clear, without TLS: the donor never parses them, it just hangs up. */
+	fd = tcp_connect_raw();
+	assert_int_equal(donor_frame_put(&b, DONOR_OP_PING, 0, 1, 0, "x", 1), 0);
+	assert_int_equal(raw_call(fd, &b, &h, p, sizeof(p)), -EPIPE);
 	close(fd);
 
 	/* An authenticated client poking at someone else's slab. */
@@ -464,13 +508,13 @@ static void test_hostile_client(void **state)
 		assert_int_equal(raw_call(fd, &b, &h, p, sizeof(p)), -EMSGSIZE);
 		assert_true(peer_closed(fd));
 	}
-	close(fd);
-	/* Pure garbage. */
-	fd = tcp_connect_raw();
+	raw_close(fd);
+	/* Pure garbage inside TLS. */
+	fd = tls_connect_raw("garbage");
 	assert_int_equal(donor_buf_put(&b, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27), 0);
 	assert_int_equal(raw_call(fd, &b, &h, p, sizeof(p)), -EBADMSG);
 	assert_true(peer_closed(fd));
-	close(fd);
+	raw_close(fd);
 
 	/* The good client is still served, its page intact. */
 	memset(p, 0, PAGE_SIZE_4K);

@@ -294,11 +294,15 @@ static void test_key_file(void **state)
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, "short\n", 6), 6);
 	assert_int_equal(donor_key_load(path, &k), -EINVAL);
+	/* 31 bytes once the newline is dropped: one short of the minimum. */
 	assert_int_equal(ftruncate(fd, 0), 0);
-	assert_int_equal(pwrite(fd, "0123456789abcdefXYZ\n", 20, 0), 20);
+	assert_int_equal(pwrite(fd, "0123456789abcdef0123456789abcde\n", 32, 0), 32);
+	assert_int_equal(donor_key_load(path, &k), -EINVAL);
+	assert_int_equal(ftruncate(fd, 0), 0);
+	assert_int_equal(pwrite(fd, "0123456789abcdef0123456789abcdefXYZ\n", 36, 0), 36);
 	assert_int_equal(donor_key_load(path, &k), 0);
-	assert_int_equal(k.len, 19); /* trailing newline dropped */
-	assert_memory_equal(k.bytes, "0123456789abcdefXYZ", 19);
+	assert_int_equal(k.len, 35); /* trailing newline dropped */
+	assert_memory_equal(k.bytes, "0123456789abcdef0123456789abcdefXYZ", 35);
 	assert_int_equal(fchmod(fd, 0644), 0);
 	assert_int_equal(donor_key_load(path, &k), -EPERM);
 	close(fd);
