@@ -22,9 +22,20 @@
 #include "util.h"
 
 #define SPILL_RING_DEPTH 256
+/*
+ * Tags of sealed pages live in the same file, far past every page slot
+ * (slots stop at 2^31, i.e. 8 TiB): 16 bytes per slot at
+ * SPILL_TAG_BASE + slot * 16, a sparse area that costs disk only for
+ * slots used. They are written through a second, buffered descriptor,
+ * since O_DIRECT cannot write 16 bytes.
+ */
+#define SPILL_TAG_BASE (1ULL << 43)
+#define SPILL_TAG_LEN 16u
+#define SPILL_TAG_MAX_SLOTS (1ULL << 31)
 
 struct spill {
 	int fd;
+	int tag_fd; /* the same file, buffered: tags of sealed pages */
 	bool direct;
 	char path[512];
 	struct io_uring write_ring; /* evictor */
@@ -45,7 +56,7 @@ int spill_new(const char *dir, const char *name, uint64_t max_slots, struct spil
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	s->fd = -1;
+	s->fd = s->tag_fd = -1;
 	pthread_mutex_init(&s->lock, NULL);
 	if (!max_slots || max_slots > UINT32_MAX - 1)
 		max_slots = UINT32_MAX - 1;
@@ -67,6 +78,11 @@ int spill_new(const char *dir, const char *name, uint64_t max_slots, struct spil
 		r = -errno;
 		goto fail;
 	}
+	s->tag_fd = open(s->path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (s->tag_fd < 0) {
+		r = -errno;
+		goto fail_unlink;
+	}
 	r = io_uring_queue_init(SPILL_RING_DEPTH, &s->write_ring, 0);
 	if (r < 0)
 		goto fail_unlink;
@@ -83,6 +99,8 @@ fail_unlink:
 fail:
 	if (s->fd >= 0)
 		close(s->fd);
+	if (s->tag_fd >= 0)
+		close(s->tag_fd);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 	return r;
@@ -95,6 +113,7 @@ void spill_free(struct spill *s)
 	io_uring_queue_exit(&s->write_ring);
 	io_uring_queue_exit(&s->read_ring);
 	close(s->fd);
+	close(s->tag_fd);
 	if (unlink(s->path) < 0)
 		log_warn("cannot delete spill file %s: %s", s->path, strerror(errno));
 	pthread_mutex_destroy(&s->lock);
@@ -102,16 +121,22 @@ void spill_free(struct spill *s)
 	free(s);
 }
 
-/* PID of a NAME-PID.spill file name, or 0 when the name has another form. */
+/* PID of a NAME-PID.spill (or NAME-PID.key, its VM's sealing key) file name, or 0 for any other form. */
 static pid_t stale_spill_pid(const char *fname)
 {
 	const char *dash = strrchr(fname, '-'), *p;
-	size_t n = strlen(fname);
+	size_t n = strlen(fname), sfx;
 	long pid = 0;
 
-	if (n <= 6 || strcmp(fname + n - 6, ".spill") != 0 || !dash || dash == fname)
+	if (n > 6 && strcmp(fname + n - 6, ".spill") == 0)
+		sfx = 6;
+	else if (n > 4 && strcmp(fname + n - 4, ".key") == 0)
+		sfx = 4;
+	else
 		return 0;
-	for (p = dash + 1; p < fname + n - 6; p++) {
+	if (!dash || dash == fname)
+		return 0;
+	for (p = dash + 1; p < fname + n - sfx; p++) {
 		if (*p < '0' || *p > '9' || pid > 4194304) /* PID_MAX_LIMIT */
 			return 0;
 		pid = pid * 10 + (*p - '0');
@@ -316,4 +341,24 @@ int spill_pread(struct spill *s, uint32_t slot, void *buf)
 	ssize_t n = pread(s->fd, buf, PAGE_SIZE_4K, (off_t)slot * PAGE_SIZE_4K);
 
 	return n == (ssize_t)PAGE_SIZE_4K ? 0 : n < 0 ? -errno : -EIO;
+}
+
+int spill_write_tag(struct spill *s, uint32_t slot, const void *tag)
+{
+	ssize_t n;
+
+	if (slot >= SPILL_TAG_MAX_SLOTS)
+		return -ERANGE;
+	n = pwrite(s->tag_fd, tag, SPILL_TAG_LEN, (off_t)(SPILL_TAG_BASE + (uint64_t)slot * SPILL_TAG_LEN));
+	return n == (ssize_t)SPILL_TAG_LEN ? 0 : n < 0 ? -errno : -EIO;
+}
+
+int spill_read_tag(struct spill *s, uint32_t slot, void *tag)
+{
+	ssize_t n;
+
+	if (slot >= SPILL_TAG_MAX_SLOTS)
+		return -ERANGE;
+	n = pread(s->tag_fd, tag, SPILL_TAG_LEN, (off_t)(SPILL_TAG_BASE + (uint64_t)slot * SPILL_TAG_LEN));
+	return n == (ssize_t)SPILL_TAG_LEN ? 0 : n < 0 ? -errno : -EIO;
 }

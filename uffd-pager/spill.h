@@ -26,8 +26,8 @@ int spill_new(const char *dir, const char *name, uint64_t max_slots, struct spil
 /* Closes and deletes the file. NULL-safe. */
 void spill_free(struct spill *s);
 /*
- * Start-up clean-up of DIR: deletes each regular file NAME-PID.spill whose
- * PID no longer runs (left by a pager that was killed), logging each; files
+ * Start-up clean-up of DIR: deletes each regular file NAME-PID.spill (or
+ * NAME-PID.key, the VM's sealing key) whose PID no longer runs (left by a pager that was killed), logging each; files
  * of live processes and other names are kept. Returns how many were
  * deleted, or -errno when DIR cannot be read.
  */
@@ -63,3 +63,9 @@ int spill_read_wait(struct spill *s);
  */
 int spill_pwrite(struct spill *s, uint32_t slot, const void *buf);
 int spill_pread(struct spill *s, uint32_t slot, void *buf);
+/*
+ * The 16-byte tag of a sealed page in a slot, stored in the same file past
+ * every slot (buffered I/O; any thread). Returns 0 or -errno.
+ */
+int spill_write_tag(struct spill *s, uint32_t slot, const void *tag);
+int spill_read_tag(struct spill *s, uint32_t slot, void *tag);
