@@ -23,15 +23,26 @@
 
 #define SPILL_RING_DEPTH 256
 /*
- * Tags of sealed pages live in the same file, far past every page slot
- * (slots stop at 2^31, i.e. 8 TiB): 16 bytes per slot at
- * SPILL_TAG_BASE + slot * 16, a sparse area that costs disk only for
- * slots used. They are written through a second, buffered descriptor,
- * since O_DIRECT cannot write 16 bytes.
+ * Layout: groups of 256 page slots followed by one tag page holding the
+ * 16-byte tags of those 256 slots (sealed pages; a hole otherwise). A
+ * slot's page and its tag are thus in the file together, the file stays
+ * as small as the slots used (+1/256), and page I/O stays 4 KiB-aligned
+ * for O_DIRECT. Tags go through a second, buffered descriptor, since
+ * O_DIRECT cannot write 16 bytes; no page I/O ever touches a tag page.
  */
-#define SPILL_TAG_BASE (1ULL << 43)
+#define SPILL_GROUP 256u
 #define SPILL_TAG_LEN 16u
-#define SPILL_TAG_MAX_SLOTS (1ULL << 31)
+
+static uint64_t slot_off(uint32_t slot)
+{
+	return ((uint64_t)(slot / SPILL_GROUP) * (SPILL_GROUP + 1) + slot % SPILL_GROUP) * PAGE_SIZE_4K;
+}
+
+static uint64_t tag_off(uint32_t slot)
+{
+	return ((uint64_t)(slot / SPILL_GROUP) * (SPILL_GROUP + 1) + SPILL_GROUP) * PAGE_SIZE_4K +
+	       (uint64_t)(slot % SPILL_GROUP) * SPILL_TAG_LEN;
+}
 
 struct spill {
 	int fd;
@@ -268,7 +279,7 @@ int spill_write_batch(struct spill *s, const uint32_t *slots, void *const *bufs,
 			if (!sqe)
 				break;
 			io_uring_prep_write(sqe, s->fd, bufs[submitted], PAGE_SIZE_4K,
-					    (uint64_t)slots[submitted] * PAGE_SIZE_4K);
+					    slot_off(slots[submitted]));
 			io_uring_sqe_set_data64(sqe, submitted);
 			submitted++;
 		}
@@ -302,7 +313,7 @@ int spill_read_submit(struct spill *s, uint32_t slot, void *buf)
 
 	if (!sqe)
 		return -EBUSY;
-	io_uring_prep_read(sqe, s->fd, buf, PAGE_SIZE_4K, (uint64_t)slot * PAGE_SIZE_4K);
+	io_uring_prep_read(sqe, s->fd, buf, PAGE_SIZE_4K, slot_off(slot));
 	r = io_uring_submit(&s->read_ring);
 	return r < 0 ? r : 0;
 }
@@ -331,14 +342,14 @@ int spill_read(struct spill *s, uint32_t slot, void *buf)
 
 int spill_pwrite(struct spill *s, uint32_t slot, const void *buf)
 {
-	ssize_t n = pwrite(s->fd, buf, PAGE_SIZE_4K, (off_t)slot * PAGE_SIZE_4K);
+	ssize_t n = pwrite(s->fd, buf, PAGE_SIZE_4K, (off_t)slot_off(slot));
 
 	return n == (ssize_t)PAGE_SIZE_4K ? 0 : n < 0 ? -errno : -EIO;
 }
 
 int spill_pread(struct spill *s, uint32_t slot, void *buf)
 {
-	ssize_t n = pread(s->fd, buf, PAGE_SIZE_4K, (off_t)slot * PAGE_SIZE_4K);
+	ssize_t n = pread(s->fd, buf, PAGE_SIZE_4K, (off_t)slot_off(slot));
 
 	return n == (ssize_t)PAGE_SIZE_4K ? 0 : n < 0 ? -errno : -EIO;
 }
@@ -347,9 +358,7 @@ int spill_write_tag(struct spill *s, uint32_t slot, const void *tag)
 {
 	ssize_t n;
 
-	if (slot >= SPILL_TAG_MAX_SLOTS)
-		return -ERANGE;
-	n = pwrite(s->tag_fd, tag, SPILL_TAG_LEN, (off_t)(SPILL_TAG_BASE + (uint64_t)slot * SPILL_TAG_LEN));
+	n = pwrite(s->tag_fd, tag, SPILL_TAG_LEN, (off_t)tag_off(slot));
 	return n == (ssize_t)SPILL_TAG_LEN ? 0 : n < 0 ? -errno : -EIO;
 }
 
@@ -357,8 +366,6 @@ int spill_read_tag(struct spill *s, uint32_t slot, void *tag)
 {
 	ssize_t n;
 
-	if (slot >= SPILL_TAG_MAX_SLOTS)
-		return -ERANGE;
-	n = pread(s->tag_fd, tag, SPILL_TAG_LEN, (off_t)(SPILL_TAG_BASE + (uint64_t)slot * SPILL_TAG_LEN));
+	n = pread(s->tag_fd, tag, SPILL_TAG_LEN, (off_t)tag_off(slot));
 	return n == (ssize_t)SPILL_TAG_LEN ? 0 : n < 0 ? -errno : -EIO;
 }
