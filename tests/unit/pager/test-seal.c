@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "test-pages.h"
 
 #include "donors.h"
@@ -19,6 +21,32 @@
 #include "seal.h"
 #include "spill.h"
 #include "store.h"
+
+/* OpenSSL's allocations, counted (installed before its first one, in main). */
+static _Atomic unsigned long ossl_allocs;
+
+static void *count_malloc(size_t n, const char *file, int line)
+{
+	(void)file;
+	(void)line;
+	ossl_allocs++;
+	return malloc(n);
+}
+
+static void *count_realloc(void *p, size_t n, const char *file, int line)
+{
+	(void)file;
+	(void)line;
+	ossl_allocs++;
+	return realloc(p, n);
+}
+
+static void count_free(void *p, const char *file, int line)
+{
+	(void)file;
+	(void)line;
+	free(p);
+}
 
 static const uint8_t key_a[SEAL_KEY_LEN] = { 1, 2, 3 }, id_a[SEAL_ID_LEN] = { 9 };
 
@@ -83,6 +111,29 @@ static void test_round_trip_and_forgeries(void **state)
 	free(plain);
 	free(buf);
 	free(sealed);
+}
+
+/* The fault path's promise (CONVENTIONS rule 4): once a context exists, sealing and opening allocate nothing. */
+static void test_no_allocation_per_page(void **state)
+{
+	struct seal *s;
+	struct seal_ctx *c = ctx_for(key_a, id_a, &s);
+	uint8_t *buf = page_filled(0x11), tag[SEAL_TAG_LEN];
+
+	(void)state;
+	assert_int_equal(seal_page(c, 0, 1, buf, tag), 0); /* a first call may set things up */
+	assert_int_equal(seal_open(c, 0, 1, buf, tag), 0);
+	unsigned long before = ossl_allocs;
+	for (uint32_t v = 2; v < 200; v++) {
+		assert_int_equal(seal_page(c, v, v, buf, tag), 0);
+		assert_int_equal(seal_open(c, v, v, buf, tag), 0);
+		tag[0] ^= 1;
+		assert_int_equal(seal_open(c, v, v, buf, tag), -EBADMSG);
+	}
+	assert_int_equal(ossl_allocs, before);
+	seal_ctx_free(c);
+	seal_free(s);
+	free(buf);
 }
 
 static void test_key_file(void **state)
@@ -232,7 +283,10 @@ static void test_sealed_store_spill(void **state)
 
 int main(void)
 {
+	if (!CRYPTO_set_mem_functions(count_malloc, count_realloc, count_free))
+		return 1;
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_no_allocation_per_page),
 		cmocka_unit_test(test_round_trip_and_forgeries),
 		cmocka_unit_test(test_key_file),
 		cmocka_unit_test(test_pagemap_versions),
