@@ -383,6 +383,10 @@ def encryption_cost(runner, args):
     if on["fault_p50_ns"] and off["fault_p50_ns"]:
         out["fault_p50_delta_ns"] = on["fault_p50_ns"] - off["fault_p50_ns"]
     out["workload"] = report.wl_name(w)
+    # The crypto alone, same run: the pager's seal.c on one thread.
+    sc = subprocess.run([runner.build.exe("bench-seal"), "--pages", "100000"], capture_output=True, text=True,
+                        check=True, timeout=120)
+    out["seal_only"] = json.loads(sc.stdout)
     return out
 
 
@@ -533,7 +537,9 @@ def main():
                     return "n/a" if v is None else f"{v:.2f} us"
                 log(f"ENCRYPTION (b) {enc['workload']}: pager CPU per page moved {cpu(enc['on']['pager_cpu_us_per_page'])} "
                     f"on vs {cpu(enc['off']['pager_cpu_us_per_page'])} off (delta {cpu(enc.get('cpu_us_per_page_delta'))}); "
-                    f"fault p50 {us(enc['on']['fault_p50_ns'])} on vs {us(enc['off']['fault_p50_ns'])} off")
+                    f"fault p50 {us(enc['on']['fault_p50_ns'])} on vs {us(enc['off']['fault_p50_ns'])} off; "
+                    f"seal.c alone: seal {enc['seal_only']['seal_ns'] / 1000:.2f} us, "
+                    f"open {enc['seal_only']['open_ns'] / 1000:.2f} us per page")
         timings["total"] = time.time() - t_start
         meta = {"size": args.size, "ops": args.ops, "reps": args.reps, "quick": args.quick,
                 "overhead": runner.overhead, "floor": floor, "b_na": runner.b_reason, "zram_algorithm": zram_algo,
