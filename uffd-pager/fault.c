@@ -278,7 +278,8 @@ static void complete_fetches(struct fault_ctx *fc, bool wait, bool install)
 		if (discarded)
 			r = 0; /* zeros go in: what was read does not matter */
 		else if (rejected)
-			store_count_rejected(vm->store); /* FETCHING kept the copy in place: it is the page's */
+			/* The page stays STORED at this version while FETCHING: only a copy repair moved meanwhile could be another's. */
+			store_count_rejected(vm->store);
 		if (r < 0) {
 			/* That copy failed (or moved meanwhile): every copy, the way a synchronous fault reads them. */
 			atomic_fetch_add_explicit(&store_stats(vm->store)->bad_copies, 1, memory_order_relaxed);
