@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from harness import Donor, Pager, check, fail, free_port, guestsim, policy, require_root_and_uffd  # noqa: E402
 
 HDR = struct.Struct("<IBBHQII")  # magic, version, opcode, flags, request id, status, length
-OP_WRITE, OP_READ = 5, 6
+OP_ALLOC, OP_FREE, OP_WRITE, OP_READ = 3, 4, 5, 6
 F_REPLY = 1
 SLOT = 4096 + 16  # a page and its tag
 # Lines guestsim's "realistic" pages contain (tests/guestsim/gs-pattern.c).
@@ -56,8 +56,9 @@ class Proxy:
         self.history = {}  # (slab, slot) -> last two payloads written there
         self.reads = {}  # request id -> [(slab, slot), ...]
         self.tampered = {"flip": 0, "swap": 0, "rollback": 0, "drop": 0}
-        self.pages_written = 0
-        self.plaintext_hits = 0
+        self.allocated, self.freed = set(), set()  # slab ids
+        self.pages_written = {}  # slab -> pages written to it
+        self.plaintext_hits = {}  # slab -> of those, pages showing guest text
         self.ls = socket.socket()
         self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.ls.bind(("127.0.0.1", self.port))
@@ -82,6 +83,9 @@ class Proxy:
                 payload = recv_exact(src, length) if length else b""
                 if from_pager:
                     self.saw_request(op, rid, payload)
+                elif op == OP_ALLOC and flags & F_REPLY and status == 0:
+                    with self.lock:
+                        self.allocated.add(struct.unpack_from("<I", payload)[0])
                 elif op == OP_READ and flags & F_REPLY and status == 0:
                     payload = self.tamper(rid, payload)
                     if payload is None:
@@ -97,16 +101,19 @@ class Proxy:
                     pass
 
     def saw_request(self, op, rid, p):
-        if op == OP_WRITE:
+        if op == OP_FREE:
+            with self.lock:
+                self.freed.add(struct.unpack_from("<I", p)[0])
+        elif op == OP_WRITE:
             slab, n = struct.unpack_from("<II", p)
             with self.lock:
                 for i in range(n):
                     off = 8 + i * (4 + SLOT)
                     slot = struct.unpack_from("<I", p, off)[0]
                     data = p[off + 4:off + 4 + SLOT]
-                    self.pages_written += 1
+                    self.pages_written[slab] = self.pages_written.get(slab, 0) + 1
                     if any(t in data for t in PLAINTEXT):
-                        self.plaintext_hits += 1
+                        self.plaintext_hits[slab] = self.plaintext_hits.get(slab, 0) + 1
                     h = self.history.setdefault((slab, slot), [])
                     h.append(data)
                     del h[:-2]
@@ -177,9 +184,12 @@ def main():
         c = guestsim(pager, "clear", policy("clear", "16M", durability=dur, encryption=False),
                      ["--size", "32M", "--threads", "1", "--content", "realistic", "--ops", "2000", "--seed", "5"])
         check(c.wait(timeout=120) == 0, "the unsealed VM ran and verified its data")
+        # Its pages are told apart by slab: every slab it had is given back when the pager frees it.
+        wait_for(lambda: proxy.allocated and proxy.allocated <= proxy.freed, 30, "the unsealed VM's slabs freed")
         with proxy.lock:
-            clear_pages, clear_hits = proxy.pages_written, proxy.plaintext_hits
-            proxy.pages_written = proxy.plaintext_hits = 0
+            clear_slabs = set(proxy.allocated)
+            clear_pages = sum(proxy.pages_written.get(sl, 0) for sl in clear_slabs)
+            clear_hits = sum(proxy.plaintext_hits.get(sl, 0) for sl in clear_slabs)
         check(clear_pages > 100 and clear_hits > 0,
               f"in clear, guest text crosses the wire ({clear_hits} of {clear_pages} pages written)")
 
@@ -222,7 +232,8 @@ def main():
         check(rc == 0, f"guestsim verified every byte it read (exit {rc}; 1 = wrong data, -9 = page lost)")
         check(last["remote"]["pages_lost"] == 0, "no page lost: the spill copies served every rejected one")
         with proxy.lock:
-            sealed_pages, sealed_hits = proxy.pages_written, proxy.plaintext_hits
+            sealed_pages = sum(n for sl, n in proxy.pages_written.items() if sl not in clear_slabs)
+            sealed_hits = sum(n for sl, n in proxy.plaintext_hits.items() if sl not in clear_slabs)
         check(sealed_pages > 1000, f"the sealed VM wrote pages to the donor ({sealed_pages})")
         check(sealed_hits == 0, f"no guest text in any sealed page on the wire ({sealed_hits} of {sealed_pages})")
         check(pager.alive(), "pager still running")
