@@ -202,6 +202,9 @@ def main():
                       90, "faults served from the donor", g)
         check(st["encryption"] is True, "vm.stats shows encryption on (the default)")
         check(st["integrity_errors"] == 0, "no integrity error before tampering")
+        r = pager.call("vm.policy.set", vm=name, policy={"encryption": False})
+        check(not r.get("ok") and "encryption" in r["error"]["message"],
+              f"encryption cannot be turned off while the VM runs: {r}")
 
         for mode in ("flip", "swap", "rollback"):
             before = pager.vm_stats(name)["integrity_errors"]
