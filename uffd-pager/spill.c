@@ -155,6 +155,13 @@ static pid_t stale_spill_pid(const char *fname)
 	return p == dash + 1 ? 0 : (pid_t)pid;
 }
 
+static bool has_suffix_key(const char *fname)
+{
+	size_t n = strlen(fname);
+
+	return n > 4 && strcmp(fname + n - 4, ".key") == 0;
+}
+
 int spill_remove_stale(const char *dir)
 {
 	DIR *d = opendir(dir);
@@ -179,7 +186,8 @@ int spill_remove_stale(const char *dir)
 			log_warn("cannot delete stale spill file %s/%s: %s", dir, e->d_name, strerror(errno));
 			continue;
 		}
-		log_info("deleted stale spill file %s/%s (%llu bytes of guest pages; pid %d is gone)", dir, e->d_name,
+		log_info("deleted stale %s %s/%s (%llu bytes; pid %d is gone)",
+			 has_suffix_key(e->d_name) ? "sealing key" : "spill file of guest pages", dir, e->d_name,
 			 (unsigned long long)st.st_size, (int)pid);
 		removed++;
 	}
