@@ -368,7 +368,7 @@ static int handle_slab_key(struct donor_rdma *rd, struct donor_session *s, const
 			rs->capregs = n;
 		}
 		reg = &rs->regs[rs->nregs];
-		reg->mr = ibv_reg_mr(rs->pd, mem, DONOR_SLAB_SIZE,
+		reg->mr = ibv_reg_mr(rs->pd, mem, DONOR_SLAB_BYTES,
 				     IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
 					     IBV_ACCESS_REMOTE_READ);
 		if (!reg->mr) {

@@ -310,7 +310,7 @@ static int handle_write(struct donor_session *s, const struct donor_hdr *h, cons
 		uint32_t slot;
 		const uint8_t *page;
 		donor_write_entry(&w, i, &slot, &page);
-		memcpy(mem + (size_t)slot * PAGE_SIZE_4K, page, PAGE_SIZE_4K);
+		memcpy(mem + (size_t)slot * DONOR_SLOT_SIZE, page, DONOR_SLOT_SIZE);
 	}
 	s->client->pages_written += w.count;
 	return reply_ok(s, h, NULL, 0);
@@ -335,7 +335,7 @@ static int handle_read(struct donor_session *s, const struct donor_hdr *h, const
 		return reply_err(s, h, r);
 	r = donor_frame_begin(&s->out, h->opcode, DONOR_F_REPLY, h->req_id, 0, &off);
 	if (r == 0)
-		r = donor_buf_reserve(&s->out, (size_t)rd.count * PAGE_SIZE_4K);
+		r = donor_buf_reserve(&s->out, (size_t)rd.count * DONOR_SLOT_SIZE);
 	if (r < 0)
 		return r;
 	for (uint32_t i = 0; i < rd.count; i++) {
@@ -343,7 +343,7 @@ static int handle_read(struct donor_session *s, const struct donor_hdr *h, const
 		uint8_t *mem = NULL;
 		donor_read_entry(&rd, i, &slab, &slot);
 		donor_slabs_lookup(s->srv->slabs, s->client->owner, slab, false, &mem);
-		donor_buf_put(&s->out, mem + (size_t)slot * PAGE_SIZE_4K, PAGE_SIZE_4K);
+		donor_buf_put(&s->out, mem + (size_t)slot * DONOR_SLOT_SIZE, DONOR_SLOT_SIZE);
 	}
 	s->client->pages_read += rd.count;
 	return donor_frame_end(&s->out, off);

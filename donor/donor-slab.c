@@ -45,7 +45,7 @@ void donor_slabs_free(struct donor_slabs *s)
 		return;
 	for (unsigned i = 0; i < s->ntab; i++)
 		if (s->tab[i].mem)
-			munmap(s->tab[i].mem, DONOR_SLAB_SIZE);
+			munmap(s->tab[i].mem, DONOR_SLAB_BYTES);
 	free(s->tab);
 	free(s);
 }
@@ -104,7 +104,7 @@ int donor_slabs_alloc(struct donor_slabs *s, uint32_t owner, uint32_t *ret_id)
 		s->ntab = n;
 	}
 	/* NORESERVE: a slab costs nothing until pages are written into it. */
-	mem = mmap(NULL, DONOR_SLAB_SIZE, PROT_READ | PROT_WRITE,
+	mem = mmap(NULL, DONOR_SLAB_BYTES, PROT_READ | PROT_WRITE,
 		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (mem == MAP_FAILED)
 		return -ENOMEM;
@@ -120,7 +120,7 @@ int donor_slabs_alloc(struct donor_slabs *s, uint32_t owner, uint32_t *ret_id)
 
 static void drop(struct donor_slabs *s, struct slab *sl)
 {
-	munmap(sl->mem, DONOR_SLAB_SIZE);
+	munmap(sl->mem, DONOR_SLAB_BYTES);
 	sl->mem = NULL;
 	sl->owner = 0;
 	sl->revoked = false;

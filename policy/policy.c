@@ -46,6 +46,7 @@ void policy_vm_init(struct policy_vm *p)
 	p->on_store_full = POLICY_STORE_FULL_DEGRADE;
 	p->replicas = 1;
 	p->backup_spill = false;
+	p->encryption = true;
 	p->balloon_enabled = false;
 	p->balloon_floor = 256ULL << 20;
 	p->balloon_settle_ms = 5000;
@@ -144,6 +145,8 @@ static const struct policy_field vm_fields[] = {
 	{ .name = "on_store_full", .kind = POLICY_FIELD_ENUM, VM(on_store_full), .names = store_full_names },
 	{ .name = "durability", .kind = POLICY_FIELD_OBJECT, .sub = vm_durability_fields,
 	  .allowed = "an object {\"replicas\": 1..3, \"backup\": \"spill\"|\"none\"}" },
+	/* Stored copies sealed with AES-256-GCM under a per-VM key (docs/stores.md); false: CRC32C only. */
+	{ .name = "encryption", .kind = POLICY_FIELD_BOOL, VM(encryption) },
 	{ .name = "balloon", .kind = POLICY_FIELD_OBJECT, .sub = vm_balloon_fields,
 	  .allowed = "an object {\"enabled\": true|false, \"floor\": SIZE, \"settle_ms\": 0..600000}" },
 	{ 0 },

@@ -354,11 +354,14 @@ int donor_enc_write_add(struct donor_buf *b, size_t off, uint32_t slot, const vo
 
 	if (n >= DONOR_MAX_BATCH)
 		return -E2BIG;
-	r = donor_buf_reserve(b, 4 + PAGE_SIZE_4K);
+	static const uint8_t zero_tag[DONOR_TAG_SIZE];
+
+	r = donor_buf_reserve(b, 4 + DONOR_SLOT_SIZE);
 	if (r < 0)
 		return r;
 	donor_buf_put_u32(b, slot);
 	donor_buf_put(b, page, PAGE_SIZE_4K);
+	donor_buf_put(b, zero_tag, DONOR_TAG_SIZE);
 	frame_count_set(b, off, n + 1);
 	return donor_frame_end(b, off);
 }
@@ -370,7 +373,7 @@ int donor_dec_write(const uint8_t *p, size_t len, struct donor_write_req *ret)
 	if (len < 8)
 		return -EBADMSG;
 	n = donor_get_u32(p + 4);
-	if (n == 0 || n > DONOR_MAX_BATCH || len != 8 + (size_t)n * (4 + PAGE_SIZE_4K))
+	if (n == 0 || n > DONOR_MAX_BATCH || len != 8 + (size_t)n * (4 + DONOR_SLOT_SIZE))
 		return -EBADMSG;
 	ret->slab = donor_get_u32(p);
 	ret->count = n;
@@ -381,7 +384,7 @@ int donor_dec_write(const uint8_t *p, size_t len, struct donor_write_req *ret)
 void donor_write_entry(const struct donor_write_req *w, uint32_t i, uint32_t *ret_slot,
 		       const uint8_t **ret_page)
 {
-	const uint8_t *e = w->entries + (size_t)i * (4 + PAGE_SIZE_4K);
+	const uint8_t *e = w->entries + (size_t)i * (4 + DONOR_SLOT_SIZE);
 
 	*ret_slot = donor_get_u32(e);
 	*ret_page = e + 4;

@@ -16,19 +16,25 @@
 #include "util.h"
 
 #define DONOR_PROTO_MAGIC 0x524e4455u /* "UDNR" as bytes on the wire */
-#define DONOR_PROTO_VERSION 1
+/* 2: a slot holds a page and its 16-byte tag (4112 bytes on the wire and in slab memory). */
+#define DONOR_PROTO_VERSION 2
 #define DONOR_HDR_LEN 24
 /* 16 MiB: small enough that revocation and leases move little at a time,
  * large enough that a 1 TiB donor needs only 65536 slabs. */
 #define DONOR_SLAB_SIZE (16u << 20)
 #define DONOR_SLAB_SLOTS ((unsigned)(DONOR_SLAB_SIZE / PAGE_SIZE_4K))
+/* A slot: the page (ciphertext when the pager seals it) then its AEAD tag, opaque to the donor. */
+#define DONOR_TAG_SIZE 16u
+#define DONOR_SLOT_SIZE (PAGE_SIZE_4K + DONOR_TAG_SIZE)
+/* Slab memory: capacity is still counted in DONOR_SLAB_SIZE units; the tags cost 64 KiB more per slab. */
+#define DONOR_SLAB_BYTES ((size_t)DONOR_SLAB_SLOTS * DONOR_SLOT_SIZE)
 #define DONOR_MAX_BATCH 64u
 #define DONOR_CLIENT_ID_MAX 64u
 #define DONOR_NONCE_LEN 32u
 #define DONOR_MAC_LEN 32u
 #define DONOR_PING_MAX 64u
 /* The largest payload is a full WRITE_PAGES batch. */
-#define DONOR_MAX_PAYLOAD ((unsigned)(8u + DONOR_MAX_BATCH * (4u + PAGE_SIZE_4K)))
+#define DONOR_MAX_PAYLOAD ((unsigned)(8u + DONOR_MAX_BATCH * (4u + DONOR_SLOT_SIZE)))
 #define DONOR_MAX_NOTIFY_SLABS ((DONOR_MAX_PAYLOAD - 12u) / 4u)
 #define DONOR_MAX_LIST_SLABS ((DONOR_MAX_PAYLOAD - 4u) / 8u)
 

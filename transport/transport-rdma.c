@@ -66,7 +66,7 @@
 
 struct wr_slot {
 	uint64_t cookie, deadline;
-	void *page;
+	void *page, *tag; /* reads: where the slot's page and tag go (tag NULL: dropped) */
 	uint8_t op; /* DONOR_COMP_* */
 	bool raw;
 };
@@ -133,8 +133,12 @@ static void slot_finish(struct rdma_conn *rc, uint64_t seq, int status)
 {
 	struct wr_slot *s = &rc->slots[seq % RING];
 
-	if (status == 0 && s->op == DONOR_COMP_READ)
-		memcpy(s->page, rc->staging + (seq % RING) * PAGE_SIZE_4K, PAGE_SIZE_4K);
+	if (status == 0 && s->op == DONOR_COMP_READ) {
+		const uint8_t *st = rc->staging + (seq % RING) * DONOR_SLOT_SIZE;
+		memcpy(s->page, st, PAGE_SIZE_4K);
+		if (s->tag)
+			memcpy(s->tag, st + PAGE_SIZE_4K, DONOR_TAG_SIZE);
+	}
 	if (s->raw) {
 		rc->raw_status = status;
 		rc->raw_done = true;
@@ -407,7 +411,7 @@ static int fetch_key(struct rdma_conn *rc, uint32_t slab)
 
 /* Queues one request at (addr, rkey). Lock held. */
 static int queue_locked(struct rdma_conn *rc, uint8_t op, uint64_t addr, uint32_t rkey, void *page,
-			uint64_t cookie, bool raw)
+			void *tag, uint64_t cookie, bool raw)
 {
 	uint64_t seq;
 	unsigned i;
@@ -428,11 +432,17 @@ static int queue_locked(struct rdma_conn *rc, uint8_t op, uint64_t addr, uint32_
 	}
 	seq = rc->head;
 	i = seq % RING;
-	rc->slots[i] = (struct wr_slot){ .cookie = cookie, .page = page, .op = op, .raw = raw };
-	if (op == DONOR_COMP_WRITE)
-		memcpy(rc->staging + (size_t)i * PAGE_SIZE_4K, page, PAGE_SIZE_4K);
-	rc->sges[i] = (struct ibv_sge){ .addr = (uintptr_t)(rc->staging + (size_t)i * PAGE_SIZE_4K),
-					.length = PAGE_SIZE_4K,
+	rc->slots[i] = (struct wr_slot){ .cookie = cookie, .page = page, .tag = tag, .op = op, .raw = raw };
+	if (op == DONOR_COMP_WRITE) {
+		uint8_t *st = rc->staging + (size_t)i * DONOR_SLOT_SIZE;
+		memcpy(st, page, PAGE_SIZE_4K);
+		if (tag)
+			memcpy(st + PAGE_SIZE_4K, tag, DONOR_TAG_SIZE);
+		else
+			memset(st + PAGE_SIZE_4K, 0, DONOR_TAG_SIZE);
+	}
+	rc->sges[i] = (struct ibv_sge){ .addr = (uintptr_t)(rc->staging + (size_t)i * DONOR_SLOT_SIZE),
+					.length = DONOR_SLOT_SIZE,
 					.lkey = rc->smr->lkey };
 	rc->wrs[i] = (struct ibv_send_wr){
 		.wr_id = seq,
@@ -448,7 +458,7 @@ static int queue_locked(struct rdma_conn *rc, uint8_t op, uint64_t addr, uint32_
 	return 0;
 }
 
-static int submit(struct rdma_conn *rc, uint8_t op, uint32_t slab, uint32_t slot, void *page,
+static int submit(struct rdma_conn *rc, uint8_t op, uint32_t slab, uint32_t slot, void *page, void *tag,
 		  uint64_t cookie)
 {
 	struct slab_key *k;
@@ -465,22 +475,22 @@ static int submit(struct rdma_conn *rc, uint8_t op, uint32_t slab, uint32_t slot
 	else if (op == DONOR_COMP_WRITE && k->revoked)
 		r = -EROFS;
 	else
-		r = queue_locked(rc, op, k->addr + (uint64_t)slot * PAGE_SIZE_4K, k->rkey, page,
+		r = queue_locked(rc, op, k->addr + (uint64_t)slot * DONOR_SLOT_SIZE, k->rkey, page, tag,
 				 cookie, false);
 	pthread_mutex_unlock(&rc->lock);
 	return r;
 }
 
 static int rdma_submit_write(struct donor_conn *c, uint32_t slab, uint32_t slot, const void *page,
-			     uint64_t cookie)
+			     const void *tag, uint64_t cookie)
 {
-	return submit(to_rdma(c), DONOR_COMP_WRITE, slab, slot, (void *)page, cookie);
+	return submit(to_rdma(c), DONOR_COMP_WRITE, slab, slot, (void *)page, (void *)tag, cookie);
 }
 
-static int rdma_submit_read(struct donor_conn *c, uint32_t slab, uint32_t slot, void *page,
+static int rdma_submit_read(struct donor_conn *c, uint32_t slab, uint32_t slot, void *page, void *tag,
 			    uint64_t cookie)
 {
-	return submit(to_rdma(c), DONOR_COMP_READ, slab, slot, page, cookie);
+	return submit(to_rdma(c), DONOR_COMP_READ, slab, slot, page, tag, cookie);
 }
 
 static int rdma_flush(struct donor_conn *c)
@@ -751,7 +761,7 @@ int donor_rdma_raw_read(struct donor_conn *c, uint64_t addr, uint32_t rkey, void
 	until = now_ns() + (uint64_t)rc->timeout_ms * 2000000ULL;
 	pthread_mutex_lock(&rc->lock);
 	rc->raw_done = false;
-	r = rc->dead ? -ENOTCONN : queue_locked(rc, DONOR_COMP_READ, addr, rkey, page, 0, true);
+	r = rc->dead ? -ENOTCONN : queue_locked(rc, DONOR_COMP_READ, addr, rkey, page, NULL, 0, true);
 	if (r == 0)
 		r = post_locked(rc);
 	while (r == 0 && !rc->raw_done) {
@@ -935,11 +945,12 @@ static int connect_qp(struct rdma_conn *rc, const char *url, const char *host, c
 		return log_err_errno(-errno, "donor %s: rdma_create_qp", url);
 	rc->qp_created = true;
 	/* Staging is the only local memory the device touches; registered once, here. */
-	rc->staging = aligned_alloc(PAGE_SIZE_4K, (size_t)RING * PAGE_SIZE_4K);
+	/* One slot (page + tag, 4112 bytes) per entry; RING slots are a whole number of pages. */
+	rc->staging = aligned_alloc(PAGE_SIZE_4K, (size_t)RING * DONOR_SLOT_SIZE);
 	if (!rc->staging)
 		return -ENOMEM;
-	memset(rc->staging, 0, (size_t)RING * PAGE_SIZE_4K);
-	rc->smr = ibv_reg_mr(rc->pd, rc->staging, (size_t)RING * PAGE_SIZE_4K, IBV_ACCESS_LOCAL_WRITE);
+	memset(rc->staging, 0, (size_t)RING * DONOR_SLOT_SIZE);
+	rc->smr = ibv_reg_mr(rc->pd, rc->staging, (size_t)RING * DONOR_SLOT_SIZE, IBV_ACCESS_LOCAL_WRITE);
 	if (!rc->smr)
 		return log_err_errno(-errno, "donor %s: ibv_reg_mr of the staging ring", url);
 	if (ibv_query_device(rc->id->verbs, &da) != 0)

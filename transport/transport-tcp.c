@@ -75,6 +75,7 @@ struct pend {
 	unsigned n;
 	uint64_t cookies[DONOR_MAX_BATCH];
 	void *pages[DONOR_MAX_BATCH];
+	void *tags[DONOR_MAX_BATCH]; /* reads: where each slot's tag goes, NULL = dropped */
 	struct donor_buf reply; /* sync requests: payload of the reply */
 };
 
@@ -99,7 +100,7 @@ struct tcp_conn {
 	/* Pages to send in place: page i goes right after batch byte segs[i].off. */
 	struct tcp_seg {
 		size_t off;
-		const void *page;
+		const void *page, *tag;
 	} segs[TCP_MAX_SEGS];
 	unsigned nsegs;
 
@@ -183,11 +184,15 @@ static void pend_finish(struct tcp_conn *t, struct pend *p, int status, const ui
 		return;
 	}
 	if (status == 0 && p->op == DONOR_OP_READ_PAGES) {
-		if (len != (size_t)p->n * PAGE_SIZE_4K)
+		if (len != (size_t)p->n * DONOR_SLOT_SIZE)
 			status = -EBADMSG;
 		else
-			for (unsigned i = 0; i < p->n; i++)
-				memcpy(p->pages[i], payload + (size_t)i * PAGE_SIZE_4K, PAGE_SIZE_4K);
+			for (unsigned i = 0; i < p->n; i++) {
+				const uint8_t *slot = payload + (size_t)i * DONOR_SLOT_SIZE;
+				memcpy(p->pages[i], slot, PAGE_SIZE_4K);
+				if (p->tags[i])
+					memcpy(p->tags[i], slot + PAGE_SIZE_4K, DONOR_TAG_SIZE);
+			}
 	} else if (status == 0 && len != 0) {
 		status = -EBADMSG;
 	}
@@ -287,7 +292,8 @@ static int tls_send(struct tcp_conn *t, const uint8_t *p, size_t len)
 /* Sends the batch with its pages gathered into one plaintext buffer (send_lock held). */
 static int send_batch(struct tcp_conn *t)
 {
-	struct iovec iov[2 * TCP_MAX_SEGS + 1];
+	static const uint8_t zero_tag[DONOR_TAG_SIZE];
+	struct iovec iov[3 * TCP_MAX_SEGS + 1];
 	unsigned niov = 0;
 	size_t prev = 0, fill = 0;
 
@@ -295,6 +301,7 @@ static int send_batch(struct tcp_conn *t)
 		if (t->segs[i].off > prev)
 			iov[niov++] = (struct iovec){ t->batch.data + prev, t->segs[i].off - prev };
 		iov[niov++] = (struct iovec){ (void *)t->segs[i].page, PAGE_SIZE_4K };
+		iov[niov++] = (struct iovec){ (void *)(t->segs[i].tag ? t->segs[i].tag : zero_tag), DONOR_TAG_SIZE };
 		prev = t->segs[i].off;
 	}
 	if (t->batch.len > prev)
@@ -372,7 +379,7 @@ static int tcp_flush(struct donor_conn *c)
  * goes into the batch, the page is gathered at flush time; the frame's
  * count and length cover it already (send_lock held).
  */
-static int write_add_ref(struct tcp_conn *t, uint32_t slot, const void *page)
+static int write_add_ref(struct tcp_conn *t, uint32_t slot, const void *page, const void *tag)
 {
 	uint8_t *h;
 	uint32_t n;
@@ -386,10 +393,10 @@ static int write_add_ref(struct tcp_conn *t, uint32_t slot, const void *page)
 	r = donor_buf_put_u32(&t->batch, slot);
 	if (r < 0)
 		return r;
-	t->segs[t->nsegs++] = (struct tcp_seg){ .off = t->batch.len, .page = page };
+	t->segs[t->nsegs++] = (struct tcp_seg){ .off = t->batch.len, .page = page, .tag = tag };
 	h = t->batch.data + t->open_off;
 	donor_set_u32(h + DONOR_HDR_LEN + 4, n + 1);
-	donor_set_u32(h + 20, donor_get_u32(h + 20) + 4 + PAGE_SIZE_4K);
+	donor_set_u32(h + 20, donor_get_u32(h + 20) + 4 + DONOR_SLOT_SIZE);
 	return 0;
 }
 
@@ -425,7 +432,7 @@ static int take_room(struct tcp_conn *t)
 	return t->dead ? -ENOTCONN : 0;
 }
 
-static int submit(struct tcp_conn *t, uint8_t op, uint32_t slab, uint32_t slot, void *page,
+static int submit(struct tcp_conn *t, uint8_t op, uint32_t slab, uint32_t slot, void *page, void *tag,
 		  uint64_t cookie)
 {
 	struct pend *p;
@@ -458,7 +465,7 @@ static int submit(struct tcp_conn *t, uint8_t op, uint32_t slab, uint32_t slot, 
 		t->open = p;
 	}
 	if (r == 0)
-		r = op == DONOR_OP_WRITE_PAGES ? write_add_ref(t, slot, page)
+		r = op == DONOR_OP_WRITE_PAGES ? write_add_ref(t, slot, page, tag)
 					       : donor_enc_read_add(&t->batch, t->open_off, slab, slot);
 	if (r < 0) {
 		/* Out of memory mid-batch: the batch cannot be trusted any more. This page was not accepted. */
@@ -471,25 +478,26 @@ static int submit(struct tcp_conn *t, uint8_t op, uint32_t slab, uint32_t slot, 
 	}
 	p->cookies[p->n] = cookie;
 	p->pages[p->n] = page;
+	p->tags[p->n] = tag;
 	p->n++;
 	pthread_mutex_unlock(&t->lock);
 	/* A full batch goes out at once; the pipe stays busy while the caller fills the next. */
-	if (t->batch.len + (size_t)t->nsegs * PAGE_SIZE_4K >= DONOR_MAX_PAYLOAD || t->nsegs >= TCP_MAX_SEGS)
+	if (t->batch.len + (size_t)t->nsegs * DONOR_SLOT_SIZE >= DONOR_MAX_PAYLOAD || t->nsegs >= TCP_MAX_SEGS)
 		r = flush_locked(t);
 	pthread_mutex_unlock(&t->send_lock);
 	return r;
 }
 
 static int tcp_submit_write(struct donor_conn *c, uint32_t slab, uint32_t slot, const void *page,
-			    uint64_t cookie)
+			    const void *tag, uint64_t cookie)
 {
-	return submit(to_tcp(c), DONOR_OP_WRITE_PAGES, slab, slot, (void *)page, cookie);
+	return submit(to_tcp(c), DONOR_OP_WRITE_PAGES, slab, slot, (void *)page, (void *)tag, cookie);
 }
 
-static int tcp_submit_read(struct donor_conn *c, uint32_t slab, uint32_t slot, void *page,
+static int tcp_submit_read(struct donor_conn *c, uint32_t slab, uint32_t slot, void *page, void *tag,
 			   uint64_t cookie)
 {
-	return submit(to_tcp(c), DONOR_OP_READ_PAGES, slab, slot, page, cookie);
+	return submit(to_tcp(c), DONOR_OP_READ_PAGES, slab, slot, page, tag, cookie);
 }
 
 /* A synchronous request: the reply payload lands in ret_reply (may be NULL). */

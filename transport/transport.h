@@ -105,12 +105,15 @@ struct donor_transport_ops {
 	/* Slabs this client owns (after a reconnect). Returns the total count >= 0 or -errno. */
 	int (*list_slabs)(struct donor_conn *conn, uint32_t *ids, uint32_t *flags, size_t max);
 	/*
-	 * Queues page writes/reads. Returns 0 or -errno: -ENOTCONN once the
-	 * connection failed, -EBUSY at the in-flight limit (see above).
+	 * Queues page writes/reads of one slot: the 4 KiB page and its
+	 * DONOR_TAG_SIZE-byte tag (a write with tag NULL stores zeros; a read
+	 * with tag NULL drops it). page and tag stay the caller's until the
+	 * completion. Returns 0 or -errno: -ENOTCONN once the connection
+	 * failed, -EBUSY at the in-flight limit (see above).
 	 */
 	int (*submit_write)(struct donor_conn *conn, uint32_t slab, uint32_t slot, const void *page,
-			    uint64_t cookie);
-	int (*submit_read)(struct donor_conn *conn, uint32_t slab, uint32_t slot, void *page,
+			    const void *tag, uint64_t cookie);
+	int (*submit_read)(struct donor_conn *conn, uint32_t slab, uint32_t slot, void *page, void *tag,
 			   uint64_t cookie);
 	/* Sends what is queued. Returns 0 or -errno. */
 	int (*flush)(struct donor_conn *conn);
@@ -165,12 +168,23 @@ static inline int donor_list_slabs(struct donor_conn *c, uint32_t *ids, uint32_t
 static inline int donor_submit_write(struct donor_conn *c, uint32_t slab, uint32_t slot,
 				     const void *page, uint64_t cookie)
 {
-	return c->ops->submit_write(c, slab, slot, page, cookie);
+	return c->ops->submit_write(c, slab, slot, page, NULL, cookie);
 }
 static inline int donor_submit_read(struct donor_conn *c, uint32_t slab, uint32_t slot, void *page,
 				    uint64_t cookie)
 {
-	return c->ops->submit_read(c, slab, slot, page, cookie);
+	return c->ops->submit_read(c, slab, slot, page, NULL, cookie);
+}
+/* The same with the slot's tag (the pager's sealed copies). */
+static inline int donor_submit_write_tag(struct donor_conn *c, uint32_t slab, uint32_t slot,
+					 const void *page, const void *tag, uint64_t cookie)
+{
+	return c->ops->submit_write(c, slab, slot, page, tag, cookie);
+}
+static inline int donor_submit_read_tag(struct donor_conn *c, uint32_t slab, uint32_t slot, void *page,
+					void *tag, uint64_t cookie)
+{
+	return c->ops->submit_read(c, slab, slot, page, tag, cookie);
 }
 static inline int donor_flush(struct donor_conn *c) { return c->ops->flush(c); }
 static inline int donor_poll_completions(struct donor_conn *c, struct donor_completion *out,

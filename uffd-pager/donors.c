@@ -637,7 +637,7 @@ void donor_pool_count_pages(struct donor_pool *p, unsigned idx, int64_t delta)
 }
 
 int donor_pool_submit(struct donor_pool *p, unsigned idx, bool write, uint32_t slab, uint32_t slot, void *page,
-		      struct pool_op *op)
+		      const void *wtag, struct pool_op *op)
 {
 	struct pdonor *d;
 	int st, r;
@@ -654,8 +654,8 @@ int donor_pool_submit(struct donor_pool *p, unsigned idx, bool write, uint32_t s
 	pthread_mutex_lock(&op->w->lock);
 	op->w->pending++;
 	pthread_mutex_unlock(&op->w->lock);
-	r = write ? donor_submit_write(d->conn, slab, slot, page, (uint64_t)(uintptr_t)op)
-		  : donor_submit_read(d->conn, slab, slot, page, (uint64_t)(uintptr_t)op);
+	r = write ? donor_submit_write_tag(d->conn, slab, slot, page, wtag, (uint64_t)(uintptr_t)op)
+		  : donor_submit_read_tag(d->conn, slab, slot, page, op->tag, (uint64_t)(uintptr_t)op);
 	if (r < 0) {
 		atomic_fetch_sub(&d->inflight, 1);
 		pthread_mutex_lock(&op->w->lock);

@@ -45,6 +45,7 @@ struct pool_op {
 	struct pool_wait *w;
 	int status;
 	uint8_t donor;
+	uint8_t tag[16]; /* a read's slot tag (DONOR_TAG_SIZE), for store_check_copy */
 };
 
 struct donor_pool;
@@ -80,10 +81,12 @@ void donor_pool_count_pages(struct donor_pool *p, unsigned idx, int64_t delta);
 
 /*
  * Queues one page I/O; it completes into op->w (pending is incremented
- * here). Returns 0 or -errno (not queued, nothing to wait for).
+ * here). A write stores wtag (16 bytes, NULL: zeros) beside the page; a
+ * read brings the slot's tag back into op->tag. Returns 0 or -errno (not
+ * queued, nothing to wait for).
  */
 int donor_pool_submit(struct donor_pool *p, unsigned idx, bool write, uint32_t slab, uint32_t slot, void *page,
-		      struct pool_op *op);
+		      const void *wtag, struct pool_op *op);
 void donor_pool_flush(struct donor_pool *p, unsigned idx);
 void pool_wait_init(struct pool_wait *w);
 void pool_wait_destroy(struct pool_wait *w);

@@ -138,6 +138,13 @@ static void evict_batch(struct evict_ctx *ec)
 	ec->n = pick_victims(ec);
 	if (!ec->n)
 		return;
+	/* Sealed copies: each page's version, just bumped by pagemap_evict_begin (only this thread writes it). */
+	if (store_sealed(vm->store)) {
+		pthread_mutex_lock(&vm->lock);
+		for (i = 0; i < ec->n; i++)
+			ec->crcs[i] = pagemap_entry(&vm->map, ec->pages[i])->version;
+		pthread_mutex_unlock(&vm->lock);
+	}
 	for (i = 0; i < ec->n; i++) {
 		want_all[i] = true;
 		ec->protected_[i] = false;
@@ -188,14 +195,15 @@ static void evict_batch(struct evict_ctx *ec)
 				ec->zero[k] = true;
 				continue;
 			}
-			ec->crcs[k] = crc32c(0, dst, PAGE_SIZE_4K);
+			if (!store_sealed(vm->store))
+				ec->crcs[k] = crc32c(0, dst, PAGE_SIZE_4K);
 			/* Every copy the policy requires is reserved now. */
 			if (store_place(vm->store, ec->locs[k]) < 0) {
 				ec->protected_[k] = false; /* no store can take it: the page stays */
 				n_store_failed++;
 				continue;
 			}
-			store_batch_add(&ec->wb, dst, ec->locs[k]);
+			store_batch_add(&ec->wb, dst, ec->locs[k], ec->pages[k], ec->crcs[k]);
 			n_store++;
 		}
 		/* Single pages (random victims) gather into one part: a send per page would cost more than it hides. */

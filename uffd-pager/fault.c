@@ -267,7 +267,8 @@ static void complete_fetches(struct fault_ctx *fc, bool wait, bool install)
 			continue;
 		}
 		r = s->op.status;
-		if (r == 0 && crc32c(0, s->buf, PAGE_SIZE_4K) != s->crc)
+		bool rejected = r == 0 && store_check_copy(vm->store, s->page, s->crc, s->buf, s->op.tag) < 0;
+		if (rejected)
 			r = -EBADMSG;
 		pthread_mutex_lock(&vm->lock);
 		pagemap_get_locs(&vm->map, s->page, locs);
@@ -276,10 +277,13 @@ static void complete_fetches(struct fault_ctx *fc, bool wait, bool install)
 		pthread_mutex_unlock(&vm->lock);
 		if (discarded)
 			r = 0; /* zeros go in: what was read does not matter */
+		else if (rejected)
+			/* The page stays STORED at this version while FETCHING: only a copy repair moved meanwhile could be another's. */
+			store_count_rejected(vm->store);
 		if (r < 0) {
 			/* That copy failed (or moved meanwhile): every copy, the way a synchronous fault reads them. */
 			atomic_fetch_add_explicit(&store_stats(vm->store)->bad_copies, 1, memory_order_relaxed);
-			r = store_read(vm->store, locs, crc, s->buf, &src, true);
+			r = store_read(vm->store, s->page, locs, crc, s->buf, &src, true);
 		}
 		finish_fetch(fc, s->page, r, src, s->buf, locs[0], discarded);
 		hist_record(&vm->fault_latency, now_ns() - s->t0);
@@ -466,7 +470,7 @@ static bool handle_missing(struct fault_ctx *fc, uint64_t addr, bool prefetch)
 		 * skipped. The prefetch reads are sent once the fault's own read
 		 * is on its way, so they never go in front of it.
 		 */
-		r = store_read_submit(vm->store, &rd, locs, crc, fc->page_buf, true);
+		r = store_read_submit(vm->store, &rd, page, locs, crc, fc->page_buf, true);
 		if (r == 0 && fc->pf && prefetch_planned(fc->pf))
 			prefetch_issue(fc->pf);
 		r = store_read_wait(vm->store, &rd, &src);

@@ -74,6 +74,11 @@ int pagemap_init(struct pagemap *pm, unsigned ncopies)
 	return 0;
 }
 
+void pagemap_use_versions(struct pagemap *pm)
+{
+	pm->hdr->flags |= PAGEMAP_F_VERSIONS;
+}
+
 void pagemap_destroy(struct pagemap *pm)
 {
 	if (!pm || !pm->hdr)
@@ -283,6 +288,11 @@ bool pagemap_evict_begin(struct pagemap *pm, uint64_t page)
 
 	if (pe->state != PG_RESIDENT)
 		return false;
+	if (pm->hdr->flags & PAGEMAP_F_VERSIONS) {
+		if (pe->version == UINT32_MAX)
+			return false;
+		pe->version++;
+	}
 	pe->state = PG_EVICTING;
 	pe->flags = 0;
 	return true;
@@ -299,7 +309,8 @@ void pagemap_evict_commit(struct pagemap *pm, uint64_t page, const uint32_t *loc
 
 	pe->state = PG_EVICT_COMMITTED;
 	set_locs(pm, pe, locs);
-	pe->crc = crc;
+	if (!(pm->hdr->flags & PAGEMAP_F_VERSIONS))
+		pe->crc = crc;
 }
 
 void pagemap_evict_give_back(struct pagemap *pm, uint64_t page)

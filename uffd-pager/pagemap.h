@@ -57,7 +57,16 @@
 #define PAGEMAP_VERSION 1
 
 struct page_entry {
-	uint32_t crc;  /* CRC32C of the stored copy */
+	/*
+	 * The stored copy's check: its CRC32C, or in a sealed map
+	 * (pagemap_use_versions) the page's version, the nonce half that
+	 * changes: bumped by every eviction, never reset, so (page, version)
+	 * names one content for the VM's life.
+	 */
+	union {
+		uint32_t crc;
+		uint32_t version;
+	};
 	uint32_t loc;  /* first copy's location (store.h), stored inverted (~loc: 0 = LOC_NONE); read it with pagemap_get_locs */
 	uint8_t state; /* enum page_state */
 	uint8_t flags; /* enum page_flags */
@@ -75,7 +84,10 @@ struct pagemap_header {
 	uint64_t resident_pages;
 	uint64_t stored_pages;
 	uint64_t zero_pages;
+	uint32_t flags; /* PAGEMAP_F_* */
 };
+
+enum { PAGEMAP_F_VERSIONS = 1 /* the check word is a version (sealed copies) */ };
 
 /* The handle: outside the mapped data, which holds no pointers. */
 struct pagemap {
@@ -85,6 +97,13 @@ struct pagemap {
 
 /* An empty map for pages with ncopies locations each. Returns 0 or -errno. */
 int pagemap_init(struct pagemap *pm, unsigned ncopies);
+/*
+ * Sealed copies: from now on each page's check word is its version,
+ * bumped by pagemap_evict_begin; pagemap_evict_commit keeps it. Call
+ * before any page exists.
+ */
+void pagemap_use_versions(struct pagemap *pm);
+static inline bool pagemap_versioned(const struct pagemap *pm) { return pm->hdr->flags & PAGEMAP_F_VERSIONS; }
 /* Unmaps it; safe on a zeroed or already destroyed map. */
 void pagemap_destroy(struct pagemap *pm);
 /* Appends npages UNTOUCHED pages with no copies (may move the mapping). Returns 0 or -errno. */
@@ -143,11 +162,16 @@ bool pagemap_copies_lost(struct pagemap *pm, uint64_t page);
  */
 bool pagemap_replace_copy(struct pagemap *pm, uint64_t page, unsigned c, uint32_t old_loc, uint32_t new_loc);
 
-/* The evictor picks a page: RESIDENT -> EVICTING, flags cleared. False if it is not RESIDENT. */
+/*
+ * The evictor picks a page: RESIDENT -> EVICTING, flags cleared, and in a
+ * versioned map its version bumped (this eviction's copies are sealed with
+ * the new one). False if it is not RESIDENT, or if its version is spent
+ * (2^32 - 1 evictions: it then stays resident rather than reuse a nonce).
+ */
 bool pagemap_evict_begin(struct pagemap *pm, uint64_t page);
 /* What to do with an EVICTING page once its copies are written (stored) or refused (page_evict_verdict). */
 enum evict_verdict pagemap_evict_verdict(const struct pagemap *pm, uint64_t page, bool stored);
-/* EVICTING -> EVICT_COMMITTED with its copies (all LOC_NONE for an all-zero page) and CRC. */
+/* EVICTING -> EVICT_COMMITTED with its copies (all LOC_NONE for an all-zero page) and CRC (ignored when versioned). */
 void pagemap_evict_commit(struct pagemap *pm, uint64_t page, const uint32_t *locs, uint32_t crc);
 /* EVICTING -> RESIDENT (written meanwhile or refused by the store); the caller frees what it wrote. */
 void pagemap_evict_give_back(struct pagemap *pm, uint64_t page);

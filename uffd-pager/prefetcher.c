@@ -7,7 +7,6 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
-#include "crc32c.h"
 #include "log.h"
 #include "prefetch.h"
 #include "prefetcher.h"
@@ -202,9 +201,14 @@ static unsigned install_chunk(struct prefetcher *pf, unsigned first, unsigned n)
 	unsigned hits = 0;
 	uint64_t room;
 
-	for (unsigned i = first; i < first + n; i++)
-		ok[i] = pf->e[i].op.status >= 0 &&
-			crc32c(0, pf->bufs + (size_t)i * PAGE_SIZE_4K, PAGE_SIZE_4K) == pf->e[i].crc;
+	bool rejected[PF_MAX_WINDOW];
+
+	for (unsigned i = first; i < first + n; i++) {
+		rejected[i] = pf->e[i].op.status >= 0 &&
+			      store_check_copy(vm->store, pf->e[i].page, pf->e[i].crc,
+					       pf->bufs + (size_t)i * PAGE_SIZE_4K, pf->e[i].op.tag) < 0;
+		ok[i] = pf->e[i].op.status >= 0 && !rejected[i];
+	}
 	pthread_mutex_lock(&vm->lock);
 	/* The fetches in flight keep their room; guesses never push the VM over its limit. */
 	room = vm->high_pages > pagemap_resident(&vm->map) + *pf->reserved ?
@@ -212,11 +216,14 @@ static unsigned install_chunk(struct prefetcher *pf, unsigned first, unsigned n)
 	for (unsigned i = first; i < first + n; i++) {
 		const struct page_entry *pe = pagemap_entry(&vm->map, pf->e[i].page);
 		/* Same checksum as now stored: the bytes are the page's (a refault and re-eviction may reuse a slot). */
-		if (ok[i] && room && pe->state == PG_STORED && !(pe->flags & (PGF_LOST | PGF_FETCHING)) &&
-		    pe->crc == pf->e[i].crc)
+		const bool same = pe->state == PG_STORED && pe->crc == pf->e[i].crc;
+		if (ok[i] && room && same && !(pe->flags & (PGF_LOST | PGF_FETCHING)))
 			room--;
 		else
 			ok[i] = false;
+		/* Still the page's copy, yet it failed its check: tampered with (or a bad disk), not a stale guess. */
+		if (rejected[i] && same)
+			store_count_rejected(vm->store);
 	}
 	pthread_mutex_unlock(&vm->lock);
 	/*

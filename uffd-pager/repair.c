@@ -71,7 +71,7 @@ static bool repair_page(struct vm *vm, uint64_t page, void *buf, bool *reported)
 		page_lost(vm, page, reported);
 		return true;
 	}
-	if (store_read(st, locs, crc, buf, &src, false) < 0) {
+	if (store_read(st, page, locs, crc, buf, &src, false) < 0) {
 		page_lost(vm, page, reported);
 		return true;
 	}
@@ -91,7 +91,7 @@ static bool repair_page(struct vm *vm, uint64_t page, void *buf, bool *reported)
 			for (unsigned k = 0; k < STORE_MAX_COPIES; k++)
 				one[k] = LOC_NONE;
 			one[0] = nl;
-			res = store_write_page(st, buf, one);
+			res = store_write_page(st, buf, one, page, crc);
 			if (res < 0) {
 				store_free_loc(st, nl);
 				done = false;

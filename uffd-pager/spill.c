@@ -22,9 +22,31 @@
 #include "util.h"
 
 #define SPILL_RING_DEPTH 256
+/*
+ * Layout: groups of 256 page slots followed by one tag page holding the
+ * 16-byte tags of those 256 slots (sealed pages; a hole otherwise). A
+ * slot's page and its tag are thus in the file together, the file stays
+ * as small as the slots used (+1/256), and page I/O stays 4 KiB-aligned
+ * for O_DIRECT. Tags go through a second, buffered descriptor, since
+ * O_DIRECT cannot write 16 bytes; no page I/O ever touches a tag page.
+ */
+#define SPILL_GROUP 256u
+#define SPILL_TAG_LEN 16u
+
+static uint64_t slot_off(uint32_t slot)
+{
+	return ((uint64_t)(slot / SPILL_GROUP) * (SPILL_GROUP + 1) + slot % SPILL_GROUP) * PAGE_SIZE_4K;
+}
+
+static uint64_t tag_off(uint32_t slot)
+{
+	return ((uint64_t)(slot / SPILL_GROUP) * (SPILL_GROUP + 1) + SPILL_GROUP) * PAGE_SIZE_4K +
+	       (uint64_t)(slot % SPILL_GROUP) * SPILL_TAG_LEN;
+}
 
 struct spill {
 	int fd;
+	int tag_fd; /* the same file, buffered: tags of sealed pages */
 	bool direct;
 	char path[512];
 	struct io_uring write_ring; /* evictor */
@@ -45,7 +67,7 @@ int spill_new(const char *dir, const char *name, uint64_t max_slots, struct spil
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	s->fd = -1;
+	s->fd = s->tag_fd = -1;
 	pthread_mutex_init(&s->lock, NULL);
 	if (!max_slots || max_slots > UINT32_MAX - 1)
 		max_slots = UINT32_MAX - 1;
@@ -67,6 +89,11 @@ int spill_new(const char *dir, const char *name, uint64_t max_slots, struct spil
 		r = -errno;
 		goto fail;
 	}
+	s->tag_fd = open(s->path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (s->tag_fd < 0) {
+		r = -errno;
+		goto fail_unlink;
+	}
 	r = io_uring_queue_init(SPILL_RING_DEPTH, &s->write_ring, 0);
 	if (r < 0)
 		goto fail_unlink;
@@ -83,6 +110,8 @@ fail_unlink:
 fail:
 	if (s->fd >= 0)
 		close(s->fd);
+	if (s->tag_fd >= 0)
+		close(s->tag_fd);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 	return r;
@@ -95,6 +124,7 @@ void spill_free(struct spill *s)
 	io_uring_queue_exit(&s->write_ring);
 	io_uring_queue_exit(&s->read_ring);
 	close(s->fd);
+	close(s->tag_fd);
 	if (unlink(s->path) < 0)
 		log_warn("cannot delete spill file %s: %s", s->path, strerror(errno));
 	pthread_mutex_destroy(&s->lock);
@@ -102,21 +132,34 @@ void spill_free(struct spill *s)
 	free(s);
 }
 
-/* PID of a NAME-PID.spill file name, or 0 when the name has another form. */
+/* PID of a NAME-PID.spill (or NAME-PID.key, its VM's sealing key) file name, or 0 for any other form. */
 static pid_t stale_spill_pid(const char *fname)
 {
 	const char *dash = strrchr(fname, '-'), *p;
-	size_t n = strlen(fname);
+	size_t n = strlen(fname), sfx;
 	long pid = 0;
 
-	if (n <= 6 || strcmp(fname + n - 6, ".spill") != 0 || !dash || dash == fname)
+	if (n > 6 && strcmp(fname + n - 6, ".spill") == 0)
+		sfx = 6;
+	else if (n > 4 && strcmp(fname + n - 4, ".key") == 0)
+		sfx = 4;
+	else
 		return 0;
-	for (p = dash + 1; p < fname + n - 6; p++) {
+	if (!dash || dash == fname)
+		return 0;
+	for (p = dash + 1; p < fname + n - sfx; p++) {
 		if (*p < '0' || *p > '9' || pid > 4194304) /* PID_MAX_LIMIT */
 			return 0;
 		pid = pid * 10 + (*p - '0');
 	}
 	return p == dash + 1 ? 0 : (pid_t)pid;
+}
+
+static bool has_suffix_key(const char *fname)
+{
+	size_t n = strlen(fname);
+
+	return n > 4 && strcmp(fname + n - 4, ".key") == 0;
 }
 
 int spill_remove_stale(const char *dir)
@@ -143,7 +186,8 @@ int spill_remove_stale(const char *dir)
 			log_warn("cannot delete stale spill file %s/%s: %s", dir, e->d_name, strerror(errno));
 			continue;
 		}
-		log_info("deleted stale spill file %s/%s (%llu bytes of guest pages; pid %d is gone)", dir, e->d_name,
+		log_info("deleted stale %s %s/%s (%llu bytes; pid %d is gone)",
+			 has_suffix_key(e->d_name) ? "sealing key" : "spill file of guest pages", dir, e->d_name,
 			 (unsigned long long)st.st_size, (int)pid);
 		removed++;
 	}
@@ -243,7 +287,7 @@ int spill_write_batch(struct spill *s, const uint32_t *slots, void *const *bufs,
 			if (!sqe)
 				break;
 			io_uring_prep_write(sqe, s->fd, bufs[submitted], PAGE_SIZE_4K,
-					    (uint64_t)slots[submitted] * PAGE_SIZE_4K);
+					    slot_off(slots[submitted]));
 			io_uring_sqe_set_data64(sqe, submitted);
 			submitted++;
 		}
@@ -277,7 +321,7 @@ int spill_read_submit(struct spill *s, uint32_t slot, void *buf)
 
 	if (!sqe)
 		return -EBUSY;
-	io_uring_prep_read(sqe, s->fd, buf, PAGE_SIZE_4K, (uint64_t)slot * PAGE_SIZE_4K);
+	io_uring_prep_read(sqe, s->fd, buf, PAGE_SIZE_4K, slot_off(slot));
 	r = io_uring_submit(&s->read_ring);
 	return r < 0 ? r : 0;
 }
@@ -306,14 +350,30 @@ int spill_read(struct spill *s, uint32_t slot, void *buf)
 
 int spill_pwrite(struct spill *s, uint32_t slot, const void *buf)
 {
-	ssize_t n = pwrite(s->fd, buf, PAGE_SIZE_4K, (off_t)slot * PAGE_SIZE_4K);
+	ssize_t n = pwrite(s->fd, buf, PAGE_SIZE_4K, (off_t)slot_off(slot));
 
 	return n == (ssize_t)PAGE_SIZE_4K ? 0 : n < 0 ? -errno : -EIO;
 }
 
 int spill_pread(struct spill *s, uint32_t slot, void *buf)
 {
-	ssize_t n = pread(s->fd, buf, PAGE_SIZE_4K, (off_t)slot * PAGE_SIZE_4K);
+	ssize_t n = pread(s->fd, buf, PAGE_SIZE_4K, (off_t)slot_off(slot));
 
 	return n == (ssize_t)PAGE_SIZE_4K ? 0 : n < 0 ? -errno : -EIO;
+}
+
+int spill_write_tag(struct spill *s, uint32_t slot, const void *tag)
+{
+	ssize_t n;
+
+	n = pwrite(s->tag_fd, tag, SPILL_TAG_LEN, (off_t)tag_off(slot));
+	return n == (ssize_t)SPILL_TAG_LEN ? 0 : n < 0 ? -errno : -EIO;
+}
+
+int spill_read_tag(struct spill *s, uint32_t slot, void *tag)
+{
+	ssize_t n;
+
+	n = pread(s->tag_fd, tag, SPILL_TAG_LEN, (off_t)tag_off(slot));
+	return n == (ssize_t)SPILL_TAG_LEN ? 0 : n < 0 ? -errno : -EIO;
 }

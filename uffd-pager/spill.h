@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Per-VM spill file: the local-disk store for evicted pages. Pages live in
- * 4 KiB slots handed out by a bitmap allocator (freed slots are reused
+ * 4 KiB slots (each group of 256 followed by a page of their tags, used
+ * for sealed pages) handed out by a bitmap allocator (freed slots are reused
  * first-fit, so the file stays as small as the peak of stored pages).
  * I/O goes through io_uring, O_DIRECT where the filesystem allows. The
  * evictor writes batches through one ring, the fault thread reads through
@@ -26,8 +27,8 @@ int spill_new(const char *dir, const char *name, uint64_t max_slots, struct spil
 /* Closes and deletes the file. NULL-safe. */
 void spill_free(struct spill *s);
 /*
- * Start-up clean-up of DIR: deletes each regular file NAME-PID.spill whose
- * PID no longer runs (left by a pager that was killed), logging each; files
+ * Start-up clean-up of DIR: deletes each regular file NAME-PID.spill (or
+ * NAME-PID.key, the VM's sealing key) whose PID no longer runs (left by a pager that was killed), logging each; files
  * of live processes and other names are kept. Returns how many were
  * deleted, or -errno when DIR cannot be read.
  */
@@ -63,3 +64,10 @@ int spill_read_wait(struct spill *s);
  */
 int spill_pwrite(struct spill *s, uint32_t slot, const void *buf);
 int spill_pread(struct spill *s, uint32_t slot, void *buf);
+/*
+ * The 16-byte tag of a sealed page in a slot, stored in the same file in
+ * the tag page after each group of 256 slots (buffered I/O; any thread).
+ * Returns 0 or -errno.
+ */
+int spill_write_tag(struct spill *s, uint32_t slot, const void *tag);
+int spill_read_tag(struct spill *s, uint32_t slot, void *tag);

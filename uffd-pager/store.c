@@ -37,6 +37,9 @@ struct store {
 	uint64_t rnd;
 	unsigned seen_gen;
 	struct store_stats stats;
+	/* Sealing (NULL: copies in clear): one cipher context per thread that seals or opens. */
+	struct seal *seal;
+	struct seal_ctx *ctx_evict, *ctx_fault, *ctx_repair;
 };
 
 unsigned store_copies_for(const struct policy_vm *pol)
@@ -44,19 +47,31 @@ unsigned store_copies_for(const struct policy_vm *pol)
 	return pol->replicas + (pol->backup_spill ? 1 : 0);
 }
 
-int store_new(const char *vm_name, struct donor_pool *pool, struct spill *spill, const struct policy_vm *pol,
-	      struct store **ret)
+int store_new(const char *vm_name, struct donor_pool *pool, struct spill *spill, struct seal *seal,
+	      const struct policy_vm *pol, struct store **ret)
 {
 	struct store *st = calloc(1, sizeof(*st));
+	int r;
 
 	if (!st)
 		return -ENOMEM;
+	if (seal && ((r = seal_ctx_new(seal, &st->ctx_evict)) < 0 || (r = seal_ctx_new(seal, &st->ctx_fault)) < 0 ||
+		     (r = seal_ctx_new(seal, &st->ctx_repair)) < 0)) {
+		seal_ctx_free(st->ctx_evict);
+		seal_ctx_free(st->ctx_fault);
+		free(st);
+		return r;
+	}
 	st->slabs = mmap(NULL, (size_t)STORE_MAX_SLABS * sizeof(struct vslab), PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (st->slabs == MAP_FAILED) {
+		seal_ctx_free(st->ctx_evict);
+		seal_ctx_free(st->ctx_fault);
+		seal_ctx_free(st->ctx_repair);
 		free(st);
 		return -ENOMEM;
 	}
+	st->seal = seal;
 	snprintf(st->name, sizeof(st->name), "%s", vm_name);
 	st->pool = pool;
 	st->spill = spill;
@@ -88,8 +103,14 @@ void store_free(struct store *st)
 	munmap(st->slabs, (size_t)STORE_MAX_SLABS * sizeof(struct vslab));
 	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->alloc_lock);
+	seal_ctx_free(st->ctx_evict);
+	seal_ctx_free(st->ctx_fault);
+	seal_ctx_free(st->ctx_repair);
+	seal_free(st->seal);
 	free(st);
 }
+
+bool store_sealed(const struct store *st) { return st->seal != NULL; }
 
 struct store_stats *store_stats(struct store *st) { return &st->stats; }
 unsigned store_max_copies(const struct store *st) { return st->max_copies; }
@@ -321,28 +342,34 @@ void store_batch_reset(struct store_batch *b)
 	b->n = b->submitted = b->nops = 0;
 }
 
-int store_batch_add(struct store_batch *b, void *buf, const uint32_t *locs)
+int store_batch_add(struct store_batch *b, void *buf, const uint32_t *locs, uint64_t page, uint32_t version)
 {
 	unsigned i = b->n;
 
 	if (i >= STORE_BATCH_MAX)
 		return -ENOSPC;
 	b->bufs[i] = buf;
+	b->pages[i] = page;
+	b->checks[i] = version;
 	memcpy(b->locs[i], locs, sizeof(b->locs[i]));
 	b->results[i] = 0;
 	b->n++;
 	return (int)i;
 }
 
-/* Queues a write of buf to remote location loc, completing into op; ORs its donor into *donors. Returns 0 or -errno. */
-static int submit_remote_write(struct store *st, uint32_t loc, void *buf, struct pool_op *op, uint64_t *donors)
+/*
+ * Queues a write of buf (and its tag, NULL for a page in clear) to remote
+ * location loc, completing into op; ORs its donor into *donors. Returns 0 or -errno.
+ */
+static int submit_remote_write(struct store *st, uint32_t loc, void *buf, const uint8_t *tag, struct pool_op *op,
+			       uint64_t *donors)
 {
 	unsigned d;
 	uint32_t slab, slot;
 	int r;
 
 	remote_addr(st, loc, &d, &slab, &slot);
-	r = donor_pool_submit(st->pool, d, true, slab, slot, buf, op);
+	r = donor_pool_submit(st->pool, d, true, slab, slot, buf, tag, op);
 	if (r == 0)
 		*donors |= 1ULL << d;
 	return r;
@@ -358,6 +385,12 @@ void store_write_submit(struct store *st, struct store_batch *b, bool use_uring)
 	uint64_t used_donors = 0;
 
 	for (unsigned i = b->submitted; i < b->n; i++) {
+		/* Sealed once, in place: every copy of the page gets the same ciphertext and tag. */
+		if (st->seal && seal_page(use_uring ? st->ctx_evict : st->ctx_repair, b->pages[i], b->checks[i],
+					  b->bufs[i], b->tags[i]) < 0) {
+			b->results[i] = -EIO;
+			continue;
+		}
 		for (unsigned c = 0; c < st->max_copies; c++) {
 			uint32_t loc = b->locs[i][c];
 			if (loc == LOC_NONE)
@@ -370,7 +403,7 @@ void store_write_submit(struct store *st, struct store_batch *b, bool use_uring)
 			}
 			struct pool_op *op = &b->ops[b->nops];
 			op->w = &b->w;
-			int r = submit_remote_write(st, loc, b->bufs[i], op, &used_donors);
+			int r = submit_remote_write(st, loc, b->bufs[i], st->seal ? b->tags[i] : NULL, op, &used_donors);
 			if (r < 0) {
 				if (!b->results[i])
 					b->results[i] = r;
@@ -390,9 +423,13 @@ void store_write_submit(struct store *st, struct store_batch *b, bool use_uring)
 			for (unsigned k = 0; k < ns; k++)
 				sres[k] = spill_pwrite(st->spill, sslots[k], sbufs[k]);
 		}
-		for (unsigned k = 0; k < ns; k++)
+		for (unsigned k = 0; k < ns; k++) {
+			/* The tag beside the slot; a copy without its tag could never be opened. */
+			if (sres[k] == 0 && st->seal)
+				sres[k] = spill_write_tag(st->spill, sslots[k], b->tags[sidx[k]]);
 			if (sres[k] < 0 && !b->results[sidx[k]])
 				b->results[sidx[k]] = sres[k];
+		}
 	}
 }
 
@@ -411,14 +448,22 @@ int store_write_wait(struct store *st, struct store_batch *b)
 	return first_err;
 }
 
-int store_write_page(struct store *st, void *buf, const uint32_t *locs)
+int store_write_page(struct store *st, void *buf, const uint32_t *locs, uint64_t page, uint32_t version)
 {
 	struct pool_op ops[STORE_MAX_COPIES];
+	uint8_t tag[SEAL_TAG_LEN];
 	struct pool_wait w;
 	uint64_t donors = 0;
 	unsigned nops = 0;
 	int r = 0;
 
+	/*
+	 * Repair re-seals a copy it opened under the same (page, version):
+	 * the same plaintext gives the same ciphertext, so no nonce is reused
+	 * for different contents.
+	 */
+	if (st->seal && seal_page(st->ctx_repair, page, version, buf, tag) < 0)
+		return -EIO;
 	/* One page: a batch's arrays would be 12 KiB of stack for a single write. */
 	pool_wait_init(&w);
 	for (unsigned c = 0; c < st->max_copies; c++) {
@@ -428,11 +473,13 @@ int store_write_page(struct store *st, void *buf, const uint32_t *locs)
 			continue;
 		if (loc_is_remote(locs[c])) {
 			ops[nops].w = &w;
-			rc = submit_remote_write(st, locs[c], buf, &ops[nops], &donors);
+			rc = submit_remote_write(st, locs[c], buf, st->seal ? tag : NULL, &ops[nops], &donors);
 			if (rc == 0)
 				nops++;
 		} else {
 			rc = spill_pwrite(st->spill, locs[c], buf);
+			if (rc == 0 && st->seal)
+				rc = spill_write_tag(st->spill, locs[c], tag);
 		}
 		if (rc < 0 && !r)
 			r = rc;
@@ -482,6 +529,7 @@ static int read_start_next(struct store *st, struct store_read *rd)
 		uint32_t loc = rd->locs[rd->order[rd->next++]];
 		int r;
 
+		rd->cur_loc = loc;
 		if (!loc_is_remote(loc)) {
 			rd->src = SRC_SPILL;
 			if (rd->fault_thread) {
@@ -503,7 +551,7 @@ static int read_start_next(struct store *st, struct store_read *rd)
 			rd->src = SRC_DONOR;
 			remote_addr(st, loc, &d, &slab, &slot);
 			rd->op.w = &rd->w;
-			r = donor_pool_submit(st->pool, d, false, slab, slot, rd->buf, &rd->op);
+			r = donor_pool_submit(st->pool, d, false, slab, slot, rd->buf, NULL, &rd->op);
 			if (r == 0) {
 				donor_pool_flush(st->pool, d);
 				rd->inflight = RD_DONOR;
@@ -515,9 +563,29 @@ static int read_start_next(struct store *st, struct store_read *rd)
 	return -EIO;
 }
 
-/* Waits for the copy in flight; 0 when it arrived and matches the CRC. */
+/* The check of one copy: CRC32C in clear, the tag when sealed (opened in place). Returns 0 or -EBADMSG. */
+static int check_copy(struct store *st, struct seal_ctx *ctx, uint64_t page, uint32_t crc, void *buf,
+		      const uint8_t *tag)
+{
+	if (st->seal)
+		return seal_open(ctx, page, crc, buf, tag);
+	return crc32c(0, buf, PAGE_SIZE_4K) == crc ? 0 : -EBADMSG;
+}
+
+int store_check_copy(struct store *st, uint64_t page, uint32_t crc, void *buf, const uint8_t *tag)
+{
+	return check_copy(st, st->ctx_fault, page, crc, buf, tag);
+}
+
+void store_count_rejected(struct store *st)
+{
+	atomic_fetch_add_explicit(&st->stats.rejected, 1, memory_order_relaxed);
+}
+
+/* Waits for the copy in flight; 0 when it arrived and passes its check (sealed: then in clear). */
 static int read_finish(struct store *st, struct store_read *rd)
 {
+	const uint8_t *tag = rd->op.tag;
 	int r;
 
 	switch (rd->inflight) {
@@ -536,17 +604,25 @@ static int read_finish(struct store *st, struct store_read *rd)
 		return -EIO;
 	}
 	rd->inflight = RD_NONE;
-	if (r == 0 && crc32c(0, rd->buf, PAGE_SIZE_4K) != rd->crc)
-		r = -EBADMSG;
+	if (r == 0 && st->seal && rd->src == SRC_SPILL) {
+		r = spill_read_tag(st->spill, rd->cur_loc, rd->tag);
+		tag = rd->tag;
+	}
+	if (r == 0) {
+		r = check_copy(st, rd->fault_thread ? st->ctx_fault : st->ctx_repair, rd->page, rd->crc, rd->buf, tag);
+		if (r < 0)
+			store_count_rejected(st);
+	}
 	if (r < 0)
 		atomic_fetch_add_explicit(&st->stats.bad_copies, 1, memory_order_relaxed);
 	return r;
 }
 
-int store_read_submit(struct store *st, struct store_read *rd, const uint32_t *locs, uint32_t crc, void *buf,
-		      bool fault_thread)
+int store_read_submit(struct store *st, struct store_read *rd, uint64_t page, const uint32_t *locs, uint32_t crc,
+		      void *buf, bool fault_thread)
 {
 	memcpy(rd->locs, locs, sizeof(rd->locs));
+	rd->page = page;
 	rd->crc = crc;
 	rd->buf = buf;
 	rd->fault_thread = fault_thread;
@@ -588,12 +664,12 @@ int store_read_wait(struct store *st, struct store_read *rd, enum store_source *
 	return r;
 }
 
-int store_read(struct store *st, const uint32_t *locs, uint32_t crc, void *buf, enum store_source *ret_source,
-	       bool fault_thread)
+int store_read(struct store *st, uint64_t page, const uint32_t *locs, uint32_t crc, void *buf,
+	       enum store_source *ret_source, bool fault_thread)
 {
 	struct store_read rd;
 
-	store_read_submit(st, &rd, locs, crc, buf, fault_thread);
+	store_read_submit(st, &rd, page, locs, crc, buf, fault_thread);
 	return store_read_wait(st, &rd, ret_source);
 }
 
@@ -607,7 +683,7 @@ int store_read_async(struct store *st, const uint32_t *locs, void *buf, struct p
 		if (!loc_is_remote(loc) || store_loc_health(st, loc) != LOC_OK)
 			continue;
 		remote_addr(st, loc, &d, &slab, &slot);
-		r = donor_pool_submit(st->pool, d, false, slab, slot, buf, op);
+		r = donor_pool_submit(st->pool, d, false, slab, slot, buf, NULL, op);
 		if (r == 0)
 			*donors |= 1ULL << d;
 		return r;

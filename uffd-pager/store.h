@@ -22,6 +22,7 @@
 
 #include "donors.h"
 #include "policy.h"
+#include "seal.h"
 #include "spill.h"
 
 #define LOC_NONE UINT32_MAX
@@ -39,7 +40,8 @@ enum store_source { SRC_SPILL, SRC_DONOR };
 struct store_stats {
 	_Atomic uint64_t remote_copies;   /* copies on donors right now */
 	_Atomic uint64_t faults_donor;    /* faults served from a donor */
-	_Atomic uint64_t bad_copies;      /* fetched copies that failed the CRC or the read */
+	_Atomic uint64_t bad_copies;      /* fetched copies that failed the CRC, the tag or the read */
+	_Atomic uint64_t rejected;        /* of those, copies read back whole that failed the CRC or the tag */
 	_Atomic uint64_t rereplications;  /* copies re-created after a donor failed */
 	_Atomic uint64_t moved;           /* copies moved off draining/revoked donors */
 	_Atomic uint64_t copies_lost;     /* copies on a donor that died */
@@ -52,10 +54,17 @@ struct store;
 /* Copies each page of this VM may have (the page map's side table is sized from it). */
 unsigned store_copies_for(const struct policy_vm *pol);
 
-int store_new(const char *vm_name, struct donor_pool *pool, struct spill *spill, const struct policy_vm *pol,
-	      struct store **ret);
+/*
+ * seal: NULL keeps copies in clear with a CRC32C in the page map; else
+ * every copy is sealed under it (the store takes it over and frees it,
+ * deleting its key file, with itself; on failure the caller keeps it).
+ */
+int store_new(const char *vm_name, struct donor_pool *pool, struct spill *spill, struct seal *seal,
+	      const struct policy_vm *pol, struct store **ret);
 /* Gives every slab back to its donor. NULL-safe. */
 void store_free(struct store *st);
+/* True when copies are sealed: the page map's check word is then the page's version. */
+bool store_sealed(const struct store *st);
 struct store_stats *store_stats(struct store *st);
 unsigned store_max_copies(const struct store *st);
 
@@ -91,7 +100,10 @@ void store_free_locs(struct store *st, const uint32_t *locs);
  */
 struct store_batch {
 	unsigned n;                                       /* pages added */
-	void *bufs[STORE_BATCH_MAX];                      /* 4 KiB-aligned page contents */
+	void *bufs[STORE_BATCH_MAX];                      /* 4 KiB-aligned page contents (sealed in place) */
+	uint64_t pages[STORE_BATCH_MAX];                  /* guest page index of each */
+	uint32_t checks[STORE_BATCH_MAX];                 /* its version when sealed (else unused) */
+	uint8_t tags[STORE_BATCH_MAX][SEAL_TAG_LEN];      /* the store's: each sealed page's tag */
 	uint32_t locs[STORE_BATCH_MAX][STORE_MAX_COPIES]; /* every copy of page i, unused = LOC_NONE */
 	int results[STORE_BATCH_MAX];                     /* after the wait: 0 or page i's first error */
 	/* The store's: */
@@ -108,13 +120,19 @@ void store_batch_init(struct store_batch *b);
 void store_batch_destroy(struct store_batch *b);
 /* Empties a batch that was waited for, for the next round. */
 void store_batch_reset(struct store_batch *b);
-/* Appends a page and its copies' locations (STORE_MAX_COPIES entries). Returns its index or -ENOSPC. */
-int store_batch_add(struct store_batch *b, void *buf, const uint32_t *locs);
+/*
+ * Appends page (its contents in buf), its copies' locations
+ * (STORE_MAX_COPIES entries) and its version (sealed stores; the page
+ * map's check word after pagemap_evict_begin). Returns its index or -ENOSPC.
+ */
+int store_batch_add(struct store_batch *b, void *buf, const uint32_t *locs, uint64_t page, uint32_t version);
 /* Pages added but not yet submitted. */
 static inline unsigned store_batch_unsent(const struct store_batch *b) { return b->n - b->submitted; }
 
 /*
- * Sends every page added since the last submit: donor writes leave at once
+ * Sends every page added since the last submit, sealed first in its
+ * buffer when the store seals (the buffer then holds ciphertext, which
+ * the evictor no longer needs): donor writes leave at once
  * (the donors work on them while the caller prepares the next part), spill
  * copies are written meanwhile. use_uring: spill copies go through the
  * evictor's ring (evictor thread only); otherwise plain pwrite.
@@ -125,8 +143,12 @@ void store_write_submit(struct store *st, struct store_batch *b, bool use_uring)
  * b->results. Returns 0 or the first page's error.
  */
 int store_write_wait(struct store *st, struct store_batch *b);
-/* Writes one page to every location in locs (STORE_MAX_COPIES entries) with plain pwrite for spill. Returns 0 or -errno. */
-int store_write_page(struct store *st, void *buf, const uint32_t *locs);
+/*
+ * Writes one page (sealed in buf under (page, version) first when the
+ * store seals) to every location in locs (STORE_MAX_COPIES entries) with
+ * plain pwrite for spill. Repair thread only. Returns 0 or -errno.
+ */
+int store_write_page(struct store *st, void *buf, const uint32_t *locs, uint64_t page, uint32_t version);
 
 /* One page read in flight; owned by the caller, whose thread both submits and waits. */
 struct store_read {
@@ -135,7 +157,10 @@ struct store_read {
 	uint8_t ncopies, next;
 	uint8_t inflight;                /* enum in store.c */
 	bool fault_thread;
-	uint32_t crc;
+	uint32_t crc;                    /* the page map's check word: CRC32C or version */
+	uint64_t page;
+	uint32_t cur_loc;                /* the copy in flight */
+	uint8_t tag[SEAL_TAG_LEN];       /* a spill copy's tag */
 	void *buf;
 	int status;                      /* of a read done synchronously */
 	enum store_source src;           /* where the copy in flight is */
@@ -152,24 +177,35 @@ struct store_read {
  * next fault-thread read. Returns 0, or -EIO when no copy could even be
  * started. Either way store_read_wait() must follow.
  */
-int store_read_submit(struct store *st, struct store_read *rd, const uint32_t *locs, uint32_t crc, void *buf,
-		      bool fault_thread);
+int store_read_submit(struct store *st, struct store_read *rd, uint64_t page, const uint32_t *locs, uint32_t crc,
+		      void *buf, bool fault_thread);
 /*
- * Waits for the read; if that copy fails its read or the CRC32C, tries
+ * Waits for the read; if that copy fails its read, the CRC32C or (sealed)
+ * opening it (buf then holds the page in clear), tries
  * the others in the same order. Returns 0 (ret_source says from where)
  * or -EIO when no copy could be read.
  */
 int store_read_wait(struct store *st, struct store_read *rd, enum store_source *ret_source);
 /* store_read_submit + store_read_wait. */
-int store_read(struct store *st, const uint32_t *locs, uint32_t crc, void *buf, enum store_source *ret_source,
-	       bool fault_thread);
+int store_read(struct store *st, uint64_t page, const uint32_t *locs, uint32_t crc, void *buf,
+	       enum store_source *ret_source, bool fault_thread);
 /*
  * Queues an asynchronous read of a page's first healthy donor copy into buf,
  * completing into op->w (set by the caller); ORs the donor's bit into
- * *donors for store_flush. No CRC check: the caller verifies. Returns 0,
- * -ENOENT (no healthy donor copy) or the submit's -errno.
+ * *donors for store_flush; the slot's tag lands in op->tag. No check: the
+ * caller runs store_check_copy. Returns 0, -ENOENT (no healthy donor copy)
+ * or the submit's -errno.
  */
 int store_read_async(struct store *st, const uint32_t *locs, void *buf, struct pool_op *op, uint64_t *donors);
+/*
+ * Verifies a copy read asynchronously: its CRC32C, or (sealed) opens it in
+ * place with its tag (buf then holds the page in clear). Fault thread only.
+ * Returns 0 or -EBADMSG (not counted: the caller knows whether the copy
+ * could have been replaced meanwhile, see store_count_rejected).
+ */
+int store_check_copy(struct store *st, uint64_t page, uint32_t crc, void *buf, const uint8_t *tag);
+/* Counts a copy that failed store_check_copy although it was still the page's copy. */
+void store_count_rejected(struct store *st);
 /* Sends what store_read_async queued on the donors in the mask. */
 void store_flush(struct store *st, uint64_t donors);
 

@@ -121,6 +121,8 @@ int vm_new(const struct policy_vm *policy, pid_t pid, int pidfd, int uffd, const
 		snprintf(err, errlen, "page map: out of memory");
 		return -ENOMEM;
 	}
+	if (policy->encryption)
+		pagemap_use_versions(&vm->map);
 	pthread_cond_init(&vm->repair_cond, NULL);
 	snprintf(vm->state_dir, sizeof(vm->state_dir), "%s", state_dir);
 	vm->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -240,7 +242,16 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 			snprintf(err, errlen, "cannot create spill file in %s: %s", vm->state_dir, strerror(-ret));
 			return ret; /* the region stays owned by the VM and is freed with it */
 		}
-		ret = store_new(vm->policy.name, vm->pool, spill, &vm->policy, &store);
+		struct seal *seal = NULL;
+		/* The key sits beside the spill file, as NAME-PID.key, and goes with the VM. */
+		if (vm->policy.encryption && (ret = seal_new(vm->state_dir, fname, &seal)) < 0) {
+			spill_free(spill);
+			snprintf(err, errlen, "cannot create the sealing key in %s: %s", vm->state_dir, strerror(-ret));
+			return ret;
+		}
+		ret = store_new(vm->policy.name, vm->pool, spill, seal, &vm->policy, &store);
+		if (ret < 0)
+			seal_free(seal);
 		/* vm.stats on the control thread may look at a VM still attaching: publish under the lock. */
 		pthread_mutex_lock(&vm->lock);
 		vm->spill = spill;
@@ -382,6 +393,11 @@ int vm_set_policy(struct vm *vm, const struct policy_vm *pol, char *err, size_t 
 		snprintf(err, errlen, "field 'durability' cannot change while the VM runs (it sizes the page map)");
 		return -EINVAL;
 	}
+	if (pol->encryption != vm->policy.encryption) {
+		snprintf(err, errlen, "field 'encryption' cannot change while the VM runs (its stored copies are %s)",
+			 vm->policy.encryption ? "sealed" : "in clear");
+		return -EINVAL;
+	}
 	pthread_mutex_lock(&vm->lock);
 	vm->policy = *pol;
 	vm->hold_resident = false;
@@ -449,6 +465,7 @@ json_t *vm_stats_json(struct vm *vm, bool brief)
 	struct spill *spill = vm->spill;
 	struct store *store = vm->store;
 	const unsigned replicas = vm->policy.replicas;
+	const bool encryption = vm->policy.encryption;
 	const bool backup_spill = vm->policy.backup_spill;
 	const enum policy_store_full on_store_full = vm->policy.on_store_full;
 	pthread_mutex_unlock(&vm->lock);
@@ -458,6 +475,7 @@ json_t *vm_stats_json(struct vm *vm, bool brief)
 				      STAT(faults_spill), "donor", STAT(faults_donor), "discard", STAT(faults_discard),
 				      "wp", STAT(faults_wp), "duplicate", STAT(faults_duplicate)));
 	json_object_set_new(o, "evictions", json_integer(STAT(evictions)));
+	json_object_set_new(o, "encryption", json_boolean(encryption));
 	if (brief)
 		return o;
 
@@ -489,7 +507,10 @@ json_t *vm_stats_json(struct vm *vm, bool brief)
 							     "copies_per_page", (int)vm->ncopies));
 	}
 	json_object_set_new(o, "zero_pages_skipped", json_integer(STAT(zero_pages_skipped)));
-	json_object_set_new(o, "integrity_errors", json_integer(STAT(integrity_errors)));
+	/* Copies that failed their CRC or tag count as integrity errors even when another copy served the page. */
+	json_object_set_new(o, "integrity_errors",
+			    json_integer(STAT(integrity_errors) +
+					 (store ? (json_int_t)atomic_load(&store_stats(store)->rejected) : 0)));
 	json_object_set_new(o, "store_errors", json_integer(STAT(store_errors)));
 	json_object_set_new(o, "throttle_waits", json_integer(STAT(throttle_waits)));
 	json_object_set_new(o, "over_limit_faults", json_integer(STAT(over_limit_faults)));

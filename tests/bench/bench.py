@@ -298,6 +298,7 @@ class Runner:
             pol = {"name": "bench", "local_memory": str(local)}
             if config == "b":
                 pol["durability"] = {"replicas": 1}
+            pol["encryption"] = w.get("encryption", True)
             env = dict(os.environ, LD_PRELOAD=self.build.exe("libuffd-glue.so"), UFFD_GLUE_SOCKET=d.sock,
                        UFFD_GLUE_NAME="bench", UFFD_GLUE_POLICY=json.dumps(pol))
             rss0 = proc_rss(d.pager.pid)
@@ -348,12 +349,45 @@ class Runner:
             m["throttle_waits"] = st_end.get("throttle_waits", 0) - st_fill.get("throttle_waits", 0)
             m["wp_faults"] = st_end["faults"].get("wp", 0) - st_fill["faults"].get("wp", 0)
             m["evictions"] = st_end.get("evictions", 0) - st_fill.get("evictions", 0)
+            # Every page that moved (read back or written out) over the access phase.
+            moved = m["remote_faults"] + m["evictions"]
+            m["pager_cpu_us_per_page"] = (cpu_end - cpu_fill) * 1e6 / moved if moved else None
             m["integrity_errors"] = st_end.get("integrity_errors", 0)
             if m["integrity_errors"]:
                 raise RuntimeError(f"pager reported {m['integrity_errors']} integrity errors")
             return m
         finally:
             d.close()
+
+
+def encryption_cost(runner, args):
+    """Same run, same workload, encryption on and off interleaved: pager CPU
+    per page moved and fault p50 over TCP loopback (configuration b)."""
+    w = dict(size=args.size, writes=50, ops=args.ops, seed=1, pattern="uniform", threads=1, local=0.25,
+             content="random")
+    runs = {True: [], False: []}
+    for _ in range(args.reps):
+        for enc in (True, False):
+            m = runner.run("b", dict(w, encryption=enc))
+            if "na" in m:
+                return {"na": m["na"]}
+            runs[enc].append(m)
+    out = {}
+    for enc, rs in runs.items():
+        med = median_metrics(rs)
+        out["on" if enc else "off"] = {k: med.get(k) for k in ("pager_cpu_us_per_page", "fault_p50_ns",
+                                                                "fault_p99_ns", "remote_faults", "evictions")}
+    on, off = out["on"], out["off"]
+    if on["pager_cpu_us_per_page"] is not None and off["pager_cpu_us_per_page"] is not None:
+        out["cpu_us_per_page_delta"] = on["pager_cpu_us_per_page"] - off["pager_cpu_us_per_page"]
+    if on["fault_p50_ns"] and off["fault_p50_ns"]:
+        out["fault_p50_delta_ns"] = on["fault_p50_ns"] - off["fault_p50_ns"]
+    out["workload"] = report.wl_name(w)
+    # The crypto alone, same run: the pager's seal.c on one thread.
+    sc = subprocess.run([runner.build.exe("bench-seal"), "--pages", "100000"], capture_output=True, text=True,
+                        check=True, timeout=120)
+    out["seal_only"] = json.loads(sc.stdout)
+    return out
 
 
 def vmstat():
@@ -486,11 +520,31 @@ def main():
                 if dev:
                     dev.off()
             timings[c] = time.time() - t
+        enc = None
+        if "b" in configs and runner.b_reason is None:
+            t = time.time()
+            enc = encryption_cost(runner, args)
+            timings["encryption"] = time.time() - t
+            with open(os.path.join(args.out, "encryption.json"), "w") as f:
+                json.dump(enc, f, indent=1)
+            if "na" in enc:
+                log(f"ENCRYPTION n/a: {enc['na']}")
+            else:
+                def us(v):
+                    return "n/a" if v is None else f"{v / 1000:.1f} us"
+
+                def cpu(v):
+                    return "n/a" if v is None else f"{v:.2f} us"
+                log(f"ENCRYPTION (b) {enc['workload']}: pager CPU per page moved {cpu(enc['on']['pager_cpu_us_per_page'])} "
+                    f"on vs {cpu(enc['off']['pager_cpu_us_per_page'])} off (delta {cpu(enc.get('cpu_us_per_page_delta'))}); "
+                    f"fault p50 {us(enc['on']['fault_p50_ns'])} on vs {us(enc['off']['fault_p50_ns'])} off; "
+                    f"seal.c alone: seal {enc['seal_only']['seal_ns'] / 1000:.2f} us, "
+                    f"open {enc['seal_only']['open_ns'] / 1000:.2f} us per page")
         timings["total"] = time.time() - t_start
         meta = {"size": args.size, "ops": args.ops, "reps": args.reps, "quick": args.quick,
                 "overhead": runner.overhead, "floor": floor, "b_na": runner.b_reason, "zram_algorithm": zram_algo,
                 "timings_s": timings, "nproc": os.cpu_count(), "kernel": os.uname().release,
-                "halt_poll_ns": halt_poll}
+                "halt_poll_ns": halt_poll, "encryption": enc}
         report.emit(args.out, results, meta, CONFIGS)
         return 0
     except KeyboardInterrupt as e:

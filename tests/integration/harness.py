@@ -58,7 +58,7 @@ def require_root_and_uffd():
 
 
 def exe(name):
-    for sub in ("uffd-pager", "uffd-pager/control", "qemu-glue", "tests/guestsim", "donor"):
+    for sub in ("uffd-pager", "uffd-pager/control", "qemu-glue", "tests/guestsim", "donor", "tests/integration"):
         p = os.path.join(BUILD, sub, name)
         if os.path.exists(p):
             return p

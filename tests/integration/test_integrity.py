@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""Negative control for the spill file's checksums: guestsim fills 96 MiB
+"""Negative control for the spill file's checks: guestsim fills 96 MiB
 under a 24 MiB limit (so most pages go to the spill file), pauses, and this
 test flips bytes in exactly one stored 4 KiB slot of the spill file. The
-page must never reach guestsim: the pager detects the CRC mismatch, logs an
+page must never reach guestsim: the pager detects the mismatch (the AES-GCM
+tag by default; with `encryption` off, as run a second time, the CRC32C), logs an
 integrity error naming the page and, per the policy's on_data_loss = kill,
 SIGKILLs guestsim (which would exit 1 had it read the wrong bytes). The pager
 stays up and frees the VM and its spill file."""
@@ -18,6 +19,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from harness import Pager, check, fail, guestsim, policy, require_root_and_uffd  # noqa: E402
 
 PAGE = 4096
+SPILL_GROUP = 256  # slots per group, each group followed by a page of their tags
 
 
 def wait_line(proc, want, timeout):
@@ -68,6 +70,8 @@ def corrupt_one_slot(path, used_slots):
         nslots = os.fstat(fd).st_size // PAGE
         # Start mid-file, so the page named by the pager is not trivially page 0.
         for slot in list(range(nslots // 2, nslots)) + list(range(nslots // 2)):
+            if slot % (SPILL_GROUP + 1) == SPILL_GROUP:
+                continue  # a page of tags (docs/stores.md): one page's slot is wanted
             data = os.pread(fd, PAGE, slot * PAGE)
             if len(data) == PAGE and any(data):
                 # Inverting every 8th byte of the page: no CRC32C collision is plausible.
@@ -86,11 +90,12 @@ def corrupt_one_slot(path, used_slots):
 
 def main():
     require_root_and_uffd()
+    encryption = "--no-encryption" not in sys.argv[1:]
     pager = Pager()
     g = None
     try:
         name = "integrity"
-        g = guestsim(pager, name, policy(name, "24M", on_data_loss="kill"),
+        g = guestsim(pager, name, policy(name, "24M", on_data_loss="kill", encryption=encryption),
                      ["--size", "96M", "--threads", "2", "--pattern", "uniform", "--writes", "50",
                       "--ops", "100000", "--seed", "11", "--pause-after-fill", "5"],
                      stdout=subprocess.PIPE)
@@ -107,6 +112,7 @@ def main():
               "no slot freed before the corruption (no refault, abort or discard)")
         check(st["spill_pages"] == st["stored_pages"], "every stored page holds one spill slot")
         check(st["integrity_errors"] == 0, "no integrity error before the corruption")
+        check(st["encryption"] is encryption, f"vm.stats shows encryption {encryption}")
         slot = corrupt_one_slot(spill, st["spill_pages"])
 
         # guestsim's access phase and final verify read every page, the corrupted one included.

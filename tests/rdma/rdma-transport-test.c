@@ -372,7 +372,7 @@ static int mode_isolate(const char *url, const char *keyfile, const char *ctl)
 	/* The raw path works with B's own key: what fails next is the key, not the path. */
 	r = donor_rdma_raw_read(b, b_addr, b_rkey, got);
 	CHECK(r == 0, "B raw-reads its own slab: %s", strerror(-r));
-	r = donor_rdma_raw_read(b, a_addr + 7 * PAGE_SIZE_4K, a_rkey, got);
+	r = donor_rdma_raw_read(b, a_addr + 7 * DONOR_SLOT_SIZE, a_rkey, got);
 	printf("ISOLATE: B reading A's page with A's address and rkey: %s\n", r ? strerror(-r) : "success");
 	CHECK(r == -EACCES, "B using A's rkey must get a remote access error (EACCES), got %s",
 	      r ? strerror(-r) : "success");
@@ -393,7 +393,7 @@ static int mode_isolate(const char *url, const char *keyfile, const char *ctl)
 	donor_close(cc);
 	/* A freed slab's key must stop working even for its former owner. */
 	CHECK(donor_free_slab(a, sa) == 0, "A frees its slab");
-	r = donor_rdma_raw_read(a, a_addr + 7 * PAGE_SIZE_4K, a_rkey, got);
+	r = donor_rdma_raw_read(a, a_addr + 7 * DONOR_SLOT_SIZE, a_rkey, got);
 	printf("ISOLATE: A reading its freed slab with the old key: %s\n", r ? strerror(-r) : "success");
 	CHECK(r == -EACCES, "the key of a freed slab still works (%s)", r ? strerror(-r) : "success");
 	donor_close(b);

@@ -41,7 +41,9 @@ static void test_header_rejects(void **state)
 	c[0] ^= 1;
 	assert_int_equal(donor_hdr_decode(c, sizeof(c), &g), -EBADMSG);
 	memcpy(c, b, sizeof(c));
-	c[4] = 2;
+	c[4] = DONOR_PROTO_VERSION + 1;
+	assert_int_equal(donor_hdr_decode(c, sizeof(c), &g), -EPROTONOSUPPORT);
+	c[4] = 1; /* version 1 carried pages without their tags */
 	assert_int_equal(donor_hdr_decode(c, sizeof(c), &g), -EPROTONOSUPPORT);
 	memcpy(c, b, sizeof(c));
 	c[6] = 0x80;

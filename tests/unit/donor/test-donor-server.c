@@ -353,9 +353,9 @@ static int read_page(struct donor_session *s, uint32_t slab, uint32_t slot, uint
 	assert_int_equal(donor_enc_read_begin(&b, 30, &off), 0);
 	assert_int_equal(donor_enc_read_add(&b, off, slab, slot), 0);
 	assert_int_equal(feed(s, &b), 0);
-	r = pop(s, &h, page, PAGE_SIZE_4K);
+	r = pop(s, &h, page, DONOR_SLOT_SIZE);
 	if (r == 0)
-		assert_int_equal(h.len, PAGE_SIZE_4K);
+		assert_int_equal(h.len, DONOR_SLOT_SIZE); /* the page and its tag */
 	donor_buf_release(&b);
 	return r;
 }
@@ -364,7 +364,7 @@ static void test_isolation_and_bounds(void **state)
 {
 	struct donor_server *srv = server(4ULL * DONOR_SLAB_SIZE, 60);
 	struct donor_session *a = donor_session_new(srv, "a"), *b = donor_session_new(srv, "b");
-	static uint8_t page[PAGE_SIZE_4K];
+	static uint8_t page[DONOR_SLOT_SIZE];
 	struct donor_buf in;
 	struct donor_hdr h;
 	uint32_t sa, le;
@@ -426,7 +426,7 @@ static void test_lease(void **state)
 {
 	struct donor_server *srv = server(8ULL * DONOR_SLAB_SIZE, 2);
 	struct donor_session *s = donor_session_new(srv, "x");
-	static uint8_t page[PAGE_SIZE_4K];
+	static uint8_t page[DONOR_SLOT_SIZE];
 	json_t *st;
 	uint32_t id;
 

@@ -53,7 +53,7 @@ static struct fixture *fixture_new(uint64_t max_slots, bool backup)
 	snprintf(pol.name, sizeof(pol.name), "vm");
 	pol.replicas = 1;
 	pol.backup_spill = backup;
-	assert_int_equal(store_new("vm", f->pool, f->spill, &pol, &f->st), 0);
+	assert_int_equal(store_new("vm", f->pool, f->spill, NULL, &pol, &f->st), 0);
 	return f;
 }
 
@@ -138,14 +138,14 @@ static void write_full_batch(struct fixture *f, struct store_batch *b, unsigned 
 	for (unsigned i = 0; i < STORE_BATCH_MAX; i++) {
 		bufs[i] = page_filled(tag + i);
 		assert_int_equal(store_place(f->st, locs[i]), 1);
-		assert_int_equal(store_batch_add(b, bufs[i], locs[i]), (int)i);
+		assert_int_equal(store_batch_add(b, bufs[i], locs[i], 0, 0), (int)i);
 		if (store_batch_unsent(b) == part) {
 			store_write_submit(f->st, b, use_uring);
 			assert_int_equal(store_batch_unsent(b), 0);
 		}
 	}
 	/* the batch is full: one page more is refused, not written past the arrays */
-	assert_int_equal(store_batch_add(b, bufs[0], locs[0]), -ENOSPC);
+	assert_int_equal(store_batch_add(b, bufs[0], locs[0], 0, 0), -ENOSPC);
 	assert_int_equal(b->n, STORE_BATCH_MAX);
 	store_write_submit(f->st, b, use_uring); /* the rest, or nothing */
 	store_write_submit(f->st, b, use_uring); /* nothing left: a no-op */
@@ -154,7 +154,7 @@ static void write_full_batch(struct fixture *f, struct store_batch *b, unsigned 
 		assert_int_equal(b->results[i], 0);
 		memset(in, 0, PAGE_SIZE_4K);
 		/* the fault thread's ring and the repair thread's pread read the same bytes */
-		assert_int_equal(store_read(f->st, locs[i], page_crc(bufs[i]), in, &src, i % 2 == 0), 0);
+		assert_int_equal(store_read(f->st, 0, locs[i], page_crc(bufs[i]), in, &src, i % 2 == 0), 0);
 		assert_int_equal(src, SRC_SPILL);
 		assert_memory_equal(in, bufs[i], PAGE_SIZE_4K);
 		store_free_locs(f->st, locs[i]);
@@ -213,7 +213,7 @@ static void write_with_errors(struct fixture *f, bool use_uring)
 		bufs[i] = page_filled(0x40000u + i);
 		locs_none(locs[i]);
 		locs[i][0] = slots[i];
-		assert_int_equal(store_batch_add(b, bufs[i], locs[i]), (int)i);
+		assert_int_equal(store_batch_add(b, bufs[i], locs[i], 0, 0), (int)i);
 		if (i == N / 2 - 1)
 			store_write_submit(f->st, b, use_uring);
 	}
@@ -228,11 +228,11 @@ static void write_with_errors(struct fixture *f, bool use_uring)
 		if (slots[i] >= 16) {
 			assert_int_equal(b->results[i], -EFBIG);
 			/* nothing was written there: the read fails rather than return anything */
-			assert_int_equal(store_read(f->st, locs[i], page_crc(bufs[i]), in, &src, true), -EIO);
+			assert_int_equal(store_read(f->st, 0, locs[i], page_crc(bufs[i]), in, &src, true), -EIO);
 			continue;
 		}
 		assert_int_equal(b->results[i], 0);
-		assert_int_equal(store_read(f->st, locs[i], page_crc(bufs[i]), in, &src, false), 0);
+		assert_int_equal(store_read(f->st, 0, locs[i], page_crc(bufs[i]), in, &src, false), 0);
 		assert_memory_equal(in, bufs[i], PAGE_SIZE_4K);
 	}
 	assert_int_equal(bad_copies(f), bad0 + 3);
@@ -266,7 +266,7 @@ static void test_read_falls_back(void **state)
 	locs_none(two);
 	two[0] = 7;
 	two[1] = 9;
-	assert_int_equal(store_write_page(f->st, a, two), 0);
+	assert_int_equal(store_write_page(f->st, a, two, 0, 0), 0);
 	assert_int_equal(spill_pread(f->spill, 7, in), 0);
 	assert_memory_equal(in, a, PAGE_SIZE_4K);
 	assert_int_equal(spill_pread(f->spill, 9, in), 0);
@@ -275,29 +275,29 @@ static void test_read_falls_back(void **state)
 	/* slot 7 now holds another page: its CRC fails, the second copy serves */
 	locs_none(locs);
 	locs[0] = 7;
-	assert_int_equal(store_write_page(f->st, bb, locs), 0);
+	assert_int_equal(store_write_page(f->st, bb, locs, 0, 0), 0);
 	memset(in, 0, PAGE_SIZE_4K);
-	assert_int_equal(store_read(f->st, two, page_crc(a), in, &src, true), 0);
+	assert_int_equal(store_read(f->st, 0, two, page_crc(a), in, &src, true), 0);
 	assert_memory_equal(in, a, PAGE_SIZE_4K);
 	assert_int_equal(src, SRC_SPILL);
 	assert_int_equal(bad_copies(f), 1);
 
 	/* split: submitted, other I/O meanwhile, then waited for */
 	memset(in, 0, PAGE_SIZE_4K);
-	assert_int_equal(store_read_submit(f->st, &rd, two, page_crc(bb), in, true), 0);
+	assert_int_equal(store_read_submit(f->st, &rd, 0, two, page_crc(bb), in, true), 0);
 	assert_int_equal(spill_pwrite(f->spill, 20, a), 0);
 	assert_int_equal(store_read_wait(f->st, &rd, &src), 0);
 	assert_memory_equal(in, bb, PAGE_SIZE_4K);
 	assert_int_equal(bad_copies(f), 1);
 
 	/* no copy has these bytes: an error, each copy counted */
-	assert_int_equal(store_read(f->st, two, page_crc(a) ^ 1, in, &src, true), -EIO);
-	assert_int_equal(store_read(f->st, two, page_crc(a) ^ 1, in, &src, false), -EIO);
+	assert_int_equal(store_read(f->st, 0, two, page_crc(a) ^ 1, in, &src, true), -EIO);
+	assert_int_equal(store_read(f->st, 0, two, page_crc(a) ^ 1, in, &src, false), -EIO);
 	assert_int_equal(bad_copies(f), 5);
 
 	/* no copy at all: nothing to start, nothing to wait for */
 	locs_none(locs);
-	assert_int_equal(store_read_submit(f->st, &rd, locs, 0, in, true), -EIO);
+	assert_int_equal(store_read_submit(f->st, &rd, 0, locs, 0, in, true), -EIO);
 	assert_int_equal(store_read_wait(f->st, &rd, &src), -EIO);
 	assert_int_equal(bad_copies(f), 5);
 	free(a);
@@ -324,7 +324,7 @@ static void test_write_page_error(void **state)
 	lim.rlim_cur = 16 * PAGE_SIZE_4K;
 	old_xfsz = signal(SIGXFSZ, SIG_IGN);
 	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
-	r = store_write_page(f->st, a, two);
+	r = store_write_page(f->st, a, two, 0, 0);
 	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
 	signal(SIGXFSZ, old_xfsz);
 	/* one copy failed: the page is not durable as required, though the other copy is written */

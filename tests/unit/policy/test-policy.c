@@ -373,6 +373,21 @@ static void test_vm_spill(void **state)
 	       "spill.max_size", 1, 59, "\"lots\" is not a size", "\"1GiB\"");
 }
 
+static void test_vm_encryption(void **state)
+{
+	struct policy_vm p;
+	struct policy_error err;
+
+	(void)state;
+	/* Sealed unless the policy says otherwise. */
+	assert_int_equal(vm_parse("{\"name\": \"x\", \"local_memory\": \"1G\"}", &p, &err), 0);
+	assert_true(p.encryption);
+	assert_int_equal(vm_parse("{\"name\": \"x\", \"local_memory\": \"1G\", \"encryption\": false}", &p, &err), 0);
+	assert_false(p.encryption);
+	vm_bad("{\"name\": \"x\", \"local_memory\": \"1G\", \"encryption\": \"aes\"}", "encryption", 1, 51,
+	       "expected a boolean, got a string", "true or false");
+}
+
 static void test_vm_balloon(void **state)
 {
 	static const char pre[] = "{\"name\": \"x\", \"local_memory\": \"1G\", \"balloon\": ";
@@ -492,6 +507,7 @@ static void roundtrip(const struct policy_vm *in)
 	assert_int_equal(out.on_data_loss, in->on_data_loss);
 	assert_int_equal(out.on_store_full, in->on_store_full);
 	assert_int_equal(out.balloon_enabled, in->balloon_enabled);
+	assert_int_equal(out.encryption, in->encryption);
 	assert_int_equal(out.balloon_floor, in->balloon_floor);
 	assert_int_equal(out.balloon_settle_ms, in->balloon_settle_ms);
 	free(s);
@@ -515,6 +531,7 @@ static void test_roundtrip(void **state)
 		p.on_data_loss = i % 3 ? POLICY_LOSS_KILL : POLICY_LOSS_STOP;
 		p.on_store_full = i % 2 ? POLICY_STORE_FULL_PAUSE : POLICY_STORE_FULL_DEGRADE;
 		p.balloon_enabled = i % 2;
+		p.encryption = i % 3 != 1;
 		p.balloon_floor = (16ULL << 20) + i * 4096;
 		p.balloon_settle_ms = (unsigned)i * 1000;
 		roundtrip(&p);
@@ -769,6 +786,7 @@ int main(void)
 		cmocka_unit_test(test_state_dir_fstype),
 		cmocka_unit_test(test_examples),
 		cmocka_unit_test(test_vm_balloon),
+		cmocka_unit_test(test_vm_encryption),
 		cmocka_unit_test(test_balloon_target),
 	};
 
