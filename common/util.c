@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -117,4 +118,21 @@ int split_host_port(const char *hp, char **ret_host, const char **ret_port)
 	*ret_host = host;
 	*ret_port = colon + 1;
 	return 0;
+}
+
+int poll_until(int fd, short ev, uint64_t deadline)
+{
+	for (;;) {
+		uint64_t now = now_ns();
+		struct pollfd pfd = { .fd = fd, .events = ev };
+		int r;
+
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		r = poll(&pfd, 1, (int)((deadline - now) / 1000000ULL) + 1);
+		if (r > 0)
+			return 0;
+		if (r < 0 && errno != EINTR)
+			return -errno;
+	}
 }

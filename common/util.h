@@ -69,6 +69,9 @@ int split_host_port(const char *hp, char **ret_host, const char **ret_port);
 /* True when /proc/self/fd/FD links to a name starting with prefix ("/memfd:", "anon_inode:[userfaultfd]"). */
 bool fd_link_has_prefix(int fd, const char *prefix);
 
+/* Waits until fd is ready for ev (POLLIN, POLLOUT) or the deadline (now_ns() clock) passes. Returns 0 or -errno (-ETIMEDOUT). */
+int poll_until(int fd, short ev, uint64_t deadline);
+
 /* mkdir -p: missing parents get mode 0755, path itself mode. Returns 0 (also if it exists) or -errno. */
 int mkdir_p(const char *path, mode_t mode);
 /* Creates the directory that holds path (a socket's, say) like mkdir_p with mode 0755. Returns 0 or -errno. */

@@ -290,24 +290,6 @@ int donor_tls_read(struct donor_tls *t, void *buf, size_t len)
 	return -EPROTO;
 }
 
-/* Waits for ev on fd until deadline. Returns 0 or -errno. */
-static int wait_fd(int fd, short ev, uint64_t deadline)
-{
-	for (;;) {
-		uint64_t now = now_ns();
-		struct pollfd pfd = { .fd = fd, .events = ev };
-		int r;
-
-		if (now >= deadline)
-			return -ETIMEDOUT;
-		r = poll(&pfd, 1, (int)((deadline - now) / 1000000ULL) + 1);
-		if (r > 0)
-			return 0;
-		if (r < 0 && errno != EINTR)
-			return -errno;
-	}
-}
-
 /* Sends every ciphertext byte SSL has produced. Returns 0 or -errno. */
 static int sock_flush(struct donor_tls *t, int fd, uint64_t deadline)
 {
@@ -325,7 +307,7 @@ static int sock_flush(struct donor_tls *t, int fd, uint64_t deadline)
 			}
 			if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
 				return -errno;
-			r = wait_fd(fd, POLLOUT, deadline);
+			r = poll_until(fd, POLLOUT, deadline);
 			if (r < 0)
 				return r;
 		}
@@ -344,7 +326,7 @@ static int sock_fill(struct donor_tls *t, int fd, uint64_t deadline)
 	if (room == 0)
 		return -EPROTO; /* a full input buffer that SSL cannot use: not a TLS peer */
 	for (;;) {
-		r = wait_fd(fd, POLLIN, deadline);
+		r = poll_until(fd, POLLIN, deadline);
 		if (r < 0)
 			return r;
 		n = recv(fd, buf, MIN(sizeof(buf), room), MSG_DONTWAIT);

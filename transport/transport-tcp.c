@@ -873,23 +873,6 @@ static void *receiver(void *arg)
 	return NULL;
 }
 
-static int io_wait(int fd, short ev, uint64_t deadline)
-{
-	for (;;) {
-		uint64_t now = now_ns();
-		struct pollfd pfd = { .fd = fd, .events = ev };
-		int r;
-
-		if (now >= deadline)
-			return -ETIMEDOUT;
-		r = poll(&pfd, 1, (int)((deadline - now) / 1000000ULL) + 1);
-		if (r > 0)
-			return 0;
-		if (r < 0 && errno != EINTR)
-			return -errno;
-	}
-}
-
 /* Reads one whole frame during the handshake, before the receiver thread runs. */
 static int read_frame(struct tcp_conn *t, uint64_t deadline, struct donor_hdr *h, uint8_t *payload, size_t max)
 {
@@ -987,7 +970,7 @@ static int dial(const char *url, unsigned timeout_ms, uint64_t deadline)
 	r = connect(fd, res->ai_addr, res->ai_addrlen) < 0 ? -errno : 0;
 	freeaddrinfo(res);
 	if (r == -EINPROGRESS) {
-		r = io_wait(fd, POLLOUT, deadline);
+		r = poll_until(fd, POLLOUT, deadline);
 		if (r == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr)
 			r = -soerr;
 	}
