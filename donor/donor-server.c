@@ -39,6 +39,7 @@ struct donor_session {
 	char client_id[DONOR_CLIENT_ID_MAX + 1];
 	char tls_id[DONOR_CLIENT_ID_MAX + 1]; /* proved by the TLS handshake; "" when none ran */
 	struct donor_challenge chal;
+	const struct donor_key *key; /* the key HELLO's client id proves; set by HELLO */
 	struct client *client;
 	bool closing;
 	struct donor_buf out;
@@ -247,6 +248,14 @@ static int handle_hello(struct donor_session *s, const struct donor_hdr *h, cons
 		reply_err(s, h, -EACCES);
 		return -EACCES;
 	}
+	/* An id with its own key proves that key here too, the same one TLS required. */
+	s->key = s->srv->cfg.keys ? donor_keyring_find(s->srv->cfg.keys, req.client_id) : &s->srv->key;
+	if (!s->key) {
+		log_warn("%s: client '%s' has no key of its own and the shared key is refused; closing", s->peer,
+			 req.client_id);
+		reply_err(s, h, -EACCES);
+		return -EACCES;
+	}
 	r = donor_challenge_arm(&s->chal);
 	if (r < 0) {
 		reply_err(s, h, r);
@@ -264,8 +273,10 @@ static int handle_auth(struct donor_session *s, const struct donor_hdr *h, const
 	int r;
 
 	r = donor_dec_auth(p, h->len, &req);
+	if (r == 0 && !s->key)
+		r = -EALREADY; /* no HELLO yet, so no challenge either */
 	if (r == 0)
-		r = donor_challenge_check(&s->chal, &s->srv->key, s->client_id, &req);
+		r = donor_challenge_check(&s->chal, s->key, s->client_id, &req);
 	if (r < 0) {
 		log_warn("%s: authentication of client '%s' failed: %s", s->peer,
 			 s->state == SESS_CHALLENGED ? s->client_id : "?",
@@ -274,7 +285,7 @@ static int handle_auth(struct donor_session *s, const struct donor_hdr *h, const
 		return r;
 	}
 	/* The proof first: a libcrypto failure must leave no client bound. */
-	r = donor_auth_donor_mac(&s->srv->key, s->chal.nonce, req.client_nonce, s->client_id, rep.donor_mac);
+	r = donor_auth_donor_mac(s->key, s->chal.nonce, req.client_nonce, s->client_id, rep.donor_mac);
 	if (r == 0)
 		r = bind_client(s);
 	if (r < 0) {

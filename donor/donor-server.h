@@ -29,7 +29,8 @@ typedef int (*donor_ext_fn)(void *opaque, struct donor_session *s, const struct 
 
 struct donor_server_config {
 	uint64_t capacity;
-	const struct donor_key *key; /* copied */
+	const struct donor_key *key; /* copied; every id proves it (when keys is NULL) */
+	const struct donor_keyring *keys; /* per-id keys instead of key; not copied, outlives the server */
 	unsigned lease_s;	     /* how long a disconnected client keeps its slabs */
 	unsigned revoke_grace_s;     /* default deadline of a capacity revocation */
 	donor_ext_fn ext_handler;    /* may be NULL: unknown opcodes get EOPNOTSUPP */

@@ -110,7 +110,7 @@ struct conn {
 struct daemon {
 	struct io_uring ring;
 	struct donor_server *srv;
-	struct donor_key key; /* for each connection's TLS */
+	struct donor_keyring keys; /* for each connection's TLS and the server's HELLO/AUTH */
 	int lfd, cfd, sfd;
 	struct op accept_op, ctl_accept_op, signal_op, rdma_op;
 #if HAVE_RDMA
@@ -310,7 +310,7 @@ static void conn_new(struct daemon *d, int fd, bool ctl)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		c->sess = donor_session_new(d->srv, c->peer);
 		c->net = malloc(NET_CAP);
-		if (!c->sess || !c->net || donor_tls_new_server(&d->key, &c->tls) < 0) {
+		if (!c->sess || !c->net || donor_tls_new_server_keys(&d->keys, &c->tls) < 0) {
 			donor_session_free(c->sess);
 			donor_tls_free(c->tls);
 			free(c->net);
@@ -771,6 +771,9 @@ static void usage(FILE *f)
 		"  --capacity SIZE           memory to export (e.g. 512M, 8G); slabs are %u MiB\n"
 		"  --key-file FILE           pre-shared key (mode 0600, 32..256 bytes); without it\n"
 		"                            any local process may connect and only loopback is allowed\n"
+		"  --client-key ID=FILE      client id ID must prove this key (same rules as --key-file)\n"
+		"                            and no other; repeatable; other ids use --key-file\n"
+		"  --client-keys-only        refuse the shared key: only ids with --client-key connect\n"
 		"  --control PATH            Unix socket for JSON control (donor.stats, donor.set-capacity)\n"
 		"  --lease SECONDS           how long a disconnected client keeps its slabs (default 60)\n"
 		"  --revoke-grace SECONDS    default deadline to move revoked slabs (default 30)\n"
@@ -798,6 +801,9 @@ static int parse_uint(const char *opt, const char *s, unsigned max, unsigned *re
 	*ret = (unsigned)v;
 	return 0;
 }
+
+/* Wipes the keys on every way out of main. */
+static void keyring_clearp(struct donor_keyring **kr) { donor_keyring_clear(*kr); }
 
 static void shutdown_drain(struct daemon *d)
 {
@@ -839,14 +845,16 @@ int main(int argc, char **argv)
 		{ "preauth-timeout", required_argument, NULL, 'T' },
 		{ "preauth-max", required_argument, NULL, 'P' },
 		{ "preauth-per-address", required_argument, NULL, 'A' },
+		{ "client-key", required_argument, NULL, 'K' },
+		{ "client-keys-only", no_argument, NULL, 'O' },
 		{ "version", no_argument, NULL, 'V' },	      {}
 	};
 	const char *listen_url = NULL, *key_file = NULL, *control = NULL;
 	struct donor_server_config cfg = { .lease_s = 60, .revoke_grace_s = 30 };
-	struct donor_key key = { .len = 0 };
 	struct daemon d = { .lfd = -1, .cfd = -1, .sfd = -1,
 			    .lim = { .preauth_timeout_s = 10, .preauth_max = 256, .preauth_per_addr = 16,
 				     .max_conns = 1024 } };
+	_cleanup_(keyring_clearp) struct donor_keyring *keys = &d.keys;
 	struct rlimit nofile;
 	uint64_t last_tick = 0;
 	sigset_t mask;
@@ -867,6 +875,22 @@ int main(int argc, char **argv)
 			break;
 		case 'k':
 			key_file = optarg;
+			break;
+		case 'K': {
+			_cleanup_free_ char *id = strdup(optarg);
+			char *eq = id ? strchr(id, '=') : NULL;
+
+			if (!eq || eq == id || !eq[1]) {
+				log_err("--client-key %s: expected ID=FILE", optarg);
+				return 2;
+			}
+			*eq = '\0';
+			if (donor_keyring_add(&d.keys, id, eq + 1) < 0)
+				return 1;
+			break;
+		}
+		case 'O':
+			d.keys.shared_refused = true;
 			break;
 		case 'C':
 			control = optarg;
@@ -932,14 +956,20 @@ int main(int argc, char **argv)
 	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < (rlim_t)d.lim.max_conns + CTL_MAX_CONNS + 32)
 		log_warn("open file limit %llu is below --max-connections %u plus %u: accepting pauses when it is reached",
 			 (unsigned long long)nofile.rlim_cur, d.lim.max_conns, CTL_MAX_CONNS + 32);
-	if (key_file) {
-		if (donor_key_load(key_file, &key) < 0)
-			return 1;
-	} else {
-		log_warn("no --key-file: every local process can use this donor's memory");
+	if (d.keys.shared_refused && !d.keys.n) {
+		log_err("--client-keys-only needs at least one --client-key ID=FILE");
+		return 2;
 	}
-	cfg.key = &key;
-	d.key = key;
+	if (d.keys.shared_refused && key_file)
+		log_warn("--client-keys-only: the key in --key-file %s is not accepted", key_file);
+	if (key_file) {
+		if (donor_key_load(key_file, &d.keys.shared) < 0)
+			return 1;
+	} else if (!d.keys.shared_refused) {
+		log_warn("no --key-file: every local process can use this donor's memory%s",
+			 d.keys.n ? " under ids without --client-key" : "");
+	}
+	cfg.keys = &d.keys;
 
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&mask);
@@ -947,7 +977,8 @@ int main(int argc, char **argv)
 	sigaddset(&mask, SIGINT);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	d.sfd = signalfd(-1, &mask, SFD_CLOEXEC);
-	d.lfd = listen_tcp(listen_url, key.len == 0);
+	/* Without any secret key a donor is only for local processes. */
+	d.lfd = listen_tcp(listen_url, d.keys.shared.len == 0 && !d.keys.shared_refused);
 	if (d.lfd < 0)
 		return 1;
 	if (strncmp(listen_url, "rdma://", 7) == 0) {
@@ -977,7 +1008,6 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	d.srv = donor_server_new(&cfg);
-	memset(&key, 0, sizeof(key));
 	if (!d.srv) {
 		log_err("out of memory");
 		return 1;
@@ -998,7 +1028,7 @@ int main(int argc, char **argv)
 	arm_signal(&d);
 	log_info("listening on %s, capacity %s, lease %us%s", listen_url,
 		 format_size(cfg.capacity, sz, sizeof(sz)), cfg.lease_s,
-		 key_file ? "" : " (no authentication key)");
+		 key_file || d.keys.shared_refused ? "" : " (no authentication key)");
 
 	while (!d.stop) {
 		struct __kernel_timespec ts = { .tv_nsec = 200000000 };
@@ -1042,7 +1072,6 @@ int main(int argc, char **argv)
 #endif
 	io_uring_queue_exit(&d.ring);
 	donor_server_free(d.srv);
-	explicit_bzero(&d.key, sizeof(d.key));
 	close(d.lfd);
 	if (d.cfd >= 0) {
 		close(d.cfd);

@@ -11,6 +11,8 @@
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -57,6 +59,60 @@ int donor_key_load(const char *path, struct donor_key *ret_key)
 	ret_key->len = (size_t)n;
 	memset(buf, 0, sizeof(buf));
 	return 0;
+}
+
+int donor_keyring_add(struct donor_keyring *kr, const char *client_id, const char *path)
+{
+	struct donor_client_key *ids;
+	int r;
+
+	if (!donor_client_id_valid(client_id, strlen(client_id))) {
+		log_err("client key %s=%s: invalid client id (1..%u bytes of letters, digits and . _ : @ -)",
+			client_id, path, DONOR_CLIENT_ID_MAX);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < kr->n; i++)
+		if (strcmp(kr->ids[i].id, client_id) == 0) {
+			log_err("client key %s=%s: client id %s already has a key", client_id, path, client_id);
+			return -EEXIST;
+		}
+	/* A fresh array rather than realloc(): the old one is wiped, not left to the allocator. */
+	ids = calloc(kr->n + 1, sizeof(*ids));
+	if (!ids)
+		return -ENOMEM;
+	r = donor_key_load(path, &ids[kr->n].key);
+	if (r < 0) {
+		log_err("client key for id %s not loaded", client_id);
+		free(ids);
+		return r;
+	}
+	snprintf(ids[kr->n].id, sizeof(ids[kr->n].id), "%s", client_id);
+	if (kr->n) {
+		memcpy(ids, kr->ids, kr->n * sizeof(*ids));
+		OPENSSL_cleanse(kr->ids, kr->n * sizeof(*ids));
+	}
+	free(kr->ids);
+	kr->ids = ids;
+	kr->n++;
+	return 0;
+}
+
+const struct donor_key *donor_keyring_find(const struct donor_keyring *kr, const char *client_id)
+{
+	for (size_t i = 0; i < kr->n; i++)
+		if (strcmp(kr->ids[i].id, client_id) == 0)
+			return &kr->ids[i].key;
+	return kr->shared_refused ? NULL : &kr->shared;
+}
+
+void donor_keyring_clear(struct donor_keyring *kr)
+{
+	if (kr->ids)
+		OPENSSL_cleanse(kr->ids, kr->n * sizeof(*kr->ids));
+	free(kr->ids);
+	kr->ids = NULL;
+	kr->n = 0;
+	OPENSSL_cleanse(&kr->shared, sizeof(kr->shared));
 }
 
 int donor_random(void *buf, size_t len)

@@ -32,6 +32,35 @@ struct donor_key {
  */
 int donor_key_load(const char *path, struct donor_key *ret_key);
 
+/* A client id bound to a key of its own (uffd-donor --client-key ID=FILE). */
+struct donor_client_key {
+	char id[DONOR_CLIENT_ID_MAX + 1];
+	struct donor_key key;
+};
+
+/*
+ * The donor's keys. A listed id proves its own key and nothing else, so
+ * holders of the shared key cannot claim it; other ids prove the shared
+ * key, unless shared_refused (then only listed ids get in).
+ */
+struct donor_keyring {
+	struct donor_key shared;
+	bool shared_refused;
+	struct donor_client_key *ids;
+	size_t n;
+};
+
+/*
+ * Loads path (as donor_key_load) as client_id's own key. Errors name the id
+ * and file on the log. Returns 0 or -errno (-EINVAL for an invalid id,
+ * -EEXIST when the id already has a key).
+ */
+int donor_keyring_add(struct donor_keyring *kr, const char *client_id, const char *path);
+/* The key client_id must prove, or NULL when it may not connect. */
+const struct donor_key *donor_keyring_find(const struct donor_keyring *kr, const char *client_id);
+/* Wipes and frees the per-id keys and wipes the shared one. */
+void donor_keyring_clear(struct donor_keyring *kr);
+
 /* Fills buf with random bytes from getrandom(2). Returns 0 or -errno. */
 int donor_random(void *buf, size_t len);
 

@@ -41,6 +41,7 @@ struct donor_tls {
 	BIO *net; /* our end of the pair; the SSL object holds the other */
 	bool server, done;
 	uint8_t psk[PSK_LEN];
+	const struct donor_keyring *keys; /* donor with per-id keys: the PSK follows the offered identity */
 	char id[DONOR_CLIENT_ID_MAX + 1]; /* client: our id; donor: the peer's, once known */
 };
 
@@ -142,11 +143,23 @@ static int find_psk_cb(SSL *ssl, const unsigned char *identity, size_t identity_
 		return 1;
 	memcpy(t->id, identity, identity_len);
 	t->id[identity_len] = '\0';
+	if (t->keys) {
+		const struct donor_key *key = donor_keyring_find(t->keys, t->id);
+
+		/* An id without a key of its own, when the shared key is refused, gets no PSK either. */
+		if (!key) {
+			log_debug("tls: client id '%s' has no key of its own and the shared key is refused", t->id);
+			return 1;
+		}
+		if (derive_psk(key, t->psk) < 0)
+			return 0;
+	}
 	*sess = psk_session(ssl, t);
 	return *sess ? 1 : 0;
 }
 
-static int tls_new(const struct donor_key *key, const char *client_id, bool server, struct donor_tls **ret)
+static int tls_new(const struct donor_key *key, const struct donor_keyring *keys, const char *client_id, bool server,
+		   struct donor_tls **ret)
 {
 	struct donor_tls *t;
 	BIO *inner = NULL;
@@ -160,9 +173,10 @@ static int tls_new(const struct donor_key *key, const char *client_id, bool serv
 	if (!t)
 		return -ENOMEM;
 	t->server = server;
+	t->keys = keys;
 	if (!server)
 		snprintf(t->id, sizeof(t->id), "%s", client_id);
-	if (derive_psk(key, t->psk) < 0 || !(t->ssl = SSL_new(ctx[server])) ||
+	if ((key && derive_psk(key, t->psk) < 0) || !(t->ssl = SSL_new(ctx[server])) ||
 	    !BIO_new_bio_pair(&inner, OUT_BUF, &t->net, IN_BUF)) {
 		donor_tls_free(t);
 		return -EIO;
@@ -182,12 +196,17 @@ static int tls_new(const struct donor_key *key, const char *client_id, bool serv
 
 int donor_tls_new_client(const struct donor_key *key, const char *client_id, struct donor_tls **ret)
 {
-	return tls_new(key, client_id, false, ret);
+	return tls_new(key, NULL, client_id, false, ret);
 }
 
 int donor_tls_new_server(const struct donor_key *key, struct donor_tls **ret)
 {
-	return tls_new(key, NULL, true, ret);
+	return tls_new(key, NULL, NULL, true, ret);
+}
+
+int donor_tls_new_server_keys(const struct donor_keyring *keys, struct donor_tls **ret)
+{
+	return tls_new(NULL, keys, NULL, true, ret);
 }
 
 void donor_tls_free(struct donor_tls *t)

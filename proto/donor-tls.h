@@ -28,6 +28,13 @@ struct donor_tls;
 int donor_tls_new_client(const struct donor_key *key, const char *client_id, struct donor_tls **ret);
 /* Donor side: accepts any valid client id holding the PSK derived from key. Returns 0 or -errno. */
 int donor_tls_new_server(const struct donor_key *key, struct donor_tls **ret);
+/*
+ * Donor side with per-id keys: the PSK is derived from the key keys holds
+ * for the offered identity (donor_keyring_find), so an id with its own key
+ * is refused with the shared one. keys must outlive the object. Returns 0
+ * or -errno.
+ */
+int donor_tls_new_server_keys(const struct donor_keyring *keys, struct donor_tls **ret);
 /* NULL-safe. */
 void donor_tls_free(struct donor_tls *t);
 

@@ -19,7 +19,14 @@ Scenarios (argv[1]):
              here) on the same donor gets its own slabs, and both guests
              verify every byte.
   shortkey   a 31-byte key file is refused at start-up by the donor and by
-             the pager, with a message naming the file and the lengths."""
+             the pager, with a message naming the file and the lengths.
+  clientkeys a donor with --client-key hostA=keyA: a pager with id hostA and
+             keyA stores and reads pages; a second pager claiming hostA
+             with the shared key is refused (its donor is down, the donor
+             logs the failed handshake, hostA keeps its session and slabs
+             and its guest verifies every byte); a third id with the shared
+             key still gets in. Bad --client-key arguments are refused at
+             start-up naming the id or file."""
 import hashlib
 import json
 import os
@@ -277,11 +284,71 @@ def scen_shortkey():
           "the pager's message names the file, the length found and the lengths allowed")
 
 
+def write_key(path, data, mode=0o600):
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT, mode), "wb") as f:
+        f.write(data)
+    os.chmod(path, mode)
+
+
+def scen_clientkeys():
+    tmp = tempfile.mkdtemp(prefix="uffdvm-clientkeys-")
+    key_a = os.path.join(tmp, "hostA.key")
+    write_key(key_a, b"hostA-own-key-0123456789abcdef-xyz\n")
+    loose = os.path.join(tmp, "loose.key")
+    write_key(loose, b"loose-key-0123456789abcdef-0123456", 0o644)
+    port = free_port()
+    base = [exe("uffd-donor"), "--listen", f"tcp://127.0.0.1:{port}", "--capacity", "64M"]
+    for args, want in ((["--client-key", f"bad id={key_a}"], "bad id"),
+                       (["--client-key", f"hostB={loose}"], loose),
+                       (["--client-key", "hostB"], "ID=FILE"),
+                       (["--client-key", f"hostA={key_a}", "--client-key", f"hostA={key_a}"], "already has a key"),
+                       (["--client-keys-only"], "--client-key")):
+        r = subprocess.run(base + args, capture_output=True, text=True, timeout=30)
+        print("donor", args, "->", r.stderr.strip()[-300:])
+        check(r.returncode != 0 and want in r.stderr, f"uffd-donor {args} refused, naming {want!r}")
+
+    donor = Donor(capacity="256M", extra_args=["--client-key", f"hostA={key_a}"])
+    a = b = c = ga = None
+    try:
+        cfg = {"donors": [donor.url], "donor_timeout_ms": 2000}
+        a = Pager(config=dict(cfg, donor_key_file=key_a, client_id="hostA"))
+        ga = run_guest(a, "ga", 48, 10, 31, backup=False)
+
+        def host_a():
+            return next((x for x in donor.call("donor.stats")["result"]["clients"] if x["id"] == "hostA"), None)
+        before = wait_for(lambda: (lambda x: x if x and x["slabs"] > 0 and x["pages_written"] > 0 else None)(
+            host_a()), 60, "hostA holding slabs with its own key")
+        # The shared key no longer opens hostA's slabs.
+        b = Pager(config=dict(cfg, donor_key_file=donor.key_file, client_id="hostA"))
+        wait_for(lambda: "TLS handshake failed" in donor.read_log(), 60, "the donor refusing hostA's shared key")
+        check(all(d["state"] == "down" for d in donors_of(b)), f"the impostor's donor is down ({donors_of(b)})")
+        after = host_a()
+        print("hostA before:", json.dumps(before), "after:", json.dumps(after))
+        check(after["connected"] and after["slabs"] >= before["slabs"], "hostA keeps its session and slabs")
+        check(all(d["state"] == "up" for d in donors_of(a)), "hostA's pager kept its donor session")
+        # Ids without a key of their own still use the shared key.
+        c = Pager(config=dict(cfg, donor_key_file=donor.key_file, client_id="hostC"))
+        check(all(d["state"] == "up" for d in donors_of(c)), f"hostC gets in with the shared key ({donors_of(c)})")
+        rc = ga.wait(timeout=180)
+        check(rc == 0, f"hostA's guest verified every byte (exit {rc})")
+        check(host_a()["pages_read"] > 0, "hostA read pages back from the donor")
+        check(all(d["state"] == "up" for d in donors_of(a)), "hostA's pager still up after its guest")
+    finally:
+        if ga and ga.poll() is None:
+            ga.kill()
+            ga.wait()
+        for p in (a, b, c):
+            if p:
+                p.stop()
+        donor.stop()
+
+
 def main():
     scen = sys.argv[1] if len(sys.argv) > 1 else "wire"
     if scen != "shortkey":
         require_root_and_uffd()
-    {"wire": scen_wire, "reconnect": scen_reconnect, "ids": scen_ids, "shortkey": scen_shortkey}[scen]()
+    {"wire": scen_wire, "reconnect": scen_reconnect, "ids": scen_ids, "shortkey": scen_shortkey,
+     "clientkeys": scen_clientkeys}[scen]()
     print("ok")
 
 

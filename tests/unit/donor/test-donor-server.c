@@ -310,6 +310,85 @@ static void test_key_file(void **state)
 	assert_int_equal(donor_key_load(path, &k), -ENOENT);
 }
 
+/* Writes a key file of mode 0600 into path (a mkstemp template). */
+static void key_file(char *path, const char *bytes, mode_t mode)
+{
+	int fd = mkstemp(path);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, bytes, strlen(bytes)), (ssize_t)strlen(bytes));
+	assert_int_equal(fchmod(fd, mode), 0);
+	close(fd);
+}
+
+/* Sends HELLO for id; returns the reply's status. */
+static int hello(struct donor_session *s, const char *id)
+{
+	uint8_t p[64];
+	struct donor_buf b;
+	struct donor_hdr h;
+	int r;
+
+	donor_buf_init(&b);
+	assert_int_equal(donor_enc_hello(&b, 1, id), 0);
+	r = feed(s, &b);
+	assert_int_equal(pop(s, &h, p, sizeof(p)), r);
+	donor_buf_release(&b);
+	return r;
+}
+
+static void test_client_keys(void **state)
+{
+	char pa[] = "/tmp/donor-ckey-XXXXXX", pb[] = "/tmp/donor-ckey-XXXXXX", loose[] = "/tmp/donor-ckey-XXXXXX";
+	struct donor_keyring keys = { .shared = key };
+	struct donor_server_config cfg = { .capacity = 4 * DONOR_SLAB_SIZE, .keys = &keys, .lease_s = 60 };
+	struct donor_server *srv;
+	struct donor_session *s;
+
+	key_file(pa, "hostA-own-key-0123456789abcdef-xyz\n", 0600);
+	key_file(pb, "hostB-own-key-0123456789abcdef-xyz", 0400);
+	key_file(loose, "loose-key-0123456789abcdef-0123456", 0640);
+	assert_int_equal(donor_keyring_add(&keys, "hostA", pa), 0);
+	assert_int_equal(donor_keyring_add(&keys, "hostB", pb), 0);
+	assert_int_equal(donor_keyring_add(&keys, "hostA", pb), -EEXIST);
+	assert_int_equal(donor_keyring_add(&keys, "bad id", pa), -EINVAL);
+	assert_int_equal(donor_keyring_add(&keys, "hostC", loose), -EPERM);
+	assert_int_equal(donor_keyring_add(&keys, "hostC", "/nonexistent/key"), -ENOENT);
+	assert_int_equal(keys.n, 2);
+	assert_int_equal(donor_keyring_find(&keys, "hostA")->len, 34);
+	assert_memory_equal(donor_keyring_find(&keys, "hostB")->bytes, "hostB-own", 9);
+	assert_ptr_equal(donor_keyring_find(&keys, "hostC"), &keys.shared);
+
+	srv = donor_server_new(&cfg);
+	assert_non_null(srv);
+	/* hostA proves its own key; the shared key under its id is refused. */
+	s = donor_session_new(srv, "t");
+	assert_int_equal(handshake(s, donor_keyring_find(&keys, "hostA"), "hostA", NULL), 0);
+	donor_session_free(s);
+	s = donor_session_new(srv, "t");
+	assert_int_equal(handshake(s, &key, "hostA", NULL), -EACCES);
+	donor_session_free(s);
+	/* Another id with the shared key still gets in. */
+	s = donor_session_new(srv, "t");
+	assert_int_equal(handshake(s, &key, "hostC", NULL), 0);
+	donor_session_free(s);
+	/* --client-keys-only: an unlisted id is refused at HELLO, a listed one still works. */
+	keys.shared_refused = true;
+	s = donor_session_new(srv, "t");
+	assert_int_equal(hello(s, "hostC"), -EACCES);
+	donor_session_free(s);
+	s = donor_session_new(srv, "t");
+	assert_int_equal(handshake(s, donor_keyring_find(&keys, "hostB"), "hostB", NULL), 0);
+	donor_session_free(s);
+	donor_server_free(srv);
+	donor_keyring_clear(&keys);
+	assert_int_equal(keys.n, 0);
+	assert_int_equal(keys.shared.len, 0);
+	unlink(pa);
+	unlink(pb);
+	unlink(loose);
+}
+
 static uint32_t alloc(struct donor_session *s)
 {
 	struct donor_buf b;
@@ -601,7 +680,7 @@ int main(void)
 		cmocka_unit_test(test_preauth_frame_size), cmocka_unit_test(test_key_file),
 		cmocka_unit_test(test_isolation_and_bounds), cmocka_unit_test(test_lease),
 		cmocka_unit_test(test_revoke_and_control), cmocka_unit_test(test_revoke_many),
-		cmocka_unit_test(test_takeover),
+		cmocka_unit_test(test_takeover), cmocka_unit_test(test_client_keys),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

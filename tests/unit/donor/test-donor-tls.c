@@ -2,8 +2,9 @@
 /*
  * The TLS layer of the donor link (proto/donor-tls.c) with both ends in
  * one process, ciphertext moved by hand between their buffers: the PSK
- * handshake and the identity it proves, a wrong key, a non-TLS peer, and a
- * record changed on the way, which must be refused rather than delivered.
+ * handshake and the identity it proves, a wrong key, per-id keys, a
+ * non-TLS peer, and a record changed on the way, which must be refused
+ * rather than delivered.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -101,6 +102,48 @@ static void test_wrong_key(void **state)
 	donor_tls_free(s);
 }
 
+/* Runs one handshake of a client (id, k) against a donor with keys; returns the donor's result. */
+static int keyed_handshake(const struct donor_keyring *keys, const struct donor_key *k, const char *id)
+{
+	struct donor_tls *c, *s;
+	int rc, rs;
+
+	assert_int_equal(donor_tls_new_client(k, id, &c), 0);
+	assert_int_equal(donor_tls_new_server_keys(keys, &s), 0);
+	handshake(c, s, &rc, &rs);
+	assert_int_equal(rc, rs);
+	if (rs == 0)
+		assert_string_equal(donor_tls_peer_id(s), id);
+	else
+		assert_string_equal(donor_tls_peer_id(s), "");
+	donor_tls_free(c);
+	donor_tls_free(s);
+	return rs;
+}
+
+static void test_client_keys(void **state)
+{
+	struct donor_client_key own[2] = {
+		{ .id = "hostA", .key = { .bytes = "hostA-own-key-0123456789abcdef-xyz", .len = 34 } },
+		{ .id = "hostB", .key = { .bytes = "hostB-own-key-0123456789abcdef-xyz", .len = 34 } },
+	};
+	struct donor_keyring keys = { .shared = key, .ids = own, .n = 2 };
+
+	/* An id with its own key: that key works, the shared one does not, nor another id's. */
+	assert_int_equal(keyed_handshake(&keys, &own[0].key, "hostA"), 0);
+	assert_int_equal(keyed_handshake(&keys, &key, "hostA"), -EACCES);
+	assert_int_equal(keyed_handshake(&keys, &own[1].key, "hostA"), -EACCES);
+	assert_int_equal(keyed_handshake(&keys, &own[1].key, "hostB"), 0);
+	/* Ids without a key of their own still use the shared key, and only it. */
+	assert_int_equal(keyed_handshake(&keys, &key, "hostC"), 0);
+	assert_int_equal(keyed_handshake(&keys, &own[0].key, "hostC"), -EACCES);
+	/* --client-keys-only: the shared key opens nothing, listed ids still get in. */
+	keys.shared_refused = true;
+	assert_int_equal(keyed_handshake(&keys, &key, "hostC"), -EACCES);
+	assert_int_equal(keyed_handshake(&keys, &key, "hostA"), -EACCES);
+	assert_int_equal(keyed_handshake(&keys, &own[0].key, "hostA"), 0);
+}
+
 static void test_invalid_identity_refused(void **state)
 {
 	struct donor_tls *c;
@@ -145,6 +188,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip_and_identity),
 		cmocka_unit_test(test_wrong_key),
+		cmocka_unit_test(test_client_keys),
 		cmocka_unit_test(test_invalid_identity_refused),
 		cmocka_unit_test(test_not_tls),
 		cmocka_unit_test(test_tampered_record),
