@@ -134,6 +134,9 @@ static void *relay_main(void *arg)
 	if (!in || !r->buf || out_fd < 0 || rc < 0 ||
 	    donor_tls_sock_handshake(r->tls, r->tls_fd, now_ns() + HANDSHAKE_NS) < 0)
 		goto out;
+	/* The handshake may have read records sent right behind it: pass them on before polling. */
+	if (from_tls(r, in, 0) < 0)
+		goto out;
 	for (;;) {
 		struct pollfd p[2] = { { .fd = r->tls_fd, .events = POLLIN }, { .fd = r->plain_fd, .events = POLLIN } };
 		if (poll(p, 2, -1) < 0 && errno != EINTR)
