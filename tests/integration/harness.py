@@ -65,6 +65,21 @@ def exe(name):
     fail(f"{name} not built under {BUILD}")
 
 
+def wait_for(pred, timeout, what, alive=None, interval=0.05):
+    """Polls pred() until it returns something true and returns that; fails naming `what` after
+    timeout seconds, or at once if the process `alive` (a guestsim, say) has ended meanwhile."""
+    deadline = time.time() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if alive is not None and alive.poll() is not None:
+            fail(f"process {alive.pid} ended (exit {alive.returncode}) while waiting for {what}")
+        if time.time() >= deadline:
+            fail(f"{what}: not reached within {timeout} s")
+        time.sleep(interval)
+
+
 def control_call(path, cmd, timeout=10, **args):
     """One request on a JSON-lines control socket (pager or donor); returns the parsed response."""
     req = {"cmd": cmd}
@@ -195,15 +210,8 @@ class Pager:
         return sorted(v["name"] for v in self.result("vm.list")["vms"])
 
     def wait_for(self, what, cond, timeout=10, interval=0.05):
-        """Polls cond() until true; fails naming `what` with the last value seen."""
-        deadline = time.time() + timeout
-        while True:
-            v = cond()
-            if v:
-                return v
-            if time.time() >= deadline:
-                fail(f"{what}: not reached within {timeout} s")
-            time.sleep(interval)
+        """Polls cond() until true; fails naming `what`."""
+        return wait_for(cond, timeout, what, interval=interval)
 
     def wait_subscribed(self, pid, timeout=30):
         """Waits until process pid's events.subscribe was accepted, so that no event it must see

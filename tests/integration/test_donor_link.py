@@ -38,19 +38,11 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Donor, Pager, check, exe, fail, free_port, guestsim, policy, require_root_and_uffd  # noqa: E402
+from harness import (  # noqa: E402
+    Donor, Pager, check, exe, fail, free_port, guestsim, policy, require_root_and_uffd, wait_for)
 
 MAGIC = b"GUESTSIM"
 
-
-def wait_for(pred, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    fail(f"timed out waiting for {what}")
 
 
 class Proxy:

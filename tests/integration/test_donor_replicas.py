@@ -18,20 +18,12 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Donor, Pager, check, fail, guestsim, policy, proc_state, require_root_and_uffd  # noqa: E402
+from harness import (  # noqa: E402
+    Donor, Pager, check, fail, guestsim, policy, proc_state, require_root_and_uffd, wait_for)
 
 SIZE_MB = 128
 LOCAL_MB = SIZE_MB // 4
 
-
-def wait_for(pred, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    fail(f"timed out waiting for {what}")
 
 
 def main():

@@ -28,7 +28,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Donor, Pager, check, exe, fail, free_port, guestsim, policy, require_root_and_uffd  # noqa: E402
+from harness import (  # noqa: E402
+    Donor, Pager, check, exe, fail, free_port, guestsim, policy, require_root_and_uffd, wait_for)
 
 HDR = struct.Struct("<IBBHQII")  # magic, version, opcode, flags, request id, status, length
 OP_ALLOC, OP_FREE, OP_WRITE, OP_READ = 3, 4, 5, 6
@@ -174,17 +175,6 @@ def start_relay(mode, listen_port, target_port, key_file, *rest):
         fail(f"tls-relay {mode} did not start (exit {r.poll()})")
     return r
 
-
-def wait_for(pred, timeout, what, alive=None):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        if alive is not None and alive.poll() is not None:
-            fail(f"guestsim ended (exit {alive.returncode}) while waiting for {what}")
-        time.sleep(0.05)
-    fail(f"timed out waiting for {what}")
 
 
 def main():
