@@ -731,7 +731,12 @@ bool store_refresh(struct store *st)
 
 void store_release_empty(struct store *st)
 {
-	for (uint32_t i = 0; i < st->nslabs; i++) {
+	/* The evictor appends slabs under st->lock; the ones seen here are enough. */
+	pthread_mutex_lock(&st->lock);
+	uint32_t nslabs = st->nslabs;
+	pthread_mutex_unlock(&st->lock);
+
+	for (uint32_t i = 0; i < nslabs; i++) {
 		struct vslab *s = &st->slabs[i];
 		bool give_back = false;
 
