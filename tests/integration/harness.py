@@ -115,9 +115,12 @@ class Pager:
             with open(cfg, "w") as f:
                 json.dump(config, f)
             args += ["--config", cfg]
-        args += list(extra_args)
+        self.args = args + list(extra_args)
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        self._start()
+
+    def _start(self, env=None):
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + 30  # sanitizer builds on a loaded host start slowly
         while time.time() < deadline:
             # The control socket is bound before its thread runs: an answered call means
@@ -128,6 +131,27 @@ class Pager:
                 break
             time.sleep(0.05)
         fail(f"uffd-pager did not start: {self.read_log()}")
+
+    def kill(self):
+        """SIGKILLs the pager, as a crash or the OOM killer would; its files stay."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        check(not sanitizer_report(self.read_log()), "no sanitizer report before the kill")
+
+    def restart(self, env=None):
+        """Starts the pager again with the same sockets, state dir and config (after kill(),
+        a crash, or a stop_only()), as systemd's Restart= would. env: extra environment."""
+        check(self.proc.poll() is not None, "the previous pager is gone before the restart")
+        self.log.write("=== restart ===\n")
+        self.log.flush()
+        self._start(dict(os.environ, **env) if env else None)
+
+    def stop_only(self):
+        """SIGTERM, as `systemctl stop` does; the state dir stays for the next pager."""
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+        check(self.proc.returncode == 0, f"uffd-pager exited {self.proc.returncode} on SIGTERM")
 
     def answers(self):
         try:
