@@ -101,12 +101,12 @@ int vm_adopt_recover(struct vm *vm, char *err, size_t errlen)
 	pthread_mutex_lock(&vm->lock);
 	/* Every resident page queued for eviction again, in page order (the dead pager's order is gone). */
 	r = vm_resize_victims(vm, vm->npages);
+	vm->adopt_ns = now_ns() - t0; /* vm.stats reads it under the lock */
 	pthread_mutex_unlock(&vm->lock);
 	if (r < 0) {
 		snprintf(err, errlen, "victim selector: out of memory");
 		return r;
 	}
-	vm->adopt_ns = now_ns() - t0;
 	vm_log_info(vm->policy.name, "state recovered in %llu ms: %llu resident, %llu stored, %llu zero pages",
 		    (unsigned long long)(vm->adopt_ns / 1000000), (unsigned long long)pagemap_resident(&vm->map),
 		    (unsigned long long)pagemap_stored(&vm->map), (unsigned long long)pagemap_zero(&vm->map));

@@ -30,7 +30,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import (  # noqa: E402
-    Donor, Pager, check, fail, guestsim, kill_procs, policy, require_root_and_uffd, wait_for)
+    Donor, Pager, check, exe, fail, guestsim, kill_procs, policy, require_root_and_uffd, wait_for)
 
 SIZE_MB = 128
 LOCAL_MB = SIZE_MB // 4
@@ -108,6 +108,9 @@ def run_kills():
                 wait_for(lambda: (pager.vm_stats("rs") or {}).get("evictions", 0) > 2000, 120,
                          "paging again after the restart", alive=g)
         st = pager.vm_stats("rs")
+        listing = subprocess.run([exe("uffd-ctl"), "--control", pager.control, "vm", "list"], capture_output=True,
+                                 text=True, timeout=30).stdout
+        check("ADOPTED" in listing and "after " in listing, f"uffd-ctl vm list shows the adoption:\n{listing}")
         check(st["remote"]["pages_lost"] == 0 and st["integrity_errors"] == 0,
               f"no page lost, no copy rejected ({st['remote']['pages_lost']}, {st['integrity_errors']})")
         g.send_signal(signal.SIGUSR1)  # ends the access phase: guestsim then verifies every page
