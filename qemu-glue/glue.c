@@ -192,7 +192,14 @@ static int send_with_fd(int sock, const void *msg, size_t len, int fd)
 	return 0;
 }
 
-/* Waits for the pager's verdict on the last message (ret_secret: keep the one it carries). Returns 0, or -1 with why filled. */
+/* What went wrong talking to the pager: it said no (or garbage), or it went away mid-exchange. */
+enum { GLUE_REFUSED_BY_PAGER = -1, GLUE_PAGER_GONE = -2 };
+
+/*
+ * Waits for the pager's verdict on the last message (ret_secret: keep the
+ * one it carries). Returns 0, GLUE_REFUSED_BY_PAGER or GLUE_PAGER_GONE
+ * with why filled.
+ */
 static int recv_reply(int sock, uint8_t *ret_secret, char *why, size_t whylen)
 {
 	struct glue_msg_reply r;
@@ -201,6 +208,10 @@ static int recv_reply(int sock, uint8_t *ret_secret, char *why, size_t whylen)
 	do
 		n = recv(sock, &r, sizeof(r), 0);
 	while (n < 0 && errno == EINTR);
+	if (n == 0 || (n < 0 && errno == ECONNRESET)) {
+		snprintf(why, whylen, "uffd-pager closed the registration");
+		return GLUE_PAGER_GONE;
+	}
 	if (n < 0 || glue_msg_check(&r, (size_t)n, 0, why, whylen) != GLUE_MSG_REPLY) {
 		snprintf(why, whylen, "uffd-pager closed the registration or answered garbage");
 		return -1;
@@ -208,7 +219,7 @@ static int recv_reply(int sock, uint8_t *ret_secret, char *why, size_t whylen)
 	if (r.status != GLUE_OK) {
 		r.text[sizeof(r.text) - 1] = '\0';
 		snprintf(why, whylen, "uffd-pager refused this VM: %s", r.text);
-		return -1;
+		return GLUE_REFUSED_BY_PAGER;
 	}
 	if (ret_secret)
 		memcpy(ret_secret, r.secret, GLUE_SECRET_LEN);
@@ -326,7 +337,7 @@ static int send_region(int sock, const struct glue_region *g, char *why, size_t 
 	r = send_with_fd(sock, &msg, sizeof(msg), g->memfd);
 	if (r < 0) {
 		snprintf(why, whylen, "sending region to uffd-pager failed: %s", strerror(-r));
-		return -1;
+		return r == -EPIPE || r == -ECONNRESET || r == -ENOTCONN ? GLUE_PAGER_GONE : GLUE_REFUSED_BY_PAGER;
 	}
 	return recv_reply(sock, NULL, why, whylen);
 }
@@ -361,10 +372,9 @@ static int glue_register_region(void *addr, size_t len, int memfd, off_t off, ch
 		snprintf(why, whylen, "the kernel does not offer copy/zeropage/writeprotect on guest RAM");
 		return -1;
 	}
-	if (send_region(glue_sock, g, why, whylen) < 0)
-		return -1;
+	/* Recorded first: if the pager dies before it answers, the resume sends this region too. */
 	glue_nregions++;
-	return 0;
+	return send_region(glue_sock, g, why, whylen);
 }
 
 static uint64_t mono_ms(void)
@@ -460,7 +470,11 @@ static void pager_lost(void)
 	}
 }
 
-/* The watcher: waits for the pager's end of the registration to close (replies are the registering thread's). */
+/*
+ * The watcher: waits for the pager's end of the registration to close
+ * (replies are the registering thread's). Only this thread closes or
+ * replaces glue_sock once it runs.
+ */
 static void *glue_watch(void *arg)
 {
 	(void)arg;
@@ -514,7 +528,11 @@ static void glue_take(void *addr, size_t len, int fd, off_t off)
 		usleep(50 * 1000);
 		pthread_mutex_lock(&glue_lock);
 	}
-	if (glue_register_region(addr, len, fd, off, why, sizeof(why)) < 0) {
+	int r = glue_register_region(addr, len, fd, off, why, sizeof(why));
+	if (r == GLUE_PAGER_GONE) {
+		/* The region is recorded: the watcher sees the hang-up and hands it to the next pager. */
+		glue_msg("%s while registering a region; it goes to the next pager", why);
+	} else if (r < 0) {
 		/* RAM that is registered but unserved would hang the guest: never run so. */
 		glue_msg("%s; refusing to run with guest RAM the pager does not serve", why);
 		_exit(1);

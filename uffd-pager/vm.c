@@ -215,11 +215,11 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 		}
 	}
 
-	if (vm->adopting) {
+	/* An adopted VM sends the regions its state file records again; one the dead pager never took is new. */
+	const bool recorded = vm->adopting && vm->nregions < vm->vs->hdr->nregions;
+	if (recorded) {
 		const struct vmstate_region *rec = &vm->vs->hdr->regions[vm->nregions];
-		if (vm->nregions >= vm->vs->hdr->nregions || rec->host_addr != host_addr || rec->length != length ||
-		    rec->memfd_offset != memfd_offset ||
-		    vm->npages + npages > pagemap_npages(&vm->map)) {
+		if (rec->host_addr != host_addr || rec->length != length || rec->memfd_offset != memfd_offset) {
 			snprintf(err, errlen, "region %u (0x%llx, %llu bytes at offset %llu) is not the one the state file "
 				 "records", vm->nregions, (unsigned long long)host_addr, (unsigned long long)length,
 				 (unsigned long long)memfd_offset);
@@ -239,8 +239,13 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 		snprintf(err, errlen, "victim selector: out of memory");
 		goto fail;
 	}
-	/* The map is a sparse file: the untouched part of a huge guest costs nothing. */
-	ret = vm->adopting ? 0 : pagemap_grow(&vm->map, npages);
+	/*
+	 * The map is a sparse file: the untouched part of a huge guest costs
+	 * nothing. An adopted VM's map already covers its recorded regions,
+	 * unless the dead pager recorded one and died before growing the map.
+	 */
+	const uint64_t have = pagemap_npages(&vm->map);
+	ret = vm->npages + npages > have ? pagemap_grow(&vm->map, vm->npages + npages - have) : 0;
 	if (ret < 0) {
 		pthread_mutex_unlock(&vm->lock);
 		snprintf(err, errlen, "page map: %s", strerror(-ret));
@@ -255,7 +260,7 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 	pthread_mutex_unlock(&vm->lock);
 
 	/* A new VM starts paging at its first region; an adopted one once it has every region back. */
-	if (!vm->threads_started && (!vm->adopting || vm->nregions == vm->vs->hdr->nregions)) {
+	if (!vm->threads_started && (!vm->adopting || vm->nregions >= vm->vs->hdr->nregions)) {
 		uint64_t max_slots = vm->policy.spill_max / PAGE_SIZE_4K;
 		/* Spill slots share the 32-bit location with remote copies: 31 bits. */
 		if (!max_slots || max_slots > STORE_SPILL_MAX_SLOTS)

@@ -269,8 +269,8 @@ def policy(name, local_memory, **extra):
     return json.dumps(p)
 
 
-def guestsim(pager, name, policy_json, args, **popen):
-    """Starts guestsim registered with pager as VM `name`."""
+def guestsim(pager, name, policy_json, args, extra_env=None, **popen):
+    """Starts guestsim registered with pager as VM `name` (extra_env: more shim settings)."""
     env = dict(os.environ)
     env.update({
         "LD_PRELOAD": exe("libuffd-glue.so"),
@@ -278,6 +278,7 @@ def guestsim(pager, name, policy_json, args, **popen):
         "UFFD_GLUE_NAME": name,
         "UFFD_GLUE_POLICY": policy_json,
     })
+    env.update(extra_env or {})
     if "ASAN_OPTIONS" in os.environ or os.environ.get("UFFDVM_ASAN"):
         env["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
     return subprocess.Popen([exe("guestsim")] + list(args), env=env, **popen)

@@ -162,6 +162,21 @@ def run_bad():
         path = state_file(pager, "rs", g.pid)
         check(os.path.exists(path), f"state file {path} exists")
 
+        # on_pager_lost "kill" after 2 s (uffd-qemu passes the policy's choice to the shim so):
+        # with no pager for longer, the shim kills its VM; "rs" (the default, "wait") waits.
+        lost = guestsim(pager, "lost", policy("lost", "8M"), ["--size", "32M", "--threads", "1", "--pattern",
+                        "uniform", "--writes", "50", "--duration", "1000000", "--seed", "3"],
+                        extra_env={"UFFD_GLUE_ON_PAGER_LOST": "kill:2"}, stderr=subprocess.PIPE, text=True)
+        pager.wait_vm("lost")
+        pager.kill()
+        rc = lost.wait(timeout=120)
+        said = lost.stderr.read()
+        check(rc == -signal.SIGKILL, f"the VM with on_pager_lost kill:2 was killed (exit {rc}): {said}")
+        check("per policy 'on_pager_lost'" in said, "the shim said why")
+        check(g.poll() is None, "the VM with on_pager_lost wait still waits")
+        pager.restart()
+        wait_for(lambda: adopted(pager, "rs"), 120, "VM rs adopted", alive=g)
+
         def patch(off, data):
             def apply(p):
                 with open(p, "r+b") as f:
