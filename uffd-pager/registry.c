@@ -40,10 +40,10 @@
 #include "log.h"
 #include "registry.h"
 #include "spill.h"
+#include "store.h"
 #include "util.h"
 #include "vm.h"
 #include "vmstate.h"
-#include "store.h"
 
 #define MAX_CLIENTS 256
 #define HELLO_TIMEOUT_NS (10ULL * 1000000000ULL)
@@ -635,8 +635,6 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 		close(pidfd);
 		return;
 	}
-	if (resume)
-		vs->hdr->adoptions++;
 	/* vm_new owns the fds and the state file now, also on failure. */
 	r = vm_new(&pol, c->pid, pidfd, TAKE_FD(*fd), p->cfg.state_dir, p->cfg.max_guest_memory, p->pool, vs, resume,
 		   &vm, err, sizeof(err));

@@ -319,6 +319,9 @@ int vmstate_remove_stale(const char *dir)
 		/* Only files of processes that are gone: a live process may be a VM a pager adopts. */
 		if (pid > 0 && vm_files_stale(dirfd(d), stem, pid, &why))
 			removed += remove_vm_files(dirfd(d), dir, stem, pid, why);
+		else if (pid > 0 && strlen(e->d_name) == strlen(stem) + 6 && strcmp(e->d_name + strlen(stem), ".state") == 0)
+			log_info("%s/%s: a running VM (pid %d); adopted when its shim registers again", dir, e->d_name,
+				 (int)pid);
 	}
 	closedir(d);
 	return removed;

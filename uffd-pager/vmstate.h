@@ -45,7 +45,6 @@ struct vmstate_header {
 	struct vmstate_region regions[VMSTATE_MAX_REGIONS];
 	uint64_t store_offset, store_bytes;
 	uint64_t pagemap_offset;
-	uint64_t adoptions;       /* pagers that adopted this VM so far */
 };
 
 struct vmstate {
