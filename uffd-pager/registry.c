@@ -126,11 +126,11 @@ static void reply(struct client *c, enum glue_status st, const char *fmt, ...)
 }
 
 /* HELLO accepted: the shim keeps the VM's secret to resume with under a later pager. */
-static void reply_registered(struct client *c, const uint8_t *secret, const char *text)
+static void reply_registered(struct client *c, const uint8_t *secret, bool resumed, const char *name)
 {
 	struct glue_msg_reply r = { .status = GLUE_OK };
 
-	snprintf(r.text, sizeof(r.text), "%s", text);
+	snprintf(r.text, sizeof(r.text), "%s as %.63s", resumed ? "resumed" : "registered", name);
 	memcpy(r.secret, secret, sizeof(r.secret));
 	send_reply(c, &r);
 }
@@ -516,6 +516,46 @@ static void unreserve(struct pager *p, uint64_t local_memory)
 	pthread_mutex_unlock(&p->lock);
 }
 
+/*
+ * A resumed VM: the state file the dead pager left for this name and pid,
+ * checked (format, the process's start time, then the secret), and the
+ * policy as last changed at run time, which replaces the launch policy
+ * in *pol. Returns 0 or -errno with err; the file is kept either way.
+ */
+static int resume_state(struct pager *p, struct client *c, const struct glue_msg_hello *h, struct policy_vm *pol,
+			struct vmstate **ret, char *err, size_t errlen)
+{
+	static char text[GLUE_POLICY_MAX + 1]; /* main thread only */
+	struct policy_error perr;
+	struct policy_vm saved;
+	struct vmstate *vs;
+	uint64_t started;
+	int r, n;
+
+	if ((r = vmstate_pid_start(c->pid, &started)) < 0) {
+		snprintf(err, errlen, "cannot read the start time of pid %d: %s", (int)c->pid, strerror(-r));
+		return r;
+	}
+	r = vmstate_open(p->cfg.state_dir, h->name, c->pid, started, store_state_bytes(), &vs, err, errlen);
+	if (r < 0)
+		return r;
+	if (!vmstate_secret_matches(vs, h->secret)) {
+		snprintf(err, errlen, "the secret does not match the one in %s: not the VM that registered", vs->path);
+		vmstate_close(vs, true);
+		return -EPERM;
+	}
+	n = vmstate_load_policy(vs, text, sizeof(text));
+	if (n >= 0 && policy_vm_parse(text, (size_t)n, "policy saved in the state file", &saved, &perr) == 0) {
+		snprintf(saved.name, sizeof(saved.name), "%s", pol->name);
+		*pol = saved;
+	} else if (n != -ENOENT) {
+		vm_log_warn(h->name, "the policy saved in %s cannot be read (%s): going on with the launch policy",
+			    vs->path, n < 0 ? strerror(-n) : perr.msg);
+	}
+	*ret = vs;
+	return 0;
+}
+
 /* *fd is the message's fd: taken when the VM takes it, else the caller closes it. */
 static void handle_hello(struct pager *p, struct client *c, const struct glue_msg_hello *h, int *fd)
 {
@@ -558,6 +598,13 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 	}
 	/* The name the launcher chose (--name) wins over the policy's. */
 	snprintf(pol.name, sizeof(pol.name), "%s", name);
+	const bool resume = h->flags & GLUE_HELLO_RESUME;
+	struct vmstate *vs = NULL;
+	if (resume && resume_state(p, c, h, &pol, &vs, err, sizeof(err)) < 0) {
+		log_warn("vm %s (pid %d) asks to be adopted, refused: %s", name, (int)c->pid, err);
+		reply(c, GLUE_REFUSED, "%s", err);
+		return;
+	}
 
 	/*
 	 * The guest's size is not known before its first REGION, but no guest
@@ -573,6 +620,7 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 		reply(c, GLUE_REFUSED, "local_memory %s is more than the pager's max_guest_memory %s",
 		      format_size(pol.local_memory, a, sizeof(a)), format_size(p->cfg.max_guest_memory, b, sizeof(b)));
 		log_warn("vm %s refused: local_memory %s over max_guest_memory %s", name, a, b);
+		vmstate_close(vs, true);
 		return;
 	}
 	pthread_mutex_lock(&p->lock);
@@ -580,6 +628,7 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 		pthread_mutex_unlock(&p->lock);
 		p->vms_refused++;
 		reply(c, GLUE_REFUSED, "a VM named '%s' is already registered", name);
+		vmstate_close(vs, true);
 		return;
 	}
 	uint64_t committed;
@@ -598,6 +647,7 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 		else
 			reply(c, GLUE_REFUSED, "local_memory %s does not fit: %s already committed", a, b);
 		log_warn("vm %s refused: local_memory %s over the budget", name, a);
+		vmstate_close(vs, true);
 		return;
 	}
 	p->committed = committed; /* reserved now so two HELLOs cannot both fit */
@@ -607,33 +657,20 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 	if (pidfd < 0) {
 		reply(c, GLUE_REFUSED, "%s", err);
 		unreserve(p, pol.local_memory);
-		return;
-	}
-	bool resume = h->flags & GLUE_HELLO_RESUME;
-	struct vmstate *vs = NULL;
-	uint64_t started = 0;
-	err[0] = '\0';
-	r = vmstate_pid_start(c->pid, &started);
-	if (r == 0 && resume)
-		r = vmstate_open(p->cfg.state_dir, name, c->pid, started, store_state_bytes(), &vs, err, sizeof(err));
-	else if (r == 0)
-		r = vmstate_create(p->cfg.state_dir, name, c->pid, started, h->uuid, store_state_bytes(), &vs);
-	else
-		snprintf(err, sizeof(err), "cannot read the start time of pid %d: %s", (int)c->pid, strerror(-r));
-	if (r == 0 && resume && !vmstate_secret_matches(vs, h->secret)) {
-		snprintf(err, sizeof(err), "the secret does not match the one in %s: not the VM that registered", vs->path);
 		vmstate_close(vs, true);
-		r = -EPERM;
-	}
-	if (r < 0) {
-		if (!resume && err[0] == '\0')
-			snprintf(err, sizeof(err), "cannot create the state file in %s: %s", p->cfg.state_dir, strerror(-r));
-		if (resume)
-			log_warn("vm %s (pid %d) asks to be adopted, refused: %s", name, (int)c->pid, err);
-		reply(c, GLUE_REFUSED, "%s", err);
-		unreserve(p, pol.local_memory);
-		close(pidfd);
 		return;
+	}
+	if (!resume) {
+		uint64_t started = 0;
+		r = vmstate_pid_start(c->pid, &started);
+		if (r == 0)
+			r = vmstate_create(p->cfg.state_dir, name, c->pid, started, h->uuid, store_state_bytes(), &vs);
+		if (r < 0) {
+			reply(c, GLUE_REFUSED, "cannot create the state file in %s: %s", p->cfg.state_dir, strerror(-r));
+			unreserve(p, pol.local_memory);
+			close(pidfd);
+			return;
+		}
 	}
 	/* vm_new owns the fds and the state file now, also on failure. */
 	r = vm_new(&pol, c->pid, pidfd, TAKE_FD(*fd), p->cfg.state_dir, p->cfg.max_guest_memory, p->pool, vs, resume,
@@ -657,8 +694,7 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 	/* The pidfd turns readable when the process exits, even if its socket lingers in a child. */
 	epoll_ctl(p->epfd, EPOLL_CTL_ADD, pidfd,
 		  &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &c->pid_tag });
-	snprintf(err, sizeof(err), "%s as %s", resume ? "resumed" : "registered", name);
-	reply_registered(c, vm_secret(vm), err);
+	reply_registered(c, vm_secret(vm), resume, name);
 }
 
 /* *fd as for handle_hello. */

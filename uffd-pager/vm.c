@@ -468,6 +468,18 @@ bool vm_park_busy(struct vm *vm, uint64_t *ret_resident)
 
 const struct policy_vm *vm_policy(const struct vm *vm) { return &vm->policy; }
 
+/* A run-time change outlives this pager: the next one adopts the VM with it. Under lock. */
+static void save_policy_locked(struct vm *vm)
+{
+	char *json = policy_vm_to_json(&vm->policy);
+	int r = json ? vmstate_save_policy(vm->vs, json) : -ENOMEM;
+
+	if (r < 0)
+		vm_log_warn(vm->policy.name, "cannot save the changed policy in the state file (%s): a restarted "
+			    "pager would use the policy the VM was launched with", strerror(-r));
+	free(json);
+}
+
 int vm_set_policy(struct vm *vm, const struct policy_vm *pol, char *err, size_t errlen)
 {
 	if (pol->replicas != vm->policy.replicas || pol->backup_spill != vm->policy.backup_spill) {
@@ -483,6 +495,7 @@ int vm_set_policy(struct vm *vm, const struct policy_vm *pol, char *err, size_t 
 	vm->policy = *pol;
 	vm->hold_resident = false;
 	vm_update_watermarks(vm);
+	save_policy_locked(vm);
 	pthread_cond_signal(&vm->evict_cond);
 	pthread_cond_broadcast(&vm->space_cond);
 	pthread_mutex_unlock(&vm->lock);
@@ -497,6 +510,7 @@ void vm_set_local_memory(struct vm *vm, uint64_t bytes)
 	vm->policy.local_memory = bytes;
 	vm->hold_resident = false;
 	vm_update_watermarks(vm);
+	save_policy_locked(vm);
 	pthread_cond_signal(&vm->evict_cond);
 	pthread_cond_broadcast(&vm->space_cond);
 	pthread_mutex_unlock(&vm->lock);

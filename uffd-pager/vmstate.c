@@ -16,12 +16,16 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "crc32c.h"
 #include "log.h"
 #include "util.h"
 
-#define VMSTATE_STORE_OFFSET 4096u
+#define VMSTATE_HEADER_BYTES 4096u
+#define VMSTATE_POLICY_OFFSET VMSTATE_HEADER_BYTES
+#define VMSTATE_POLICY_SLOT (8 + GLUE_POLICY_MAX) /* u32 length, u32 CRC32C, the text */
+#define VMSTATE_STORE_OFFSET (VMSTATE_POLICY_OFFSET + ((2 * VMSTATE_POLICY_SLOT + 4095) & ~4095u))
 
-_Static_assert(sizeof(struct vmstate_header) <= VMSTATE_STORE_OFFSET, "the header fits its page");
+_Static_assert(sizeof(struct vmstate_header) <= VMSTATE_HEADER_BYTES, "the header fits its page");
 
 static size_t round_page(size_t n)
 {
@@ -59,7 +63,7 @@ int vmstate_pid_start(pid_t pid, uint64_t *ret)
 
 static int map_areas(struct vmstate *vs)
 {
-	vs->hdr = mmap(NULL, VMSTATE_STORE_OFFSET, PROT_READ | PROT_WRITE, MAP_SHARED, vs->fd, 0);
+	vs->hdr = mmap(NULL, VMSTATE_HEADER_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, vs->fd, 0);
 	if (vs->hdr == MAP_FAILED) {
 		vs->hdr = NULL;
 		return -errno;
@@ -84,7 +88,8 @@ int vmstate_create(const char *dir, const char *name, pid_t pid, uint64_t start_
 	struct vmstate *vs = calloc(1, sizeof(*vs));
 	struct vmstate_header h = { .magic = VMSTATE_MAGIC, .version = VMSTATE_VERSION,
 				    .header_bytes = sizeof(struct vmstate_header), .pid = (uint32_t)pid,
-				    .start_boot_ns = start_boot_ns, .store_offset = VMSTATE_STORE_OFFSET,
+				    .start_boot_ns = start_boot_ns, .policy_offset = VMSTATE_POLICY_OFFSET,
+				    .store_offset = VMSTATE_STORE_OFFSET,
 				    .store_bytes = round_page(store_bytes) };
 	int r;
 
@@ -174,7 +179,8 @@ int vmstate_open(const char *dir, const char *name, pid_t pid, uint64_t start_bo
 			 (unsigned long long)start_boot_ns);
 		goto fail;
 	}
-	if (h.store_offset != VMSTATE_STORE_OFFSET || h.store_bytes != round_page(store_bytes) ||
+	if (h.policy_offset != VMSTATE_POLICY_OFFSET || h.policy_slot > 2 || h.store_offset != VMSTATE_STORE_OFFSET ||
+	    h.store_bytes != round_page(store_bytes) ||
 	    h.pagemap_offset != h.store_offset + h.store_bytes || h.nregions > VMSTATE_MAX_REGIONS ||
 	    (uint64_t)st.st_size < h.pagemap_offset) {
 		r = -EBADMSG;
@@ -201,6 +207,36 @@ bool vmstate_secret_matches(const struct vmstate *vs, const uint8_t *secret)
 	return CRYPTO_memcmp(vs->hdr->secret, secret, GLUE_SECRET_LEN) == 0;
 }
 
+int vmstate_save_policy(struct vmstate *vs, const char *json)
+{
+	size_t len = strlen(json);
+	uint32_t slot = vs->hdr->policy_slot == 1 ? 2 : 1, head[2] = { (uint32_t)len, crc32c(0, json, len) };
+	off_t off = (off_t)(vs->hdr->policy_offset + (slot - 1) * VMSTATE_POLICY_SLOT);
+
+	if (len > GLUE_POLICY_MAX)
+		return -EMSGSIZE;
+	/* The other slot stays valid until the header names this one, so a death in between loses nothing. */
+	if (pwrite(vs->fd, json, len, off + 8) != (ssize_t)len || pwrite(vs->fd, head, 8, off) != 8)
+		return -errno ? -errno : -EIO;
+	vs->hdr->policy_slot = slot;
+	return 0;
+}
+
+int vmstate_load_policy(const struct vmstate *vs, char *buf, size_t len)
+{
+	uint32_t slot = vs->hdr->policy_slot, head[2];
+	off_t off;
+
+	if (slot == 0)
+		return -ENOENT;
+	off = (off_t)(vs->hdr->policy_offset + (slot - 1) * VMSTATE_POLICY_SLOT);
+	if (pread(vs->fd, head, 8, off) != 8 || head[0] > GLUE_POLICY_MAX || head[0] >= len ||
+	    pread(vs->fd, buf, head[0], off + 8) != (ssize_t)head[0] || crc32c(0, buf, head[0]) != head[1])
+		return -EBADMSG;
+	buf[head[0]] = '\0';
+	return (int)head[0];
+}
+
 int vmstate_add_region(struct vmstate *vs, uint64_t host_addr, uint64_t length, uint64_t memfd_offset)
 {
 	struct vmstate_header *h = vs->hdr;
@@ -219,7 +255,7 @@ void vmstate_close(struct vmstate *vs, bool keep_file)
 	if (vs->store_area)
 		munmap(vs->store_area, vs->hdr->store_bytes);
 	if (vs->hdr)
-		munmap(vs->hdr, VMSTATE_STORE_OFFSET);
+		munmap(vs->hdr, VMSTATE_HEADER_BYTES);
 	if (vs->fd >= 0)
 		close(vs->fd);
 	if (!keep_file && vs->path[0] && unlink(vs->path) < 0)

@@ -7,7 +7,9 @@
  *
  *   0        header (this file's format version, the VM's identity, its
  *            secret, its regions)
- *   4 KiB    the store's area (store.h: donor table, slab table)
+ *   4 KiB    the policy as last changed at run time (two slots: one is
+ *            written while the other stays valid)
+ *   ...      the store's area (store.h: donor table, slab table)
  *   ...      the page map (pagemap.h), growing at the end of the file
  *
  * Beside it live NAME-PID.spill (spill.h) and NAME-PID.key (seal.h). The
@@ -43,6 +45,9 @@ struct vmstate_header {
 	uint8_t reserved[3];
 	uint8_t secret[GLUE_SECRET_LEN]; /* what a resuming shim must show */
 	struct vmstate_region regions[VMSTATE_MAX_REGIONS];
+	uint64_t policy_offset;
+	uint32_t policy_slot;     /* 0: the launch policy holds; 1, 2: the slot last saved */
+	uint32_t reserved2;
 	uint64_t store_offset, store_bytes;
 	uint64_t pagemap_offset;
 };
@@ -73,6 +78,14 @@ int vmstate_open(const char *dir, const char *name, pid_t pid, uint64_t start_bo
 		 struct vmstate **ret, char *err, size_t errlen);
 /* True when the secret a resuming shim showed is this VM's (constant time). */
 bool vmstate_secret_matches(const struct vmstate *vs, const uint8_t *secret);
+/*
+ * The policy as changed at run time (vm.set-limit, vm.policy.set), as JSON
+ * text: a restarted pager carries on with it rather than with the policy
+ * the VM was launched with. Returns 0 or -errno.
+ */
+int vmstate_save_policy(struct vmstate *vs, const char *json);
+/* The policy last saved, NUL-terminated in buf. Returns its length, -ENOENT (none saved) or -EBADMSG. */
+int vmstate_load_policy(const struct vmstate *vs, char *buf, size_t len);
 /* Records region i as the shim registered it (new VMs). Returns 0 or -E2BIG. */
 int vmstate_add_region(struct vmstate *vs, uint64_t host_addr, uint64_t length, uint64_t memfd_offset);
 /* Unmaps and closes; deletes the file unless keep_file (the VM lives on). NULL-safe. */

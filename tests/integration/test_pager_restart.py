@@ -8,7 +8,8 @@ and nothing is lost. Scenarios (argv[1]):
          once right after the punch (before it is recorded), then stopped
          with SIGTERM as `systemctl restart` does. It is started again each
          time. guestsim verifies every byte it reads (a zero where data was
-         is a mismatch) and exits 0; no page is lost.
+         is a mismatch) and exits 0; no page is lost; a limit set at run
+         time (vm.set-limit) holds under every later pager.
          Prints the guest's pause per restart (pager start to the first
          fault served) and the recovery time.
   bad    with the pager down, the VM's state file is given a future format
@@ -80,6 +81,9 @@ def run_kills():
         pager.wait_vm("rs")
         wait_for(lambda: (pager.vm_stats("rs") or {}).get("evictions", 0) > 5000, 120, "evictions under way",
                  alive=g)
+        # A limit changed at run time outlives the pager: every later one carries on with it.
+        new_limit = (LOCAL_MB + 8) << 20
+        pager.result("vm.set-limit", vm="rs", local_memory=new_limit)
         rnd = random.Random(os.getpid())
         pauses, recovers = [], []
         kills = [("kill", None)] * 5 + [("hook", "commit:3"), ("hook", "punch:3"), ("term", None)]
@@ -104,6 +108,8 @@ def run_kills():
             pauses.append(pause)
             recovers.append(st["adopt_ms"])
             check(st["remote"]["pages_lost"] == 0, f"restart #{i + 1} ({how}): no page lost")
+            check(st["local_memory"] == new_limit, f"restart #{i + 1}: the limit set at run time holds "
+                                                   f"({st['local_memory'] >> 20} MiB)")
             if not nxt:  # (an armed hook kills this pager at its third batch)
                 wait_for(lambda: (pager.vm_stats("rs") or {}).get("evictions", 0) > 2000, 120,
                          "paging again after the restart", alive=g)

@@ -100,6 +100,26 @@ static void test_roundtrip(void **state)
 	assert_int_equal(pagemap_stored(&pm), 1);
 	assert_int_equal(pagemap_resident(&pm), 0);
 	pagemap_destroy(&pm);
+
+	/* a policy changed at run time: saved twice (both slots), the last one read back */
+	char buf[256];
+	assert_int_equal(vmstate_load_policy(vs, buf, sizeof(buf)), -ENOENT);
+	assert_int_equal(vmstate_save_policy(vs, "{\"local_memory\": \"1G\"}"), 0);
+	assert_int_equal(vmstate_save_policy(vs, "{\"local_memory\": \"2G\"}"), 0);
+	assert_int_equal(vmstate_load_policy(vs, buf, sizeof(buf)), (int)strlen("{\"local_memory\": \"2G\"}"));
+	assert_string_equal(buf, "{\"local_memory\": \"2G\"}");
+	assert_int_equal(vmstate_load_policy(vs, buf, 8), -EBADMSG); /* no room: refused, not cut */
+	vmstate_close(vs, true);
+	/* a flipped byte in the saved text is caught */
+	assert_int_equal(vmstate_open(dir, "vm", getpid(), START, STORE_BYTES, &vs, err, sizeof(err)), 0);
+	int fd = open(path, O_RDWR);
+	char c;
+	off_t at = (off_t)vs->hdr->policy_offset + (vs->hdr->policy_slot - 1) * (8 + GLUE_POLICY_MAX) + 10;
+	assert_int_equal(pread(fd, &c, 1, at), 1);
+	c ^= 1;
+	assert_int_equal(pwrite(fd, &c, 1, at), 1);
+	close(fd);
+	assert_int_equal(vmstate_load_policy(vs, buf, sizeof(buf)), -EBADMSG);
 	vmstate_close(vs, false);
 	assert_int_equal(access(path, F_OK), -1); /* deleted with the VM */
 }
