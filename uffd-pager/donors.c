@@ -563,6 +563,14 @@ const char *donor_pool_url(struct donor_pool *p, unsigned idx)
 	return idx < donor_pool_count(p) ? p->d[idx]->url : "";
 }
 
+int donor_pool_find_up(struct donor_pool *p, const char *url)
+{
+	for (unsigned i = 0; i < donor_pool_count(p); i++)
+		if (strcmp(p->d[i]->url, url) == 0 && atomic_load(&p->d[i]->state) == PD_UP)
+			return (int)i;
+	return -ENOENT;
+}
+
 int donor_pool_adopt(struct donor_pool *p, const char *url)
 {
 	char err[256];

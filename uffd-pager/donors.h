@@ -71,6 +71,8 @@ const char *donor_pool_url(struct donor_pool *p, unsigned idx);
  * or -errno (the pool is full).
  */
 int donor_pool_adopt(struct donor_pool *p, const char *url);
+/* The index of the entry for url that is up, or -ENOENT. */
+int donor_pool_find_up(struct donor_pool *p, const char *url);
 /* True once any donor was configured or added: VMs then prefer donors to the spill file. */
 bool donor_pool_has_donors(struct donor_pool *p);
 /* Bumped on every event that may leave copies to re-create or move. */

@@ -871,6 +871,14 @@ static int state_dir_secure(const char *dir)
 	return 0;
 }
 
+static void release_orphan_slabs(const void *store_area, size_t bytes, void *opaque)
+{
+	unsigned n = store_release_orphan(opaque, store_area, bytes);
+
+	if (n)
+		log_info("a VM that ended while no pager ran: gave its %u slabs back to their donors", n);
+}
+
 static void pager_freep(struct pager **p)
 {
 	pager_free(*p);
@@ -896,9 +904,6 @@ int pager_new(const struct policy_pager_config *cfg, struct pager **ret)
 		return log_err_errno(r, "cannot create state directory %s", cfg->state_dir);
 	if ((r = state_dir_secure(cfg->state_dir)) < 0)
 		return r;
-	r = vmstate_remove_stale(cfg->state_dir);
-	if (r < 0)
-		return log_err_errno(r, "cannot read state directory %s", cfg->state_dir);
 	if ((r = policy_check_state_dir_fstype(cfg->state_dir, err, sizeof(err))) < 0) {
 		log_err("%s", err);
 		return r;
@@ -933,6 +938,10 @@ int pager_new(const struct policy_pager_config *cfg, struct pager **ret)
 	r = donor_pool_new(cfg, &p->pool);
 	if (r < 0)
 		return log_err_errno(r, "cannot set up donors");
+	/* With the donors up: a VM that ended while no pager ran gives its slabs back. */
+	r = vmstate_remove_stale(cfg->state_dir, release_orphan_slabs, p->pool);
+	if (r < 0)
+		return log_err_errno(r, "cannot read state directory %s", cfg->state_dir);
 	*ret = TAKE_PTR(p);
 	return 0;
 }

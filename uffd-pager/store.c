@@ -170,6 +170,32 @@ int store_new(const char *vm_name, struct donor_pool *pool, struct spill *spill,
 	return 0;
 }
 
+unsigned store_release_orphan(struct donor_pool *pool, const void *area, size_t bytes)
+{
+	const struct store_area *a = area;
+	unsigned freed = 0;
+
+	if (bytes < sizeof(*a) || a->magic != STORE_AREA_MAGIC)
+		return 0;
+	for (uint32_t i = 0; i < a->nslabs && i < STORE_MAX_SLABS; i++) {
+		const struct vslab *s = &a->slabs[i];
+		char url[POLICY_URL_MAX];
+		int d;
+
+		/* A dead slab's id may name another slab now; a tomb was given back already. */
+		if ((s->state != VS_LIVE && s->state != VS_MOVING) || s->donor >= POOL_MAX_DONORS)
+			continue;
+		memcpy(url, a->donor_urls[s->donor], sizeof(url));
+		url[sizeof(url) - 1] = '\0';
+		d = donor_pool_find_up(pool, url);
+		if (d >= 0) {
+			donor_pool_free_slab(pool, (unsigned)d, s->remote);
+			freed++;
+		}
+	}
+	return freed;
+}
+
 int store_adopt_loc(struct store *st, uint32_t loc)
 {
 	if (loc == LOC_NONE)

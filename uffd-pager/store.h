@@ -75,6 +75,13 @@ size_t store_state_bytes(void);
 int store_adopt_loc(struct store *st, uint32_t loc);
 /* Adoption: every copy is marked; count them (and repair what lies on dead donors). */
 void store_adopt_done(struct store *st);
+/*
+ * Start-up: a VM ended while no pager ran. Gives back to their donors the
+ * slabs its slab table (area, from its state file) still holds, on donors
+ * of the pool that are up, so that they do not stay with this pager's
+ * client id for good. Returns how many.
+ */
+unsigned store_release_orphan(struct donor_pool *pool, const void *area, size_t bytes);
 /* Gives every slab back to its donor and deletes the key file. NULL-safe. */
 void store_free(struct store *st);
 /* The pager stops but the VM lives on: slabs, table and key file stay for the next pager. NULL-safe. */

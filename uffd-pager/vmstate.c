@@ -313,6 +313,30 @@ static bool vm_files_stale(int dirfd, const char *stem, pid_t pid, const char **
 	return false;
 }
 
+/* A stale VM's store area, mapped read-only for release() if the file is whole enough to hold it. */
+static void release_store_area(int dirfd, const char *stem, void (*release)(const void *, size_t, void *),
+			       void *opaque)
+{
+	struct vmstate_header h;
+	struct stat st;
+	char name[300];
+	void *area;
+	_cleanup_close_ int fd = -1;
+
+	snprintf(name, sizeof(name), "%s.state", stem);
+	fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 || fstat(fd, &st) < 0 || pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) ||
+	    h.magic != VMSTATE_MAGIC || h.version != VMSTATE_VERSION || h.header_bytes != sizeof(h) ||
+	    h.store_offset != VMSTATE_STORE_OFFSET || h.store_bytes > (uint64_t)st.st_size ||
+	    h.store_offset > (uint64_t)st.st_size - h.store_bytes)
+		return; /* not ours to read: the slabs, if any, go when the donors' lease ends */
+	area = mmap(NULL, h.store_bytes, PROT_READ, MAP_SHARED, fd, (off_t)h.store_offset);
+	if (area == MAP_FAILED)
+		return;
+	release(area, h.store_bytes, opaque);
+	munmap(area, h.store_bytes);
+}
+
 /* Deletes the three files of a stale VM at once: the state file is what tells a recycled pid apart. */
 static int remove_vm_files(int dirfd, const char *dir, const char *stem, pid_t pid, const char *why)
 {
@@ -339,7 +363,8 @@ static int remove_vm_files(int dirfd, const char *dir, const char *stem, pid_t p
 	return removed;
 }
 
-int vmstate_remove_stale(const char *dir)
+int vmstate_remove_stale(const char *dir, void (*release)(const void *store_area, size_t bytes, void *opaque),
+			 void *opaque)
 {
 	DIR *d = opendir(dir);
 	struct dirent *e;
@@ -353,8 +378,11 @@ int vmstate_remove_stale(const char *dir)
 		pid_t pid = vm_file_pid(e->d_name, stem, sizeof(stem));
 
 		/* Only files of processes that are gone: a live process may be a VM a pager adopts. */
-		if (pid > 0 && vm_files_stale(dirfd(d), stem, pid, &why))
+		if (pid > 0 && vm_files_stale(dirfd(d), stem, pid, &why)) {
+			if (release)
+				release_store_area(dirfd(d), stem, release, opaque);
 			removed += remove_vm_files(dirfd(d), dir, stem, pid, why);
+		}
 		else if (pid > 0 && strlen(e->d_name) == strlen(stem) + 6 && strcmp(e->d_name + strlen(stem), ".state") == 0)
 			log_info("%s/%s: a running VM (pid %d); adopted when its shim registers again", dir, e->d_name,
 				 (int)pid);

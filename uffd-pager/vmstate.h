@@ -98,6 +98,7 @@ void vmstate_close(struct vmstate *vs, bool keep_file);
  * of live VMs (to be adopted) and other names are kept. Returns how many
  * were deleted, or -errno when DIR cannot be read.
  */
-int vmstate_remove_stale(const char *dir);
+int vmstate_remove_stale(const char *dir, void (*release)(const void *store_area, size_t bytes, void *opaque),
+			 void *opaque);
 /* Start time of pid in ns since boot (/proc/PID/stat field 22). Returns 0 or -errno. */
 int vmstate_pid_start(pid_t pid, uint64_t *ret);

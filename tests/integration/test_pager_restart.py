@@ -127,6 +127,22 @@ def run_kills():
               f"{statistics.median(recovers):.1f} ms, max {max(recovers):.1f} ms ({SIZE_MB} MiB guest)")
         log = pager.read_log()
         check(log.count("adopted after") >= len(kills) - 2, f"at least {len(kills) - 2} adoptions logged")
+
+        # A VM that ends while no pager runs: the next pager gives its slabs back to the donors.
+        orphan = guestsim(pager, "orphan", policy("orphan", "16M", durability={"replicas": 2}),
+                          ["--size", "64M", "--threads", "1", "--pattern", "uniform", "--writes", "50",
+                           "--duration", "1000000", "--seed", "6"])
+        wait_for(lambda: (pager.vm_stats("orphan") or {}).get("evictions", 0) > 2000, 120, "orphan paging",
+                 alive=orphan)
+
+        def held():
+            return sum(c["slabs"] for d in donors for c in d.call("donor.stats")["result"]["clients"])
+        check(held() > 0, f"the orphan-to-be holds slabs on the donors ({held()})")
+        pager.kill()
+        kill_procs([orphan])
+        pager.restart()
+        wait_for(lambda: held() == 0, 60, "the dead VM's slabs given back to both donors")
+        check("gave its" in pager.read_log(), "the release is logged")
     finally:
         kill_procs([g] if g else [])
         if pager:

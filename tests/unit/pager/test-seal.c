@@ -174,7 +174,7 @@ static void test_key_file(void **state)
 	f = fopen(path, "w");
 	assert_non_null(f);
 	fclose(f);
-	assert_int_equal(vmstate_remove_stale(dir), 1);
+	assert_int_equal(vmstate_remove_stale(dir, NULL, NULL), 1);
 	assert_int_equal(access(path, F_OK), -1);
 	assert_int_equal(rmdir(dir), 0);
 }

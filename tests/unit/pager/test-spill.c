@@ -371,12 +371,12 @@ static void test_remove_stale(void **state)
 	snprintf(sub, sizeof(sub), "%s/d-%d.spill", dir, (int)pid);
 	assert_int_equal(mkdir(sub, 0700), 0); /* not a regular file: kept */
 
-	assert_int_equal(vmstate_remove_stale(dir), 1);
+	assert_int_equal(vmstate_remove_stale(dir, NULL, NULL), 1);
 	assert_false(exists(dir, dead));
 	assert_true(exists(dir, live));
 	for (size_t i = 0; i < ARRAY_SIZE(keep); i++)
 		assert_true(exists(dir, keep[i]));
-	assert_int_equal(vmstate_remove_stale(dir), 0);
+	assert_int_equal(vmstate_remove_stale(dir, NULL, NULL), 0);
 
 	assert_int_equal(rmdir(sub), 0);
 	snprintf(sub, sizeof(sub), "%s/%s", dir, live);
@@ -386,7 +386,7 @@ static void test_remove_stale(void **state)
 		assert_int_equal(unlink(sub), 0);
 	}
 	assert_int_equal(rmdir(dir), 0);
-	assert_int_equal(vmstate_remove_stale(dir), -ENOENT);
+	assert_int_equal(vmstate_remove_stale(dir, NULL, NULL), -ENOENT);
 }
 
 int main(void)
