@@ -281,15 +281,12 @@ int glue_cache_start(const struct policy_vm *p, const char *vm, int argc, char *
 		goto fail;
 	}
 	if (glue_drives_error(d)) {
-		const char *e = glue_drives_error(d);
+		_cleanup_free_ char *e = strdup(glue_drives_error(d));
+		char *save = NULL;
 
 		log_err("refusing to start VM '%s' with its disk cache (policy disk_cache.drives):", vm);
-		while (*e) {
-			const char *nl = strchr(e, '\n');
-
-			log_err("  %.*s", (int)(nl ? nl - e : (long)strlen(e)), e);
-			e = nl ? nl + 1 : e + strlen(e);
-		}
+		for (char *line = e ? strtok_r(e, "\n", &save) : NULL; line; line = strtok_r(NULL, "\n", &save))
+			log_err("  %s", line);
 		r = -EINVAL;
 		goto fail;
 	}

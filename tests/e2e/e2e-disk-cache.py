@@ -72,8 +72,8 @@ def main():
         rundir_base = os.path.join(tmp, "run")
         os.mkdir(rundir_base, 0o700)
         env = dict(os.environ, UFFD_GLUE_LIB=exe("libuffd-glue.so"), UFFD_QEMU_RUNTIME_DIR=rundir_base)
-        if "ASAN_OPTIONS" in os.environ:
-            env["ASAN_OPTIONS"] = os.environ["ASAN_OPTIONS"] + ":verify_asan_link_order=0"
+        # The shim in QEMU and a sanitized filter in nbdkit bring the ASan runtime in late.
+        env["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
         # No -no-reboot: the guest's reboot between its two phases keeps QEMU, nbdkit and the cache.
         cmd = [exe("uffd-qemu"), "--pager", pager.sock, "--policy", pol, "--name", NAME, "--",
                qemu, "-accel", "tcg", "-m", str(RAM_MB), "-smp", "1", "-nographic", "-net", "none",
