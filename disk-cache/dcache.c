@@ -363,9 +363,13 @@ int dcache_lookup(struct dcache *dc, uint64_t key, void *buf)
 			      dc->tags + p * SEAL_TAG_LEN);
 		if (r < 0) {
 			/* Changed, swapped or stale: this copy is not the block; the image still is. */
+			/* A hostile donor must not flood the log: the first few, then every 1000th. */
+			if (dc->st.integrity_failures < 10 || dc->st.integrity_failures % 1000 == 0)
+				log_warn("disk cache: block %" PRIu64 " from donor %s failed to open (%s; %" PRIu64
+					 " so far); read from the image",
+					 key, dc->donors[dc->slabs[i / dc->eps].donor].url, strerror(-r),
+					 dc->st.integrity_failures + 1);
 			dc->st.integrity_failures++;
-			log_warn("disk cache: block %" PRIu64 " from donor %s failed to open (%s); read from the image",
-				 key, dc->donors[dc->slabs[i / dc->eps].donor].url, strerror(-r));
 			forget(dc, i);
 			r = -ENOENT;
 			goto miss;

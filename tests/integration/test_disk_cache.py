@@ -121,8 +121,60 @@ def bad_params(tmp, image, donor):
         check(p.returncode != 0 and word in p.stderr, f"nbdkit refuses {params[-1]} naming '{word}'")
 
 
+def tamper():
+    from test_tamper import Proxy  # noqa: E402 (the hostile donor of the pager's own test)
+
+    tmp = tempfile.mkdtemp(prefix="uffdvm-dcache-", dir="/var/tmp")
+    donor = Donor(capacity="64M")
+    proxy = Proxy(donor.port, donor.key_file, "test-disk-tamper")
+    nbd = None
+    try:
+        image = os.path.join(tmp, "disk.img")
+        with open(image, "wb") as f:
+            f.truncate(8 * MiB)
+        nbd = Nbdkit(tmp, image, ["cache-size=16M", f"cache-donor={proxy.url}", f"cache-key={donor.key_file}",
+                                  "cache-client-id=test-disk-tamper", "cache-timeout-ms=1000"])
+        nbd.wait_counters(lambda c: c["donors_up"] == 1, "the cache connected through the proxy")
+        qemu_io(nbd.uri(), ["write -P 0x11 0 1M", "read -P 0x11 0 1M"])
+        nbd.wait_counters(lambda c: c["stores"] == 16, "16 blocks cached")
+        failures = 0
+        for mode in ("flip", "swap"):
+            proxy.mode = mode
+            qemu_io(nbd.uri(), ["read -P 0x11 0 1M"])
+            c = nbd.wait_counters(lambda c: c["integrity_failures"] >= failures + 16, f"{mode}: copies refused")
+            failures = c["integrity_failures"]
+            check(proxy.tampered[mode] > 0 and c["hits"] == 0,
+                  f"{mode}: {proxy.tampered[mode]} tampered pages, every block a miss, data right")
+        proxy.mode = "pass"
+        qemu_io(nbd.uri(), ["read -P 0x11 0 1M"])
+        c = nbd.wait_counters(lambda c: c["hits"] == 16, "untampered copies served")
+        check(c["integrity_failures"] == failures, "untampered copies open")
+        qemu_io(nbd.uri(), ["write -P 0x22 0 1M"])  # whole blocks: the same slots, a new generation
+        proxy.mode = "rollback"
+        qemu_io(nbd.uri(), ["read -P 0x22 0 1M"])
+        c = nbd.wait_counters(lambda c: c["integrity_failures"] >= failures + 16, "rollback: old copies refused")
+        check(proxy.tampered["rollback"] > 0, f"rollback: {proxy.tampered['rollback']} older copies replayed, "
+              "all refused, data right")
+        proxy.mode = "drop"
+        qemu_io(nbd.uri(), ["read -P 0x22 0 1M", "read -P 0x22 0 1M"])
+        c = nbd.wait_counters(lambda c: c["donor_failures"] >= 1, "the silent donor dropped")
+        check(proxy.tampered["drop"] > 0 and c["donors_up"] == 0, "drop: the donor is given up, reads go on")
+        nbd.stop()
+        log = nbd.read_log()
+        check("failed to open" in log, "refused copies are logged")
+        check(not sanitizer_report(log), "no sanitizer report in nbdkit's log")
+    finally:
+        if nbd:
+            nbd.stop()
+        proxy.close()
+        donor.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main():
     tools()
+    if len(sys.argv) > 1 and sys.argv[1] == "tamper":
+        return tamper()
     tmp = tempfile.mkdtemp(prefix="uffdvm-dcache-", dir="/var/tmp")
     donor = Donor(capacity="64M")
     nbd = None
