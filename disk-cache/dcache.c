@@ -312,16 +312,19 @@ static int collect(struct dcache *dc, struct dc_donor *d, unsigned n)
 	return err;
 }
 
-/* Moves the block of entry i between dc->buf/tags and its donor slots. Returns 0 or -errno. */
-static int block_io(struct dcache *dc, uint32_t i, bool write)
+/*
+ * Moves pages [first, first+n) of entry i's block between dc->buf/tags
+ * (from their start) and its donor slots. Returns 0 or -errno.
+ */
+static int block_io(struct dcache *dc, uint32_t i, uint32_t first, uint32_t n, bool write)
 {
 	struct dc_slab *s = &dc->slabs[i / dc->eps];
 	struct dc_donor *d = &dc->donors[s->donor];
-	uint32_t slot = (i % dc->eps) * dc->ppb;
+	uint32_t slot = (i % dc->eps) * dc->ppb + first;
 	unsigned sent = 0;
 	int r = 0, r2;
 
-	for (; sent < dc->ppb && r == 0; sent++) {
+	for (; sent < n && r == 0; sent++) {
 		uint8_t *page = dc->buf + (size_t)sent * PAGE_SIZE_4K, *tag = dc->tags + sent * SEAL_TAG_LEN;
 
 		r = write ? donor_submit_write_tag(d->conn, s->id, slot + sent, page, tag, sent)
@@ -340,17 +343,19 @@ static int block_io(struct dcache *dc, uint32_t i, bool write)
 	return r;
 }
 
-int dcache_lookup(struct dcache *dc, uint64_t key, void *buf)
+int dcache_lookup(struct dcache *dc, uint64_t key, uint32_t first, uint32_t n, void *buf)
 {
 	uint32_t i;
 	int r = -ENOENT;
 
+	if (first >= dc->ppb || n == 0 || n > dc->ppb - first)
+		return -EINVAL;
 	pthread_mutex_lock(&dc->lock);
 	apply_notifications(dc);
 	i = find(dc, key);
 	if (i == NIL)
 		goto miss;
-	r = block_io(dc, i, false);
+	r = block_io(dc, i, first, n, false);
 	if (r < 0) {
 		/* donor_lost may have forgotten it already */
 		forget(dc, i);
@@ -358,8 +363,8 @@ int dcache_lookup(struct dcache *dc, uint64_t key, void *buf)
 		r = -ENOENT;
 		goto miss;
 	}
-	for (uint32_t p = 0; p < dc->ppb; p++) {
-		r = seal_open(dc->sctx, key * dc->ppb + p, dc->e[i].gen, dc->buf + (size_t)p * PAGE_SIZE_4K,
+	for (uint32_t p = 0; p < n; p++) {
+		r = seal_open(dc->sctx, key * dc->ppb + first + p, dc->e[i].gen, dc->buf + (size_t)p * PAGE_SIZE_4K,
 			      dc->tags + p * SEAL_TAG_LEN);
 		if (r < 0) {
 			/* Changed, swapped or stale: this copy is not the block; the image still is. */
@@ -375,7 +380,7 @@ int dcache_lookup(struct dcache *dc, uint64_t key, void *buf)
 			goto miss;
 		}
 	}
-	memcpy(buf, dc->buf, dc->block_size);
+	memcpy(buf, dc->buf, (size_t)n * PAGE_SIZE_4K);
 	dc->flags[i] |= POLICY_DC_REF;
 	dc->st.hits++;
 	pthread_mutex_unlock(&dc->lock);
@@ -409,7 +414,7 @@ static int put(struct dcache *dc, uint32_t i, uint64_t key, const void *buf)
 		if (r < 0)
 			return r;
 	}
-	r = block_io(dc, i, true);
+	r = block_io(dc, i, 0, dc->ppb, true);
 	if (r < 0)
 		return r;
 	insert(dc, i, key, gen);

@@ -53,11 +53,12 @@ void dcache_free(struct dcache *dc);
 
 uint32_t dcache_block_size(const struct dcache *dc);
 /*
- * Reads block key (block_size bytes) into buf. Returns 0 on a hit, -ENOENT
- * on a miss (including a copy that failed to open or a donor that failed;
- * the block is forgotten then).
+ * Reads the 4 KiB pages [first, first+n) of block key into buf (a small read
+ * fetches only the pages it needs). Returns 0 on a hit, -ENOENT on a miss
+ * (including a copy that failed to open or a donor that failed; the block
+ * is forgotten then), -EINVAL for pages outside the block.
  */
-int dcache_lookup(struct dcache *dc, uint64_t key, void *buf);
+int dcache_lookup(struct dcache *dc, uint64_t key, uint32_t first, uint32_t n, void *buf);
 /* Stores block key (replacing any copy), evicting by CLOCK. Best effort: failures are counted. */
 void dcache_store(struct dcache *dc, uint64_t key, const void *buf);
 /* Replaces block key's copy if it has one. */

@@ -330,11 +330,17 @@ static int cache_pread(nbdkit_next *next, void *handle, void *buf, uint32_t coun
 		return -1;
 	}
 	for (uint64_t b = s.first; b < s.first + s.n; b++) {
-		if (dcache_lookup(dc, h->key_base | b, blk) == 0) {
+		uint64_t start = b * bs, lo = start > offset ? start : offset;
+		uint64_t hi = start + bs < offset + count ? start + bs : offset + count;
+		uint32_t fp = (uint32_t)((lo - start) / 4096), np = (uint32_t)((hi - 1 - start) / 4096) - fp + 1;
+
+		/* Only the pages the request covers come from the donor. */
+		if (dcache_lookup(dc, h->key_base | b, fp, np, blk) == 0) {
 			if (run_n && fill_run(next, h, buf, count, offset, run_first, run_n, err) == -1)
 				return -1;
 			run_n = 0;
-			mem += copy_out(buf, count, offset, b, blk);
+			memcpy((uint8_t *)buf + (lo - offset), blk + (lo - start - (uint64_t)fp * 4096), hi - lo);
+			mem += hi - lo;
 			continue;
 		}
 		if (!run_n)

@@ -13,6 +13,10 @@
  * 10: /init reboots the guest. Second boot (marker "phase 1"): verify
  * twice, write marker "phase 2", print PASS. "expect" writes the image the
  * disk must hold after both boots, for qemu-img compare on the host.
+ * "bench DEV SEED" is scripts/bench's disk cache guest (uffdvm.bench_mib=,
+ * uffdvm.bench_ops= on the kernel command line): O_DIRECT reads of the
+ * device, sequential 64 KiB over the first region and random 4 KiB over
+ * the second, each pass twice (cold, then warm), one line of JSON per pass.
  * Exit: 0 PASS, 10 reboot me, 1 a block was wrong or I/O failed, 2 usage.
  */
 #ifndef _GNU_SOURCE
@@ -27,6 +31,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define BLK 4096u
@@ -153,6 +158,80 @@ static int phase1(int fd, uint64_t nblocks, uint8_t *buf, uint8_t *want)
 	return 0;
 }
 
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static uint64_t cmdline_u64(const char *key, uint64_t def)
+{
+	char line[4096], *p;
+	FILE *f = fopen("/proc/cmdline", "r");
+	size_t n = f ? fread(line, 1, sizeof(line) - 1, f) : 0;
+
+	if (f)
+		fclose(f);
+	line[n] = '\0';
+	p = strstr(line, key);
+	return p ? strtoull(p + strlen(key), NULL, 0) : def;
+}
+
+/* One pass: ops reads of len bytes, sequential from base or random within [base, base + region). */
+static int bench_pass(int fd, const char *name, uint64_t base, uint64_t region, uint32_t len, uint64_t ops,
+		      int random, uint8_t *buf)
+{
+	uint64_t *lat = malloc(ops * sizeof(*lat)), t0 = mono_ns(), x = seed ^ (uint64_t)random;
+
+	if (!lat)
+		return -1;
+	for (uint64_t i = 0; i < ops; i++) {
+		uint64_t off = random ? base + (mix(x + i) % (region / len)) * len : base + (i * len) % region;
+		uint64_t t = mono_ns();
+
+		if (xpread(fd, buf, len, off) < 0) {
+			free(lat);
+			return -1;
+		}
+		lat[i] = mono_ns() - t;
+	}
+	t0 = mono_ns() - t0;
+	qsort(lat, ops, sizeof(*lat), cmp_u64);
+	printf("UFFDVM-BENCH {\"pass\": \"%s\", \"ops\": %llu, \"bytes\": %llu, \"seconds\": %.3f, "
+	       "\"p50_us\": %.1f, \"p99_us\": %.1f}\n",
+	       name, (unsigned long long)ops, (unsigned long long)(ops * len), t0 / 1e9, lat[ops / 2] / 1e3,
+	       lat[ops * 99 / 100] / 1e3);
+	fflush(stdout);
+	free(lat);
+	return 0;
+}
+
+static int bench(int fd, uint64_t size)
+{
+	uint64_t region = cmdline_u64("uffdvm.bench_mib=", 128) << 20, ops = cmdline_u64("uffdvm.bench_ops=", 8192);
+	uint8_t *buf;
+
+	if (2 * region > size || posix_memalign((void **)&buf, BLK, 65536))
+		return -1;
+	/* A second between passes: the host reads the cache's counters (rewritten every 250 ms) per pass. */
+	if (bench_pass(fd, "seq-64k-cold", 0, region, 65536, region / 65536, 0, buf) || sleep(1) ||
+	    bench_pass(fd, "seq-64k-warm", 0, region, 65536, region / 65536, 0, buf) || sleep(1) ||
+	    bench_pass(fd, "rand-4k-cold", region, region, 4096, ops, 1, buf) || sleep(1) ||
+	    bench_pass(fd, "rand-4k-warm", region, region, 4096, ops, 1, buf) || sleep(1))
+		return -1;
+	printf("PASS disk bench\n");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	uint8_t *buf, *want;
@@ -180,7 +259,7 @@ int main(int argc, char **argv)
 			return 1;
 		return 0;
 	}
-	if (strcmp(argv[1], "run") != 0 || argc != 4)
+	if ((strcmp(argv[1], "run") != 0 && strcmp(argv[1], "bench") != 0) || argc != 4)
 		return 2;
 	seed = strtoull(argv[3], NULL, 0);
 	fd = open(argv[2], O_RDWR | O_DIRECT);
@@ -193,6 +272,8 @@ int main(int argc, char **argv)
 		printf("FAIL cannot open %s: %s\n", argv[2], strerror(errno));
 		return 1;
 	}
+	if (strcmp(argv[1], "bench") == 0)
+		return bench(fd, size) < 0 ? 1 : 0;
 	nblocks = size / BLK - 1;
 	if (xpread(fd, buf, BLK, nblocks * BLK) < 0)
 		return 1;

@@ -44,7 +44,9 @@ done
 if [ -x /bin/guest-disk-workload ]; then
 	i=0
 	while [ ! -b /dev/vda ] && [ $i -lt 300 ]; do /bin/busybox usleep 100000; i=$((i + 1)); done
-	/bin/guest-disk-workload run /dev/vda "$seed"
+	diskmode=run
+	grep -q uffdvm.bench_mib= /proc/cmdline && diskmode=bench
+	/bin/guest-disk-workload $diskmode /dev/vda "$seed"
 	rc=$?
 	echo "UFFDVM-GUEST-END rc=$rc uptime=$(cut -d' ' -f1 /proc/uptime)"
 	[ "$rc" = 10 ] && /bin/busybox reboot -f
