@@ -3,10 +3,14 @@
  * The disk cache's store over donors (dcache.h). A directory entry i owns
  * the slots of one block in slab i / entries_per_slab; slabs are allocated
  * from the donors round-robin the first time one of their entries is
- * used, and given up with their donor. Donor I/O is synchronous: submit
- * the pages of one block, flush, collect exactly as many completions (the
+ * used, and given up with their donor. Reads are synchronous: submit the
+ * pages needed, flush, wait until that many read completions arrived (the
  * transport completes every request, one way or another, within its
- * timeout).
+ * timeout). Stores are not waited for: the sealed block goes to one of
+ * STAGING buffers, its writes are submitted, and the entry is PENDING (a
+ * lookup of it waits for it; nothing else reads it) until its completions
+ * are collected, by the next operation or by dcache_reap(). Completions of
+ * both kinds share the connection and are told apart by their cookie.
  */
 #include "dcache.h"
 
@@ -29,6 +33,9 @@
 #include "util.h"
 
 #define NIL UINT32_MAX
+#define STAGING 16			  /* stores in flight */
+#define COOKIE_STORE (1ULL << 63)	  /* | staging index << 32 | page */
+#define DC_PENDING (1u << 4)		  /* written to the donor, not yet acknowledged */
 #define RETRY_NS (5ULL * 1000000000ULL) /* a lost donor is tried again after this */
 
 struct dc_entry {
@@ -45,6 +52,16 @@ struct dc_slab {
 struct dc_revoke {
 	int donor;
 	uint32_t slab; /* UINT32_MAX: the whole donor shuts down */
+};
+
+struct dc_staging {
+	bool busy;
+	int donor;
+	uint32_t entry, gen;
+	uint64_t key;
+	unsigned left; /* completions outstanding */
+	int err;
+	uint8_t *buf, *tags;
 };
 
 struct dc_donor {
@@ -74,8 +91,12 @@ struct dcache {
 	unsigned timeout_ms;
 	struct seal *seal;
 	struct seal_ctx *sctx;
-	uint8_t *buf;  /* one block, sealed in place */
+	uint8_t *buf;  /* one block read, opened in place */
 	uint8_t *tags; /* ppb x SEAL_TAG_LEN */
+	struct dc_staging stg[STAGING];
+	unsigned stg_next;
+	unsigned read_left; /* completions the current lookup waits for */
+	int read_err;
 	struct dcache_stats st;
 	bool warned_full, warned_gen;
 	/* Donor notifications arrive on the transport's thread: queued here, applied under lock. */
@@ -105,7 +126,7 @@ static void forget(struct dcache *dc, uint32_t i)
 {
 	uint32_t *p = &dc->bucket[hash_key(dc, dc->e[i].key)];
 
-	if (!(dc->flags[i] & POLICY_DC_VALID))
+	if (!(dc->flags[i] & (POLICY_DC_VALID | DC_PENDING)))
 		return;
 	while (*p != i)
 		p = &dc->e[*p].next;
@@ -120,7 +141,7 @@ static void insert(struct dcache *dc, uint32_t i, uint64_t key, uint32_t gen)
 
 	dc->e[i] = (struct dc_entry){ .key = key, .gen = gen, .next = dc->bucket[b] };
 	dc->bucket[b] = i;
-	dc->flags[i] = POLICY_DC_VALID; /* unreferenced: a block read once is the first to go */
+	dc->flags[i] = DC_PENDING; /* VALID, unreferenced, once the donor acknowledged it */
 	dc->st.used_bytes += dc->block_size;
 }
 
@@ -142,6 +163,12 @@ static void donor_lost(struct dcache *dc, struct dc_donor *d, int err)
 	d->retry_at = now_ns() + RETRY_NS;
 	dc->st.donor_failures++;
 	dc->st.donors_up--;
+	/* close() cancelled what was outstanding: those buffers are free again. */
+	for (unsigned k = 0; k < STAGING; k++)
+		if (dc->stg[k].busy && dc->stg[k].donor == d->idx) {
+			dc->stg[k].busy = false;
+			dc->st.store_failures++;
+		}
 	for (uint32_t k = 0; k < dc->nslabs; k++)
 		if (dc->slabs[k].donor == d->idx)
 			slab_gone(dc, k);
@@ -290,56 +317,132 @@ static int place_slab(struct dcache *dc, uint32_t k)
 	return -ENOSPC;
 }
 
-/* Waits for exactly n completions on d. Returns 0, the first failed request's -errno, or -ETIMEDOUT. */
-static int collect(struct dcache *dc, struct dc_donor *d, unsigned n)
+/* Collects what d has completed, waiting up to timeout_ms for the first. Returns the count or -ECONNRESET. */
+static int drain(struct dcache *dc, struct dc_donor *d, int timeout_ms)
 {
 	struct donor_completion c[64];
-	uint64_t deadline = now_ns() + (uint64_t)dc->timeout_ms * 3000000ULL + 1000000000ULL;
-	int err = 0;
+	int got = donor_poll_completions(d->conn, c, 64, timeout_ms);
 
-	while (n) {
-		int got = donor_poll_completions(d->conn, c, n < 64 ? n : 64, 100);
+	if (got < 0)
+		return -ECONNRESET; /* completions may be left behind: the connection is done */
+	for (int k = 0; k < got; k++) {
+		if (c[k].cookie & COOKIE_STORE) {
+			struct dc_staging *g = &dc->stg[(c[k].cookie >> 32) & 0xffff];
 
-		if (got < 0)
-			return -ECONNRESET; /* completions may be left behind: the connection is done */
-		for (int i = 0; i < got; i++)
-			if (c[i].status && !err)
-				err = c[i].status;
-		n -= (unsigned)got;
-		if (n && now_ns() > deadline)
-			return -ETIMEDOUT; /* the transport broke its promise: give the connection up */
+			if (g->busy && g->left) {
+				g->left--;
+				if (c[k].status && !g->err)
+					g->err = c[k].status;
+			}
+		} else if (dc->read_left) {
+			dc->read_left--;
+			if (c[k].status && !dc->read_err)
+				dc->read_err = c[k].status;
+		}
 	}
-	return err;
+	return got;
 }
 
-/*
- * Moves pages [first, first+n) of entry i's block between dc->buf/tags
- * (from their start) and its donor slots. Returns 0 or -errno.
- */
-static int block_io(struct dcache *dc, uint32_t i, uint32_t first, uint32_t n, bool write)
+/* Settles the stores whose completions are all in. */
+static void finalize(struct dcache *dc)
+{
+	for (unsigned k = 0; k < STAGING; k++) {
+		struct dc_staging *g = &dc->stg[k];
+		uint32_t i = g->entry;
+		bool ours;
+
+		if (!g->busy || g->left)
+			continue;
+		g->busy = false;
+		/* The entry may have been dropped or reused meanwhile: then this copy is nobody's. */
+		ours = (dc->flags[i] & DC_PENDING) && dc->e[i].key == g->key && dc->e[i].gen == g->gen;
+		if (g->err) {
+			dc->st.store_failures++;
+			if (ours)
+				forget(dc, i);
+			if (conn_error(g->err) && dc->donors[g->donor].conn)
+				donor_lost(dc, &dc->donors[g->donor], g->err);
+			continue;
+		}
+		dc->st.stores++;
+		if (ours)
+			dc->flags[i] = POLICY_DC_VALID;
+	}
+}
+
+/* Collects every completion already in, on every donor with stores in flight. */
+static void reap(struct dcache *dc)
+{
+	for (unsigned n = 0; n < dc->n_donors; n++) {
+		struct dc_donor *d = &dc->donors[n];
+		bool busy = false;
+		int r;
+
+		for (unsigned k = 0; k < STAGING && !busy; k++)
+			busy = dc->stg[k].busy && dc->stg[k].donor == d->idx;
+		if (!busy || !d->conn)
+			continue;
+		while ((r = drain(dc, d, 0)) > 0)
+			;
+		if (r < 0)
+			donor_lost(dc, d, r);
+	}
+	finalize(dc);
+}
+
+/* Waits until staging buffer g's store is settled. */
+static void wait_store(struct dcache *dc, struct dc_staging *g)
+{
+	uint64_t deadline = now_ns() + (uint64_t)dc->timeout_ms * 3000000ULL + 1000000000ULL;
+	struct dc_donor *d = &dc->donors[g->donor];
+
+	while (g->busy && g->left && d->conn) {
+		int r = drain(dc, d, 100);
+
+		if (r < 0 || (g->left && now_ns() > deadline)) {
+			donor_lost(dc, d, r < 0 ? r : -ETIMEDOUT); /* the transport broke its promise */
+			break;
+		}
+	}
+	finalize(dc);
+}
+
+/* Reads pages [first, first+n) of entry i's block into dc->buf/tags. Returns 0 or -errno. */
+static int block_read(struct dcache *dc, uint32_t i, uint32_t first, uint32_t n)
 {
 	struct dc_slab *s = &dc->slabs[i / dc->eps];
 	struct dc_donor *d = &dc->donors[s->donor];
 	uint32_t slot = (i % dc->eps) * dc->ppb + first;
+	uint64_t deadline = now_ns() + (uint64_t)dc->timeout_ms * 3000000ULL + 1000000000ULL;
 	unsigned sent = 0;
 	int r = 0, r2;
 
-	for (; sent < n && r == 0; sent++) {
-		uint8_t *page = dc->buf + (size_t)sent * PAGE_SIZE_4K, *tag = dc->tags + sent * SEAL_TAG_LEN;
-
-		r = write ? donor_submit_write_tag(d->conn, s->id, slot + sent, page, tag, sent)
-			  : donor_submit_read_tag(d->conn, s->id, slot + sent, page, tag, sent);
+	dc->read_left = 0;
+	dc->read_err = 0;
+	for (; sent < n; sent++) {
+		r = donor_submit_read_tag(d->conn, s->id, slot + sent, dc->buf + (size_t)sent * PAGE_SIZE_4K,
+					  dc->tags + sent * SEAL_TAG_LEN, sent);
 		if (r < 0)
 			break;
+		dc->read_left++;
 	}
 	r2 = donor_flush(d->conn);
 	if (r == 0)
 		r = r2;
-	r2 = collect(dc, d, sent);
+	while (dc->read_left) {
+		r2 = drain(dc, d, 100);
+		if (r2 < 0 || (dc->read_left && now_ns() > deadline)) {
+			dc->read_left = 0;
+			donor_lost(dc, d, r2 < 0 ? r2 : -ETIMEDOUT);
+			finalize(dc);
+			return -ECONNRESET;
+		}
+	}
 	if (r == 0)
-		r = r2;
-	if (r < 0 && (conn_error(r) || conn_error(r2)))
-		donor_lost(dc, d, conn_error(r) ? r : r2);
+		r = dc->read_err;
+	if (r < 0 && conn_error(r))
+		donor_lost(dc, d, r);
+	finalize(dc);
 	return r;
 }
 
@@ -352,10 +455,18 @@ int dcache_lookup(struct dcache *dc, uint64_t key, uint32_t first, uint32_t n, v
 		return -EINVAL;
 	pthread_mutex_lock(&dc->lock);
 	apply_notifications(dc);
+	reap(dc);
 	i = find(dc, key);
-	if (i == NIL)
+	if (i != NIL && (dc->flags[i] & DC_PENDING)) {
+		/* Stored a moment ago: its acknowledgement is close, the image is a millisecond away. */
+		for (unsigned k = 0; k < STAGING; k++)
+			if (dc->stg[k].busy && dc->stg[k].entry == i && dc->stg[k].key == key)
+				wait_store(dc, &dc->stg[k]);
+		i = find(dc, key);
+	}
+	if (i == NIL || !(dc->flags[i] & POLICY_DC_VALID))
 		goto miss;
-	r = block_io(dc, i, first, n, false);
+	r = block_read(dc, i, first, n);
 	if (r < 0) {
 		/* donor_lost may have forgotten it already */
 		forget(dc, i);
@@ -391,11 +502,20 @@ miss:
 	return -ENOENT;
 }
 
-/* Seals buf into the slots of entry i under a fresh generation and writes it. Returns 0 or -errno. */
+/*
+ * Seals buf into a staging buffer under a fresh generation and submits its
+ * writes to entry i's slots; the entry is PENDING until they are
+ * acknowledged. Returns 0 or -errno.
+ */
 static int put(struct dcache *dc, uint32_t i, uint64_t key, const void *buf)
 {
-	uint32_t gen;
-	int r;
+	unsigned gi = dc->stg_next;
+	struct dc_staging *g = &dc->stg[gi];
+	struct dc_donor *d;
+	struct dc_slab *s;
+	uint32_t gen, slot;
+	unsigned sent = 0;
+	int r = 0;
 
 	if (dc->gen == UINT32_MAX) {
 		/* (page, generation) is the nonce: never reuse one. */
@@ -404,20 +524,39 @@ static int put(struct dcache *dc, uint32_t i, uint64_t key, const void *buf)
 		dc->warned_gen = true;
 		return -EOVERFLOW;
 	}
+	dc->stg_next = (gi + 1) % STAGING;
+	if (g->busy)
+		wait_store(dc, g);
 	if (dc->slabs[i / dc->eps].donor < 0 && (r = place_slab(dc, i / dc->eps)) < 0)
 		return r;
+	s = &dc->slabs[i / dc->eps];
+	d = &dc->donors[s->donor];
+	slot = (i % dc->eps) * dc->ppb;
 	gen = ++dc->gen;
-	memcpy(dc->buf, buf, dc->block_size);
+	memcpy(g->buf, buf, dc->block_size);
 	for (uint32_t p = 0; p < dc->ppb; p++) {
-		r = seal_page(dc->sctx, key * dc->ppb + p, gen, dc->buf + (size_t)p * PAGE_SIZE_4K,
-			      dc->tags + p * SEAL_TAG_LEN);
+		r = seal_page(dc->sctx, key * dc->ppb + p, gen, g->buf + (size_t)p * PAGE_SIZE_4K,
+			      g->tags + p * SEAL_TAG_LEN);
 		if (r < 0)
 			return r;
 	}
-	r = block_io(dc, i, 0, dc->ppb, true);
-	if (r < 0)
+	for (; sent < dc->ppb; sent++) {
+		r = donor_submit_write_tag(d->conn, s->id, slot + sent, g->buf + (size_t)sent * PAGE_SIZE_4K,
+					   g->tags + sent * SEAL_TAG_LEN, COOKIE_STORE | (uint64_t)gi << 32 | sent);
+		if (r < 0)
+			break;
+	}
+	if (sent == 0) {
+		if (conn_error(r))
+			donor_lost(dc, d, r);
 		return r;
+	}
+	*g = (struct dc_staging){ .busy = true, .donor = d->idx, .entry = i, .gen = gen, .key = key, .left = sent,
+				  .err = r, .buf = g->buf, .tags = g->tags };
 	insert(dc, i, key, gen);
+	r = donor_flush(d->conn);
+	if (r < 0 && conn_error(r))
+		donor_lost(dc, d, r); /* settles g as failed and forgets the entry with the slab */
 	return 0;
 }
 
@@ -427,6 +566,7 @@ static void store_locked(struct dcache *dc, uint64_t key, const void *buf, bool 
 	int r;
 
 	apply_notifications(dc);
+	reap(dc);
 	i = find(dc, key);
 	if (i == NIL && only_if_cached)
 		return;
@@ -437,9 +577,15 @@ static void store_locked(struct dcache *dc, uint64_t key, const void *buf, bool 
 	forget(dc, i);
 	r = put(dc, i, key, buf);
 	if (r < 0)
-		dc->st.store_failures++;
-	else
-		dc->st.stores++;
+		dc->st.store_failures++; /* stores are counted when acknowledged (finalize) */
+}
+
+void dcache_reap(struct dcache *dc)
+{
+	pthread_mutex_lock(&dc->lock);
+	apply_notifications(dc);
+	reap(dc);
+	pthread_mutex_unlock(&dc->lock);
 }
 
 void dcache_store(struct dcache *dc, uint64_t key, const void *buf)
@@ -573,6 +719,14 @@ int dcache_new(const struct dcache_config *cfg, struct dcache **ret)
 		r = -ENOMEM;
 		goto fail;
 	}
+	for (unsigned g = 0; g < STAGING; g++) {
+		dc->stg[g].buf = aligned_alloc(PAGE_SIZE_4K, dc->block_size);
+		dc->stg[g].tags = malloc((size_t)dc->ppb * SEAL_TAG_LEN);
+		if (!dc->stg[g].buf || !dc->stg[g].tags) {
+			r = -ENOMEM;
+			goto fail;
+		}
+	}
 	memset(dc->bucket, 0xff, dc->nbuckets * sizeof(*dc->bucket));
 	for (uint32_t s = 0; s < dc->nslabs; s++)
 		dc->slabs[s].donor = -1;
@@ -628,6 +782,11 @@ void dcache_free(struct dcache *dc)
 			if (dc->slabs[k].donor == d->idx)
 				(void)donor_free_slab(d->conn, dc->slabs[k].id);
 		donor_close(d->conn);
+	}
+	/* Closed connections write into no staging buffer any more. */
+	for (unsigned k = 0; k < STAGING; k++) {
+		free(dc->stg[k].buf);
+		free(dc->stg[k].tags);
 	}
 	seal_ctx_free(dc->sctx);
 	seal_free(dc->seal);

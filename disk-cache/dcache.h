@@ -11,7 +11,9 @@
  * replacement is CLOCK (policy/disk-cache.h).
  *
  * All calls are serialised by one internal mutex; the nbdkit filter
- * (filter.c) runs requests one at a time anyway.
+ * (filter.c) runs requests one at a time anyway. A store returns once its
+ * writes are submitted; until the donor acknowledges them the block is
+ * pending (a lookup waits for it).
  */
 #pragma once
 
@@ -63,6 +65,8 @@ int dcache_lookup(struct dcache *dc, uint64_t key, uint32_t first, uint32_t n, v
 void dcache_store(struct dcache *dc, uint64_t key, const void *buf);
 /* Replaces block key's copy if it has one. */
 void dcache_update(struct dcache *dc, uint64_t key, const void *buf);
+/* Collects the acknowledgements of stores in flight (their blocks become hits). */
+void dcache_reap(struct dcache *dc);
 /* Forgets block key. */
 void dcache_drop(struct dcache *dc, uint64_t key);
 /* Counts bytes served to clients: from memory (hits) or from the image (misses, pass-through). */

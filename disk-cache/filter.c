@@ -3,7 +3,8 @@
  * nbdkit-uffdvm-cache-filter: an nbdkit filter that keeps the image's
  * blocks in donor memory (dcache.h) over whatever plugin serves the image.
  * Reads: a hit comes from a donor; a miss is read from the plugin (runs of
- * missing blocks in one request) and stored. Writes are write-through: the
+ * missing blocks in one request) and stored without waiting for the donor's
+ * acknowledgement. Writes are write-through: the
  * plugin has every byte before the client hears back, and a block's cached
  * copy is replaced when the write covers it whole and dropped otherwise, so
  * losing the cache loses nothing. Trim and zero pass through and drop the
@@ -142,7 +143,7 @@ static void publish_stats(void)
 		nbdkit_debug("cannot write %s: %s", stats_path, strerror(-r));
 }
 
-/* Rewrites the stats file while the counters move; idle, it costs nothing but a wakeup. */
+/* Rewrites the stats file while the counters move; idle, it costs nothing but a wakeup and a poll. */
 static void *stats_main(void *arg)
 {
 	struct dcache_stats last = { 0 }, now;
@@ -151,6 +152,8 @@ static void *stats_main(void *arg)
 	pthread_mutex_lock(&stats_lock);
 	while (!stats_stop) {
 		pthread_mutex_unlock(&stats_lock);
+		/* Stores settle here too when no request comes to settle them. */
+		dcache_reap(dc);
 		dcache_get_stats(dc, &now);
 		if (memcmp(&now, &last, sizeof(now)) != 0) {
 			publish_stats();
