@@ -157,7 +157,7 @@ static void slab_gone(struct dcache *dc, uint32_t k)
 
 static void donor_lost(struct dcache *dc, struct dc_donor *d, int err)
 {
-	log_warn("disk cache: donor %s lost (%s); its blocks are misses from now on", d->url, strerror(-err));
+	log_warn("disk cache: donor %s lost (%s); its blocks are misses from now on", d->url, strerrordesc_np(-err));
 	donor_close(d->conn);
 	d->conn = NULL;
 	d->retry_at = now_ns() + RETRY_NS;
@@ -251,7 +251,7 @@ static int connect_donor(struct dcache *dc, struct dc_donor *d)
 	if (r < 0) {
 		d->conn = NULL;
 		log_warn("disk cache: cannot connect to donor %s as %s: %s (retrying every %llu s)", d->url,
-			 dc->client_id, strerror(-r), (unsigned long long)(RETRY_NS / 1000000000ULL));
+			 dc->client_id, strerrordesc_np(-r), (unsigned long long)(RETRY_NS / 1000000000ULL));
 		return r;
 	}
 	/* Slabs this id still holds are a former run's blocks, which nothing can vouch for: free them. */
@@ -483,7 +483,7 @@ int dcache_lookup(struct dcache *dc, uint64_t key, uint32_t first, uint32_t n, v
 			if (dc->st.integrity_failures < 10 || dc->st.integrity_failures % 1000 == 0)
 				log_warn("disk cache: block %" PRIu64 " from donor %s failed to open (%s; %" PRIu64
 					 " so far); read from the image",
-					 key, dc->donors[dc->slabs[i / dc->eps].donor].url, strerror(-r),
+					 key, dc->donors[dc->slabs[i / dc->eps].donor].url, strerrordesc_np(-r),
 					 dc->st.integrity_failures + 1);
 			dc->st.integrity_failures++;
 			forget(dc, i);

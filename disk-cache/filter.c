@@ -124,9 +124,18 @@ static int cache_config_complete(nbdkit_next_config_complete *next, nbdkit_backe
 		nbdkit_error("at least one cache-donor=tcp://HOST:PORT (or rdma://HOST:PORT) is required");
 		return -1;
 	}
+	/*
+	 * Named here, and with strerrordesc_np(): a translated strerror() at this
+	 * stage leaves glibc's locale lock to deadlock nbdkit's exit under a
+	 * preloaded sanitizer runtime.
+	 */
+	if (cfg.key_file && access(cfg.key_file, R_OK) < 0) {
+		nbdkit_error("cache-key=%s: %s", cfg.key_file, strerrordesc_np(errno));
+		return -1;
+	}
 	r = dcache_new(&cfg, &dc);
 	if (r < 0) {
-		nbdkit_error("cannot set up the disk cache: %s (see the messages above)", strerror(-r));
+		nbdkit_error("cannot set up the disk cache: %s (see the messages above)", strerrordesc_np(-r));
 		return -1;
 	}
 	return next(nxdata);
@@ -140,7 +149,7 @@ static void publish_stats(void)
 		return;
 	r = dcache_write_stats(dc, stats_path);
 	if (r < 0)
-		nbdkit_debug("cannot write %s: %s", stats_path, strerror(-r));
+		nbdkit_debug("cannot write %s: %s", stats_path, strerrordesc_np(-r));
 }
 
 /* Rewrites the stats file while the counters move; idle, it costs nothing but a wakeup and a poll. */
@@ -180,7 +189,7 @@ static int cache_after_fork(nbdkit_backend *nxdata)
 		int r = pthread_create(&stats_thread, NULL, stats_main, NULL);
 
 		if (r) {
-			nbdkit_error("cannot start the stats thread: %s", strerror(r));
+			nbdkit_error("cannot start the stats thread: %s", strerrordesc_np(r));
 			return -1;
 		}
 		stats_running = true;
