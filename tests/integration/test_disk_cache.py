@@ -176,8 +176,47 @@ def tamper():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def launcher():
+    from harness import exe
+    tmp = tempfile.mkdtemp(prefix="uffdvm-dcache-", dir="/var/tmp")
+    donor = Donor(capacity="64M")
+    try:
+        image = os.path.join(tmp, "disk.img")
+        with open(image, "wb") as f:
+            f.truncate(4 * MiB)
+        pol = os.path.join(tmp, "vm.json")
+        with open(pol, "w") as f:
+            json.dump({"name": "dc-launch", "local_memory": "64M", "disk_cache": {
+                "size": "16M", "donors": [donor.url], "drives": ["disk0"], "key_file": donor.key_file}}, f)
+        run = os.path.join(tmp, "run")
+        os.mkdir(run, 0o700)
+        env = dict(nbdkit_env(), UFFD_QEMU_RUNTIME_DIR=run)
+
+        def uffd_qemu(*drive):
+            return subprocess.run([exe("uffd-qemu"), "--pager", os.path.join(tmp, "no-pager.sock"), "--policy", pol,
+                                   "--", "qemu-system-x86_64", "-m", "64", *drive],
+                                  capture_output=True, text=True, timeout=120, env=env)
+        cases = [((), "drive 'disk0' (policy disk_cache.drives) is not on the command line"),
+                 (("-drive", "file=nbd:localhost:10809,id=disk0"), "not a plain image file"),
+                 (("-drive", f"file={tmp}/missing.img,id=disk0"), f"drive 'disk0': image {tmp}/missing.img")]
+        for drive, want in cases:
+            p = uffd_qemu(*drive)
+            check(p.returncode == 1 and want in p.stderr, f"uffd-qemu refuses {drive or 'no drive'}: {want}")
+            check(not os.listdir(run), "nothing left in the runtime directory")
+        p = uffd_qemu("-drive", f"file={image},format=raw,if=virtio,id=disk0")
+        check(p.returncode == 1 and "served by nbdkit" in p.stderr and "cannot reach uffd-pager" in p.stderr,
+              "uffd-qemu started nbdkit, then stopped short of QEMU (no pager, policy refuse)")
+        wait_for(lambda: not os.listdir(run), 60, "the keeper stopped nbdkit and removed the runtime directory")
+        check(True, "the keeper cleaned up after the launcher that never became QEMU")
+    finally:
+        donor.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main():
     tools()
+    if len(sys.argv) > 1 and sys.argv[1] == "launcher":
+        return launcher()
     if len(sys.argv) > 1 and sys.argv[1] == "tamper":
         return tamper()
     tmp = tempfile.mkdtemp(prefix="uffdvm-dcache-", dir="/var/tmp")
