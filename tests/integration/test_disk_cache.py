@@ -213,6 +213,32 @@ def launcher():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def over_capacity(tmp, donor):
+    """A cache larger than the donor: a warning at start, stores refused past its capacity, reads right."""
+    sub = os.path.join(tmp, "big")
+    os.mkdir(sub)
+    image = os.path.join(sub, "big.img")
+    with open(image, "wb") as f:
+        f.truncate(96 * MiB)
+    nbd = Nbdkit(sub, image, ["cache-size=128M", f"cache-donor={donor.url}", f"cache-key={donor.key_file}",
+                              "cache-client-id=test-disk-big"])
+    try:
+        nbd.wait_counters(lambda c: c["donors_up"] == 1, "the cache connected")
+        check("more than the donors' free memory" in nbd.read_log(), "a cache larger than the donor is warned about")
+        qemu_io(nbd.uri(), ["read -P 0 0 80M"])
+        c = nbd.wait_counters(lambda c: c["stores"] + c["store_failures"] >= 1280, "80 MiB of stores settled")
+        check(c["store_failures"] > 0 and c["used_bytes"] <= 64 * MiB,
+              f"stores past the donor's 64 MiB refused ({c['store_failures']}), {c['used_bytes'] >> 20} MiB cached")
+        check("no donor has room" in nbd.read_log(), "the full donors are logged")
+        qemu_io(nbd.uri(), ["read -P 0 0 80M"])
+    finally:
+        nbd.stop()
+    # The donor's slabs go back when the cache closes (not after the lease): the next test has room.
+    wait_for(lambda: donor.call("donor.stats").get("result", {}).get("used") == 0, 30,
+             "the cache's slabs freed on the donor")
+    check(True, "the cache's slabs went back to the donor when nbdkit stopped")
+
+
 def main():
     tools()
     if len(sys.argv) > 1 and sys.argv[1] == "launcher":
@@ -228,6 +254,7 @@ def main():
             with open(p, "wb") as f:
                 f.truncate(16 * MiB)
         bad_params(tmp, image, donor)
+        over_capacity(tmp, donor)
         nbd = Nbdkit(tmp, image, ["cache-size=32M", f"cache-donor={donor.url}", f"cache-key={donor.key_file}",
                                   "cache-client-id=test-disk-cache", "cache-timeout-ms=1000"])
         nbd.wait_counters(lambda c: c["donors_up"] == 1, "the cache connected to its donor")
