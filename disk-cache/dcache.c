@@ -789,7 +789,7 @@ void dcache_free(struct dcache *dc)
 		free(dc->stg[k].tags);
 	}
 	seal_ctx_free(dc->sctx);
-	seal_free(dc->seal);
+	seal_free(dc->seal, false); /* no file: nothing kept */
 	OPENSSL_cleanse(&dc->key, sizeof(dc->key));
 	free(dc->e);
 	free(dc->flags);

@@ -44,6 +44,8 @@ void policy_vm_init(struct policy_vm *p)
 	p->on_pager_unavailable = POLICY_UNAVAILABLE_REFUSE;
 	p->on_data_loss = POLICY_LOSS_STOP;
 	p->on_store_full = POLICY_STORE_FULL_DEGRADE;
+	p->on_pager_lost = POLICY_PAGER_LOST_WAIT;
+	p->pager_lost_max_wait_s = 60;
 	p->replicas = 1;
 	p->backup_spill = false;
 	p->encryption = true;
@@ -95,6 +97,7 @@ static int vm_watermarks_check(struct policy_field_ctx *x, const struct policy_f
 static const char *const unavailable_names[] = { "refuse", "run-unpaged", NULL };
 static const char *const loss_names[] = { "stop", "kill", NULL };
 static const char *const store_full_names[] = { "degrade", "pause", NULL };
+static const char *const pager_lost_names[] = { "wait", "stop", "kill", NULL };
 static const char *const backup_names[] = { "none", "spill", NULL };
 
 static const struct policy_field vm_watermark_fields[] = {
@@ -201,6 +204,10 @@ static const struct policy_field vm_fields[] = {
 	  .names = unavailable_names },
 	{ .name = "on_data_loss", .kind = POLICY_FIELD_ENUM, VM(on_data_loss), .names = loss_names },
 	{ .name = "on_store_full", .kind = POLICY_FIELD_ENUM, VM(on_store_full), .names = store_full_names },
+	/* Carried out by the shim inside QEMU: no pager is there to do it. */
+	{ .name = "on_pager_lost", .kind = POLICY_FIELD_ENUM, VM(on_pager_lost), .names = pager_lost_names },
+	{ .name = "pager_lost_max_wait_s", .kind = POLICY_FIELD_INT, VM(pager_lost_max_wait_s), .lo = 1, .hi = 86400,
+	  .allowed = "an integer 1..86400 (seconds)" },
 	{ .name = "durability", .kind = POLICY_FIELD_OBJECT, .sub = vm_durability_fields,
 	  .allowed = "an object {\"replicas\": 1..3, \"backup\": \"spill\"|\"none\"}" },
 	/* Stored copies sealed with AES-256-GCM under a per-VM key (docs/stores.md); false: CRC32C only. */

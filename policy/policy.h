@@ -36,6 +36,12 @@ enum policy_loss_action {
 	POLICY_LOSS_KILL,     /* "kill": SIGKILL the VM */
 };
 
+enum policy_pager_lost {
+	POLICY_PAGER_LOST_WAIT = 0, /* "wait": faulting vCPUs wait for a restarted pager, however long (default) */
+	POLICY_PAGER_LOST_STOP,     /* "stop": after pager_lost_max_wait_s without one, SIGSTOP the VM */
+	POLICY_PAGER_LOST_KILL,     /* "kill": likewise, SIGKILL */
+};
+
 enum policy_store_full {
 	POLICY_STORE_FULL_DEGRADE = 0, /* "degrade": pages stay resident, the VM runs over its limit (default) */
 	POLICY_STORE_FULL_PAUSE,       /* "pause": faults wait at the limit until a store takes pages again */
@@ -54,6 +60,8 @@ struct policy_vm {
 	enum policy_unavailable on_pager_unavailable; /* "on_pager_unavailable" */
 	enum policy_loss_action on_data_loss;         /* "on_data_loss" */
 	enum policy_store_full on_store_full;         /* "on_store_full" */
+	enum policy_pager_lost on_pager_lost;         /* "on_pager_lost" */
+	unsigned pager_lost_max_wait_s;               /* "pager_lost_max_wait_s": 1..86400, default 60 */
 	unsigned replicas;   /* "durability.replicas": donors holding each page, 1..3, default 1 */
 	bool backup_spill;   /* "durability.backup": "spill" = every remote page also in the spill file */
 	bool encryption;     /* "encryption": seal every stored copy (AES-256-GCM), default true */

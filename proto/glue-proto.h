@@ -5,12 +5,16 @@
  * boundaries are kept and a short or oversized message is detectable.
  *
  *   shim -> pager  GLUE_MSG_HELLO   + SCM_RIGHTS [uffd]    VM identity + policy text
- *   pager -> shim  GLUE_MSG_REPLY                          status, message
+ *   pager -> shim  GLUE_MSG_REPLY                          status, message, the VM's secret
  *   shim -> pager  GLUE_MSG_REGION  + SCM_RIGHTS [memfd]   one guest-RAM mapping
  *   pager -> shim  GLUE_MSG_REPLY
  *
  * The connection then stays open for the life of the process: its EOF is
- * how the pager learns that the VM exited (a uffd does not tell).
+ * how the pager learns that the VM exited (a uffd does not tell), and the
+ * shim's EOF is how it learns that the pager died. The shim then connects
+ * again and sends a HELLO with GLUE_HELLO_RESUME, the secret the first
+ * pager gave it and the same uffd, then the same REGIONs in the same
+ * order: the new pager adopts the VM from its state file.
  * All integers are host-endian: both ends run on the same host.
  */
 #pragma once
@@ -18,11 +22,12 @@
 #include <stdint.h>
 
 #define GLUE_PROTO_MAGIC 0x75666664u /* "uffd" */
-#define GLUE_PROTO_VERSION 2 /* 2: HELLO carries the domain UUID */
+#define GLUE_PROTO_VERSION 3 /* 2: HELLO carries the domain UUID; 3: resume and the VM's secret */
 #define GLUE_NAME_MAX 64          /* including the NUL */
 #define GLUE_POLICY_MAX (32 * 1024) /* policy JSON text carried in HELLO */
 #define GLUE_REPLY_TEXT_MAX 256
 #define GLUE_UUID_MAX 37 /* 36 characters of a textual UUID + NUL */
+#define GLUE_SECRET_LEN 32
 
 enum glue_msg_type {
 	GLUE_MSG_HELLO = 1,
@@ -44,6 +49,9 @@ struct glue_msg_hello {
 	uint32_t policy_len;    /* bytes of policy JSON following the struct, 0 = none */
 	char name[GLUE_NAME_MAX];
 	char uuid[GLUE_UUID_MAX]; /* QEMU's -uuid (libvirt's domain UUID), "" if none */
+	uint32_t flags;           /* GLUE_HELLO_* */
+	uint32_t waited_ms;       /* resume: how long the VM had no pager */
+	uint8_t secret[GLUE_SECRET_LEN]; /* resume: what the first pager's REPLY carried */
 	/* char policy[policy_len] follows */
 };
 
@@ -52,6 +60,10 @@ struct glue_msg_region {
 	uint64_t host_addr;    /* start of the mapping in the sender's address space */
 	uint64_t length;       /* bytes, multiple of 4 KiB */
 	uint64_t memfd_offset; /* file offset the mapping starts at */
+};
+
+enum glue_hello_flags {
+	GLUE_HELLO_RESUME = 1, /* this VM ran under a pager that is gone: adopt it */
 };
 
 enum glue_status {
@@ -64,6 +76,8 @@ struct glue_msg_reply {
 	struct glue_msg_header hdr;
 	uint32_t status;
 	char text[GLUE_REPLY_TEXT_MAX];
+	/* To an accepted HELLO: the VM's secret, proof of identity for a resume (zeros otherwise). */
+	uint8_t secret[GLUE_SECRET_LEN];
 };
 
 /*
@@ -76,6 +90,8 @@ struct glue_msg_reply {
 #define GLUE_ENV_UUID "UFFD_GLUE_UUID"               /* QEMU's -uuid value, if it had one */
 #define GLUE_ENV_UNAVAILABLE "UFFD_GLUE_ON_UNAVAILABLE" /* "refuse" (default) or "run-unpaged" */
 #define GLUE_ENV_MIN_SIZE "UFFD_GLUE_MIN_SIZE"       /* smallest memfd mapping taken as RAM */
+/* What to do while no pager serves the VM: "wait" (default), or "stop:SECONDS" / "kill:SECONDS". */
+#define GLUE_ENV_PAGER_LOST "UFFD_GLUE_ON_PAGER_LOST"
 #define GLUE_DEFAULT_MIN_SIZE (16ULL << 20)
 
 #include <stddef.h>

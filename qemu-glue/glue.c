@@ -7,6 +7,15 @@
  * hands uffd and memfd to uffd-pager over its registration socket. From
  * then on the pager serves every first touch and every refault of that RAM.
  *
+ * The shim keeps its own uffd descriptor, a duplicate of every memfd it
+ * registered and the registration connection for the life of the
+ * process: when the last reference to a uffd goes, the kernel fills
+ * faults on punched pages with zeros, so the shim never closes it. A
+ * thread watches the connection; when the pager goes away it connects
+ * again and re-registers the same uffd and regions as a resumed VM (with
+ * the secret the first pager gave it), and the new pager adopts the VM.
+ * Meanwhile faulting vCPUs wait in the kernel; the others run.
+ *
  * Without UFFD_GLUE_SOCKET in the environment the shim does nothing, so a
  * preload leaking into a child process is harmless.
  */
@@ -14,7 +23,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -26,6 +37,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "glue-proto.h"
@@ -39,10 +51,24 @@
 
 typedef void *(*mmap_fn)(void *, size_t, int, int, int, off_t);
 
+#define GLUE_MAX_REGIONS 16 /* the pager's VM_MAX_REGIONS */
+
+/* What a resume sends again; all under glue_lock. */
+struct glue_region {
+	void *addr;
+	size_t len;
+	int memfd; /* our own duplicate: QEMU may close its descriptor, a resume needs one */
+	off_t off;
+};
+
 static pthread_mutex_t glue_lock = PTHREAD_MUTEX_INITIALIZER;
 static int glue_sock = -1;
-static int glue_uffd = -1;
+static int glue_uffd = -1; /* never closed once registered: see the top of this file */
 static bool glue_disabled; /* run-unpaged after the pager was unreachable */
+static uint8_t glue_secret[GLUE_SECRET_LEN];
+static struct glue_region glue_regions[GLUE_MAX_REGIONS];
+static unsigned glue_nregions;
+static bool glue_watching;
 
 static void glue_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void glue_msg(const char *fmt, ...)
@@ -166,8 +192,15 @@ static int send_with_fd(int sock, const void *msg, size_t len, int fd)
 	return 0;
 }
 
-/* Waits for the pager's verdict on the last message. Returns 0, or -1 with why filled. */
-static int recv_reply(int sock, char *why, size_t whylen)
+/* What went wrong talking to the pager: it said no (or garbage), or it went away mid-exchange. */
+enum { GLUE_REFUSED_BY_PAGER = -1, GLUE_PAGER_GONE = -2 };
+
+/*
+ * Waits for the pager's verdict on the last message (ret_secret: keep the
+ * one it carries). Returns 0, GLUE_REFUSED_BY_PAGER or GLUE_PAGER_GONE
+ * with why filled.
+ */
+static int recv_reply(int sock, uint8_t *ret_secret, char *why, size_t whylen)
 {
 	struct glue_msg_reply r;
 	ssize_t n;
@@ -175,6 +208,10 @@ static int recv_reply(int sock, char *why, size_t whylen)
 	do
 		n = recv(sock, &r, sizeof(r), 0);
 	while (n < 0 && errno == EINTR);
+	if (n == 0 || (n < 0 && errno == ECONNRESET)) {
+		snprintf(why, whylen, "uffd-pager closed the registration");
+		return GLUE_PAGER_GONE;
+	}
 	if (n < 0 || glue_msg_check(&r, (size_t)n, 0, why, whylen) != GLUE_MSG_REPLY) {
 		snprintf(why, whylen, "uffd-pager closed the registration or answered garbage");
 		return -1;
@@ -182,31 +219,19 @@ static int recv_reply(int sock, char *why, size_t whylen)
 	if (r.status != GLUE_OK) {
 		r.text[sizeof(r.text) - 1] = '\0';
 		snprintf(why, whylen, "uffd-pager refused this VM: %s", r.text);
-		return -1;
+		return GLUE_REFUSED_BY_PAGER;
 	}
+	if (ret_secret)
+		memcpy(ret_secret, r.secret, GLUE_SECRET_LEN);
 	return 0;
 }
 
-static int glue_connect(char *why, size_t whylen)
+static int pager_connect(char *why, size_t whylen)
 {
 	const char *path = getenv(GLUE_ENV_SOCKET);
-	const char *name = getenv(GLUE_ENV_NAME);
-	const char *policy = getenv(GLUE_ENV_POLICY);
-	const char *uuid = getenv(GLUE_ENV_UUID);
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct glue_msg_hello *hello;
-	size_t policy_len = policy ? strlen(policy) : 0, len;
-	uint64_t features = 0;
-	int sock, uffd, r;
+	int sock;
 
-	if (policy_len > GLUE_POLICY_MAX) {
-		snprintf(why, whylen, "policy text is %zu bytes, more than %d", policy_len, GLUE_POLICY_MAX);
-		return -1;
-	}
-	if (uuid && strlen(uuid) >= GLUE_UUID_MAX) {
-		snprintf(why, whylen, "%s is %zu characters, a UUID has 36", GLUE_ENV_UUID, strlen(uuid));
-		return -1;
-	}
 	if (strlen(path) >= sizeof(sa.sun_path)) {
 		snprintf(why, whylen, "socket path %s is too long", path);
 		return -1;
@@ -219,24 +244,40 @@ static int glue_connect(char *why, size_t whylen)
 			close(sock);
 		return -1;
 	}
-	uffd = uffd_open_negotiated(&features, why, whylen);
-	if (uffd < 0) {
-		close(sock);
+	return sock;
+}
+
+/* HELLO with the uffd; a resume says so and proves who it is with the secret. Returns 0 or -1 with why. */
+static int send_hello(int sock, int uffd, uint64_t features, bool resume, uint32_t waited_ms, char *why,
+		      size_t whylen)
+{
+	const char *name = getenv(GLUE_ENV_NAME);
+	const char *policy = getenv(GLUE_ENV_POLICY);
+	const char *uuid = getenv(GLUE_ENV_UUID);
+	size_t policy_len = policy ? strlen(policy) : 0, len;
+	struct glue_msg_hello *hello;
+	int r;
+
+	if (policy_len > GLUE_POLICY_MAX) {
+		snprintf(why, whylen, "policy text is %zu bytes, more than %d", policy_len, GLUE_POLICY_MAX);
 		return -1;
 	}
-
+	if (uuid && strlen(uuid) >= GLUE_UUID_MAX) {
+		snprintf(why, whylen, "%s is %zu characters, a UUID has 36", GLUE_ENV_UUID, strlen(uuid));
+		return -1;
+	}
 	len = sizeof(*hello) + policy_len;
 	hello = calloc(1, len);
 	if (!hello) {
 		snprintf(why, whylen, "out of memory");
-		close(sock);
-		close(uffd);
 		return -1;
 	}
 	*hello = (struct glue_msg_hello){
 		.uffd_features = features,
 		.pid = (uint32_t)getpid(),
 		.policy_len = (uint32_t)policy_len,
+		.flags = resume ? GLUE_HELLO_RESUME : 0,
+		.waited_ms = waited_ms,
 	};
 	glue_header_init(&hello->hdr, GLUE_MSG_HELLO, (uint32_t)len);
 	if (name)
@@ -245,17 +286,35 @@ static int glue_connect(char *why, size_t whylen)
 		snprintf(hello->name, sizeof(hello->name), "pid-%d", (int)getpid());
 	if (uuid)
 		snprintf(hello->uuid, sizeof(hello->uuid), "%s", uuid);
+	if (resume)
+		memcpy(hello->secret, glue_secret, GLUE_SECRET_LEN);
 	if (policy_len)
 		memcpy(hello + 1, policy, policy_len);
 	r = send_with_fd(sock, hello, len, uffd);
+	explicit_bzero(hello->secret, GLUE_SECRET_LEN);
 	free(hello);
 	if (r < 0) {
-		snprintf(why, whylen, "sending registration to %s failed: %s", path, strerror(-r));
-		close(sock);
-		close(uffd);
+		snprintf(why, whylen, "sending registration failed: %s", strerror(-r));
 		return -1;
 	}
-	if (recv_reply(sock, why, whylen) < 0) {
+	return 0;
+}
+
+static int glue_connect(char *why, size_t whylen)
+{
+	uint64_t features = 0;
+	int sock, uffd;
+
+	sock = pager_connect(why, whylen);
+	if (sock < 0)
+		return -1;
+	uffd = uffd_open_negotiated(&features, why, whylen);
+	if (uffd < 0) {
+		close(sock);
+		return -1;
+	}
+	if (send_hello(sock, uffd, features, false, 0, why, whylen) < 0 ||
+	    recv_reply(sock, glue_secret, why, whylen) < 0) {
 		close(sock);
 		close(uffd);
 		return -1;
@@ -263,6 +322,24 @@ static int glue_connect(char *why, size_t whylen)
 	glue_sock = sock;
 	glue_uffd = uffd;
 	return 0;
+}
+
+static int send_region(int sock, const struct glue_region *g, char *why, size_t whylen)
+{
+	struct glue_msg_region msg = {
+		.host_addr = (uint64_t)(uintptr_t)g->addr,
+		.length = g->len,
+		.memfd_offset = (uint64_t)g->off,
+	};
+	int r;
+
+	glue_header_init(&msg.hdr, GLUE_MSG_REGION, sizeof(msg));
+	r = send_with_fd(sock, &msg, sizeof(msg), g->memfd);
+	if (r < 0) {
+		snprintf(why, whylen, "sending region to uffd-pager failed: %s", strerror(-r));
+		return r == -EPIPE || r == -ECONNRESET || r == -ENOTCONN ? GLUE_PAGER_GONE : GLUE_REFUSED_BY_PAGER;
+	}
+	return recv_reply(sock, NULL, why, whylen);
 }
 
 static int glue_register_region(void *addr, size_t len, int memfd, off_t off, char *why, size_t whylen)
@@ -273,14 +350,18 @@ static int glue_register_region(void *addr, size_t len, int memfd, off_t off, ch
 	};
 	const uint64_t needed = (1ULL << _UFFDIO_COPY) | (1ULL << _UFFDIO_ZEROPAGE) |
 				(1ULL << _UFFDIO_WRITEPROTECT) | (1ULL << _UFFDIO_WAKE);
-	struct glue_msg_region msg = {
-		.host_addr = (uint64_t)(uintptr_t)addr,
-		.length = len,
-		.memfd_offset = (uint64_t)off,
-	};
-	int r;
+	struct glue_region *g = &glue_regions[glue_nregions];
 
-	glue_header_init(&msg.hdr, GLUE_MSG_REGION, sizeof(msg));
+	if (glue_nregions >= GLUE_MAX_REGIONS) {
+		snprintf(why, whylen, "more than %d guest RAM regions", GLUE_MAX_REGIONS);
+		return -1;
+	}
+	*g = (struct glue_region){ .addr = addr, .len = len, .off = off,
+				   .memfd = fcntl(memfd, F_DUPFD_CLOEXEC, 3) };
+	if (g->memfd < 0) {
+		snprintf(why, whylen, "cannot keep the memfd: %s", strerror(errno));
+		return -1;
+	}
 	/* Punching 4 KiB out of a huge page that cannot be split leaves no hole. */
 	madvise(addr, len, MADV_NOHUGEPAGE);
 	if (ioctl(glue_uffd, UFFDIO_REGISTER, &reg) < 0) {
@@ -291,12 +372,143 @@ static int glue_register_region(void *addr, size_t len, int memfd, off_t off, ch
 		snprintf(why, whylen, "the kernel does not offer copy/zeropage/writeprotect on guest RAM");
 		return -1;
 	}
-	r = send_with_fd(glue_sock, &msg, sizeof(msg), memfd);
-	if (r < 0) {
-		snprintf(why, whylen, "sending region to uffd-pager failed: %s", strerror(-r));
-		return -1;
+	/* Recorded first: if the pager dies before it answers, the resume sends this region too. */
+	glue_nregions++;
+	return send_region(glue_sock, g, why, whylen);
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* on_pager_lost from the launcher: "wait", or "stop:SECONDS" / "kill:SECONDS". */
+static void pager_lost_policy(int *ret_signal, uint64_t *ret_max_wait_ms)
+{
+	const char *v = getenv(GLUE_ENV_PAGER_LOST);
+	unsigned long secs;
+	char *end;
+
+	*ret_signal = 0;
+	*ret_max_wait_ms = 0;
+	if (!v || strcmp(v, "wait") == 0)
+		return;
+	if (strncmp(v, "stop:", 5) == 0 || strncmp(v, "kill:", 5) == 0) {
+		secs = strtoul(v + 5, &end, 10);
+		if (!*end && end != v + 5) {
+			*ret_signal = v[0] == 's' ? SIGSTOP : SIGKILL;
+			*ret_max_wait_ms = (uint64_t)secs * 1000;
+			return;
+		}
 	}
-	return recv_reply(glue_sock, why, whylen);
+	glue_msg("%s=%s is not wait, stop:SECONDS or kill:SECONDS; waiting for the pager", GLUE_ENV_PAGER_LOST, v);
+}
+
+/* One resume attempt: HELLO with the secret, then every region again. Under glue_lock. */
+static int glue_resume(uint32_t waited_ms, char *why, size_t whylen)
+{
+	int sock = pager_connect(why, whylen);
+
+	if (sock < 0)
+		return -1;
+	if (send_hello(sock, glue_uffd, 0, true, waited_ms, why, whylen) < 0 ||
+	    recv_reply(sock, NULL, why, whylen) < 0)
+		goto fail;
+	for (unsigned i = 0; i < glue_nregions; i++)
+		if (send_region(sock, &glue_regions[i], why, whylen) < 0)
+			goto fail;
+	glue_sock = sock;
+	return 0;
+fail:
+	close(sock);
+	return -1;
+}
+
+/*
+ * The pager went away: try again with backoff (50 ms doubling to 1 s)
+ * until a pager adopts the VM, or until on_pager_lost's max_wait has
+ * passed and the VM is stopped or killed.
+ */
+static void pager_lost(void)
+{
+	uint64_t start = mono_ms(), last_log = 0, max_wait_ms;
+	unsigned delay_ms = 50;
+	char why[512], last_why[512] = "";
+	int sig;
+
+	pager_lost_policy(&sig, &max_wait_ms);
+	glue_msg("uffd-pager went away; faulting vCPUs wait until a pager adopts this VM");
+	for (;;) {
+		uint64_t waited = mono_ms() - start;
+		int r;
+
+		if (sig && waited >= max_wait_ms) {
+			glue_msg("no pager for %llu ms; %s the VM per policy 'on_pager_lost'",
+				 (unsigned long long)waited, sig == SIGSTOP ? "stopping" : "killing");
+			kill(getpid(), sig);
+			start = mono_ms(); /* continued after a stop: wait again */
+			continue;
+		}
+		pthread_mutex_lock(&glue_lock);
+		r = glue_resume((uint32_t)(waited > UINT32_MAX ? UINT32_MAX : waited), why, sizeof(why));
+		pthread_mutex_unlock(&glue_lock);
+		if (r == 0) {
+			glue_msg("adopted by uffd-pager after %llu ms", (unsigned long long)(mono_ms() - start));
+			return;
+		}
+		/* Say why once, and again every 30 s or when the reason changes. */
+		if (strcmp(why, last_why) != 0 || mono_ms() - last_log >= 30000) {
+			glue_msg("resume: %s; trying again", why);
+			snprintf(last_why, sizeof(last_why), "%s", why);
+			last_log = mono_ms();
+		}
+		usleep(delay_ms * 1000);
+		delay_ms = delay_ms >= 500 ? 1000 : delay_ms * 2;
+	}
+}
+
+/*
+ * The watcher: waits for the pager's end of the registration to close
+ * (replies are the registering thread's). Only this thread closes or
+ * replaces glue_sock once it runs.
+ */
+static void *glue_watch(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		struct pollfd pfd = { .fd = glue_sock, .events = POLLRDHUP };
+
+		if (poll(&pfd, 1, -1) < 0 || !(pfd.revents & (POLLHUP | POLLRDHUP | POLLERR)))
+			continue;
+		pthread_mutex_lock(&glue_lock);
+		close(glue_sock);
+		glue_sock = -1;
+		pthread_mutex_unlock(&glue_lock);
+		pager_lost();
+	}
+	return NULL;
+}
+
+/* Starts the watcher once, with every signal blocked: QEMU's signals are for its own threads. */
+static void glue_start_watcher(void)
+{
+	sigset_t all, old;
+	pthread_t t;
+
+	if (glue_watching)
+		return;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	if (pthread_create(&t, NULL, glue_watch, NULL) == 0) {
+		pthread_detach(t);
+		glue_watching = true;
+	} else {
+		glue_msg("cannot start the thread that watches the pager: a pager restart would stall this VM");
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 static void glue_take(void *addr, size_t len, int fd, off_t off)
@@ -306,15 +518,26 @@ static void glue_take(void *addr, size_t len, int fd, off_t off)
 	pthread_mutex_lock(&glue_lock);
 	if (glue_disabled)
 		goto out;
-	if (glue_sock < 0 && glue_connect(why, sizeof(why)) < 0) {
+	if (glue_uffd < 0 && glue_connect(why, sizeof(why)) < 0) {
 		glue_unavailable(why);
 		goto out;
 	}
-	if (glue_register_region(addr, len, fd, off, why, sizeof(why)) < 0) {
+	/* The pager is away: the watcher brings one back first, then this region goes to it. */
+	while (glue_sock < 0) {
+		pthread_mutex_unlock(&glue_lock);
+		usleep(50 * 1000);
+		pthread_mutex_lock(&glue_lock);
+	}
+	int r = glue_register_region(addr, len, fd, off, why, sizeof(why));
+	if (r == GLUE_PAGER_GONE) {
+		/* The region is recorded: the watcher sees the hang-up and hands it to the next pager. */
+		glue_msg("%s while registering a region; it goes to the next pager", why);
+	} else if (r < 0) {
 		/* RAM that is registered but unserved would hang the guest: never run so. */
 		glue_msg("%s; refusing to run with guest RAM the pager does not serve", why);
 		_exit(1);
 	}
+	glue_start_watcher();
 out:
 	pthread_mutex_unlock(&glue_lock);
 }

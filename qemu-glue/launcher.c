@@ -700,7 +700,12 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+	char pager_lost[32] = "wait";
+	if (policy.on_pager_lost != POLICY_PAGER_LOST_WAIT)
+		snprintf(pager_lost, sizeof(pager_lost), "%s:%u",
+			 policy.on_pager_lost == POLICY_PAGER_LOST_STOP ? "stop" : "kill", policy.pager_lost_max_wait_s);
 	if (set_preload(lib) < 0 || setenv(GLUE_ENV_SOCKET, a.pager_socket, 1) < 0 ||
+	    setenv(GLUE_ENV_PAGER_LOST, pager_lost, 1) < 0 ||
 	    setenv(GLUE_ENV_NAME, name, 1) < 0 ||
 	    setenv(GLUE_ENV_UNAVAILABLE,
 		   policy.on_pager_unavailable == POLICY_UNAVAILABLE_RUN_UNPAGED ? "run-unpaged"

@@ -557,6 +557,35 @@ json_t *donor_pool_json(struct donor_pool *p)
 }
 
 unsigned donor_pool_count(struct donor_pool *p) { return p ? atomic_load(&p->n) : 0; }
+
+const char *donor_pool_url(struct donor_pool *p, unsigned idx)
+{
+	return idx < donor_pool_count(p) ? p->d[idx]->url : "";
+}
+
+int donor_pool_adopt(struct donor_pool *p, const char *url)
+{
+	char err[256];
+	int found = -1, r;
+
+	for (unsigned i = 0; i < donor_pool_count(p); i++) {
+		int st = atomic_load(&p->d[i]->state);
+		if (strcmp(p->d[i]->url, url) != 0 || st == PD_GONE)
+			continue;
+		if (found < 0 || st == PD_UP)
+			found = (int)i;
+	}
+	if (found >= 0)
+		return found;
+	r = add_donor(p, url, true, err, sizeof(err));
+	if (r < 0 && r != -ECONNREFUSED && r != -ETIMEDOUT && r != -EHOSTUNREACH)
+		log_warn("donor %s (named by an adopted VM): %s", url, err);
+	/* A fresh entry is listed even when the donor cannot be reached: find it. */
+	for (unsigned i = 0; i < donor_pool_count(p); i++)
+		if (strcmp(p->d[i]->url, url) == 0 && atomic_load(&p->d[i]->state) != PD_GONE)
+			return (int)i;
+	return r < 0 ? r : -ENOENT;
+}
 bool donor_pool_has_donors(struct donor_pool *p) { return donor_pool_count(p) > 0; }
 unsigned donor_pool_generation(struct donor_pool *p) { return p ? atomic_load(&p->gen) : 0; }
 

@@ -62,6 +62,15 @@ int donor_pool_drain(struct donor_pool *p, const char *url, bool remove);
 json_t *donor_pool_json(struct donor_pool *p);
 /* Donors ever added (indexes are < this). */
 unsigned donor_pool_count(struct donor_pool *p);
+/* The URL of entry idx ("" past the end). */
+const char *donor_pool_url(struct donor_pool *p, unsigned idx);
+/*
+ * A VM adopted from a dead pager names this donor: the index of its
+ * entry in use (up first), else of a new entry (down if it cannot be
+ * reached; its slabs are not freed: they are the VM's). Returns the index
+ * or -errno (the pool is full).
+ */
+int donor_pool_adopt(struct donor_pool *p, const char *url);
 /* True once any donor was configured or added: VMs then prefer donors to the spill file. */
 bool donor_pool_has_donors(struct donor_pool *p);
 /* Bumped on every event that may leave copies to re-create or move. */

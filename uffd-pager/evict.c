@@ -13,6 +13,7 @@
  * the fault path's wake-up) is here too, at the end of the file.
  */
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/userfaultfd.h>
@@ -44,7 +45,41 @@ struct evict_ctx {
 	bool punch_failed;           /* the last batch's punch failed: retry slowly */
 	struct store_batch wb; /* the non-zero pages, in batch order */
 	unsigned n;
+	/* Test hook (see crash_point): where and at which batch the pager kills itself. */
+	enum crash_window { CRASH_NONE, CRASH_AFTER_COMMIT, CRASH_AFTER_PUNCH } crash_at;
+	unsigned crash_batch;
 };
+
+/*
+ * Test hook for the pager-restart tests: UFFD_PAGER_TEST_CRASH=commit:N
+ * (or punch:N) makes the pager SIGKILL itself in its N-th eviction batch
+ * right after the commit, before the punch (or after the punch, before
+ * it is recorded): the windows a restart must recover from exactly. Read
+ * once per evictor; unset in production.
+ */
+static void crash_hook_init(struct evict_ctx *ec)
+{
+	const char *v = getenv("UFFD_PAGER_TEST_CRASH");
+	unsigned n;
+
+	if (v && sscanf(v, "commit:%u", &n) == 1)
+		ec->crash_at = CRASH_AFTER_COMMIT;
+	else if (v && sscanf(v, "punch:%u", &n) == 1)
+		ec->crash_at = CRASH_AFTER_PUNCH;
+	else
+		return;
+	ec->crash_batch = n ? n : 1;
+}
+
+static void crash_point(struct evict_ctx *ec, enum crash_window where)
+{
+	if (ec->crash_at != where || !ec->n || --ec->crash_batch)
+		return;
+	vm_log_warn(ec->vm->policy.name, "test hook: killing the pager %s of %u pages",
+		    where == CRASH_AFTER_COMMIT ? "after the commit, before the punch" : "after the punch, before it is recorded",
+		    ec->n);
+	raise(SIGKILL);
+}
 
 static int cmp_u64(const void *a, const void *b)
 {
@@ -244,6 +279,8 @@ static void evict_batch(struct evict_ctx *ec)
 	pthread_mutex_unlock(&vm->lock);
 	if (n_aborted)
 		atomic_fetch_add_explicit(&vm->stats.evictions_aborted, n_aborted, memory_order_relaxed);
+	if (n_commit)
+		crash_point(ec, CRASH_AFTER_COMMIT);
 
 	/* Un-protect every page given back; this also wakes its writers. */
 	for (i = 0; i < ec->n; i++)
@@ -281,6 +318,9 @@ static void evict_batch(struct evict_ctx *ec)
 		vm_log_err(vm->policy.name, "punching %u pages out of the memfd failed: %s; they stay resident "
 			   "(was the memfd sealed against writes after registration?)", n_unpunched, strerror(punch_err));
 	}
+
+	if (n_commit)
+		crash_point(ec, CRASH_AFTER_PUNCH);
 
 	/* 6. record, then wake writers that waited for the punch */
 	pthread_mutex_lock(&vm->lock);
@@ -402,6 +442,7 @@ void *vm_evict_thread(void *arg)
 		return NULL;
 	}
 	ec->vm = vm;
+	crash_hook_init(ec);
 	store_batch_init(&ec->wb);
 	for (;;) {
 		bool work;

@@ -70,3 +70,27 @@ enum page_state page_after_punch(bool zero, uint8_t flags, bool *ret_wake)
 	*ret_wake = flags & PGF_WRITE_PENDING;
 	return zero || (flags & PGF_DISCARDED) ? PG_ZERO : PG_STORED;
 }
+
+enum page_state page_on_adopt(uint8_t state, uint8_t flags, bool has_data)
+{
+	/* In guest memory: whatever the map said (a zero page or copy placed, not yet recorded; an
+	 * eviction not yet punched), the page is resident and its memfd content is current. */
+	if (has_data)
+		return PG_RESIDENT;
+	switch (state) {
+	case PG_EVICT_COMMITTED:
+		/* Punched after its commit: stored, unless the guest discarded it after the commit. */
+		return flags & PGF_DISCARDED ? PG_ZERO : PG_STORED;
+	case PG_STORED:
+		return PG_STORED; /* a fetch that never placed its copy: still stored */
+	case PG_RESIDENT:
+	case PG_EVICTING:
+		/* Never punched before a commit, so only the guest's discard made this hole. */
+		return PG_ZERO;
+	case PG_ZERO:
+		return PG_ZERO;
+	case PG_UNTOUCHED:
+	default:
+		return PG_UNTOUCHED;
+	}
+}

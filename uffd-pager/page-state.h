@@ -67,3 +67,12 @@ enum evict_verdict {
 enum evict_verdict page_evict_verdict(bool stored, uint8_t flags);
 /* After the punch: the recorded state (PG_STORED or PG_ZERO); *ret_wake if a writer waits. */
 enum page_state page_after_punch(bool zero, uint8_t flags, bool *ret_wake);
+
+/*
+ * Adoption by a new pager after the old one died at any point: what a
+ * page recorded in this state becomes, given whether the memfd holds it
+ * (has_data). The memfd is the truth for what is in guest memory; a
+ * hole is a stored page only where a committed copy exists, because the
+ * evictor punches after the commit and never before.
+ */
+enum page_state page_on_adopt(uint8_t state, uint8_t flags, bool has_data);

@@ -1,13 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The page map and its verbs (pagemap.h): every write to a page entry and
- * to the page counters is here. The mapping is anonymous and grown with
- * mremap, so the untouched tail of a large guest costs nothing until it
- * is faulted, exactly as a sparse shared file would.
+ * to the page counters is here. The mapping is a shared mapping of the
+ * VM's state file (or anonymous, for tests) grown with ftruncate and
+ * mremap, so the untouched tail of a large guest is a hole that costs
+ * nothing until it is written.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "pagemap.h"
 #include "util.h"
@@ -54,14 +58,41 @@ static size_t map_bytes(unsigned entry_size, uint64_t npages)
 	return (b + PAGE_SIZE_4K - 1) & ~(size_t)(PAGE_SIZE_4K - 1);
 }
 
-int pagemap_init(struct pagemap *pm, unsigned ncopies)
+/* Maps len bytes of the map: anonymous, or the state file's at pm->file_off. */
+static void *map_area(struct pagemap *pm, size_t len)
+{
+	if (pm->fd < 0)
+		return mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	return mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, pm->fd, (off_t)pm->file_off);
+}
+
+/* A file-backed map's file covers len bytes from its offset (holes read as zeros: UNTOUCHED). */
+static int file_cover(struct pagemap *pm, size_t len)
+{
+	struct stat st;
+
+	if (pm->fd < 0)
+		return 0;
+	if (fstat(pm->fd, &st) < 0)
+		return -errno;
+	if ((uint64_t)st.st_size < pm->file_off + len && ftruncate(pm->fd, (off_t)(pm->file_off + len)) < 0)
+		return -errno;
+	return 0;
+}
+
+int pagemap_init(struct pagemap *pm, unsigned ncopies, int fd, uint64_t file_off)
 {
 	size_t len = map_bytes(0, 0);
 	void *m;
+	int r;
 
 	if (!ncopies || ncopies > STORE_MAX_COPIES)
 		return -EINVAL;
-	m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	pm->fd = fd;
+	pm->file_off = file_off;
+	if ((r = file_cover(pm, len)) < 0)
+		return r;
+	m = map_area(pm, len);
 	if (m == MAP_FAILED)
 		return -errno;
 	pm->hdr = m;
@@ -71,6 +102,51 @@ int pagemap_init(struct pagemap *pm, unsigned ncopies)
 					    .ncopies = (uint16_t)ncopies,
 					    .entry_size = (uint32_t)(sizeof(struct page_entry) + (ncopies - 1) * sizeof(uint32_t)),
 					    .entries_offset = PAGEMAP_ENTRIES_OFFSET };
+	return 0;
+}
+
+int pagemap_attach(struct pagemap *pm, int fd, uint64_t file_off, unsigned ncopies, bool versioned, char *err,
+		   size_t errlen)
+{
+	struct pagemap_header h;
+	struct stat st;
+	size_t len;
+	void *m;
+
+	pm->fd = fd;
+	pm->file_off = file_off;
+	if (fstat(fd, &st) < 0 || pread(fd, &h, sizeof(h), (off_t)file_off) != (ssize_t)sizeof(h)) {
+		snprintf(err, errlen, "page map: cannot read its header (file of %lld bytes)", (long long)st.st_size);
+		return -EBADMSG;
+	}
+	if (h.magic != PAGEMAP_MAGIC || h.entries_offset != PAGEMAP_ENTRIES_OFFSET) {
+		snprintf(err, errlen, "page map: not a page map (magic 0x%08x)", h.magic);
+		return -EBADMSG;
+	}
+	if (h.version != PAGEMAP_VERSION) {
+		snprintf(err, errlen, "page map format version %u, this build reads %u", h.version, PAGEMAP_VERSION);
+		return -EPROTONOSUPPORT;
+	}
+	if (h.ncopies != ncopies || h.entry_size != sizeof(struct page_entry) + (ncopies - 1) * sizeof(uint32_t) ||
+	    !!(h.flags & PAGEMAP_F_VERSIONS) != versioned) {
+		snprintf(err, errlen, "page map: %u copies per page%s, the policy asks %u%s", h.ncopies,
+			 h.flags & PAGEMAP_F_VERSIONS ? " (sealed)" : "", ncopies, versioned ? " (sealed)" : "");
+		return -EINVAL;
+	}
+	if (h.npages > (UINT64_MAX - PAGEMAP_ENTRIES_OFFSET) / h.entry_size ||
+	    (uint64_t)st.st_size < file_off + PAGEMAP_ENTRIES_OFFSET + h.npages * h.entry_size) {
+		snprintf(err, errlen, "page map: %llu pages do not fit a file of %lld bytes (truncated?)",
+			 (unsigned long long)h.npages, (long long)st.st_size);
+		return -EBADMSG;
+	}
+	len = map_bytes(h.entry_size, h.npages);
+	m = map_area(pm, len);
+	if (m == MAP_FAILED) {
+		snprintf(err, errlen, "page map: mmap: %s", strerror(errno));
+		return -errno;
+	}
+	pm->hdr = m;
+	pm->mapped = len;
 	return 0;
 }
 
@@ -92,15 +168,18 @@ int pagemap_grow(struct pagemap *pm, uint64_t npages)
 {
 	uint64_t first = pm->hdr->npages;
 	size_t len = map_bytes(pm->hdr->entry_size, first + npages);
+	int r;
 
 	if (len > pm->mapped) {
+		if ((r = file_cover(pm, len)) < 0)
+			return r;
 		void *m = mremap(pm->hdr, pm->mapped, len, MREMAP_MAYMOVE);
 		if (m == MAP_FAILED)
 			return -errno;
 		pm->hdr = m;
 		pm->mapped = len;
 	}
-	/* Fresh anonymous memory reads as zeros: UNTOUCHED, no copies (loc_encode). Nothing to write. */
+	/* Fresh memory (or a file's hole) reads as zeros: UNTOUCHED, no copies (loc_encode). Nothing to write. */
 	pm->hdr->npages = first + npages;
 	return 0;
 }
@@ -351,4 +430,26 @@ bool pagemap_punched(struct pagemap *pm, uint64_t page, bool zero, bool *ret_wak
 	}
 	pe->flags = 0;
 	return true;
+}
+
+void pagemap_adopt_begin(struct pagemap *pm)
+{
+	pm->hdr->resident_pages = pm->hdr->stored_pages = pm->hdr->zero_pages = 0;
+}
+
+enum page_state pagemap_adopt(struct pagemap *pm, uint64_t page, bool has_data)
+{
+	struct page_entry *pe = entry(pm, page);
+	enum page_state st = page_on_adopt(pe->state, pe->flags, has_data);
+
+	if (st == PG_UNTOUCHED && pe->state == PG_UNTOUCHED)
+		return st; /* nothing to write: the entry may be a hole of the file */
+	if (st != PG_STORED)
+		drop_copies(pm, page, NULL);
+	pe->flags = st == PG_STORED ? pe->flags & PGF_LOST : 0;
+	pe->state = (uint8_t)st;
+	pm->hdr->resident_pages += st == PG_RESIDENT;
+	pm->hdr->stored_pages += st == PG_STORED;
+	pm->hdr->zero_pages += st == PG_ZERO;
+	return st;
 }

@@ -92,11 +92,26 @@ enum { PAGEMAP_F_VERSIONS = 1 /* the check word is a version (sealed copies) */ 
 /* The handle: outside the mapped data, which holds no pointers. */
 struct pagemap {
 	struct pagemap_header *hdr;
-	size_t mapped; /* bytes */
+	size_t mapped;     /* bytes */
+	int fd;            /* the state file (vmstate.h; not ours to close), -1: anonymous */
+	uint64_t file_off; /* where the map starts in it */
 };
 
-/* An empty map for pages with ncopies locations each. Returns 0 or -errno. */
-int pagemap_init(struct pagemap *pm, unsigned ncopies);
+/*
+ * An empty map for pages with ncopies locations each, in the file fd from
+ * file_off on (shared: what the pager writes survives its death), or
+ * anonymous with fd -1. Returns 0 or -errno.
+ */
+int pagemap_init(struct pagemap *pm, unsigned ncopies, int fd, uint64_t file_off);
+/*
+ * The map an earlier pager left in fd at file_off, for a VM it adopts.
+ * Checks magic, format version, copies per page, sealing and size against
+ * the file before mapping it. Returns 0, or -EBADMSG (not a map,
+ * truncated), -EPROTONOSUPPORT (other format version) or -EINVAL (another
+ * policy), with *err saying which.
+ */
+int pagemap_attach(struct pagemap *pm, int fd, uint64_t file_off, unsigned ncopies, bool versioned, char *err,
+		   size_t errlen);
 /*
  * Sealed copies: from now on each page's check word is its version,
  * bumped by pagemap_evict_begin; pagemap_evict_commit keeps it. Call
@@ -161,6 +176,17 @@ bool pagemap_copies_lost(struct pagemap *pm, uint64_t page);
  * STORED or copy c is no longer old_loc (a refault won).
  */
 bool pagemap_replace_copy(struct pagemap *pm, uint64_t page, unsigned c, uint32_t old_loc, uint32_t new_loc);
+
+/*
+ * Adoption: the counters start again from zero, then every page that is
+ * not UNTOUCHED-and-a-hole goes through pagemap_adopt (page_on_adopt):
+ * its state settled, transient flags cleared (LOST stays), the copies of
+ * a page that is no longer stored dropped (the store, rebuilt from the
+ * stored pages' copies only, counts them free), and counted. Returns the
+ * page's state.
+ */
+void pagemap_adopt_begin(struct pagemap *pm);
+enum page_state pagemap_adopt(struct pagemap *pm, uint64_t page, bool has_data);
 
 /*
  * The evictor picks a page: RESIDENT -> EVICTING, flags cleared, and in a

@@ -40,8 +40,10 @@
 #include "log.h"
 #include "registry.h"
 #include "spill.h"
+#include "store.h"
 #include "util.h"
 #include "vm.h"
+#include "vmstate.h"
 
 #define MAX_CLIENTS 256
 #define HELLO_TIMEOUT_NS (10ULL * 1000000000ULL)
@@ -64,6 +66,7 @@ struct client {
 	LIST_ENTRY(client) link;
 	uint64_t accepted_ns; /* a stranger that never says HELLO is dropped after HELLO_TIMEOUT_NS */
 	bool attached_event; /* vm.attached sent (first region): vm.detached pairs with it */
+	bool adopted_event;  /* vm.adopted sent (last region of a resumed VM) */
 	struct balloon {
 		uint64_t target_kib;  /* last target asked for; 0 = the domain's maximum */
 		uint64_t applied_kib; /* what libvirt last confirmed; 0 = nothing yet */
@@ -101,19 +104,35 @@ static bool fd_is_memfd(int fd)
 	       (sf.f_type == TMPFS_MAGIC || sf.f_type == HUGETLBFS_MAGIC);
 }
 
+static void send_reply(struct client *c, struct glue_msg_reply *r)
+{
+	glue_header_init(&r->hdr, GLUE_MSG_REPLY, sizeof(*r));
+	/* MSG_DONTWAIT: a client that does not read must not stall the daemon. */
+	if (send(c->fd, r, sizeof(*r), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		log_debug("reply to pid %d lost: %s", (int)c->pid, strerror(errno));
+	explicit_bzero(r->secret, sizeof(r->secret));
+}
+
 static void reply(struct client *c, enum glue_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void reply(struct client *c, enum glue_status st, const char *fmt, ...)
 {
 	struct glue_msg_reply r = { .status = st };
 	va_list ap;
 
-	glue_header_init(&r.hdr, GLUE_MSG_REPLY, sizeof(r));
 	va_start(ap, fmt);
 	vsnprintf(r.text, sizeof(r.text), fmt, ap);
 	va_end(ap);
-	/* MSG_DONTWAIT: a client that does not read must not stall the daemon. */
-	if (send(c->fd, &r, sizeof(r), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-		log_debug("reply to pid %d lost: %s", (int)c->pid, strerror(errno));
+	send_reply(c, &r);
+}
+
+/* HELLO accepted: the shim keeps the VM's secret to resume with under a later pager. */
+static void reply_registered(struct client *c, const uint8_t *secret, const char *text)
+{
+	struct glue_msg_reply r = { .status = GLUE_OK };
+
+	snprintf(r.text, sizeof(r.text), "%s", text);
+	memcpy(r.secret, secret, sizeof(r.secret));
+	send_reply(c, &r);
 }
 
 static struct client *find_client_locked(struct pager *p, const char *name)
@@ -297,9 +316,15 @@ static json_t *balloon_json_locked(struct client *c)
 			 "failures", (json_int_t)b->failures);
 }
 
+/*
+ * The registration ended. The VM's files and slabs go with it, except when
+ * the pager stops (the VM lives on: the next pager adopts it) or when an
+ * adoption did not finish (a later attempt needs the dead pager's state).
+ */
 static void client_drop(struct pager *p, struct client *c, const char *why)
 {
 	struct vm *vm;
+	bool keep;
 
 	pthread_mutex_lock(&p->lock);
 	LIST_REMOVE(c, link);
@@ -313,11 +338,17 @@ static void client_drop(struct pager *p, struct client *c, const char *why)
 	pthread_mutex_unlock(&p->lock);
 
 	if (vm) {
-		vm_log_info(vm_name(vm), "%s; freeing its pages and spill file", why);
+		keep = atomic_load(&p->stopping) || vm_adoption_pending(vm);
+		vm_log_info(vm_name(vm), "%s; %s", why,
+			    keep ? "keeping its state, spill file and donor slabs for the next pager"
+				 : "freeing its pages and spill file");
 		if (c->attached_event)
 			events_emit("vm.detached", json_pack("{s:s, s:i, s:s}", "vm", vm_name(vm), "pid", (int)c->pid,
 							     "reason", why));
-		vm_free(vm);
+		if (keep)
+			vm_detach(vm);
+		else
+			vm_free(vm);
 	}
 	epoll_ctl(p->epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
@@ -385,36 +416,6 @@ static int pidfd_alive(int pidfd)
 	return syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) < 0 ? -errno : 0;
 }
 
-/* Start time of pid in ns since boot (/proc/PID/stat field 22). Returns 0 or -errno. */
-static int pid_start_boot_ns(pid_t pid, uint64_t *ret)
-{
-	char path[32], buf[1024];
-	unsigned long long ticks;
-	const char *q;
-	ssize_t n;
-	long hz = sysconf(_SC_CLK_TCK);
-	_cleanup_close_ int fd = -1;
-
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, sizeof(buf) - 1);
-	if (n <= 0)
-		return n < 0 ? -errno : -EIO;
-	buf[n] = '\0';
-	/* The command name may hold spaces and parentheses: fields count from the last ')'. */
-	q = strrchr(buf, ')');
-	if (!q || hz <= 0)
-		return -EIO;
-	for (int field = 2; field < 22 && q; field++)
-		q = strchr(q + 1, ' ');
-	if (!q || sscanf(q + 1, "%llu", &ticks) != 1)
-		return -EIO;
-	*ret = (uint64_t)ticks * (1000000000ULL / (uint64_t)hz);
-	return 0;
-}
-
 /*
  * A pidfd that names the process that connected, not whoever holds its pid
  * now: the pid from SO_PEERCRED may have been recycled by HELLO time, and
@@ -446,7 +447,7 @@ static int client_pidfd(struct client *c, char *err, size_t errlen)
 		snprintf(err, errlen, "pidfd_open(%d): %s", (int)c->pid, strerror(-r));
 		return r;
 	}
-	r = pid_start_boot_ns(c->pid, &started);
+	r = vmstate_pid_start(c->pid, &started);
 	if (r == 0 && (r = pidfd_alive(pidfd)) == 0 && started > c->accepted_boot_ns)
 		r = -ESRCH;
 	if (r < 0) {
@@ -522,7 +523,7 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 	struct policy_vm pol;
 	struct policy_error perr;
 	struct vm *vm;
-	char err[256], src[96];
+	char err[1024], src[96];
 	int pidfd, r;
 
 	if (c->vm) {
@@ -608,15 +609,45 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 		unreserve(p, pol.local_memory);
 		return;
 	}
-	/* vm_new owns both fds now, also on failure. */
-	r = vm_new(&pol, c->pid, pidfd, TAKE_FD(*fd), p->cfg.state_dir, p->cfg.max_guest_memory, p->pool, &vm, err,
-		   sizeof(err));
+	bool resume = h->flags & GLUE_HELLO_RESUME;
+	struct vmstate *vs = NULL;
+	uint64_t started = 0;
+	err[0] = '\0';
+	r = vmstate_pid_start(c->pid, &started);
+	if (r == 0 && resume)
+		r = vmstate_open(p->cfg.state_dir, name, c->pid, started, store_state_bytes(), &vs, err, sizeof(err));
+	else if (r == 0)
+		r = vmstate_create(p->cfg.state_dir, name, c->pid, started, h->uuid, store_state_bytes(), &vs);
+	else
+		snprintf(err, sizeof(err), "cannot read the start time of pid %d: %s", (int)c->pid, strerror(-r));
+	if (r == 0 && resume && !vmstate_secret_matches(vs, h->secret)) {
+		snprintf(err, sizeof(err), "the secret does not match the one in %s: not the VM that registered", vs->path);
+		vmstate_close(vs, true);
+		r = -EPERM;
+	}
 	if (r < 0) {
+		if (!resume && err[0] == '\0')
+			snprintf(err, sizeof(err), "cannot create the state file in %s: %s", p->cfg.state_dir, strerror(-r));
+		if (resume)
+			log_warn("vm %s (pid %d) asks to be adopted, refused: %s", name, (int)c->pid, err);
+		reply(c, GLUE_REFUSED, "%s", err);
+		unreserve(p, pol.local_memory);
+		close(pidfd);
+		return;
+	}
+	/* vm_new owns the fds and the state file now, also on failure. */
+	r = vm_new(&pol, c->pid, pidfd, TAKE_FD(*fd), p->cfg.state_dir, p->cfg.max_guest_memory, p->pool, vs, resume,
+		   &vm, err, sizeof(err));
+	if (r < 0) {
+		if (resume)
+			log_warn("vm %s (pid %d) cannot be adopted: %s", name, (int)c->pid, err);
 		reply(c, GLUE_REFUSED, "%s", err);
 		unreserve(p, pol.local_memory);
 		return;
 	}
 	vm_set_uuid(vm, h->uuid);
+	if (resume)
+		vm_set_waited(vm, h->waited_ms);
 	pthread_mutex_lock(&p->lock);
 	c->vm = vm;
 	p->vms_registered++;
@@ -626,7 +657,8 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 	/* The pidfd turns readable when the process exits, even if its socket lingers in a child. */
 	epoll_ctl(p->epfd, EPOLL_CTL_ADD, pidfd,
 		  &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &c->pid_tag });
-	reply(c, GLUE_OK, "registered as %s", name);
+	snprintf(err, sizeof(err), "%s as %s", resume ? "resumed" : "registered", name);
+	reply_registered(c, vm_secret(vm), err);
 }
 
 /* *fd as for handle_hello. */
@@ -654,8 +686,23 @@ static void handle_region(struct pager *p, struct client *c, const struct glue_m
 		return;
 	}
 	reply(c, GLUE_OK, "region registered");
+	uint32_t waited_ms;
+	uint64_t recover_ns;
+	if (!c->adopted_event && vm_adopted(c->vm, &waited_ms, &recover_ns)) {
+		c->adopted_event = true;
+		c->attached_event = true; /* attached long ago, under the pager that died */
+		pthread_mutex_lock(&p->lock);
+		balloon_update_locked(p, c, POLICY_BALLOON_LIMIT);
+		pthread_mutex_unlock(&p->lock);
+		vm_log_info(vm_name(c->vm), "adopted after %u ms without a pager (recovery %.1f ms)", waited_ms,
+			    (double)recover_ns / 1e6);
+		events_emit("vm.adopted", json_pack("{s:s, s:s, s:i, s:i, s:f, s:I}", "vm", vm_name(c->vm), "uuid",
+						    vm_uuid(c->vm), "pid", (int)c->pid, "waited_ms", (int)waited_ms,
+						    "recover_ms", (double)recover_ns / 1e6, "guest_memory",
+						    (json_int_t)vm_guest_bytes(c->vm)));
+	}
 	/* Attached = paging began: the first region gives the guest's size. */
-	if (!c->attached_event) {
+	if (!c->attached_event && !vm_adoption_pending(c->vm)) {
 		c->attached_event = true;
 		pthread_mutex_lock(&p->lock);
 		/* The limit meets the guest's size for the first time. */
@@ -813,7 +860,7 @@ int pager_new(const struct policy_pager_config *cfg, struct pager **ret)
 		return log_err_errno(r, "cannot create state directory %s", cfg->state_dir);
 	if ((r = state_dir_secure(cfg->state_dir)) < 0)
 		return r;
-	r = spill_remove_stale(cfg->state_dir);
+	r = vmstate_remove_stale(cfg->state_dir);
 	if (r < 0)
 		return log_err_errno(r, "cannot read state directory %s", cfg->state_dir);
 	if ((r = policy_check_state_dir_fstype(cfg->state_dir, err, sizeof(err))) < 0) {
@@ -933,7 +980,7 @@ void pager_free(struct pager *p)
 		return;
 	atomic_store(&p->stopping, true);
 	while (!LIST_EMPTY(&p->clients))
-		client_drop(p, LIST_FIRST(&p->clients), "pager shutting down");
+		client_drop(p, LIST_FIRST(&p->clients), "pager stopping");
 	if (p->listen_fd >= 0) {
 		close(p->listen_fd);
 		unlink(p->cfg.socket_path);

@@ -89,24 +89,52 @@ int seal_new(const char *dir, const char *name, struct seal **ret)
 	if (r < 0)
 		return r;
 	if ((size_t)snprintf(s->path, sizeof(s->path), "%s/%s.key", dir, name) >= sizeof(s->path)) {
-		seal_free(s);
+		seal_free(s, true);
 		return -ENAMETOOLONG;
 	}
 	r = write_key_file(s);
 	if (r < 0) {
-		s->path[0] = '\0'; /* nothing of ours to delete */
-		seal_free(s);
+		seal_free(s, true); /* nothing of ours to delete */
 		return r;
 	}
 	*ret = s;
 	return 0;
 }
 
-void seal_free(struct seal *s)
+int seal_load(const char *dir, const char *name, struct seal **ret)
+{
+	uint8_t blob[SEAL_KEY_LEN + SEAL_ID_LEN + 1];
+	char path[512];
+	struct stat st;
+	ssize_t n;
+	int r;
+	_cleanup_close_ int fd = -1;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s.key", dir, name) >= sizeof(path))
+		return -ENAMETOOLONG;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	/* Only a key this uid alone could have written is trusted. */
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077))
+		return -EPERM;
+	n = read(fd, blob, sizeof(blob));
+	if (n != SEAL_KEY_LEN + SEAL_ID_LEN) {
+		OPENSSL_cleanse(blob, sizeof(blob));
+		return n < 0 ? -errno : -EBADMSG;
+	}
+	r = seal_new_from_key(blob, blob + SEAL_KEY_LEN, ret);
+	OPENSSL_cleanse(blob, sizeof(blob));
+	if (r == 0)
+		snprintf((*ret)->path, sizeof((*ret)->path), "%s", path);
+	return r;
+}
+
+void seal_free(struct seal *s, bool keep_file)
 {
 	if (!s)
 		return;
-	if (s->path[0] && unlink(s->path) < 0)
+	if (s->path[0] && !keep_file && unlink(s->path) < 0)
 		log_warn("cannot delete key file %s: %s", s->path, strerror(errno));
 	OPENSSL_cleanse(s->key, sizeof(s->key));
 	free(s);

@@ -14,6 +14,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #define SEAL_KEY_LEN 32
@@ -31,8 +32,10 @@ struct seal_ctx;
 int seal_new(const char *dir, const char *name, struct seal **ret);
 /* A seal from a given key and id, with no file (tests, tools). Returns 0 or -errno. */
 int seal_new_from_key(const uint8_t key[SEAL_KEY_LEN], const uint8_t id[SEAL_ID_LEN], struct seal **ret);
-/* Wipes the key and deletes its file. NULL-safe. Every seal_ctx must be freed first. */
-void seal_free(struct seal *s);
+/* The key an earlier pager wrote to DIR/NAME.key, for a VM it adopts (0600 and ours, else -EPERM). Returns 0 or -errno. */
+int seal_load(const char *dir, const char *name, struct seal **ret);
+/* Wipes the key and deletes its file unless keep_file (the VM lives on). NULL-safe. Every seal_ctx must be freed first. */
+void seal_free(struct seal *s, bool keep_file);
 /* The key file's path, "" without one. */
 const char *seal_path(const struct seal *s);
 

@@ -59,7 +59,7 @@ struct spill {
 	uint64_t hint;              /* first word that may have a free bit */
 };
 
-int spill_new(const char *dir, const char *name, uint64_t max_slots, struct spill **ret)
+int spill_new(const char *dir, const char *name, uint64_t max_slots, bool adopt, struct spill **ret)
 {
 	struct spill *s;
 	int r;
@@ -76,14 +76,16 @@ int spill_new(const char *dir, const char *name, uint64_t max_slots, struct spil
 		r = -ENAMETOOLONG;
 		goto fail;
 	}
-	/* A file left by a crashed pager for a VM of the same name is stale. */
-	unlink(s->path);
-	s->fd = open(s->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_DIRECT, 0600);
+	/* A new VM's file of the same name is stale; an adopted VM's holds its pages. */
+	int mode = adopt ? O_RDWR : O_RDWR | O_CREAT | O_EXCL;
+	if (!adopt)
+		unlink(s->path);
+	s->fd = open(s->path, mode | O_CLOEXEC | O_NOFOLLOW | O_DIRECT, 0600);
 	if (s->fd >= 0) {
 		s->direct = true;
 	} else if (errno == EINVAL) {
 		/* Filesystem without O_DIRECT: buffered I/O is still correct. */
-		s->fd = open(s->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+		s->fd = open(s->path, mode | O_CLOEXEC | O_NOFOLLOW, 0600);
 	}
 	if (s->fd < 0) {
 		r = -errno;
@@ -106,7 +108,8 @@ int spill_new(const char *dir, const char *name, uint64_t max_slots, struct spil
 	return 0;
 
 fail_unlink:
-	unlink(s->path);
+	if (!adopt)
+		unlink(s->path);
 fail:
 	if (s->fd >= 0)
 		close(s->fd);
@@ -117,7 +120,7 @@ fail:
 	return r;
 }
 
-void spill_free(struct spill *s)
+void spill_free(struct spill *s, bool keep_file)
 {
 	if (!s)
 		return;
@@ -125,74 +128,11 @@ void spill_free(struct spill *s)
 	io_uring_queue_exit(&s->read_ring);
 	close(s->fd);
 	close(s->tag_fd);
-	if (unlink(s->path) < 0)
+	if (!keep_file && unlink(s->path) < 0)
 		log_warn("cannot delete spill file %s: %s", s->path, strerror(errno));
 	pthread_mutex_destroy(&s->lock);
 	free(s->bitmap);
 	free(s);
-}
-
-/* PID of a NAME-PID.spill (or NAME-PID.key, its VM's sealing key) file name, or 0 for any other form. */
-static pid_t stale_spill_pid(const char *fname)
-{
-	const char *dash = strrchr(fname, '-'), *p;
-	size_t n = strlen(fname), sfx;
-	long pid = 0;
-
-	if (n > 6 && strcmp(fname + n - 6, ".spill") == 0)
-		sfx = 6;
-	else if (n > 4 && strcmp(fname + n - 4, ".key") == 0)
-		sfx = 4;
-	else
-		return 0;
-	if (!dash || dash == fname)
-		return 0;
-	for (p = dash + 1; p < fname + n - sfx; p++) {
-		if (*p < '0' || *p > '9' || pid > 4194304) /* PID_MAX_LIMIT */
-			return 0;
-		pid = pid * 10 + (*p - '0');
-	}
-	return p == dash + 1 ? 0 : (pid_t)pid;
-}
-
-static bool has_suffix_key(const char *fname)
-{
-	size_t n = strlen(fname);
-
-	return n > 4 && strcmp(fname + n - 4, ".key") == 0;
-}
-
-int spill_remove_stale(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	int removed = 0;
-
-	if (!d)
-		return -errno;
-	while ((e = readdir(d))) {
-		pid_t pid = stale_spill_pid(e->d_name);
-		struct stat st;
-
-		/*
-		 * Only files of processes that are gone: a live process may be a
-		 * VM whose pages are in the file, for a pager that adopts it.
-		 */
-		if (pid <= 0 || kill(pid, 0) == 0 || errno != ESRCH)
-			continue;
-		if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
-			continue;
-		if (unlinkat(dirfd(d), e->d_name, 0) < 0) {
-			log_warn("cannot delete stale spill file %s/%s: %s", dir, e->d_name, strerror(errno));
-			continue;
-		}
-		log_info("deleted stale %s %s/%s (%llu bytes; pid %d is gone)",
-			 has_suffix_key(e->d_name) ? "sealing key" : "spill file of guest pages", dir, e->d_name,
-			 (unsigned long long)st.st_size, (int)pid);
-		removed++;
-	}
-	closedir(d);
-	return removed;
 }
 
 const char *spill_path(const struct spill *s) { return s->path; }
@@ -241,6 +181,34 @@ uint32_t spill_alloc_slot(struct spill *s)
 out:
 	pthread_mutex_unlock(&s->lock);
 	return slot;
+}
+
+int spill_mark_used(struct spill *s, uint32_t slot)
+{
+	uint64_t w = slot / 64;
+	int r = 0;
+
+	pthread_mutex_lock(&s->lock);
+	if (w >= s->bitmap_words) {
+		uint64_t words = s->bitmap_words ? s->bitmap_words : 64;
+		while (words <= w)
+			words *= 2;
+		uint64_t *nb = realloc(s->bitmap, words * sizeof(uint64_t));
+		if (!nb) {
+			r = -ENOMEM;
+			goto out;
+		}
+		memset(nb + s->bitmap_words, 0, (words - s->bitmap_words) * sizeof(uint64_t));
+		s->bitmap = nb;
+		s->bitmap_words = words;
+	}
+	if (!(s->bitmap[w] & (1ULL << (slot % 64)))) {
+		s->bitmap[w] |= 1ULL << (slot % 64);
+		s->used++;
+	}
+out:
+	pthread_mutex_unlock(&s->lock);
+	return r;
 }
 
 void spill_free_slot(struct spill *s, uint32_t slot)

@@ -20,19 +20,16 @@ struct spill;
 
 /*
  * Creates DIR/NAME.spill (exclusive; a stale file of the same name is
- * replaced). max_slots bounds the file (0 = as many as fit in 32 bits).
- * Returns 0 or -errno.
+ * replaced), or with adopt opens the one an earlier pager left for a VM
+ * it adopts (every slot free: spill_mark_used rebuilds the allocation
+ * from the page map). max_slots bounds the file (0 = as many as fit in
+ * 32 bits). Returns 0 or -errno.
  */
-int spill_new(const char *dir, const char *name, uint64_t max_slots, struct spill **ret);
-/* Closes and deletes the file. NULL-safe. */
-void spill_free(struct spill *s);
-/*
- * Start-up clean-up of DIR: deletes each regular file NAME-PID.spill (or
- * NAME-PID.key, the VM's sealing key) whose PID no longer runs (left by a pager that was killed), logging each; files
- * of live processes and other names are kept. Returns how many were
- * deleted, or -errno when DIR cannot be read.
- */
-int spill_remove_stale(const char *dir);
+int spill_new(const char *dir, const char *name, uint64_t max_slots, bool adopt, struct spill **ret);
+/* Closes the file and deletes it, unless keep_file (the VM lives on, for the next pager). NULL-safe. */
+void spill_free(struct spill *s, bool keep_file);
+/* Adoption: a slot the page map names is in use. Returns 0, or -ENOSPC past the cap / -ENOMEM. */
+int spill_mark_used(struct spill *s, uint32_t slot);
 const char *spill_path(const struct spill *s);
 bool spill_is_direct(const struct spill *s);
 

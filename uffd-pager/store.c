@@ -21,6 +21,27 @@ struct vslab {
 	uint64_t bits[STORE_SLAB_SLOTS / 64];
 };
 
+/*
+ * The slab table as it lies in the VM's state file (vmstate.h), so that a
+ * pager that adopts the VM finds which remote slab each location names;
+ * donors by URL, since the new pager numbers its donors afresh. The slot
+ * bitmaps and counts are rebuilt from the page map on adoption (the map
+ * is the truth: slots a dead pager had taken for copies it never
+ * committed are free again).
+ */
+#define STORE_AREA_MAGIC 0x41545355u /* "USTA" */
+struct store_area {
+	uint32_t magic;
+	uint32_t nslabs;
+	char donor_urls[POOL_MAX_DONORS][POLICY_URL_MAX]; /* by the donor index in vslab.donor */
+	struct vslab slabs[STORE_MAX_SLABS];
+};
+
+size_t store_state_bytes(void)
+{
+	return sizeof(struct store_area);
+}
+
 struct store {
 	char name[64];
 	struct donor_pool *pool;
@@ -29,8 +50,9 @@ struct store {
 	bool backup;
 	pthread_mutex_t lock;       /* slab table */
 	pthread_mutex_t alloc_lock; /* one slab allocation at a time */
-	struct vslab *slabs;        /* STORE_MAX_SLABS entries, mmap'ed on demand */
-	uint32_t nslabs;
+	struct store_area *area;    /* the state file's (or our own anonymous mapping) */
+	bool own_area;
+	bool adopt_repair;          /* adopted copies on dead donors: the first refresh starts a repair pass */
 	int32_t cur[POOL_MAX_DONORS];
 	uint64_t free_slots[POOL_MAX_DONORS];
 	uint64_t donor_pages[POOL_MAX_DONORS];
@@ -47,29 +69,86 @@ unsigned store_copies_for(const struct policy_vm *pol)
 	return pol->replicas + (pol->backup_spill ? 1 : 0);
 }
 
+/* Frees what store_new set up before failing or at the end. */
+static void store_release(struct store *st, bool keep_seal_file)
+{
+	if (st->own_area && st->area)
+		munmap(st->area, sizeof(struct store_area));
+	pthread_mutex_destroy(&st->lock);
+	pthread_mutex_destroy(&st->alloc_lock);
+	seal_ctx_free(st->ctx_evict);
+	seal_ctx_free(st->ctx_fault);
+	seal_ctx_free(st->ctx_repair);
+	seal_free(st->seal, keep_seal_file);
+	free(st);
+}
+
+/*
+ * Adoption: donor indexes of the dead pager become this pager's (the URL
+ * is the donor's identity; one not in the pool is added, down if it
+ * cannot be reached), slots are counted again by store_adopt_loc.
+ */
+static void adopt_slab_table(struct store *st)
+{
+	char old[POOL_MAX_DONORS][POLICY_URL_MAX];
+	int map[POOL_MAX_DONORS];
+
+	memcpy(old, st->area->donor_urls, sizeof(old));
+	memset(st->area->donor_urls, 0, sizeof(st->area->donor_urls));
+	for (unsigned d = 0; d < POOL_MAX_DONORS; d++) {
+		old[d][POLICY_URL_MAX - 1] = '\0';
+		map[d] = old[d][0] ? donor_pool_adopt(st->pool, old[d]) : -1;
+		if (map[d] >= 0)
+			memcpy(st->area->donor_urls[map[d]], old[d], POLICY_URL_MAX);
+	}
+	if (st->area->nslabs > STORE_MAX_SLABS)
+		st->area->nslabs = STORE_MAX_SLABS;
+	for (uint32_t i = 0; i < st->area->nslabs; i++) {
+		struct vslab *s = &st->area->slabs[i];
+		int d = s->donor < POOL_MAX_DONORS ? map[s->donor] : -1;
+
+		s->used = 0;
+		memset(s->bits, 0, sizeof(s->bits));
+		if (d < 0 || (s->state != VS_LIVE && s->state != VS_MOVING && s->state != VS_DEAD)) {
+			s->state = VS_TOMB; /* unknown donor, given back, or never finished */
+			continue;
+		}
+		s->donor = (uint8_t)d;
+		/* A dead slab's id may name another slab on a donor that came back: it stays dead. */
+		if (s->state == VS_MOVING)
+			s->state = VS_LIVE; /* store_refresh decides again */
+	}
+}
+
 int store_new(const char *vm_name, struct donor_pool *pool, struct spill *spill, struct seal *seal,
-	      const struct policy_vm *pol, struct store **ret)
+	      const struct policy_vm *pol, void *area, bool adopt, struct store **ret)
 {
 	struct store *st = calloc(1, sizeof(*st));
 	int r;
 
 	if (!st)
 		return -ENOMEM;
+	pthread_mutex_init(&st->lock, NULL);
+	pthread_mutex_init(&st->alloc_lock, NULL);
 	if (seal && ((r = seal_ctx_new(seal, &st->ctx_evict)) < 0 || (r = seal_ctx_new(seal, &st->ctx_fault)) < 0 ||
 		     (r = seal_ctx_new(seal, &st->ctx_repair)) < 0)) {
-		seal_ctx_free(st->ctx_evict);
-		seal_ctx_free(st->ctx_fault);
-		free(st);
+		store_release(st, true);
 		return r;
 	}
-	st->slabs = mmap(NULL, (size_t)STORE_MAX_SLABS * sizeof(struct vslab), PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (st->slabs == MAP_FAILED) {
-		seal_ctx_free(st->ctx_evict);
-		seal_ctx_free(st->ctx_fault);
-		seal_ctx_free(st->ctx_repair);
-		free(st);
-		return -ENOMEM;
+	st->area = area;
+	if (!area) {
+		st->area = mmap(NULL, sizeof(struct store_area), PROT_READ | PROT_WRITE,
+				MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		st->own_area = st->area != MAP_FAILED;
+		if (st->area == MAP_FAILED) {
+			st->area = NULL;
+			store_release(st, true);
+			return -ENOMEM;
+		}
+	}
+	if (adopt && st->area->magic != STORE_AREA_MAGIC) {
+		store_release(st, true);
+		return -EBADMSG;
 	}
 	st->seal = seal;
 	snprintf(st->name, sizeof(st->name), "%s", vm_name);
@@ -83,31 +162,75 @@ int store_new(const char *vm_name, struct donor_pool *pool, struct spill *spill,
 	for (unsigned i = 0; i < POOL_MAX_DONORS; i++)
 		st->cur[i] = -1;
 	st->rnd = now_ns() ^ (uintptr_t)st;
-	pthread_mutex_init(&st->lock, NULL);
-	pthread_mutex_init(&st->alloc_lock, NULL);
+	if (adopt)
+		adopt_slab_table(st);
+	else
+		st->area->magic = STORE_AREA_MAGIC;
 	*ret = st;
 	return 0;
+}
+
+int store_adopt_loc(struct store *st, uint32_t loc)
+{
+	if (loc == LOC_NONE)
+		return 0;
+	if (!loc_is_remote(loc))
+		return spill_mark_used(st->spill, loc);
+	uint32_t idx = (loc & ~LOC_REMOTE) >> 12, slot = loc & (STORE_SLAB_SLOTS - 1);
+	if (idx >= st->area->nslabs)
+		return -EBADMSG;
+	struct vslab *s = &st->area->slabs[idx];
+	if (s->state != VS_TOMB && !(s->bits[slot / 64] & (1ULL << (slot % 64)))) {
+		s->bits[slot / 64] |= 1ULL << (slot % 64);
+		s->used++;
+	}
+	return 0;
+}
+
+void store_adopt_done(struct store *st)
+{
+	pthread_mutex_lock(&st->lock);
+	for (uint32_t i = 0; i < st->area->nslabs; i++) {
+		struct vslab *s = &st->area->slabs[i];
+
+		if (s->state == VS_TOMB)
+			continue;
+		st->donor_pages[s->donor] += s->used;
+		donor_pool_count_pages(st->pool, s->donor, s->used);
+		atomic_fetch_add_explicit(&st->stats.remote_copies, s->used, memory_order_relaxed);
+		if (s->state == VS_LIVE)
+			st->free_slots[s->donor] += STORE_SLAB_SLOTS - s->used;
+		else if (s->used)
+			st->adopt_repair = true;
+	}
+	pthread_mutex_unlock(&st->lock);
 }
 
 void store_free(struct store *st)
 {
 	if (!st)
 		return;
-	for (uint32_t i = 0; i < st->nslabs; i++) {
-		struct vslab *s = &st->slabs[i];
+	for (uint32_t i = 0; i < st->area->nslabs; i++) {
+		struct vslab *s = &st->area->slabs[i];
 		if (s->state == VS_LIVE || s->state == VS_MOVING)
 			donor_pool_free_slab(st->pool, s->donor, s->remote);
 		if (s->state != VS_TOMB && s->used)
 			donor_pool_count_pages(st->pool, s->donor, -(int64_t)s->used);
 	}
-	munmap(st->slabs, (size_t)STORE_MAX_SLABS * sizeof(struct vslab));
-	pthread_mutex_destroy(&st->lock);
-	pthread_mutex_destroy(&st->alloc_lock);
-	seal_ctx_free(st->ctx_evict);
-	seal_ctx_free(st->ctx_fault);
-	seal_ctx_free(st->ctx_repair);
-	seal_free(st->seal);
-	free(st);
+	store_release(st, false);
+}
+
+void store_detach(struct store *st)
+{
+	if (!st)
+		return;
+	/* The slabs stay with the donors (the lease keeps them) and the table in the state file. */
+	for (uint32_t i = 0; i < st->area->nslabs; i++) {
+		struct vslab *s = &st->area->slabs[i];
+		if (s->state != VS_TOMB && s->used)
+			donor_pool_count_pages(st->pool, s->donor, -(int64_t)s->used);
+	}
+	store_release(st, true);
 }
 
 bool store_sealed(const struct store *st) { return st->seal != NULL; }
@@ -130,11 +253,11 @@ static uint32_t take_slot_locked(struct store *st, unsigned d)
 {
 	int32_t c = st->cur[d];
 
-	if (c < 0 || st->slabs[c].state != VS_LIVE || st->slabs[c].used >= STORE_SLAB_SLOTS) {
+	if (c < 0 || st->area->slabs[c].state != VS_LIVE || st->area->slabs[c].used >= STORE_SLAB_SLOTS) {
 		c = -1;
-		for (uint32_t i = 0; i < st->nslabs; i++)
-			if (st->slabs[i].donor == d && st->slabs[i].state == VS_LIVE &&
-			    st->slabs[i].used < STORE_SLAB_SLOTS) {
+		for (uint32_t i = 0; i < st->area->nslabs; i++)
+			if (st->area->slabs[i].donor == d && st->area->slabs[i].state == VS_LIVE &&
+			    st->area->slabs[i].used < STORE_SLAB_SLOTS) {
 				c = (int32_t)i;
 				break;
 			}
@@ -142,7 +265,7 @@ static uint32_t take_slot_locked(struct store *st, unsigned d)
 		if (c < 0)
 			return LOC_NONE;
 	}
-	struct vslab *s = &st->slabs[c];
+	struct vslab *s = &st->area->slabs[c];
 	for (unsigned w = 0; w < STORE_SLAB_SLOTS / 64; w++) {
 		if (s->bits[w] == UINT64_MAX)
 			continue;
@@ -172,15 +295,17 @@ static uint32_t alloc_remote(struct store *st, unsigned d)
 	pthread_mutex_lock(&st->lock);
 	loc = take_slot_locked(st, d); /* another thread may have added one */
 	pthread_mutex_unlock(&st->lock);
-	if (loc == LOC_NONE && st->nslabs < STORE_MAX_SLABS && donor_pool_alloc_slab(st->pool, d, &remote) == 0) {
+	if (loc == LOC_NONE && st->area->nslabs < STORE_MAX_SLABS && donor_pool_alloc_slab(st->pool, d, &remote) == 0) {
 		pthread_mutex_lock(&st->lock);
-		struct vslab *s = &st->slabs[st->nslabs];
+		if (!st->area->donor_urls[d][0]) /* before any slab names the donor */
+			snprintf(st->area->donor_urls[d], POLICY_URL_MAX, "%s", donor_pool_url(st->pool, d));
+		struct vslab *s = &st->area->slabs[st->area->nslabs];
 		memset(s, 0, sizeof(*s));
 		s->remote = remote;
 		s->donor = (uint8_t)d;
 		s->state = VS_LIVE;
-		st->cur[d] = (int32_t)st->nslabs;
-		st->nslabs++;
+		st->cur[d] = (int32_t)st->area->nslabs;
+		st->area->nslabs++;
 		st->free_slots[d] += STORE_SLAB_SLOTS;
 		loc = take_slot_locked(st, d);
 		pthread_mutex_unlock(&st->lock);
@@ -191,7 +316,7 @@ static uint32_t alloc_remote(struct store *st, unsigned d)
 
 static unsigned loc_donor(struct store *st, uint32_t loc)
 {
-	return st->slabs[(loc & ~LOC_REMOTE) >> 12].donor;
+	return st->area->slabs[(loc & ~LOC_REMOTE) >> 12].donor;
 }
 
 static unsigned views_for(struct store *st, struct policy_donor_view *v)
@@ -293,8 +418,8 @@ void store_free_loc(struct store *st, uint32_t loc)
 	}
 	uint32_t idx = (loc & ~LOC_REMOTE) >> 12, slot = loc & (STORE_SLAB_SLOTS - 1);
 	pthread_mutex_lock(&st->lock);
-	struct vslab *s = &st->slabs[idx];
-	if (idx < st->nslabs && s->state != VS_TOMB && (s->bits[slot / 64] & (1ULL << (slot % 64)))) {
+	struct vslab *s = &st->area->slabs[idx];
+	if (idx < st->area->nslabs && s->state != VS_TOMB && (s->bits[slot / 64] & (1ULL << (slot % 64)))) {
 		s->bits[slot / 64] &= ~(1ULL << (slot % 64));
 		s->used--;
 		st->donor_pages[s->donor]--;
@@ -320,8 +445,8 @@ static void remote_addr(struct store *st, uint32_t loc, unsigned *ret_donor, uin
 	uint32_t idx = (loc & ~LOC_REMOTE) >> 12;
 
 	pthread_mutex_lock(&st->lock);
-	*ret_donor = st->slabs[idx].donor;
-	*ret_slab = st->slabs[idx].remote;
+	*ret_donor = st->area->slabs[idx].donor;
+	*ret_slab = st->area->slabs[idx].remote;
 	pthread_mutex_unlock(&st->lock);
 	*ret_slot = loc & (STORE_SLAB_SLOTS - 1);
 }
@@ -504,8 +629,8 @@ enum loc_health store_loc_health(struct store *st, uint32_t loc)
 		return LOC_OK;
 	idx = (loc & ~LOC_REMOTE) >> 12;
 	pthread_mutex_lock(&st->lock);
-	state = st->slabs[idx].state;
-	d = st->slabs[idx].donor;
+	state = st->area->slabs[idx].state;
+	d = st->area->slabs[idx].donor;
 	pthread_mutex_unlock(&st->lock);
 	switch (donor_pool_state(st->pool, d)) {
 	case PD_DOWN:
@@ -705,8 +830,10 @@ bool store_refresh(struct store *st)
 
 	st->seen_gen = gen;
 	pthread_mutex_lock(&st->lock);
-	for (uint32_t i = 0; i < st->nslabs; i++) {
-		struct vslab *s = &st->slabs[i];
+	any = st->adopt_repair;
+	st->adopt_repair = false;
+	for (uint32_t i = 0; i < st->area->nslabs; i++) {
+		struct vslab *s = &st->area->slabs[i];
 		if (s->state == VS_TOMB || s->state == VS_DEAD)
 			continue;
 		enum pool_donor_state ds = donor_pool_state(st->pool, s->donor);
@@ -733,11 +860,11 @@ void store_release_empty(struct store *st)
 {
 	/* The evictor appends slabs under st->lock; the ones seen here are enough. */
 	pthread_mutex_lock(&st->lock);
-	uint32_t nslabs = st->nslabs;
+	uint32_t nslabs = st->area->nslabs;
 	pthread_mutex_unlock(&st->lock);
 
 	for (uint32_t i = 0; i < nslabs; i++) {
-		struct vslab *s = &st->slabs[i];
+		struct vslab *s = &st->area->slabs[i];
 		bool give_back = false;
 
 		pthread_mutex_lock(&st->lock);

@@ -60,9 +60,25 @@ unsigned store_copies_for(const struct policy_vm *pol);
  * deleting its key file, with itself; on failure the caller keeps it).
  */
 int store_new(const char *vm_name, struct donor_pool *pool, struct spill *spill, struct seal *seal,
-	      const struct policy_vm *pol, struct store **ret);
-/* Gives every slab back to its donor. NULL-safe. */
+	      const struct policy_vm *pol, void *area, bool adopt, struct store **ret);
+/*
+ * Bytes of the store's area in the VM's state file (vmstate.h): its slab
+ * table and the URL of each donor it names. store_new keeps the table in
+ * area (NULL: an anonymous mapping of its own). With adopt, the area is
+ * the one a dead pager left: donors are found again by URL (added to the
+ * pool if missing) and every slot counts free until store_adopt_loc
+ * marks the ones the page map names; store_adopt_done then counts.
+ * -EBADMSG when the area holds no slab table.
+ */
+size_t store_state_bytes(void);
+/* Adoption: the page map names this copy. Returns 0, or -EBADMSG for a location the table never had. */
+int store_adopt_loc(struct store *st, uint32_t loc);
+/* Adoption: every copy is marked; count them (and repair what lies on dead donors). */
+void store_adopt_done(struct store *st);
+/* Gives every slab back to its donor and deletes the key file. NULL-safe. */
 void store_free(struct store *st);
+/* The pager stops but the VM lives on: slabs, table and key file stay for the next pager. NULL-safe. */
+void store_detach(struct store *st);
 /* True when copies are sealed: the page map's check word is then the page's version. */
 bool store_sealed(const struct store *st);
 struct store_stats *store_stats(struct store *st);

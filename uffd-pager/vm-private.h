@@ -72,6 +72,11 @@ struct vm_stats {
 
 struct vm {
 	struct policy_vm policy;
+	struct vmstate *vs; /* the state file: page map, slab table, identity */
+	bool adopting;      /* adopted from a dead pager: regions must match the state file's */
+	bool adopted;       /* adoption finished (the threads run) */
+	uint32_t waited_ms; /* adopted: how long the shim had no pager */
+	uint64_t adopt_ns;  /* adopted: recovery time */
 	char uuid[37]; /* GLUE_UUID_MAX; immutable once registered */
 	pid_t pid;
 	int pidfd;
@@ -119,6 +124,8 @@ struct vm_region *vm_region_of_page(struct vm *vm, uint64_t page);
 /* Maps a faulting address to a page index; returns -EFAULT outside guest RAM. */
 int vm_addr_to_page(struct vm *vm, uint64_t addr, uint64_t *ret_page);
 uint64_t vm_page_addr(struct vm *vm, uint64_t page);
+/* Re-creates the victim selector for npages, queueing every resident page. Under lock. Returns 0 or -ENOMEM. */
+int vm_resize_victims(struct vm *vm, uint64_t npages);
 /* Recomputes high/low pages from the policy. Under lock. */
 void vm_update_watermarks(struct vm *vm);
 /* A stored copy is gone for good: apply the policy's on_data_loss. Called without vm->lock. */
@@ -143,6 +150,20 @@ uint64_t vm_evict_trigger(struct vm *vm);
  * it for eviction and poke the evictor at the trigger. Under lock.
  */
 void vm_note_resident(struct vm *vm, uint64_t page);
+
+/*
+ * Adoption (adopt.c), once every region is back and the store is set up:
+ * settles every page the map or the memfd knows (page_on_adopt), marks
+ * the stored copies in the store and counts them. Returns 0 or -errno
+ * with err.
+ */
+int vm_adopt_recover(struct vm *vm, char *err, size_t errlen);
+/*
+ * Then, with the fault thread running: clears write-protection a dead
+ * evictor left and wakes every fault it had read, so that the kernel
+ * delivers them again.
+ */
+void vm_adopt_wake(struct vm *vm);
 
 void *vm_fault_thread(void *arg);
 void *vm_repair_thread(void *arg);

@@ -21,6 +21,7 @@
 #include "util.h"
 #include "vm-private.h"
 #include "vm.h"
+#include "vmstate.h"
 
 struct vm_region *vm_region_of_page(struct vm *vm, uint64_t page)
 {
@@ -96,14 +97,19 @@ void vm_data_loss(struct vm *vm, uint64_t page, const char *why)
 	pidfd_signal(vm->pidfd, kill_it ? SIGKILL : SIGSTOP);
 }
 
+static void vm_release(struct vm *vm, bool keep);
+
 int vm_new(const struct policy_vm *policy, pid_t pid, int pidfd, int uffd, const char *state_dir,
-	   uint64_t max_guest_memory, struct donor_pool *pool, struct vm **ret, char *err, size_t errlen)
+	   uint64_t max_guest_memory, struct donor_pool *pool, struct vmstate *vs, bool adopt, struct vm **ret,
+	   char *err, size_t errlen)
 {
 	struct vm *vm = calloc(1, sizeof(*vm));
+	int r;
 
 	if (!vm) {
 		close(uffd);
 		close(pidfd);
+		vmstate_close(vs, adopt);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
@@ -111,38 +117,43 @@ int vm_new(const struct policy_vm *policy, pid_t pid, int pidfd, int uffd, const
 	vm->pid = pid;
 	vm->pidfd = pidfd;
 	vm->uffd = uffd;
+	vm->vs = vs;
+	vm->adopting = adopt;
 	vm->max_guest_memory = max_guest_memory;
 	vm->pool = pool;
 	vm->ncopies = store_copies_for(policy);
-	if (pagemap_init(&vm->map, vm->ncopies) < 0) {
-		close(uffd);
-		close(pidfd);
-		free(vm);
-		snprintf(err, errlen, "page map: out of memory");
-		return -ENOMEM;
-	}
-	if (policy->encryption)
-		pagemap_use_versions(&vm->map);
+	pthread_mutex_init(&vm->lock, NULL);
+	pthread_cond_init(&vm->evict_cond, NULL);
+	pthread_cond_init(&vm->space_cond, NULL);
 	pthread_cond_init(&vm->repair_cond, NULL);
 	snprintf(vm->state_dir, sizeof(vm->state_dir), "%s", state_dir);
 	vm->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	vm->drain_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	vm->victim = &policy_victim_fifo;
-	pthread_mutex_init(&vm->lock, NULL);
-	pthread_cond_init(&vm->evict_cond, NULL);
-	pthread_cond_init(&vm->space_cond, NULL);
 	vm_update_watermarks(vm);
 	if (vm->stop_efd < 0 || vm->drain_efd < 0) {
 		snprintf(err, errlen, "eventfd: %s", strerror(errno));
-		vm_free(vm);
+		vm_release(vm, adopt);
 		return -EMFILE;
 	}
+	/* The page map lives in the state file, where the next pager finds it. */
+	if (adopt)
+		r = pagemap_attach(&vm->map, vs->fd, vs->hdr->pagemap_offset, vm->ncopies, policy->encryption, err,
+				   errlen);
+	else if ((r = pagemap_init(&vm->map, vm->ncopies, vs->fd, vs->hdr->pagemap_offset)) < 0)
+		snprintf(err, errlen, "page map: %s", strerror(-r));
+	if (r < 0) {
+		vm_release(vm, adopt);
+		return r;
+	}
+	if (policy->encryption && !adopt)
+		pagemap_use_versions(&vm->map);
 	*ret = vm;
 	return 0;
 }
 
 /* Re-creates the victim selector for the grown page space, keeping every resident page queued. */
-static int vm_resize_victims(struct vm *vm, uint64_t npages)
+int vm_resize_victims(struct vm *vm, uint64_t npages)
 {
 	void *st = vm->victim->create(npages);
 
@@ -204,6 +215,22 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 		}
 	}
 
+	/* An adopted VM sends the regions its state file records again; one the dead pager never took is new. */
+	const bool recorded = vm->adopting && vm->nregions < vm->vs->hdr->nregions;
+	if (recorded) {
+		const struct vmstate_region *rec = &vm->vs->hdr->regions[vm->nregions];
+		if (rec->host_addr != host_addr || rec->length != length || rec->memfd_offset != memfd_offset) {
+			snprintf(err, errlen, "region %u (0x%llx, %llu bytes at offset %llu) is not the one the state file "
+				 "records", vm->nregions, (unsigned long long)host_addr, (unsigned long long)length,
+				 (unsigned long long)memfd_offset);
+			ret = -EINVAL;
+			goto fail;
+		}
+	} else if ((ret = vmstate_add_region(vm->vs, host_addr, length, memfd_offset)) < 0) {
+		snprintf(err, errlen, "more than %d RAM regions", VMSTATE_MAX_REGIONS);
+		goto fail;
+	}
+
 	pthread_mutex_lock(&vm->lock);
 	/* Victims first: a selector sized for more pages than a failed grow left is harmless. */
 	ret = vm_resize_victims(vm, vm->npages + npages);
@@ -212,8 +239,13 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 		snprintf(err, errlen, "victim selector: out of memory");
 		goto fail;
 	}
-	/* The map is anonymous and sparse: the untouched part of a huge guest costs nothing. */
-	ret = pagemap_grow(&vm->map, npages);
+	/*
+	 * The map is a sparse file: the untouched part of a huge guest costs
+	 * nothing. An adopted VM's map already covers its recorded regions,
+	 * unless the dead pager recorded one and died before growing the map.
+	 */
+	const uint64_t have = pagemap_npages(&vm->map);
+	ret = vm->npages + npages > have ? pagemap_grow(&vm->map, vm->npages + npages - have) : 0;
 	if (ret < 0) {
 		pthread_mutex_unlock(&vm->lock);
 		snprintf(err, errlen, "page map: %s", strerror(-ret));
@@ -227,7 +259,8 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 	vm->npages += npages;
 	pthread_mutex_unlock(&vm->lock);
 
-	if (!vm->threads_started) {
+	/* A new VM starts paging at its first region; an adopted one once it has every region back. */
+	if (!vm->threads_started && (!vm->adopting || vm->nregions >= vm->vs->hdr->nregions)) {
 		uint64_t max_slots = vm->policy.spill_max / PAGE_SIZE_4K;
 		/* Spill slots share the 32-bit location with remote copies: 31 bits. */
 		if (!max_slots || max_slots > STORE_SPILL_MAX_SLOTS)
@@ -237,30 +270,36 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 		char fname[128];
 
 		snprintf(fname, sizeof(fname), "%s-%d", vm->policy.name, (int)vm->pid);
-		ret = spill_new(vm->state_dir, fname, max_slots, &spill);
+		ret = spill_new(vm->state_dir, fname, max_slots, vm->adopting, &spill);
 		if (ret < 0) {
-			snprintf(err, errlen, "cannot create spill file in %s: %s", vm->state_dir, strerror(-ret));
+			snprintf(err, errlen, "cannot %s spill file in %s: %s", vm->adopting ? "open the" : "create a",
+				 vm->state_dir, strerror(-ret));
 			return ret; /* the region stays owned by the VM and is freed with it */
 		}
 		struct seal *seal = NULL;
 		/* The key sits beside the spill file, as NAME-PID.key, and goes with the VM. */
-		if (vm->policy.encryption && (ret = seal_new(vm->state_dir, fname, &seal)) < 0) {
-			spill_free(spill);
-			snprintf(err, errlen, "cannot create the sealing key in %s: %s", vm->state_dir, strerror(-ret));
+		if (vm->policy.encryption &&
+		    (ret = vm->adopting ? seal_load(vm->state_dir, fname, &seal) : seal_new(vm->state_dir, fname, &seal)) < 0) {
+			spill_free(spill, vm->adopting);
+			snprintf(err, errlen, "cannot %s the sealing key in %s: %s", vm->adopting ? "read" : "create",
+				 vm->state_dir, strerror(-ret));
 			return ret;
 		}
-		ret = store_new(vm->policy.name, vm->pool, spill, seal, &vm->policy, &store);
+		ret = store_new(vm->policy.name, vm->pool, spill, seal, &vm->policy, vm->vs->store_area, vm->adopting,
+				&store);
 		if (ret < 0)
-			seal_free(seal);
+			seal_free(seal, vm->adopting);
 		/* vm.stats on the control thread may look at a VM still attaching: publish under the lock. */
 		pthread_mutex_lock(&vm->lock);
 		vm->spill = spill;
 		vm->store = store;
 		pthread_mutex_unlock(&vm->lock);
 		if (ret < 0) {
-			snprintf(err, errlen, "cannot set up stores: %s", strerror(-ret));
+			snprintf(err, errlen, "cannot set up stores: %s", ret == -EBADMSG ? "the state file holds no slab table" : strerror(-ret));
 			return ret;
 		}
+		if (vm->adopting && (ret = vm_adopt_recover(vm, err, errlen)) < 0)
+			return ret;
 		if ((ret = -pthread_create(&vm->fault_thread, NULL, vm_fault_thread, vm)) < 0 ||
 		    (ret = -pthread_create(&vm->evict_thread, NULL, vm_evict_thread, vm)) < 0 ||
 		    (ret = -pthread_create(&vm->repair_thread, NULL, vm_repair_thread, vm)) < 0) {
@@ -271,7 +310,10 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 		pthread_mutex_lock(&vm->lock);
 		vm->threads_started = true;
 		pthread_mutex_unlock(&vm->lock);
-		vm_log_info(vm->policy.name, "paging pid %d, local memory %llu MiB, spill %s%s, %u donors, replicas %u%s", (int)vm->pid, (unsigned long long)(vm->policy.local_memory >> 20),
+		if (vm->adopting)
+			vm_adopt_wake(vm);
+		vm_log_info(vm->policy.name, "%s pid %d, local memory %llu MiB, spill %s%s, %u donors, replicas %u%s",
+			 vm->adopting ? "adopted" : "paging", (int)vm->pid, (unsigned long long)(vm->policy.local_memory >> 20),
 			 spill_path(vm->spill), spill_is_direct(vm->spill) ? " (O_DIRECT)" : "",
 			 donor_pool_count(vm->pool), vm->policy.replicas, vm->policy.backup_spill ? ", spill backup" : "");
 	}
@@ -284,10 +326,9 @@ fail:
 	return ret;
 }
 
-void vm_free(struct vm *vm)
+/* Stops the threads and frees the VM; keep: the files (state, spill, key) and donor slabs stay for the next pager. */
+static void vm_release(struct vm *vm, bool keep)
 {
-	if (!vm)
-		return;
 	pthread_mutex_lock(&vm->lock);
 	vm->stopping = true;
 	pthread_cond_broadcast(&vm->evict_cond);
@@ -309,11 +350,15 @@ void vm_free(struct vm *vm)
 			 (unsigned long long)vm->stats.evictions_aborted, (unsigned long long)vm->stats.integrity_errors,
 			 (unsigned long long)hist_quantile(&vm->fault_latency, 0.5),
 			 (unsigned long long)hist_quantile(&vm->fault_latency, 0.99));
-	store_free(vm->store);
-	spill_free(vm->spill);
+	if (keep)
+		store_detach(vm->store);
+	else
+		store_free(vm->store);
+	spill_free(vm->spill, keep);
 	for (unsigned i = 0; i < vm->nregions; i++)
 		close(vm->regions[i].memfd);
 	pagemap_destroy(&vm->map);
+	vmstate_close(vm->vs, keep);
 	if (vm->victim_state)
 		vm->victim->destroy(vm->victim_state);
 	if (vm->uffd >= 0)
@@ -331,7 +376,43 @@ void vm_free(struct vm *vm)
 	free(vm);
 }
 
+void vm_free(struct vm *vm)
+{
+	if (vm)
+		vm_release(vm, false);
+}
+
+void vm_detach(struct vm *vm)
+{
+	if (vm)
+		vm_release(vm, true);
+}
+
 const char *vm_name(const struct vm *vm) { return vm->policy.name; }
+const uint8_t *vm_secret(const struct vm *vm) { return vm->vs->hdr->secret; }
+void vm_set_waited(struct vm *vm, uint32_t waited_ms) { vm->waited_ms = waited_ms; }
+
+bool vm_adopted(struct vm *vm, uint32_t *ret_waited_ms, uint64_t *ret_recover_ns)
+{
+	bool adopted;
+
+	pthread_mutex_lock(&vm->lock);
+	adopted = vm->adopted;
+	*ret_waited_ms = vm->waited_ms;
+	*ret_recover_ns = vm->adopt_ns;
+	pthread_mutex_unlock(&vm->lock);
+	return adopted;
+}
+
+bool vm_adoption_pending(struct vm *vm)
+{
+	bool pending;
+
+	pthread_mutex_lock(&vm->lock);
+	pending = vm->adopting && !vm->adopted;
+	pthread_mutex_unlock(&vm->lock);
+	return pending;
+}
 const char *vm_uuid(const struct vm *vm) { return vm->uuid; }
 void vm_set_uuid(struct vm *vm, const char *uuid) { snprintf(vm->uuid, sizeof(vm->uuid), "%s", uuid); }
 pid_t vm_pid(const struct vm *vm) { return vm->pid; }
@@ -468,8 +549,15 @@ json_t *vm_stats_json(struct vm *vm, bool brief)
 	const bool encryption = vm->policy.encryption;
 	const bool backup_spill = vm->policy.backup_spill;
 	const enum policy_store_full on_store_full = vm->policy.on_store_full;
+	const bool adopted = vm->adopting;
+	const uint32_t waited_ms = vm->waited_ms;
+	const uint64_t adopt_ns = vm->adopt_ns;
 	pthread_mutex_unlock(&vm->lock);
 	json_object_set_new(o, "uuid", json_string(vm->uuid));
+	/* Adopted from a pager that died or restarted: how long the VM had none, and the recovery. */
+	json_object_set_new(o, "adopted", json_boolean(adopted));
+	json_object_set_new(o, "pager_lost_ms", json_integer(waited_ms));
+	json_object_set_new(o, "adopt_ms", json_real((double)adopt_ns / 1e6));
 	json_object_set_new(o, "faults",
 			    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "zero", STAT(faults_zero), "spill",
 				      STAT(faults_spill), "donor", STAT(faults_donor), "discard", STAT(faults_discard),

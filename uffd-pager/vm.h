@@ -16,19 +16,37 @@
 
 struct vm;
 struct donor_pool;
+struct vmstate;
 
-/* Takes ownership of uffd and pidfd (closed by vm_free, also on failure). */
+/*
+ * Takes ownership of uffd, pidfd and the state file vs (vmstate.h), also
+ * on failure. adopt: vs is a dead pager's, opened and checked; the page
+ * map in it is taken as it is, and the VM pages once every recorded
+ * region is back (on failure the files are kept). Else the map starts empty.
+ */
 int vm_new(const struct policy_vm *policy, pid_t pid, int pidfd, int uffd, const char *state_dir,
-	   uint64_t max_guest_memory, struct donor_pool *pool, struct vm **ret, char *err, size_t errlen);
+	   uint64_t max_guest_memory, struct donor_pool *pool, struct vmstate *vs, bool adopt, struct vm **ret,
+	   char *err, size_t errlen);
 /*
  * Adds a guest-RAM mapping backed by memfd (ownership taken). The first
- * region starts the fault and evictor threads. Returns 0 or -errno with a
- * reason in err.
+ * region starts the fault and evictor threads; for an adopted VM each
+ * region must be the one its state file records, and the last one
+ * recovers the pages' states and starts the threads. Returns 0 or -errno
+ * with a reason in err.
  */
 int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length, uint64_t memfd_offset,
 		  char *err, size_t errlen);
-/* Stops the threads, deletes the spill file, closes every fd. NULL-safe. */
+/* Stops the threads, gives the slabs back, deletes the state, spill and key files, closes every fd. NULL-safe. */
 void vm_free(struct vm *vm);
+/* The VM lives on without this pager: stops the threads and closes every fd, keeping files and slabs. NULL-safe. */
+void vm_detach(struct vm *vm);
+/* Adopted from a dead pager: true once it pages again (ret_waited_ms: how long it had no pager). */
+bool vm_adopted(struct vm *vm, uint32_t *ret_waited_ms, uint64_t *ret_recover_ns);
+/* An adopted VM whose adoption has not finished: its files must outlive a failed attempt. */
+bool vm_adoption_pending(struct vm *vm);
+void vm_set_waited(struct vm *vm, uint32_t waited_ms);
+/* The VM's secret, for the shim to resume with (GLUE_SECRET_LEN bytes). */
+const uint8_t *vm_secret(const struct vm *vm);
 
 const char *vm_name(const struct vm *vm);
 /* Domain UUID from HELLO ("" if none); set once, before the VM is published. */

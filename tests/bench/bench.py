@@ -449,6 +449,8 @@ def main():
     ap.add_argument("--reps", type=int, default=3, help="repetitions per cell (median reported)")
     ap.add_argument("--configs", default=None, help="subset, e.g. 'ace' (default: bcde quick, abcde full)")
     ap.add_argument("--run-timeout", type=float, default=300)
+    ap.add_argument("--restart", action="store_true",
+                    help="only the pager-restart measurements (guest pause and recovery for 1, 4, 16 GiB guests)")
     ap.add_argument("--halt-poll-ns", type=int, default=200000,
                     help="on a VM guest with cpuidle-haltpoll: guest halt polling for the run, in ns "
                          "(default 200000; -1 leaves the system's setting); see docs/benchmarks.md")
@@ -476,6 +478,12 @@ def main():
         return 77
     build = Build(os.path.abspath(args.build or "build"))
     os.makedirs(args.out, exist_ok=True)
+    if args.restart:
+        import restart  # noqa: E402
+        rows = restart.measure(build.root, log=log)
+        with open(os.path.join(args.out, "restart.json"), "w") as f:
+            json.dump(rows, f, indent=1)
+        return 0
     t_start = time.time()
     cleanup = sysenv.Cleanup()
 

@@ -58,7 +58,7 @@ int main(int argc, char **argv)
 	printf("{\"pages\": %ld, \"seal_ns\": %.0f, \"open_ns\": %.0f}\n", pages, (t1 - t0) * 1e9 / (double)pages,
 	       ((t2 - t1) - (t1 - t0)) * 1e9 / (double)pages);
 	seal_ctx_free(c);
-	seal_free(s);
+	seal_free(s, false);
 	free(buf);
 	return 0;
 }

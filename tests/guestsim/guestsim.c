@@ -21,6 +21,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -64,6 +65,15 @@ struct options {
 };
 
 enum phase { PH_FILL, PH_ACCESS, PH_VERIFY, PH_COUNT };
+
+/* SIGUSR1 ends the access phase early (a test decides when it has seen enough); verification follows. */
+static atomic_bool end_access;
+
+static void on_sigusr1(int sig)
+{
+	(void)sig;
+	atomic_store(&end_access, true);
+}
 static const char *const phase_names[] = { "fill", "access", "verify" };
 
 struct phase_stats {
@@ -132,6 +142,7 @@ static void usage(FILE *f)
 		"  --ops N              accesses in total, split over the threads\n"
 		"                       (default: one per page)\n"
 		"  --duration SEC       run the access phase for SEC seconds instead of --ops\n"
+		"                       (SIGUSR1 ends it early; the final verification follows)\n"
 		"  --content C          random (incompressible) | realistic (~2.5x compressible)\n"
 		"                       (default random)\n"
 		"  --seed N             seed of contents and access choices (default 1)\n"
@@ -527,7 +538,7 @@ static void run_access(struct worker *w)
 		if (!ok && (!kio || !verify_page(w, local, "access (kernel-io write)")))
 			break;
 		atomic_store_explicit(&w->done, i + 1, memory_order_relaxed);
-		if (run->deadline_ns && t1 >= run->deadline_ns)
+		if ((run->deadline_ns && t1 >= run->deadline_ns) || atomic_load_explicit(&end_access, memory_order_relaxed))
 			break;
 	}
 }
@@ -906,6 +917,7 @@ int main(int argc, char **argv)
 	log_set_prefix("guestsim");
 	if (parse_options(argc, argv, &run.opt) < 0)
 		return EXIT_USAGE;
+	sigaction(SIGUSR1, &(struct sigaction){ .sa_handler = on_sigusr1, .sa_flags = SA_RESTART }, NULL);
 	if (sysconf(_SC_PAGESIZE) != PAGE_SIZE_4K) {
 		log_err("the system page size is %ld, guestsim needs %lu", sysconf(_SC_PAGESIZE),
 			PAGE_SIZE_4K);

@@ -115,9 +115,12 @@ class Pager:
             with open(cfg, "w") as f:
                 json.dump(config, f)
             args += ["--config", cfg]
-        args += list(extra_args)
+        self.args = args + list(extra_args)
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        self._start()
+
+    def _start(self, env=None):
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + 30  # sanitizer builds on a loaded host start slowly
         while time.time() < deadline:
             # The control socket is bound before its thread runs: an answered call means
@@ -128,6 +131,27 @@ class Pager:
                 break
             time.sleep(0.05)
         fail(f"uffd-pager did not start: {self.read_log()}")
+
+    def kill(self):
+        """SIGKILLs the pager, as a crash or the OOM killer would; its files stay."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        check(not sanitizer_report(self.read_log()), "no sanitizer report before the kill")
+
+    def restart(self, env=None):
+        """Starts the pager again with the same sockets, state dir and config (after kill(),
+        a crash, or a stop_only()), as systemd's Restart= would. env: extra environment."""
+        check(self.proc.poll() is not None, "the previous pager is gone before the restart")
+        self.log.write("=== restart ===\n")
+        self.log.flush()
+        self._start(dict(os.environ, **env) if env else None)
+
+    def stop_only(self):
+        """SIGTERM, as `systemctl stop` does; the state dir stays for the next pager."""
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+        check(self.proc.returncode == 0, f"uffd-pager exited {self.proc.returncode} on SIGTERM")
 
     def answers(self):
         try:
@@ -245,8 +269,8 @@ def policy(name, local_memory, **extra):
     return json.dumps(p)
 
 
-def guestsim(pager, name, policy_json, args, **popen):
-    """Starts guestsim registered with pager as VM `name`."""
+def guestsim(pager, name, policy_json, args, extra_env=None, **popen):
+    """Starts guestsim registered with pager as VM `name` (extra_env: more shim settings)."""
     env = dict(os.environ)
     env.update({
         "LD_PRELOAD": exe("libuffd-glue.so"),
@@ -254,6 +278,7 @@ def guestsim(pager, name, policy_json, args, **popen):
         "UFFD_GLUE_NAME": name,
         "UFFD_GLUE_POLICY": policy_json,
     })
+    env.update(extra_env or {})
     if "ASAN_OPTIONS" in os.environ or os.environ.get("UFFDVM_ASAN"):
         env["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
     return subprocess.Popen([exe("guestsim")] + list(args), env=env, **popen)

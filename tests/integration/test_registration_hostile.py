@@ -23,13 +23,15 @@ sys.path.insert(0, os.path.dirname(__file__))
 from harness import Pager, check, fail, guestsim, kill_procs, policy, require_root_and_uffd  # noqa: E402
 
 MAGIC = 0x75666664
-VERSION = 2
+VERSION = 3
 HELLO, REGION, REPLY = 1, 2, 3
+HELLO_RESUME = 1
 HDR = struct.Struct("=IHHI")              # magic, version, type, length (12 bytes)
-HELLO_S = struct.Struct("=IHHI4xQII64s37s3x")  # hdr, uffd_features, pid, policy_len, name, uuid (136 bytes)
+# hdr, uffd_features, pid, policy_len, name, uuid, flags, waited_ms, secret (176 bytes)
+HELLO_S = struct.Struct("=IHHI4xQII64s37s3xII32s")
 REGION_S = struct.Struct("=IHHI4xQQQ")    # hdr, host_addr, length, memfd_offset (40 bytes)
-REPLY_S = struct.Struct("=IHHII256s")     # hdr, status, text (272 bytes)
-assert (HDR.size, HELLO_S.size, REGION_S.size, REPLY_S.size) == (12, 136, 40, 272)
+REPLY_S = struct.Struct("=IHHII256s32s")  # hdr, status, text, secret (304 bytes)
+assert (HDR.size, HELLO_S.size, REGION_S.size, REPLY_S.size) == (12, 176, 40, 304)
 
 USERFAULTFD_IOC_NEW = 0xAA00           # _IO(0xAA, 0)
 UFFDIO_API = 0xC018AA3F                # _IOWR(0xAA, 0x3F, struct uffdio_api)
@@ -48,12 +50,13 @@ def new_uffd():
     return fd
 
 
-def hello_msg(name, policy_text, length_delta=0, version=VERSION, magic=MAGIC, uuid=b""):
+def hello_msg(name, policy_text, length_delta=0, version=VERSION, magic=MAGIC, uuid=b"", flags=0, secret=b""):
     pol = policy_text.encode() if isinstance(policy_text, str) else policy_text
     name = name.encode() if isinstance(name, str) else name
     length = HELLO_S.size + len(pol) + length_delta
     uuid = uuid.encode() if isinstance(uuid, str) else uuid
-    return HELLO_S.pack(magic, version, HELLO, length, 0, os.getpid(), len(pol), name, uuid) + pol
+    return HELLO_S.pack(magic, version, HELLO, length, 0, os.getpid(), len(pol), name, uuid, flags, 0,
+                        secret) + pol
 
 
 def region_msg(addr, length, offset=0):
@@ -82,7 +85,7 @@ class Client:
             return None
         if len(data) != REPLY_S.size:
             fail(f"reply of {len(data)} bytes, expected {REPLY_S.size}")
-        magic, version, typ, length, status, text = REPLY_S.unpack(data)
+        magic, version, typ, length, status, text, self.secret = REPLY_S.unpack(data)
         if (magic, version, typ, length) != (MAGIC, VERSION, REPLY, REPLY_S.size):
             fail(f"reply header {(hex(magic), version, typ, length)}")
         return status, text.split(b"\0", 1)[0].decode()

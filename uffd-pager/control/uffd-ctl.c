@@ -339,12 +339,23 @@ static const char *str_pages_size(const json_t *v, char *buf, size_t len)
 	return format_size(n * PAGE_SIZE_4K, buf, len);
 }
 
-#define NCOLS 8
+#define NCOLS 9
+
+/* "-", or how long an adopted VM waited for this pager. */
+static const char *str_adopted(const json_t *vm, char *buf, size_t len)
+{
+	uint64_t ms;
+
+	if (!json_is_true(json_object_get(vm, "adopted")) || !get_u64(json_object_get(vm, "pager_lost_ms"), &ms))
+		return "-";
+	snprintf(buf, len, "after %.1fs", (double)ms / 1000.0);
+	return buf;
+}
 
 static int render_vm_list(const json_t *result)
 {
-	static const char *const heads[NCOLS] = { "NAME",     "PID",	"STATE",  "LIMIT",
-						  "RESIDENT", "STORED", "FAULTS", "EVICTIONS" };
+	static const char *const heads[NCOLS] = { "NAME",     "PID",	"STATE",  "LIMIT",	"RESIDENT",
+						  "STORED",   "FAULTS", "EVICTIONS", "ADOPTED" };
 	const json_t *vms = json_object_get(result, "vms"), *vm;
 	size_t nvms = json_array_size(vms), i, col;
 	int width[NCOLS];
@@ -373,6 +384,7 @@ static int render_vm_list(const json_t *result)
 		v[5] = str_pages_size(json_object_get(vm, "stored_pages"), buf[5], sizeof(buf[5]));
 		v[6] = str_count(json_object_get(vm, "faults"), buf[6], sizeof(buf[6]));
 		v[7] = str_count(json_object_get(vm, "evictions"), buf[7], sizeof(buf[7]));
+		v[8] = str_adopted(vm, buf[8], sizeof(buf[8]));
 		for (col = 0; col < NCOLS; col++) {
 			cells[i][col] = strdup(v[col]);
 			if (cells[i][col] && (int)strlen(cells[i][col]) > width[col])

@@ -80,7 +80,7 @@ static void test_note_resident(void **state)
 	vm.victim = &policy_victim_fifo;
 	vm.victim_state = vm.victim->create(16);
 	assert_non_null(vm.victim_state);
-	assert_int_equal(pagemap_init(&vm.map, 1), 0);
+	assert_int_equal(pagemap_init(&vm.map, 1, -1, 0), 0);
 	assert_int_equal(pagemap_grow(&vm.map, 16), 0);
 
 	pthread_mutex_lock(&vm.lock);

@@ -127,12 +127,36 @@ static void test_lifecycle(void **state)
 	assert_int_equal(page_on_missing(st, flags, true), FAULT_FETCH); /* ...its retry refaults the copy */
 }
 
+/* A pager died at any point; the next one settles every page from the map and the memfd. */
+static void test_adopt(void **state)
+{
+	/* whatever the map says, a page the memfd holds is resident, its content current */
+	for (uint8_t st = PG_UNTOUCHED; st <= PG_EVICT_COMMITTED; st++) {
+		assert_int_equal(page_on_adopt(st, 0, true), PG_RESIDENT);
+		assert_int_equal(page_on_adopt(st, PGF_FETCHING | PGF_WRITE_PENDING, true), PG_RESIDENT);
+	}
+	/* died between commit and punch record: the hole is the punch, the copy is committed */
+	assert_int_equal(page_on_adopt(PG_EVICT_COMMITTED, 0, false), PG_STORED);
+	assert_int_equal(page_on_adopt(PG_EVICT_COMMITTED, PGF_WRITE_PENDING, false), PG_STORED);
+	/* ...unless the guest discarded it after the commit */
+	assert_int_equal(page_on_adopt(PG_EVICT_COMMITTED, PGF_DISCARDED, false), PG_ZERO);
+	/* died mid-fetch, before the copy was placed: still stored */
+	assert_int_equal(page_on_adopt(PG_STORED, PGF_FETCHING, false), PG_STORED);
+	assert_int_equal(page_on_adopt(PG_STORED, PGF_LOST, false), PG_STORED);
+	/* resident or mid-eviction with a hole: never punched before a commit, so the guest discarded it */
+	assert_int_equal(page_on_adopt(PG_RESIDENT, 0, false), PG_ZERO);
+	assert_int_equal(page_on_adopt(PG_EVICTING, 0, false), PG_ZERO);
+	assert_int_equal(page_on_adopt(PG_ZERO, 0, false), PG_ZERO);
+	assert_int_equal(page_on_adopt(PG_UNTOUCHED, 0, false), PG_UNTOUCHED);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_missing_fault), cmocka_unit_test(test_wp_fault), cmocka_unit_test(test_evict_verdict),
 		cmocka_unit_test(test_after_punch),   cmocka_unit_test(test_lifecycle),
 		cmocka_unit_test(test_discard),       cmocka_unit_test(test_refill_and_fetch_end),
+		cmocka_unit_test(test_adopt),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,14 +19,14 @@ static struct pagemap pm;
 
 static int setup1(void **state)
 {
-	if (pagemap_init(&pm, 1) < 0 || pagemap_grow(&pm, 64) < 0)
+	if (pagemap_init(&pm, 1, -1, 0) < 0 || pagemap_grow(&pm, 64) < 0)
 		return -1;
 	return 0;
 }
 
 static int setup3(void **state)
 {
-	if (pagemap_init(&pm, 3) < 0 || pagemap_grow(&pm, 64) < 0)
+	if (pagemap_init(&pm, 3, -1, 0) < 0 || pagemap_grow(&pm, 64) < 0)
 		return -1;
 	return 0;
 }
@@ -108,8 +108,8 @@ static void test_layout(void **state)
 {
 	struct pagemap one, three;
 
-	assert_int_equal(pagemap_init(&one, 1), 0);
-	assert_int_equal(pagemap_init(&three, 3), 0);
+	assert_int_equal(pagemap_init(&one, 1, -1, 0), 0);
+	assert_int_equal(pagemap_init(&three, 3, -1, 0), 0);
 	/* 12 bytes per page at one copy (16 with the FIFO), 4 more per further copy */
 	assert_int_equal(one.hdr->entry_size, 12);
 	assert_int_equal(three.hdr->entry_size, 20);
@@ -117,8 +117,8 @@ static void test_layout(void **state)
 	assert_int_equal(one.hdr->version, PAGEMAP_VERSION);
 	assert_int_equal(three.hdr->ncopies, 3);
 	assert_int_equal(pagemap_npages(&one), 0);
-	assert_true(pagemap_init(&(struct pagemap){ 0 }, 0) < 0);
-	assert_true(pagemap_init(&(struct pagemap){ 0 }, STORE_MAX_COPIES + 1) < 0);
+	assert_true(pagemap_init(&(struct pagemap){ 0 }, 0, -1, 0) < 0);
+	assert_true(pagemap_init(&(struct pagemap){ 0 }, STORE_MAX_COPIES + 1, -1, 0) < 0);
 	pagemap_destroy(&one);
 
 	/* growing keeps what is there, even when the mapping moves (three replaces the fixture's map) */

@@ -92,7 +92,7 @@ static void test_grow_is_lazy(void **state)
 	struct pagemap pm;
 
 	for (unsigned ncopies = 1; ncopies <= 2; ncopies++) {
-		assert_int_equal(pagemap_init(&pm, ncopies), 0);
+		assert_int_equal(pagemap_init(&pm, ncopies, -1, 0), 0);
 		assert_int_equal(pagemap_grow(&pm, np), 0);
 		assert_int_equal(pagemap_npages(&pm), np);
 		assert_true(resident_pages(pm.hdr, pm.mapped) <= 2);

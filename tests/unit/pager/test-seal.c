@@ -20,6 +20,7 @@
 #include "pagemap.h"
 #include "seal.h"
 #include "spill.h"
+#include "vmstate.h"
 #include "store.h"
 
 /* OpenSSL's allocations, counted (installed before its first one, in main). */
@@ -105,9 +106,9 @@ static void test_round_trip_and_forgeries(void **state)
 	seal_ctx_free(a);
 	seal_ctx_free(b);
 	seal_ctx_free(c);
-	seal_free(sa);
-	seal_free(sb);
-	seal_free(sc);
+	seal_free(sa, false);
+	seal_free(sb, false);
+	seal_free(sc, false);
 	free(plain);
 	free(buf);
 	free(sealed);
@@ -132,7 +133,7 @@ static void test_no_allocation_per_page(void **state)
 	}
 	assert_int_equal(ossl_allocs, before);
 	seal_ctx_free(c);
-	seal_free(s);
+	seal_free(s, false);
 	free(buf);
 }
 
@@ -165,15 +166,15 @@ static void test_key_file(void **state)
 	assert_int_equal(fread(blob2, 1, sizeof(blob2), f), SEAL_KEY_LEN + SEAL_ID_LEN);
 	fclose(f);
 	assert_memory_not_equal(blob, blob2, SEAL_KEY_LEN);
-	seal_free(s2);
-	seal_free(s);
+	seal_free(s2, false);
+	seal_free(s, false);
 	assert_int_equal(access(path, F_OK), -1);
 	/* the start-up clean-up takes a key whose pid is gone, like a spill file */
 	snprintf(path, sizeof(path), "%s/old-4194303.key", dir);
 	f = fopen(path, "w");
 	assert_non_null(f);
 	fclose(f);
-	assert_int_equal(spill_remove_stale(dir), 1);
+	assert_int_equal(vmstate_remove_stale(dir), 1);
 	assert_int_equal(access(path, F_OK), -1);
 	assert_int_equal(rmdir(dir), 0);
 }
@@ -184,7 +185,7 @@ static void test_pagemap_versions(void **state)
 	uint32_t locs[STORE_MAX_COPIES];
 
 	(void)state;
-	assert_int_equal(pagemap_init(&pm, 1), 0);
+	assert_int_equal(pagemap_init(&pm, 1, -1, 0), 0);
 	pagemap_use_versions(&pm);
 	assert_int_equal(pagemap_grow(&pm, 4), 0);
 	assert_true(pagemap_installed(&pm, 2, NULL));
@@ -230,13 +231,13 @@ static void test_sealed_store_spill(void **state)
 	assert_non_null(mkdtemp(dir));
 	policy_config_init(&cfg);
 	assert_int_equal(donor_pool_new(&cfg, &pool), 0);
-	assert_int_equal(spill_new(dir, "vm", 0, &spill), 0);
+	assert_int_equal(spill_new(dir, "vm", 0, false, &spill), 0);
 	policy_vm_init(&pol);
 	assert_true(pol.encryption); /* on by default */
 	snprintf(pol.name, sizeof(pol.name), "vm");
 	pol.backup_spill = true;
 	assert_int_equal(seal_new(dir, "vm", &seal), 0);
-	assert_int_equal(store_new("vm", pool, spill, seal, &pol, &st), 0);
+	assert_int_equal(store_new("vm", pool, spill, seal, &pol, NULL, false, &st), 0);
 	assert_true(store_sealed(st));
 	for (unsigned c = 0; c < STORE_MAX_COPIES; c++)
 		two[c] = one[c] = LOC_NONE;
@@ -272,7 +273,7 @@ static void test_sealed_store_spill(void **state)
 	assert_int_equal(store_read(st, 12, two, 7, in, &src, true), -EIO);
 
 	store_free(st); /* deletes the key file with it */
-	spill_free(spill);
+	spill_free(spill, false);
 	donor_pool_free(pool);
 	assert_int_equal(rmdir(dir), 0);
 	free(plain);

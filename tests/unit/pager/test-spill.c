@@ -27,6 +27,7 @@
 #include "test-pages.h"
 
 #include "spill.h"
+#include "vmstate.h"
 #include "util.h"
 
 /* A spill file in a fresh directory; the directory is removed with it. */
@@ -36,13 +37,13 @@ static struct spill *spill_in_tmp(uint64_t max_slots, char *dir, size_t dirlen)
 
 	snprintf(dir, dirlen, "/var/tmp/uffdvm-spill-XXXXXX");
 	assert_non_null(mkdtemp(dir));
-	assert_int_equal(spill_new(dir, "t", max_slots, &s), 0);
+	assert_int_equal(spill_new(dir, "t", max_slots, false, &s), 0);
 	return s;
 }
 
 static void spill_done(struct spill *s, const char *dir)
 {
-	spill_free(s);
+	spill_free(s, false);
 	assert_int_equal(rmdir(dir), 0); /* empty: the spill file was deleted */
 }
 
@@ -59,7 +60,7 @@ static void test_new_and_free(void **state)
 	assert_string_equal(spill_path(s), path);
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0600);
-	spill_free(s);
+	spill_free(s, false);
 	assert_int_equal(stat(path, &st), -1); /* deleted with the VM */
 
 	/* a stale file of a crashed pager is replaced, not an error */
@@ -67,17 +68,17 @@ static void test_new_and_free(void **state)
 	assert_non_null(f);
 	fputs("stale", f);
 	fclose(f);
-	assert_int_equal(spill_new(dir, "t", 0, &s), 0);
+	assert_int_equal(spill_new(dir, "t", 0, false, &s), 0);
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(st.st_size, 0);
 	spill_done(s, dir);
 
-	spill_free(NULL);
-	assert_int_equal(spill_new("/nonexistent-uffdvm-dir", "t", 0, &s), -ENOENT);
+	spill_free(NULL, false);
+	assert_int_equal(spill_new("/nonexistent-uffdvm-dir", "t", 0, false, &s), -ENOENT);
 	char longname[600];
 	memset(longname, 'n', sizeof(longname) - 1);
 	longname[sizeof(longname) - 1] = '\0';
-	assert_int_equal(spill_new("/var/tmp", longname, 0, &s), -ENAMETOOLONG);
+	assert_int_equal(spill_new("/var/tmp", longname, 0, false, &s), -ENAMETOOLONG);
 }
 
 static void test_first_fit(void **state)
@@ -370,12 +371,12 @@ static void test_remove_stale(void **state)
 	snprintf(sub, sizeof(sub), "%s/d-%d.spill", dir, (int)pid);
 	assert_int_equal(mkdir(sub, 0700), 0); /* not a regular file: kept */
 
-	assert_int_equal(spill_remove_stale(dir), 1);
+	assert_int_equal(vmstate_remove_stale(dir), 1);
 	assert_false(exists(dir, dead));
 	assert_true(exists(dir, live));
 	for (size_t i = 0; i < ARRAY_SIZE(keep); i++)
 		assert_true(exists(dir, keep[i]));
-	assert_int_equal(spill_remove_stale(dir), 0);
+	assert_int_equal(vmstate_remove_stale(dir), 0);
 
 	assert_int_equal(rmdir(sub), 0);
 	snprintf(sub, sizeof(sub), "%s/%s", dir, live);
@@ -385,7 +386,7 @@ static void test_remove_stale(void **state)
 		assert_int_equal(unlink(sub), 0);
 	}
 	assert_int_equal(rmdir(dir), 0);
-	assert_int_equal(spill_remove_stale(dir), -ENOENT);
+	assert_int_equal(vmstate_remove_stale(dir), -ENOENT);
 }
 
 int main(void)

@@ -48,19 +48,19 @@ static struct fixture *fixture_new(uint64_t max_slots, bool backup)
 	assert_int_equal(donor_pool_new(&cfg, &f->pool), 0);
 	snprintf(f->dir, sizeof(f->dir), "/var/tmp/uffdvm-store-XXXXXX");
 	assert_non_null(mkdtemp(f->dir));
-	assert_int_equal(spill_new(f->dir, "vm", max_slots, &f->spill), 0);
+	assert_int_equal(spill_new(f->dir, "vm", max_slots, false, &f->spill), 0);
 	policy_vm_init(&pol);
 	snprintf(pol.name, sizeof(pol.name), "vm");
 	pol.replicas = 1;
 	pol.backup_spill = backup;
-	assert_int_equal(store_new("vm", f->pool, f->spill, NULL, &pol, &f->st), 0);
+	assert_int_equal(store_new("vm", f->pool, f->spill, NULL, &pol, NULL, false, &f->st), 0);
 	return f;
 }
 
 static void fixture_free(struct fixture *f)
 {
 	store_free(f->st);
-	spill_free(f->spill);
+	spill_free(f->spill, false);
 	donor_pool_free(f->pool);
 	assert_int_equal(rmdir(f->dir), 0);
 	free(f);

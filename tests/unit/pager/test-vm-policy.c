@@ -19,6 +19,8 @@
 
 #include "vm-private.h"
 #include "vm.h"
+#include "vmstate.h"
+#include "store.h"
 
 #define ROUNDS 50
 
@@ -45,13 +47,16 @@ static void test_data_loss_during_policy_change(void **state)
 	struct vm *vm = NULL;
 	pthread_t t;
 	void *res;
-	char err[256];
+	char err[256], dir[] = "/var/tmp/uffdvm-vmpol-XXXXXX";
+	struct vmstate *vs = NULL;
 	bool failed;
 
 	policy_vm_init(&pol);
 	snprintf(pol.name, sizeof(pol.name), "race");
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(vmstate_create(dir, "race", getpid(), 0, "", store_state_bytes(), &vs), 0);
 	/* pidfd -1: pidfd_send_signal fails with EBADF, nothing is signalled */
-	assert_int_equal(vm_new(&pol, getpid(), -1, -1, "/nonexistent", 1ULL << 30, NULL, &vm, err, sizeof(err)), 0);
+	assert_int_equal(vm_new(&pol, getpid(), -1, -1, dir, 1ULL << 30, NULL, vs, false, &vm, err, sizeof(err)), 0);
 	assert_int_equal(pthread_create(&t, NULL, flip_policy, vm), 0);
 	for (int i = 0; i < ROUNDS; i++)
 		vm_data_loss(vm, (uint64_t)i, "unit test");
@@ -61,7 +66,8 @@ static void test_data_loss_during_policy_change(void **state)
 	failed = vm->failed;
 	pthread_mutex_unlock(&vm->lock);
 	assert_true(failed);
-	vm_free(vm);
+	vm_free(vm); /* deletes the state file */
+	assert_int_equal(rmdir(dir), 0);
 }
 
 int main(void)
