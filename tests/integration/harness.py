@@ -6,6 +6,7 @@ path QEMU uses (LD_PRELOAD of libuffd-glue.so), and read ground truth from
 UFFDVM_REQUIRE_ALL=1)."""
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -378,3 +379,45 @@ class Donor:
         # Exit codes are not checked (tests SIGKILL donors on purpose); a sanitizer report is a failure.
         if sanitizer_report(log):
             fail(f"uffd-donor reported a sanitizer error:\n{log_excerpt(log)}")
+
+
+class Subscriber:
+    """A raw events.subscribe connection."""
+
+    def __init__(self, pager):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.connect(pager.control)
+        self.s.sendall(b'{"cmd":"events.subscribe","id":7}\n')
+        self.buf = b""
+        first = self.line(10)
+        check(first == {"ok": True, "result": {"subscribed": True}, "id": 7},
+              f"events.subscribe answers first: {first}")
+        self.events = []
+
+    def line(self, timeout):
+        deadline = time.time() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.time()
+            if left <= 0:
+                return None
+            r, _, _ = select.select([self.s], [], [], left)
+            if not r:
+                return None
+            chunk = self.s.recv(65536)
+            if not chunk:
+                fail("the pager closed the event stream")
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return json.loads(line)
+
+    def wait(self, kind, timeout, **match):
+        """Reads events until one of kind with the given fields arrives; returns it."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            ev = self.line(deadline - time.time())
+            if ev is None:
+                break
+            self.events.append(ev)
+            if ev.get("event") == kind and all(ev.get(k) == v for k, v in match.items()):
+                return ev
+        fail(f"no {kind} event {match} within {timeout} s; saw {[e.get('event') for e in self.events]}")

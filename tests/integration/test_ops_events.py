@@ -9,7 +9,6 @@ A subscriber that stops reading is dropped without stalling the pager."""
 import json
 import os
 import re
-import select
 import signal
 import socket
 import subprocess
@@ -17,49 +16,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Donor, Pager, check, exe, fail, guestsim, kill_procs, policy, proc_state, require_root_and_uffd  # noqa: E402
-
-
-class Subscriber:
-    """A raw events.subscribe connection."""
-
-    def __init__(self, pager):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.connect(pager.control)
-        self.s.sendall(b'{"cmd":"events.subscribe","id":7}\n')
-        self.buf = b""
-        first = self.line(10)
-        check(first == {"ok": True, "result": {"subscribed": True}, "id": 7},
-              f"events.subscribe answers first: {first}")
-        self.events = []
-
-    def line(self, timeout):
-        deadline = time.time() + timeout
-        while b"\n" not in self.buf:
-            left = deadline - time.time()
-            if left <= 0:
-                return None
-            r, _, _ = select.select([self.s], [], [], left)
-            if not r:
-                return None
-            chunk = self.s.recv(65536)
-            if not chunk:
-                fail("the pager closed the event stream")
-            self.buf += chunk
-        line, _, self.buf = self.buf.partition(b"\n")
-        return json.loads(line)
-
-    def wait(self, kind, timeout, **match):
-        """Reads events until one of kind with the given fields arrives; returns it."""
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            ev = self.line(deadline - time.time())
-            if ev is None:
-                break
-            self.events.append(ev)
-            if ev.get("event") == kind and all(ev.get(k) == v for k, v in match.items()):
-                return ev
-        fail(f"no {kind} event {match} within {timeout} s; saw {[e.get('event') for e in self.events]}")
+from harness import (  # noqa: E402
+    Donor, Pager, Subscriber, check, exe, fail, guestsim, kill_procs, policy, proc_state, require_root_and_uffd)
 
 
 def ctl_events(pager, *args):

@@ -30,7 +30,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import (  # noqa: E402
-    Donor, Pager, check, exe, fail, guestsim, kill_procs, policy, require_root_and_uffd, wait_for)
+    Donor, Pager, Subscriber, check, exe, fail, guestsim, kill_procs, policy, require_root_and_uffd, wait_for)
 
 SIZE_MB = 128
 LOCAL_MB = SIZE_MB // 4
@@ -130,23 +130,25 @@ def run_kills():
 
 
 def expect_refused(pager, g, path, damage, reason):
-    """Damages the state file with the pager down, checks the refusal, repairs it, and sees the VM adopted."""
+    """Damages the state file with the pager down and checks the refusal; then repairs the file under
+    the running pager and sees the VM adopted at the shim's next try (the vm.adopted event)."""
     pager.kill()
     with open(path, "rb") as f:
         good = f.read()
     damage(path)
     before = pager.read_log().count(reason)
     pager.restart()
-    wait_for(lambda: pager.read_log().count(reason) > before, 60, f"resume refused: {reason!r}",
-             alive=g)
+    wait_for(lambda: pager.read_log().count(reason) > before, 60, f"resume refused: {reason!r}", alive=g)
     check(pager.vm_stats("rs") is None, f"{reason}: the VM is not adopted")
     time.sleep(1.0)  # the shim keeps asking; nothing is served meanwhile
     check(g.poll() is None and pager.alive(), f"{reason}: the guest waits and the pager runs")
-    pager.kill()
+    events = Subscriber(pager)
     with open(path, "wb") as f:
         f.write(good)
-    _, st = restart_and_wait(pager, "rs", g)
-    check(st["remote"]["pages_lost"] == 0, f"{reason}: adopted once the file was restored")
+    ev = events.wait("vm.adopted", 60, vm="rs")
+    check(ev["pid"] == g.pid and ev["waited_ms"] > 0, f"{reason}: adopted once the file was restored: {ev}")
+    st = wait_for(lambda: adopted(pager, "rs"), 60, "the adopted VM served again", alive=g)
+    check(st["remote"]["pages_lost"] == 0 if "remote" in st else True, f"{reason}: nothing lost")
 
 
 def run_bad():
