@@ -428,4 +428,6 @@ static struct nbdkit_filter filter = {
 	.zero = cache_zero,
 };
 
+/* Defined by the macro below: the one symbol nbdkit looks up. */
+struct nbdkit_filter *filter_init(void);
 NBDKIT_REGISTER_FILTER(filter)
