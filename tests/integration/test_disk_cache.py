@@ -239,6 +239,32 @@ def over_capacity(tmp, donor):
     check(True, "the cache's slabs went back to the donor when nbdkit stopped")
 
 
+def block_sizes(tmp, donor):
+    """The smallest and the largest block: a block per page, a block of 256 pages (16 per slab)."""
+    for bs, kib in (("4K", 4), ("1M", 1024)):
+        sub = os.path.join(tmp, f"bs{kib}")
+        os.mkdir(sub)
+        image = os.path.join(sub, "img")
+        with open(image, "wb") as f:
+            f.truncate(40 * MiB + 12345)  # a last block past the end of the image
+        nbd = Nbdkit(sub, image, ["cache-size=64M", f"cache-block-size={bs}", f"cache-donor={donor.url}",
+                                  f"cache-key={donor.key_file}", f"cache-client-id=test-disk-bs{kib}"])
+        try:
+            n = 32 * 1024 // kib
+            tail = -(-12345 // (kib * 1024))  # blocks of the image's last 12345 bytes
+            lo, b = 9 * MiB - 100, kib * 1024
+            mid = (lo + 4999) // b - lo // b + 1  # blocks the unaligned 5000 bytes touch
+            qemu_io(nbd.uri(), ["write -P 0x5a 8M 32M", "write -P 0x6b 40M 12345", "read -P 0x5a 8M 32M",
+                                "read -P 0x6b 40M 12345"])
+            nbd.wait_counters(lambda c: c["stores"] >= n + tail, f"{bs}: blocks stored")
+            qemu_io(nbd.uri(), ["read -P 0x5a 8M 32M", f"read -P 0x5a {9 * MiB - 100} 5000", "read -P 0x6b 40M 12345"])
+            c = nbd.wait_counters(lambda c: c["hits"] >= n + mid + tail, f"{bs}: second reads served from memory")
+            check(c["hits"] == n + mid + tail and c["misses"] == n + tail and c["integrity_failures"] == 0,
+                  f"{bs} blocks: {c['hits']} hits, {c['misses']} misses, the partial last block included")
+        finally:
+            nbd.stop()
+
+
 def main():
     tools()
     if len(sys.argv) > 1 and sys.argv[1] == "launcher":
@@ -255,6 +281,7 @@ def main():
                 f.truncate(16 * MiB)
         bad_params(tmp, image, donor)
         over_capacity(tmp, donor)
+        block_sizes(tmp, donor)
         nbd = Nbdkit(tmp, image, ["cache-size=32M", f"cache-donor={donor.url}", f"cache-key={donor.key_file}",
                                   "cache-client-id=test-disk-cache", "cache-timeout-ms=1000"])
         nbd.wait_counters(lambda c: c["donors_up"] == 1, "the cache connected to its donor")
