@@ -52,6 +52,7 @@ void policy_vm_init(struct policy_vm *p)
 	p->balloon_enabled = false;
 	p->balloon_floor = 256ULL << 20;
 	p->balloon_settle_ms = 5000;
+	p->dc_block_size = 64 * 1024;
 }
 
 bool policy_name_valid(const char *name)
@@ -129,6 +130,63 @@ static const struct policy_field vm_balloon_fields[] = {
 	{ 0 },
 };
 
+static const char DC_DONORS_ALLOWED[] =
+	"an array of 1..16 URLs \"tcp://HOST:PORT\" or \"rdma://HOST:PORT\"";
+static const char DC_DRIVES_ALLOWED[] =
+	"an array of 1..8 drive ids (-drive id=) or node names (-blockdev node-name=), "
+	"1..63 characters from A-Z a-z 0-9 . _ -";
+
+static const struct policy_field dc_donor_field = {
+	.name = "donor", .kind = POLICY_FIELD_STRING, .size = POLICY_URL_MAX,
+	.valid = policy_donor_url_valid, .noun = "donor URL", .allowed = DC_DONORS_ALLOWED,
+};
+
+static const struct policy_field dc_drive_field = {
+	.name = "drive", .kind = POLICY_FIELD_STRING, .size = POLICY_NAME_MAX, .lo = 1, .hi = POLICY_NAME_MAX - 1,
+	.valid = policy_name_valid, .noun = "drive name", .allowed = DC_DRIVES_ALLOWED,
+};
+
+/* Rules the rows cannot say: non-empty lists, a power-of-two block that fits the cache. */
+static int vm_disk_cache_check(struct policy_field_ctx *x, const struct policy_field *f, json_t *v,
+			       const struct policy_field_path *p, void *base)
+{
+	const struct policy_vm *pol = base;
+	struct policy_field_path bp = policy_field_path_key(p, "block_size");
+	struct policy_field_path dp = policy_field_path_key(p, "donors"), rp = policy_field_path_key(p, "drives");
+
+	(void)f;
+	if (pol->dc_n_donors == 0)
+		return policy_field_fail(x, &dp, DC_DONORS_ALLOWED, "%s", "no donors");
+	if (pol->dc_n_drives == 0)
+		return policy_field_fail(x, &rp, DC_DRIVES_ALLOWED, "%s", "no drives");
+	if (pol->dc_block_size & (pol->dc_block_size - 1))
+		return policy_field_fail(x, &bp, "a power of two from 4K to 1M", "%" PRIu64 " is not a power of two",
+					 pol->dc_block_size);
+	if (pol->dc_size < pol->dc_block_size)
+		return policy_field_fail(x, &bp, "at most disk_cache.size",
+					 "block of %" PRIu64 " bytes is larger than the cache (%" PRIu64 " bytes)",
+					 pol->dc_block_size, pol->dc_size);
+	return 0;
+}
+
+static const struct policy_field vm_disk_cache_fields[] = {
+	{ .name = "size", .kind = POLICY_FIELD_SIZE, VM(dc_size), .flags = POLICY_FIELD_REQUIRED,
+	  .lo = MIN_LOCAL_MEMORY, .allowed = "a size >= 1M: an integer number of bytes or a string like \"512M\", \"4G\"" },
+	{ .name = "block_size", .kind = POLICY_FIELD_SIZE, VM(dc_block_size), .lo = 4096, .hi = 1 << 20,
+	  .allowed = "a power of two from 4K to 1M, e.g. \"64K\"" },
+	{ .name = "donors", .kind = POLICY_FIELD_ARRAY, VM(dc_donors), .sub = &dc_donor_field,
+	  .flags = POLICY_FIELD_REQUIRED | POLICY_FIELD_UNIQUE, .count_off = offsetof(struct policy_vm, dc_n_donors),
+	  .noun = "donors", .allowed = DC_DONORS_ALLOWED },
+	{ .name = "drives", .kind = POLICY_FIELD_ARRAY, VM(dc_drives), .sub = &dc_drive_field,
+	  .flags = POLICY_FIELD_REQUIRED | POLICY_FIELD_UNIQUE, .count_off = offsetof(struct policy_vm, dc_n_drives),
+	  .noun = "drives", .allowed = DC_DRIVES_ALLOWED },
+	{ .name = "key_file", .kind = POLICY_FIELD_PATH, VM(dc_key_file) },
+	{ .name = "client_id", .kind = POLICY_FIELD_STRING, VM(dc_client_id), .lo = 1, .hi = 64,
+	  .valid = policy_client_id_valid, .noun = "client id",
+	  .allowed = "1..64 characters from A-Z a-z 0-9 . _ : @ -" },
+	{ 0 },
+};
+
 /* Row order is the order of "allowed:" in unknown-key errors and of policy_vm_to_json(). */
 static const struct policy_field vm_fields[] = {
 	{ .name = "name", .kind = POLICY_FIELD_STRING, VM(name), .flags = POLICY_FIELD_REQUIRED,
@@ -156,6 +214,9 @@ static const struct policy_field vm_fields[] = {
 	{ .name = "encryption", .kind = POLICY_FIELD_BOOL, VM(encryption) },
 	{ .name = "balloon", .kind = POLICY_FIELD_OBJECT, .sub = vm_balloon_fields,
 	  .allowed = "an object {\"enabled\": true|false, \"floor\": SIZE, \"settle_ms\": 0..600000}" },
+	{ .name = "disk_cache", .kind = POLICY_FIELD_OBJECT, .sub = vm_disk_cache_fields, .check = vm_disk_cache_check,
+	  .allowed = "an object {\"size\": SIZE, \"block_size\": SIZE, \"donors\": [URL, ...], "
+		     "\"drives\": [NAME, ...], \"key_file\": PATH, \"client_id\": ID}" },
 	{ 0 },
 };
 
@@ -239,6 +300,18 @@ char *policy_vm_to_json(const struct policy_vm *p)
 	json_t *root = policy_fields_to_json(vm_fields, p);
 	char *s = NULL;
 
+	/* No cache: no object (an empty one would not parse back: its size is required). */
+	if (root && p->dc_size == 0)
+		json_object_del(root, "disk_cache");
+	/* Optional strings left empty are left out: "" is not a valid path or id. */
+	if (root && p->dc_size && (!p->dc_key_file[0] || !p->dc_client_id[0])) {
+		json_t *dc = json_object_get(root, "disk_cache");
+
+		if (!p->dc_key_file[0])
+			json_object_del(dc, "key_file");
+		if (!p->dc_client_id[0])
+			json_object_del(dc, "client_id");
+	}
 	if (root)
 		s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	json_decref(root);

@@ -47,6 +47,10 @@ enum policy_store_full {
 	POLICY_STORE_FULL_PAUSE,       /* "pause": faults wait at the limit until a store takes pages again */
 };
 
+#define POLICY_MAX_DONORS 16
+#define POLICY_URL_MAX 128
+#define POLICY_DC_MAX_DRIVES 8
+
 struct policy_vm {
 	char name[POLICY_NAME_MAX];        /* "name", required */
 	uint64_t local_memory;             /* "local_memory": bytes, required, >= 1M */
@@ -65,6 +69,15 @@ struct policy_vm {
 	bool balloon_enabled;        /* "balloon.enabled", default false */
 	uint64_t balloon_floor;      /* "balloon.floor": the guest is never ballooned below this, >= 16M, default 256M */
 	unsigned balloon_settle_ms;  /* "balloon.settle_ms": time the guest gets to give memory back, 0..600000, default 5000 */
+	/* "disk_cache": the VM's disks cached in donor memory (docs/disk-cache.md); absent: dc_size 0. */
+	uint64_t dc_size;            /* "disk_cache.size", required, >= 1M */
+	uint64_t dc_block_size;      /* "disk_cache.block_size": power of two 4K..1M, default 64K */
+	char dc_donors[POLICY_MAX_DONORS][POLICY_URL_MAX]; /* "disk_cache.donors", required, 1..16 */
+	unsigned dc_n_donors;
+	char dc_drives[POLICY_DC_MAX_DRIVES][POLICY_NAME_MAX]; /* "disk_cache.drives": -drive id / -blockdev node-name, 1..8 */
+	unsigned dc_n_drives;
+	char dc_key_file[256];       /* "disk_cache.key_file": the donors' pre-shared key; "" = none */
+	char dc_client_id[65];       /* "disk_cache.client_id": "" (default) = "disk-" + the VM's name */
 };
 
 #define POLICY_BALLOON_MIN_FLOOR (16ULL << 20)
@@ -109,9 +122,6 @@ char *policy_vm_to_json(const struct policy_vm *p);
 /* Derived page counts, rounded down, at least 1. */
 uint64_t policy_vm_high_pages(const struct policy_vm *p, uint64_t page_size);
 uint64_t policy_vm_low_pages(const struct policy_vm *p, uint64_t page_size);
-
-#define POLICY_MAX_DONORS 16
-#define POLICY_URL_MAX 128
 
 struct policy_pager_config {
 	uint64_t budget;              /* "budget": host-wide sum of local_memory; 0 = unlimited */

@@ -30,6 +30,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "cache-launch.h"
 #include "cmdline.h"
 #include "config.h"
 #include "glue-proto.h"
@@ -638,6 +639,26 @@ int main(int argc, char **argv)
 			log_info("VM '%s': no policy %s/%s.json; starting it unpaged (add a policy to page it)", name,
 				 conf.policy_dir, name);
 			exec_qemu(a.qemu_argv);
+		}
+	}
+
+	/* Before the pager checks: a run-unpaged fallback execs a.qemu_argv, which must be cached too. */
+	if (have_policy && policy.dc_size) {
+		char *const *cargv;
+		int cargc;
+
+		if (glue_cache_start(&policy, name, a.qemu_argc, a.qemu_argv, &cargc, &cargv) < 0)
+			return 1;
+		a.qemu_argc = cargc;
+		a.qemu_argv = (char **)cargv;
+		glue_cmdline_free(cl);
+		cl = NULL;
+		r = glue_cmdline_analyze(a.qemu_argc, a.qemu_argv, flags, &cl);
+		if (r < 0 || glue_cmdline_action(cl) == GLUE_CMDLINE_REFUSE) {
+			log_err("refusing to start %s with its cached drives:", a.qemu_argv[0]);
+			if (r == 0)
+				print_lines(LOG_LVL_ERR, glue_cmdline_error(cl));
+			return 1;
 		}
 	}
 

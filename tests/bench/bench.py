@@ -454,7 +454,22 @@ def main():
     ap.add_argument("--halt-poll-ns", type=int, default=200000,
                     help="on a VM guest with cpuidle-haltpoll: guest halt polling for the run, in ns "
                          "(default 200000; -1 leaves the system's setting); see docs/benchmarks.md")
+    ap.add_argument("--disk-cache", action="store_true",
+                    help="only the disk cache rows (tests/bench/disk_cache.py; docs/benchmarks.md)")
+    ap.add_argument("--disk-delay-ms", type=int, default=1, help="disk cache rows: read delay of the image")
+    ap.add_argument("--disk-region-mib", type=int, default=128, help="disk cache rows: each pass's region")
+    ap.add_argument("--disk-ops", type=int, default=8192, help="disk cache rows: random reads per pass")
+    ap.add_argument("--disk-cache-mib", type=int, default=512, help="disk cache rows: cache size")
+    ap.add_argument("--disk-guest-ram", type=int, default=256, help="disk cache rows: guest RAM in MiB")
     args = ap.parse_args()
+    if args.disk_cache:
+        import disk_cache
+        os.makedirs(args.out, exist_ok=True)
+        res = disk_cache.run(args, os.path.abspath(args.build or "build"), args.out)
+        if "na" in res:
+            log(f"disk cache rows n/a: {res['na']}")
+            return 77
+        return 0
     args.size = args.size or (256 * MiB if args.quick else 512 * MiB)
     args.ops = args.ops or (30000 if args.quick else 100000)
     configs = args.configs or ("bcde" if args.quick else "abcde")

@@ -38,6 +38,21 @@ for arg in $(cat /proc/cmdline); do
 	esac
 done
 
+# The disk cache's e2e guest (tests/e2e/disk-guest.sh adds this program and
+# virtio_blk): its disk workload instead of the memory one; exit 10 asks for
+# a reboot (the test's QEMU runs without -no-reboot, so the guest comes back).
+if [ -x /bin/guest-disk-workload ]; then
+	i=0
+	while [ ! -b /dev/vda ] && [ $i -lt 300 ]; do /bin/busybox usleep 100000; i=$((i + 1)); done
+	diskmode=run
+	grep -q uffdvm.bench_mib= /proc/cmdline && diskmode=bench
+	/bin/guest-disk-workload $diskmode /dev/vda "$seed"
+	rc=$?
+	echo "UFFDVM-GUEST-END rc=$rc uptime=$(cut -d' ' -f1 /proc/uptime)"
+	[ "$rc" = 10 ] && /bin/busybox reboot -f
+	/bin/busybox poweroff -f
+fi
+
 echo "UFFDVM-GUEST-START uptime=$(cut -d' ' -f1 /proc/uptime) mib=$mib passes=$passes"
 grep -E '^(MemTotal|MemFree)' /proc/meminfo
 if [ "$churn" != 0 ]; then

@@ -510,7 +510,82 @@ static void roundtrip(const struct policy_vm *in)
 	assert_int_equal(out.encryption, in->encryption);
 	assert_int_equal(out.balloon_floor, in->balloon_floor);
 	assert_int_equal(out.balloon_settle_ms, in->balloon_settle_ms);
+	assert_int_equal(out.dc_size, in->dc_size);
+	if (in->dc_size) {
+		assert_int_equal(out.dc_block_size, in->dc_block_size);
+		assert_int_equal(out.dc_n_donors, in->dc_n_donors);
+		assert_int_equal(out.dc_n_drives, in->dc_n_drives);
+		for (unsigned i = 0; i < in->dc_n_donors; i++)
+			assert_string_equal(out.dc_donors[i], in->dc_donors[i]);
+		for (unsigned i = 0; i < in->dc_n_drives; i++)
+			assert_string_equal(out.dc_drives[i], in->dc_drives[i]);
+		assert_string_equal(out.dc_key_file, in->dc_key_file);
+		assert_string_equal(out.dc_client_id, in->dc_client_id);
+	}
 	free(s);
+}
+
+/* disk_cache: absent by default; every field parsed; each rule's error names its field. */
+static void test_vm_disk_cache(void **state)
+{
+	static const char pre[] = "{\"name\": \"x\", \"local_memory\": \"1G\", \"disk_cache\": ";
+	struct policy_vm p;
+	struct policy_error err;
+	char text[512];
+	char *s;
+
+	(void)state;
+	assert_int_equal(vm_parse("{\"name\": \"x\", \"local_memory\": \"1G\"}", &p, &err), 0);
+	assert_int_equal(p.dc_size, 0);
+	s = policy_vm_to_json(&p);
+	assert_null(strstr(s, "disk_cache"));
+	free(s);
+
+	snprintf(text, sizeof(text), "%s{\"size\": \"2G\", \"donors\": [\"tcp://10.0.0.1:7000\", \"rdma://[fe80::1]:7001\"], "
+		 "\"drives\": [\"disk0\", \"data\"]}}", pre);
+	assert_int_equal(vm_parse(text, &p, &err), 0);
+	assert_int_equal(p.dc_size, 2ULL << 30);
+	assert_int_equal(p.dc_block_size, 65536);
+	assert_int_equal(p.dc_n_donors, 2);
+	assert_string_equal(p.dc_donors[1], "rdma://[fe80::1]:7001");
+	assert_int_equal(p.dc_n_drives, 2);
+	assert_string_equal(p.dc_drives[0], "disk0");
+	assert_string_equal(p.dc_key_file, "");
+	assert_string_equal(p.dc_client_id, "");
+	roundtrip(&p);
+
+	snprintf(text, sizeof(text), "%s{\"size\": \"4G\", \"block_size\": \"4K\", \"donors\": [\"tcp://h:1\"], "
+		 "\"drives\": [\"d\"], \"key_file\": \"/etc/uffdvm/donor.key\", \"client_id\": \"web1-disk\"}}", pre);
+	assert_int_equal(vm_parse(text, &p, &err), 0);
+	assert_int_equal(p.dc_block_size, 4096);
+	assert_string_equal(p.dc_key_file, "/etc/uffdvm/donor.key");
+	assert_string_equal(p.dc_client_id, "web1-disk");
+	roundtrip(&p);
+
+	/* pre is 50 characters: the object starts at column 51. */
+	snprintf(text, sizeof(text), "%s{\"donors\": [\"tcp://h:1\"], \"drives\": [\"d\"]}}", pre);
+	vm_bad(text, "disk_cache.size", 1, 51, "missing (required)", "a size >= 1M");
+	snprintf(text, sizeof(text), "%s{\"size\": \"1G\", \"drives\": [\"d\"]}}", pre);
+	vm_bad(text, "disk_cache.donors", 1, 51, "missing (required)", "tcp://HOST:PORT");
+	snprintf(text, sizeof(text), "%s{\"size\": \"1G\", \"donors\": [], \"drives\": [\"d\"]}}", pre);
+	vm_bad(text, "disk_cache.donors", 1, 76, "no donors", "an array of 1..16 URLs");
+	snprintf(text, sizeof(text), "%s{\"size\": \"1G\", \"donors\": [\"udp://h:1\"], \"drives\": [\"d\"]}}", pre);
+	vm_bad(text, "disk_cache.donors[0]", 1, 77, "udp://h:1", "tcp://HOST:PORT");
+	snprintf(text, sizeof(text), "%s{\"size\": \"1G\", \"donors\": [\"tcp://h:1\"], \"drives\": []}}", pre);
+	vm_bad(text, "disk_cache.drives", 1, 101, "no drives", "drive ids");
+	snprintf(text, sizeof(text), "%s{\"size\": \"1G\", \"donors\": [\"tcp://h:1\"], \"drives\": [\"a b\"]}}", pre);
+	vm_bad(text, "disk_cache.drives[0]", 1, 102, "a b", "node names");
+	snprintf(text, sizeof(text), "%s{\"size\": \"1G\", \"block_size\": \"48K\", \"donors\": [\"tcp://h:1\"], "
+		 "\"drives\": [\"d\"]}}", pre);
+	vm_bad(text, "disk_cache.block_size", 1, 80, "not a power of two", "from 4K to 1M");
+	snprintf(text, sizeof(text), "%s{\"size\": \"1G\", \"block_size\": \"2M\", \"donors\": [\"tcp://h:1\"], "
+		 "\"drives\": [\"d\"]}}", pre);
+	vm_bad(text, "disk_cache.block_size", 1, 80, "2097152", "from 4K to 1M");
+	snprintf(text, sizeof(text), "%s{\"size\": \"1G\", \"donor\": [\"tcp://h:1\"], \"drives\": [\"d\"]}}", pre);
+	vm_bad(text, "disk_cache.donor", 1, 66, "unknown key", "did you mean 'donors'?");
+	snprintf(text, sizeof(text), "%s{\"size\": \"1G\", \"donors\": [\"tcp://h:1\"], \"drives\": [\"d\"], "
+		 "\"client_id\": \"a b\"}}", pre);
+	vm_bad(text, "disk_cache.client_id", 1, 121, "a b", "1..64 characters");
 }
 
 static void test_roundtrip(void **state)
@@ -778,6 +853,7 @@ int main(void)
 		cmocka_unit_test(test_vm_spill),
 		cmocka_unit_test(test_vm_syntax),
 		cmocka_unit_test(test_roundtrip),
+		cmocka_unit_test(test_vm_disk_cache),
 		cmocka_unit_test(test_pages),
 		cmocka_unit_test(test_load),
 		cmocka_unit_test(test_config_defaults),

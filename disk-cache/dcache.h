@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The disk cache's store: fixed-size disk blocks kept in donor memory
+ * through the pager's transports (transport/), sealed with AES-256-GCM like
+ * guest pages (uffd-pager/seal.h) under a key drawn at start and never
+ * written anywhere, so nothing survives the process and a donor sees only
+ * ciphertext. Every block is bound to its disk position and to the
+ * generation it was stored at: a donor that returns another block, an
+ * older copy or flipped bits produces a miss, never data. A lost donor
+ * loses only its blocks (misses). The directory lives in this process;
+ * replacement is CLOCK (policy/disk-cache.h).
+ *
+ * All calls are serialised by one internal mutex; the nbdkit filter
+ * (filter.c) runs requests one at a time anyway. A store returns once its
+ * writes are submitted; until the donor acknowledges them the block is
+ * pending (a lookup waits for it).
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define DCACHE_MAX_DONORS 16
+#define DCACHE_BLOCK_MIN 4096u
+#define DCACHE_BLOCK_MAX (1u << 20)
+
+struct dcache;
+
+struct dcache_config {
+	uint64_t size;	     /* bytes of donor memory to use (whole blocks) */
+	uint32_t block_size; /* power of two, DCACHE_BLOCK_MIN..DCACHE_BLOCK_MAX */
+	const char *donors[DCACHE_MAX_DONORS];
+	unsigned n_donors;
+	const char *key_file;  /* donor pre-shared key; NULL: none (loopback donors without a key) */
+	const char *client_id; /* who the cache is to the donors */
+	unsigned timeout_ms;   /* per donor request; 0 = 2000 */
+};
+
+struct dcache_stats {
+	uint64_t size, block_size, used_bytes;
+	uint64_t hits, misses;		    /* block lookups */
+	uint64_t bytes_from_memory, bytes_from_disk; /* request bytes served by donors / by the image */
+	uint64_t stores, store_failures, drops;
+	uint64_t integrity_failures, donor_failures;
+	unsigned donors, donors_up;
+	uint64_t donor_capacity; /* free bytes the donors reported at start */
+};
+
+/* Checks cfg and loads the key; connects nothing. Errors name the parameter on the log. Returns 0 or -errno. */
+int dcache_new(const struct dcache_config *cfg, struct dcache **ret);
+/* Connects the donors (threads start here: call after any fork). A donor that cannot be reached is retried later. */
+void dcache_start(struct dcache *dc);
+void dcache_free(struct dcache *dc);
+
+uint32_t dcache_block_size(const struct dcache *dc);
+/*
+ * Reads the 4 KiB pages [first, first+n) of block key into buf (a small read
+ * fetches only the pages it needs). Returns 0 on a hit, -ENOENT on a miss
+ * (including a copy that failed to open or a donor that failed; the block
+ * is forgotten then), -EINVAL for pages outside the block.
+ */
+int dcache_lookup(struct dcache *dc, uint64_t key, uint32_t first, uint32_t n, void *buf);
+/* Stores block key (replacing any copy), evicting by CLOCK. Best effort: failures are counted. */
+void dcache_store(struct dcache *dc, uint64_t key, const void *buf);
+/* Replaces block key's copy if it has one. */
+void dcache_update(struct dcache *dc, uint64_t key, const void *buf);
+/* Collects the acknowledgements of stores in flight (their blocks become hits). */
+void dcache_reap(struct dcache *dc);
+/* Forgets block key. */
+void dcache_drop(struct dcache *dc, uint64_t key);
+/* Counts bytes served to clients: from memory (hits) or from the image (misses, pass-through). */
+void dcache_count_bytes(struct dcache *dc, uint64_t from_memory, uint64_t from_disk);
+void dcache_get_stats(struct dcache *dc, struct dcache_stats *ret);
+/* Writes the counters as one JSON object to path (atomically: temporary file and rename). Returns 0 or -errno. */
+int dcache_write_stats(struct dcache *dc, const char *path);

@@ -1,0 +1,58 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# Builds the guest of the disk cache's e2e test (tests/e2e/e2e-disk-cache.py):
+# Debian's cloud kernel with its virtio_blk module (a module there, like
+# virtio_balloon for tests/e2e/balloon-guest.sh, which this follows), plus
+# the e2e initramfs with the modules and the disk workload appended as a
+# second cpio archive; the e2e /init loads the modules and, finding
+# /bin/guest-disk-workload, runs it on /dev/vda. The kernel package is
+# cached, reduced to vmlinuz and the modules needed, in
+# ${UFFDVM_CACHE:-$HOME/.cache/uffdvm}/disk.
+# Usage: disk-guest.sh BASE_INITRAMFS DISK_WORKLOAD OUT_VMLINUZ OUT_INITRAMFS
+# Exit status: 0 = built, 1 = cannot (reason on stderr).
+set -euo pipefail
+
+readonly WANT_MODULES="virtio_blk virtio_pci"
+say() { echo "disk-guest: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+(($# == 4)) || die "usage: disk-guest.sh BASE_INITRAMFS DISK_WORKLOAD OUT_VMLINUZ OUT_INITRAMFS"
+base=$1 workload=$2 out_kernel=$3 out_initrd=$4
+[[ -x $workload ]] || die "no disk workload $workload"
+[[ -s $base ]] || die "no base initramfs $base"
+busybox=$(command -v busybox) || die "busybox not found (apt-get install busybox-static)"
+cache=${UFFDVM_CACHE:-${HOME:-/root}/.cache/uffdvm}/disk
+mkdir -p "$cache"
+
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/debian-kernel.sh"
+
+fetch() {
+	local meta=linux-image-cloud-amd64 pkg dir m
+	pkg=$(apt-cache depends "$meta" 2>/dev/null | sed -n 's/^ *Depends: *\(linux-image-[0-9][^ ]*\).*/\1/p' | head -n1)
+	if [[ -z $pkg ]]; then
+		dir=$(ls -d "$cache"/kernel-*/ 2>/dev/null | sort -V | tail -n1 || true)
+		[[ -n $dir && -e $dir/ready ]] && { echo "${dir%/}"; return 0; }
+		die "cannot resolve the package $meta depends on (run apt-get update) and nothing is cached in $cache"
+	fi
+	dir=$cache/kernel-$pkg
+	[[ -e $dir/ready ]] && { echo "$dir"; return 0; }
+	say "fetching $pkg into $dir"
+	kernel_extract "$pkg" "$dir" $WANT_MODULES || die "cannot extract $pkg"
+	for m in $WANT_MODULES; do
+		kernel_has_module "$dir" "$m" || die "module $m neither built into $pkg nor shipped by it"
+	done
+	echo "$dir"
+}
+
+kdir=$(fetch)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/lib/modules/uffdvm" "$work/etc" "$work/bin"
+cp "$workload" "$work/bin/guest-disk-workload"
+cp "$kdir"/modules/*.ko "$work/lib/modules/uffdvm/" 2>/dev/null || true
+kernel_module_order "$kdir" virtio_pci $WANT_MODULES | tr '\n' ' ' >"$work/etc/uffdvm-modules"
+cp "$kdir/vmlinuz" "$out_kernel.tmp"
+{ cat "$base"; (cd "$work" && find . | LC_ALL=C sort | "$busybox" cpio -o -H newc 2>/dev/null) | gzip -1; } >"$out_initrd.tmp"
+mv "$out_kernel.tmp" "$out_kernel"
+mv "$out_initrd.tmp" "$out_initrd"
