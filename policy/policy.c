@@ -181,6 +181,8 @@ static const struct policy_field vm_disk_cache_fields[] = {
 	  .flags = POLICY_FIELD_REQUIRED | POLICY_FIELD_UNIQUE, .count_off = offsetof(struct policy_vm, dc_n_drives),
 	  .noun = "drives", .allowed = DC_DRIVES_ALLOWED },
 	{ .name = "key_file", .kind = POLICY_FIELD_PATH, VM(dc_key_file) },
+	/* uffd-qemu names it: where the filter writes its counters, which vm.stats shows. */
+	{ .name = "stats_file", .kind = POLICY_FIELD_PATH, VM(dc_stats_file) },
 	{ .name = "client_id", .kind = POLICY_FIELD_STRING, VM(dc_client_id), .lo = 1, .hi = 64,
 	  .valid = policy_client_id_valid, .noun = "client id",
 	  .allowed = "1..64 characters from A-Z a-z 0-9 . _ : @ -" },

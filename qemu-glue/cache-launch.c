@@ -239,7 +239,7 @@ static void __attribute__((noreturn)) keeper(const struct rundir *rd, char **arg
 	_exit(0);
 }
 
-int glue_cache_start(const struct policy_vm *p, const char *vm, int argc, char *const *argv, int *ret_argc,
+int glue_cache_start(struct policy_vm *p, const char *vm, int argc, char *const *argv, int *ret_argc,
 		     char *const **ret_argv)
 {
 	const char *base = getenv(ENV_RUNTIME), *names[POLICY_DC_MAX_DRIVES];
@@ -264,6 +264,13 @@ int glue_cache_start(const struct policy_vm *p, const char *vm, int argc, char *
 		snprintf(rd.names[k], sizeof(rd.names[k]), "%s", p->dc_drives[k]);
 		names[k] = rd.names[k];
 	}
+	path_in(&rd, "cache-stats.json", sock, sizeof(sock));
+	if (strlen(sock) >= sizeof(p->dc_stats_file)) {
+		r = log_err_errno(-ENAMETOOLONG, "disk cache: %s is longer than %zu characters (set %s)", sock,
+				  sizeof(p->dc_stats_file) - 1, ENV_RUNTIME);
+		goto fail;
+	}
+	memcpy(p->dc_stats_file, sock, strlen(sock) + 1);
 	path_in(&rd, "nbd.sock", sock, sizeof(sock));
 	if (strlen(sock) >= 108) {
 		r = log_err_errno(-ENAMETOOLONG, "disk cache: socket path %s is longer than a Unix socket allows (set %s)",

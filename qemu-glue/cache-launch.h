@@ -15,8 +15,9 @@
 /*
  * Starts nbdkit for policy's disk_cache and waits until it listens; on
  * success *ret_argv is argv with the named drives rewritten to its exports
- * (lives until exec). Every refusal and failure is logged, naming the drive
- * or file. Returns 0 or -errno.
+ * (lives until exec), and policy's disk_cache.stats_file names the file
+ * the filter keeps its counters in (the pager shows them). Every refusal
+ * and failure is logged, naming the drive or file. Returns 0 or -errno.
  */
-int glue_cache_start(const struct policy_vm *policy, const char *vm, int argc, char *const *argv, int *ret_argc,
+int glue_cache_start(struct policy_vm *policy, const char *vm, int argc, char *const *argv, int *ret_argc,
 		     char *const **ret_argv);

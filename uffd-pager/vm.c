@@ -542,6 +542,49 @@ static const char *vm_state_name(struct vm *vm)
 
 #define STAT(field) ((json_int_t)atomic_load_explicit(&vm->stats.field, memory_order_relaxed))
 
+/*
+ * The disk cache's counters (docs/disk-cache.md): its nbdkit filter keeps
+ * them in a small JSON file that uffd-qemu names in the policy
+ * (disk_cache.stats_file). The name comes from the VM's side, so the file
+ * must be a regular file of the uid the VM's process runs as, at most
+ * 4 KiB; it is opened without following a symlink or blocking, and only
+ * known numeric fields are taken. Anything else: no disk_cache fields.
+ */
+static void add_disk_cache_stats(json_t *o, pid_t pid, const char *path)
+{
+	static const char *const keys[] = { "size", "block_size", "used_bytes", "hits", "misses", "bytes_from_memory",
+					    "bytes_from_disk", "stores", "store_failures", "drops", "integrity_failures",
+					    "donor_failures", "donors", "donors_up" };
+	char proc[32], buf[4097];
+	struct stat pst, st;
+	json_t *root;
+	ssize_t n;
+	_cleanup_close_ int fd = -1;
+
+	snprintf(proc, sizeof(proc), "/proc/%d", (int)pid);
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0 || stat(proc, &pst) < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != pst.st_uid ||
+	    st.st_size > 4096 || (n = read(fd, buf, sizeof(buf) - 1)) <= 0)
+		return;
+	buf[n] = '\0';
+	root = json_loadb(buf, (size_t)n, 0, NULL);
+	for (size_t i = 0; json_is_object(root) && i < ARRAY_SIZE(keys); i++) {
+		json_t *v = json_object_get(root, keys[i]);
+		char name[64];
+		if (!json_is_integer(v) || json_integer_value(v) < 0)
+			continue;
+		snprintf(name, sizeof(name), "disk_cache_%s", keys[i]);
+		json_object_set_new(o, name, json_integer(json_integer_value(v)));
+	}
+	json_t *h = json_object_get(root, "hits"), *m = json_object_get(root, "misses");
+	if (json_is_integer(h) && json_is_integer(m) && json_integer_value(h) >= 0 && json_integer_value(m) >= 0 &&
+	    json_integer_value(h) + json_integer_value(m) > 0)
+		json_object_set_new(o, "disk_cache_hit_ratio",
+				    json_real((double)json_integer_value(h) /
+					      (double)(json_integer_value(h) + json_integer_value(m))));
+	json_decref(root);
+}
+
 json_t *vm_stats_json(struct vm *vm, bool brief)
 {
 	struct histogram h;
@@ -564,6 +607,9 @@ json_t *vm_stats_json(struct vm *vm, bool brief)
 	const bool backup_spill = vm->policy.backup_spill;
 	const enum policy_store_full on_store_full = vm->policy.on_store_full;
 	const bool adopted = vm->adopting;
+	char dc_stats[sizeof(vm->policy.dc_stats_file)] = "";
+	if (vm->policy.dc_size)
+		memcpy(dc_stats, vm->policy.dc_stats_file, sizeof(dc_stats));
 	const uint32_t waited_ms = vm->waited_ms;
 	const uint64_t adopt_ns = vm->adopt_ns;
 	pthread_mutex_unlock(&vm->lock);
@@ -582,6 +628,8 @@ json_t *vm_stats_json(struct vm *vm, bool brief)
 		return o;
 
 	json_object_set_new(o, "memfd_resident_pages", json_integer((json_int_t)memfd_pages));
+	if (dc_stats[0])
+		add_disk_cache_stats(o, vm->pid, dc_stats);
 	json_object_set_new(o, "spill_pages", json_integer(spill ? (json_int_t)spill_used_slots(spill) : 0));
 	json_object_set_new(o, "spill_file", json_string(spill ? spill_path(spill) : ""));
 	json_object_set_new(o, "evictions_aborted", json_integer(STAT(evictions_aborted)));

@@ -13,7 +13,6 @@ and qemu-img compare finds the image identical to the one the workload's
 own generator builds on the host. Lacking QEMU, the kernel, nbdkit,
 qemu-img or the filter is a skip (77), or a failure when
 UFFDVM_REQUIRE_ALL=1."""
-import glob
 import json
 import os
 import shutil
@@ -86,20 +85,19 @@ def main():
         guest = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
 
         def stats():
-            for path in glob.glob(os.path.join(rundir_base, f"uffd-qemu-{NAME}-*", "cache-stats.json")):
-                try:
-                    with open(path) as f:
-                        return json.load(f)
-                except (OSError, ValueError):
-                    pass
-            return None
+            """The cache's counters as the pager's vm.stats shows them (disk_cache_*)."""
+            st = pager.vm_stats(NAME) or {}
+            dc = {k[len("disk_cache_"):]: v for k, v in st.items() if k.startswith("disk_cache_")}
+            return dc if "hits" in dc else None
 
-        last, killed = None, None
+        last, killed, metrics = None, None, None
         deadline = t0 + 270
         while guest.poll() is None and time.time() < deadline:
             st = stats()
             if st:
                 last = st
+                if metrics is None and st["hits"] > 0:
+                    metrics = pager.result("pager.metrics")["text"]
                 if killed is None and st["hits"] >= KILL_AFTER_HITS:
                     donor.kill()
                     killed = st
@@ -133,6 +131,10 @@ def main():
                            capture_output=True, text=True, timeout=120)
         check(p.returncode == 0, f"qemu-img compare: the image equals the reference ({p.stdout.strip()})")
         check(pager.alive(), "pager still running")
+        check(metrics is not None and "uffdvm_vm_disk_cache_hits_total{" in metrics,
+              "Prometheus metrics carry the cache's counters (uffdvm_vm_disk_cache_*)")
+        check(last["size"] > 0 and last["hit_ratio"] > 0 and last["bytes_from_memory"] > 0,
+              f"vm.stats shows the cache: size, hit ratio, bytes from memory vs disk ({last})")
     finally:
         if guest is not None and guest.poll() is None:
             guest.kill()

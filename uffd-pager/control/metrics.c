@@ -54,6 +54,14 @@ static const struct field vm_fields[] = {
 	  "Ranges the guest discarded (balloon, virtio-mem) reported to the pager." },
 	{ "eviction_batches", "uffdvm_vm_eviction_batches_total", COUNTER, "Eviction batches run." },
 	{ "eviction_mbps", "uffdvm_vm_eviction_mbps", GAUGE, "Eviction throughput in MB/s while the evictor works." },
+	{ "disk_cache_size", "uffdvm_vm_disk_cache_size_bytes", GAUGE, "Size of the VM's disk cache in donor memory." },
+	{ "disk_cache_used_bytes", "uffdvm_vm_disk_cache_used_bytes", GAUGE, "Bytes of disk blocks in the cache now." },
+	{ "disk_cache_hits", "uffdvm_vm_disk_cache_hits_total", COUNTER, "Disk reads served from the cache." },
+	{ "disk_cache_misses", "uffdvm_vm_disk_cache_misses_total", COUNTER, "Disk reads that went to the image." },
+	{ "disk_cache_bytes_from_memory", "uffdvm_vm_disk_cache_read_memory_bytes_total", COUNTER,
+	  "Bytes of disk reads served from donor memory." },
+	{ "disk_cache_bytes_from_disk", "uffdvm_vm_disk_cache_read_disk_bytes_total", COUNTER,
+	  "Bytes of disk reads served from the image." },
 };
 
 static const struct field pager_fields[] = {
