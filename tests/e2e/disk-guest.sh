@@ -27,25 +27,7 @@ mkdir -p "$cache"
 
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/debian-kernel.sh"
 
-fetch() {
-	local meta=linux-image-cloud-amd64 pkg dir m
-	pkg=$(apt-cache depends "$meta" 2>/dev/null | sed -n 's/^ *Depends: *\(linux-image-[0-9][^ ]*\).*/\1/p' | head -n1)
-	if [[ -z $pkg ]]; then
-		dir=$(ls -d "$cache"/kernel-*/ 2>/dev/null | sort -V | tail -n1 || true)
-		[[ -n $dir && -e $dir/ready ]] && { echo "${dir%/}"; return 0; }
-		die "cannot resolve the package $meta depends on (run apt-get update) and nothing is cached in $cache"
-	fi
-	dir=$cache/kernel-$pkg
-	[[ -e $dir/ready ]] && { echo "$dir"; return 0; }
-	say "fetching $pkg into $dir"
-	kernel_extract "$pkg" "$dir" $WANT_MODULES || die "cannot extract $pkg"
-	for m in $WANT_MODULES; do
-		kernel_has_module "$dir" "$m" || die "module $m neither built into $pkg nor shipped by it"
-	done
-	echo "$dir"
-}
-
-kdir=$(fetch)
+kdir=$(kernel_fetch "$cache" $WANT_MODULES)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/lib/modules/uffdvm" "$work/etc" "$work/bin"

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 #
 # Sourced (bash) by the scripts that boot test guests with kernel modules
-# (tests/rdma/run-in-rxe-vm.sh, tests/e2e/balloon-guest.sh): turns a Debian
+# (tests/rdma/run-in-rxe-vm.sh, tests/e2e/balloon-guest.sh, disk-guest.sh): turns a Debian
 # kernel package into a small cache directory, and orders its modules for
 # loading. A whole linux-image package is ~400 MB of modules; a guest needs
 # a handful, so only the closure of the wanted modules over their declared
@@ -93,4 +93,27 @@ kernel_module_order() {
 		echo "$m"
 	}
 	for name in "$@"; do _kernel_visit "$name"; done
+}
+
+# kernel_fetch CACHE MODULE...: the cache directory of the kernel that
+# linux-image-cloud-amd64 depends on now, with MODULE... kept (filled on
+# first use); without apt metadata, the newest complete one already in
+# CACHE. Prints the directory. Exits through die (the caller's) on failure.
+kernel_fetch() {
+	local cache=$1 meta=linux-image-cloud-amd64 pkg dir m
+	shift
+	pkg=$(apt-cache depends "$meta" 2>/dev/null | sed -n 's/^ *Depends: *\(linux-image-[0-9][^ ]*\).*/\1/p' | head -n1)
+	if [[ -z $pkg ]]; then
+		dir=$(ls -d "$cache"/kernel-*/ 2>/dev/null | sort -V | tail -n1 || true)
+		[[ -n $dir && -e $dir/ready ]] && { echo "${dir%/}"; return 0; }
+		die "cannot resolve the package $meta depends on (run apt-get update) and nothing is cached in $cache"
+	fi
+	dir=$cache/kernel-$pkg
+	[[ -e $dir/ready ]] && { echo "$dir"; return 0; }
+	say "fetching $pkg into $dir"
+	kernel_extract "$pkg" "$dir" "$@" || die "cannot extract $pkg"
+	for m in "$@"; do
+		kernel_has_module "$dir" "$m" || die "module $m neither built into $pkg nor shipped by it"
+	done
+	echo "$dir"
 }
