@@ -306,13 +306,15 @@ char *policy_vm_to_json(const struct policy_vm *p)
 	if (root && p->dc_size == 0)
 		json_object_del(root, "disk_cache");
 	/* Optional strings left empty are left out: "" is not a valid path or id. */
-	if (root && p->dc_size && (!p->dc_key_file[0] || !p->dc_client_id[0])) {
+	if (root && p->dc_size) {
 		json_t *dc = json_object_get(root, "disk_cache");
 
 		if (!p->dc_key_file[0])
 			json_object_del(dc, "key_file");
 		if (!p->dc_client_id[0])
 			json_object_del(dc, "client_id");
+		if (!p->dc_stats_file[0])
+			json_object_del(dc, "stats_file");
 	}
 	if (root)
 		s = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
