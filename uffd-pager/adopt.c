@@ -123,11 +123,8 @@ void vm_adopt_wake(struct vm *vm)
 		/* Pages the dead evictor protected are resident or stored now: no protection is owed. */
 		if (ioctl(vm->uffd, UFFDIO_WRITEPROTECT, &wp) < 0)
 			vm_log_warn(vm->policy.name, "clearing write-protection of region %u: %s", i, strerror(errno));
-		/* Faults the dead pager read but never answered: woken, they fault again and arrive here. */
+		/* Faults the dead pager read but never answered: woken, they fault again and queue for the fault thread. */
 		if (ioctl(vm->uffd, UFFDIO_WAKE, &range) < 0)
 			vm_log_warn(vm->policy.name, "waking region %u: %s", i, strerror(errno));
 	}
-	pthread_mutex_lock(&vm->lock);
-	vm->adopted = true;
-	pthread_mutex_unlock(&vm->lock);
 }

@@ -159,9 +159,10 @@ void vm_note_resident(struct vm *vm, uint64_t page);
  */
 int vm_adopt_recover(struct vm *vm, char *err, size_t errlen);
 /*
- * Then, with the fault thread running: clears write-protection a dead
- * evictor left and wakes every fault it had read, so that the kernel
- * delivers them again.
+ * Then, before the threads start (the evictor must not protect a page
+ * before this clears it): clears the write-protection a dead evictor left
+ * and wakes every fault it had read, so that they fault again and queue
+ * for the fault thread.
  */
 void vm_adopt_wake(struct vm *vm);
 

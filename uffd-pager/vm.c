@@ -300,6 +300,9 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 		}
 		if (vm->adopting && (ret = vm_adopt_recover(vm, err, errlen)) < 0)
 			return ret;
+		/* Before the evictor runs: clearing protection after it protects a victim would let a write past it. */
+		if (vm->adopting)
+			vm_adopt_wake(vm);
 		if ((ret = -pthread_create(&vm->fault_thread, NULL, vm_fault_thread, vm)) < 0 ||
 		    (ret = -pthread_create(&vm->evict_thread, NULL, vm_evict_thread, vm)) < 0 ||
 		    (ret = -pthread_create(&vm->repair_thread, NULL, vm_repair_thread, vm)) < 0) {
@@ -309,9 +312,8 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 		}
 		pthread_mutex_lock(&vm->lock);
 		vm->threads_started = true;
+		vm->adopted = vm->adopting; /* paging again */
 		pthread_mutex_unlock(&vm->lock);
-		if (vm->adopting)
-			vm_adopt_wake(vm);
 		vm_log_info(vm->policy.name, "%s pid %d, local memory %llu MiB, spill %s%s, %u donors, replicas %u%s",
 			 vm->adopting ? "adopted" : "paging", (int)vm->pid, (unsigned long long)(vm->policy.local_memory >> 20),
 			 spill_path(vm->spill), spill_is_direct(vm->spill) ? " (O_DIRECT)" : "",
