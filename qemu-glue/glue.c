@@ -414,8 +414,9 @@ static int glue_resume(uint32_t waited_ms, char *why, size_t whylen)
 
 	if (sock < 0)
 		return -1;
+	/* The same secret for an adopted VM; a new one when the pager registers it afresh. */
 	if (send_hello(sock, glue_uffd, 0, true, waited_ms, why, whylen) < 0 ||
-	    recv_reply(sock, NULL, why, whylen) < 0)
+	    recv_reply(sock, glue_secret, why, whylen) < 0)
 		goto fail;
 	for (unsigned i = 0; i < glue_nregions; i++)
 		if (send_region(sock, &glue_regions[i], why, whylen) < 0)

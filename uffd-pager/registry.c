@@ -598,12 +598,19 @@ static void handle_hello(struct pager *p, struct client *c, const struct glue_ms
 	}
 	/* The name the launcher chose (--name) wins over the policy's. */
 	snprintf(pol.name, sizeof(pol.name), "%s", name);
-	const bool resume = h->flags & GLUE_HELLO_RESUME;
+	bool resume = h->flags & GLUE_HELLO_RESUME;
 	struct vmstate *vs = NULL;
 	if (resume && resume_state(p, c, h, &pol, &vs, err, sizeof(err)) < 0) {
 		log_warn("vm %s (pid %d) asks to be adopted, refused: %s", name, (int)c->pid, err);
 		reply(c, GLUE_REFUSED, "%s", err);
 		return;
+	}
+	if (resume && vs->hdr->nregions == 0) {
+		/* The dead pager never took a region: nothing was served, so nothing is owed. Start afresh. */
+		vm_log_info(name, "resumed before its first region was taken: registering it afresh");
+		vmstate_close(vs, false);
+		vs = NULL;
+		resume = false;
 	}
 
 	/*

@@ -226,9 +226,13 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 			ret = -EINVAL;
 			goto fail;
 		}
-	} else if ((ret = vmstate_add_region(vm->vs, host_addr, length, memfd_offset)) < 0) {
+	} else if (vm->nregions >= VMSTATE_MAX_REGIONS) {
 		snprintf(err, errlen, "more than %d RAM regions", VMSTATE_MAX_REGIONS);
+		ret = -E2BIG;
 		goto fail;
+	} else if (vm->threads_started) {
+		/* Recorded before any page of it is served. (The first one: once its stores exist, below.) */
+		vmstate_add_region(vm->vs, host_addr, length, memfd_offset);
 	}
 
 	pthread_mutex_lock(&vm->lock);
@@ -300,6 +304,14 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 		}
 		if (vm->adopting && (ret = vm_adopt_recover(vm, err, errlen)) < 0)
 			return ret;
+		/*
+		 * A recorded region promises the next pager a spill file, a key and a
+		 * slab table: so the first one is recorded only now, before any page
+		 * of it is served. A pager that dies before leaves no region, and the
+		 * VM registers afresh with the next one.
+		 */
+		if (!recorded)
+			vmstate_add_region(vm->vs, host_addr, length, memfd_offset);
 		/* Before the evictor runs: clearing protection after it protects a victim would let a write past it. */
 		if (vm->adopting)
 			vm_adopt_wake(vm);

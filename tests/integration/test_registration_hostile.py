@@ -280,6 +280,27 @@ def main():
         pager.wait_for("VM 'after' freed", lambda: pager.vm_names() == [])
         pager.wait_for(f"pager fds back to baseline {base_fds}", lambda: pager.fds() == base_fds)
         check(pager.alive(), "pager still running")
+
+        # Resumes: one for a VM no pager ever had is refused; one for a VM whose pager died
+        # between its HELLO and its first REGION (nothing served yet) is registered afresh.
+        u = new_uffd()
+        opened.append(u)
+        expect_error(pager, "resume of an unknown VM", hello_msg("ghost", good, flags=HELLO_RESUME, secret=b"x" * 32),
+                     [u], text="no state file")
+        first = Client(pager)
+        first.send(hello_msg("early", good), [u])
+        status, msg = first.reply()
+        secret = first.secret
+        check(status == 0 and secret != bytes(32), f"HELLO accepted with a secret: {msg!r}")
+        pager.kill()
+        first.close()
+        pager.restart()
+        again = Client(pager)
+        again.send(hello_msg("early", good, flags=HELLO_RESUME, secret=secret), [u])
+        status, msg = again.reply()
+        check(status == 0 and msg == "registered as early" and again.secret not in (secret, bytes(32)),
+              f"a resume before any region is registered afresh, with a new secret ({status}, {msg!r})")
+        again.close()
     finally:
         for fd in opened:
             os.close(fd)
