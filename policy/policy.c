@@ -49,6 +49,7 @@ void policy_vm_init(struct policy_vm *p)
 	p->replicas = 1;
 	p->backup_spill = false;
 	p->encryption = true;
+	p->clean_eviction = true;
 	p->balloon_enabled = false;
 	p->balloon_floor = 256ULL << 20;
 	p->balloon_settle_ms = 5000;
@@ -214,6 +215,7 @@ static const struct policy_field vm_fields[] = {
 	  .allowed = "an object {\"replicas\": 1..3, \"backup\": \"spill\"|\"none\"}" },
 	/* Stored copies sealed with AES-256-GCM under a per-VM key (docs/stores.md); false: CRC32C only. */
 	{ .name = "encryption", .kind = POLICY_FIELD_BOOL, VM(encryption) },
+	{ .name = "clean_eviction", .kind = POLICY_FIELD_BOOL, VM(clean_eviction) },
 	{ .name = "balloon", .kind = POLICY_FIELD_OBJECT, .sub = vm_balloon_fields,
 	  .allowed = "an object {\"enabled\": true|false, \"floor\": SIZE, \"settle_ms\": 0..600000}" },
 	{ .name = "disk_cache", .kind = POLICY_FIELD_OBJECT, .sub = vm_disk_cache_fields, .check = vm_disk_cache_check,

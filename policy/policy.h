@@ -65,6 +65,7 @@ struct policy_vm {
 	unsigned replicas;   /* "durability.replicas": donors holding each page, 1..3, default 1 */
 	bool backup_spill;   /* "durability.backup": "spill" = every remote page also in the spill file */
 	bool encryption;     /* "encryption": seal every stored copy (AES-256-GCM), default true */
+	bool clean_eviction; /* "clean_eviction": fetched pages keep their copy until written, default true */
 	/* "balloon": ask the guest's balloon (through libvirt) to give memory back before paging it out. */
 	bool balloon_enabled;        /* "balloon.enabled", default false */
 	uint64_t balloon_floor;      /* "balloon.floor": the guest is never ballooned below this, >= 16M, default 256M */

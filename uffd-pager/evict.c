@@ -38,6 +38,7 @@ struct evict_ctx {
 	uint32_t locs[EVICT_BATCH][STORE_MAX_COPIES];
 	uint32_t crcs[EVICT_BATCH];
 	bool zero[EVICT_BATCH];
+	bool clean[EVICT_BATCH];     /* its copies (in locs) are current: nothing to write */
 	bool protected_[EVICT_BATCH];
 	bool commit[EVICT_BATCH];
 	bool unpunched[EVICT_BATCH]; /* committed, but the memfd refused the punch */
@@ -162,6 +163,53 @@ static void abort_page_locked(struct vm *vm, uint64_t page, uint32_t *locs, enum
 	}
 }
 
+/*
+ * A clean page is evicted on the strength of its copies, so they must be
+ * good and the memfd must still hold the page: a copy on a donor that died
+ * or is being left, or a hole (the guest discarded the page without the
+ * event that says so), makes it an ordinary page, read and written anew
+ * under a new version. One lseek per run of clean pages. ret_spent[i]:
+ * page i cannot be written anew (its version is spent), so it stays.
+ */
+static void check_clean_pages(struct evict_ctx *ec, bool *ret_spent)
+{
+	struct vm *vm = ec->vm;
+	bool was_clean[EVICT_BATCH];
+	unsigned i, k;
+
+	for (i = 0; i < ec->n; i++) {
+		was_clean[i] = ec->clean[i];
+		ret_spent[i] = false;
+		for (unsigned c = 0; ec->clean[i] && c < STORE_MAX_COPIES; c++)
+			if (ec->locs[i][c] != LOC_NONE && store_loc_health(vm->store, ec->locs[i][c]) != LOC_OK)
+				ec->clean[i] = false;
+	}
+	for (i = 0; i < ec->n; i += k) {
+		k = ec->clean[i] ? run_length(ec, i, ec->clean) : 1;
+		if (!ec->clean[i])
+			continue;
+		struct vm_region *rg = vm_region_of_page(vm, ec->pages[i]);
+		off_t off = (off_t)(rg->memfd_offset + ((ec->pages[i] - rg->first_page) << PAGE_SHIFT_4K));
+		off_t hole = lseek(rg->memfd, off, SEEK_HOLE);
+		for (unsigned j = i; j < i + k; j++)
+			if (hole < off + ((off_t)(j - i + 1) << PAGE_SHIFT_4K))
+				ec->clean[j] = false;
+	}
+	pthread_mutex_lock(&vm->lock);
+	for (i = 0; i < ec->n; i++) {
+		uint32_t freed[STORE_MAX_COPIES];
+
+		if (!was_clean[i] || ec->clean[i])
+			continue;
+		ret_spent[i] = !pagemap_evict_unclean(&vm->map, ec->pages[i], freed);
+		store_free_locs(vm->store, freed);
+		for (unsigned c = 0; c < STORE_MAX_COPIES; c++)
+			ec->locs[i][c] = LOC_NONE;
+		ec->crcs[i] = pagemap_entry(&vm->map, ec->pages[i])->crc; /* the new version, when sealed */
+	}
+	pthread_mutex_unlock(&vm->lock);
+}
+
 static void evict_batch(struct evict_ctx *ec)
 {
 	struct vm *vm = ec->vm;
@@ -173,20 +221,31 @@ static void evict_batch(struct evict_ctx *ec)
 	ec->n = pick_victims(ec);
 	if (!ec->n)
 		return;
-	/* Sealed copies: each page's version, just bumped by pagemap_evict_begin (only this thread writes it). */
-	if (store_sealed(vm->store)) {
-		pthread_mutex_lock(&vm->lock);
-		for (i = 0; i < ec->n; i++)
-			ec->crcs[i] = pagemap_entry(&vm->map, ec->pages[i])->version;
-		pthread_mutex_unlock(&vm->lock);
-	}
+	/*
+	 * Sealed copies: each page's version, just bumped by pagemap_evict_begin
+	 * (only this thread writes it). A clean page brings its copies and their
+	 * check word; the evictor holds them from here on, as it holds those it
+	 * writes (abort_page_locked frees them, the commit puts them back).
+	 */
+	pthread_mutex_lock(&vm->lock);
 	for (i = 0; i < ec->n; i++) {
+		const struct page_entry *pe = pagemap_entry(&vm->map, ec->pages[i]);
+
 		want_all[i] = true;
 		ec->protected_[i] = false;
-		for (unsigned c = 0; c < STORE_MAX_COPIES; c++)
-			ec->locs[i][c] = LOC_NONE;
 		ec->commit[i] = false;
+		ec->clean[i] = pe->flags & PGF_CLEAN;
+		if (store_sealed(vm->store) || ec->clean[i])
+			ec->crcs[i] = pe->crc; /* the version, in a sealed map */
+		if (ec->clean[i])
+			pagemap_get_locs(&vm->map, ec->pages[i], ec->locs[i]);
+		else
+			for (unsigned c = 0; c < STORE_MAX_COPIES; c++)
+				ec->locs[i][c] = LOC_NONE;
 	}
+	pthread_mutex_unlock(&vm->lock);
+	bool spent[EVICT_BATCH];
+	check_clean_pages(ec, spent);
 
 	/* 1. write-protect, one ioctl per contiguous run */
 	for (i = 0; i < ec->n;) {
@@ -194,7 +253,7 @@ static void evict_batch(struct evict_ctx *ec)
 		r = uffd_wp_range(vm, vm_page_addr(vm, ec->pages[i]), (uint64_t)len << PAGE_SHIFT_4K, true);
 		/* EAGAIN: the pages are not protected and must not be evicted now. */
 		for (unsigned k = i; k < i + len; k++)
-			ec->protected_[k] = (r == 0);
+			ec->protected_[k] = (r == 0) && !spent[k];
 		i += len;
 	}
 
@@ -204,15 +263,18 @@ static void evict_batch(struct evict_ctx *ec)
 	 * at most EVICT_PART pages at a time: the donor takes in one part while
 	 * the next is read. Then wait until every copy is durable.
 	 */
-	for (i = 0; i < ec->n; i++)
+	bool to_write[EVICT_BATCH];
+	for (i = 0; i < ec->n; i++) {
 		ec->zero[i] = false;
+		to_write[i] = ec->protected_[i] && !ec->clean[i];
+	}
 	store_batch_reset(&ec->wb);
 	for (i = 0; i < ec->n;) {
-		if (!ec->protected_[i]) {
+		if (!to_write[i]) {
 			i++;
 			continue;
 		}
-		unsigned len = run_length(ec, i, ec->protected_);
+		unsigned len = run_length(ec, i, to_write);
 		if (len > EVICT_PART)
 			len = EVICT_PART;
 		struct vm_region *rg = vm_region_of_page(vm, ec->pages[i]);
@@ -251,7 +313,7 @@ static void evict_batch(struct evict_ctx *ec)
 	if (n_store) {
 		unsigned k = 0;
 		for (i = 0; i < ec->n; i++) {
-			if (!ec->protected_[i] || ec->zero[i])
+			if (!to_write[i] || !ec->protected_[i] || ec->zero[i])
 				continue;
 			if (ec->wb.results[k++] < 0) {
 				ec->protected_[i] = false;
@@ -372,9 +434,12 @@ static void evict_batch(struct evict_ctx *ec)
 		ioctl(vm->uffd, UFFDIO_WAKE, &rg);
 	}
 
-	for (i = 0; i < ec->n; i++)
+	for (i = 0; i < ec->n; i++) {
 		if (ec->commit[i] && ec->zero[i])
 			atomic_fetch_add_explicit(&vm->stats.zero_pages_skipped, 1, memory_order_relaxed);
+		if (ec->commit[i] && ec->clean[i])
+			atomic_fetch_add_explicit(&vm->stats.evictions_clean, 1, memory_order_relaxed);
+	}
 	atomic_fetch_add_explicit(&vm->stats.evictions, n_commit, memory_order_relaxed);
 	atomic_fetch_add_explicit(&vm->stats.eviction_batches, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&vm->stats.eviction_ns, now_ns() - t0, memory_order_relaxed);

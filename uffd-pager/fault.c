@@ -51,6 +51,7 @@ struct backlog {
 /* One asynchronous fetch of a stored page (PGF_FETCHING while busy). */
 struct fetch_slot {
 	bool busy;
+	bool write; /* the fault was a write: the page goes in writable */
 	uint64_t page, t0;
 	uint32_t crc;
 	void *buf;
@@ -110,11 +111,11 @@ static void drain_events(struct fault_ctx *fc)
  * lock. REMOVE events (which set the flag) are read only by this thread,
  * and a pending one fails the copy with EAGAIN, so the flag needs a fresh
  * look only after this thread read events itself. *ret_zero then says
- * whether zeros were placed. Returns 0 (placed), 1 (already present:
- * waiters woken), or -errno.
+ * whether zeros were placed. wp: a copy goes in write-protected (a clean
+ * page). Returns 0 (placed), 1 (already present: waiters woken), or -errno.
  */
 static int place_page_as(struct fault_ctx *fc, uint64_t addr, const void *src, uint64_t page, bool discarded,
-			 bool *ret_zero)
+			 bool wp, bool *ret_zero)
 {
 	struct vm *vm = fc->vm;
 
@@ -128,7 +129,8 @@ static int place_page_as(struct fault_ctx *fc, uint64_t addr, const void *src, u
 			*ret_zero = !from;
 		}
 		if (from) {
-			struct uffdio_copy c = { .dst = addr, .src = (uint64_t)(uintptr_t)from, .len = PAGE_SIZE_4K };
+			struct uffdio_copy c = { .dst = addr, .src = (uint64_t)(uintptr_t)from, .len = PAGE_SIZE_4K,
+						 .mode = wp ? UFFDIO_COPY_MODE_WP : 0 };
 			r = ioctl(vm->uffd, UFFDIO_COPY, &c);
 		} else {
 			struct uffdio_zeropage z = { .range = { .start = addr, .len = PAGE_SIZE_4K } };
@@ -161,20 +163,22 @@ static int place_page_as(struct fault_ctx *fc, uint64_t addr, const void *src, u
 
 static int place_page(struct fault_ctx *fc, uint64_t addr, const void *src)
 {
-	return place_page_as(fc, addr, src, NO_PAGE, false, NULL);
+	return place_page_as(fc, addr, src, NO_PAGE, false, false, NULL);
 }
 
 /*
  * The end of every fetch: r < 0 (no copy read back right) loses the page;
- * else buf (or zeros, if discarded) goes in and the page becomes resident.
- * Clears PGF_FETCHING.
+ * else buf (or zeros, if discarded) goes in and the page becomes resident,
+ * clean unless the fault was a write (page_installs_clean). Clears
+ * PGF_FETCHING.
  */
 static int finish_fetch(struct fault_ctx *fc, uint64_t page, int r, enum store_source src, const void *buf,
-			uint32_t first_loc, bool discarded)
+			uint32_t first_loc, bool discarded, bool write)
 {
 	struct vm *vm = fc->vm;
 	uint64_t paddr = vm_page_addr(vm, page);
 	uint32_t freed[STORE_MAX_COPIES];
+	const bool clean = page_installs_clean(vm->policy.clean_eviction, write, discarded);
 	bool zero = false;
 
 	if (r < 0) {
@@ -189,9 +193,9 @@ static int finish_fetch(struct fault_ctx *fc, uint64_t page, int r, enum store_s
 		vm_data_loss(vm, page, why);
 		return r;
 	}
-	r = place_page_as(fc, paddr, buf, page, discarded, &zero);
+	r = place_page_as(fc, paddr, buf, page, discarded, clean, &zero);
 	pthread_mutex_lock(&vm->lock);
-	if (pagemap_fetch_done(&vm->map, page, r == 0, freed)) {
+	if (pagemap_fetch_done(&vm->map, page, r == 0, clean && !zero, freed)) {
 		store_free_locs(vm->store, freed);
 		vm_note_resident(vm, page);
 		/* the copy woke every waiter; a discard is done (zeros went in) */
@@ -217,7 +221,7 @@ static int finish_fetch(struct fault_ctx *fc, uint64_t page, int r, enum store_s
 }
 
 /* Sends a fetch off. Returns false when it must be done synchronously (no slot, no healthy donor copy). */
-static bool fetch_async(struct fault_ctx *fc, uint64_t page, const uint32_t *locs, uint32_t crc)
+static bool fetch_async(struct fault_ctx *fc, uint64_t page, const uint32_t *locs, uint32_t crc, bool write)
 {
 	struct vm *vm = fc->vm;
 	struct fetch_slot *s = NULL;
@@ -233,6 +237,7 @@ static bool fetch_async(struct fault_ctx *fc, uint64_t page, const uint32_t *loc
 		return false;
 	store_flush(vm->store, donors);
 	s->busy = true;
+	s->write = write;
 	s->page = page;
 	s->crc = crc;
 	s->t0 = fc->t0;
@@ -262,7 +267,7 @@ static void complete_fetches(struct fault_ctx *fc, bool wait, bool install)
 		fc->nbusy--;
 		if (!install) {
 			pthread_mutex_lock(&vm->lock);
-			pagemap_fetch_done(&vm->map, s->page, false, NULL);
+			pagemap_fetch_done(&vm->map, s->page, false, false, NULL);
 			pthread_mutex_unlock(&vm->lock);
 			continue;
 		}
@@ -285,7 +290,7 @@ static void complete_fetches(struct fault_ctx *fc, bool wait, bool install)
 			atomic_fetch_add_explicit(&store_stats(vm->store)->bad_copies, 1, memory_order_relaxed);
 			r = store_read(vm->store, s->page, locs, crc, s->buf, &src, true);
 		}
-		finish_fetch(fc, s->page, r, src, s->buf, locs[0], discarded);
+		finish_fetch(fc, s->page, r, src, s->buf, locs[0], discarded, s->write);
 		hist_record(&vm->fault_latency, now_ns() - s->t0);
 	}
 }
@@ -364,10 +369,11 @@ static void make_room(struct fault_ctx *fc)
 
 /*
  * prefetch: a guest fault (not vm.drain), whose stream the prefetcher
- * follows and which may be fetched asynchronously. Returns true when the
- * fault was sent off (complete_fetches finishes and times it).
+ * follows and which may be fetched asynchronously. write: the fault was a
+ * write (vm.drain passes true: a drained page keeps no copy). Returns
+ * true when the fault was sent off (complete_fetches finishes and times it).
  */
-static bool handle_missing(struct fault_ctx *fc, uint64_t addr, bool prefetch)
+static bool handle_missing(struct fault_ctx *fc, uint64_t addr, bool prefetch, bool write)
 {
 	struct vm *vm = fc->vm;
 	const struct page_entry *pe;
@@ -418,7 +424,9 @@ static bool handle_missing(struct fault_ctx *fc, uint64_t addr, bool prefetch)
 		if (r == 0) {
 			atomic_fetch_add_explicit(&vm->stats.faults_discard, 1, memory_order_relaxed);
 			pthread_mutex_lock(&vm->lock);
-			pagemap_refilled(&vm->map, page); /* an eviction read stale data: it gives the page back */
+			/* An eviction read stale data: it gives the page back. A clean page's copies are stale. */
+			pagemap_refilled(&vm->map, page, freed);
+			store_free_locs(vm->store, freed);
 			pthread_mutex_unlock(&vm->lock);
 		} else if (r == 1) {
 			atomic_fetch_add_explicit(&vm->stats.faults_duplicate, 1, memory_order_relaxed);
@@ -458,12 +466,12 @@ static bool handle_missing(struct fault_ctx *fc, uint64_t addr, bool prefetch)
 			pthread_mutex_unlock(&vm->lock);
 			/* Making room finished fetches, which may have read a discard of this page. */
 			if (!began)
-				return handle_missing(fc, addr, prefetch);
+				return handle_missing(fc, addr, prefetch, write);
 		}
 		if (prefetch && fc->pf && state == PG_STORED)
 			prefetch_plan(fc->pf, page);
 		if (prefetch && state == PG_STORED && !(fc->pf && prefetch_planned(fc->pf)) &&
-		    fetch_async(fc, page, locs, crc))
+		    fetch_async(fc, page, locs, crc, write))
 			return true;
 		/*
 		 * Healthy donor copies first; a copy that fails its CRC32C is
@@ -474,7 +482,7 @@ static bool handle_missing(struct fault_ctx *fc, uint64_t addr, bool prefetch)
 		if (r == 0 && fc->pf && prefetch_planned(fc->pf))
 			prefetch_issue(fc->pf);
 		r = store_read_wait(vm->store, &rd, &src);
-		r = finish_fetch(fc, page, r, src, fc->page_buf, locs[0], discarded);
+		r = finish_fetch(fc, page, r, src, fc->page_buf, locs[0], discarded, write);
 		fc->install_prefetch = r >= 0; /* dispatch() installs them (or not) once the fault is timed */
 		break;
 	}
@@ -484,22 +492,29 @@ static bool handle_missing(struct fault_ctx *fc, uint64_t addr, bool prefetch)
 static void handle_wp(struct vm *vm, uint64_t addr)
 {
 	struct uffdio_writeprotect wp;
+	uint32_t freed[STORE_MAX_COPIES];
 	uint64_t page;
-	bool leave_to_evictor;
 
 	atomic_fetch_add_explicit(&vm->stats.faults_wp, 1, memory_order_relaxed);
 	if (vm_addr_to_page(vm, addr, &page) < 0)
 		return;
 	pthread_mutex_lock(&vm->lock);
-	leave_to_evictor = pagemap_wp_fault(&vm->map, page);
-	pthread_mutex_unlock(&vm->lock);
-	if (leave_to_evictor)
-		return;
-	/* Not under eviction (a marker left by an earlier punch): un-protect, which wakes. */
+	if (pagemap_wp_fault(&vm->map, page, freed)) {
+		pthread_mutex_unlock(&vm->lock);
+		return; /* the evictor owns the page and wakes the writer */
+	}
+	store_free_locs(vm->store, freed);
+	/*
+	 * A clean page's first write, or a marker left by an earlier punch:
+	 * un-protect, which wakes the writer. Under the lock: an evictor that
+	 * picked the page between the look and the un-protect would have
+	 * protected it first, and the write would go past that eviction.
+	 */
 	wp = (struct uffdio_writeprotect){ .range = { .start = vm_page_addr(vm, page), .len = PAGE_SIZE_4K },
 					   .mode = 0 };
 	if (ioctl(vm->uffd, UFFDIO_WRITEPROTECT, &wp) < 0)
 		uffd_wake(vm, vm_page_addr(vm, page), PAGE_SIZE_4K);
+	pthread_mutex_unlock(&vm->lock);
 }
 
 /*
@@ -557,7 +572,8 @@ static void dispatch(struct fault_ctx *fc, const struct uffd_msg *msg)
 		t0 = fc->t0 = now_ns();
 		if (msg->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
 			handle_wp(vm, msg->arg.pagefault.address);
-		else if (handle_missing(fc, msg->arg.pagefault.address, true))
+		else if (handle_missing(fc, msg->arg.pagefault.address, true,
+					msg->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE))
 			break; /* sent off: complete_fetches() times it */
 		hist_record(&vm->fault_latency, now_ns() - t0);
 		/* The guest runs again; the predicted pages arrived meanwhile. */
@@ -600,7 +616,7 @@ static bool drain_step(struct fault_ctx *fc)
 	pthread_mutex_unlock(&vm->lock);
 
 	for (unsigned i = 0; i < n; i++)
-		handle_missing(fc, vm_page_addr(vm, batch[i]), false);
+		handle_missing(fc, vm_page_addr(vm, batch[i]), false, true);
 	if (finished) {
 		pthread_mutex_lock(&vm->lock);
 		vm->draining = false;

@@ -28,6 +28,11 @@ bool page_wp_waits_for_evictor(uint8_t state)
 	return state == PG_EVICTING || state == PG_EVICT_COMMITTED;
 }
 
+bool page_installs_clean(bool clean_eviction, bool write_fault, bool zeros)
+{
+	return clean_eviction && !write_fault && !zeros;
+}
+
 bool page_refill_gives_back(uint8_t state)
 {
 	/* Only while the evictor still reads it; a committed page is settled by the punch (page_after_punch). */

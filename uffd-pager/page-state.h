@@ -26,6 +26,12 @@ enum page_flags {
 	PGF_DISCARDED = 1 << 1,     /* the guest discarded it (EVENT_REMOVE) during eviction */
 	PGF_LOST = 1 << 2,          /* no copy passed verification: never install */
 	PGF_FETCHING = 1 << 3,      /* STORED page being fetched by the fault thread: copies stay, a discard is deferred */
+	/*
+	 * RESIDENT (or EVICTING) page installed write-protected from a stored
+	 * copy that is still current: the map keeps its copies, and evicting it
+	 * needs no store write. The guest's first write drops the copies.
+	 */
+	PGF_CLEAN = 1 << 4,
 };
 
 enum fault_action {
@@ -39,6 +45,12 @@ enum fault_action {
 enum fault_action page_on_missing(uint8_t state, uint8_t flags, bool has_copy);
 /* A write-protect fault: true when the evictor owns the page and will wake the writer. */
 bool page_wp_waits_for_evictor(uint8_t state);
+/*
+ * A fetched copy goes in: true when it is installed clean (write-protected,
+ * copies kept). Not for a write fault (the write would drop them at once),
+ * not when zeros go in (a discard), not when the policy turned it off.
+ */
+bool page_installs_clean(bool clean_eviction, bool write_fault, bool zeros);
 /*
  * Zeros went into a page the map calls resident (the guest discarded it
  * behind our back and touched it again): true when the evictor must give

@@ -229,7 +229,8 @@ static void drop_copies(struct pagemap *pm, uint64_t page, uint32_t *ret_freed)
 	set_locs(pm, entry(pm, page), none);
 }
 
-bool pagemap_installed(struct pagemap *pm, uint64_t page, uint32_t *ret_freed)
+/* Records a page placed in guest memory; keep_copies: installed clean (PGF_CLEAN), its copies stay current. */
+static bool install(struct pagemap *pm, uint64_t page, bool keep_copies, uint32_t *ret_freed)
 {
 	struct page_entry *pe = entry(pm, page);
 	struct pagemap_header *h = pm->hdr;
@@ -252,30 +253,60 @@ bool pagemap_installed(struct pagemap *pm, uint64_t page, uint32_t *ret_freed)
 	default:
 		return false;
 	}
-	drop_copies(pm, page, ret_freed);
+	keep_copies = keep_copies && pagemap_has_copy(pm, page);
+	if (!keep_copies)
+		drop_copies(pm, page, ret_freed);
 	pe->state = PG_RESIDENT;
-	pe->flags &= (uint8_t)~(PGF_WRITE_PENDING | PGF_DISCARDED | PGF_FETCHING);
+	pe->flags &= (uint8_t)~(PGF_WRITE_PENDING | PGF_DISCARDED | PGF_FETCHING | PGF_CLEAN);
+	if (keep_copies)
+		pe->flags |= PGF_CLEAN;
 	return true;
 }
 
-bool pagemap_wp_fault(struct pagemap *pm, uint64_t page)
+bool pagemap_installed(struct pagemap *pm, uint64_t page, uint32_t *ret_freed)
+{
+	return install(pm, page, false, ret_freed);
+}
+
+/* A clean page is about to change (written, refilled with zeros): its copies are stale. */
+static void clean_copies_stale(struct pagemap *pm, struct page_entry *pe, uint64_t page, uint32_t *ret_freed)
+{
+	no_copies_freed(ret_freed);
+	if (pe->state != PG_RESIDENT || !(pe->flags & PGF_CLEAN))
+		return;
+	drop_copies(pm, page, ret_freed);
+	pe->flags &= (uint8_t)~PGF_CLEAN;
+}
+
+bool pagemap_wp_fault(struct pagemap *pm, uint64_t page, uint32_t *ret_freed)
 {
 	struct page_entry *pe = entry(pm, page);
 
+	clean_copies_stale(pm, pe, page, ret_freed);
 	if (!page_wp_waits_for_evictor(pe->state))
 		return false;
 	pe->flags |= PGF_WRITE_PENDING;
 	return true;
 }
 
-bool pagemap_refilled(struct pagemap *pm, uint64_t page)
+bool pagemap_refilled(struct pagemap *pm, uint64_t page, uint32_t *ret_freed)
 {
 	struct page_entry *pe = entry(pm, page);
 
+	clean_copies_stale(pm, pe, page, ret_freed);
 	if (!page_refill_gives_back(pe->state))
 		return false;
 	pe->flags |= PGF_WRITE_PENDING;
 	return true;
+}
+
+bool pagemap_clean_dropped(struct pagemap *pm, uint64_t page, uint32_t *ret_freed)
+{
+	struct page_entry *pe = entry(pm, page);
+	bool was_clean = pe->state == PG_RESIDENT && (pe->flags & PGF_CLEAN);
+
+	clean_copies_stale(pm, pe, page, ret_freed);
+	return was_clean;
 }
 
 enum discard_action pagemap_discarded(struct pagemap *pm, uint64_t page, uint32_t *ret_freed)
@@ -316,7 +347,7 @@ bool pagemap_fetch_begin(struct pagemap *pm, uint64_t page, uint32_t *ret_locs, 
 	return true;
 }
 
-bool pagemap_fetch_done(struct pagemap *pm, uint64_t page, bool placed, uint32_t *ret_freed)
+bool pagemap_fetch_done(struct pagemap *pm, uint64_t page, bool placed, bool clean, uint32_t *ret_freed)
 {
 	struct page_entry *pe = entry(pm, page);
 
@@ -325,7 +356,7 @@ bool pagemap_fetch_done(struct pagemap *pm, uint64_t page, bool placed, uint32_t
 		no_copies_freed(ret_freed);
 		return false;
 	}
-	return pagemap_installed(pm, page, ret_freed);
+	return install(pm, page, clean, ret_freed);
 }
 
 void pagemap_fetch_failed(struct pagemap *pm, uint64_t page)
@@ -367,13 +398,28 @@ bool pagemap_evict_begin(struct pagemap *pm, uint64_t page)
 
 	if (pe->state != PG_RESIDENT)
 		return false;
-	if (pm->hdr->flags & PAGEMAP_F_VERSIONS) {
+	/* A clean page's copies stay as they are, sealed under the version they have. */
+	if ((pm->hdr->flags & PAGEMAP_F_VERSIONS) && !(pe->flags & PGF_CLEAN)) {
 		if (pe->version == UINT32_MAX)
 			return false;
 		pe->version++;
 	}
 	pe->state = PG_EVICTING;
-	pe->flags = 0;
+	pe->flags &= PGF_CLEAN;
+	return true;
+}
+
+bool pagemap_evict_unclean(struct pagemap *pm, uint64_t page, uint32_t *ret_freed)
+{
+	struct page_entry *pe = entry(pm, page);
+
+	drop_copies(pm, page, ret_freed);
+	pe->flags &= (uint8_t)~PGF_CLEAN;
+	if (!(pm->hdr->flags & PAGEMAP_F_VERSIONS))
+		return true;
+	if (pe->version == UINT32_MAX)
+		return false;
+	pe->version++;
 	return true;
 }
 
@@ -396,7 +442,7 @@ void pagemap_evict_give_back(struct pagemap *pm, uint64_t page)
 {
 	struct page_entry *pe = entry(pm, page);
 
-	drop_copies(pm, page, NULL); /* an EVICTING page has none in the map: the evictor holds them */
+	drop_copies(pm, page, NULL); /* the evictor holds them (a clean page's too: it read them at the pick) */
 	pe->state = PG_RESIDENT;
 	pe->flags = 0;
 }

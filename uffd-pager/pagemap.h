@@ -15,6 +15,9 @@
  *   EVICT_COMMITTED --punched-------------------------> STORED/ZERO  pagemap_punched
  *   STORED --fault thread starts reading it-----------> +FETCHING  pagemap_fetch_begin
  *   STORED/EVICT_COMMITTED --copy placed--------------> RESIDENT   pagemap_fetch_done
+ *                          (placed write-protected, copies kept: +CLEAN)
+ *   RESIDENT+CLEAN --write-protect fault, refill-----> RESIDENT   pagemap_wp_fault, pagemap_refilled
+ *   RESIDENT+CLEAN --a copy on a dead donor----------> RESIDENT   pagemap_clean_dropped
  *                          (prefetcher, zero-page fault: pagemap_installed)
  *   STORED --no copy reads back right-----------------> +LOST      pagemap_fetch_failed
  *   STORED --every copy on dead donors----------------> +LOST      pagemap_copies_lost
@@ -30,10 +33,14 @@
  * through. A discard of a page a thread is working on (EVICTING,
  * EVICT_COMMITTED, STORED+FETCHING) sets PGF_DISCARDED; that thread
  * finishes it (forget, punch as zero, place zeros). A LOST page is never
- * installed.
+ * installed. A clean page (PGF_CLEAN) is resident, write-protected and
+ * keeps the copies it was fetched from: evicting it is write-protect and
+ * punch with no store write. Its first write drops the copies, and the
+ * fault thread un-protects it under the lock, so the evictor cannot pick
+ * the page between the drop and the un-protect.
  *
  * Counters: resident = RESIDENT + EVICTING + EVICT_COMMITTED (pages the
- * memfd may hold), stored = STORED, zero = ZERO.
+ * memfd may hold, clean ones too), stored = STORED, zero = ZERO.
  *
  * Layout: one mapping, a header then npages entries of entry_size bytes
  * each (12 + 4 per further copy; locations stored inverted so that an
@@ -147,10 +154,16 @@ bool pagemap_has_copy(const struct pagemap *pm, uint64_t page);
  * woke every waiter). Returns false, changing nothing, from any other state.
  */
 bool pagemap_installed(struct pagemap *pm, uint64_t page, uint32_t *ret_freed);
-/* A write-protect fault: WRITE_PENDING if the evictor owns the page. Returns true then (the evictor wakes the writer). */
-bool pagemap_wp_fault(struct pagemap *pm, uint64_t page);
-/* Zeros went into a page the map calls resident: WRITE_PENDING if an eviction read it (page_refill_gives_back). */
-bool pagemap_refilled(struct pagemap *pm, uint64_t page);
+/*
+ * A write-protect fault: WRITE_PENDING if the evictor owns the page.
+ * Returns true then (the evictor wakes the writer). A clean resident
+ * page's copies are handed back in ret_freed: the write makes them stale.
+ */
+bool pagemap_wp_fault(struct pagemap *pm, uint64_t page, uint32_t *ret_freed);
+/* Zeros went into a page the map calls resident: WRITE_PENDING if an eviction read it (page_refill_gives_back); a clean page's copies freed. */
+bool pagemap_refilled(struct pagemap *pm, uint64_t page, uint32_t *ret_freed);
+/* Repair: a clean resident page's copies go (one is on a dead or departing donor); it is written anew when evicted. */
+bool pagemap_clean_dropped(struct pagemap *pm, uint64_t page, uint32_t *ret_freed);
 /* EVENT_REMOVE covered the page (page_on_discard). Returns what was done. */
 enum discard_action pagemap_discarded(struct pagemap *pm, uint64_t page, uint32_t *ret_freed);
 
@@ -164,8 +177,10 @@ bool pagemap_fetch_begin(struct pagemap *pm, uint64_t page, uint32_t *ret_locs, 
  * A fetch ended (placed: its copy or zeros went in): FETCHING cleared, and
  * the page recorded RESIDENT as pagemap_installed does if it was still
  * STORED or EVICT_COMMITTED (page_fetch_installs). Returns true then.
+ * clean: the copy went in write-protected (page_installs_clean); the page
+ * keeps its copies and PGF_CLEAN.
  */
-bool pagemap_fetch_done(struct pagemap *pm, uint64_t page, bool placed, uint32_t *ret_freed);
+bool pagemap_fetch_done(struct pagemap *pm, uint64_t page, bool placed, bool clean, uint32_t *ret_freed);
 /* No copy of a fetched page read back right: LOST (never installed), FETCHING cleared. */
 void pagemap_fetch_failed(struct pagemap *pm, uint64_t page);
 /* Repair found no readable copy of a STORED page: LOST. Returns false if it was not STORED or already lost. */
@@ -189,12 +204,20 @@ void pagemap_adopt_begin(struct pagemap *pm);
 enum page_state pagemap_adopt(struct pagemap *pm, uint64_t page, bool has_data);
 
 /*
- * The evictor picks a page: RESIDENT -> EVICTING, flags cleared, and in a
- * versioned map its version bumped (this eviction's copies are sealed with
- * the new one). False if it is not RESIDENT, or if its version is spent
+ * The evictor picks a page: RESIDENT -> EVICTING, flags cleared but
+ * PGF_CLEAN, and in a versioned map the version of a page that is not
+ * clean bumped (this eviction's copies are sealed with the new one; a
+ * clean page's copies are already sealed under its version). False if it is not RESIDENT, or if its version is spent
  * (2^32 - 1 evictions: it then stays resident rather than reuse a nonce).
  */
 bool pagemap_evict_begin(struct pagemap *pm, uint64_t page);
+/*
+ * A clean EVICTING page whose copies cannot be trusted (a dead donor, a
+ * hole in the memfd): they go (ret_freed), PGF_CLEAN is cleared and, when
+ * versioned, the version bumped, so the page is written anew. False when
+ * the version is spent: the evictor gives the page back.
+ */
+bool pagemap_evict_unclean(struct pagemap *pm, uint64_t page, uint32_t *ret_freed);
 /* What to do with an EVICTING page once its copies are written (stored) or refused (page_evict_verdict). */
 enum evict_verdict pagemap_evict_verdict(const struct pagemap *pm, uint64_t page, bool stored);
 /* EVICTING -> EVICT_COMMITTED with its copies (all LOC_NONE for an all-zero page) and CRC (ignored when versioned). */

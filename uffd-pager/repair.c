@@ -2,8 +2,8 @@
 /*
  * The repair thread: one per VM, off the fault path. When the donor pool
  * changes (a donor died, drains, announced shutdown, revoked slabs) it
- * walks the page map and, for every stored page with a copy on a dead or
- * departing donor, reads the page from a good copy (CRC32C-checked),
+ * walks the page map, lets clean resident pages forget copies on a dead or
+ * departing donor and, for every stored page with such a copy, reads the page from a good copy (CRC32C-checked),
  * writes a new copy where placement says, and swaps the location in — only
  * if the page is still stored with that very copy (a refault in between
  * wins, and the new copy is freed). A page with no readable copy left is
@@ -35,6 +35,25 @@ static void page_lost(struct vm *vm, uint64_t page, bool *reported)
 	}
 }
 
+/*
+ * A clean resident page keeps its copies only while every one is good:
+ * nothing is re-created for it (the guest memory holds the page), it is
+ * written anew at its next eviction. Under lock.
+ */
+static void drop_bad_clean_copies(struct vm *vm, uint64_t page)
+{
+	uint32_t locs[STORE_MAX_COPIES];
+
+	pagemap_get_locs(&vm->map, page, locs);
+	for (unsigned c = 0; c < STORE_MAX_COPIES; c++) {
+		if (locs[c] != LOC_NONE && store_loc_health(vm->store, locs[c]) != LOC_OK) {
+			pagemap_clean_dropped(&vm->map, page, locs);
+			store_free_locs(vm->store, locs);
+			return;
+		}
+	}
+}
+
 /* Re-creates or moves the copies of one page. Returns false if something must be retried later. */
 static bool repair_page(struct vm *vm, uint64_t page, void *buf, bool *reported)
 {
@@ -47,6 +66,11 @@ static bool repair_page(struct vm *vm, uint64_t page, void *buf, bool *reported)
 
 	pthread_mutex_lock(&vm->lock);
 	const struct page_entry *pe = pagemap_entry(&vm->map, page);
+	if (pe->state == PG_RESIDENT && (pe->flags & PGF_CLEAN)) {
+		drop_bad_clean_copies(vm, page);
+		pthread_mutex_unlock(&vm->lock);
+		return true;
+	}
 	if (pe->state != PG_STORED || (pe->flags & PGF_LOST)) {
 		pthread_mutex_unlock(&vm->lock);
 		return true;

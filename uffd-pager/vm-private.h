@@ -55,6 +55,9 @@ struct vm_stats {
 	_Atomic uint64_t evictions;        /* pages punched out */
 	_Atomic uint64_t evictions_aborted;
 	_Atomic uint64_t zero_pages_skipped; /* evicted without storing */
+	_Atomic uint64_t evictions_clean;    /* evicted without storing: the copy the page came from was current */
+	_Atomic uint64_t faults_minor;       /* sampled pages touched again (minor faults) */
+	_Atomic uint64_t pages_sampled;      /* mappings dropped to see whether pages are in use */
 	_Atomic uint64_t integrity_errors;
 	_Atomic uint64_t store_errors;
 	_Atomic uint64_t throttle_waits;

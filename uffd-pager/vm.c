@@ -633,9 +633,10 @@ json_t *vm_stats_json(struct vm *vm, bool brief)
 	json_object_set_new(o, "pager_lost_ms", json_integer(waited_ms));
 	json_object_set_new(o, "adopt_ms", json_real((double)adopt_ns / 1e6));
 	json_object_set_new(o, "faults",
-			    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "zero", STAT(faults_zero), "spill",
+			    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "zero", STAT(faults_zero), "spill",
 				      STAT(faults_spill), "donor", STAT(faults_donor), "discard", STAT(faults_discard),
-				      "wp", STAT(faults_wp), "duplicate", STAT(faults_duplicate)));
+				      "wp", STAT(faults_wp), "duplicate", STAT(faults_duplicate), "minor",
+				      STAT(faults_minor)));
 	json_object_set_new(o, "evictions", json_integer(STAT(evictions)));
 	json_object_set_new(o, "encryption", json_boolean(encryption));
 	if (brief)
@@ -671,6 +672,8 @@ json_t *vm_stats_json(struct vm *vm, bool brief)
 							     "copies_per_page", (int)vm->ncopies));
 	}
 	json_object_set_new(o, "zero_pages_skipped", json_integer(STAT(zero_pages_skipped)));
+	json_object_set_new(o, "evictions_clean", json_integer(STAT(evictions_clean)));
+	json_object_set_new(o, "sampled_pages", json_integer(STAT(pages_sampled)));
 	/* Copies that failed their CRC or tag count as integrity errors even when another copy served the page. */
 	json_object_set_new(o, "integrity_errors",
 			    json_integer(STAT(integrity_errors) +

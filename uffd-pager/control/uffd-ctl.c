@@ -306,7 +306,7 @@ static void render_value(int indent, const char *key, const json_t *v)
 static const char *const vm_stats_order[] = {
 	"name", "pid", "state", "encryption", "local_memory", "guest_pages", "resident_pages", "memfd_resident_pages",
 	"high_watermark_pages", "low_watermark_pages", "stored_pages", "spill_pages", "zero_pages", "faults",
-	"evictions", "evictions_aborted", "refaults", "zero_pages_skipped", "integrity_errors", "store_errors",
+	"evictions", "evictions_aborted", "evictions_clean", "refaults", "zero_pages_skipped", "integrity_errors", "store_errors",
 	"throttle_waits", "fault_latency_ns",
 };
 

@@ -215,7 +215,7 @@ static void test_write_during_eviction_gives_back(void **state)
 {
 	make_resident(5);
 	assert_true(pagemap_evict_begin(&pm, 5));
-	assert_true(pagemap_wp_fault(&pm, 5)); /* the writer waits for the evictor */
+	assert_true(pagemap_wp_fault(&pm, 5, NULL)); /* the writer waits for the evictor */
 	assert_true(flags_of(5) & PGF_WRITE_PENDING);
 	assert_int_equal(pagemap_evict_verdict(&pm, 5, true), EVICT_GIVE_BACK);
 	pagemap_evict_give_back(&pm, 5);
@@ -224,7 +224,7 @@ static void test_write_during_eviction_gives_back(void **state)
 	assert_no_copies(5);
 	assert_int_equal(pagemap_resident(&pm), 1);
 	/* a write-protect fault on a page nobody evicts: un-protect, nothing recorded */
-	assert_false(pagemap_wp_fault(&pm, 5));
+	assert_false(pagemap_wp_fault(&pm, 5, NULL));
 	assert_int_equal(flags_of(5), 0);
 }
 
@@ -284,12 +284,12 @@ static void test_discard_then_write_gives_back(void **state)
 	make_resident(9);
 	assert_true(pagemap_evict_begin(&pm, 9));
 	assert_int_equal(pagemap_discarded(&pm, 9, freed), DISCARD_DEFER);
-	assert_true(pagemap_refilled(&pm, 9)); /* zeros placed after the discard: the evictor read stale data */
+	assert_true(pagemap_refilled(&pm, 9, NULL)); /* zeros placed after the discard: the evictor read stale data */
 	assert_int_equal(pagemap_evict_verdict(&pm, 9, true), EVICT_GIVE_BACK);
 	pagemap_evict_give_back(&pm, 9);
 	assert_int_equal(state_of(9), PG_RESIDENT);
 	/* refilled on a page nobody evicts, or already committed: nothing */
-	assert_false(pagemap_refilled(&pm, 9));
+	assert_false(pagemap_refilled(&pm, 9, NULL));
 	assert_int_equal(flags_of(9), 0);
 }
 
@@ -302,8 +302,8 @@ static void test_write_after_commit_waits_for_punch(void **state)
 	make_resident(10);
 	assert_true(pagemap_evict_begin(&pm, 10));
 	pagemap_evict_commit(&pm, 10, (locs_of(locs, 100, LOC_NONE, LOC_NONE), locs), 10);
-	assert_false(pagemap_refilled(&pm, 10));
-	assert_true(pagemap_wp_fault(&pm, 10));
+	assert_false(pagemap_refilled(&pm, 10, NULL));
+	assert_true(pagemap_wp_fault(&pm, 10, NULL));
 	assert_true(pagemap_punched(&pm, 10, false, &wake, freed));
 	assert_true(wake);
 	assert_int_equal(state_of(10), PG_STORED);
@@ -322,7 +322,7 @@ static void test_refault_before_punch(void **state)
 	pagemap_evict_commit(&pm, 11, (locs_of(locs, 110, LOC_NONE, LOC_NONE), locs), 11);
 	/* not STORED: the fault thread reads it without FETCHING */
 	assert_false(pagemap_fetch_begin(&pm, 11, locs, &(uint32_t){ 0 }));
-	assert_true(pagemap_fetch_done(&pm, 11, true, freed));
+	assert_true(pagemap_fetch_done(&pm, 11, true, false, freed));
 	assert_int_equal(freed[0], 110);
 	assert_int_equal(state_of(11), PG_RESIDENT);
 	assert_int_equal(pagemap_resident(&pm), 1); /* counted once: it never left */
@@ -341,7 +341,7 @@ static void test_fetch(void **state)
 	assert_int_equal(crc, 0x1212);
 	assert_true(flags_of(12) & PGF_FETCHING);
 	assert_true(pagemap_has_copy(&pm, 12)); /* copies stay while read */
-	assert_true(pagemap_fetch_done(&pm, 12, true, freed));
+	assert_true(pagemap_fetch_done(&pm, 12, true, false, freed));
 	assert_int_equal(freed[0], 120);
 	assert_int_equal(freed[1], 121);
 	assert_int_equal(state_of(12), PG_RESIDENT);
@@ -349,7 +349,7 @@ static void test_fetch(void **state)
 	/* a fetch that placed nothing (EEXIST, shutdown): the page stays stored, FETCHING cleared */
 	make_stored(13, (locs_of(locs, 130, LOC_NONE, LOC_NONE), locs), 13);
 	assert_true(pagemap_fetch_begin(&pm, 13, got, &crc));
-	assert_false(pagemap_fetch_done(&pm, 13, false, NULL));
+	assert_false(pagemap_fetch_done(&pm, 13, false, false, NULL));
 	assert_int_equal(state_of(13), PG_STORED);
 	assert_int_equal(flags_of(13), 0);
 	assert_true(pagemap_has_copy(&pm, 13));
@@ -366,11 +366,11 @@ static void test_duplicate_fault(void **state)
 	make_stored(15, (locs_of(locs, 150, LOC_NONE, LOC_NONE), locs), 15);
 	assert_true(pagemap_fetch_begin(&pm, 15, locs, &crc));
 	assert_false(pagemap_fetch_begin(&pm, 15, locs, &crc));
-	assert_true(pagemap_fetch_done(&pm, 15, true, freed));
+	assert_true(pagemap_fetch_done(&pm, 15, true, false, freed));
 	/* a duplicate message for the page once placed: already resident, nothing recorded */
 	assert_int_equal(page_on_missing(state_of(15), flags_of(15), false), FAULT_RECHECK_ZERO);
 	assert_false(pagemap_installed(&pm, 15, freed));
-	assert_false(pagemap_fetch_done(&pm, 15, true, freed));
+	assert_false(pagemap_fetch_done(&pm, 15, true, false, freed));
 	assert_int_equal(pagemap_resident(&pm), 1);
 }
 
@@ -386,7 +386,7 @@ static void test_discard_during_fetch_deferred(void **state)
 	assert_int_equal(state_of(16), PG_STORED);
 	assert_true(flags_of(16) & PGF_DISCARDED);
 	assert_true(pagemap_has_copy(&pm, 16)); /* freeing them mid-read could hand the slot to another page */
-	assert_true(pagemap_fetch_done(&pm, 16, true, freed)); /* zeros went in */
+	assert_true(pagemap_fetch_done(&pm, 16, true, false, freed)); /* zeros went in */
 	assert_int_equal(freed[0], 160);
 	assert_int_equal(freed[2], 162);
 	assert_int_equal(state_of(16), PG_RESIDENT);
@@ -467,6 +467,124 @@ static void test_replace_copy(void **state)
 	assert_no_copies(22);
 }
 
+/* Fetched by a read: installed clean, copies kept and evicted again without a store write. */
+static void test_clean_fetch_and_evict(void **state)
+{
+	uint32_t locs[STORE_MAX_COPIES], freed[STORE_MAX_COPIES];
+	bool wake;
+
+	make_stored(30, (locs_of(locs, 300, 301, LOC_NONE), locs), 7);
+	assert_true(pagemap_fetch_begin(&pm, 30, locs, &(uint32_t){ 0 }));
+	assert_true(pagemap_fetch_done(&pm, 30, true, true, freed));
+	assert_int_equal(freed[0], LOC_NONE); /* nothing freed: the copies stay */
+	assert_int_equal(state_of(30), PG_RESIDENT);
+	assert_true(flags_of(30) & PGF_CLEAN);
+	pagemap_get_locs(&pm, 30, locs);
+	assert_int_equal(locs[0], 300);
+	assert_int_equal(locs[1], 301);
+	assert_int_equal(pagemap_resident(&pm), 1);
+	assert_int_equal(pagemap_stored(&pm), 0);
+	/* evicted: still clean, the same copies and check word committed, then punched to STORED */
+	assert_true(pagemap_evict_begin(&pm, 30));
+	assert_true(flags_of(30) & PGF_CLEAN);
+	assert_int_equal(pagemap_entry(&pm, 30)->crc, 7);
+	assert_int_equal(pagemap_evict_verdict(&pm, 30, true), EVICT_COMMIT);
+	pagemap_evict_commit(&pm, 30, locs, 7);
+	assert_true(pagemap_punched(&pm, 30, false, &wake, freed));
+	assert_int_equal(state_of(30), PG_STORED);
+	pagemap_get_locs(&pm, 30, locs);
+	assert_int_equal(locs[0], 300);
+	assert_int_equal(flags_of(30), 0);
+}
+
+/* The first write to a clean page hands its copies back (they are stale) and the page is un-protected. */
+static void test_clean_write_drops_copies(void **state)
+{
+	uint32_t locs[STORE_MAX_COPIES], freed[STORE_MAX_COPIES];
+
+	make_stored(31, (locs_of(locs, 310, LOC_NONE, LOC_NONE), locs), 1);
+	assert_true(pagemap_fetch_begin(&pm, 31, locs, &(uint32_t){ 0 }));
+	assert_true(pagemap_fetch_done(&pm, 31, true, true, NULL));
+	assert_false(pagemap_wp_fault(&pm, 31, freed)); /* nobody evicts it: the caller un-protects */
+	assert_int_equal(freed[0], 310);
+	assert_false(flags_of(31) & PGF_CLEAN);
+	assert_no_copies(31);
+	/* a second write-protect fault (a stale marker) frees nothing */
+	assert_false(pagemap_wp_fault(&pm, 31, freed));
+	assert_int_equal(freed[0], LOC_NONE);
+	/* zeros refilled into a clean page make its copies stale too */
+	make_stored(32, (locs_of(locs, 320, LOC_NONE, LOC_NONE), locs), 1);
+	assert_true(pagemap_fetch_begin(&pm, 32, locs, &(uint32_t){ 0 }));
+	assert_true(pagemap_fetch_done(&pm, 32, true, true, NULL));
+	assert_false(pagemap_refilled(&pm, 32, freed));
+	assert_int_equal(freed[0], 320);
+	assert_no_copies(32);
+	/* repair drops a clean page's copies; a dirty page has none to drop */
+	make_stored(33, (locs_of(locs, 330, LOC_NONE, LOC_NONE), locs), 1);
+	assert_true(pagemap_fetch_begin(&pm, 33, locs, &(uint32_t){ 0 }));
+	assert_true(pagemap_fetch_done(&pm, 33, true, true, NULL));
+	assert_true(pagemap_clean_dropped(&pm, 33, freed));
+	assert_int_equal(freed[0], 330);
+	assert_false(pagemap_clean_dropped(&pm, 33, freed));
+	/* discarding a clean page frees its copies */
+	make_stored(34, (locs_of(locs, 340, LOC_NONE, LOC_NONE), locs), 1);
+	assert_true(pagemap_fetch_begin(&pm, 34, locs, &(uint32_t){ 0 }));
+	assert_true(pagemap_fetch_done(&pm, 34, true, true, NULL));
+	assert_int_equal(pagemap_discarded(&pm, 34, freed), DISCARD_ZERO);
+	assert_int_equal(freed[0], 340);
+}
+
+/* A write to a clean page under eviction: the evictor gives it back and frees the copies it held. */
+static void test_clean_write_during_eviction(void **state)
+{
+	uint32_t locs[STORE_MAX_COPIES], freed[STORE_MAX_COPIES];
+
+	make_stored(35, (locs_of(locs, 350, LOC_NONE, LOC_NONE), locs), 1);
+	assert_true(pagemap_fetch_begin(&pm, 35, locs, &(uint32_t){ 0 }));
+	assert_true(pagemap_fetch_done(&pm, 35, true, true, NULL));
+	assert_true(pagemap_evict_begin(&pm, 35));
+	assert_true(pagemap_wp_fault(&pm, 35, freed)); /* the evictor owns it: it wakes the writer */
+	assert_int_equal(freed[0], LOC_NONE);       /* ...and holds the copies */
+	assert_int_equal(pagemap_evict_verdict(&pm, 35, true), EVICT_GIVE_BACK);
+	pagemap_evict_give_back(&pm, 35);
+	assert_int_equal(state_of(35), PG_RESIDENT);
+	assert_int_equal(flags_of(35), 0);
+	assert_no_copies(35);
+	/* a clean page whose copies cannot be trusted is written anew under a new version */
+	make_stored(36, (locs_of(locs, 360, LOC_NONE, LOC_NONE), locs), 1);
+	assert_true(pagemap_fetch_begin(&pm, 36, locs, &(uint32_t){ 0 }));
+	assert_true(pagemap_fetch_done(&pm, 36, true, true, NULL));
+	assert_true(pagemap_evict_begin(&pm, 36));
+	assert_true(pagemap_evict_unclean(&pm, 36, freed));
+	assert_int_equal(freed[0], 360);
+	assert_false(flags_of(36) & PGF_CLEAN);
+	assert_no_copies(36);
+}
+
+/* Sealed map: a clean page keeps its version through eviction (its copies are sealed under it). */
+static void test_clean_keeps_version(void **state)
+{
+	uint32_t locs[STORE_MAX_COPIES], freed[STORE_MAX_COPIES], v;
+	bool wake;
+
+	pagemap_use_versions(&pm);
+	make_resident(37);
+	assert_true(pagemap_evict_begin(&pm, 37));
+	v = pagemap_entry(&pm, 37)->version;
+	pagemap_evict_commit(&pm, 37, (locs_of(locs, 370, LOC_NONE, LOC_NONE), locs), 0);
+	assert_true(pagemap_punched(&pm, 37, false, &wake, freed));
+	assert_true(pagemap_fetch_begin(&pm, 37, locs, &(uint32_t){ 0 }));
+	assert_true(pagemap_fetch_done(&pm, 37, true, true, NULL));
+	assert_true(pagemap_evict_begin(&pm, 37));
+	assert_int_equal(pagemap_entry(&pm, 37)->version, v); /* clean: not bumped */
+	assert_true(pagemap_evict_unclean(&pm, 37, freed));
+	assert_int_equal(pagemap_entry(&pm, 37)->version, v + 1); /* written anew: a new version */
+	pagemap_evict_give_back(&pm, 37);
+	assert_true(pagemap_evict_begin(&pm, 37));
+	assert_int_equal(pagemap_entry(&pm, 37)->version, v + 2); /* dirty: bumped */
+	pagemap_evict_give_back(&pm, 37);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -486,6 +604,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_discard, setup3, teardown),
 		cmocka_unit_test_setup_teardown(test_lost_never_installed, setup1, teardown),
 		cmocka_unit_test_setup_teardown(test_replace_copy, setup3, teardown),
+		cmocka_unit_test_setup_teardown(test_clean_fetch_and_evict, setup3, teardown),
+		cmocka_unit_test_setup_teardown(test_clean_write_drops_copies, setup3, teardown),
+		cmocka_unit_test_setup_teardown(test_clean_write_during_eviction, setup3, teardown),
+		cmocka_unit_test_setup_teardown(test_clean_keeps_version, setup3, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
