@@ -36,6 +36,11 @@ struct policy_victim_ops {
 	void (*on_resident)(void *state, uint64_t page);
 	/* Removes and returns up to max candidates, coldest first. */
 	size_t (*pick)(void *state, uint64_t *ret_pages, size_t max);
+	/* The guest touched a page whose mapping was dropped for sampling (a minor fault): it is in use. */
+	void (*on_referenced)(void *state, uint64_t page);
+	/* Pages whose mappings the mechanism should drop now, so that an access to them is seen before
+	 * they are picked; removes nothing from the queue. Up to max; returns how many. */
+	size_t (*sample)(void *state, uint64_t *ret_pages, size_t max);
 };
 
 /* First in, first out by fault order: O(1) per page, 4 bytes per guest page. */

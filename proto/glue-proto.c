@@ -70,6 +70,26 @@ int glue_msg_check(const void *buf, size_t len, unsigned nfds, char *why, size_t
 		}
 		return GLUE_MSG_REGION;
 	}
+	case GLUE_MSG_SAMPLER:
+		if (len != sizeof(struct glue_msg_header) || nfds != 1) {
+			snprintf(why, whylen, "SAMPLER of %zu bytes with %u fds: a bare header and one socket", len, nfds);
+			return -EINVAL;
+		}
+		return GLUE_MSG_SAMPLER;
+	case GLUE_MSG_SAMPLE: {
+		const struct glue_msg_sample *m = buf;
+		if (len != sizeof(*m) || nfds || !m->count || m->count > GLUE_SAMPLE_RANGES) {
+			snprintf(why, whylen, "SAMPLE of %zu bytes with %u fds", len, nfds);
+			return -EINVAL;
+		}
+		for (unsigned i = 0; i < m->count; i++) {
+			if (!m->ranges[i].length || ((m->ranges[i].addr | m->ranges[i].length) & 4095)) {
+				snprintf(why, whylen, "SAMPLE range %u not 4 KiB aligned", i);
+				return -EINVAL;
+			}
+		}
+		return GLUE_MSG_SAMPLE;
+	}
 	case GLUE_MSG_REPLY:
 		if (len != sizeof(struct glue_msg_reply) || nfds) {
 			snprintf(why, whylen, "REPLY of %zu bytes with %u fds", len, nfds);

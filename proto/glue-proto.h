@@ -15,6 +15,16 @@
  * again and sends a HELLO with GLUE_HELLO_RESUME, the secret the first
  * pager gave it and the same uffd, then the same REGIONs in the same
  * order: the new pager adopts the VM from its state file.
+ *
+ * Access sampling, when the shim registered guest RAM for minor faults
+ * too (GLUE_HELLO_MINOR): after its regions the shim sends
+ *
+ *   shim -> pager  GLUE_MSG_SAMPLER + SCM_RIGHTS [socket]  no reply
+ *
+ * one end of a socket pair; on it the pager sends GLUE_MSG_SAMPLE, ranges
+ * whose mappings a shim thread drops (MADV_DONTNEED: the memfd keeps the
+ * pages), so that the guest's next access to them is a minor fault the
+ * pager sees. Each connection (a resume too) gets its own pair.
  * All integers are host-endian: both ends run on the same host.
  */
 #pragma once
@@ -33,6 +43,8 @@ enum glue_msg_type {
 	GLUE_MSG_HELLO = 1,
 	GLUE_MSG_REGION = 2,
 	GLUE_MSG_REPLY = 3,
+	GLUE_MSG_SAMPLER = 4,
+	GLUE_MSG_SAMPLE = 5,
 };
 
 struct glue_msg_header {
@@ -64,6 +76,19 @@ struct glue_msg_region {
 
 enum glue_hello_flags {
 	GLUE_HELLO_RESUME = 1, /* this VM ran under a pager that is gone: adopt it */
+	GLUE_HELLO_MINOR = 2,  /* guest RAM is registered for minor faults too: the pager must answer them */
+};
+
+#define GLUE_SAMPLE_RANGES 64
+
+/* Pager -> shim on the sampler socket: drop the mappings of these ranges (inside registered regions). */
+struct glue_msg_sample {
+	struct glue_msg_header hdr;
+	uint32_t count; /* ranges used, 1..GLUE_SAMPLE_RANGES */
+	uint32_t reserved;
+	struct glue_sample_range {
+		uint64_t addr, length; /* 4 KiB aligned */
+	} ranges[GLUE_SAMPLE_RANGES];
 };
 
 enum glue_status {

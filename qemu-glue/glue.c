@@ -69,6 +69,8 @@ static uint8_t glue_secret[GLUE_SECRET_LEN];
 static struct glue_region glue_regions[GLUE_MAX_REGIONS];
 static unsigned glue_nregions;
 static bool glue_watching;
+static bool glue_minor;        /* guest RAM registered for minor faults too: access sampling works */
+static bool glue_sampler_sent; /* this connection has its sampler socket */
 
 static void glue_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void glue_msg(const char *fmt, ...)
@@ -161,18 +163,21 @@ static int uffd_open_negotiated(uint64_t *ret_features, char *why, size_t whylen
 			 (unsigned long long)(GLUE_FEATURES & ~api.features), (unsigned long long)api.features);
 		return -EOPNOTSUPP;
 	}
+	/* Minor faults on shmem let the pager see which pages are in use; without them it still pages. */
+	const uint64_t optional = api.features & UFFD_FEATURE_MINOR_SHMEM;
 	fd = uffd_create();
 	if (fd < 0) {
 		snprintf(why, whylen, "cannot create a userfaultfd: %s", strerror(-fd));
 		return fd;
 	}
-	api = (struct uffdio_api){ .api = UFFD_API, .features = GLUE_FEATURES };
+	api = (struct uffdio_api){ .api = UFFD_API, .features = GLUE_FEATURES | optional };
 	if (ioctl(fd, UFFDIO_API, &api) < 0) {
 		snprintf(why, whylen, "UFFDIO_API with features failed: %s", strerror(errno));
 		close(fd);
 		return -EOPNOTSUPP;
 	}
 	*ret_features = api.features;
+	glue_minor = api.features & UFFD_FEATURE_MINOR_SHMEM;
 	return fd;
 }
 
@@ -276,7 +281,7 @@ static int send_hello(int sock, int uffd, uint64_t features, bool resume, uint32
 		.uffd_features = features,
 		.pid = (uint32_t)getpid(),
 		.policy_len = (uint32_t)policy_len,
-		.flags = resume ? GLUE_HELLO_RESUME : 0,
+		.flags = (resume ? GLUE_HELLO_RESUME : 0) | (glue_minor ? GLUE_HELLO_MINOR : 0),
 		.waited_ms = waited_ms,
 	};
 	glue_header_init(&hello->hdr, GLUE_MSG_HELLO, (uint32_t)len);
@@ -346,10 +351,12 @@ static int glue_register_region(void *addr, size_t len, int memfd, off_t off, ch
 {
 	struct uffdio_register reg = {
 		.range = { .start = (uint64_t)(uintptr_t)addr, .len = len },
-		.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP,
+		.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP |
+			(glue_minor ? UFFDIO_REGISTER_MODE_MINOR : 0),
 	};
 	const uint64_t needed = (1ULL << _UFFDIO_COPY) | (1ULL << _UFFDIO_ZEROPAGE) |
-				(1ULL << _UFFDIO_WRITEPROTECT) | (1ULL << _UFFDIO_WAKE);
+				(1ULL << _UFFDIO_WRITEPROTECT) | (1ULL << _UFFDIO_WAKE) |
+				(glue_minor ? 1ULL << _UFFDIO_CONTINUE : 0);
 	struct glue_region *g = &glue_regions[glue_nregions];
 
 	if (glue_nregions >= GLUE_MAX_REGIONS) {
@@ -407,6 +414,90 @@ static void pager_lost_policy(int *ret_signal, uint64_t *ret_max_wait_ms)
 	glue_msg("%s=%s is not wait, stop:SECONDS or kill:SECONDS; waiting for the pager", GLUE_ENV_PAGER_LOST, v);
 }
 
+/* True when [addr, addr + len) lies inside one registered region. Under glue_lock. */
+static bool inside_regions(uint64_t addr, uint64_t len)
+{
+	for (unsigned i = 0; i < glue_nregions; i++) {
+		uint64_t start = (uint64_t)(uintptr_t)glue_regions[i].addr;
+
+		if (addr >= start && len <= glue_regions[i].len && addr - start <= glue_regions[i].len - len)
+			return true;
+	}
+	return false;
+}
+
+/* Signals blocked: QEMU's signals are for its own threads. */
+static int start_thread(void *(*fn)(void *), void *arg)
+{
+	sigset_t all, old;
+	pthread_t t;
+	int r;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	r = pthread_create(&t, NULL, fn, arg);
+	if (r == 0)
+		pthread_detach(t);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return -r;
+}
+
+/*
+ * The sampler: drops the mappings of the ranges the pager names, so that
+ * the guest's next access to them is a minor fault. madvise() waits until
+ * the pager has read the REMOVE event it causes, which is why this is a
+ * thread of its own and not the watcher's work: the watcher must stay free
+ * to notice a dead pager. It ends with its connection.
+ */
+static void *glue_sample(void *arg)
+{
+	int sock = (int)(intptr_t)arg;
+	struct glue_msg_sample m;
+	char why[128];
+
+	for (;;) {
+		ssize_t n = recv(sock, &m, sizeof(m), 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		if (glue_msg_check(&m, (size_t)n, 0, why, sizeof(why)) != GLUE_MSG_SAMPLE)
+			continue; /* only the pager holds the other end; a malformed message is dropped */
+		for (unsigned i = 0; i < m.count; i++) {
+			pthread_mutex_lock(&glue_lock);
+			bool ok = inside_regions(m.ranges[i].addr, m.ranges[i].length);
+			pthread_mutex_unlock(&glue_lock);
+			/* Regions are never unmapped while registered (the VM's RAM), so the range stays valid. */
+			if (ok)
+				madvise((void *)(uintptr_t)m.ranges[i].addr, m.ranges[i].length, MADV_DONTNEED);
+		}
+	}
+	close(sock);
+	return NULL;
+}
+
+/* Gives this connection's pager a sampler socket, once, when minor faults are registered. Under glue_lock. */
+static void sampler_start(void)
+{
+	struct glue_msg_header h;
+	int pair[2];
+
+	if (!glue_minor || glue_sampler_sent || glue_sock < 0 || glue_nregions == 0)
+		return;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+		return; /* no sampling: the pager evicts without access information */
+	glue_header_init(&h, GLUE_MSG_SAMPLER, sizeof(h));
+	if (send_with_fd(glue_sock, &h, sizeof(h), pair[1]) < 0 ||
+	    start_thread(glue_sample, (void *)(intptr_t)pair[0]) < 0) {
+		close(pair[0]);
+		close(pair[1]);
+		return;
+	}
+	close(pair[1]);
+	glue_sampler_sent = true;
+}
+
 /* One resume attempt: HELLO with the secret, then every region again. Under glue_lock. */
 static int glue_resume(uint32_t waited_ms, char *why, size_t whylen)
 {
@@ -455,6 +546,8 @@ static void pager_lost(void)
 		}
 		pthread_mutex_lock(&glue_lock);
 		r = glue_resume((uint32_t)(waited > UINT32_MAX ? UINT32_MAX : waited), why, sizeof(why));
+		if (r == 0)
+			sampler_start();
 		pthread_mutex_unlock(&glue_lock);
 		if (r == 0) {
 			glue_msg("adopted by uffd-pager after %llu ms", (unsigned long long)(mono_ms() - start));
@@ -487,29 +580,22 @@ static void *glue_watch(void *arg)
 		pthread_mutex_lock(&glue_lock);
 		close(glue_sock);
 		glue_sock = -1;
+		glue_sampler_sent = false; /* the old sampler thread sees EOF and ends */
 		pthread_mutex_unlock(&glue_lock);
 		pager_lost();
 	}
 	return NULL;
 }
 
-/* Starts the watcher once, with every signal blocked: QEMU's signals are for its own threads. */
+/* Starts the watcher once. */
 static void glue_start_watcher(void)
 {
-	sigset_t all, old;
-	pthread_t t;
-
 	if (glue_watching)
 		return;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	if (pthread_create(&t, NULL, glue_watch, NULL) == 0) {
-		pthread_detach(t);
+	if (start_thread(glue_watch, NULL) == 0)
 		glue_watching = true;
-	} else {
+	else
 		glue_msg("cannot start the thread that watches the pager: a pager restart would stall this VM");
-	}
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 static void glue_take(void *addr, size_t len, int fd, off_t off)
@@ -538,6 +624,7 @@ static void glue_take(void *addr, size_t len, int fd, off_t off)
 		glue_msg("%s; refusing to run with guest RAM the pager does not serve", why);
 		_exit(1);
 	}
+	sampler_start();
 	glue_start_watcher();
 out:
 	pthread_mutex_unlock(&glue_lock);

@@ -20,15 +20,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "crc32c.h"
+#include "glue-proto.h"
 #include "log.h"
 #include "events.h"
 #include "util.h"
 #include "vm-private.h"
 
 #define EVICT_BATCH STORE_BATCH_MAX /* one store write batch */
+#define SAMPLE_BATCH 256   /* pages the victim policy may name per evictor round */
+#define SAMPLING_MAX 8192  /* unmaps pending at once: what a slow shim can hold back from eviction */
 #define EVICT_PART 32 /* pages read before they go to the stores */
 
 struct evict_ctx {
@@ -119,16 +123,79 @@ static int uffd_wp_range(struct vm *vm, uint64_t addr, uint64_t len, bool protec
 	return ioctl(vm->uffd, UFFDIO_WRITEPROTECT, &wp) < 0 ? -errno : 0;
 }
 
+/*
+ * Access sampling: the victim policy names resident pages it wants to
+ * watch, and the shim unmaps them (their contents stay in the memfd); an
+ * access before they are picked is a minor fault that tells the policy
+ * the page is in use (fault.c). The requests are non-blocking sends: a
+ * shim that falls behind only gets fewer. Sent under the lock, so the
+ * socket cannot be replaced meanwhile (vm_set_sampler).
+ */
+static void sample_ahead(struct evict_ctx *ec)
+{
+	struct vm *vm = ec->vm;
+	uint64_t cand[SAMPLE_BATCH];
+	struct glue_msg_sample m;
+	size_t got, n = 0, i = 0, sent = 0;
+
+	if (!vm->victim->sample)
+		return;
+	pthread_mutex_lock(&vm->lock);
+	if (vm->sampler_fd < 0 || vm->sampling_pages >= SAMPLING_MAX) {
+		pthread_mutex_unlock(&vm->lock);
+		return;
+	}
+	got = vm->victim->sample(vm->victim_state, cand,
+				 SAMPLING_MAX - vm->sampling_pages < SAMPLE_BATCH ? SAMPLING_MAX - vm->sampling_pages
+										  : SAMPLE_BATCH);
+	for (size_t k = 0; k < got; k++)
+		if (pagemap_sample_begin(&vm->map, cand[k]))
+			cand[n++] = cand[k];
+	qsort(cand, n, sizeof(cand[0]), cmp_u64);
+	while (i < n) {
+		size_t first = i;
+
+		memset(&m, 0, sizeof(m));
+		glue_header_init(&m.hdr, GLUE_MSG_SAMPLE, sizeof(m));
+		while (i < n && m.count < GLUE_SAMPLE_RANGES) {
+			struct vm_region *r = vm_region_of_page(vm, cand[i]);
+			size_t j = i + 1;
+
+			while (j < n && cand[j] == cand[j - 1] + 1 && vm_region_of_page(vm, cand[j]) == r)
+				j++;
+			m.ranges[m.count++] = (struct glue_sample_range){ .addr = vm_page_addr(vm, cand[i]),
+									  .length = (uint64_t)(j - i) << PAGE_SHIFT_4K };
+			i = j;
+		}
+		if (send(vm->sampler_fd, &m, sizeof(m), MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof(m)) {
+			/* Behind or gone: these pages are not unmapped, so no REMOVE will clear them. */
+			for (size_t k = first; k < n; k++)
+				pagemap_sample_end(&vm->map, cand[k]);
+			n = first;
+			break;
+		}
+		sent = i;
+	}
+	vm->sampling_pages += sent;
+	pthread_mutex_unlock(&vm->lock);
+	atomic_fetch_add_explicit(&vm->stats.pages_sampled, sent, memory_order_relaxed);
+}
+
 /* Picks up to EVICT_BATCH resident pages and marks them EVICTING. Returns how many. */
 static unsigned pick_victims(struct evict_ctx *ec)
 {
 	struct vm *vm = ec->vm;
 	uint64_t cand[EVICT_BATCH];
-	unsigned n = 0;
+	unsigned n = 0, rounds = 0;
 
 	pthread_mutex_lock(&vm->lock);
-	/* Pages picked so far still count as resident: without subtracting them a second round would pick the same excess again. */
-	while (n < EVICT_BATCH && pagemap_resident(&vm->map) - n > vm_evict_target(vm)) {
+	/*
+	 * Pages picked so far still count as resident: without subtracting them a
+	 * second round would pick the same excess again. Pages whose unmap is
+	 * pending go back to the queue; a few rounds at most, so that a queue of
+	 * nothing else cannot keep this loop going.
+	 */
+	while (n < EVICT_BATCH && pagemap_resident(&vm->map) - n > vm_evict_target(vm) && rounds++ < 8) {
 		size_t want = EVICT_BATCH - n, got;
 		uint64_t excess = pagemap_resident(&vm->map) - n - vm_evict_target(vm);
 		if (want > excess)
@@ -136,10 +203,13 @@ static unsigned pick_victims(struct evict_ctx *ec)
 		got = vm->victim->pick(vm->victim_state, cand, want);
 		if (!got)
 			break;
-		for (size_t i = 0; i < got; i++)
+		for (size_t i = 0; i < got; i++) {
 			/* The selector may hand back pages that left residency since they were queued. */
 			if (pagemap_evict_begin(&vm->map, cand[i]))
 				ec->pages[n++] = cand[i];
+			else if (pagemap_entry(&vm->map, cand[i])->state == PG_RESIDENT)
+				vm->victim->on_resident(vm->victim_state, cand[i]); /* its unmap is pending: later */
+		}
 		/* Pages counted but not yet queued are in flight on the fault path. */
 		if (got < want)
 			break;
@@ -522,6 +592,7 @@ void *vm_evict_thread(void *arg)
 		if (!work)
 			break;
 		uint64_t before = atomic_load(&vm->stats.evictions);
+		sample_ahead(ec);
 		evict_batch(ec);
 		if (atomic_load(&vm->stats.evictions) == before) {
 			/* Nothing could go (store full, all pages busy): do not spin. */

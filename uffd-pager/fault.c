@@ -41,6 +41,9 @@
 #define PREFETCH_WINDOW 64 /* pages per prediction at most */
 #define FETCH_SLOTS 8      /* donor fetches in flight at once */
 #define NO_PAGE UINT64_MAX
+#ifndef UFFDIO_CONTINUE_MODE_WP
+#define UFFDIO_CONTINUE_MODE_WP ((__u64)1 << 1) /* Linux 6.4; the build headers may be older */
+#endif
 
 /* Messages read while a copy had to be retried (EAGAIN): served after the current batch. */
 struct backlog {
@@ -518,6 +521,62 @@ static void handle_wp(struct vm *vm, uint64_t addr)
 }
 
 /*
+ * A minor fault: the guest touched a page the shim unmapped for sampling
+ * (or any page the memfd holds but the process has not mapped). The page
+ * is in use: the victim policy hears so, and UFFDIO_CONTINUE maps it again
+ * from the memfd. It goes back write-protected when a write must still be
+ * caught (a clean page, an eviction in progress). Under the lock, so the
+ * evictor cannot pick the page between the look and the mapping. A page
+ * the map does not call resident holds data the memfd keeps: it is
+ * recorded resident first.
+ */
+static void handle_minor(struct fault_ctx *fc, uint64_t addr)
+{
+	struct vm *vm = fc->vm;
+	uint32_t freed[STORE_MAX_COPIES];
+	uint64_t page;
+
+	atomic_fetch_add_explicit(&vm->stats.faults_minor, 1, memory_order_relaxed);
+	if (vm_addr_to_page(vm, addr, &page) < 0) {
+		vm_log_err(vm->policy.name, "minor fault at 0x%llx outside registered RAM", (unsigned long long)addr);
+		return;
+	}
+	for (int attempt = 0; attempt < 1000; attempt++) {
+		struct uffdio_continue c = { .range = { .start = vm_page_addr(vm, page), .len = PAGE_SIZE_4K } };
+		int r, err;
+
+		pthread_mutex_lock(&vm->lock);
+		const struct page_entry *pe = pagemap_entry(&vm->map, page);
+		if (pe->state == PG_RESIDENT) {
+			vm->victim->on_referenced(vm->victim_state, page);
+		} else if ((pe->state == PG_UNTOUCHED || pe->state == PG_ZERO) && pagemap_installed(&vm->map, page, freed)) {
+			store_free_locs(vm->store, freed);
+			vm_note_resident(vm, page);
+		}
+		pe = pagemap_entry(&vm->map, page);
+		if (pe->state != PG_RESIDENT || (pe->flags & PGF_CLEAN))
+			c.mode = UFFDIO_CONTINUE_MODE_WP;
+		r = ioctl(vm->uffd, UFFDIO_CONTINUE, &c);
+		err = errno;
+		pthread_mutex_unlock(&vm->lock);
+		if (r == 0)
+			return;
+		switch (err) {
+		case EAGAIN:
+			drain_events(fc); /* a REMOVE is pending: it goes first */
+			continue;
+		case EINTR:
+			continue;
+		default:
+			/* EEXIST: mapped meanwhile; EFAULT: no longer in the memfd (punched): the retry faults as MISSING. */
+			uffd_wake(vm, vm_page_addr(vm, page), PAGE_SIZE_4K);
+			return;
+		}
+	}
+	uffd_wake(vm, vm_page_addr(vm, page), PAGE_SIZE_4K);
+}
+
+/*
  * EVENT_REMOVE covers whatever the process asked madvise() for, which may
  * be terabytes of address space around a small guest. Only the part inside
  * registered regions is walked, REMOVE_STEP pages per hold of vm->lock:
@@ -525,6 +584,14 @@ static void handle_wp(struct vm *vm, uint64_t addr)
  * hold here would freeze the control and registration threads too.
  */
 #define REMOVE_STEP 4096u
+
+/* True when the region's memfd holds data for the page (not a hole). */
+static bool memfd_holds(const struct vm_region *r, uint64_t page)
+{
+	off_t off = (off_t)(r->memfd_offset + ((page - r->first_page) << PAGE_SHIFT_4K));
+
+	return lseek(r->memfd, off, SEEK_DATA) == off;
+}
 
 static void handle_remove(struct vm *vm, uint64_t start, uint64_t end)
 {
@@ -552,6 +619,12 @@ static void handle_remove(struct vm *vm, uint64_t start, uint64_t end)
 			pthread_mutex_lock(&vm->lock);
 			for (; page < stop; page++) {
 				uint32_t freed[STORE_MAX_COPIES];
+				/* The shim's unmap for sampling: a discard only if the memfd lost the page too. */
+				if (pagemap_sample_end(&vm->map, page)) {
+					vm->sampling_pages -= vm->sampling_pages > 0;
+					if (memfd_holds(r, page))
+						continue;
+				}
 				/* A page being fetched or evicted is only flagged: that thread finishes the discard. */
 				if (pagemap_discarded(&vm->map, page, freed) == DISCARD_ZERO)
 					store_free_locs(vm->store, freed);
@@ -572,6 +645,8 @@ static void dispatch(struct fault_ctx *fc, const struct uffd_msg *msg)
 		t0 = fc->t0 = now_ns();
 		if (msg->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
 			handle_wp(vm, msg->arg.pagefault.address);
+		else if (msg->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR)
+			handle_minor(fc, msg->arg.pagefault.address);
 		else if (handle_missing(fc, msg->arg.pagefault.address, true,
 					msg->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE))
 			break; /* sent off: complete_fetches() times it */

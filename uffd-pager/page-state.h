@@ -32,6 +32,12 @@ enum page_flags {
 	 * needs no store write. The guest's first write drops the copies.
 	 */
 	PGF_CLEAN = 1 << 4,
+	/*
+	 * RESIDENT page the shim was asked to unmap (access sampling): the
+	 * REMOVE event that unmapping causes is not a discard, and the page is
+	 * not evicted until that event has come (pagemap_sample_end).
+	 */
+	PGF_SAMPLING = 1 << 5,
 };
 
 enum fault_action {

@@ -392,11 +392,31 @@ bool pagemap_replace_copy(struct pagemap *pm, uint64_t page, unsigned c, uint32_
 	return true;
 }
 
+bool pagemap_sample_begin(struct pagemap *pm, uint64_t page)
+{
+	struct page_entry *pe = entry(pm, page);
+
+	if (pe->state != PG_RESIDENT || (pe->flags & PGF_SAMPLING))
+		return false;
+	pe->flags |= PGF_SAMPLING;
+	return true;
+}
+
+bool pagemap_sample_end(struct pagemap *pm, uint64_t page)
+{
+	struct page_entry *pe = entry(pm, page);
+
+	if (!(pe->flags & PGF_SAMPLING))
+		return false;
+	pe->flags &= (uint8_t)~PGF_SAMPLING;
+	return true;
+}
+
 bool pagemap_evict_begin(struct pagemap *pm, uint64_t page)
 {
 	struct page_entry *pe = entry(pm, page);
 
-	if (pe->state != PG_RESIDENT)
+	if (pe->state != PG_RESIDENT || (pe->flags & PGF_SAMPLING))
 		return false;
 	/* A clean page's copies stay as they are, sealed under the version they have. */
 	if ((pm->hdr->flags & PAGEMAP_F_VERSIONS) && !(pe->flags & PGF_CLEAN)) {

@@ -799,6 +799,13 @@ static bool client_read(struct pager *p, struct client *c)
 	case GLUE_MSG_REGION:
 		handle_region(p, c, (const void *)buf, &fd);
 		return true;
+	case GLUE_MSG_SAMPLER:
+		/* No reply: the shim sends it between exchanges. A stranger's is dropped with it. */
+		if (!c->vm)
+			return false;
+		vm_set_sampler(c->vm, fd);
+		fd = -1;
+		return true;
 	case GLUE_MSG_REPLY:
 		reply(c, GLUE_INVALID, "REPLY is the pager's to send");
 		return c->vm != NULL;

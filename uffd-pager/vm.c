@@ -129,6 +129,7 @@ int vm_new(const struct policy_vm *policy, pid_t pid, int pidfd, int uffd, const
 	snprintf(vm->state_dir, sizeof(vm->state_dir), "%s", state_dir);
 	vm->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	vm->drain_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	vm->sampler_fd = -1;
 	vm->victim = &policy_victim_fifo;
 	vm_update_watermarks(vm);
 	if (vm->stop_efd < 0 || vm->drain_efd < 0) {
@@ -383,11 +384,25 @@ static void vm_release(struct vm *vm, bool keep)
 		close(vm->stop_efd);
 	if (vm->drain_efd >= 0)
 		close(vm->drain_efd);
+	if (vm->sampler_fd >= 0)
+		close(vm->sampler_fd);
 	pthread_cond_destroy(&vm->evict_cond);
 	pthread_cond_destroy(&vm->space_cond);
 	pthread_cond_destroy(&vm->repair_cond);
 	pthread_mutex_destroy(&vm->lock);
 	free(vm);
+}
+
+void vm_set_sampler(struct vm *vm, int fd)
+{
+	int old;
+
+	pthread_mutex_lock(&vm->lock);
+	old = vm->sampler_fd;
+	vm->sampler_fd = fd;
+	pthread_mutex_unlock(&vm->lock);
+	if (old >= 0)
+		close(old);
 }
 
 void vm_free(struct vm *vm)

@@ -40,6 +40,12 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 void vm_free(struct vm *vm);
 /* The VM lives on without this pager: stops the threads and closes every fd, keeping files and slabs. NULL-safe. */
 void vm_detach(struct vm *vm);
+/*
+ * The shim's sampler socket (GLUE_MSG_SAMPLER; ownership taken): from now
+ * on the evictor asks it to unmap the pages its victim policy wants to
+ * watch (access sampling). Replaces an earlier one.
+ */
+void vm_set_sampler(struct vm *vm, int fd);
 /* Adopted from a dead pager: true once it pages again (ret_waited_ms: how long it had no pager). */
 bool vm_adopted(struct vm *vm, uint32_t *ret_waited_ms, uint64_t *ret_recover_ns);
 /* An adopted VM whose adoption has not finished: its files must outlive a failed attempt. */
