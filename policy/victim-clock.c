@@ -34,16 +34,19 @@ enum clock_tag {
 
 /*
  * The window of sampled pages is this fraction of all queued pages. A page
- * enters it at the head of the unsampled list and is evicted when it
- * reaches the window's head; the time between is its chance to be seen
- * touched, roughly the time the evictor takes to evict a window's worth of
- * pages. A quarter of the queue gives a page a quarter of FIFO's whole
- * residence time to show it is in use, which keeps the hot pages of a skewed
- * workload; a larger window costs more minor faults (every page in it that
- * the guest touches is one) for little better accuracy.
+ * enters it from the head of the unsampled list and is evicted when it
+ * reaches the window's head; the time between, about the time the evictor
+ * takes to evict a window's worth of pages, is its chance to be seen
+ * touched. Each sampled page the guest touches costs a minor fault (a uffd
+ * round trip), so the window trades refaults for minor faults: in the unit
+ * test's Zipf (0.99) simulation with a quarter of the pages resident,
+ * windows of 1/8, 1/4, 1/2 and all of the queue save 8%, 11%, 14% and 16%
+ * of FIFO's misses for 0.17, 0.32, 0.64 and 3.7 minor faults per miss. A
+ * quarter keeps the hot pages of a skewed workload at about a third of a
+ * minor fault per miss; beyond it each saved miss costs more and more.
  */
 #define CLOCK_WINDOW_SHIFT 2
-/* A small queue still gets a window of a few evictor batches, not a few pages. */
+/* A small queue is sampled whole rather than a handful of pages at a time, which would be picked on sight. */
 #define CLOCK_WINDOW_MIN 64
 
 struct clock_link {

@@ -24,6 +24,10 @@
  *    access to such a page is a minor fault, reported by on_referenced().
  *    A policy without them behaves the same whether or not the mechanism
  *    can sample.
+ *  - sample() returns at most max pages per call, so the mechanism calls
+ *    it until it returns fewer than max, once per round of pick() calls: a
+ *    window refilled only part of the way lets pick() take pages that had
+ *    no time to be seen touched.
  */
 #pragma once
 
