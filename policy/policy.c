@@ -22,6 +22,7 @@
 #include "fields.h"
 #include "log.h"
 #include "util.h"
+#include "victim.h"
 
 #ifndef TMPFS_MAGIC
 #define TMPFS_MAGIC 0x01021994
@@ -40,6 +41,7 @@ void policy_vm_init(struct policy_vm *p)
 	memset(p, 0, sizeof(*p));
 	p->high_pct = 100;
 	p->low_pct = 90;
+	snprintf(p->victims, sizeof(p->victims), "%s", POLICY_VICTIM_DEFAULT);
 	p->spill_max = 0;
 	p->on_pager_unavailable = POLICY_UNAVAILABLE_REFUSE;
 	p->on_data_loss = POLICY_LOSS_STOP;
@@ -91,6 +93,11 @@ static int vm_watermarks_check(struct policy_field_ctx *x, const struct policy_f
 				 "high watermark %u%% is not above the default low watermark %u%%; "
 				 "set watermarks.low too",
 				 pol->high_pct, pol->low_pct);
+}
+
+static bool victims_valid(const char *name)
+{
+	return policy_victim_find(name) != NULL;
 }
 
 #define VM(m) POLICY_FIELD_AT(struct policy_vm, m)
@@ -221,6 +228,9 @@ static const struct policy_field vm_fields[] = {
 	{ .name = "disk_cache", .kind = POLICY_FIELD_OBJECT, .sub = vm_disk_cache_fields, .check = vm_disk_cache_check,
 	  .allowed = "an object {\"size\": SIZE, \"block_size\": SIZE, \"donors\": [URL, ...], "
 		     "\"drives\": [NAME, ...], \"key_file\": PATH, \"client_id\": ID}" },
+	/* A string rather than an enum: it names an ops table of policy/victim.h, looked up by name. */
+	{ .name = "victims", .kind = POLICY_FIELD_STRING, VM(victims), .valid = victims_valid,
+	  .noun = "victim selector", .allowed = POLICY_VICTIM_NAMES },
 	{ 0 },
 };
 

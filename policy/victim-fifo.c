@@ -12,10 +12,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/mman.h>
-
-#include "util.h"
 
 /*
  * next[] is stored shifted so that 0 means "not queued": the array is a
@@ -97,6 +94,7 @@ static size_t fifo_pick(void *state, uint64_t *ret_pages, size_t max)
 	return n;
 }
 
+/* No access information: on_referenced and sample stay NULL. */
 const struct policy_victim_ops policy_victim_fifo = {
 	.name = "fifo",
 	.create = fifo_create,
@@ -104,20 +102,3 @@ const struct policy_victim_ops policy_victim_fifo = {
 	.on_resident = fifo_on_resident,
 	.pick = fifo_pick,
 };
-
-static const struct policy_victim_ops *const victims[] = { &policy_victim_fifo };
-
-const struct policy_victim_ops *policy_victim_find(const char *name)
-{
-	if (!name)
-		return NULL;
-	for (size_t i = 0; i < ARRAY_SIZE(victims); i++)
-		if (strcmp(victims[i]->name, name) == 0)
-			return victims[i];
-	return NULL;
-}
-
-const char *policy_victim_names(void)
-{
-	return "fifo";
-}

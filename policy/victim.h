@@ -18,6 +18,16 @@
  *    a later on_resident().
  *  - Page indices are < npages given to create(), which is at most
  *    POLICY_VICTIM_MAX_PAGES. Out-of-range indices are ignored.
+ *  - on_referenced() and sample() are optional (NULL: the policy uses no
+ *    access information). The mechanism learns of accesses only to pages
+ *    whose mappings it dropped at sample()'s request: the guest's next
+ *    access to such a page is a minor fault, reported by on_referenced().
+ *    A policy without them behaves the same whether or not the mechanism
+ *    can sample.
+ *  - sample() returns at most max pages per call, so the mechanism calls
+ *    it until it returns fewer than max, once per round of pick() calls: a
+ *    window refilled only part of the way lets pick() take pages that had
+ *    no time to be seen touched.
  */
 #pragma once
 
@@ -43,10 +53,22 @@ struct policy_victim_ops {
 	size_t (*sample)(void *state, uint64_t *ret_pages, size_t max);
 };
 
-/* First in, first out by fault order: O(1) per page, 4 bytes per guest page. */
+/* First in, first out by fault order: O(1) per page, 4 bytes per guest page. No sampling. */
 extern const struct policy_victim_ops policy_victim_fifo;
+/*
+ * CLOCK over sampled pages: a window of the oldest pages is sampled; those
+ * not touched before they reach the head are evicted, touched ones go back
+ * to the tail. FIFO order while nothing is sampled. O(1) per page, 9 bytes
+ * per guest page.
+ */
+extern const struct policy_victim_ops policy_victim_clock;
 
-/* Looks an implementation up by name ("fifo"); NULL if unknown. */
+/* The names of all implementations, quoted and comma-separated, as in "(allowed: ...)" of errors. */
+#define POLICY_VICTIM_NAMES "\"fifo\", \"clock\""
+/* The default implementation's name (a per-VM policy's "victims"). */
+#define POLICY_VICTIM_DEFAULT "clock"
+
+/* Looks an implementation up by name ("fifo", "clock"); NULL if unknown. */
 const struct policy_victim_ops *policy_victim_find(const char *name);
-/* Comma-separated names of all implementations, for error messages. */
+/* POLICY_VICTIM_NAMES, for error messages. */
 const char *policy_victim_names(void);

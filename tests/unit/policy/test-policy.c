@@ -19,6 +19,7 @@
 #include "config.h"
 #include "log.h"
 #include "policy.h"
+#include "victim.h"
 
 /* ---- helpers ----------------------------------------------------------------- */
 
@@ -508,6 +509,7 @@ static void roundtrip(const struct policy_vm *in)
 	assert_int_equal(out.on_store_full, in->on_store_full);
 	assert_int_equal(out.balloon_enabled, in->balloon_enabled);
 	assert_int_equal(out.encryption, in->encryption);
+	assert_string_equal(out.victims, in->victims);
 	assert_int_equal(out.balloon_floor, in->balloon_floor);
 	assert_int_equal(out.balloon_settle_ms, in->balloon_settle_ms);
 	assert_int_equal(out.dc_size, in->dc_size);
@@ -588,6 +590,37 @@ static void test_vm_disk_cache(void **state)
 	vm_bad(text, "disk_cache.client_id", 1, 121, "a b", "1..64 characters");
 }
 
+/* victims: "clock" by default, any name of policy/victim.h, anything else named in the error. */
+static void test_vm_victims(void **state)
+{
+	static const char pre[] = "{\"name\": \"x\", \"local_memory\": \"1G\", \"victims\": ";
+	char text[256];
+	struct policy_vm p;
+	struct policy_error err;
+
+	(void)state;
+	assert_int_equal(vm_parse("{\"name\": \"x\", \"local_memory\": \"1G\"}", &p, &err), 0);
+	assert_string_equal(p.victims, "clock");
+	assert_non_null(policy_victim_find(p.victims));
+	assert_int_equal(vm_parse("{\"name\": \"x\", \"local_memory\": \"1G\", \"victims\": \"fifo\"}", &p, &err),
+			 0);
+	assert_string_equal(p.victims, "fifo");
+	assert_ptr_equal(policy_victim_find(p.victims), &policy_victim_fifo);
+	roundtrip(&p);
+	/* Every error lists what policy/victim.h offers. */
+	assert_string_equal(policy_victim_names(), "\"fifo\", \"clock\"");
+	snprintf(text, sizeof(text), "%s\"lru\"}", pre);
+	vm_bad(text, "victims", 1, 48, "invalid victim selector \"lru\"", "(allowed: \"fifo\", \"clock\")");
+	snprintf(text, sizeof(text), "%s\"CLOCK\"}", pre);
+	vm_bad(text, "victims", 1, 48, "invalid victim selector \"CLOCK\"", policy_victim_names());
+	snprintf(text, sizeof(text), "%s\"\"}", pre);
+	vm_bad(text, "victims", 1, 48, "invalid victim selector \"\"", policy_victim_names());
+	snprintf(text, sizeof(text), "%s\"clock-with-a-long-name\"}", pre);
+	vm_bad(text, "victims", 1, 48, "victim selector is 22 characters long", policy_victim_names());
+	snprintf(text, sizeof(text), "%s1}", pre);
+	vm_bad(text, "victims", 1, 48, "expected a string, got an integer", policy_victim_names());
+}
+
 static void test_roundtrip(void **state)
 {
 	static const uint64_t sizes[] = { 1ULL << 20, (1ULL << 20) + 4096, 3ULL << 30,
@@ -607,6 +640,7 @@ static void test_roundtrip(void **state)
 		p.on_store_full = i % 2 ? POLICY_STORE_FULL_PAUSE : POLICY_STORE_FULL_DEGRADE;
 		p.balloon_enabled = i % 2;
 		p.encryption = i % 3 != 1;
+		snprintf(p.victims, sizeof(p.victims), "%s", i % 2 ? "fifo" : "clock");
 		p.balloon_floor = (16ULL << 20) + i * 4096;
 		p.balloon_settle_ms = (unsigned)i * 1000;
 		roundtrip(&p);
@@ -863,6 +897,7 @@ int main(void)
 		cmocka_unit_test(test_examples),
 		cmocka_unit_test(test_vm_balloon),
 		cmocka_unit_test(test_vm_encryption),
+		cmocka_unit_test(test_vm_victims),
 		cmocka_unit_test(test_balloon_target),
 	};
 
