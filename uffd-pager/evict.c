@@ -31,7 +31,7 @@
 #include "vm-private.h"
 
 #define EVICT_BATCH STORE_BATCH_MAX /* one store write batch */
-#define SAMPLE_BATCH 256   /* pages the victim policy may name per evictor round */
+#define SAMPLE_BATCH 1024  /* pages the victim policy may name per evictor round */
 #define SAMPLING_MAX 8192  /* unmaps pending at once: what a slow shim can hold back from eviction */
 #define EVICT_PART 32 /* pages read before they go to the stores */
 
@@ -86,6 +86,8 @@ static void crash_point(struct evict_ctx *ec, enum crash_window where)
 	raise(SIGKILL);
 }
 
+static bool vm_stopping(struct vm *vm);
+
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -115,12 +117,25 @@ static unsigned run_length(struct evict_ctx *ec, unsigned i, const bool *want)
 	return j - i;
 }
 
+/*
+ * EAGAIN: a REMOVE event waits to be read (the shim's sampling unmaps, the
+ * guest's discards); the fault thread reads it soon, so try again: a while
+ * before giving pages up for this batch, and for as long as it takes to
+ * un-protect, which a writer may be waiting for.
+ */
 static int uffd_wp_range(struct vm *vm, uint64_t addr, uint64_t len, bool protect)
 {
 	struct uffdio_writeprotect wp = { .range = { .start = addr, .len = len },
 					  .mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0 };
 
-	return ioctl(vm->uffd, UFFDIO_WRITEPROTECT, &wp) < 0 ? -errno : 0;
+	for (int attempt = 0; !protect || attempt < 200; attempt++) {
+		if (ioctl(vm->uffd, UFFDIO_WRITEPROTECT, &wp) == 0)
+			return 0;
+		if (errno != EAGAIN || vm_stopping(vm))
+			return -errno;
+		usleep(50);
+	}
+	return -EAGAIN;
 }
 
 /*
@@ -145,12 +160,19 @@ static void sample_ahead(struct evict_ctx *ec)
 		pthread_mutex_unlock(&vm->lock);
 		return;
 	}
-	got = vm->victim->sample(vm->victim_state, cand,
-				 SAMPLING_MAX - vm->sampling_pages < SAMPLE_BATCH ? SAMPLING_MAX - vm->sampling_pages
-										  : SAMPLE_BATCH);
-	for (size_t k = 0; k < got; k++)
-		if (pagemap_sample_begin(&vm->map, cand[k]))
-			cand[n++] = cand[k];
+	/* The policy's window refills in full each round: a window that only keeps pace with the picks sees nothing. */
+	do {
+		size_t want = SAMPLE_BATCH - n;
+
+		if (want > SAMPLING_MAX - vm->sampling_pages - n)
+			want = SAMPLING_MAX - vm->sampling_pages - n;
+		const size_t base = n;
+
+		got = want ? vm->victim->sample(vm->victim_state, cand + base, want) : 0;
+		for (size_t k = base; k < base + got; k++)
+			if (pagemap_sample_begin(&vm->map, cand[k]))
+				cand[n++] = cand[k];
+	} while (got && n < SAMPLE_BATCH && vm->sampling_pages + n < SAMPLING_MAX);
 	qsort(cand, n, sizeof(cand[0]), cmp_u64);
 	while (i < n) {
 		size_t first = i;
@@ -186,16 +208,11 @@ static unsigned pick_victims(struct evict_ctx *ec)
 {
 	struct vm *vm = ec->vm;
 	uint64_t cand[EVICT_BATCH];
-	unsigned n = 0, rounds = 0;
+	unsigned n = 0;
 
 	pthread_mutex_lock(&vm->lock);
-	/*
-	 * Pages picked so far still count as resident: without subtracting them a
-	 * second round would pick the same excess again. Pages whose unmap is
-	 * pending go back to the queue; a few rounds at most, so that a queue of
-	 * nothing else cannot keep this loop going.
-	 */
-	while (n < EVICT_BATCH && pagemap_resident(&vm->map) - n > vm_evict_target(vm) && rounds++ < 8) {
+	/* Pages picked so far still count as resident: without subtracting them a second round would pick the same excess again. */
+	while (n < EVICT_BATCH && pagemap_resident(&vm->map) - n > vm_evict_target(vm)) {
 		size_t want = EVICT_BATCH - n, got;
 		uint64_t excess = pagemap_resident(&vm->map) - n - vm_evict_target(vm);
 		if (want > excess)
@@ -207,8 +224,6 @@ static unsigned pick_victims(struct evict_ctx *ec)
 			/* The selector may hand back pages that left residency since they were queued. */
 			if (pagemap_evict_begin(&vm->map, cand[i]))
 				ec->pages[n++] = cand[i];
-			else if (pagemap_entry(&vm->map, cand[i])->state == PG_RESIDENT)
-				vm->victim->on_resident(vm->victim_state, cand[i]); /* its unmap is pending: later */
 		}
 		/* Pages counted but not yet queued are in flight on the fault path. */
 		if (got < want)

@@ -41,6 +41,7 @@
 #define PREFETCH_WINDOW 64 /* pages per prediction at most */
 #define FETCH_SLOTS 8      /* donor fetches in flight at once */
 #define NO_PAGE UINT64_MAX
+#define THROTTLE_POLL_NS (5 * 1000 * 1000) /* a throttled fault thread reads pending events this often */
 #ifndef UFFDIO_CONTINUE_MODE_WP
 #define UFFDIO_CONTINUE_MODE_WP ((__u64)1 << 1) /* Linux 6.4; the build headers may be older */
 #endif
@@ -108,6 +109,26 @@ static void drain_events(struct fault_ctx *fc)
 }
 
 /*
+ * An ioctl failed with EAGAIN: a REMOVE event is pending. Reading it is
+ * not enough, the process's thread that caused it must also run again
+ * before the uffd takes ioctls, which on a busy host takes a while: read
+ * what is pending, then after a few quick tries yield briefly. False once
+ * the VM is being stopped (nothing will be served any more).
+ */
+static bool wait_events_settled(struct fault_ctx *fc, unsigned attempt)
+{
+	drain_events(fc);
+	if (attempt >= 8)
+		usleep(attempt < 1000 ? 20 : 1000);
+	if (attempt % 256 != 255)
+		return true;
+	pthread_mutex_lock(&fc->vm->lock);
+	bool stopping = fc->vm->stopping;
+	pthread_mutex_unlock(&fc->vm->lock);
+	return !stopping;
+}
+
+/*
  * Places a page: zeros when src is NULL, else a copy. For a fetched page
  * (page != NO_PAGE) also zeros when the guest discarded it while it was
  * fetched; discarded is PGF_DISCARDED as the caller last saw it under the
@@ -122,7 +143,7 @@ static int place_page_as(struct fault_ctx *fc, uint64_t addr, const void *src, u
 {
 	struct vm *vm = fc->vm;
 
-	for (int attempt = 0; attempt < 1000; attempt++) {
+	for (unsigned attempt = 0;; attempt++) {
 		const void *from = src;
 		int r;
 
@@ -148,7 +169,8 @@ static int place_page_as(struct fault_ctx *fc, uint64_t addr, const void *src, u
 			return 1;
 		case EAGAIN:
 			/* A REMOVE event is pending; it must be read before copies go through. */
-			drain_events(fc);
+			if (!wait_events_settled(fc, attempt))
+				return -EAGAIN;
 			if (page != NO_PAGE) {
 				pthread_mutex_lock(&vm->lock);
 				discarded = pagemap_entry(&vm->map, page)->flags & PGF_DISCARDED;
@@ -161,7 +183,6 @@ static int place_page_as(struct fault_ctx *fc, uint64_t addr, const void *src, u
 			return -errno;
 		}
 	}
-	return -EAGAIN;
 }
 
 static int place_page(struct fault_ctx *fc, uint64_t addr, const void *src)
@@ -311,8 +332,10 @@ static bool store_full_degrades(struct vm *vm)
  * Returns true the first time a degraded episode goes over (the caller
  * emits vm.over_limit outside the lock).
  */
-static bool throttle_locked(struct vm *vm)
+static bool throttle_locked(struct fault_ctx *fc)
 {
+	struct vm *vm = fc->vm;
+
 	if (pagemap_resident(&vm->map) >= vm->high_pages) {
 		if (!store_full_degrades(vm)) {
 			atomic_fetch_add_explicit(&vm->stats.throttle_waits, 1, memory_order_relaxed);
@@ -322,8 +345,22 @@ static bool throttle_locked(struct vm *vm)
 			struct timespec ts;
 			pthread_cond_signal(&vm->evict_cond);
 			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_sec += 1;
+			ts.tv_nsec += THROTTLE_POLL_NS;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
 			pthread_cond_timedwait(&vm->space_cond, &vm->lock, &ts);
+			/*
+			 * While a REMOVE event waits to be read, every uffd ioctl fails
+			 * with EAGAIN, the evictor's write-protect too: only this thread
+			 * reads events, so it reads them here, or the evictor could never
+			 * make the room this wait is for (the shim's sampling unmaps and
+			 * the guest's discards both cause them).
+			 */
+			pthread_mutex_unlock(&vm->lock);
+			drain_events(fc);
+			pthread_mutex_lock(&vm->lock);
 		}
 		vm->throttled = false;
 	}
@@ -358,7 +395,7 @@ static void make_room(struct fault_ctx *fc)
 		complete_fetches(fc, true, true);
 		pthread_mutex_lock(&vm->lock);
 	}
-	const bool over = throttle_locked(vm);
+	const bool over = throttle_locked(fc);
 	const uint64_t resident = pagemap_resident(&vm->map), high = vm->high_pages;
 	pthread_mutex_unlock(&vm->lock);
 	if (over) {
@@ -492,8 +529,9 @@ static bool handle_missing(struct fault_ctx *fc, uint64_t addr, bool prefetch, b
 	return false;
 }
 
-static void handle_wp(struct vm *vm, uint64_t addr)
+static void handle_wp(struct fault_ctx *fc, uint64_t addr)
 {
+	struct vm *vm = fc->vm;
 	struct uffdio_writeprotect wp;
 	uint32_t freed[STORE_MAX_COPIES];
 	uint64_t page;
@@ -501,23 +539,34 @@ static void handle_wp(struct vm *vm, uint64_t addr)
 	atomic_fetch_add_explicit(&vm->stats.faults_wp, 1, memory_order_relaxed);
 	if (vm_addr_to_page(vm, addr, &page) < 0)
 		return;
-	pthread_mutex_lock(&vm->lock);
-	if (pagemap_wp_fault(&vm->map, page, freed)) {
+	for (unsigned attempt = 0;; attempt++) {
+		int r, err;
+
+		pthread_mutex_lock(&vm->lock);
+		if (pagemap_wp_fault(&vm->map, page, freed)) {
+			pthread_mutex_unlock(&vm->lock);
+			return; /* the evictor owns the page and wakes the writer */
+		}
+		store_free_locs(vm->store, freed);
+		/*
+		 * A clean page's first write, or a marker left by an earlier punch:
+		 * un-protect, which wakes the writer. Under the lock: an evictor that
+		 * picked the page between the look and the un-protect would have
+		 * protected it first, and the write would go past that eviction.
+		 */
+		wp = (struct uffdio_writeprotect){ .range = { .start = vm_page_addr(vm, page), .len = PAGE_SIZE_4K },
+						   .mode = 0 };
+		r = ioctl(vm->uffd, UFFDIO_WRITEPROTECT, &wp);
+		err = errno;
 		pthread_mutex_unlock(&vm->lock);
-		return; /* the evictor owns the page and wakes the writer */
-	}
-	store_free_locs(vm->store, freed);
-	/*
-	 * A clean page's first write, or a marker left by an earlier punch:
-	 * un-protect, which wakes the writer. Under the lock: an evictor that
-	 * picked the page between the look and the un-protect would have
-	 * protected it first, and the write would go past that eviction.
-	 */
-	wp = (struct uffdio_writeprotect){ .range = { .start = vm_page_addr(vm, page), .len = PAGE_SIZE_4K },
-					   .mode = 0 };
-	if (ioctl(vm->uffd, UFFDIO_WRITEPROTECT, &wp) < 0)
+		if (r == 0)
+			return;
+		/* EAGAIN: a REMOVE is pending and goes first; a wake would only bring the same fault back. */
+		if (err == EAGAIN && wait_events_settled(fc, attempt))
+			continue;
 		uffd_wake(vm, vm_page_addr(vm, page), PAGE_SIZE_4K);
-	pthread_mutex_unlock(&vm->lock);
+		return;
+	}
 }
 
 /*
@@ -541,14 +590,15 @@ static void handle_minor(struct fault_ctx *fc, uint64_t addr)
 		vm_log_err(vm->policy.name, "minor fault at 0x%llx outside registered RAM", (unsigned long long)addr);
 		return;
 	}
-	for (int attempt = 0; attempt < 1000; attempt++) {
+	for (unsigned attempt = 0;; attempt++) {
 		struct uffdio_continue c = { .range = { .start = vm_page_addr(vm, page), .len = PAGE_SIZE_4K } };
 		int r, err;
 
 		pthread_mutex_lock(&vm->lock);
 		const struct page_entry *pe = pagemap_entry(&vm->map, page);
 		if (pe->state == PG_RESIDENT) {
-			vm->victim->on_referenced(vm->victim_state, page);
+			if (vm->victim->on_referenced)
+				vm->victim->on_referenced(vm->victim_state, page);
 		} else if ((pe->state == PG_UNTOUCHED || pe->state == PG_ZERO) && pagemap_installed(&vm->map, page, freed)) {
 			store_free_locs(vm->store, freed);
 			vm_note_resident(vm, page);
@@ -561,19 +611,12 @@ static void handle_minor(struct fault_ctx *fc, uint64_t addr)
 		pthread_mutex_unlock(&vm->lock);
 		if (r == 0)
 			return;
-		switch (err) {
-		case EAGAIN:
-			drain_events(fc); /* a REMOVE is pending: it goes first */
-			continue;
-		case EINTR:
-			continue;
-		default:
-			/* EEXIST: mapped meanwhile; EFAULT: no longer in the memfd (punched): the retry faults as MISSING. */
-			uffd_wake(vm, vm_page_addr(vm, page), PAGE_SIZE_4K);
-			return;
-		}
+		if (err == EINTR || (err == EAGAIN && wait_events_settled(fc, attempt)))
+			continue; /* EAGAIN: a REMOVE is pending, it goes first */
+		/* EEXIST: mapped meanwhile; EFAULT: no longer in the memfd (punched): the retry faults as MISSING. */
+		uffd_wake(vm, vm_page_addr(vm, page), PAGE_SIZE_4K);
+		return;
 	}
-	uffd_wake(vm, vm_page_addr(vm, page), PAGE_SIZE_4K);
 }
 
 /*
@@ -584,14 +627,6 @@ static void handle_minor(struct fault_ctx *fc, uint64_t addr)
  * hold here would freeze the control and registration threads too.
  */
 #define REMOVE_STEP 4096u
-
-/* True when the region's memfd holds data for the page (not a hole). */
-static bool memfd_holds(const struct vm_region *r, uint64_t page)
-{
-	off_t off = (off_t)(r->memfd_offset + ((page - r->first_page) << PAGE_SHIFT_4K));
-
-	return lseek(r->memfd, off, SEEK_DATA) == off;
-}
 
 static void handle_remove(struct vm *vm, uint64_t start, uint64_t end)
 {
@@ -619,11 +654,14 @@ static void handle_remove(struct vm *vm, uint64_t start, uint64_t end)
 			pthread_mutex_lock(&vm->lock);
 			for (; page < stop; page++) {
 				uint32_t freed[STORE_MAX_COPIES];
-				/* The shim's unmap for sampling: a discard only if the memfd lost the page too. */
+				/*
+				 * The shim's unmap for sampling, not a discard. (A discard of the
+				 * very page in that window is taken for it: the page keeps what it
+				 * held, which the guest had given up.)
+				 */
 				if (pagemap_sample_end(&vm->map, page)) {
 					vm->sampling_pages -= vm->sampling_pages > 0;
-					if (memfd_holds(r, page))
-						continue;
+					continue;
 				}
 				/* A page being fetched or evicted is only flagged: that thread finishes the discard. */
 				if (pagemap_discarded(&vm->map, page, freed) == DISCARD_ZERO)
@@ -644,7 +682,7 @@ static void dispatch(struct fault_ctx *fc, const struct uffd_msg *msg)
 	case UFFD_EVENT_PAGEFAULT:
 		t0 = fc->t0 = now_ns();
 		if (msg->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
-			handle_wp(vm, msg->arg.pagefault.address);
+			handle_wp(fc, msg->arg.pagefault.address);
 		else if (msg->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR)
 			handle_minor(fc, msg->arg.pagefault.address);
 		else if (handle_missing(fc, msg->arg.pagefault.address, true,

@@ -33,9 +33,9 @@ enum page_flags {
 	 */
 	PGF_CLEAN = 1 << 4,
 	/*
-	 * RESIDENT page the shim was asked to unmap (access sampling): the
-	 * REMOVE event that unmapping causes is not a discard, and the page is
-	 * not evicted until that event has come (pagemap_sample_end).
+	 * The shim was asked to unmap the page (access sampling): the REMOVE
+	 * event that unmapping causes is not a discard. Kept through eviction
+	 * and refault until that event comes (pagemap_sample_end).
 	 */
 	PGF_SAMPLING = 1 << 5,
 };

@@ -416,7 +416,7 @@ bool pagemap_evict_begin(struct pagemap *pm, uint64_t page)
 {
 	struct page_entry *pe = entry(pm, page);
 
-	if (pe->state != PG_RESIDENT || (pe->flags & PGF_SAMPLING))
+	if (pe->state != PG_RESIDENT)
 		return false;
 	/* A clean page's copies stay as they are, sealed under the version they have. */
 	if ((pm->hdr->flags & PAGEMAP_F_VERSIONS) && !(pe->flags & PGF_CLEAN)) {
@@ -425,7 +425,7 @@ bool pagemap_evict_begin(struct pagemap *pm, uint64_t page)
 		pe->version++;
 	}
 	pe->state = PG_EVICTING;
-	pe->flags &= PGF_CLEAN;
+	pe->flags &= PGF_CLEAN | PGF_SAMPLING;
 	return true;
 }
 
@@ -464,7 +464,7 @@ void pagemap_evict_give_back(struct pagemap *pm, uint64_t page)
 
 	drop_copies(pm, page, NULL); /* the evictor holds them (a clean page's too: it read them at the pick) */
 	pe->state = PG_RESIDENT;
-	pe->flags = 0;
+	pe->flags &= PGF_SAMPLING; /* its REMOVE is still to come */
 }
 
 void pagemap_evict_forget(struct pagemap *pm, uint64_t page)
@@ -473,7 +473,7 @@ void pagemap_evict_forget(struct pagemap *pm, uint64_t page)
 
 	drop_copies(pm, page, NULL);
 	pe->state = PG_ZERO;
-	pe->flags = 0;
+	pe->flags &= PGF_SAMPLING; /* its REMOVE is still to come */
 	pm->hdr->resident_pages--;
 	pm->hdr->zero_pages++;
 }
@@ -494,7 +494,7 @@ bool pagemap_punched(struct pagemap *pm, uint64_t page, bool zero, bool *ret_wak
 	} else {
 		pm->hdr->stored_pages++;
 	}
-	pe->flags = 0;
+	pe->flags &= PGF_SAMPLING; /* its REMOVE is still to come */
 	return true;
 }
 
@@ -512,7 +512,8 @@ enum page_state pagemap_adopt(struct pagemap *pm, uint64_t page, bool has_data)
 		return st; /* nothing to write: the entry may be a hole of the file */
 	if (st != PG_STORED)
 		drop_copies(pm, page, NULL);
-	pe->flags = st == PG_STORED ? pe->flags & PGF_LOST : 0;
+	/* An unmap the shim was asked for still causes its REMOVE event, which is no discard. */
+	pe->flags = (uint8_t)((st == PG_STORED ? pe->flags & PGF_LOST : 0) | (pe->flags & PGF_SAMPLING));
 	pe->state = (uint8_t)st;
 	pm->hdr->resident_pages += st == PG_RESIDENT;
 	pm->hdr->stored_pages += st == PG_STORED;

@@ -19,7 +19,7 @@
  *   RESIDENT+CLEAN --write-protect fault, refill-----> RESIDENT   pagemap_wp_fault, pagemap_refilled
  *   RESIDENT+CLEAN --a copy on a dead donor----------> RESIDENT   pagemap_clean_dropped
  *   RESIDENT --shim asked to unmap it (sampling)----> +SAMPLING  pagemap_sample_begin
- *   RESIDENT+SAMPLING --its REMOVE event read--------> RESIDENT   pagemap_sample_end
+ *   any+SAMPLING --its REMOVE event read-------------> any        pagemap_sample_end
  *                          (prefetcher, zero-page fault: pagemap_installed)
  *   STORED --no copy reads back right-----------------> +LOST      pagemap_fetch_failed
  *   STORED --every copy on dead donors----------------> +LOST      pagemap_copies_lost
@@ -219,7 +219,7 @@ bool pagemap_sample_end(struct pagemap *pm, uint64_t page);
  * PGF_CLEAN, and in a versioned map the version of a page that is not
  * clean bumped (this eviction's copies are sealed with the new one; a
  * clean page's copies are already sealed under its version). False if it
- * is not RESIDENT, is being sampled, or if its version is spent
+ * is not RESIDENT, or if its version is spent
  * (2^32 - 1 evictions: it then stays resident rather than reuse a nonce).
  */
 bool pagemap_evict_begin(struct pagemap *pm, uint64_t page);

@@ -130,7 +130,9 @@ int vm_new(const struct policy_vm *policy, pid_t pid, int pidfd, int uffd, const
 	vm->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	vm->drain_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	vm->sampler_fd = -1;
-	vm->victim = &policy_victim_fifo;
+	vm->victim = policy_victim_find(policy->victims); /* checked by the policy parser */
+	if (!vm->victim)
+		vm->victim = &policy_victim_fifo;
 	vm_update_watermarks(vm);
 	if (vm->stop_efd < 0 || vm->drain_efd < 0) {
 		snprintf(err, errlen, "eventfd: %s", strerror(errno));
@@ -513,6 +515,10 @@ int vm_set_policy(struct vm *vm, const struct policy_vm *pol, char *err, size_t 
 {
 	if (pol->replicas != vm->policy.replicas || pol->backup_spill != vm->policy.backup_spill) {
 		snprintf(err, errlen, "field 'durability' cannot change while the VM runs (it sizes the page map)");
+		return -EINVAL;
+	}
+	if (strcmp(pol->victims, vm->policy.victims) != 0) {
+		snprintf(err, errlen, "field 'victims' cannot change while the VM runs (the selector's queue is built as pages fault in)");
 		return -EINVAL;
 	}
 	if (pol->encryption != vm->policy.encryption) {

@@ -12,6 +12,11 @@ evicting it again writes nothing to the store. Scenarios (argv[1]):
   donor_loss 3 donors, replicas 2: a donor holding clean pages' copies is
              SIGKILLed mid-run; every byte still verifies, no page is lost
              and clean pages never commit a copy on the dead donor.
+  sampling   1 donor, "victims": "clock": the shim unmaps the pages the
+             policy samples, the guest's accesses to them come back as minor
+             faults (half of the writes by read(2): the kernel's accesses
+             too), and every byte verifies: an unmap is never taken for a
+             discard.
 Prints the counters each run ends with."""
 import json
 import os
@@ -25,10 +30,10 @@ SIZE_MB = 64
 LOCAL_MB = SIZE_MB // 4
 
 
-def run(pager, name, pol, ops, mid_run=None):
+def run(pager, name, pol, ops, mid_run=None, pattern="uniform"):
     out = os.path.join(pager.tmp, f"{name}.json")
     g = guestsim(pager, name, pol,
-                 ["--size", f"{SIZE_MB}M", "--threads", "2", "--pattern", "uniform", "--writes", "10",
+                 ["--size", f"{SIZE_MB}M", "--threads", "2", "--pattern", pattern, "--writes", "10",
                   "--kernel-io", "50", "--ops", str(ops), "--seed", "7", "--json", out,
                   "--pause-after-fill", "0.2", "--hold", "1"])
     try:
@@ -106,9 +111,26 @@ def donor_loss():
             d.stop()
 
 
+def sampling():
+    donor = Donor(capacity="256M")
+    pager = None
+    try:
+        pager = Pager(config={"donors": [donor.url], "donor_key_file": donor.key_file,
+                              "client_id": "test-pager", "donor_timeout_ms": 2000})
+        last = run(pager, "clock", policy("clock", f"{LOCAL_MB}M", durability={"replicas": 1}, victims="clock"),
+                   4 * SIZE_MB * 256, pattern="zipf")
+        check(last["sampled_pages"] > 0, f"clock: pages sampled ({last['sampled_pages']})")
+        check(last["faults"]["minor"] > 0, f"clock: sampled pages touched again as minor faults ({last['faults']['minor']})")
+        check(last["faults"]["discard"] == 0, f"clock: no unmap taken for a discard ({last['faults']['discard']})")
+    finally:
+        if pager:
+            pager.stop()
+        donor.stop()
+
+
 def main():
     require_root_and_uffd()
-    {"reads": reads, "donor_loss": donor_loss}[sys.argv[1] if len(sys.argv) > 1 else "reads"]()
+    {"reads": reads, "donor_loss": donor_loss, "sampling": sampling}[sys.argv[1] if len(sys.argv) > 1 else "reads"]()
 
 
 if __name__ == "__main__":

@@ -590,7 +590,7 @@ static void test_vm_disk_cache(void **state)
 	vm_bad(text, "disk_cache.client_id", 1, 121, "a b", "1..64 characters");
 }
 
-/* victims: "clock" by default, any name of policy/victim.h, anything else named in the error. */
+/* victims: "fifo" by default, any name of policy/victim.h, anything else named in the error. */
 static void test_vm_victims(void **state)
 {
 	static const char pre[] = "{\"name\": \"x\", \"local_memory\": \"1G\", \"victims\": ";
@@ -600,7 +600,7 @@ static void test_vm_victims(void **state)
 
 	(void)state;
 	assert_int_equal(vm_parse("{\"name\": \"x\", \"local_memory\": \"1G\"}", &p, &err), 0);
-	assert_string_equal(p.victims, "clock");
+	assert_string_equal(p.victims, "fifo");
 	assert_non_null(policy_victim_find(p.victims));
 	assert_int_equal(vm_parse("{\"name\": \"x\", \"local_memory\": \"1G\", \"victims\": \"fifo\"}", &p, &err),
 			 0);
