@@ -9,7 +9,8 @@
  * the pager's recvmsg() buffer is. Beyond not crashing, an accepted
  * message must keep every promise the handlers rely on: its exact length
  * for its type, NUL-terminated name and UUID, a policy inside the message,
- * 4 KiB-aligned non-empty regions and the right number of fds.
+ * 4 KiB-aligned non-empty regions (and sample ranges) and the right number
+ * of fds.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -72,6 +73,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case GLUE_MSG_REPLY:
 		check(nfds == 0 && size - 1 == sizeof(struct glue_msg_reply));
 		break;
+	case GLUE_MSG_SAMPLER:
+		check(nfds == 1 && size - 1 == sizeof(struct glue_msg_header));
+		break;
+	case GLUE_MSG_SAMPLE: {
+		/* What the shim's sampler thread accepts before it unmaps anything. */
+		const struct glue_msg_sample *m = (const void *)buf;
+		check(nfds == 0 && size - 1 == sizeof(*m) && m->count >= 1 && m->count <= GLUE_SAMPLE_RANGES);
+		for (unsigned i = 0; i < m->count; i++)
+			check(m->ranges[i].length && !((m->ranges[i].addr | m->ranges[i].length) & 4095));
+		break;
+	}
 	default:
 		/* A refusal always says why, in a terminated string. */
 		check(r == -22 /* EINVAL */ || r == -71 /* EPROTO */);

@@ -119,11 +119,35 @@ static void test_reply(void **state)
 	assert_int_equal(glue_msg_check(&r, sizeof(r), 1, why, sizeof(why)), -EINVAL);
 }
 
+/* Sampling: SAMPLER is a bare header with one socket; SAMPLE carries 1..64 aligned, non-empty ranges and no fd. */
+static void test_sampling(void **state)
+{
+	struct glue_msg_header h;
+	struct glue_msg_sample m = { .count = 1 };
+
+	glue_header_init(&h, GLUE_MSG_SAMPLER, sizeof(h));
+	assert_int_equal(glue_msg_check(&h, sizeof(h), 1, why, sizeof(why)), GLUE_MSG_SAMPLER);
+	assert_int_equal(glue_msg_check(&h, sizeof(h), 0, why, sizeof(why)), -EINVAL);
+	glue_header_init(&m.hdr, GLUE_MSG_SAMPLE, sizeof(m));
+	m.ranges[0] = (struct glue_sample_range){ .addr = 0x10000, .length = 4096 };
+	assert_int_equal(glue_msg_check(&m, sizeof(m), 0, why, sizeof(why)), GLUE_MSG_SAMPLE);
+	assert_int_equal(glue_msg_check(&m, sizeof(m), 1, why, sizeof(why)), -EINVAL);
+	m.count = 0;
+	assert_int_equal(glue_msg_check(&m, sizeof(m), 0, why, sizeof(why)), -EINVAL);
+	m.count = GLUE_SAMPLE_RANGES + 1;
+	assert_int_equal(glue_msg_check(&m, sizeof(m), 0, why, sizeof(why)), -EINVAL);
+	m.count = 2; /* the second range is empty */
+	assert_int_equal(glue_msg_check(&m, sizeof(m), 0, why, sizeof(why)), -EINVAL);
+	m.ranges[1] = (struct glue_sample_range){ .addr = 0x20800, .length = 4096 };
+	assert_int_equal(glue_msg_check(&m, sizeof(m), 0, why, sizeof(why)), -EINVAL);
+	assert_non_null(strstr(why, "aligned"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_hello_ok),   cmocka_unit_test(test_hello_bad), cmocka_unit_test(test_header_bad),
-		cmocka_unit_test(test_region_bad), cmocka_unit_test(test_reply),
+		cmocka_unit_test(test_region_bad), cmocka_unit_test(test_reply),      cmocka_unit_test(test_sampling),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
