@@ -220,11 +220,10 @@ static unsigned pick_victims(struct evict_ctx *ec)
 		got = vm->victim->pick(vm->victim_state, cand, want);
 		if (!got)
 			break;
-		for (size_t i = 0; i < got; i++) {
+		for (size_t i = 0; i < got; i++)
 			/* The selector may hand back pages that left residency since they were queued. */
 			if (pagemap_evict_begin(&vm->map, cand[i]))
 				ec->pages[n++] = cand[i];
-		}
 		/* Pages counted but not yet queued are in flight on the fault path. */
 		if (got < want)
 			break;
