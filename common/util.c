@@ -4,6 +4,9 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -135,4 +138,25 @@ int poll_until(int fd, short ev, uint64_t deadline)
 		if (r < 0 && errno != EINTR)
 			return -errno;
 	}
+}
+
+int find_beside_self(const char *env_name, const char *beside_exe, const char *installed, char *buf, size_t len)
+{
+	const char *env = getenv(env_name);
+	char self[PATH_MAX];
+	ssize_t n;
+
+	if (env && *env) {
+		snprintf(buf, len, "%s", env);
+		return access(env, R_OK) < 0 ? -errno : 0;
+	}
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n > 0) {
+		self[n] = '\0';
+		snprintf(buf, len, "%s/%s", dirname(self), beside_exe);
+		if (access(buf, R_OK) == 0)
+			return 0;
+	}
+	snprintf(buf, len, "%s", installed);
+	return access(buf, R_OK) == 0 ? 0 : -ENOENT;
 }

@@ -76,3 +76,11 @@ int poll_until(int fd, short ev, uint64_t deadline);
 int mkdir_p(const char *path, mode_t mode);
 /* Creates the directory that holds path (a socket's, say) like mkdir_p with mode 0755. Returns 0 or -errno. */
 int mkdir_parent(const char *path);
+/*
+ * A file a program needs beside it: the path in $env_name when set (which
+ * must be readable), else beside_exe relative to the running executable's
+ * directory (a build tree), else installed. Returns 0 with the path in
+ * buf, -ENOENT when none is readable, or -errno for an unreadable
+ * $env_name (the caller says which in its message).
+ */
+int find_beside_self(const char *env_name, const char *beside_exe, const char *installed, char *buf, size_t len);

@@ -73,28 +73,14 @@ static void rundir_remove(const struct rundir *rd)
 /* $UFFD_CACHE_FILTER, the build tree next to this program, or the install dir. */
 static int find_filter(char *buf, size_t len)
 {
-	const char *env = getenv(ENV_FILTER);
-	char self[PATH_MAX];
-	ssize_t n;
+	int r = find_beside_self(ENV_FILTER, "../disk-cache/" FILTER_NAME, UFFD_GLUE_LIBDIR "/uffdvm/" FILTER_NAME, buf,
+				 len);
 
-	if (env && *env) {
-		if (access(env, R_OK) < 0)
-			return log_err_errno(-errno, "%s=%s", ENV_FILTER, env);
-		snprintf(buf, len, "%s", env);
-		return 0;
-	}
-	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	if (n > 0) {
-		self[n] = '\0';
-		snprintf(buf, len, "%s/../disk-cache/%s", dirname(self), FILTER_NAME);
-		if (access(buf, R_OK) == 0)
-			return 0;
-	}
-	snprintf(buf, len, "%s/uffdvm/%s", UFFD_GLUE_LIBDIR, FILTER_NAME);
-	if (access(buf, R_OK) == 0)
-		return 0;
-	log_err("disk cache: cannot find %s in %s/uffdvm; set %s", FILTER_NAME, UFFD_GLUE_LIBDIR, ENV_FILTER);
-	return -ENOENT;
+	if (r == -ENOENT)
+		log_err("disk cache: cannot find %s in %s/uffdvm; set %s", FILTER_NAME, UFFD_GLUE_LIBDIR, ENV_FILTER);
+	else if (r < 0)
+		log_err_errno(r, "%s=%s", ENV_FILTER, buf);
+	return r;
 }
 
 /* Links each drive's image into exports/ under the drive's name: the file plugin's dir= mode serves them. */

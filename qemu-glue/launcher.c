@@ -473,29 +473,14 @@ why_unpaged(const struct launcher_args *a, const struct policy_vm *policy, const
 /* Where libuffd-glue.so is: $UFFD_GLUE_LIB, next to this program, or the libdir. */
 static int find_glue_lib(char *buf, size_t len)
 {
-	const char *env = getenv(ENV_GLUE_LIB);
-	char self[PATH_MAX];
-	ssize_t n;
+	int r = find_beside_self(ENV_GLUE_LIB, GLUE_LIB_NAME, UFFD_GLUE_LIBDIR "/" GLUE_LIB_NAME, buf, len);
 
-	if (env && *env) {
-		if (access(env, R_OK) < 0)
-			return log_err_errno(-errno, "%s=%s", ENV_GLUE_LIB, env);
-		snprintf(buf, len, "%s", env);
-		return 0;
-	}
-	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	if (n > 0) {
-		self[n] = '\0';
-		snprintf(buf, len, "%s/%s", dirname(self), GLUE_LIB_NAME);
-		if (access(buf, R_OK) == 0)
-			return 0;
-	}
-	snprintf(buf, len, "%s/%s", UFFD_GLUE_LIBDIR, GLUE_LIB_NAME);
-	if (access(buf, R_OK) == 0)
-		return 0;
-	log_err("cannot find %s next to uffd-qemu or in %s; set %s", GLUE_LIB_NAME, UFFD_GLUE_LIBDIR,
-		ENV_GLUE_LIB);
-	return -ENOENT;
+	if (r == -ENOENT)
+		log_err("cannot find %s next to uffd-qemu or in %s; set %s", GLUE_LIB_NAME, UFFD_GLUE_LIBDIR,
+			ENV_GLUE_LIB);
+	else if (r < 0)
+		log_err_errno(r, "%s=%s", ENV_GLUE_LIB, buf);
+	return r;
 }
 
 /* The dynamic loader takes a colon- or space-separated list; ours goes first. */
