@@ -639,7 +639,7 @@ def idle_cost(runner, args):
 
 def main():
     ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="small matrix, configurations (b)-(e), ~8 min")
+    ap.add_argument("--quick", action="store_true", help="small matrix, configurations (b)-(e), ~10 min")
     ap.add_argument("--out", default="bench-results", help="output directory (default bench-results)")
     ap.add_argument("--build", default=os.environ.get("UFFDVM_BUILD_DIR"), help="meson build directory")
     ap.add_argument("--size", type=parse_size, default=None, help="working set (default 256M quick, 512M full)")
@@ -648,7 +648,7 @@ def main():
     ap.add_argument("--configs", default=None, help="subset, e.g. 'ace' (default: bcde quick, abcde full)")
     ap.add_argument("--run-timeout", type=float, default=300)
     ap.add_argument("--idle-size", type=parse_size, default=None,
-                    help="the idle row's guest size (default 4G; 1G with --quick)")
+                    help="the idle row's guest size (default 4G)")
     ap.add_argument("--idle-secs", type=float, default=10,
                     help="the idle row's measured idle time in s (0: no idle row)")
     ap.add_argument("--restart", action="store_true",
@@ -674,7 +674,7 @@ def main():
         return 0
     args.size = args.size or (256 * MiB if args.quick else 512 * MiB)
     args.ops = args.ops or (30000 if args.quick else 100000)
-    args.idle_size = args.idle_size or (1 << 30 if args.quick else 4 << 30)
+    args.idle_size = args.idle_size or 4 << 30
     configs = args.configs or ("bcde" if args.quick else "abcde")
     if os.geteuid() != 0:
         log("needs root (userfaultfd, swapon, cgroups)")
