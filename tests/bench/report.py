@@ -199,7 +199,11 @@ def summary(results, meta):
         "idle_pager_cpu_pct": idle.get("pager_cpu_pct"),
         "idle_gib": idle["size"] / (1 << 30) if "size" in idle else None,
     }
-    parts = [f"{k}={'n/a' if v is None else f'{v:.3g}'}" for k, v in vals.items()]
+    def fmt(v):
+        if v is None:
+            return "n/a"
+        return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}"  # counts in full, ratios to 3 digits
+    parts = [f"{k}={fmt(v)}" for k, v in vals.items()]
     return "SUMMARY " + " ".join(parts) + f" config={cfg}", vals, cfg
 
 
