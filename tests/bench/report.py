@@ -19,6 +19,8 @@ def wl_name(w):
     s = f"{w['pattern']}-{w['threads']}t-{int(w['local'] * 100)}%"
     if w.get("writes", 50) != 50:
         s += f"-w{w['writes']:g}"
+    if w.get("sized"):  # a working set of its own
+        s += f"-{w['size'] >> 20}M"
     if w["content"] != "random":
         s += f"-{w['content']}"
     if w.get("tag"):
@@ -167,7 +169,13 @@ def summary(results, meta):
 
     loc = "25%"
     r1, r2, s1, z1 = f"uniform-1t-{loc}", f"uniform-2t-{loc}", f"seq-1t-{loc}", f"zipf-1t-{loc}"
-    r90, r90n = f"uniform-1t-{loc}-w10", f"uniform-1t-{loc}-w10-noclean"
+    r90 = r90n = None
+    for _, w, _ in results:
+        if w["pattern"] == "uniform" and w["threads"] == 1 and w["writes"] == 10 and w["local"] == 0.25:
+            if w.get("tag") == "noclean":
+                r90n = wl_name(w)
+            elif not w.get("tag"):
+                r90 = wl_name(w)
     fp50 = get(cfg, r1, "fault_p50_ns")
     idle = meta.get("idle") or {}
     vals = {
@@ -182,7 +190,6 @@ def summary(results, meta):
         "zipf_refaults_vs_majflt": ratio(get(cfg, z1, "refaults"), get("c", z1, "refaults")),
         "r90_store_bytes_per_evict": get(cfg, r90, "store_bytes_per_evict"),
         "r90_store_vs_noclean": ratio(get(cfg, r90, "store_bytes_per_evict"), get(cfg, r90n, "store_bytes_per_evict")),
-        "r90_store_vs_w50": ratio(get(cfg, r90, "store_bytes_per_evict"), get(cfg, r1, "store_bytes_per_evict")),
         "r90_clean_evictions": get(cfg, r90, "clean_evictions"),
         "r90_evict_gbps": get(cfg, r90, "evict_gbps_access"),
         "evict_gbps": get(cfg, r1, "evict_gbps"),
