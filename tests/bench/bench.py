@@ -2,9 +2,10 @@
 """scripts/bench: runs one guestsim workload matrix under uffd-pager (spill
 file; donor over TCP loopback) and under kernel swap (swap file; zram) with
 the same local-memory limit, plus an unlimited local run, measures the
-floors (uffd round trip, TCP 4 KiB round trip) with bench-floor, and writes a
-markdown table, a CSV, PNG plots and one SUMMARY line. See docs/benchmarks.md
-for the method and its caveats."""
+floors (uffd round trip, TCP 4 KiB round trip) with bench-floor and the
+pager's CPU under an idle guest, and writes a markdown table, a CSV, PNG
+plots, a GOALS line and one SUMMARY line. See docs/benchmarks.md for the
+method and its caveats."""
 import argparse
 import json
 import os
@@ -73,6 +74,65 @@ def proc_rss(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def proc_majflt(pid):
+    """Major faults of a whole process (all its threads, live or exited), from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[9])
+
+
+def task_ctxt(pid):
+    """{tid: voluntary + involuntary context switches} of every live thread of a process."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        n = 0
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                        n += int(line.split()[1])
+        except OSError:
+            continue  # the thread exited
+        out[tid] = n
+    return out
+
+
+def ctxt_delta(before, after):
+    """Switches between two task_ctxt snapshots: threads that started in between
+    count from zero; a thread that exited in between is lost (the kernel keeps
+    no per-process total of switches that /proc shows)."""
+    return sum(v - before.get(t, 0) for t, v in after.items())
+
+
+def drive(p, timeout, on_filled, on_done):
+    """Reads guestsim's stdout: calls on_filled() at FILLED (the pause after the
+    fill) and on_done() at its summary line (the --hold after the access
+    phase). Returns whether both were seen."""
+    seen = [False, False]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        r, _, _ = select.select([p.stdout], [], [], 1.0)
+        if not r:
+            if p.poll() is not None:
+                break
+            continue
+        line = p.stdout.readline()
+        if not line:
+            break
+        if line.startswith("FILLED"):
+            on_filled()
+            seen[0] = True
+        elif line.startswith("guestsim:"):
+            on_done()
+            seen[1] = True
+            break
+    return all(seen)
 
 
 class Daemons:
@@ -213,10 +273,13 @@ class Runner:
         self.b_reason = None  # why (b) is n/a, once known
 
     def gs_args(self, w, json_path, extra=()):
-        return [self.build.exe("guestsim"), "--size", fmt_size(w["size"]), "--threads", str(w["threads"]),
+        args = [self.build.exe("guestsim"), "--size", fmt_size(w["size"]), "--threads", str(w["threads"]),
                 "--pattern", w["pattern"], "--writes", str(w["writes"]), "--ops", str(w["ops"]),
                 "--content", w["content"], "--seed", str(w["seed"]), "--no-final-verify",
-                "--json", json_path] + list(extra)
+                "--json", json_path]
+        if w["pattern"] == "zipf":
+            args += ["--zipf-theta", str(w.get("theta", report.ZIPF_THETA))]
+        return args + list(extra)
 
     def spawn(self, args, **kw):
         """Popen whose process is killed by the cleanup stack if the run is cut short."""
@@ -267,27 +330,42 @@ class Runner:
                                local + self.overhead["used"])
             kw["preexec_fn"] = cg.enter_fn()
         vm0 = vmstat()
-        p = self.spawn(self.gs_args(w, jp), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+        # The pause and hold (as under the pager) bracket the access phase for the fault counts.
+        p = self.spawn(self.gs_args(w, jp, ["--pause-after-fill", "0.2", "--hold", "0.2"]), stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, **kw)
+        flt = {}
+
+        def snap(key):
+            try:
+                flt[key] = proc_majflt(p.pid)
+            except OSError:
+                pass
         try:
-            out, err = p.communicate(timeout=self.args.run_timeout)
+            seen = drive(p, self.args.run_timeout, lambda: snap("fill"), lambda: snap("end"))
+            _, err = p.communicate(timeout=self.args.run_timeout)
         except subprocess.TimeoutExpired:
-            p.kill()
-            p.communicate()
             raise RuntimeError(f"guestsim timed out under ({config})")
+        finally:
+            self.cleanup.run_one(p.bench_undo)
         vm1 = vmstat()
-        self.cleanup.run_one(p.bench_undo)
         if cg:
             cg.close()
-        if p.returncode != 0:
+        if p.returncode != 0 or not seen:
             raise RuntimeError(f"guestsim failed under ({config}): exit {p.returncode}: {err.strip()}")
         m = guestsim_metrics(jp)
         m["swap_ins"] = vm1.get("pswpin", 0) - vm0.get("pswpin", 0)
         m["swap_outs"] = vm1.get("pswpout", 0) - vm0.get("pswpout", 0)
+        # Swap-ins that read the device (swap-cache hits are minor faults): the kernel's refaults.
+        m["refaults"] = flt["end"] - flt["fill"] if "end" in flt and "fill" in flt else None
+        m["cs_guest_per_fault"] = m["cs_guest"] / m["refaults"] if m["refaults"] else None
         return m
 
     def run_pager(self, config, w, jp, local):
         if config == "b" and self.b_reason:
             return {"na": self.b_reason}
+        # A row whose policy the pager may not know yet (w["tolerate"]) is n/a
+        # on failure, without taking (b) down for the other rows.
+        tolerate = w.get("tolerate", False)
         d = Daemons(self.build, self.cleanup, donor=(config == "b"), size=w["size"])
         try:
             if d.failure:
@@ -299,65 +377,98 @@ class Runner:
             if config == "b":
                 pol["durability"] = {"replicas": 1}
             pol["encryption"] = w.get("encryption", True)
+            pol.update(w.get("policy", {}))
             env = dict(os.environ, LD_PRELOAD=self.build.exe("libuffd-glue.so"), UFFD_GLUE_SOCKET=d.sock,
                        UFFD_GLUE_NAME="bench", UFFD_GLUE_POLICY=json.dumps(pol))
             rss0 = proc_rss(d.pager.pid)
             p = self.spawn(self.gs_args(w, jp, ["--pause-after-fill", "0.3", "--hold", "0.5"]), env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            snaps = {}
+            donor_pid = d.donor.pid if config == "b" else None
+
+            def snap(key):
+                snaps[key] = {"st": d.vm_stats("bench"), "cpu": proc_cpu_s(d.pager.pid),
+                              "rss": proc_rss(d.pager.pid), "cs_pager": task_ctxt(d.pager.pid),
+                              "cs_donor": task_ctxt(donor_pid) if donor_pid else {}}
             try:
-                filled, st_fill, rss_fill, cpu_fill = False, None, None, None
-                st_end, cpu_end = None, None
-                deadline = time.time() + self.args.run_timeout
-                while time.time() < deadline:
-                    r, _, _ = select.select([p.stdout], [], [], 1.0)
-                    if not r:
-                        if p.poll() is not None:
-                            break
-                        continue
-                    line = p.stdout.readline()
-                    if not line:
-                        break
-                    if line.startswith("FILLED"):
-                        st_fill = d.vm_stats("bench")
-                        rss_fill = proc_rss(d.pager.pid)
-                        cpu_fill = proc_cpu_s(d.pager.pid)
-                        filled = True
-                    elif line.startswith("guestsim:"):
-                        cpu_end = proc_cpu_s(d.pager.pid)
-                        st_end = d.vm_stats("bench")
-                        break
+                drive(p, self.args.run_timeout, lambda: snap("fill"), lambda: snap("end"))
                 _, err = p.communicate(timeout=self.args.run_timeout)
             finally:
                 self.cleanup.run_one(p.bench_undo)
-            if p.returncode != 0 or not filled or st_end is None or st_fill is None:
+            st_fill = snaps.get("fill", {}).get("st")
+            st_end = snaps.get("end", {}).get("st")
+            if p.returncode != 0 or st_end is None or st_fill is None:
                 why = (err.strip().splitlines() or ["no output"])[-1]
                 reason = f"guestsim under the pager failed (exit {p.returncode}): {why}; pager: {d.tail('pager')}"
+                if tolerate:
+                    return {"na": reason}
                 if config == "b":
                     self.b_reason = reason
                     return {"na": reason}
                 raise RuntimeError(reason)
-            m = guestsim_metrics(jp)
-            fl = access_fault_latency(st_fill, st_end)
-            m["fault_p50_ns"] = fl.get("p50")
-            m["fault_p99_ns"] = fl.get("p99")
-            m["fault_p999_ns"] = fl.get("p999")
-            m["remote_faults"] = remote_faults(st_end) - remote_faults(st_fill)
-            m["cpu_us_per_fault"] = ((cpu_end - cpu_fill) * 1e6 / m["remote_faults"]
-                                     if m["remote_faults"] else None)
-            m["evict_gbps"] = st_end.get("eviction_mbps", 0) / 1000.0
-            m["bytes_per_page"] = (rss_fill - rss0) / st_end["guest_pages"]
-            m["throttle_waits"] = st_end.get("throttle_waits", 0) - st_fill.get("throttle_waits", 0)
-            m["wp_faults"] = st_end["faults"].get("wp", 0) - st_fill["faults"].get("wp", 0)
-            m["evictions"] = st_end.get("evictions", 0) - st_fill.get("evictions", 0)
-            # Every page that moved (read back or written out) over the access phase.
-            moved = m["remote_faults"] + m["evictions"]
-            m["pager_cpu_us_per_page"] = (cpu_end - cpu_fill) * 1e6 / moved if moved else None
-            m["integrity_errors"] = st_end.get("integrity_errors", 0)
-            if m["integrity_errors"]:
-                raise RuntimeError(f"pager reported {m['integrity_errors']} integrity errors")
-            return m
+            return pager_metrics(jp, snaps, rss0)
         finally:
             d.close()
+
+
+def pager_metrics(jp, snaps, rss0):
+    """Metrics of one pager run from the vm.stats, CPU and context-switch
+    snapshots taken after the fill and after the access phase."""
+    f, e = snaps["fill"], snaps["end"]
+    st_fill, st_end = f["st"], e["st"]
+
+    def delta(key):
+        return st_end.get(key, 0) - st_fill.get(key, 0)
+
+    def fdelta(kind):
+        return st_end.get("faults", {}).get(kind, 0) - st_fill.get("faults", {}).get(kind, 0)
+    m = guestsim_metrics(jp)
+    fl = access_fault_latency(st_fill, st_end)
+    m["fault_p50_ns"] = fl.get("p50")
+    m["fault_p99_ns"] = fl.get("p99")
+    m["fault_p999_ns"] = fl.get("p999")
+    cpu = e["cpu"] - f["cpu"]
+    m["remote_faults"] = remote_faults(st_end) - remote_faults(st_fill)
+    m["refaults"] = m["remote_faults"]
+    m["cpu_us_per_fault"] = cpu * 1e6 / m["remote_faults"] if m["remote_faults"] else None
+    m["evict_gbps"] = st_end.get("eviction_mbps", 0) / 1000.0
+    m["evict_gbps_access"] = access_evict_gbps(st_fill, st_end)
+    m["bytes_per_page"] = (f["rss"] - rss0) / st_end["guest_pages"]
+    m["throttle_waits"] = delta("throttle_waits")
+    m["wp_faults"] = fdelta("wp")
+    m["minor_faults"] = fdelta("minor")
+    m["sampled_pages"] = delta("sampled_pages")
+    ev = m["evictions"] = delta("evictions")
+    m["clean_evictions"] = delta("evictions_clean")
+    m["zero_evictions"] = delta("zero_pages_skipped")
+    written = max(ev - m["clean_evictions"] - m["zero_evictions"], 0)
+    m["store_bytes_per_evict"] = written * PAGE / ev if ev else None
+    # Every page that moved (read back or written out) over the access phase.
+    moved = m["remote_faults"] + ev
+    m["pager_cpu_us_per_page"] = cpu * 1e6 / moved if moved else None
+    m["cs_pager"] = ctxt_delta(f["cs_pager"], e["cs_pager"])
+    m["cs_donor"] = ctxt_delta(f["cs_donor"], e["cs_donor"])
+    rf = m["remote_faults"]
+    for part in ("pager", "donor", "guest"):
+        m[f"cs_{part}_per_fault"] = m[f"cs_{part}"] / rf if rf else None
+    m["cs_per_fault"] = (m["cs_pager"] + m["cs_donor"] + m["cs_guest"]) / rf if rf else None
+    m["integrity_errors"] = st_end.get("integrity_errors", 0)
+    if m["integrity_errors"]:
+        raise RuntimeError(f"pager reported {m['integrity_errors']} integrity errors")
+    return m
+
+
+def access_evict_gbps(st_fill, st_end):
+    """Eviction GB/s of the access phase alone, while the evictor worked:
+    vm.stats has the cumulative rate (eviction_mbps = evictions x 4 KiB over
+    the evictor's busy time), so each snapshot's busy time is derived from it
+    and the two are subtracted."""
+    def busy_s(st):
+        mbps = st.get("eviction_mbps", 0)
+        return st.get("evictions", 0) * PAGE / (mbps * 1e6) if mbps else 0.0
+    dt = busy_s(st_end) - busy_s(st_fill)
+    dev = st_end.get("evictions", 0) - st_fill.get("evictions", 0)
+    return dev * PAGE / dt / 1e9 if dt > 0 and dev > 0 else None
 
 
 def encryption_cost(runner, args):
@@ -408,7 +519,9 @@ def guestsim_metrics(jp):
     lat = a["latency_ns"]
     return {"pages_per_s": a["accesses_per_s"], "p50_ns": lat["p50"], "p90_ns": lat["p90"], "p99_ns": lat["p99"],
             "p999_ns": lat["p99_9"], "min_ns": lat["min"], "max_ns": lat["max"],
-            "fill_pages_per_s": j["fill"]["accesses_per_s"]}
+            "fill_pages_per_s": j["fill"]["accesses_per_s"],
+            # guestsim's workers, access phase (their own getrusage, so exited threads count too)
+            "cs_guest": sum(a.get("ctx_switches", {}).values())}
 
 
 def median_metrics(runs):
@@ -424,7 +537,10 @@ def median_metrics(runs):
 
 
 def workloads(args):
-    base = dict(size=args.size, writes=50, ops=args.ops, seed=1)
+    """The matrix. Each workload: guestsim's options, the local-memory share,
+    optionally extra pager policy keys ("policy"), the configurations it runs
+    under ("configs", default all) and whether a failure is n/a ("tolerate")."""
+    base = dict(size=args.size, writes=50, ops=args.ops, seed=1, content="random")
     if args.quick:
         pats, threads, locals_ = ["seq", "uniform"], [1, 2], [0.25]
     else:
@@ -433,15 +549,102 @@ def workloads(args):
     for loc in locals_:
         for pat in pats:
             for t in threads:
-                wl.append(dict(base, pattern=pat, threads=t, local=loc, content="random"))
-    if not args.quick:
+                wl.append(dict(base, pattern=pat, threads=t, local=loc))
+    if args.quick:
+        wl.append(dict(base, pattern="zipf", threads=1, local=0.25))
+    else:
         wl.append(dict(base, pattern="zipf", threads=1, local=0.25, content="realistic"))
+    # 90% reads: what clean-page eviction saves. The same workload with clean
+    # eviction off and FIFO victims is the before-state, under the pager only;
+    # a pager that does not know those policy keys refuses the VM: n/a.
+    # Half the working set and twice the accesses: the pages resident after
+    # the fill were all written and are evicted dirty once, which would
+    # otherwise be 70% of the access phase's evictions, not a steady state.
+    # (A quarter gave (c) a 16 MiB cgroup, where the kernel OOM-killed guestsim.)
+    r90 = dict(base, pattern="uniform", threads=1, local=0.25, writes=10, size=args.size // 2, ops=2 * args.ops,
+               sized=True)
+    wl.append(r90)
+    wl.append(dict(r90, tag="noclean", policy={"clean_eviction": False, "victims": "fifo"}, configs="ab",
+                   tolerate=True))
+    for w in wl:
+        if w["pattern"] == "zipf":
+            w["theta"] = report.ZIPF_THETA
     return wl
+
+
+def idle_cost(runner, args):
+    """Sampling cost at rest: a guestsim VM under the pager (spill file, 25%
+    local memory) is filled, then left idle (no accesses) for args.idle_secs
+    once the evictor has settled; the CPU of the pager and of guestsim (the
+    shim's side of sampling) over that time as a percentage of one core, and
+    what the pager did meanwhile."""
+    size = args.idle_size
+    local = int(size * 0.25) // PAGE * PAGE
+    d = Daemons(runner.build, runner.cleanup, donor=False, size=size)
+    try:
+        if d.failure:
+            return {"na": d.failure}
+        pol = {"name": "bench", "local_memory": str(local)}
+        env = dict(os.environ, LD_PRELOAD=runner.build.exe("libuffd-glue.so"), UFFD_GLUE_SOCKET=d.sock,
+                   UFFD_GLUE_NAME="bench", UFFD_GLUE_POLICY=json.dumps(pol))
+        jp = os.path.join(runner.tmp, "idle.json")
+        w = dict(size=size, threads=2, pattern="uniform", writes=50, ops=0, content="random", seed=1)
+        # guestsim pauses after the fill far longer than the measurement needs; it is killed after it.
+        p = runner.spawn(runner.gs_args(w, jp, ["--pause-after-fill", str(args.idle_secs + 120)]), env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out = {"size": size, "local": local, "config": "a", "idle_s": args.idle_secs}
+        try:
+            t0 = time.time()
+            filled = False
+            while time.time() < t0 + args.run_timeout:
+                r, _, _ = select.select([p.stdout], [], [], 1.0)
+                if r:
+                    line = p.stdout.readline()
+                    if not line or line.startswith("FILLED"):
+                        filled = bool(line)
+                        break
+                elif p.poll() is not None:
+                    break
+            out["fill_s"] = time.time() - t0
+            if not filled:
+                p.kill()
+                _, err = p.communicate()
+                why = (err.strip().splitlines() or ["no output"])[-1]
+                return {"na": f"guestsim under the pager failed (exit {p.returncode}): {why}; pager: {d.tail('pager')}"}
+            # Settled: the evictor has stopped (no evictions for 1 s, at most 30 s).
+            last, still = None, 0.0
+            settle0 = time.time()
+            while time.time() < settle0 + 30 and still < 1.0:
+                st = d.vm_stats("bench")
+                ev = st.get("evictions", 0) if st else None
+                still = still + 0.25 if ev == last else 0.0
+                last = ev
+                time.sleep(0.25)
+            out["settle_s"] = time.time() - settle0
+            # guestsim's CPU too: the shim's thread in it does the guest's side of sampling.
+            st0, cpu0, gcpu0, t_0 = d.vm_stats("bench"), proc_cpu_s(d.pager.pid), proc_cpu_s(p.pid), time.time()
+            time.sleep(args.idle_secs)
+            st1, cpu1, gcpu1, t_1 = d.vm_stats("bench"), proc_cpu_s(d.pager.pid), proc_cpu_s(p.pid), time.time()
+            if p.poll() is not None or not st0 or not st1:
+                return {"na": f"guestsim or the VM went away during the idle period; pager: {d.tail('pager')}"}
+        finally:
+            runner.cleanup.run_one(p.bench_undo)
+        out["pager_cpu_pct"] = (cpu1 - cpu0) / (t_1 - t_0) * 100
+        out["guest_cpu_pct"] = (gcpu1 - gcpu0) / (t_1 - t_0) * 100
+        out["cpu_pct"] = out["pager_cpu_pct"] + out["guest_cpu_pct"]
+        out["clk_tck"] = os.sysconf("SC_CLK_TCK")
+        out["sampled_pages"] = st1.get("sampled_pages", 0) - st0.get("sampled_pages", 0)
+        out["minor_faults"] = st1.get("faults", {}).get("minor", 0) - st0.get("faults", {}).get("minor", 0)
+        out["evictions"] = st1.get("evictions", 0) - st0.get("evictions", 0)
+        out["resident_pages"] = st1.get("memfd_resident_pages")
+        return out
+    finally:
+        d.close()
 
 
 def main():
     ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="small matrix, configurations (b)-(e), ~5 min")
+    ap.add_argument("--quick", action="store_true", help="small matrix, configurations (b)-(e), ~10 min")
     ap.add_argument("--out", default="bench-results", help="output directory (default bench-results)")
     ap.add_argument("--build", default=os.environ.get("UFFDVM_BUILD_DIR"), help="meson build directory")
     ap.add_argument("--size", type=parse_size, default=None, help="working set (default 256M quick, 512M full)")
@@ -449,6 +652,10 @@ def main():
     ap.add_argument("--reps", type=int, default=3, help="repetitions per cell (median reported)")
     ap.add_argument("--configs", default=None, help="subset, e.g. 'ace' (default: bcde quick, abcde full)")
     ap.add_argument("--run-timeout", type=float, default=300)
+    ap.add_argument("--idle-size", type=parse_size, default=None,
+                    help="the idle row's guest size (default 4G)")
+    ap.add_argument("--idle-secs", type=float, default=10,
+                    help="the idle row's measured idle time in s (0: no idle row)")
     ap.add_argument("--restart", action="store_true",
                     help="only the pager-restart measurements (guest pause and recovery for 1, 4, 16 GiB guests)")
     ap.add_argument("--halt-poll-ns", type=int, default=200000,
@@ -472,6 +679,7 @@ def main():
         return 0
     args.size = args.size or (256 * MiB if args.quick else 512 * MiB)
     args.ops = args.ops or (30000 if args.quick else 100000)
+    args.idle_size = args.idle_size or 4 << 30
     configs = args.configs or ("bcde" if args.quick else "abcde")
     if os.geteuid() != 0:
         log("needs root (userfaultfd, swapon, cgroups)")
@@ -535,7 +743,13 @@ def main():
                 if (dev is None and others) or (dev and len(others) != 1):
                     raise RuntimeError(f"unexpected swap devices active during ({c}): {others}")
                 for w in wl:
-                    runs = [runner.run(c, w) for _ in range(args.reps)]
+                    if c not in w.get("configs", "abcde"):
+                        continue
+                    runs = []
+                    for _ in range(args.reps):
+                        runs.append(runner.run(c, w))
+                        if "na" in runs[-1]:
+                            break  # the same reason again, reps times
                     med = median_metrics(runs)
                     results.append((c, w, med))
                     log(f"({c}) {report.wl_name(w)}: " + report.brief(med))
@@ -543,6 +757,14 @@ def main():
                 if dev:
                     dev.off()
             timings[c] = time.time() - t
+        idle = None
+        if args.idle_secs > 0:
+            t = time.time()
+            if sysenv.active_swaps():
+                raise RuntimeError(f"unexpected swap devices active for the idle row: {sysenv.active_swaps()}")
+            idle = idle_cost(runner, args)
+            timings["idle"] = time.time() - t
+            log("IDLE " + report.idle_brief(idle))
         enc = None
         if "b" in configs and runner.b_reason is None:
             t = time.time()
@@ -567,7 +789,7 @@ def main():
         meta = {"size": args.size, "ops": args.ops, "reps": args.reps, "quick": args.quick,
                 "overhead": runner.overhead, "floor": floor, "b_na": runner.b_reason, "zram_algorithm": zram_algo,
                 "timings_s": timings, "nproc": os.cpu_count(), "kernel": os.uname().release,
-                "halt_poll_ns": halt_poll, "encryption": enc}
+                "halt_poll_ns": halt_poll, "encryption": enc, "idle": idle, "zipf_theta": report.ZIPF_THETA}
         report.emit(args.out, results, meta, CONFIGS)
         return 0
     except KeyboardInterrupt as e:

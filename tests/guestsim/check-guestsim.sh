@@ -78,6 +78,9 @@ assert 0.4 < f["kernel_io_writes"] / f["writes"] < 0.6, f
 lat = a["latency_ns"]
 assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99_9"] <= lat["max"], lat
 assert lat["count"] == 30000 and f["bytes_per_s"] > 0, a
+for ph in (f, a, v):
+    cs = ph["ctx_switches"]
+    assert all(isinstance(cs[k], int) and 0 <= cs[k] < 10 * 30000 for k in ("voluntary", "involuntary")), cs
 EOF
 fi
 

@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -80,6 +81,7 @@ struct phase_stats {
 	struct gs_hist all, read, write, kio;
 	uint64_t reads, writes, kio_writes;
 	uint64_t wall_ns;
+	uint64_t nvcsw, nivcsw; /* the workers' context switches (a blocked fault is a voluntary one) */
 };
 
 struct run;
@@ -569,6 +571,7 @@ static void run_verify(struct worker *w)
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
+	struct rusage ru;
 
 	switch (w->run->phase) {
 	case PH_FILL:
@@ -584,6 +587,11 @@ static void *worker_main(void *arg)
 	}
 	/* Timed here, not after join, so progress polling does not inflate it. */
 	w->st[w->run->phase].wall_ns = now_ns() - w->run->phase_start_ns;
+	/* Workers live for one phase, so the thread's own counts are this phase's. */
+	if (getrusage(RUSAGE_THREAD, &ru) == 0) {
+		w->st[w->run->phase].nvcsw = (uint64_t)ru.ru_nvcsw;
+		w->st[w->run->phase].nivcsw = (uint64_t)ru.ru_nivcsw;
+	}
 	return NULL;
 }
 
@@ -683,6 +691,8 @@ static void merge_phase(struct run *run, enum phase ph, struct phase_stats *out)
 		out->reads += s->reads;
 		out->writes += s->writes;
 		out->kio_writes += s->kio_writes;
+		out->nvcsw += s->nvcsw;
+		out->nivcsw += s->nivcsw;
 		if (s->wall_ns > out->wall_ns)
 			out->wall_ns = s->wall_ns;
 	}
@@ -721,7 +731,8 @@ static void json_phase(FILE *f, const char *name, bool ran, const struct phase_s
 	json_latency(f, "write_latency_ns", &s->write);
 	fprintf(f, ",\n    ");
 	json_latency(f, "kernel_io_latency_ns", &s->kio);
-	fprintf(f, "}");
+	fprintf(f, ",\n    \"ctx_switches\": {\"voluntary\": %" PRIu64 ", \"involuntary\": %" PRIu64 "}}",
+		s->nvcsw, s->nivcsw);
 }
 
 static int write_json(struct run *run, const struct phase_stats *st, const bool *ran,
