@@ -554,6 +554,9 @@ def workloads(args):
         wl.append(dict(base, pattern="zipf", threads=1, local=0.25))
     else:
         wl.append(dict(base, pattern="zipf", threads=1, local=0.25, content="realistic"))
+    # The same Zipf row with access sampling (victims "clock"), under the pager only: its refaults and
+    # throughput against fifo's in the same run decide the default.
+    wl.append(dict(wl[-1], tag="clock", policy={"victims": "clock"}, configs="ab", tolerate=True))
     # 90% reads: what clean-page eviction saves. The same workload with clean
     # eviction off and FIFO victims is the before-state, under the pager only;
     # a pager that does not know those policy keys refuses the VM: n/a.

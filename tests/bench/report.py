@@ -188,6 +188,11 @@ def summary(results, meta):
         "zipf_refaults": get(cfg, z1, "refaults"),
         "zipf_majflt_swapfile": get("c", z1, "refaults"),
         "zipf_refaults_vs_majflt": ratio(get(cfg, z1, "refaults"), get("c", z1, "refaults")),
+        # The same Zipf run with access sampling (victims "clock") against fifo, same configuration.
+        "zipf_clock_vs_fifo": ratio(get(cfg, z1 + "-clock", "pages_per_s"), get(cfg, z1, "pages_per_s")),
+        "zipf_clock_refaults_vs_fifo": ratio(get(cfg, z1 + "-clock", "refaults"), get(cfg, z1, "refaults")),
+        "zipf_clock_minor_faults": get(cfg, z1 + "-clock", "minor_faults"),
+        "zipf_clock_sampled_pages": get(cfg, z1 + "-clock", "sampled_pages"),
         "r90_store_bytes_per_evict": get(cfg, r90, "store_bytes_per_evict"),
         "r90_store_vs_noclean": ratio(get(cfg, r90, "store_bytes_per_evict"), get(cfg, r90n, "store_bytes_per_evict")),
         "r90_clean_evictions": get(cfg, r90, "clean_evictions"),
