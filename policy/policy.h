@@ -56,7 +56,7 @@ struct policy_vm {
 	uint64_t local_memory;             /* "local_memory": bytes, required, >= 1M */
 	unsigned high_pct;                 /* "watermarks.high": % of local_memory, default 100 */
 	unsigned low_pct;                  /* "watermarks.low": default 90, < high */
-	char victims[16];                  /* "victims": victim selector (policy/victim.h), default "clock" */
+	char victims[16];                  /* "victims": victim selector (policy/victim.h), default "fifo" */
 	uint64_t spill_max;                /* "spill.max_size": bytes, 0 = unlimited (default) */
 	enum policy_unavailable on_pager_unavailable; /* "on_pager_unavailable" */
 	enum policy_loss_action on_data_loss;         /* "on_data_loss" */
