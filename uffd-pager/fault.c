@@ -202,7 +202,7 @@ static int finish_fetch(struct fault_ctx *fc, uint64_t page, int r, enum store_s
 	struct vm *vm = fc->vm;
 	uint64_t paddr = vm_page_addr(vm, page);
 	uint32_t freed[STORE_MAX_COPIES];
-	const bool clean = page_installs_clean(vm->policy.clean_eviction, write, discarded);
+	const bool clean = page_installs_clean(atomic_load_explicit(&vm->clean_eviction, memory_order_relaxed), write, discarded);
 	bool zero = false;
 
 	if (r < 0) {
