@@ -146,6 +146,8 @@ int find_beside_self(const char *env_name, const char *beside_exe, const char *i
 	char self[PATH_MAX];
 	ssize_t n;
 
+	if (!buf || !len)
+		return -EINVAL;
 	if (env && *env) {
 		snprintf(buf, len, "%s", env);
 		return access(env, R_OK) < 0 ? -errno : 0;
