@@ -18,7 +18,6 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <stdarg.h>
-#include <libgen.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>

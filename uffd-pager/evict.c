@@ -264,9 +264,8 @@ static void check_clean_pages(struct evict_ctx *ec, bool *ret_spent)
 	for (i = 0; i < ec->n; i++) {
 		was_clean[i] = ec->clean[i];
 		ret_spent[i] = false;
-		for (unsigned c = 0; ec->clean[i] && c < STORE_MAX_COPIES; c++)
-			if (ec->locs[i][c] != LOC_NONE && store_loc_health(vm->store, ec->locs[i][c]) != LOC_OK)
-				ec->clean[i] = false;
+		if (ec->clean[i] && !store_locs_healthy(vm->store, ec->locs[i]))
+			ec->clean[i] = false;
 	}
 	for (i = 0; i < ec->n; i += k) {
 		k = ec->clean[i] ? run_length(ec, i, ec->clean) : 1;

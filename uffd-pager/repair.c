@@ -45,13 +45,10 @@ static void drop_bad_clean_copies(struct vm *vm, uint64_t page)
 	uint32_t locs[STORE_MAX_COPIES];
 
 	pagemap_get_locs(&vm->map, page, locs);
-	for (unsigned c = 0; c < STORE_MAX_COPIES; c++) {
-		if (locs[c] != LOC_NONE && store_loc_health(vm->store, locs[c]) != LOC_OK) {
-			pagemap_clean_dropped(&vm->map, page, locs);
-			store_free_locs(vm->store, locs);
-			return;
-		}
-	}
+	if (store_locs_healthy(vm->store, locs))
+		return;
+	pagemap_clean_dropped(&vm->map, page, locs);
+	store_free_locs(vm->store, locs);
 }
 
 /* Re-creates or moves the copies of one page. Returns false if something must be retried later. */

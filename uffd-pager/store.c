@@ -671,6 +671,14 @@ enum loc_health store_loc_health(struct store *st, uint32_t loc)
 	return state == VS_LIVE ? LOC_OK : state == VS_MOVING ? LOC_MOVE : LOC_DEAD;
 }
 
+bool store_locs_healthy(struct store *st, const uint32_t locs[STORE_MAX_COPIES])
+{
+	for (unsigned c = 0; c < STORE_MAX_COPIES; c++)
+		if (locs[c] != LOC_NONE && store_loc_health(st, locs[c]) != LOC_OK)
+			return false;
+	return true;
+}
+
 enum { RD_NONE, RD_DONOR, RD_SPILL_RING, RD_DONE };
 
 /* Starts the next copy in rd->order. Returns 0 when one is on its way (or read synchronously), -EIO when none is left. */

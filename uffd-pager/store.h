@@ -233,6 +233,8 @@ void store_count_rejected(struct store *st);
 void store_flush(struct store *st, uint64_t donors);
 
 enum loc_health store_loc_health(struct store *st, uint32_t loc);
+/* True if every copy in locs (LOC_NONE entries skipped) is LOC_OK: a clean page's copies may stand for it. */
+bool store_locs_healthy(struct store *st, const uint32_t locs[STORE_MAX_COPIES]);
 /* Re-reads donor states and revocations after the pool's generation changed. Returns true if anything needs moving. */
 bool store_refresh(struct store *st);
 /* True when the pool changed since the last store_refresh(). */

@@ -177,6 +177,25 @@ class Pager:
         r = self.call("vm.stats", vm=name)
         return r["result"] if r.get("ok") else None
 
+    def watch(self, name, proc, timeout, interval=0.1, on_stats=None, finish_when=None):
+        """Samples vm.stats of name until proc (guestsim) exits or timeout s pass; returns the last
+        sample (None if none was taken). on_stats, if given, sees every sample. Once
+        finish_when(sample) holds, the test has seen what it needed: guestsim's access phase is
+        ended (SIGUSR1) and sampling goes on through its final verification of every byte."""
+        last = None
+        deadline = time.time() + timeout
+        while proc.poll() is None and time.time() < deadline:
+            s = self.vm_stats(name)
+            if s:
+                last = s
+                if on_stats:
+                    on_stats(s)
+                if finish_when and finish_when(s):
+                    proc.send_signal(signal.SIGUSR1)
+                    finish_when = None
+            time.sleep(interval)
+        return last
+
     def wait_vm(self, name, timeout=20):
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -283,6 +302,14 @@ def guestsim(pager, name, policy_json, args, extra_env=None, **popen):
     if "ASAN_OPTIONS" in os.environ or os.environ.get("UFFDVM_ASAN"):
         env["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
     return subprocess.Popen([exe("guestsim")] + list(args), env=env, **popen)
+
+
+def finish(g, timeout=300):
+    """Ends a --duration guestsim's access phase (SIGUSR1: the test has seen what it needed) and
+    returns its exit code once its final verification of every byte is done."""
+    if g.poll() is None:
+        g.send_signal(signal.SIGUSR1)
+    return g.wait(timeout=timeout)
 
 
 def kill_procs(procs):

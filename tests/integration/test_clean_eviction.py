@@ -21,7 +21,6 @@ Prints the counters each run ends with."""
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import Donor, Pager, check, guestsim, policy, require_root_and_uffd, wait_for  # noqa: E402
@@ -33,7 +32,7 @@ LOCAL_MB = SIZE_MB // 4
 DONOR_TIMEOUT_MS = 1000 * int(os.environ.get("UFFDVM_BUDGET_X", "1"))
 
 
-def run(pager, name, pol, ops, mid_run=None, pattern="uniform"):
+def run(pager, name, pol, ops, mid_run=None, pattern="uniform", finish_when=None):
     out = os.path.join(pager.tmp, f"{name}.json")
     g = guestsim(pager, name, pol,
                  ["--size", f"{SIZE_MB}M", "--threads", "2", "--pattern", pattern, "--writes", "10",
@@ -45,12 +44,7 @@ def run(pager, name, pol, ops, mid_run=None, pattern="uniform"):
                           120, f"{name}: evictions during the fill")
         if mid_run:
             mid_run(name)
-        last = filled
-        deadline = time.time() + 300
-        while g.poll() is None and time.time() < deadline:
-            s = pager.vm_stats(name)
-            last = s or last
-            time.sleep(0.1)
+        last = pager.watch(name, g, 300, finish_when=finish_when) or filled
         rc = g.wait(timeout=10)
     finally:
         if g.poll() is None:
@@ -103,7 +97,8 @@ def donor_loss():
             donors[0].kill()
 
         last = run(pager, "loss", policy("loss", f"{LOCAL_MB}M", durability={"replicas": 2}, on_data_loss="stop"),
-                   8 * SIZE_MB * 256, mid_run=kill_after_clean)
+                   8 * SIZE_MB * 256, mid_run=kill_after_clean,
+                   finish_when=lambda s: s["remote"]["rereplications"] > 0)
         check(last["evictions_clean"] > 200, f"loss: clean evictions ({last['evictions_clean']})")
         check(last["remote"]["rereplications"] > 0,
               f"loss: copies on the dead donor re-created ({last['remote']['rereplications']})")

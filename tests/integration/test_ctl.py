@@ -14,7 +14,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (Pager, check, exe, fail, guestsim, memfd_blocks, policy,  # noqa: E402
+from harness import (Pager, check, exe, fail, finish, guestsim, memfd_blocks, policy,  # noqa: E402
                      require_root_and_uffd)
 
 MB = 1 << 20
@@ -124,7 +124,7 @@ def main():
         rc, _, err = ctl(pager, "pager", "stats", control=dead)
         check(rc == 3, f"socket without a listener: exit 3 ({err.strip()!r})")
 
-        rc = g.wait(timeout=300)
+        rc = finish(g)
         check(rc == 0, f"guestsim verified every byte through both limit changes (exit {rc})")
         pager.wait_for("VM gone after exit", lambda: pager.vm_names() == [])
         out = ctl_ok(pager, "vm", "list")

@@ -35,11 +35,10 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import (  # noqa: E402
-    Donor, Pager, check, exe, fail, free_port, guestsim, policy, require_root_and_uffd, wait_for)
+    Donor, Pager, check, exe, finish, free_port, guestsim, policy, require_root_and_uffd, wait_for)
 
 MAGIC = b"GUESTSIM"
 
@@ -147,7 +146,7 @@ def scen_wire():
         wait_for(lambda: proxy.conns >= 3 and proxy.flipped >= 2, 90, "two tampered connections and a third one")
         wait_for(lambda: any(d["url"] == proxy.url and d["state"] == "up" for d in donors_of(pager)), 60,
                  "the pager reconnected after the tampering")
-        rc = g.wait(timeout=180)
+        rc = finish(g, 180)
         check(rc == 0, f"guestsim verified every byte (exit {rc})")
         dl = donors_of(pager)
         print("donors:", json.dumps(dl))
@@ -200,7 +199,7 @@ def scen_reconnect():
             return sum(c["pages_written"] for c in cl if c["id"] == "re-pager")
         wait_for(lambda: written() > 0, 60, "pages stored on the restarted donor")
         print("donors:", json.dumps(donors_of(pager)), "pages written after restart:", written())
-        rc = g.wait(timeout=180)
+        rc = finish(g, 180)
         check(rc == 0, f"guestsim verified every byte (exit {rc})")
         check(pager.read_log().count("is back") == 1, "the reconnection logged once")
         check(pager.alive(), "pager still running")
@@ -237,7 +236,7 @@ def scen_ids():
         check(mid.decode() not in json.dumps(clients), "the raw machine-id is not sent")
         check("uffd-pager-otherhost" in ids, "the second pager has its own id")
         for name, g in (("ga", ga), ("gb", gb)):
-            rc = g.wait(timeout=180)
+            rc = finish(g, 180)
             check(rc == 0, f"{name} verified every byte (exit {rc})")
         check(all(d["state"] == "up" for d in donors_of(a) + donors_of(b)), "neither pager lost its donor session")
     finally:
@@ -321,7 +320,7 @@ def scen_clientkeys():
         # Ids without a key of their own still use the shared key.
         c = Pager(config=dict(cfg, donor_key_file=donor.key_file, client_id="hostC"))
         check(all(d["state"] == "up" for d in donors_of(c)), f"hostC gets in with the shared key ({donors_of(c)})")
-        rc = ga.wait(timeout=180)
+        rc = finish(ga, 180)
         check(rc == 0, f"hostA's guest verified every byte (exit {rc})")
         check(host_a()["pages_read"] > 0, "hostA read pages back from the donor")
         check(all(d["state"] == "up" for d in donors_of(a)), "hostA's pager still up after its guest")

@@ -21,7 +21,6 @@
   its old mode; one owned by another user is refused."""
 import ctypes
 import fcntl
-import json
 import mmap
 import os
 import signal

@@ -116,13 +116,7 @@ def main():
         slot = corrupt_one_slot(spill, st["spill_pages"])
 
         # guestsim's access phase and final verify read every page, the corrupted one included.
-        last = st
-        deadline = time.time() + 120
-        while g.poll() is None and time.time() < deadline:
-            s = pager.vm_stats(name)
-            if s:
-                last = s
-            time.sleep(0.02)
+        last = pager.watch(name, g, 120, 0.02) or st
         if g.poll() is None:
             g.kill()
             g.wait()

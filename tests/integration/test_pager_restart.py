@@ -31,7 +31,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import (  # noqa: E402
-    Donor, Pager, Subscriber, check, exe, fail, guestsim, kill_procs, policy, require_root_and_uffd, wait_for)
+    Donor, Pager, Subscriber, check, exe, fail, finish, guestsim, kill_procs, policy, require_root_and_uffd, wait_for)
 
 SIZE_MB = 128
 LOCAL_MB = SIZE_MB // 4
@@ -119,8 +119,7 @@ def run_kills():
         check("ADOPTED" in listing and "after " in listing, f"uffd-ctl vm list shows the adoption:\n{listing}")
         check(st["remote"]["pages_lost"] == 0 and st["integrity_errors"] == 0,
               f"no page lost, no copy rejected ({st['remote']['pages_lost']}, {st['integrity_errors']})")
-        g.send_signal(signal.SIGUSR1)  # ends the access phase: guestsim then verifies every page
-        rc = g.wait(timeout=300)
+        rc = finish(g)
         check(rc == 0, f"guestsim verified every byte across {len(kills)} pager deaths (exit {rc})")
         print(f"pause per restart (pager start to first fault served): p50 {statistics.median(pauses):.2f} s, "
               f"max {max(pauses):.2f} s over {len(pauses)} restarts; recovery p50 "
@@ -226,8 +225,7 @@ def run_bad():
               "a state file whose pid names another process is deleted with its spill file")
         check("now names another process" in pager.read_log(), "its deletion is logged with the reason")
         wait_for(lambda: adopted(pager, "rs"), 120, "VM rs adopted", alive=g)
-        g.send_signal(signal.SIGUSR1)
-        rc = g.wait(timeout=300)
+        rc = finish(g)
         check(rc == 0, f"guestsim verified every byte after refused resumes (exit {rc})")
     finally:
         kill_procs([p for p in (g, sleeper) if p])

@@ -11,7 +11,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Pager, check, fail, guestsim, policy, require_root_and_uffd  # noqa: E402
+from harness import Pager, check, guestsim, policy, require_root_and_uffd  # noqa: E402
 
 SIZE_MB = 256
 LOCAL_MB = SIZE_MB // 4
@@ -35,7 +35,7 @@ def main():
         out = os.path.join(pager.tmp, "guestsim.json")
         g = guestsim(pager, "paging", policy("paging", f"{LOCAL_MB}M"),
                      ["--size", f"{SIZE_MB}M", "--threads", "2", "--pattern", "uniform", "--writes", "50",
-                      "--kernel-io", "10", "--ops", "400000", "--seed", "7", "--json", out])
+                      "--kernel-io", "10", "--ops", "250000", "--seed", "7", "--json", out])
         st = pager.wait_vm("paging")
         high = st["high_watermark_pages"]
         samples = over = 0

@@ -13,7 +13,6 @@ watermark. Prints the prefetch counters."""
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import Donor, Pager, check, guestsim, memfd_resident_ok, policy, require_root_and_uffd  # noqa: E402
@@ -29,16 +28,10 @@ def run(pager, name, pattern, ops, threads=1, extra=()):
                   "--ops", str(ops), "--seed", "5", "--json", out, "--hold", "1"] + list(extra))
     try:
         pager.wait_vm(name)
-        last = None
-        over = samples = 0
-        deadline = time.time() + 240
-        while g.poll() is None and time.time() < deadline:
-            s = pager.vm_stats(name)
-            if s:
-                last = s
-                samples += 1
-                over += not memfd_resident_ok(s)
-            time.sleep(0.05)
+        seen = []
+        last = pager.watch(name, g, 240, 0.05, seen.append)
+        samples = len(seen)
+        over = sum(not memfd_resident_ok(s) for s in seen)
         rc = g.wait(timeout=10)
     finally:
         if g.poll() is None:

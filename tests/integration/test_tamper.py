@@ -20,12 +20,12 @@ The link is TLS: two tls-relay processes (built with the tests) end it
 before the proxy and start it again after, so the proxy sees and changes
 frames as a donor holding the key could; sealing is what still stops it."""
 import os
+import signal
 import socket
 import struct
 import subprocess
 import sys
 import threading
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import (  # noqa: E402
@@ -242,13 +242,8 @@ def main():
             proxy.mode = "pass"
         print(f"drop: {proxy.tampered['drop']} replies dropped, donor marked down")
 
-        last = pager.vm_stats(name)
-        deadline = time.time() + 300
-        while g.poll() is None and time.time() < deadline:
-            s = pager.vm_stats(name)
-            if s:
-                last = s
-            time.sleep(0.1)
+        g.send_signal(signal.SIGUSR1)  # every phase seen: end the access phase, guestsim verifies every byte
+        last = pager.watch(name, g, 300) or pager.vm_stats(name)
         rc = g.wait(timeout=10)
         check(rc == 0, f"guestsim verified every byte it read (exit {rc}; 1 = wrong data, -9 = page lost)")
         check(last["remote"]["pages_lost"] == 0, "no page lost: the spill copies served every rejected one")

@@ -12,7 +12,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Pager, check, fail, guestsim, kill_procs, policy, require_root_and_uffd  # noqa: E402
+from harness import Pager, check, fail, finish, guestsim, kill_procs, policy, require_root_and_uffd  # noqa: E402
 
 THREADS_PER_VM = 3  # fault thread, evictor, repair thread
 
@@ -82,7 +82,7 @@ def main():
         wait_gone(pager, "victim", spill_a, idle_threads + THREADS_PER_VM, one_fds, "one VM left")
         check(pager.vm_names() == ["survivor"], "the survivor is still registered")
         check(os.path.exists(spill_b), "the survivor's spill file is untouched")
-        rc = b.wait(timeout=300)
+        rc = finish(b)
         check(rc == 0, f"survivor verified every byte (exit {rc})")
         wait_gone(pager, "survivor", spill_b, idle_threads, idle_fds, "idle after a normal exit")
 
