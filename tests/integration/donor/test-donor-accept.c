@@ -386,7 +386,11 @@ static void test_oversized_preauth_frame(void **state)
 		assert_true(fds[i] >= 0);
 		p = (struct pollfd){ .fd = fds[i], .events = POLLOUT };
 		assert_int_equal(poll(&p, 1, 20000), 1);
-		assert_int_equal(send(fds[i], b.data, b.len, MSG_NOSIGNAL), (ssize_t)b.len);
+		ssize_t sent = send(fds[i], b.data, b.len, MSG_NOSIGNAL);
+		/* A connection the donor already dropped (seen on a loaded machine) is what this test wants anyway. */
+		if (sent != (ssize_t)b.len)
+			print_message("oversized: connection %u: send returned %zd (%s)\n", i, sent, strerror(errno));
+		assert_true(sent == (ssize_t)b.len || (sent < 0 && (errno == ECONNRESET || errno == EPIPE)));
 		/* The socket buffers take what they take; the rest is not needed. */
 		(void)send(fds[i], junk, SEND, MSG_NOSIGNAL | MSG_DONTWAIT);
 	}

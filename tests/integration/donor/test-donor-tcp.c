@@ -25,6 +25,7 @@
 #include <arpa/inet.h>
 #include <cmocka.h>
 
+#include "../../lib/test-budget.h"
 #include "donor-auth.h"
 #include "donor-tls.h"
 #include "transport.h"
@@ -358,7 +359,9 @@ static int raw_auth(const char *id)
  */
 static void test_inflight_limit(void **state)
 {
-	struct donor_conn *c = conn("limit", 3000, NULL, NULL);
+	/* Long enough for the donor to answer all of them, on a loaded machine under a sanitizer too. */
+	unsigned timeout_ms = 3000 * test_budget_x();
+	struct donor_conn *c = conn("limit", timeout_ms, NULL, NULL);
 	static uint8_t page[PAGE_SIZE_4K];
 	uint8_t *seen = calloc(DONOR_MAX_INFLIGHT, 1);
 	uint64_t t0;
@@ -370,7 +373,7 @@ static void test_inflight_limit(void **state)
 		assert_int_equal(donor_submit_read(c, slab, i % DONOR_SLAB_SLOTS, page, i), 0);
 	t0 = now_ns();
 	assert_int_equal(donor_submit_read(c, slab, 0, page, DONOR_MAX_INFLIGHT), -EBUSY);
-	assert_true(now_ns() - t0 >= 2900ULL * 1000000ULL);
+	assert_true(now_ns() - t0 >= (timeout_ms - 100) * 1000000ULL);
 	assert_int_equal(donor_ping(c), 0);
 	drain(c, DONOR_MAX_INFLIGHT, 0, seen);
 	for (unsigned i = 0; i < DONOR_MAX_INFLIGHT; i++)
@@ -613,7 +616,7 @@ static void test_set_capacity(void **state)
 	assert_int_equal(donor_alloc_slab(c, &b), 0);
 	rep = control("{\"cmd\":\"donor.set-capacity\",\"args\":{\"capacity\":\"16M\"}}");
 	assert_non_null(strstr(rep, "\"ok\":true"));
-	assert_int_equal(wait_count(&no, &no.revoked, 3000), 1);
+	assert_int_equal(wait_count(&no, &no.revoked, 3000 * test_budget_x()), 1);
 	assert_int_equal(no.nslabs, 1);
 	assert_int_equal(no.slabs[0], b);
 	assert_int_equal(no.deadline_ms, 2000);
@@ -652,7 +655,7 @@ static void test_dead_donor(void **state)
 		assert_int_equal(donor_submit_read(c, slab, i, pages[i], i), 0);
 	assert_int_equal(donor_flush(c), 0);
 	drain(c, 64, -ETIMEDOUT, NULL);
-	assert_true(now_ns() - t0 < 3000000000ULL);
+	assert_true(now_ns() - t0 < 3000000000ULL * test_budget_x());
 	assert_int_equal(donor_ping(c), -ETIMEDOUT);
 
 	kill(donor_pid, SIGCONT);
@@ -678,8 +681,8 @@ static void test_dead_donor(void **state)
 		assert_int_equal(failed, 64);
 		assert_true(r == 0 || r < 0);
 	}
-	assert_true(now_ns() - t0 < 3000000000ULL);
-	assert_true(wait_count(&no, &no.shutdown, 3000) >= 1);
+	assert_true(now_ns() - t0 < 3000000000ULL * test_budget_x());
+	assert_true(wait_count(&no, &no.shutdown, 3000 * test_budget_x()) >= 1);
 	assert_int_equal(donor_submit_read(c, slab, 0, pages[0], 1), -ENOTCONN);
 	assert_int_equal(donor_alloc_slab(c, &slab), -ENOTCONN);
 	donor_close(c);
@@ -695,7 +698,7 @@ static void test_sigterm(void **state)
 	st = stop_donor(SIGTERM);
 	assert_true(WIFEXITED(st));
 	assert_int_equal(WEXITSTATUS(st), 0);
-	assert_true(wait_count(&no, &no.shutdown, 3000) >= 1);
+	assert_true(wait_count(&no, &no.shutdown, 3000 * test_budget_x()) >= 1);
 	assert_int_equal(access(ctl_path, F_OK), -1);
 	donor_close(c);
 }
