@@ -43,6 +43,7 @@ struct evict_ctx {
 	uint32_t crcs[EVICT_BATCH];
 	bool zero[EVICT_BATCH];
 	bool clean[EVICT_BATCH];     /* its copies (in locs) are current: nothing to write */
+	bool shared[EVICT_BATCH];    /* its copy is its sharing group's (locs[0]): nothing in the batch */
 	bool protected_[EVICT_BATCH];
 	bool commit[EVICT_BATCH];
 	bool unpunched[EVICT_BATCH]; /* committed, but the memfd refused the punch */
@@ -350,6 +351,7 @@ static void evict_batch(struct evict_ctx *ec)
 	bool to_write[EVICT_BATCH];
 	for (i = 0; i < ec->n; i++) {
 		ec->zero[i] = false;
+		ec->shared[i] = false;
 		to_write[i] = ec->protected_[i] && !ec->clean[i];
 	}
 	store_batch_reset(&ec->wb);
@@ -376,6 +378,15 @@ static void evict_batch(struct evict_ctx *ec)
 				ec->zero[k] = true;
 				continue;
 			}
+			if (store_shares(vm->store)) {
+				/* A reference to the group's copy, which is written first if the content is new. */
+				ec->shared[k] = store_put_shared(vm->store, dst, &ec->locs[k][0]) == 0;
+				if (!ec->shared[k]) {
+					ec->protected_[k] = false;
+					n_store_failed++;
+				}
+				continue;
+			}
 			if (!store_sealed(vm->store))
 				ec->crcs[k] = crc32c(0, dst, PAGE_SIZE_4K);
 			/* Every copy the policy requires is reserved now. */
@@ -397,7 +408,7 @@ static void evict_batch(struct evict_ctx *ec)
 	if (n_store) {
 		unsigned k = 0;
 		for (i = 0; i < ec->n; i++) {
-			if (!to_write[i] || !ec->protected_[i] || ec->zero[i])
+			if (!to_write[i] || !ec->protected_[i] || ec->zero[i] || ec->shared[i])
 				continue;
 			if (ec->wb.results[k++] < 0) {
 				ec->protected_[i] = false;
