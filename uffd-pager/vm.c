@@ -375,6 +375,59 @@ static void drop_shared_refs(struct vm *vm)
 	}
 }
 
+/*
+ * The pager stops and the VM lives on, but its group's copies do not
+ * outlive this pager (docs/sharing.md, "Pager restart"): every stored
+ * page whose copy is the group's goes back into the memfd, so the next
+ * pager adopts it resident. Threads stopped: no fault is served meanwhile,
+ * and a vCPU waiting on such a page is woken by the next pager's
+ * adoption. The VM is over its limit until that pager evicts. A page that
+ * cannot be read or written stays stored: the next pager refuses the VM,
+ * naming the group, rather than serve it without the page.
+ */
+static void restore_shared_pages(struct vm *vm)
+{
+	uint64_t restored = 0, failed = 0;
+	uint32_t locs[STORE_MAX_COPIES], freed[STORE_MAX_COPIES];
+	enum store_source src;
+	void *buf;
+
+	if (!vm->share || posix_memalign(&buf, PAGE_SIZE_4K, PAGE_SIZE_4K))
+		return;
+	for (uint64_t p = 0; p < pagemap_npages(&vm->map); p++) {
+		const struct page_entry *pe;
+		uint32_t crc;
+
+		pthread_mutex_lock(&vm->lock);
+		pe = pagemap_entry(&vm->map, p);
+		pagemap_get_locs(&vm->map, p, locs);
+		crc = pe->crc;
+		bool candidate = pe->state == PG_STORED && !(pe->flags & PGF_LOST) && loc_is_shared(locs[0]);
+		pthread_mutex_unlock(&vm->lock);
+		if (!candidate)
+			continue;
+		struct vm_region *rg = vm_region_of_page(vm, p);
+		off_t off = (off_t)(rg->memfd_offset + ((p - rg->first_page) << PAGE_SHIFT_4K));
+		if (store_read(vm->store, p, locs, crc, buf, &src, false) < 0 ||
+		    pwrite(rg->memfd, buf, PAGE_SIZE_4K, off) != (ssize_t)PAGE_SIZE_4K) {
+			failed++;
+			continue;
+		}
+		pthread_mutex_lock(&vm->lock);
+		if (pagemap_installed(&vm->map, p, freed))
+			store_free_locs(vm->store, freed);
+		pthread_mutex_unlock(&vm->lock);
+		restored++;
+	}
+	free(buf);
+	if (restored)
+		vm_log_info(vm->policy.name, "pager stops: %llu pages of sharing group %s back in memory",
+			    (unsigned long long)restored, vm->policy.sharing_group);
+	if (failed)
+		vm_log_err(vm->policy.name, "pager stops: %llu pages of sharing group %s could not be brought back; "
+			   "the next pager will refuse the VM", (unsigned long long)failed, vm->policy.sharing_group);
+}
+
 /* Stops the threads and frees the VM; keep: the files (state, spill, key) and donor slabs stay for the next pager. */
 static void vm_release(struct vm *vm, bool keep)
 {
@@ -399,6 +452,8 @@ static void vm_release(struct vm *vm, bool keep)
 			 (unsigned long long)vm->stats.evictions_aborted, (unsigned long long)vm->stats.integrity_errors,
 			 (unsigned long long)hist_quantile(&vm->fault_latency, 0.5),
 			 (unsigned long long)hist_quantile(&vm->fault_latency, 0.99));
+	if (keep)
+		restore_shared_pages(vm);
 	drop_shared_refs(vm);
 	if (keep)
 		store_detach(vm->store);
@@ -734,14 +789,10 @@ json_t *vm_stats_json(struct vm *vm, bool brief)
 							     "copies_per_page", (int)vm->ncopies));
 	}
 	if (store && share) {
-		uint64_t copies, refs;
-
-		share_group_counts(share, &copies, &refs);
-		/* shared_pages: this VM's stored pages whose copy is the group's (all of them, once stored). */
-		json_object_set_new(o, "sharing",
-				    json_pack("{s:s, s:I, s:I, s:I}", "group", vm->policy.sharing_group, "shared_pages",
-					      (json_int_t)atomic_load(&store_stats(store)->shared_refs), "group_copies",
-					      (json_int_t)copies, "group_references", (json_int_t)refs));
+		/* Its references in the group: stored pages, and clean resident pages that keep theirs. */
+		json_object_set_new(o, "sharing_group", json_string(vm->policy.sharing_group));
+		json_object_set_new(o, "shared_pages",
+				    json_integer((json_int_t)atomic_load(&store_stats(store)->shared_refs)));
 	}
 	json_object_set_new(o, "zero_pages_skipped", json_integer(STAT(zero_pages_skipped)));
 	json_object_set_new(o, "evictions_clean", json_integer(STAT(evictions_clean)));

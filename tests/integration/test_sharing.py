@@ -12,6 +12,12 @@
               holding group copies is SIGKILLed; both VMs verify every
               byte, none is lost, and the group re-creates each lost copy
               once (not once per VM).
+  restart     spill only: 2 VMs of one group, parked; the pager is stopped
+              (SIGTERM) and started again: the group's pages went back
+              into the VMs' memory, both are adopted and verify every byte.
+              Then a third VM of the group is parked and the pager
+              SIGKILLed: the next pager refuses to adopt it, naming the
+              group (group copies do not survive a pager crash).
 Prints the stored bytes with and without sharing."""
 import os
 import signal
@@ -29,7 +35,7 @@ PRIVATE = 512
 DONOR_TIMEOUT_MS = 1000 * int(os.environ.get("UFFDVM_BUDGET_X", "1"))
 
 
-def start(pager, name, group, access_seed, extra=None, ops=PAGES):
+def start(pager, name, group, access_seed, extra=None, ops=PAGES, stderr=None):
     extra = extra or {}
     if group:
         extra["sharing_group"] = group
@@ -38,7 +44,7 @@ def start(pager, name, group, access_seed, extra=None, ops=PAGES):
                  ["--size", f"{SIZE_MB}M", "--threads", "2", "--pattern", "uniform", "--writes", "50",
                   "--ops", str(ops), "--seed", "7", "--access-seed", str(access_seed),
                   "--private-pages", str(PRIVATE), "--json", out, "--pause-after-fill", "600"],
-                 stdout=subprocess.PIPE)
+                 stdout=subprocess.PIPE, stderr=stderr)
     return g
 
 
@@ -89,9 +95,9 @@ def scenario_group():
         # Every VM's private pages are its own: at least shared + 4 x private copies.
         check(a["copies"] >= PAGES - PRIVATE + 4 * PRIVATE - 256,
               f"private pages were not shared ({a['copies']} copies)")
-        check(a["references"] == sum(st[f"sh{i}"]["sharing"]["shared_pages"] for i in range(4)),
+        check(a["references"] == sum(st[f"sh{i}"]["shared_pages"] for i in range(4)),
               f"the group's references are the VMs' shared pages ({a['references']})")
-        check(all(st[f"sh{i}"]["sharing"]["group"] == "tenant-a" for i in range(4)), "vm.stats names the group")
+        check(all(st[f"sh{i}"]["sharing_group"] == "tenant-a" for i in range(4)), "vm.stats names the group")
         # Same contents, another group: nothing shared with tenant-a, every page its own copy.
         check(b["copies"] == st["other"]["stored_pages"] and b["members"] == 1,
               f"tenant-b shares nothing: {b['copies']} copies for {st['other']['stored_pages']} stored pages")
@@ -151,11 +157,62 @@ def scenario_donor_loss():
             d.stop()
 
 
+def scenario_restart():
+    pager = Pager()
+    gs = {}
+    try:
+        for i in range(2):
+            gs[f"rs{i}"] = start(pager, f"rs{i}", "tenant-s", i + 1)
+        for name, g in gs.items():
+            wait_filled(g, name)
+        for name in gs:
+            park(pager, name)
+        check(group_stats(pager, "tenant-s")["copies"] > 0, "group copies stored")
+        pager.stop_only()
+        check(pager.read_log().count(f"{PAGES} pages of sharing group tenant-s back in memory") == 2,
+              "the stopping pager brought every page of both VMs back from the group")
+        pager.restart()
+        for name in gs:
+            st = wait_for(lambda: (lambda s: s if s and s["adopted"] else None)(pager.vm_stats(name)), 60,
+                          f"{name} adopted")
+            # The new pager evicts again at once (the VMs are over their limits): resident or stored anew.
+            check(st["resident_pages"] + st["stored_pages"] == PAGES,
+                  f"{name}: every page adopted ({st['resident_pages']} resident, {st['stored_pages']} stored)")
+        # The new pager's group stores them again.
+        for name in gs:
+            park(pager, name)
+        check(group_stats(pager, "tenant-s")["copies"] > 0, "the new pager's group stores the pages again")
+        finish(gs)
+
+        err_path = os.path.join(pager.tmp, "rs2.stderr")
+        err = open(err_path, "w")
+        lone = gs["rs2"] = start(pager, "rs2", "tenant-s", 3, stderr=err)
+        wait_filled(lone, "rs2")
+        park(pager, "rs2")
+        pager.kill()
+        pager.restart()
+        # The shim is told why (and keeps trying, its vCPUs waiting, rather than run without the pages).
+        wait_for(lambda: "stored in sharing group 'tenant-s', whose copies do not survive a pager restart"
+                 in open(err_path).read(), 60,
+                 "the adoption of a VM whose pages were the group's is refused, naming the group")
+        check(lone.poll() is None, "rs2 waits for a pager, alive")
+        err.close()
+        check(pager.vm_stats("rs2") is None, "rs2 is not served with pages missing")
+        lone.kill()
+        lone.wait()
+    finally:
+        for g in list(gs.values()):
+            if g.poll() is None:
+                g.kill()
+                g.wait()
+        pager.stop()
+
+
 def main():
     require_root_and_uffd()
     scen = sys.argv[1] if len(sys.argv) > 1 else "group"
     t0 = time.time()
-    {"group": scenario_group, "donor_loss": scenario_donor_loss}[scen]()
+    {"group": scenario_group, "donor_loss": scenario_donor_loss, "restart": scenario_restart}[scen]()
     print(f"{scen}: passed in {time.time() - t0:.1f} s")
 
 
