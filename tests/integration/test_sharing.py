@@ -8,6 +8,8 @@
               byte (no write of one VM shows in another). A fifth VM with
               the same contents in group "tenant-b" shares nothing with
               them. Every reference goes when the VMs exit: no group left.
+              Prints eviction rate and refault latency of a member and of a
+              VM without sharing (same contents) side by side.
   donor_loss  3 donors, replicas 2: 2 VMs of one group, parked; a donor
               holding group copies is SIGKILLed; both VMs verify every
               byte, none is lost, and the group re-creates each lost copy
@@ -19,6 +21,7 @@
               SIGKILLed: the next pager refuses to adopt it, naming the
               group (group copies do not survive a pager crash).
 Prints the stored bytes with and without sharing."""
+import json
 import os
 import signal
 import subprocess
@@ -81,6 +84,7 @@ def scenario_group():
         for i in range(4):
             gs[f"sh{i}"] = start(pager, f"sh{i}", "tenant-a", i + 1)
         gs["other"] = start(pager, "other", "tenant-b", 1)
+        gs["plain"] = start(pager, "plain", None, 5)  # no sharing: the cost figures' baseline
         for name, g in gs.items():
             wait_filled(g, name)
         st = {name: park(pager, name) for name in gs}
@@ -102,6 +106,12 @@ def scenario_group():
         check(b["copies"] == st["other"]["stored_pages"] and b["members"] == 1,
               f"tenant-b shares nothing: {b['copies']} copies for {st['other']['stored_pages']} stored pages")
         finish(gs)
+        # Figures, not assertions: the same run with and without sharing.
+        for name in ("sh0", "plain"):
+            with open(os.path.join(pager.tmp, f"{name}.json")) as f:
+                verify = json.load(f)["verify"]["read_latency_ns"]
+            print(f"{name}: eviction {st[name]['eviction_mbps']:.0f} MB/s, refault (final verification) "
+                  f"p50 {verify['p50'] / 1000:.1f} us, p99 {verify['p99'] / 1000:.1f} us")
         wait_for(lambda: group_stats(pager, "tenant-a") is None and group_stats(pager, "tenant-b") is None, 60,
                  "the groups went with their last members")
         gdir = os.path.join(pager.state, "groups")
