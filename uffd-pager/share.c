@@ -20,11 +20,13 @@
 #include "util.h"
 
 #define CTX_KEEP 64 /* idle sealing contexts kept: about one per evictor and fault thread */
+#define PUT_BATCH 32 /* pages a batched put seals and writes at once: the evictor's part */
 
-/* A sealing context and a page to seal into, for one thread at a time. */
+/* A sealing context, pages to seal into and a write batch, for one thread at a time. */
 struct sctx {
 	struct dseal_ctx *c;
-	void *buf;
+	void *buf;  /* PUT_BATCH pages */
+	struct store_batch *wb;
 };
 
 struct share_group {
@@ -56,6 +58,9 @@ static void sctx_free(struct sctx *s)
 		return;
 	dseal_ctx_free(s->c);
 	free(s->buf);
+	if (s->wb)
+		store_batch_destroy(s->wb);
+	free(s->wb);
 	free(s);
 }
 
@@ -71,10 +76,12 @@ static struct sctx *sctx_get(struct share_group *g)
 	if (s)
 		return s;
 	s = calloc(1, sizeof(*s));
-	if (!s || posix_memalign(&s->buf, PAGE_SIZE_4K, PAGE_SIZE_4K) || dseal_ctx_new(g->seal, &s->c) < 0) {
+	if (!s || posix_memalign(&s->buf, PAGE_SIZE_4K, PUT_BATCH * PAGE_SIZE_4K) || dseal_ctx_new(g->seal, &s->c) < 0 ||
+	    !(s->wb = malloc(sizeof(*s->wb)))) {
 		sctx_free(s);
 		return NULL;
 	}
+	store_batch_init(s->wb);
 	return s;
 }
 
@@ -157,6 +164,119 @@ static int share_put(void *arg, const void *page, uint32_t *ret_loc)
 	atomic_fetch_add_explicit(&g->stored, 1, memory_order_relaxed);
 	*ret_loc = LOC_SHARED | id;
 	return 0;
+}
+
+/*
+ * Up to PUT_BATCH pages: hits take their references, new contents are
+ * sealed and written in one batch (the donors work on all of them at
+ * once), each page's copy it finds another thread writing is waited for
+ * afterwards, one page at a time (share_put). Waiting only once this
+ * thread's own pending entries are settled is what keeps two evictors
+ * from waiting on each other.
+ */
+static void put_chunk(struct share_group *g, const void *const *pages, unsigned n, uint32_t *ret_locs, int *results)
+{
+	enum { P_DONE, P_OWN, P_SAME, P_LATER } what[PUT_BATCH];
+	uint8_t keys[PUT_BATCH][DSEAL_NONCE_LEN], tags[PUT_BATCH][DSEAL_TAG_LEN];
+	uint32_t id[PUT_BATCH], locs[PUT_BATCH][STORE_MAX_COPIES], crcs[PUT_BATCH];
+	int widx[PUT_BATCH];
+	unsigned same_as[PUT_BATCH], own = 0;
+	struct sctx *s = sctx_get(g);
+
+	for (unsigned i = 0; i < n; i++) {
+		what[i] = P_DONE;
+		widx[i] = -1;
+		results[i] = s ? dseal_key(s->c, pages[i], keys[i]) : -ENOMEM;
+		for (unsigned c = 0; c < STORE_MAX_COPIES; c++)
+			locs[i][c] = LOC_NONE;
+	}
+	pthread_mutex_lock(&g->lock);
+	for (unsigned i = 0; i < n; i++) {
+		if (results[i] < 0)
+			continue;
+		id[i] = share_index_find(&g->ix, keys[i]);
+		if (id[i] == SHARE_NONE) {
+			results[i] = share_index_insert(&g->ix, keys[i], &id[i]);
+			if (results[i] == 0) {
+				what[i] = P_OWN;
+				own++;
+			}
+		} else if (share_index_entry(&g->ix, id[i])->state == SE_READY) {
+			share_index_ref(&g->ix, id[i]);
+			ret_locs[i] = LOC_SHARED | id[i];
+			atomic_fetch_add_explicit(&g->hits, 1, memory_order_relaxed);
+		} else {
+			what[i] = P_LATER; /* another thread's write, unless one of ours */
+			for (unsigned j = 0; j < i; j++)
+				if (what[j] == P_OWN && id[j] == id[i]) {
+					what[i] = P_SAME;
+					same_as[i] = j;
+					break;
+				}
+		}
+	}
+	pthread_mutex_unlock(&g->lock);
+	if (own) {
+		store_batch_reset(s->wb);
+		for (unsigned i = 0; i < n; i++) {
+			uint8_t *buf = (uint8_t *)s->buf + (size_t)i * PAGE_SIZE_4K;
+			int r;
+
+			if (what[i] != P_OWN)
+				continue;
+			r = dseal_seal(s->c, keys[i], pages[i], buf, tags[i]);
+			crcs[i] = crc32c(0, buf, PAGE_SIZE_4K);
+			if (r == 0 && (r = store_place(g->store, locs[i])) >= 0)
+				widx[i] = store_batch_add(s->wb, buf, locs[i], id[i], 0);
+			results[i] = r < 0 ? r : 0;
+		}
+		store_write_submit(g->store, s->wb, false);
+		store_write_wait(g->store, s->wb);
+	}
+	pthread_mutex_lock(&g->lock);
+	for (unsigned i = 0; i < n; i++) {
+		if (what[i] != P_OWN)
+			continue;
+		struct share_entry *e = share_index_entry(&g->ix, id[i]);
+		if (results[i] == 0 && widx[i] >= 0 && s->wb->results[widx[i]] == 0) {
+			memcpy(e->locs, locs[i], sizeof(e->locs));
+			memcpy(e->tag, tags[i], sizeof(e->tag));
+			e->crc = crcs[i];
+			e->state = SE_READY;
+			ret_locs[i] = LOC_SHARED | id[i];
+			atomic_fetch_add_explicit(&g->stored, 1, memory_order_relaxed);
+		} else {
+			results[i] = results[i] == -ENOSPC ? -ENOSPC : -EIO;
+			store_free_locs(g->store, locs[i]);
+			share_index_remove(&g->ix, id[i]);
+			atomic_fetch_add_explicit(&g->write_errors, 1, memory_order_relaxed);
+		}
+	}
+	for (unsigned i = 0; i < n; i++) {
+		if (what[i] != P_SAME)
+			continue;
+		if (results[same_as[i]] == 0) {
+			share_index_ref(&g->ix, id[i]);
+			ret_locs[i] = LOC_SHARED | id[i];
+			atomic_fetch_add_explicit(&g->hits, 1, memory_order_relaxed);
+		} else {
+			what[i] = P_LATER;
+		}
+	}
+	if (own)
+		pthread_cond_broadcast(&g->settled);
+	pthread_mutex_unlock(&g->lock);
+	if (s)
+		sctx_put(g, s);
+	for (unsigned i = 0; i < n; i++)
+		if (what[i] == P_LATER)
+			results[i] = share_put(g, pages[i], &ret_locs[i]);
+}
+
+static void share_put_batch(void *arg, const void *const *pages, unsigned n, uint32_t *ret_locs, int *results)
+{
+	for (unsigned i = 0; i < n; i += PUT_BATCH)
+		put_chunk(arg, pages + i, n - i < PUT_BATCH ? n - i : PUT_BATCH, ret_locs + i, results + i);
 }
 
 static void share_unref(void *arg, uint32_t loc)
@@ -251,6 +371,7 @@ static enum loc_health share_health(void *arg, uint32_t loc)
 
 const struct store_shared_ops share_store_ops = {
 	.put = share_put,
+	.put_batch = share_put_batch,
 	.unref = share_unref,
 	.read = share_read,
 	.health = share_health,

@@ -277,6 +277,21 @@ void store_set_shared(struct store *st, const struct store_shared_ops *ops, void
 
 bool store_shares(const struct store *st) { return st->shared != NULL; }
 
+void store_put_shared_batch(struct store *st, const void *const *pages, unsigned n, uint32_t *ret_locs, int *results)
+{
+	unsigned ok = 0;
+
+	if (!st->shared) {
+		for (unsigned i = 0; i < n; i++)
+			results[i] = -EINVAL;
+		return;
+	}
+	st->shared->put_batch(st->shared_arg, pages, n, ret_locs, results);
+	for (unsigned i = 0; i < n; i++)
+		ok += results[i] == 0;
+	atomic_fetch_add_explicit(&st->stats.shared_refs, ok, memory_order_relaxed);
+}
+
 int store_put_shared(struct store *st, const void *page, uint32_t *ret_loc)
 {
 	int r;

@@ -61,6 +61,8 @@ struct store_stats {
 struct store_shared_ops {
 	/* A reference to the page's copy in the group (page unchanged). Returns 0 or -errno. */
 	int (*put)(void *arg, const void *page, uint32_t *ret_loc);
+	/* put for n pages at once (results[i]: 0 or -errno, ret_locs[i] set on 0). */
+	void (*put_batch)(void *arg, const void *const *pages, unsigned n, uint32_t *ret_locs, int *results);
 	void (*unref)(void *arg, uint32_t loc);
 	/* Reads and opens the copy into buf. Returns 0 or -EIO. */
 	int (*read)(void *arg, uint32_t loc, void *buf, enum store_source *ret_source);
@@ -117,6 +119,8 @@ bool store_shares(const struct store *st);
  * page stays).
  */
 int store_put_shared(struct store *st, const void *page, uint32_t *ret_loc);
+/* store_put_shared for n pages at once (new contents written in one batch); results[i]: 0 or -errno. */
+void store_put_shared_batch(struct store *st, const void *const *pages, unsigned n, uint32_t *ret_locs, int *results);
 unsigned store_max_copies(const struct store *st);
 
 /*

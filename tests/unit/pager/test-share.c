@@ -11,6 +11,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -288,6 +289,98 @@ static void test_group_spill(void **state)
 	free(raw);
 }
 
+struct racer {
+	struct share_group *g;
+	const void *pages[48];
+	uint32_t locs[48];
+	int res[48];
+};
+
+static void *race_put(void *arg)
+{
+	struct racer *r = arg;
+
+	share_store_ops.put_batch(r->g, r->pages, 48, r->locs, r->res);
+	return NULL;
+}
+
+/*
+ * Batched puts: duplicates inside one batch get one copy; two threads
+ * putting the same contents at once (each waiting for the other's pending
+ * copies) end with one copy per content and a reference per page.
+ */
+static void test_group_batches(void **state)
+{
+	char dir[] = "/var/tmp/uffdvm-share-XXXXXX", gdir[64], err[256];
+	struct policy_pager_config cfg;
+	struct donor_pool *pool;
+	struct share_group *g;
+	struct policy_vm pol;
+	uint8_t *pg[16];
+	struct racer rc[2];
+	pthread_t t[2];
+	uint8_t *in = page_filled(0);
+	enum store_source src;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(gdir, sizeof(gdir), "%s/groups", dir);
+	policy_config_init(&cfg);
+	assert_int_equal(donor_pool_new(&cfg, &pool), 0);
+	policy_vm_init(&pol);
+	snprintf(pol.name, sizeof(pol.name), "vm");
+	snprintf(pol.sharing_group, sizeof(pol.sharing_group), "batch");
+	assert_int_equal(share_group_join(&pol, pool, dir, &g, err, sizeof(err)), 0);
+	for (unsigned i = 0; i < 16; i++)
+		pg[i] = page_filled(0x5000 + i);
+
+	/* One batch of 48 naming 16 contents three times each, 40 pages past the batch size. */
+	for (unsigned k = 0; k < 2; k++) {
+		rc[k].g = g;
+		for (unsigned i = 0; i < 48; i++)
+			rc[k].pages[i] = pg[(i * 7 + k) % 16];
+	}
+	share_store_ops.put_batch(g, rc[0].pages, 48, rc[0].locs, rc[0].res);
+	group_counts(g, 16, 48);
+	for (unsigned i = 0; i < 48; i++) {
+		assert_int_equal(rc[0].res[i], 0);
+		for (unsigned j = 0; j < i; j++)
+			assert_true((rc[0].pages[i] == rc[0].pages[j]) == (rc[0].locs[i] == rc[0].locs[j]));
+		assert_int_equal(share_store_ops.read(g, rc[0].locs[i], in, &src), 0);
+		assert_memory_equal(in, rc[0].pages[i], PAGE_SIZE_4K);
+	}
+	for (unsigned i = 0; i < 48; i++)
+		share_store_ops.unref(g, rc[0].locs[i]);
+	group_counts(g, 0, 0);
+
+	/* Two threads, same contents in other orders, at once. */
+	for (unsigned round = 0; round < 20; round++) {
+		for (unsigned k = 0; k < 2; k++)
+			assert_int_equal(pthread_create(&t[k], NULL, race_put, &rc[k]), 0);
+		for (unsigned k = 0; k < 2; k++)
+			assert_int_equal(pthread_join(t[k], NULL), 0);
+		group_counts(g, 16, 96);
+		for (unsigned i = 0; i < 48; i++) {
+			assert_int_equal(rc[0].res[i], 0);
+			assert_int_equal(rc[1].res[i], 0);
+			for (unsigned j = 0; j < 48; j++)
+				assert_true((rc[0].pages[i] == rc[1].pages[j]) == (rc[0].locs[i] == rc[1].locs[j]));
+		}
+		for (unsigned k = 0; k < 2; k++)
+			for (unsigned i = 0; i < 48; i++)
+				share_store_ops.unref(g, rc[k].locs[i]);
+		group_counts(g, 0, 0);
+	}
+	share_group_leave(g);
+	assert_int_equal(dir_entries(gdir), 0);
+	assert_int_equal(rmdir(gdir), 0);
+	assert_int_equal(rmdir(dir), 0);
+	donor_pool_free(pool);
+	for (unsigned i = 0; i < 16; i++)
+		free(pg[i]);
+	free(in);
+}
+
 static double ns_per(struct timespec t0, struct timespec t1, unsigned n)
 {
 	return ((double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec)) / n;
@@ -331,6 +424,7 @@ int main(void)
 		cmocka_unit_test(test_deterministic_seal),
 		cmocka_unit_test(test_index_refcount),
 		cmocka_unit_test(test_group_spill),
+		cmocka_unit_test(test_group_batches),
 		cmocka_unit_test(test_cost_per_page),
 	};
 
