@@ -29,7 +29,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Donor, Pager, check, guestsim, policy, require_root_and_uffd, wait_for  # noqa: E402
+from harness import Donor, Pager, check, exe, guestsim, policy, require_root_and_uffd, wait_for  # noqa: E402
 
 SIZE_MB = 32
 PAGES = SIZE_MB * 256
@@ -102,6 +102,16 @@ def scenario_group():
         check(a["references"] == sum(st[f"sh{i}"]["shared_pages"] for i in range(4)),
               f"the group's references are the VMs' shared pages ({a['references']})")
         check(all(st[f"sh{i}"]["sharing_group"] == "tenant-a" for i in range(4)), "vm.stats names the group")
+        # The same figures through uffd-ctl and the Prometheus exposition.
+        out = subprocess.run([exe("uffd-ctl"), "--control", pager.control, "pager", "stats"], capture_output=True,
+                             text=True, timeout=30).stdout
+        check(f"sharing group tenant-a: 4 members, {a['copies']} copies" in out, f"uffd-ctl pager stats: {out!r}")
+        out = subprocess.run([exe("uffd-ctl"), "--control", pager.control, "vm", "stats", "sh0"], capture_output=True,
+                             text=True, timeout=30).stdout
+        check("shared_pages" in out and "tenant-a" in out, "uffd-ctl vm stats shows the VM's group and shared pages")
+        text = pager.result("pager.metrics")["text"]
+        check(f'uffdvm_sharing_group_copies{{group="tenant-a"}} {a["copies"]}' in text and
+              'uffdvm_vm_shared_pages{vm="sh0"}' in text, "Prometheus: group copies and a VM's shared pages")
         # Same contents, another group: nothing shared with tenant-a, every page its own copy.
         check(b["copies"] == st["other"]["stored_pages"] and b["members"] == 1,
               f"tenant-b shares nothing: {b['copies']} copies for {st['other']['stored_pages']} stored pages")
