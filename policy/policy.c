@@ -231,6 +231,10 @@ static const struct policy_field vm_fields[] = {
 	/* A string rather than an enum: it names an ops table of policy/victim.h, looked up by name. */
 	{ .name = "victims", .kind = POLICY_FIELD_STRING, VM(victims), .valid = victims_valid,
 	  .noun = "victim selector", .allowed = POLICY_VICTIM_NAMES },
+	/* Opt-in: members learn that a page exists in another member by timing (docs/sharing.md). */
+	{ .name = "sharing_group", .kind = POLICY_FIELD_STRING, VM(sharing_group), .lo = 1, .hi = POLICY_NAME_MAX - 1,
+	  .valid = policy_name_valid, .noun = "sharing group name",
+	  .allowed = "1..63 characters from A-Z a-z 0-9 . _ -, not \".\" or \"..\"" },
 	{ 0 },
 };
 
@@ -317,6 +321,9 @@ char *policy_vm_to_json(const struct policy_vm *p)
 	/* No cache: no object (an empty one would not parse back: its size is required). */
 	if (root && p->dc_size == 0)
 		json_object_del(root, "disk_cache");
+	/* No sharing: no key ("" is not a valid group name). */
+	if (root && !p->sharing_group[0])
+		json_object_del(root, "sharing_group");
 	/* Optional strings left empty are left out: "" is not a valid path or id. */
 	if (root && p->dc_size) {
 		json_t *dc = json_object_get(root, "disk_cache");

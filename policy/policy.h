@@ -81,6 +81,8 @@ struct policy_vm {
 	char dc_key_file[256];       /* "disk_cache.key_file": the donors' pre-shared key; "" = none */
 	char dc_client_id[65];       /* "disk_cache.client_id": "" (default) = "disk-" + the VM's name */
 	char dc_stats_file[256];     /* "disk_cache.stats_file": set by uffd-qemu, the file the cache's counters go to */
+	/* "sharing_group": VMs naming the same group store equal pages once (docs/sharing.md); "" = no sharing. */
+	char sharing_group[POLICY_NAME_MAX];
 };
 
 #define POLICY_BALLOON_MIN_FLOOR (16ULL << 20)

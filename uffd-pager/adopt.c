@@ -70,7 +70,16 @@ static int adopt_range(struct vm *vm, struct vm_region *r, uint64_t first, uint6
 				continue;
 			pagemap_get_locs(&vm->map, p, locs);
 			for (unsigned i = 0; i < STORE_MAX_COPIES; i++) {
-				if (store_adopt_loc(vm->store, locs[i]) < 0) {
+				int ar = store_adopt_loc(vm->store, locs[i]);
+
+				if (ar == -EXDEV) {
+					pthread_mutex_unlock(&vm->lock);
+					snprintf(err, errlen, "page %llu is stored in sharing group '%s', whose copies do not "
+						 "survive a pager restart (docs/sharing.md)", (unsigned long long)p,
+						 vm->policy.sharing_group);
+					return ar;
+				}
+				if (ar < 0) {
 					pthread_mutex_unlock(&vm->lock);
 					snprintf(err, errlen, "page %llu names copy 0x%x that the slab table never had: "
 						 "the state file is corrupted", (unsigned long long)p, locs[i]);

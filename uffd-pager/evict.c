@@ -43,6 +43,7 @@ struct evict_ctx {
 	uint32_t crcs[EVICT_BATCH];
 	bool zero[EVICT_BATCH];
 	bool clean[EVICT_BATCH];     /* its copies (in locs) are current: nothing to write */
+	bool shared[EVICT_BATCH];    /* its copy is its sharing group's (locs[0]): nothing in the batch */
 	bool protected_[EVICT_BATCH];
 	bool commit[EVICT_BATCH];
 	bool unpunched[EVICT_BATCH]; /* committed, but the memfd refused the punch */
@@ -293,6 +294,40 @@ static void check_clean_pages(struct evict_ctx *ec, bool *ret_spent)
 	pthread_mutex_unlock(&vm->lock);
 }
 
+/*
+ * Sharing VM: the pages of batch[first, end) marked shared get their
+ * references in the group, which writes the new contents among them in
+ * one batch. A page it cannot take stays resident. Returns how many.
+ */
+static unsigned share_part(struct evict_ctx *ec, unsigned first, unsigned end)
+{
+	const void *pages[EVICT_BATCH];
+	uint32_t locs[EVICT_BATCH];
+	unsigned idx[EVICT_BATCH], n = 0, failed = 0;
+	int res[EVICT_BATCH];
+
+	for (unsigned k = first; k < end; k++)
+		if (ec->shared[k] && ec->protected_[k]) {
+			idx[n] = k;
+			pages[n++] = ec->buf + (size_t)k * PAGE_SIZE_4K;
+		}
+	if (!n)
+		return 0;
+	store_put_shared_batch(ec->vm->store, pages, n, locs, res);
+	for (unsigned j = 0; j < n; j++) {
+		unsigned k = idx[j];
+
+		if (res[j] == 0) {
+			ec->locs[k][0] = locs[j];
+			continue;
+		}
+		ec->shared[k] = false;
+		ec->protected_[k] = false;
+		failed++;
+	}
+	return failed;
+}
+
 static void evict_batch(struct evict_ctx *ec)
 {
 	struct vm *vm = ec->vm;
@@ -349,9 +384,11 @@ static void evict_batch(struct evict_ctx *ec)
 	bool to_write[EVICT_BATCH];
 	for (i = 0; i < ec->n; i++) {
 		ec->zero[i] = false;
+		ec->shared[i] = false;
 		to_write[i] = ec->protected_[i] && !ec->clean[i];
 	}
 	store_batch_reset(&ec->wb);
+	unsigned sh_from = 0, sh_pending = 0;
 	for (i = 0; i < ec->n;) {
 		if (!to_write[i]) {
 			i++;
@@ -375,6 +412,11 @@ static void evict_batch(struct evict_ctx *ec)
 				ec->zero[k] = true;
 				continue;
 			}
+			if (store_shares(vm->store)) {
+				ec->shared[k] = true; /* a reference to the group's copy, taken by share_part below */
+				sh_pending++;
+				continue;
+			}
 			if (!store_sealed(vm->store))
 				ec->crcs[k] = crc32c(0, dst, PAGE_SIZE_4K);
 			/* Every copy the policy requires is reserved now. */
@@ -389,14 +431,22 @@ static void evict_batch(struct evict_ctx *ec)
 		/* Single pages (random victims) gather into one part: a send per page would cost more than it hides. */
 		if (store_batch_unsent(&ec->wb) >= EVICT_PART)
 			store_write_submit(vm->store, &ec->wb, true);
+		/* Shared pages gather likewise: the group writes new contents a part at a time. */
+		if (sh_pending >= EVICT_PART) {
+			n_store_failed += share_part(ec, sh_from, i + len);
+			sh_from = i + len;
+			sh_pending = 0;
+		}
 		i += len;
 	}
+	if (sh_pending)
+		n_store_failed += share_part(ec, sh_from, ec->n);
 	store_write_submit(vm->store, &ec->wb, true);
 	store_write_wait(vm->store, &ec->wb);
 	if (n_store) {
 		unsigned k = 0;
 		for (i = 0; i < ec->n; i++) {
-			if (!to_write[i] || !ec->protected_[i] || ec->zero[i])
+			if (!to_write[i] || !ec->protected_[i] || ec->zero[i] || ec->shared[i])
 				continue;
 			if (ec->wb.results[k++] < 0) {
 				ec->protected_[i] = false;

@@ -22,6 +22,7 @@
 #include "log.h"
 #include "policy.h"
 #include "registry.h"
+#include "share.h"
 #include "util.h"
 #include "vm.h"
 
@@ -95,6 +96,7 @@ json_t *pager_stats(struct pager *p)
 	_cleanup_json_ json_t *d = donor_pool_json(registry_donor_pool(p));
 
 	json_object_set(o, "donors", json_object_get(d, "donors"));
+	json_object_set_new(o, "sharing_groups", share_stats_json());
 	return o;
 }
 

@@ -183,6 +183,8 @@ void *vm_repair_thread(void *arg)
 		pthread_mutex_unlock(&vm->lock);
 		if (stop)
 			break;
+		/* The group's copies once for all its members: whichever repair thread comes first. */
+		share_repair(vm->share);
 		if (!store_generation_changed(vm->store) && !retry)
 			continue;
 		if (store_refresh(vm->store)) {

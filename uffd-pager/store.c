@@ -62,6 +62,9 @@ struct store {
 	/* Sealing (NULL: copies in clear): one cipher context per thread that seals or opens. */
 	struct seal *seal;
 	struct seal_ctx *ctx_evict, *ctx_fault, *ctx_repair;
+	/* The sharing group (NULL: none): shared locations are its. */
+	const struct store_shared_ops *shared;
+	void *shared_arg;
 };
 
 unsigned store_copies_for(const struct policy_vm *pol)
@@ -200,6 +203,9 @@ int store_adopt_loc(struct store *st, uint32_t loc)
 {
 	if (loc == LOC_NONE)
 		return 0;
+	/* Sharing groups live in pager memory only (docs/sharing.md, "Pager restart"). */
+	if (loc_is_shared(loc))
+		return -EXDEV;
 	if (!loc_is_remote(loc))
 		return spill_mark_used(st->spill, loc);
 	uint32_t idx = (loc & ~LOC_REMOTE) >> 12, slot = loc & (STORE_SLAB_SLOTS - 1);
@@ -262,6 +268,41 @@ void store_detach(struct store *st)
 bool store_sealed(const struct store *st) { return st->seal != NULL; }
 
 struct store_stats *store_stats(struct store *st) { return &st->stats; }
+
+void store_set_shared(struct store *st, const struct store_shared_ops *ops, void *arg)
+{
+	st->shared = ops;
+	st->shared_arg = arg;
+}
+
+bool store_shares(const struct store *st) { return st->shared != NULL; }
+
+void store_put_shared_batch(struct store *st, const void *const *pages, unsigned n, uint32_t *ret_locs, int *results)
+{
+	unsigned ok = 0;
+
+	if (!st->shared) {
+		for (unsigned i = 0; i < n; i++)
+			results[i] = -EINVAL;
+		return;
+	}
+	st->shared->put_batch(st->shared_arg, pages, n, ret_locs, results);
+	for (unsigned i = 0; i < n; i++)
+		ok += results[i] == 0;
+	atomic_fetch_add_explicit(&st->stats.shared_refs, ok, memory_order_relaxed);
+}
+
+int store_put_shared(struct store *st, const void *page, uint32_t *ret_loc)
+{
+	int r;
+
+	if (!st->shared)
+		return -EINVAL;
+	r = st->shared->put(st->shared_arg, page, ret_loc);
+	if (r == 0)
+		atomic_fetch_add_explicit(&st->stats.shared_refs, 1, memory_order_relaxed);
+	return r;
+}
 unsigned store_max_copies(const struct store *st) { return st->max_copies; }
 
 uint64_t store_donor_pages(struct store *st, unsigned donor)
@@ -413,7 +454,7 @@ int store_place_one(struct store *st, const uint32_t *have, unsigned nhave, uint
 	bool has_spill = false;
 
 	for (unsigned i = 0; i < nhave; i++) {
-		if (have[i] == LOC_NONE)
+		if (have[i] == LOC_NONE || loc_is_shared(have[i]))
 			continue;
 		if (loc_is_remote(have[i]))
 			exclude |= 1ULL << loc_donor(st, have[i]);
@@ -438,6 +479,15 @@ void store_free_loc(struct store *st, uint32_t loc)
 {
 	if (loc == LOC_NONE)
 		return;
+	if (loc_is_shared(loc)) {
+		if (st->shared) {
+			atomic_fetch_sub_explicit(&st->stats.shared_refs, 1, memory_order_relaxed);
+			st->shared->unref(st->shared_arg, loc);
+		} else {
+			vm_log_err(st->name, "shared location 0x%x in a store without a sharing group", loc);
+		}
+		return;
+	}
 	if (!loc_is_remote(loc)) {
 		spill_free_slot(st->spill, loc);
 		return;
@@ -651,6 +701,8 @@ enum loc_health store_loc_health(struct store *st, uint32_t loc)
 
 	if (loc == LOC_NONE)
 		return LOC_DEAD;
+	if (loc_is_shared(loc))
+		return st->shared ? st->shared->health(st->shared_arg, loc) : LOC_DEAD;
 	if (!loc_is_remote(loc))
 		return LOC_OK;
 	idx = (loc & ~LOC_REMOTE) >> 12;
@@ -689,6 +741,12 @@ static int read_start_next(struct store *st, struct store_read *rd)
 		int r;
 
 		rd->cur_loc = loc;
+		if (loc_is_shared(loc)) {
+			/* The group reads and opens its copy itself, synchronously. */
+			rd->status = st->shared ? st->shared->read(st->shared_arg, loc, rd->buf, &rd->src) : -EIO;
+			rd->inflight = RD_DONE;
+			return 0;
+		}
 		if (!loc_is_remote(loc)) {
 			rd->src = SRC_SPILL;
 			if (rd->fault_thread) {
@@ -763,6 +821,12 @@ static int read_finish(struct store *st, struct store_read *rd)
 		return -EIO;
 	}
 	rd->inflight = RD_NONE;
+	if (loc_is_shared(rd->cur_loc)) {
+		/* The group checked (and opened) it already. */
+		if (r < 0)
+			atomic_fetch_add_explicit(&st->stats.bad_copies, 1, memory_order_relaxed);
+		return r < 0 ? -EIO : 0;
+	}
 	if (r == 0 && st->seal && rd->src == SRC_SPILL) {
 		r = spill_read_tag(st->spill, rd->cur_loc, rd->tag);
 		tag = rd->tag;

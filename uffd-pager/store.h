@@ -4,7 +4,9 @@
  * donors. A page copy is named by a 32-bit location:
  *
  *   0xFFFFFFFF                 no copy
- *   bit 31 = 0                 spill slot (bits 30..0)
+ *   bits 31..30 = 00           spill slot (bits 29..0)
+ *   bits 31..30 = 01           shared: bits 29..0 = content entry of the
+ *                              VM's sharing group (docs/sharing.md)
  *   bit 31 = 1                 remote: bits 30..12 = index into this VM's slab
  *                              table, bits 11..0 = slot in the 16 MiB slab
  *
@@ -27,12 +29,14 @@
 
 #define LOC_NONE UINT32_MAX
 #define LOC_REMOTE (1u << 31)
+#define LOC_SHARED (1u << 30)
 #define STORE_MAX_COPIES (POLICY_MAX_REPLICAS + 1)
 #define STORE_SLAB_SLOTS 4096u
 #define STORE_MAX_SLABS ((1u << 19) - 1)
-#define STORE_SPILL_MAX_SLOTS ((uint64_t)LOC_REMOTE - 1)
+#define STORE_SPILL_MAX_SLOTS ((uint64_t)LOC_SHARED - 1)
 
 static inline bool loc_is_remote(uint32_t loc) { return loc != LOC_NONE && (loc & LOC_REMOTE); }
+static inline bool loc_is_shared(uint32_t loc) { return (loc & (LOC_REMOTE | LOC_SHARED)) == LOC_SHARED; }
 
 enum loc_health { LOC_OK, LOC_MOVE /* readable, must move */, LOC_DEAD };
 enum store_source { SRC_SPILL, SRC_DONOR };
@@ -47,6 +51,23 @@ struct store_stats {
 	_Atomic uint64_t copies_lost;     /* copies on a donor that died */
 	_Atomic uint64_t pages_lost;      /* pages with no copy left */
 	_Atomic uint64_t spill_fallbacks; /* pages sent to the spill file because no donor could take them */
+	_Atomic uint64_t shared_refs;     /* locations of this VM naming a copy of its sharing group */
+};
+
+/*
+ * Shared locations are the sharing group's (share.h): the store hands
+ * them to these hooks, so that store.c needs nothing of share.c.
+ */
+struct store_shared_ops {
+	/* A reference to the page's copy in the group (page unchanged). Returns 0 or -errno. */
+	int (*put)(void *arg, const void *page, uint32_t *ret_loc);
+	/* put for n pages at once (results[i]: 0 or -errno, ret_locs[i] set on 0). */
+	void (*put_batch)(void *arg, const void *const *pages, unsigned n, uint32_t *ret_locs, int *results);
+	void (*unref)(void *arg, uint32_t loc);
+	/* Reads and opens the copy into buf. Returns 0 or -EIO. */
+	int (*read)(void *arg, uint32_t loc, void *buf, enum store_source *ret_source);
+	/* LOC_OK while some group copy is readable (the group repairs its own), else LOC_DEAD. */
+	enum loc_health (*health)(void *arg, uint32_t loc);
 };
 
 struct store;
@@ -89,6 +110,17 @@ void store_detach(struct store *st);
 /* True when copies are sealed: the page map's check word is then the page's version. */
 bool store_sealed(const struct store *st);
 struct store_stats *store_stats(struct store *st);
+/* Every eviction of this VM goes through its sharing group from now on. Set before the threads start. */
+void store_set_shared(struct store *st, const struct store_shared_ops *ops, void *arg);
+bool store_shares(const struct store *st);
+/*
+ * Evictor: the page's copy in the group (stored there if new), as one
+ * shared location holding a reference. Returns 0, or -ENOSPC/-EIO (the
+ * page stays).
+ */
+int store_put_shared(struct store *st, const void *page, uint32_t *ret_loc);
+/* store_put_shared for n pages at once (new contents written in one batch); results[i]: 0 or -errno. */
+void store_put_shared_batch(struct store *st, const void *const *pages, unsigned n, uint32_t *ret_locs, int *results);
 unsigned store_max_copies(const struct store *st);
 
 /*

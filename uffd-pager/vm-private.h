@@ -20,6 +20,7 @@
 #include "page-state.h"
 #include "pagemap.h"
 #include "policy.h"
+#include "share.h"
 #include "spill.h"
 #include "store.h"
 #include "victim.h"
@@ -118,6 +119,7 @@ struct vm {
 	struct spill *spill;
 	struct donor_pool *pool; /* the pager's donors (may have none) */
 	struct store *store;     /* spill + donors behind one interface */
+	struct share_group *share; /* policy.sharing_group's, NULL: no sharing (share.h) */
 	unsigned ncopies;        /* locations per page (the page map's entries hold as many) */
 	pthread_cond_t repair_cond;
 	pthread_t fault_thread, evict_thread, repair_thread;

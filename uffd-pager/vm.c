@@ -308,6 +308,18 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 		}
 		if (vm->adopting && (ret = vm_adopt_recover(vm, err, errlen)) < 0)
 			return ret;
+		/* After adoption: a map that named an earlier pager's group copies was refused above. */
+		if (vm->policy.sharing_group[0]) {
+			struct share_group *g;
+
+			ret = share_group_join(&vm->policy, vm->pool, vm->state_dir, &g, err, errlen);
+			if (ret < 0)
+				return ret;
+			store_set_shared(store, &share_store_ops, g);
+			pthread_mutex_lock(&vm->lock);
+			vm->share = g;
+			pthread_mutex_unlock(&vm->lock);
+		}
 		/*
 		 * A recorded region promises the next pager a spill file, a key and a
 		 * slab table: so the first one is recorded only now, before any page
@@ -344,6 +356,78 @@ fail:
 	return ret;
 }
 
+/*
+ * The references the page map holds in the VM's sharing group, dropped
+ * (threads stopped). Also when the VM lives on for the next pager: the
+ * group does not outlive this one (docs/sharing.md, "Pager restart").
+ */
+static void drop_shared_refs(struct vm *vm)
+{
+	uint32_t locs[STORE_MAX_COPIES];
+
+	if (!vm->share)
+		return;
+	for (uint64_t p = 0; p < pagemap_npages(&vm->map); p++) {
+		pagemap_get_locs(&vm->map, p, locs);
+		for (unsigned c = 0; c < STORE_MAX_COPIES; c++)
+			if (loc_is_shared(locs[c]))
+				store_free_loc(vm->store, locs[c]);
+	}
+}
+
+/*
+ * The pager stops and the VM lives on, but its group's copies do not
+ * outlive this pager (docs/sharing.md, "Pager restart"): every stored
+ * page whose copy is the group's goes back into the memfd, so the next
+ * pager adopts it resident. Threads stopped: no fault is served meanwhile,
+ * and a vCPU waiting on such a page is woken by the next pager's
+ * adoption. The VM is over its limit until that pager evicts. A page that
+ * cannot be read or written stays stored: the next pager refuses the VM,
+ * naming the group, rather than serve it without the page.
+ */
+static void restore_shared_pages(struct vm *vm)
+{
+	uint64_t restored = 0, failed = 0;
+	uint32_t locs[STORE_MAX_COPIES], freed[STORE_MAX_COPIES];
+	enum store_source src;
+	void *buf;
+
+	if (!vm->share || posix_memalign(&buf, PAGE_SIZE_4K, PAGE_SIZE_4K))
+		return;
+	for (uint64_t p = 0; p < pagemap_npages(&vm->map); p++) {
+		const struct page_entry *pe;
+		uint32_t crc;
+
+		pthread_mutex_lock(&vm->lock);
+		pe = pagemap_entry(&vm->map, p);
+		pagemap_get_locs(&vm->map, p, locs);
+		crc = pe->crc;
+		bool candidate = pe->state == PG_STORED && !(pe->flags & PGF_LOST) && loc_is_shared(locs[0]);
+		pthread_mutex_unlock(&vm->lock);
+		if (!candidate)
+			continue;
+		struct vm_region *rg = vm_region_of_page(vm, p);
+		off_t off = (off_t)(rg->memfd_offset + ((p - rg->first_page) << PAGE_SHIFT_4K));
+		if (store_read(vm->store, p, locs, crc, buf, &src, false) < 0 ||
+		    pwrite(rg->memfd, buf, PAGE_SIZE_4K, off) != (ssize_t)PAGE_SIZE_4K) {
+			failed++;
+			continue;
+		}
+		pthread_mutex_lock(&vm->lock);
+		if (pagemap_installed(&vm->map, p, freed))
+			store_free_locs(vm->store, freed);
+		pthread_mutex_unlock(&vm->lock);
+		restored++;
+	}
+	free(buf);
+	if (restored)
+		vm_log_info(vm->policy.name, "pager stops: %llu pages of sharing group %s back in memory",
+			    (unsigned long long)restored, vm->policy.sharing_group);
+	if (failed)
+		vm_log_err(vm->policy.name, "pager stops: %llu pages of sharing group %s could not be brought back; "
+			   "the next pager will refuse the VM", (unsigned long long)failed, vm->policy.sharing_group);
+}
+
 /* Stops the threads and frees the VM; keep: the files (state, spill, key) and donor slabs stay for the next pager. */
 static void vm_release(struct vm *vm, bool keep)
 {
@@ -369,9 +453,13 @@ static void vm_release(struct vm *vm, bool keep)
 			 (unsigned long long)hist_quantile(&vm->fault_latency, 0.5),
 			 (unsigned long long)hist_quantile(&vm->fault_latency, 0.99));
 	if (keep)
+		restore_shared_pages(vm);
+	drop_shared_refs(vm);
+	if (keep)
 		store_detach(vm->store);
 	else
 		store_free(vm->store);
+	share_group_leave(vm->share);
 	spill_free(vm->spill, keep);
 	for (unsigned i = 0; i < vm->nregions; i++)
 		close(vm->regions[i].memfd);
@@ -522,6 +610,11 @@ int vm_set_policy(struct vm *vm, const struct policy_vm *pol, char *err, size_t 
 		snprintf(err, errlen, "field 'victims' cannot change while the VM runs (the selector's queue is built as pages fault in)");
 		return -EINVAL;
 	}
+	if (strcmp(pol->sharing_group, vm->policy.sharing_group) != 0) {
+		snprintf(err, errlen, "field 'sharing_group' cannot change while the VM runs (its stored pages are %s)",
+			 vm->policy.sharing_group[0] ? "the group's" : "its own");
+		return -EINVAL;
+	}
 	if (pol->encryption != vm->policy.encryption) {
 		snprintf(err, errlen, "field 'encryption' cannot change while the VM runs (its stored copies are %s)",
 			 vm->policy.encryption ? "sealed" : "in clear");
@@ -639,6 +732,7 @@ json_t *vm_stats_json(struct vm *vm, bool brief)
 	const uint64_t memfd_pages = brief ? 0 : memfd_resident_pages(vm);
 	struct spill *spill = vm->spill;
 	struct store *store = vm->store;
+	struct share_group *share = vm->share;
 	const unsigned replicas = vm->policy.replicas;
 	const bool encryption = vm->policy.encryption;
 	const bool backup_spill = vm->policy.backup_spill;
@@ -693,6 +787,12 @@ json_t *vm_stats_json(struct vm *vm, bool brief)
 		json_object_set_new(o, "durability", json_pack("{s:i, s:s, s:i}", "replicas", (int)replicas,
 							     "backup", backup_spill ? "spill" : "none",
 							     "copies_per_page", (int)vm->ncopies));
+	}
+	if (store && share) {
+		/* Its references in the group: stored pages, and clean resident pages that keep theirs. */
+		json_object_set_new(o, "sharing_group", json_string(vm->policy.sharing_group));
+		json_object_set_new(o, "shared_pages",
+				    json_integer((json_int_t)atomic_load(&store_stats(store)->shared_refs)));
 	}
 	json_object_set_new(o, "zero_pages_skipped", json_integer(STAT(zero_pages_skipped)));
 	json_object_set_new(o, "evictions_clean", json_integer(STAT(evictions_clean)));

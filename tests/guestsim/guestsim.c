@@ -56,6 +56,9 @@ struct options {
 	double duration;
 	enum gs_content content;
 	uint64_t seed;
+	uint64_t access_seed; /* of access choices; default: seed */
+	bool access_seed_set;
+	uint64_t private_pages;
 	bool fill;
 	bool final_verify;
 	const char *json;
@@ -74,6 +77,15 @@ static void on_sigusr1(int sig)
 {
 	(void)sig;
 	atomic_store(&end_access, true);
+}
+
+/* SIGUSR2 ends the pause after the fill early (a test is done with the stored pages). */
+static atomic_bool end_pause;
+
+static void on_sigusr2(int sig)
+{
+	(void)sig;
+	atomic_store(&end_pause, true);
 }
 static const char *const phase_names[] = { "fill", "access", "verify" };
 
@@ -148,13 +160,17 @@ static void usage(FILE *f)
 		"  --content C          random (incompressible) | realistic (~2.5x compressible)\n"
 		"                       (default random)\n"
 		"  --seed N             seed of contents and access choices (default 1)\n"
+		"  --access-seed N      seed of access choices only (default: --seed)\n"
+		"  --private-pages N    fill the first N pages at a generation derived from the\n"
+		"                       access seed: guests that share --seed but not\n"
+		"                       --access-seed hold those pages alone (default 0)\n"
 		"  --no-fill            skip the fill phase: pages start as zeros\n"
 		"  --no-final-verify    skip the last pass that checks every page once more\n"
 		"  --json FILE          write the results as a JSON object to FILE\n"
 		"  --progress           print a progress line on stderr every second\n"
 		"  --hold SEC           sleep SEC seconds after the run, RAM still mapped\n"
 		"  --pause-after-fill SEC  print FILLED after the fill phase and sleep SEC seconds\n"
-		"                       (tests act on the stored pages meanwhile)\n"
+		"                       (tests act on the stored pages meanwhile; SIGUSR2 ends it)\n"
 		"  -h, --help           show this help\n"
 		"\n"
 		"Prints a one-line summary on stdout.\n"
@@ -207,7 +223,7 @@ static int parse_double(const char *opt, const char *s, double lo, double hi, do
 enum {
 	OPT_SIZE = 256, OPT_THREADS, OPT_PATTERN, OPT_THETA, OPT_WRITES, OPT_KIO, OPT_OPS,
 	OPT_DURATION, OPT_CONTENT, OPT_SEED, OPT_NO_FILL, OPT_NO_VERIFY, OPT_JSON,
-	OPT_PROGRESS, OPT_HOLD, OPT_PAUSE, OPT_CORRUPT,
+	OPT_PROGRESS, OPT_HOLD, OPT_PAUSE, OPT_CORRUPT, OPT_ACCESS_SEED, OPT_PRIVATE,
 };
 
 static int parse_options(int argc, char **argv, struct options *o)
@@ -223,6 +239,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "duration", required_argument, NULL, OPT_DURATION },
 		{ "content", required_argument, NULL, OPT_CONTENT },
 		{ "seed", required_argument, NULL, OPT_SEED },
+		{ "access-seed", required_argument, NULL, OPT_ACCESS_SEED },
+		{ "private-pages", required_argument, NULL, OPT_PRIVATE },
 		{ "no-fill", no_argument, NULL, OPT_NO_FILL },
 		{ "no-final-verify", no_argument, NULL, OPT_NO_VERIFY },
 		{ "json", required_argument, NULL, OPT_JSON },
@@ -296,6 +314,13 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case OPT_SEED:
 			r = parse_u64("--seed", optarg, &o->seed);
 			break;
+		case OPT_ACCESS_SEED:
+			r = parse_u64("--access-seed", optarg, &o->access_seed);
+			o->access_seed_set = true;
+			break;
+		case OPT_PRIVATE:
+			r = parse_u64("--private-pages", optarg, &o->private_pages);
+			break;
 		case OPT_NO_FILL:
 			o->fill = false;
 			break;
@@ -342,6 +367,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 		return usage_error("--size: too many pages per thread; use more --threads");
 	if (o->ops_set && duration_set)
 		return usage_error("--ops and --duration are mutually exclusive");
+	if (!o->access_seed_set)
+		o->access_seed = o->seed;
 	if (!o->ops_set && !duration_set)
 		o->ops = o->size / PAGE_SIZE_4K;
 	if (duration_set)
@@ -456,12 +483,14 @@ static void run_fill(struct worker *w)
 	for (uint64_t local = 0; local < w->npages; local++) {
 		uint64_t page = local * run->opt.threads + w->id, t0, t1;
 		bool kio = kfrac > 0 && gs_rng_unit(&w->rng) < kfrac, ok = true;
+		/* Private pages: a generation no guest with another access seed writes (2^20 rewrites apart). */
+		uint32_t gen = page < run->opt.private_pages ? 1 + (uint32_t)((run->opt.access_seed & 0x3ff) << 20) : 1;
 
 		if (atomic_load_explicit(&run->stop, memory_order_relaxed))
 			break;
 		t0 = now_ns();
 		if (kio) {
-			int r = write_page_kernel(w, page, 1, &ok);
+			int r = write_page_kernel(w, page, gen, &ok);
 
 			if (r < 0) {
 				w->err = r;
@@ -469,9 +498,9 @@ static void run_fill(struct worker *w)
 				break;
 			}
 		} else {
-			gs_page_fill(page_addr(run, page), run->opt.seed, page, 1, run->opt.content);
+			gs_page_fill(page_addr(run, page), run->opt.seed, page, gen, run->opt.content);
 		}
-		w->gen[local] = 1;
+		w->gen[local] = gen;
 		t1 = now_ns();
 		gs_hist_add(&st->all, t1 - t0);
 		gs_hist_add(&st->write, t1 - t0);
@@ -819,13 +848,13 @@ static int setup_workers(struct run *run)
 					     w->npages);
 		if (posix_memalign((void **)&w->buf, PAGE_SIZE_4K, PAGE_SIZE_4K) != 0)
 			return log_err_errno(-ENOMEM, "Failed to allocate a page buffer");
-		gs_rng_seed(&w->rng, o->seed, t);
+		gs_rng_seed(&w->rng, o->access_seed, t);
 		if (o->pattern == PAT_ZIPF) {
 			int r = gs_zipf_init(&w->zipf, w->npages, o->zipf_theta);
 
 			if (r < 0)
 				return log_err_errno(r, "Failed to set up the Zipf generator");
-			gs_perm_init(&w->perm, w->npages, gs_mix64(o->seed ^ 0x7065726dULL) + t);
+			gs_perm_init(&w->perm, w->npages, gs_mix64(o->access_seed ^ 0x7065726dULL) + t);
 		}
 		if (o->kio_pct > 0) {
 			/* One page: far below the shim's threshold, so never registered. */
@@ -884,12 +913,17 @@ static int run_all(struct run *run, int *ret_exit)
 			return r;
 	}
 	if (o->pause_after_fill > 0) {
-		struct timespec ts = { .tv_sec = (time_t)o->pause_after_fill,
-				       .tv_nsec = (long)((o->pause_after_fill - floor(o->pause_after_fill)) * 1e9) };
+		const uint64_t until = now_ns() + (uint64_t)(o->pause_after_fill * 1e9);
+
 		printf("FILLED\n");
 		fflush(stdout);
-		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-			;
+		/* In slices: a SIGUSR2 that lands between the check and the sleep is seen at the next one. */
+		while (!atomic_load(&end_pause) && now_ns() < until) {
+			uint64_t left = until - now_ns();
+			struct timespec ts = { .tv_nsec = (long)(left < 50000000 ? left : 50000000) };
+
+			nanosleep(&ts, NULL);
+		}
 	}
 	if (o->self_test_corrupt)
 		self_test_corrupt(run);
@@ -929,6 +963,8 @@ int main(int argc, char **argv)
 	if (parse_options(argc, argv, &run.opt) < 0)
 		return EXIT_USAGE;
 	sigaction(SIGUSR1, &(struct sigaction){ .sa_handler = on_sigusr1, .sa_flags = SA_RESTART }, NULL);
+	/* No SA_RESTART: the signal must interrupt the pause's nanosleep. */
+	sigaction(SIGUSR2, &(struct sigaction){ .sa_handler = on_sigusr2 }, NULL);
 	if (sysconf(_SC_PAGESIZE) != PAGE_SIZE_4K) {
 		log_err("the system page size is %ld, guestsim needs %lu", sysconf(_SC_PAGESIZE),
 			PAGE_SIZE_4K);

@@ -45,6 +45,8 @@ static const struct field vm_fields[] = {
 	{ "refaults", "uffdvm_vm_refaults_total", COUNTER, "Faults on pages that had been evicted." },
 	{ "zero_pages_skipped", "uffdvm_vm_zero_pages_skipped_total", COUNTER,
 	  "Eviction candidates found all-zero and dropped without storing." },
+	{ "shared_pages", "uffdvm_vm_shared_pages", GAUGE,
+	  "References the VM holds to its sharing group's copies (docs/sharing.md)." },
 	{ "evictions_clean", "uffdvm_vm_evictions_clean_total", COUNTER,
 	  "Pages evicted without a store write: the copy they were fetched from was still current." },
 	{ "sampled_pages", "uffdvm_vm_sampled_pages_total", COUNTER,
@@ -366,6 +368,43 @@ static void put_pager(FILE *f, const json_t *pager)
 	}
 }
 
+static const struct field group_fields[] = {
+	{ "members", "uffdvm_sharing_group_members", GAUGE, "VMs in the sharing group." },
+	{ "copies", "uffdvm_sharing_group_copies", GAUGE, "Distinct pages the group stores." },
+	{ "references", "uffdvm_sharing_group_references", GAUGE, "Stored pages of its VMs naming those copies." },
+	{ "bytes_saved", "uffdvm_sharing_group_saved_bytes", GAUGE,
+	  "Bytes not stored thanks to sharing: 4 KiB per reference beyond the first of each copy." },
+	{ "hits", "uffdvm_sharing_group_hits_total", COUNTER, "Evicted pages whose content the group already held." },
+	{ "rereplications", "uffdvm_sharing_group_rereplications_total", COUNTER,
+	  "Group copies re-created after a donor failed." },
+};
+
+/* pager.stats "sharing_groups": one series per group, labelled with its name. */
+static void put_groups(FILE *f, const json_t *pager)
+{
+	json_t *groups = json_object_get(pager, "sharing_groups"), *g;
+	size_t i;
+
+	if (!json_array_size(groups))
+		return;
+	for (size_t k = 0; k < ARRAY_SIZE(group_fields); k++) {
+		const struct field *fd = &group_fields[k];
+
+		put_help(f, fd->metric, fd->type == COUNTER ? "counter" : "gauge", fd->help);
+		json_array_foreach(groups, i, g) {
+			const char *name = json_string_value(json_object_get(g, "name"));
+			json_t *v = json_object_get(g, fd->key);
+
+			if (!is_number(v))
+				continue;
+			fprintf(f, "%s{group=\"", fd->metric);
+			put_label_value(f, name ? name : "");
+			fputs("\"} ", f);
+			put_number(f, v);
+		}
+	}
+}
+
 int ctl_metrics_render(const json_t *pager, const json_t *vms, char **ret_text, size_t *ret_len)
 {
 	char *text = NULL;
@@ -377,6 +416,7 @@ int ctl_metrics_render(const json_t *pager, const json_t *vms, char **ret_text, 
 	if (!f)
 		return -ENOMEM;
 	put_pager(f, pager);
+	put_groups(f, pager);
 	if (json_is_array(vms)) {
 		put_vm_info_state(f, vms);
 		for (size_t i = 0; i < ARRAY_SIZE(vm_fields); i++)

@@ -306,7 +306,7 @@ static void render_value(int indent, const char *key, const json_t *v)
 static const char *const vm_stats_order[] = {
 	"name", "pid", "state", "encryption", "local_memory", "guest_pages", "resident_pages", "memfd_resident_pages",
 	"high_watermark_pages", "low_watermark_pages", "stored_pages", "spill_pages", "zero_pages", "faults",
-	"evictions", "evictions_aborted", "evictions_clean", "refaults", "zero_pages_skipped", "integrity_errors", "store_errors",
+	"evictions", "evictions_aborted", "evictions_clean", "sharing_group", "shared_pages", "refaults", "zero_pages_skipped", "integrity_errors", "store_errors",
 	"throttle_waits", "fault_latency_ns",
 };
 
@@ -490,10 +490,25 @@ static int render_vm_stats(const json_t *result)
 static int render_pager_stats(const json_t *result)
 {
 	static const char *const order[] = { "budget", "committed", "vms" };
+	json_t *copy, *groups, *g;
+	char saved[32];
+	size_t i;
 
-	if (!json_is_object(result))
+	if (!json_is_object(result) || !(copy = json_copy((json_t *)result)))
 		return print_json(result);
-	render_object(0, result, order, ARRAY_SIZE(order));
+	/* One line per sharing group rather than a JSON array. */
+	groups = json_incref(json_object_get(copy, "sharing_groups"));
+	json_object_del(copy, "sharing_groups");
+	render_object(0, copy, order, ARRAY_SIZE(order));
+	json_array_foreach(groups, i, g)
+		printf("sharing group %s: %" JSON_INTEGER_FORMAT " members, %" JSON_INTEGER_FORMAT " copies, %"
+		       JSON_INTEGER_FORMAT " references, %s saved\n",
+		       json_string_value(json_object_get(g, "name")) ?: "?",
+		       json_integer_value(json_object_get(g, "members")), json_integer_value(json_object_get(g, "copies")),
+		       json_integer_value(json_object_get(g, "references")),
+		       str_bytes(json_object_get(g, "bytes_saved"), saved, sizeof(saved)));
+	json_decref(groups);
+	json_decref(copy);
 	return EXIT_OK;
 }
 

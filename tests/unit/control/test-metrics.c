@@ -104,9 +104,33 @@ static void test_escaping(void **state)
 	free(t);
 }
 
+/* Sharing groups: one series per group and family, labelled with the group's name; a VM's shared pages. */
+static void test_sharing_groups(void **state)
+{
+	char *t = render("{\"version\": \"1\", \"sharing_groups\": [{\"name\": \"a\", \"members\": 4, \"copies\": 10, "
+			 "\"references\": 40, \"bytes_saved\": 122880, \"hits\": 30}, {\"name\": \"b\", \"members\": 1, "
+			 "\"copies\": 5, \"references\": 5, \"bytes_saved\": 0, \"hits\": 0}]}",
+			 "[{\"name\": \"v\", \"shared_pages\": 10}]");
+
+	(void)state;
+	assert_int_equal(count_of(t, "# TYPE uffdvm_sharing_group_copies gauge\n"), 1);
+	assert_non_null(strstr(t, "uffdvm_sharing_group_copies{group=\"a\"} 10\n"));
+	assert_non_null(strstr(t, "uffdvm_sharing_group_copies{group=\"b\"} 5\n"));
+	assert_non_null(strstr(t, "uffdvm_sharing_group_saved_bytes{group=\"a\"} 122880\n"));
+	assert_non_null(strstr(t, "# TYPE uffdvm_sharing_group_hits_total counter\n"));
+	assert_non_null(strstr(t, "uffdvm_vm_shared_pages{vm=\"v\"} 10\n"));
+	/* The array is not a number: no stray pager gauge for it. */
+	assert_null(strstr(t, "uffdvm_pager_sharing_groups"));
+	free(t);
+	t = render("{\"version\": \"1\"}", "[]");
+	assert_null(strstr(t, "sharing_group"));
+	free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_sharing_groups),
 		cmocka_unit_test(test_histogram),
 		cmocka_unit_test(test_families_once),
 		cmocka_unit_test(test_escaping),

@@ -7,6 +7,7 @@
  * in any build it checks the VM ends up failed. No uffd: the VM has no
  * regions and no pidfd, so no signal is ever sent.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -70,10 +71,36 @@ static void test_data_loss_during_policy_change(void **state)
 	assert_int_equal(rmdir(dir), 0);
 }
 
+/* sharing_group is fixed for the VM's life: joining, leaving or changing a group at run time is refused, naming the field. */
+static void test_sharing_group_fixed(void **state)
+{
+	struct policy_vm pol, next;
+	struct vm *vm = NULL;
+	char err[256], dir[] = "/var/tmp/uffdvm-vmpol-XXXXXX";
+	struct vmstate *vs = NULL;
+
+	(void)state;
+	policy_vm_init(&pol);
+	snprintf(pol.name, sizeof(pol.name), "sg");
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(vmstate_create(dir, "sg", getpid(), 0, "", store_state_bytes(), &vs), 0);
+	assert_int_equal(vm_new(&pol, getpid(), -1, -1, dir, 1ULL << 30, NULL, vs, false, &vm, err, sizeof(err)), 0);
+	next = pol;
+	snprintf(next.sharing_group, sizeof(next.sharing_group), "tenant");
+	assert_int_equal(vm_set_policy(vm, &next, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "field 'sharing_group' cannot change"));
+	next = pol;
+	next.on_data_loss = POLICY_LOSS_KILL; /* anything else still changes */
+	assert_int_equal(vm_set_policy(vm, &next, err, sizeof(err)), 0);
+	vm_free(vm);
+	assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_data_loss_during_policy_change),
+		cmocka_unit_test(test_sharing_group_fixed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -510,6 +510,7 @@ static void roundtrip(const struct policy_vm *in)
 	assert_int_equal(out.balloon_enabled, in->balloon_enabled);
 	assert_int_equal(out.encryption, in->encryption);
 	assert_string_equal(out.victims, in->victims);
+	assert_string_equal(out.sharing_group, in->sharing_group);
 	assert_int_equal(out.balloon_floor, in->balloon_floor);
 	assert_int_equal(out.balloon_settle_ms, in->balloon_settle_ms);
 	assert_int_equal(out.dc_size, in->dc_size);
@@ -619,6 +620,38 @@ static void test_vm_victims(void **state)
 	vm_bad(text, "victims", 1, 48, "victim selector is 22 characters long", policy_victim_names());
 	snprintf(text, sizeof(text), "%s1}", pre);
 	vm_bad(text, "victims", 1, 48, "expected a string, got an integer", policy_victim_names());
+}
+
+/* sharing_group: absent (no sharing) by default and then left out of the JSON; a name like a VM's; errors name the field. */
+static void test_vm_sharing_group(void **state)
+{
+	static const char pre[] = "{\"name\": \"x\", \"local_memory\": \"1G\", \"sharing_group\": ";
+	char text[256];
+	struct policy_vm p;
+	struct policy_error err;
+	char *s;
+
+	(void)state;
+	assert_int_equal(vm_parse("{\"name\": \"x\", \"local_memory\": \"1G\"}", &p, &err), 0);
+	assert_string_equal(p.sharing_group, "");
+	s = policy_vm_to_json(&p);
+	assert_null(strstr(s, "sharing_group"));
+	free(s);
+	snprintf(text, sizeof(text), "%s\"tenant-a.web_1\"}", pre);
+	assert_int_equal(vm_parse(text, &p, &err), 0);
+	assert_string_equal(p.sharing_group, "tenant-a.web_1");
+	roundtrip(&p);
+	/* pre is 53 characters: the value starts at column 54. */
+	snprintf(text, sizeof(text), "%s\"a b\"}", pre);
+	vm_bad(text, "sharing_group", 1, 54, "\"a b\"", "1..63 characters from A-Z a-z 0-9 . _ -");
+	snprintf(text, sizeof(text), "%s\"..\"}", pre);
+	vm_bad(text, "sharing_group", 1, 54, "\"..\"", "not \".\" or \"..\"");
+	snprintf(text, sizeof(text), "%s\"\"}", pre);
+	vm_bad(text, "sharing_group", 1, 54, "sharing group name", "1..63 characters");
+	snprintf(text, sizeof(text), "%s\"%064d\"}", pre, 0);
+	vm_bad(text, "sharing_group", 1, 54, "64 characters long", "1..63 characters");
+	snprintf(text, sizeof(text), "%strue}", pre);
+	vm_bad(text, "sharing_group", 1, 54, "expected a string", "1..63 characters");
 }
 
 static void test_roundtrip(void **state)
@@ -898,6 +931,7 @@ int main(void)
 		cmocka_unit_test(test_vm_balloon),
 		cmocka_unit_test(test_vm_encryption),
 		cmocka_unit_test(test_vm_victims),
+		cmocka_unit_test(test_vm_sharing_group),
 		cmocka_unit_test(test_balloon_target),
 	};
 

@@ -1,0 +1,612 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Sharing groups (share.h): the pager-wide registry, the path of a page
+ * through the content index and the group's store, and the group's own
+ * repair. Lock order: a VM's lock, then the group's, then its store's;
+ * the group never calls into a VM.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "crc32c.h"
+#include "dseal.h"
+#include "log.h"
+#include "share-index.h"
+#include "share.h"
+#include "spill.h"
+#include "util.h"
+
+#define CTX_KEEP 64 /* idle sealing contexts kept: about one per evictor and fault thread */
+#define PUT_BATCH 32 /* pages a batched put seals and writes at once: the evictor's part */
+
+/* A sealing context, pages to seal into and a write batch, for one thread at a time. */
+struct sctx {
+	struct dseal_ctx *c;
+	void *buf;  /* PUT_BATCH pages */
+	struct store_batch *wb;
+};
+
+struct share_group {
+	struct share_group *next;
+	char name[POLICY_NAME_MAX];
+	struct donor_pool *pool;
+	unsigned members;
+	unsigned replicas;
+	bool backup;
+	pthread_mutex_t lock; /* the index and the idle contexts */
+	pthread_cond_t settled; /* a pending entry became ready or went */
+	struct share_index ix;
+	struct sctx *idle[CTX_KEEP];
+	unsigned nidle;
+	struct dseal *seal;
+	struct spill *spill;
+	struct store *store;
+	pthread_mutex_t repair_lock; /* one repair pass at a time, whichever member runs it */
+	bool repair_retry;
+	_Atomic uint64_t hits, stored, bad_copies, write_errors;
+};
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct share_group *groups;
+
+static void sctx_free(struct sctx *s)
+{
+	if (!s)
+		return;
+	dseal_ctx_free(s->c);
+	free(s->buf);
+	if (s->wb)
+		store_batch_destroy(s->wb);
+	free(s->wb);
+	free(s);
+}
+
+/* A context of the group's (allocated only when every one is in use). NULL when out of memory. */
+static struct sctx *sctx_get(struct share_group *g)
+{
+	struct sctx *s = NULL;
+
+	pthread_mutex_lock(&g->lock);
+	if (g->nidle)
+		s = g->idle[--g->nidle];
+	pthread_mutex_unlock(&g->lock);
+	if (s)
+		return s;
+	s = calloc(1, sizeof(*s));
+	if (!s || posix_memalign(&s->buf, PAGE_SIZE_4K, PUT_BATCH * PAGE_SIZE_4K) || dseal_ctx_new(g->seal, &s->c) < 0 ||
+	    !(s->wb = malloc(sizeof(*s->wb)))) {
+		sctx_free(s);
+		return NULL;
+	}
+	store_batch_init(s->wb);
+	return s;
+}
+
+static void sctx_put(struct share_group *g, struct sctx *s)
+{
+	pthread_mutex_lock(&g->lock);
+	if (g->nidle < CTX_KEEP) {
+		g->idle[g->nidle++] = s;
+		s = NULL;
+	}
+	pthread_mutex_unlock(&g->lock);
+	sctx_free(s);
+}
+
+static uint32_t loc_id(uint32_t loc) { return loc & (LOC_SHARED - 1); }
+
+static int share_put(void *arg, const void *page, uint32_t *ret_loc)
+{
+	struct share_group *g = arg;
+	uint32_t locs[STORE_MAX_COPIES], id, crc;
+	uint8_t key[DSEAL_NONCE_LEN], tag[DSEAL_TAG_LEN];
+	struct sctx *s = sctx_get(g);
+	int r;
+
+	if (!s)
+		return -ENOMEM;
+	r = dseal_key(s->c, page, key);
+	if (r < 0) {
+		sctx_put(g, s);
+		return r;
+	}
+	pthread_mutex_lock(&g->lock);
+	for (;;) {
+		id = share_index_find(&g->ix, key);
+		if (id == SHARE_NONE) {
+			r = share_index_insert(&g->ix, key, &id);
+			break;
+		}
+		if (share_index_entry(&g->ix, id)->state == SE_READY) {
+			share_index_ref(&g->ix, id);
+			pthread_mutex_unlock(&g->lock);
+			sctx_put(g, s);
+			atomic_fetch_add_explicit(&g->hits, 1, memory_order_relaxed);
+			*ret_loc = LOC_SHARED | id;
+			return 0;
+		}
+		/* Another member writes this content right now: its copy is ours once durable. */
+		pthread_cond_wait(&g->settled, &g->lock);
+	}
+	pthread_mutex_unlock(&g->lock);
+	if (r < 0) {
+		sctx_put(g, s);
+		return r;
+	}
+	/* New content: sealed, placed and written with the index unlocked (the entry is pending meanwhile). */
+	for (unsigned c = 0; c < STORE_MAX_COPIES; c++)
+		locs[c] = LOC_NONE;
+	r = dseal_seal(s->c, key, page, s->buf, tag);
+	crc = crc32c(0, s->buf, PAGE_SIZE_4K);
+	if (r == 0 && (r = store_place(g->store, locs)) >= 0)
+		r = store_write_page(g->store, s->buf, locs, id, 0);
+	pthread_mutex_lock(&g->lock);
+	struct share_entry *e = share_index_entry(&g->ix, id);
+	if (r >= 0) {
+		memcpy(e->locs, locs, sizeof(e->locs));
+		memcpy(e->tag, tag, sizeof(tag));
+		e->crc = crc;
+		e->state = SE_READY;
+	} else {
+		store_free_locs(g->store, locs);
+		share_index_remove(&g->ix, id);
+	}
+	pthread_cond_broadcast(&g->settled);
+	pthread_mutex_unlock(&g->lock);
+	sctx_put(g, s);
+	if (r < 0) {
+		atomic_fetch_add_explicit(&g->write_errors, 1, memory_order_relaxed);
+		return r == -ENOSPC ? r : -EIO;
+	}
+	atomic_fetch_add_explicit(&g->stored, 1, memory_order_relaxed);
+	*ret_loc = LOC_SHARED | id;
+	return 0;
+}
+
+/*
+ * Up to PUT_BATCH pages: hits take their references, new contents are
+ * sealed and written in one batch (the donors work on all of them at
+ * once), each page's copy it finds another thread writing is waited for
+ * afterwards, one page at a time (share_put). Waiting only once this
+ * thread's own pending entries are settled is what keeps two evictors
+ * from waiting on each other.
+ */
+static void put_chunk(struct share_group *g, const void *const *pages, unsigned n, uint32_t *ret_locs, int *results)
+{
+	enum { P_DONE, P_OWN, P_SAME, P_LATER } what[PUT_BATCH];
+	uint8_t keys[PUT_BATCH][DSEAL_NONCE_LEN], tags[PUT_BATCH][DSEAL_TAG_LEN];
+	uint32_t id[PUT_BATCH], locs[PUT_BATCH][STORE_MAX_COPIES], crcs[PUT_BATCH];
+	int widx[PUT_BATCH];
+	unsigned same_as[PUT_BATCH], own = 0;
+	struct sctx *s = sctx_get(g);
+
+	for (unsigned i = 0; i < n; i++) {
+		what[i] = P_DONE;
+		widx[i] = -1;
+		results[i] = s ? dseal_key(s->c, pages[i], keys[i]) : -ENOMEM;
+		for (unsigned c = 0; c < STORE_MAX_COPIES; c++)
+			locs[i][c] = LOC_NONE;
+	}
+	pthread_mutex_lock(&g->lock);
+	for (unsigned i = 0; i < n; i++) {
+		if (results[i] < 0)
+			continue;
+		id[i] = share_index_find(&g->ix, keys[i]);
+		if (id[i] == SHARE_NONE) {
+			results[i] = share_index_insert(&g->ix, keys[i], &id[i]);
+			if (results[i] == 0) {
+				what[i] = P_OWN;
+				own++;
+			}
+		} else if (share_index_entry(&g->ix, id[i])->state == SE_READY) {
+			share_index_ref(&g->ix, id[i]);
+			ret_locs[i] = LOC_SHARED | id[i];
+			atomic_fetch_add_explicit(&g->hits, 1, memory_order_relaxed);
+		} else {
+			what[i] = P_LATER; /* another thread's write, unless one of ours */
+			for (unsigned j = 0; j < i; j++)
+				if (what[j] == P_OWN && id[j] == id[i]) {
+					what[i] = P_SAME;
+					same_as[i] = j;
+					break;
+				}
+		}
+	}
+	pthread_mutex_unlock(&g->lock);
+	if (own) {
+		store_batch_reset(s->wb);
+		for (unsigned i = 0; i < n; i++) {
+			uint8_t *buf = (uint8_t *)s->buf + (size_t)i * PAGE_SIZE_4K;
+			int r;
+
+			if (what[i] != P_OWN)
+				continue;
+			r = dseal_seal(s->c, keys[i], pages[i], buf, tags[i]);
+			crcs[i] = crc32c(0, buf, PAGE_SIZE_4K);
+			if (r == 0 && (r = store_place(g->store, locs[i])) >= 0)
+				widx[i] = store_batch_add(s->wb, buf, locs[i], id[i], 0);
+			results[i] = r < 0 ? r : 0;
+		}
+		store_write_submit(g->store, s->wb, false);
+		store_write_wait(g->store, s->wb);
+	}
+	pthread_mutex_lock(&g->lock);
+	for (unsigned i = 0; i < n; i++) {
+		if (what[i] != P_OWN)
+			continue;
+		struct share_entry *e = share_index_entry(&g->ix, id[i]);
+		if (results[i] == 0 && widx[i] >= 0 && s->wb->results[widx[i]] == 0) {
+			memcpy(e->locs, locs[i], sizeof(e->locs));
+			memcpy(e->tag, tags[i], sizeof(e->tag));
+			e->crc = crcs[i];
+			e->state = SE_READY;
+			ret_locs[i] = LOC_SHARED | id[i];
+			atomic_fetch_add_explicit(&g->stored, 1, memory_order_relaxed);
+		} else {
+			results[i] = results[i] == -ENOSPC ? -ENOSPC : -EIO;
+			store_free_locs(g->store, locs[i]);
+			share_index_remove(&g->ix, id[i]);
+			atomic_fetch_add_explicit(&g->write_errors, 1, memory_order_relaxed);
+		}
+	}
+	for (unsigned i = 0; i < n; i++) {
+		if (what[i] != P_SAME)
+			continue;
+		if (results[same_as[i]] == 0) {
+			share_index_ref(&g->ix, id[i]);
+			ret_locs[i] = LOC_SHARED | id[i];
+			atomic_fetch_add_explicit(&g->hits, 1, memory_order_relaxed);
+		} else {
+			what[i] = P_LATER;
+		}
+	}
+	if (own)
+		pthread_cond_broadcast(&g->settled);
+	pthread_mutex_unlock(&g->lock);
+	if (s)
+		sctx_put(g, s);
+	for (unsigned i = 0; i < n; i++)
+		if (what[i] == P_LATER)
+			results[i] = share_put(g, pages[i], &ret_locs[i]);
+}
+
+static void share_put_batch(void *arg, const void *const *pages, unsigned n, uint32_t *ret_locs, int *results)
+{
+	for (unsigned i = 0; i < n; i += PUT_BATCH)
+		put_chunk(arg, pages + i, n - i < PUT_BATCH ? n - i : PUT_BATCH, ret_locs + i, results + i);
+}
+
+static void share_unref(void *arg, uint32_t loc)
+{
+	struct share_group *g = arg;
+	uint32_t id = loc_id(loc);
+
+	pthread_mutex_lock(&g->lock);
+	if (!share_index_valid(&g->ix, id) || share_index_entry(&g->ix, id)->state != SE_READY) {
+		log_err("sharing group %s: reference to entry %u that is not stored", g->name, id);
+	} else if (share_index_unref(&g->ix, id)) {
+		/* Bookkeeping only (store.h): safe under the group's lock. */
+		store_free_locs(g->store, share_index_entry(&g->ix, id)->locs);
+		share_index_remove(&g->ix, id);
+	}
+	pthread_mutex_unlock(&g->lock);
+}
+
+/* An entry's copies and what checks them, for I/O without the lock. False when id names no stored content. */
+static bool entry_snapshot(struct share_group *g, uint32_t id, struct share_entry *ret)
+{
+	bool ok;
+
+	pthread_mutex_lock(&g->lock);
+	ok = share_index_valid(&g->ix, id) && share_index_entry(&g->ix, id)->state == SE_READY;
+	if (ok)
+		*ret = *share_index_entry(&g->ix, id);
+	pthread_mutex_unlock(&g->lock);
+	return ok;
+}
+
+/*
+ * Reads one copy at a time (healthy ones first) and opens it: a copy that
+ * passes its CRC32C but not the tag (someone forged the CRC) does not stop
+ * the others from being tried.
+ */
+static int read_open(struct share_group *g, const struct share_entry *e, uint32_t id, void *buf,
+		     enum store_source *ret_source)
+{
+	struct sctx *s = NULL;
+	int r = -EIO;
+
+	for (int pass = 0; pass < 2 && r < 0; pass++) {
+		for (unsigned c = 0; c < STORE_MAX_COPIES && r < 0; c++) {
+			uint32_t one[STORE_MAX_COPIES];
+
+			if (e->locs[c] == LOC_NONE || (store_loc_health(g->store, e->locs[c]) == LOC_OK) != (pass == 0))
+				continue;
+			for (unsigned k = 0; k < STORE_MAX_COPIES; k++)
+				one[k] = LOC_NONE;
+			one[0] = e->locs[c];
+			if (store_read(g->store, id, one, e->crc, buf, ret_source, false) < 0) {
+				atomic_fetch_add_explicit(&g->bad_copies, 1, memory_order_relaxed);
+				continue;
+			}
+			if (!s && !(s = sctx_get(g)))
+				return -ENOMEM;
+			r = dseal_open(s->c, e->key, buf, e->tag);
+			if (r < 0) {
+				atomic_fetch_add_explicit(&g->bad_copies, 1, memory_order_relaxed);
+				atomic_fetch_add_explicit(&store_stats(g->store)->rejected, 1, memory_order_relaxed);
+			}
+		}
+	}
+	if (s)
+		sctx_put(g, s);
+	return r < 0 ? -EIO : 0;
+}
+
+static int share_read(void *arg, uint32_t loc, void *buf, enum store_source *ret_source)
+{
+	struct share_group *g = arg;
+	struct share_entry e;
+
+	if (!entry_snapshot(g, loc_id(loc), &e))
+		return -EIO;
+	return read_open(g, &e, loc_id(loc), buf, ret_source);
+}
+
+static enum loc_health share_health(void *arg, uint32_t loc)
+{
+	struct share_group *g = arg;
+	struct share_entry e;
+
+	if (!entry_snapshot(g, loc_id(loc), &e))
+		return LOC_DEAD;
+	for (unsigned c = 0; c < STORE_MAX_COPIES; c++)
+		if (e.locs[c] != LOC_NONE && store_loc_health(g->store, e.locs[c]) != LOC_DEAD)
+			return LOC_OK; /* readable; moving it is the group's business */
+	return LOC_DEAD;
+}
+
+const struct store_shared_ops share_store_ops = {
+	.put = share_put,
+	.put_batch = share_put_batch,
+	.unref = share_unref,
+	.read = share_read,
+	.health = share_health,
+};
+
+/* Re-creates or moves one entry's bad copies. Returns false if something must be retried. */
+static bool repair_entry(struct share_group *g, uint32_t id, void *buf)
+{
+	enum loc_health h[STORE_MAX_COPIES];
+	struct share_entry e;
+	enum store_source src;
+	unsigned bad = 0, good = 0;
+	bool done = true;
+
+	if (!entry_snapshot(g, id, &e))
+		return true;
+	for (unsigned c = 0; c < STORE_MAX_COPIES; c++) {
+		if (e.locs[c] == LOC_NONE)
+			continue;
+		h[c] = store_loc_health(g->store, e.locs[c]);
+		bad += h[c] != LOC_OK;
+		good += h[c] != LOC_DEAD;
+	}
+	if (!bad || !good)
+		return true; /* nothing to do, or nothing left to do it from: readers find out */
+	/* The sealed copy, CRC-checked: it is written back as it is. */
+	if (store_read(g->store, id, e.locs, e.crc, buf, &src, false) < 0)
+		return true;
+	for (unsigned c = 0; c < STORE_MAX_COPIES; c++) {
+		uint32_t nl, one[STORE_MAX_COPIES];
+
+		if (e.locs[c] == LOC_NONE || h[c] == LOC_OK)
+			continue;
+		if (store_place_one(g->store, e.locs, STORE_MAX_COPIES, &nl) < 0) {
+			if (h[c] == LOC_MOVE) {
+				done = false;
+				continue;
+			}
+			nl = LOC_NONE;
+		} else {
+			for (unsigned k = 0; k < STORE_MAX_COPIES; k++)
+				one[k] = LOC_NONE;
+			one[0] = nl;
+			if (store_write_page(g->store, buf, one, id, 0) < 0) {
+				store_free_loc(g->store, nl);
+				done = false;
+				continue;
+			}
+		}
+		pthread_mutex_lock(&g->lock);
+		struct share_entry *cur = share_index_entry(&g->ix, id);
+		if (share_index_valid(&g->ix, id) && cur->state == SE_READY && cur->locs[c] == e.locs[c] &&
+		    !memcmp(cur->key, e.key, DSEAL_NONCE_LEN)) {
+			store_free_loc(g->store, e.locs[c]);
+			cur->locs[c] = nl;
+			e.locs[c] = nl;
+			if (nl != LOC_NONE)
+				atomic_fetch_add_explicit(h[c] == LOC_DEAD ? &store_stats(g->store)->rereplications
+									   : &store_stats(g->store)->moved,
+							  1, memory_order_relaxed);
+		} else if (nl != LOC_NONE) {
+			store_free_loc(g->store, nl); /* the entry went meanwhile */
+		}
+		pthread_mutex_unlock(&g->lock);
+	}
+	return done;
+}
+
+bool share_repair(struct share_group *g)
+{
+	bool done = true;
+	void *buf;
+
+	if (!g || pthread_mutex_trylock(&g->repair_lock))
+		return true; /* another member repairs right now */
+	if (!store_generation_changed(g->store) && !g->repair_retry) {
+		pthread_mutex_unlock(&g->repair_lock);
+		return true;
+	}
+	if (store_refresh(g->store) && !posix_memalign(&buf, PAGE_SIZE_4K, PAGE_SIZE_4K)) {
+		uint32_t n;
+
+		pthread_mutex_lock(&g->lock);
+		n = g->ix.used;
+		pthread_mutex_unlock(&g->lock);
+		for (uint32_t id = 0; id < n; id++)
+			done &= repair_entry(g, id, buf);
+		free(buf);
+		log_info("sharing group %s: repair pass over %u entries: %llu re-replicated, %llu moved%s", g->name, n,
+			 (unsigned long long)atomic_load(&store_stats(g->store)->rereplications),
+			 (unsigned long long)atomic_load(&store_stats(g->store)->moved), done ? "" : "; retrying");
+	}
+	g->repair_retry = !done;
+	store_release_empty(g->store);
+	pthread_mutex_unlock(&g->repair_lock);
+	return done;
+}
+
+static void group_free(struct share_group *g)
+{
+	if (!g)
+		return;
+	if (g->ix.live)
+		log_warn("sharing group %s: %llu entries still referenced at the end", g->name,
+			 (unsigned long long)g->ix.live);
+	for (unsigned i = 0; i < g->nidle; i++)
+		sctx_free(g->idle[i]);
+	store_free(g->store);
+	spill_free(g->spill, false);
+	dseal_free(g->seal);
+	share_index_destroy(&g->ix);
+	pthread_mutex_destroy(&g->lock);
+	pthread_mutex_destroy(&g->repair_lock);
+	pthread_cond_destroy(&g->settled);
+	free(g);
+}
+
+static int group_new(const struct policy_vm *pol, struct donor_pool *pool, const char *state_dir,
+		     struct share_group **ret, char *err, size_t errlen)
+{
+	struct share_group *g = calloc(1, sizeof(*g));
+	char dir[512], label[POLICY_NAME_MAX + 8];
+	uint64_t max_slots = pol->spill_max / PAGE_SIZE_4K;
+	int r;
+
+	if (!g)
+		return -ENOMEM;
+	pthread_mutex_init(&g->lock, NULL);
+	pthread_mutex_init(&g->repair_lock, NULL);
+	pthread_cond_init(&g->settled, NULL);
+	snprintf(g->name, sizeof(g->name), "%s", pol->sharing_group);
+	g->pool = pool;
+	g->replicas = pol->replicas;
+	g->backup = pol->backup_spill;
+	if (!max_slots || max_slots > STORE_SPILL_MAX_SLOTS)
+		max_slots = STORE_SPILL_MAX_SLOTS;
+	snprintf(label, sizeof(label), "group:%s", g->name);
+	if ((size_t)snprintf(dir, sizeof(dir), "%s/groups", state_dir) >= sizeof(dir)) {
+		r = -ENAMETOOLONG;
+		snprintf(err, errlen, "sharing_group '%s': state dir path too long", g->name);
+	} else if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		r = -errno;
+		snprintf(err, errlen, "sharing_group '%s': cannot create %s: %s", g->name, dir, strerror(-r));
+	} else if ((r = share_index_init(&g->ix)) < 0) {
+		snprintf(err, errlen, "sharing_group '%s': out of memory", g->name);
+	} else if ((r = dseal_new(dir, g->name, &g->seal)) < 0) {
+		snprintf(err, errlen, "sharing_group '%s': cannot create its key in %s: %s", g->name, dir, strerror(-r));
+	} else if ((r = spill_new(dir, g->name, max_slots, false, &g->spill)) < 0) {
+		snprintf(err, errlen, "sharing_group '%s': cannot create its spill file in %s: %s", g->name, dir,
+			 strerror(-r));
+	} else if ((r = store_new(label, pool, g->spill, NULL, pol, NULL, false, &g->store)) < 0) {
+		snprintf(err, errlen, "sharing_group '%s': cannot set up its store: %s", g->name, strerror(-r));
+	}
+	if (r < 0) {
+		group_free(g);
+		return r;
+	}
+	*ret = g;
+	return 0;
+}
+
+int share_group_join(const struct policy_vm *pol, struct donor_pool *pool, const char *state_dir,
+		     struct share_group **ret, char *err, size_t errlen)
+{
+	struct share_group *g;
+	int r = 0;
+
+	pthread_mutex_lock(&registry_lock);
+	for (g = groups; g; g = g->next)
+		if (!strcmp(g->name, pol->sharing_group) && g->pool == pool)
+			break;
+	if (g && (g->replicas != pol->replicas || g->backup != pol->backup_spill)) {
+		snprintf(err, errlen,
+			 "field 'durability': replicas %u, backup %s differ from sharing_group '%s' "
+			 "(replicas %u, backup %s): members of a group store their pages alike",
+			 pol->replicas, pol->backup_spill ? "spill" : "none", g->name, g->replicas,
+			 g->backup ? "spill" : "none");
+		r = -EINVAL;
+	} else if (!g && (r = group_new(pol, pool, state_dir, &g, err, errlen)) == 0) {
+		g->next = groups;
+		groups = g;
+	}
+	if (r == 0) {
+		g->members++;
+		*ret = g;
+	}
+	pthread_mutex_unlock(&registry_lock);
+	return r;
+}
+
+void share_group_leave(struct share_group *g)
+{
+	struct share_group **p;
+
+	if (!g)
+		return;
+	pthread_mutex_lock(&registry_lock);
+	if (--g->members) {
+		pthread_mutex_unlock(&registry_lock);
+		return;
+	}
+	for (p = &groups; *p && *p != g; p = &(*p)->next)
+		;
+	if (*p)
+		*p = g->next;
+	pthread_mutex_unlock(&registry_lock);
+	group_free(g);
+}
+
+void share_group_counts(struct share_group *g, uint64_t *ret_copies, uint64_t *ret_refs)
+{
+	pthread_mutex_lock(&g->lock);
+	*ret_copies = g->ix.live;
+	*ret_refs = g->ix.refs;
+	pthread_mutex_unlock(&g->lock);
+}
+
+json_t *share_stats_json(void)
+{
+	json_t *a = json_array();
+
+	pthread_mutex_lock(&registry_lock);
+	for (struct share_group *g = groups; g && a; g = g->next) {
+		uint64_t copies, refs;
+
+		share_group_counts(g, &copies, &refs);
+		json_array_append_new(
+			a, json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "name", g->name, "members",
+				     (int)g->members, "copies", (json_int_t)copies, "references", (json_int_t)refs,
+				     "bytes_saved", (json_int_t)((refs - copies) * PAGE_SIZE_4K), "hits",
+				     (json_int_t)atomic_load(&g->hits), "stored", (json_int_t)atomic_load(&g->stored),
+				     "bad_copies", (json_int_t)atomic_load(&g->bad_copies), "rereplications",
+				     (json_int_t)atomic_load(&store_stats(g->store)->rereplications), "copies_lost",
+				     (json_int_t)atomic_load(&store_stats(g->store)->copies_lost)));
+	}
+	pthread_mutex_unlock(&registry_lock);
+	return a;
+}
