@@ -370,7 +370,6 @@ static enum loc_health share_health(void *arg, uint32_t loc)
 }
 
 const struct store_shared_ops share_store_ops = {
-	.put = share_put,
 	.put_batch = share_put_batch,
 	.unref = share_unref,
 	.read = share_read,

@@ -292,17 +292,6 @@ void store_put_shared_batch(struct store *st, const void *const *pages, unsigned
 	atomic_fetch_add_explicit(&st->stats.shared_refs, ok, memory_order_relaxed);
 }
 
-int store_put_shared(struct store *st, const void *page, uint32_t *ret_loc)
-{
-	int r;
-
-	if (!st->shared)
-		return -EINVAL;
-	r = st->shared->put(st->shared_arg, page, ret_loc);
-	if (r == 0)
-		atomic_fetch_add_explicit(&st->stats.shared_refs, 1, memory_order_relaxed);
-	return r;
-}
 unsigned store_max_copies(const struct store *st) { return st->max_copies; }
 
 uint64_t store_donor_pages(struct store *st, unsigned donor)

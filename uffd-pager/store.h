@@ -59,9 +59,7 @@ struct store_stats {
  * them to these hooks, so that store.c needs nothing of share.c.
  */
 struct store_shared_ops {
-	/* A reference to the page's copy in the group (page unchanged). Returns 0 or -errno. */
-	int (*put)(void *arg, const void *page, uint32_t *ret_loc);
-	/* put for n pages at once (results[i]: 0 or -errno, ret_locs[i] set on 0). */
+	/* A reference to each page's copy in the group (pages unchanged); results[i]: 0 or -errno, ret_locs[i] set on 0. */
 	void (*put_batch)(void *arg, const void *const *pages, unsigned n, uint32_t *ret_locs, int *results);
 	void (*unref)(void *arg, uint32_t loc);
 	/* Reads and opens the copy into buf. Returns 0 or -EIO. */
@@ -114,12 +112,10 @@ struct store_stats *store_stats(struct store *st);
 void store_set_shared(struct store *st, const struct store_shared_ops *ops, void *arg);
 bool store_shares(const struct store *st);
 /*
- * Evictor: the page's copy in the group (stored there if new), as one
- * shared location holding a reference. Returns 0, or -ENOSPC/-EIO (the
- * page stays).
+ * Evictor: each page's copy in the group (stored there if new, the new
+ * contents written in one batch), as one shared location holding a
+ * reference. results[i]: 0, or -ENOSPC/-EIO (the page stays).
  */
-int store_put_shared(struct store *st, const void *page, uint32_t *ret_loc);
-/* store_put_shared for n pages at once (new contents written in one batch); results[i]: 0 or -errno. */
 void store_put_shared_batch(struct store *st, const void *const *pages, unsigned n, uint32_t *ret_locs, int *results);
 unsigned store_max_copies(const struct store *st);
 
