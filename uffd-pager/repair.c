@@ -19,12 +19,20 @@
 #include "util.h"
 #include "vm-private.h"
 
-static void page_lost(struct vm *vm, uint64_t page, bool *reported)
+/*
+ * The copies repair saw (locs, check word crc) could not be read. Repair
+ * does not hold the page while it reads: if it was refaulted (and perhaps
+ * stored anew) meanwhile, those copies were not its last ones.
+ */
+static void page_lost(struct vm *vm, uint64_t page, const uint32_t *locs, uint32_t crc, bool *reported)
 {
-	bool first;
+	uint32_t now[STORE_MAX_COPIES];
+	bool first = false;
 
 	pthread_mutex_lock(&vm->lock);
-	first = pagemap_copies_lost(&vm->map, page);
+	pagemap_get_locs(&vm->map, page, now);
+	if (!memcmp(now, locs, sizeof(now)) && pagemap_entry(&vm->map, page)->crc == crc)
+		first = pagemap_copies_lost(&vm->map, page);
 	pthread_mutex_unlock(&vm->lock);
 	if (!first)
 		return;
@@ -89,11 +97,11 @@ static bool repair_page(struct vm *vm, uint64_t page, void *buf, bool *reported)
 	if (!bad)
 		return true;
 	if (!good) {
-		page_lost(vm, page, reported);
+		page_lost(vm, page, locs, crc, reported);
 		return true;
 	}
 	if (store_read(st, page, locs, crc, buf, &src, false) < 0) {
-		page_lost(vm, page, reported);
+		page_lost(vm, page, locs, crc, reported);
 		return true;
 	}
 	for (unsigned c = 0; c < vm->ncopies; c++) {

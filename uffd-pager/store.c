@@ -822,7 +822,11 @@ static int read_finish(struct store *st, struct store_read *rd)
 	}
 	if (r == 0) {
 		r = check_copy(st, rd->fault_thread ? st->ctx_fault : st->ctx_repair, rd->page, rd->crc, rd->buf, tag);
-		if (r < 0)
+		/*
+		 * A faulting page stays STORED at this version, so its copies are its own. Repair reads
+		 * without holding the page: a refault may have freed the slot for another page's copy.
+		 */
+		if (r < 0 && rd->fault_thread)
 			store_count_rejected(st);
 	}
 	if (r < 0)

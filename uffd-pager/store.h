@@ -225,8 +225,10 @@ struct store_read {
  * this returns 0 the read is on its way, so reads submitted afterwards
  * (the prefetcher's) queue behind it. fault_thread: spill reads use the
  * fault thread's ring, which takes one read at a time: wait before the
- * next fault-thread read. Returns 0, or -EIO when no copy could even be
- * started. Either way store_read_wait() must follow.
+ * next fault-thread read; copies that fail their check count as rejected
+ * (off the fault thread the page may have moved on meanwhile: the caller
+ * decides). Returns 0, or -EIO when no copy could even be started. Either
+ * way store_read_wait() must follow.
  */
 int store_read_submit(struct store *st, struct store_read *rd, uint64_t page, const uint32_t *locs, uint32_t crc,
 		      void *buf, bool fault_thread);
