@@ -6,11 +6,9 @@
  * tag.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/core_names.h>
@@ -20,6 +18,7 @@
 #include <openssl/rand.h>
 
 #include "dseal.h"
+#include "gcm-page.h"
 #include "log.h"
 #include "util.h"
 
@@ -55,29 +54,13 @@ int dseal_new_from_keys(const uint8_t mac_key[DSEAL_KEY_LEN], const uint8_t enc_
 static int write_key_file(const struct dseal *s)
 {
 	uint8_t blob[2 * DSEAL_KEY_LEN + DSEAL_ID_LEN];
-	ssize_t n;
-	int fd, r = 0;
+	int r;
 
-	/* A file a crashed pager left for a group of the same name is stale. */
-	unlink(s->path);
-	fd = open(s->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		return -errno;
-	if (fchmod(fd, 0600) < 0)
-		r = -errno;
 	memcpy(blob, s->mac_key, DSEAL_KEY_LEN);
 	memcpy(blob + DSEAL_KEY_LEN, s->enc_key, DSEAL_KEY_LEN);
 	memcpy(blob + 2 * DSEAL_KEY_LEN, s->id, DSEAL_ID_LEN);
-	if (r == 0) {
-		n = write(fd, blob, sizeof(blob));
-		r = n == (ssize_t)sizeof(blob) ? 0 : n < 0 ? -errno : -EIO;
-	}
+	r = gcm_page_write_key_file(s->path, blob, sizeof(blob));
 	OPENSSL_cleanse(blob, sizeof(blob));
-	if (r == 0 && fsync(fd) < 0)
-		r = -errno;
-	close(fd);
-	if (r < 0)
-		unlink(s->path);
 	return r;
 }
 
@@ -167,32 +150,15 @@ int dseal_key(struct dseal_ctx *c, const void *page, uint8_t ret_nonce[DSEAL_NON
 int dseal_seal(struct dseal_ctx *c, const uint8_t nonce[DSEAL_NONCE_LEN], const void *page, void *out,
 	       uint8_t ret_tag[DSEAL_TAG_LEN])
 {
-	int n;
-
-	if (EVP_EncryptInit_ex(c->enc, NULL, NULL, NULL, nonce) != 1 ||
-	    EVP_EncryptUpdate(c->enc, NULL, &n, c->id, DSEAL_ID_LEN) != 1 ||
-	    EVP_EncryptUpdate(c->enc, out, &n, page, PAGE_SIZE_4K) != 1 || n != (int)PAGE_SIZE_4K ||
-	    EVP_EncryptFinal_ex(c->enc, (uint8_t *)out + n, &n) != 1 ||
-	    EVP_CIPHER_CTX_ctrl(c->enc, EVP_CTRL_GCM_GET_TAG, DSEAL_TAG_LEN, ret_tag) != 1)
-		return -EIO;
-	return 0;
+	return gcm_page_seal(c->enc, nonce, c->id, DSEAL_ID_LEN, page, out, ret_tag);
 }
 
 int dseal_open(struct dseal_ctx *c, const uint8_t nonce[DSEAL_NONCE_LEN], void *buf, const uint8_t tag[DSEAL_TAG_LEN])
 {
-	int n;
-
-	if (EVP_DecryptInit_ex(c->dec, NULL, NULL, NULL, nonce) != 1 ||
-	    EVP_DecryptUpdate(c->dec, NULL, &n, c->id, DSEAL_ID_LEN) != 1 ||
-	    EVP_DecryptUpdate(c->dec, buf, &n, buf, PAGE_SIZE_4K) != 1 || n != (int)PAGE_SIZE_4K ||
-	    EVP_CIPHER_CTX_ctrl(c->dec, EVP_CTRL_GCM_SET_TAG, DSEAL_TAG_LEN, (void *)tag) != 1)
-		return -EBADMSG;
 	/*
 	 * The tag and nonce come from the pager's own index, never from the
 	 * store, so a copy of other content (of this group or any) fails here;
 	 * recomputing the MAC of the plaintext would add nothing.
 	 */
-	if (EVP_DecryptFinal_ex(c->dec, (uint8_t *)buf + n, &n) != 1)
-		return -EBADMSG;
-	return 0;
+	return gcm_page_open(c->dec, nonce, c->id, DSEAL_ID_LEN, buf, tag);
 }

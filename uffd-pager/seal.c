@@ -16,11 +16,12 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "gcm-page.h"
 #include "log.h"
 #include "seal.h"
 #include "util.h"
 
-#define SEAL_NONCE_LEN 12 /* GCM's native IV: no GHASH over the IV */
+#define SEAL_NONCE_LEN GCM_PAGE_NONCE_LEN
 #define SEAL_AAD_LEN (SEAL_ID_LEN + 8 + 4)
 
 struct seal {
@@ -33,36 +34,6 @@ struct seal_ctx {
 	EVP_CIPHER_CTX *enc, *dec;
 	uint8_t id[SEAL_ID_LEN];
 };
-
-/* Writes key and id to a fresh file only the pager's uid can read. Returns 0 or -errno. */
-static int write_key_file(const struct seal *s)
-{
-	uint8_t blob[SEAL_KEY_LEN + SEAL_ID_LEN];
-	ssize_t n;
-	int fd, r = 0;
-
-	/* A file left by a crashed pager for a VM of the same name and pid is stale. */
-	unlink(s->path);
-	fd = open(s->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		return -errno;
-	/* The umask cannot widen 0600, but a hostile one could narrow it to unreadable: set it exactly. */
-	if (fchmod(fd, 0600) < 0)
-		r = -errno;
-	memcpy(blob, s->key, SEAL_KEY_LEN);
-	memcpy(blob + SEAL_KEY_LEN, s->id, SEAL_ID_LEN);
-	if (r == 0) {
-		n = write(fd, blob, sizeof(blob));
-		r = n == (ssize_t)sizeof(blob) ? 0 : n < 0 ? -errno : -EIO;
-	}
-	OPENSSL_cleanse(blob, sizeof(blob));
-	if (r == 0 && fsync(fd) < 0)
-		r = -errno;
-	close(fd);
-	if (r < 0)
-		unlink(s->path);
-	return r;
-}
 
 int seal_new_from_key(const uint8_t key[SEAL_KEY_LEN], const uint8_t id[SEAL_ID_LEN], struct seal **ret)
 {
@@ -78,7 +49,7 @@ int seal_new_from_key(const uint8_t key[SEAL_KEY_LEN], const uint8_t id[SEAL_ID_
 
 int seal_new(const char *dir, const char *name, struct seal **ret)
 {
-	uint8_t key[SEAL_KEY_LEN], id[SEAL_ID_LEN];
+	uint8_t key[SEAL_KEY_LEN], id[SEAL_ID_LEN], blob[SEAL_KEY_LEN + SEAL_ID_LEN];
 	struct seal *s;
 	int r;
 
@@ -92,7 +63,10 @@ int seal_new(const char *dir, const char *name, struct seal **ret)
 		seal_free(s, true);
 		return -ENAMETOOLONG;
 	}
-	r = write_key_file(s);
+	memcpy(blob, s->key, SEAL_KEY_LEN);
+	memcpy(blob + SEAL_KEY_LEN, s->id, SEAL_ID_LEN);
+	r = gcm_page_write_key_file(s->path, blob, sizeof(blob));
+	OPENSSL_cleanse(blob, sizeof(blob));
 	if (r < 0) {
 		seal_free(s, true); /* nothing of ours to delete */
 		return r;
@@ -184,31 +158,15 @@ static void nonce_aad(const struct seal_ctx *c, uint64_t page, uint32_t version,
 int seal_page(struct seal_ctx *c, uint64_t page, uint32_t version, void *buf, uint8_t tag[SEAL_TAG_LEN])
 {
 	uint8_t nonce[SEAL_NONCE_LEN], aad[SEAL_AAD_LEN];
-	int n;
 
 	nonce_aad(c, page, version, nonce, aad);
-	if (EVP_EncryptInit_ex(c->enc, NULL, NULL, NULL, nonce) != 1 ||
-	    EVP_EncryptUpdate(c->enc, NULL, &n, aad, sizeof(aad)) != 1 ||
-	    EVP_EncryptUpdate(c->enc, buf, &n, buf, PAGE_SIZE_4K) != 1 || n != (int)PAGE_SIZE_4K ||
-	    EVP_EncryptFinal_ex(c->enc, (uint8_t *)buf + n, &n) != 1 ||
-	    EVP_CIPHER_CTX_ctrl(c->enc, EVP_CTRL_GCM_GET_TAG, SEAL_TAG_LEN, tag) != 1)
-		return -EIO;
-	return 0;
+	return gcm_page_seal(c->enc, nonce, aad, sizeof(aad), buf, buf, tag);
 }
 
 int seal_open(struct seal_ctx *c, uint64_t page, uint32_t version, void *buf, const uint8_t tag[SEAL_TAG_LEN])
 {
 	uint8_t nonce[SEAL_NONCE_LEN], aad[SEAL_AAD_LEN];
-	int n;
 
 	nonce_aad(c, page, version, nonce, aad);
-	if (EVP_DecryptInit_ex(c->dec, NULL, NULL, NULL, nonce) != 1 ||
-	    EVP_DecryptUpdate(c->dec, NULL, &n, aad, sizeof(aad)) != 1 ||
-	    EVP_DecryptUpdate(c->dec, buf, &n, buf, PAGE_SIZE_4K) != 1 || n != (int)PAGE_SIZE_4K ||
-	    EVP_CIPHER_CTX_ctrl(c->dec, EVP_CTRL_GCM_SET_TAG, SEAL_TAG_LEN, (void *)tag) != 1)
-		return -EBADMSG;
-	/* Final compares the tag (in constant time); any mismatch is one answer. */
-	if (EVP_DecryptFinal_ex(c->dec, (uint8_t *)buf + n, &n) != 1)
-		return -EBADMSG;
-	return 0;
+	return gcm_page_open(c->dec, nonce, aad, sizeof(aad), buf, tag);
 }
