@@ -56,7 +56,7 @@ struct store {
 	int32_t cur[POOL_MAX_DONORS];
 	uint64_t free_slots[POOL_MAX_DONORS];
 	uint64_t donor_pages[POOL_MAX_DONORS];
-	uint64_t rnd;
+	uint64_t rnd; /* placement draws, under lock */
 	unsigned seen_gen;
 	struct store_stats stats;
 	/* Sealing (NULL: copies in clear): one cipher context per thread that seals or opens. */
@@ -394,7 +394,10 @@ static unsigned place_remote(struct store *st, unsigned want, uint64_t exclude, 
 	unsigned n = views_for(st, v), got = 0;
 
 	while (got < want) {
+		/* The evictor, repair and (for a sharing group's store) every member's evictor place copies. */
+		pthread_mutex_lock(&st->lock);
 		int d = policy_place_donor(v, n, exclude, &st->rnd);
+		pthread_mutex_unlock(&st->lock);
 		if (d < 0)
 			break;
 		exclude |= 1ULL << d;
