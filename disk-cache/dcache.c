@@ -149,12 +149,19 @@ struct dcache {
 	struct dc_item *qhead, **qtail;
 	uint64_t queue_max;
 	struct dcache_stats st;
-	bool warned_full, warned_gen, stop, started;
+	bool warned_full, warned_gen, stop, started, write_fill;
 	pthread_t writer;
 	/* Donor notifications arrive on the transport's thread: queued here, applied by the writer. */
 	pthread_mutex_t nq_lock;
 	struct dc_note *nq;
 	size_t nq_len, nq_cap;
+	/*
+	 * Item buffers are recycled (at most the queue's bound of them): a
+	 * malloc/free of a block per miss had glibc's thread arenas give the
+	 * memory back and fault it in again every time.
+	 */
+	pthread_mutex_t free_lock;
+	struct dc_item *free_items;
 };
 
 static uint64_t mix(uint64_t key)
@@ -224,10 +231,20 @@ static void insert_queued(struct dcache *dc, uint32_t i, struct dc_item *item)
 	pthread_cond_signal(&dc->work);
 }
 
+static void put_item(struct dcache *dc, struct dc_item *item)
+{
+	if (!item)
+		return;
+	pthread_mutex_lock(&dc->free_lock);
+	item->next = dc->free_items;
+	dc->free_items = item;
+	pthread_mutex_unlock(&dc->free_lock);
+}
+
 static void drop_item(struct dcache *dc, struct dc_item *item)
 {
 	dc->st.queued_bytes -= dc->block_size;
-	free(item);
+	put_item(dc, item);
 }
 
 /* Forgets every block in slab k and marks it unallocated. */
@@ -862,7 +879,15 @@ uint32_t dcache_snapshot(struct dcache *dc, uint64_t key)
 
 static struct dc_item *new_item(struct dcache *dc, uint64_t key, const void *buf)
 {
-	struct dc_item *item = malloc(sizeof(*item) + dc->block_size);
+	struct dc_item *item;
+
+	pthread_mutex_lock(&dc->free_lock);
+	item = dc->free_items;
+	if (item)
+		dc->free_items = item->next;
+	pthread_mutex_unlock(&dc->free_lock);
+	if (!item)
+		item = malloc(sizeof(*item) + dc->block_size);
 
 	if (item) {
 		item->key = key;
@@ -879,10 +904,10 @@ void dcache_store(struct dcache *dc, uint64_t key, const void *buf, uint32_t sna
 	pthread_mutex_lock(&dc->lock);
 	if (*stripe_of(dc, key) != snap || find(dc, key) != NIL || dc->stop) {
 		/* A write came since this was read, or another reader cached the block already. */
-		free(item);
+		put_item(dc, item);
 	} else if (!item || dc->st.queued_bytes + dc->block_size > dc->queue_max) {
 		dc->st.store_skips++; /* only a cache: the writer is behind, this block is not kept */
-		free(item);
+		put_item(dc, item);
 	} else {
 		i = (uint32_t)policy_dc_clock_pick(dc->flags, dc->n, &dc->hand);
 		forget(dc, i);
@@ -898,7 +923,7 @@ void dcache_update(struct dcache *dc, uint64_t key, const void *buf, uint32_t sn
 
 	pthread_mutex_lock(&dc->lock);
 	s = stripe_of(dc, key);
-	if (find(dc, key) != NIL && *s == snap) {
+	if ((dc->write_fill || find(dc, key) != NIL) && *s == snap) {
 		/* Worth a copy: made without the lock, then checked again. */
 		pthread_mutex_unlock(&dc->lock);
 		item = new_item(dc, key, buf);
@@ -913,10 +938,20 @@ void dcache_update(struct dcache *dc, uint64_t key, const void *buf, uint32_t sn
 			item = NULL;
 		} else
 			dc->st.drops++;
+	} else if (item && *s == snap && !dc->stop) {
+		/* write_fill: a block written whole is cached like one read (the swap case: written, then read back). */
+		if (dc->st.queued_bytes + dc->block_size > dc->queue_max)
+			dc->st.store_skips++;
+		else {
+			i = (uint32_t)policy_dc_clock_pick(dc->flags, dc->n, &dc->hand);
+			forget(dc, i);
+			insert_queued(dc, i, item);
+			item = NULL;
+		}
 	}
 	++*s;
 	pthread_mutex_unlock(&dc->lock);
-	free(item);
+	put_item(dc, item);
 }
 
 void dcache_drop(struct dcache *dc, uint64_t key)
@@ -1016,6 +1051,7 @@ int dcache_new(const struct dcache_config *cfg, struct dcache **ret)
 		return -ENOMEM;
 	pthread_mutex_init(&dc->lock, NULL);
 	pthread_mutex_init(&dc->nq_lock, NULL);
+	pthread_mutex_init(&dc->free_lock, NULL);
 	pthread_cond_init(&dc->done, NULL);
 	pthread_cond_init(&dc->work, NULL);
 	dc->qtail = &dc->qhead;
@@ -1028,6 +1064,7 @@ int dcache_new(const struct dcache_config *cfg, struct dcache **ret)
 		;
 	dc->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 2000;
 	dc->queue_max = cfg->queue_bytes ? cfg->queue_bytes : DCACHE_QUEUE_DEFAULT;
+	dc->write_fill = cfg->write_fill;
 	snprintf(dc->client_id, sizeof(dc->client_id), "%s", cfg->client_id);
 	dc->st.size = n * cfg->block_size;
 	dc->st.block_size = cfg->block_size;
@@ -1152,6 +1189,10 @@ void dcache_free(struct dcache *dc)
 		dc->qhead = item->next;
 		free(item);
 	}
+	while ((item = dc->free_items)) {
+		dc->free_items = item->next;
+		free(item);
+	}
 	for (unsigned k = 0; k < STAGING; k++) {
 		free(dc->stg[k].item);
 		free(dc->stg[k].buf);
@@ -1174,5 +1215,6 @@ void dcache_free(struct dcache *dc)
 	pthread_cond_destroy(&dc->work);
 	pthread_mutex_destroy(&dc->lock);
 	pthread_mutex_destroy(&dc->nq_lock);
+	pthread_mutex_destroy(&dc->free_lock);
 	free(dc);
 }

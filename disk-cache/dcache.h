@@ -45,6 +45,7 @@ struct dcache_config {
 	const char *client_id; /* who the cache is to the donors */
 	unsigned timeout_ms;   /* per donor request; 0 = 2000 */
 	uint64_t queue_bytes;  /* blocks waiting for their store, at most; 0 = DCACHE_QUEUE_DEFAULT */
+	bool write_fill;       /* whole-block writes fill the cache too (else they only replace copies) */
 };
 
 struct dcache_stats {
@@ -88,7 +89,8 @@ void dcache_store(struct dcache *dc, uint64_t key, const void *buf, uint32_t sna
 /*
  * After the image took buf as block key's new bytes: replaces the block's
  * copy, if it has one and no other invalidation came since snap (taken
- * before the image write), else drops it.
+ * before the image write), else drops it. With write_fill, a block without
+ * a copy is queued as dcache_store() would.
  */
 void dcache_update(struct dcache *dc, uint64_t key, const void *buf, uint32_t snap);
 /* Forgets block key (its bytes in the image changed or may have). */

@@ -49,6 +49,28 @@ static bool stats_running, stats_stop;
 static pthread_mutex_t stats_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t stats_cond = PTHREAD_COND_INITIALIZER;
 
+/*
+ * Per-thread scratch of two blocks (a hit's pages, a one-block fill), kept
+ * for the thread's life: allocating 64 KiB per request had glibc's thread
+ * arenas return and fault in the memory on every miss.
+ */
+static pthread_key_t scratch_key;
+static bool scratch_key_made;
+
+static uint8_t *scratch(void)
+{
+	uint8_t *p = pthread_getspecific(scratch_key);
+
+	if (!p) {
+		p = aligned_alloc(4096, 2 * (size_t)dcache_block_size(dc));
+		if (p && pthread_setspecific(scratch_key, p) != 0) {
+			free(p);
+			p = NULL;
+		}
+	}
+	return p;
+}
+
 struct handle {
 	uint64_t key_base; /* export index << 40 */
 	uint64_t size;
@@ -56,6 +78,7 @@ struct handle {
 
 static void cache_load(void)
 {
+	scratch_key_made = pthread_key_create(&scratch_key, free) == 0;
 	log_set_prefix("uffdvm-cache");
 	snprintf(default_id, sizeof(default_id), "uffd-disk-%ld", (long)getpid());
 	cfg.client_id = default_id;
@@ -118,6 +141,14 @@ static int cache_config(nbdkit_next_config *next, nbdkit_backend *nxdata, const 
 			return -1;
 		return 0;
 	}
+	if (strcmp(key, "cache-write-fill") == 0) {
+		int v2 = nbdkit_parse_bool(value);
+
+		if (v2 < 0)
+			return -1;
+		cfg.write_fill = v2;
+		return 0;
+	}
 	if (strcmp(key, "cache-timeout-ms") == 0)
 		return nbdkit_parse_unsigned(key, value, &cfg.timeout_ms);
 	return next(nxdata, key, value);
@@ -127,6 +158,10 @@ static int cache_config_complete(nbdkit_next_config_complete *next, nbdkit_backe
 {
 	int r;
 
+	if (!scratch_key_made) {
+		nbdkit_error("cannot make the per-thread scratch key");
+		return -1;
+	}
 	if (cfg.size == 0) {
 		nbdkit_error("cache-size is required (a size like 512M or 4G)");
 		return -1;
@@ -238,6 +273,8 @@ static void cache_unload(void)
 	if (cfg.client_id != default_id)
 		free((char *)cfg.client_id);
 	free(stats_path);
+	if (scratch_key_made)
+		pthread_key_delete(scratch_key);
 }
 
 static int cache_thread_model(void) { return NBDKIT_THREAD_MODEL_PARALLEL; }
@@ -320,26 +357,37 @@ static int fill_run(nbdkit_next *next, struct handle *h, uint8_t *buf, uint32_t 
 		    uint64_t first, uint64_t n, int *err)
 {
 	uint64_t bs = dcache_block_size(dc), start = first * bs, len = n * bs;
-	_cleanup_free_ uint8_t *run = NULL;
+	_cleanup_free_ uint8_t *big = NULL;
 	_cleanup_free_ uint32_t *snap = NULL;
+	uint32_t snap1 = 0;
+	uint8_t *run;
 	uint64_t served = 0;
 
 	if (start + len > h->size)
 		len = h->size - start;
-	run = calloc(1, n * bs); /* the tail past the end of the image is stored as zeros */
-	snap = malloc(n * sizeof(*snap));
-	if (!run || !snap) {
+	if (n == 1) {
+		run = scratch() + bs; /* the caller made sure it exists */
+		snap = NULL;
+	} else {
+		run = big = malloc(n * bs);
+		snap = malloc(n * sizeof(*snap));
+	}
+	if (!run || (n > 1 && !snap)) {
 		*err = ENOMEM;
 		return -1;
 	}
 	/* Before the image is read: a write of these blocks meanwhile makes the copies void. */
-	for (uint64_t i = 0; i < n; i++)
+	if (n == 1)
+		snap1 = dcache_snapshot(dc, h->key_base | first);
+	for (uint64_t i = 0; n > 1 && i < n; i++)
 		snap[i] = dcache_snapshot(dc, h->key_base | (first + i));
+	if (len < n * bs)
+		memset(run + len, 0, n * bs - len); /* the tail past the end of the image is stored as zeros */
 	if (next->pread(next, run, (uint32_t)len, start, 0, err) == -1)
 		return -1;
 	for (uint64_t i = 0; i < n; i++) {
 		served += copy_out(buf, count, offset, first + i, run + i * bs);
-		dcache_store(dc, h->key_base | (first + i), run + i * bs, snap[i]);
+		dcache_store(dc, h->key_base | (first + i), run + i * bs, n == 1 ? snap1 : snap[i]);
 	}
 	dcache_count_bytes(dc, 0, served);
 	return 0;
@@ -351,11 +399,10 @@ static int cache_pread(nbdkit_next *next, void *handle, void *buf, uint32_t coun
 	struct handle *h = handle;
 	uint32_t bs = dcache_block_size(dc);
 	struct policy_dc_span s;
-	_cleanup_free_ uint8_t *blk = NULL;
+	uint8_t *blk = scratch();
 	uint64_t run_first = 0, run_n = 0, mem = 0;
 
 	policy_dc_span(offset, count, bs, &s);
-	blk = malloc(bs);
 	if (!blk) {
 		*err = ENOMEM;
 		return -1;
@@ -441,7 +488,8 @@ static struct nbdkit_filter filter = {
 		       "cache-client-id=ID          who the cache is to the donors (default uffd-disk-PID)\n"
 		       "cache-stats=FILE            JSON counters, rewritten while they change\n"
 		       "cache-timeout-ms=MS         per donor request (default 2000)\n"
-		       "cache-queue=SIZE            blocks waiting to be stored, at most (default 32M; past it, misses are not cached)",
+		       "cache-queue=SIZE            blocks waiting to be stored, at most (default 32M; past it, misses are not cached)\n"
+		       "cache-write-fill=BOOL       whole-block writes fill the cache too (default false)",
 	.load = cache_load,
 	.unload = cache_unload,
 	.config = cache_config,
