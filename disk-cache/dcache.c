@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,6 +59,7 @@
 #define DC_PENDING (1u << 5)		  /* written to the donor, not yet acknowledged */
 #define RETRY_NS (5ULL * 1000000000ULL) /* a lost donor is tried again after this */
 #define POLL_MS 20
+#define WRITER_NICE 10
 #define ACK_BATCH_MS 5 /* the writer collects acknowledgements in batches: CPU a guest needs more */
 
 struct dc_item {
@@ -713,6 +715,12 @@ static void *writer_main(void *arg)
 {
 	struct dcache *dc = arg;
 
+	/*
+	 * Caching is worth less than answering: under CPU contention the
+	 * request threads (and the guest) go first; a writer that falls behind
+	 * only makes the queue skip blocks.
+	 */
+	(void)setpriority(PRIO_PROCESS, (id_t)gettid(), WRITER_NICE);
 	pthread_mutex_lock(&dc->lock);
 	while (!dc->stop) {
 		struct dc_staging *g;
