@@ -238,9 +238,10 @@ static uint64_t page_word(uint64_t i, unsigned gen) { return mix(seed ^ (i << 8)
  * The seed's case: the guest swaps to its own (cached) disk. fd (O_DIRECT)
  * becomes swap: a version-1 swap header, then swapon(2) on dev. "swap-fill"
  * writes every page of mib MiB (more than RAM: the kernel swaps out as it
- * goes); "swap-rand-1" and "swap-rand-2" read ops random pages (the same
- * ones, in the same order) and check their first word, timing each touch
- * (a page in RAM costs ~1 us, one swapped in costs a disk read).
+ * goes); "swap-rand-1" and "swap-rand-2" each read ops random pages (other
+ * ones each pass: a page read back stays in RAM) and check their first
+ * word, timing each touch (a page in RAM costs ~1 us, one swapped in costs
+ * a disk read).
  */
 static int swap_bench(int fd, const char *dev, uint64_t size, uint64_t mib, uint64_t ops)
 {
@@ -275,7 +276,7 @@ static int swap_bench(int fd, const char *dev, uint64_t size, uint64_t mib, uint
 	for (unsigned pass = 1; pass <= 2; pass++) {
 		t0 = mono_ns();
 		for (uint64_t k = 0; k < ops; k++) {
-			uint64_t i = mix(seed ^ 0x5a1f ^ k) % npages, t = mono_ns();
+			uint64_t i = mix(seed ^ 0x5a1f ^ ((uint64_t)pass << 40) ^ k) % npages, t = mono_ns();
 
 			if (*(volatile uint64_t *)(mem + i * BLK) != page_word(i, 1)) {
 				printf("FAIL swap page %llu read back wrong\n", (unsigned long long)i);
