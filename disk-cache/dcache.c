@@ -913,6 +913,9 @@ void dcache_store(struct dcache *dc, uint64_t key, const void *buf, uint32_t sna
 	if (*stripe_of(dc, key) != snap || find(dc, key) != NIL || dc->stop) {
 		/* A write came since this was read, or another reader cached the block already. */
 		put_item(dc, item);
+	} else if (!dc->st.donors_up) {
+		dc->st.store_failures++; /* no donor to store it on: not worth a copy in the queue */
+		put_item(dc, item);
 	} else if (!item || dc->st.queued_bytes + dc->block_size > dc->queue_max) {
 		dc->st.store_skips++; /* only a cache: the writer is behind, this block is not kept */
 		put_item(dc, item);
