@@ -40,24 +40,18 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "guest-pattern.h"
+
 #define BLK 4096u
 #define CHUNK 16u /* blocks per 64 KiB chunk */
 
 static uint64_t seed;
 
-static uint64_t mix(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ULL;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-	return x ^ (x >> 31);
-}
-
 static unsigned final_gen(uint64_t b)
 {
-	if (mix(seed ^ 0xc0ffee ^ (b / CHUNK)) % 7 == 0)
+	if (pattern_mix(seed ^ 0xc0ffee ^ (b / CHUNK)) % 7 == 0)
 		return 3;
-	return mix(seed ^ 0xb10c ^ b) % 5 == 0 ? 2 : 1;
+	return pattern_mix(seed ^ 0xb10c ^ b) % 5 == 0 ? 2 : 1;
 }
 
 static void fill(uint8_t *p, uint64_t b, unsigned gen)
@@ -65,7 +59,7 @@ static void fill(uint8_t *p, uint64_t b, unsigned gen)
 	uint64_t *w = (uint64_t *)p;
 
 	for (unsigned i = 0; i < BLK / 8; i++)
-		w[i] = mix(seed ^ (b << 20) ^ ((uint64_t)gen << 56) ^ i);
+		w[i] = pattern_word(seed, b, gen, i);
 }
 
 static void marker(uint8_t *p, const char *text)
@@ -98,7 +92,7 @@ static int verify(int fd, uint64_t nblocks, unsigned (*gen_of)(uint64_t), uint8_
 	uint64_t step = 0, n = random ? nblocks : (nblocks + CHUNK - 1) / CHUNK;
 
 	/* A stride coprime with nblocks visits every block once, in a scattered order. */
-	step = mix(seed) % nblocks | 1;
+	step = pattern_mix(seed) % nblocks | 1;
 	while (random && nblocks % 2 == 0 && step % 2 == 0)
 		step++;
 	for (uint64_t i = 0; i < n; i++) {
@@ -123,7 +117,7 @@ static int verify(int fd, uint64_t nblocks, unsigned (*gen_of)(uint64_t), uint8_
 
 static unsigned g1(uint64_t b) { (void)b; return 1; }
 
-static unsigned after_singles(uint64_t b) { return mix(seed ^ 0xb10c ^ b) % 5 == 0 ? 2 : 1; }
+static unsigned after_singles(uint64_t b) { return pattern_mix(seed ^ 0xb10c ^ b) % 5 == 0 ? 2 : 1; }
 
 static int phase1(int fd, uint64_t nblocks, uint8_t *buf, uint8_t *want)
 {
@@ -201,7 +195,7 @@ static int bench_pass(int fd, const char *name, uint64_t base, uint64_t region, 
 	if (!lat)
 		return -1;
 	for (uint64_t i = 0; i < ops; i++) {
-		uint64_t off = random ? base + (mix(x + i) % (region / len)) * len : base + (i * len) % region;
+		uint64_t off = random ? base + (pattern_mix(x + i) % (region / len)) * len : base + (i * len) % region;
 		uint64_t t = mono_ns();
 
 		if (xpread(fd, buf, len, off) < 0) {
@@ -232,7 +226,7 @@ static void report(const char *name, uint64_t ops, uint64_t bytes, uint64_t ns, 
 }
 
 /* The word a swap bench page starts with: its index, its pass. */
-static uint64_t page_word(uint64_t i, unsigned gen) { return mix(seed ^ (i << 8) ^ gen); }
+static uint64_t page_word(uint64_t i, unsigned gen) { return pattern_mix(seed ^ (i << 8) ^ gen); }
 
 /*
  * The seed's case: the guest swaps to its own (cached) disk. fd (O_DIRECT)
@@ -276,7 +270,7 @@ static int swap_bench(int fd, const char *dev, uint64_t size, uint64_t mib, uint
 	for (unsigned pass = 1; pass <= 2; pass++) {
 		t0 = mono_ns();
 		for (uint64_t k = 0; k < ops; k++) {
-			uint64_t i = mix(seed ^ 0x5a1f ^ ((uint64_t)pass << 40) ^ k) % npages, t = mono_ns();
+			uint64_t i = pattern_mix(seed ^ 0x5a1f ^ ((uint64_t)pass << 40) ^ k) % npages, t = mono_ns();
 
 			if (*(volatile uint64_t *)(mem + i * BLK) != page_word(i, 1)) {
 				printf("FAIL swap page %llu read back wrong\n", (unsigned long long)i);
