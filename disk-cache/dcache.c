@@ -202,7 +202,7 @@ static uint32_t find(const struct dcache *dc, uint64_t key)
 	return NIL;
 }
 
-/* Removes entry i from the directory (its slots simply become unused; a queued copy is discarded when its turn comes). */
+/* Removes entry i from the directory (its slots become unused; a queued copy is discarded when its turn comes). */
 static void forget(struct dcache *dc, uint32_t i)
 {
 	uint32_t *p = &dc->bucket[hash_key(dc, dc->e[i].key)];
@@ -440,7 +440,7 @@ static void notify_cb(struct donor_conn *conn, const struct donor_notification *
 	pthread_mutex_unlock(&dc->nq_lock);
 }
 
-/* Applies queued notifications (writer, lock held, dropped meanwhile): revoked slabs are dropped and freed (a cache need not move them). */
+/* Writer, lock held (dropped meanwhile): applies notifications; revoked slabs are dropped and freed, not moved. */
 static void apply_notifications(struct dcache *dc)
 {
 	struct dc_note *q;
@@ -544,7 +544,7 @@ static void reconnect(struct dcache *dc)
 	}
 }
 
-/* Writer, lock held (dropped meanwhile): closes the lost connections nobody uses and frees what was outstanding on them. */
+/* Writer, lock held (dropped meanwhile): closes lost connections nobody uses, frees what was outstanding on them. */
 static void close_dying(struct dcache *dc)
 {
 	struct dc_conn **pp = &dc->dying;
@@ -577,7 +577,7 @@ static void close_dying(struct dcache *dc)
 	}
 }
 
-/* Writer, lock held (dropped meanwhile): gives slab k a donor slab. Returns 0 or -errno (-ENOSPC: no donor has room). */
+/* Writer, lock held (dropped meanwhile): gives slab k a donor slab. Returns 0 or -errno (-ENOSPC: all full). */
 static int place_slab(struct dcache *dc, uint32_t k)
 {
 	bool full = false;

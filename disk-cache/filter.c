@@ -488,7 +488,8 @@ static struct nbdkit_filter filter = {
 		       "cache-client-id=ID          who the cache is to the donors (default uffd-disk-PID)\n"
 		       "cache-stats=FILE            JSON counters, rewritten while they change\n"
 		       "cache-timeout-ms=MS         per donor request (default 2000)\n"
-		       "cache-queue=SIZE            blocks waiting to be stored, at most (default 32M; past it, misses are not cached)\n"
+		       "cache-queue=SIZE            blocks waiting to be stored, at most (default 32M;\n"
+		       "                            past it, misses are not cached)\n"
 		       "cache-write-fill=BOOL       whole-block writes fill the cache too (default false)",
 	.load = cache_load,
 	.unload = cache_unload,

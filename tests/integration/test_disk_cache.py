@@ -278,27 +278,39 @@ def thread_model(tmp, image, donor):
 
 def stale_fill(tmp, donor):
     """A read of the image that a write of the same block overtakes does not cache the old bytes: the
-    plugin (nbdkit's eval, in parallel) reads the block, then sleeps 5 s before answering; 1 s in, a write
+    plugin (nbdkit's sh, in parallel) reads the block, then sleeps 5 s before answering; 1 s in, a write
     of the block goes through. The read answers the old bytes (fine for overlapping requests), and a
     read after both must see the new ones (not the old copy cached on the read's way back)."""
     sub = os.path.join(tmp, "stale")
     os.mkdir(sub)
-    image, slow = os.path.join(sub, "img"), os.path.join(sub, "slow-once")
+    image, slow, script = os.path.join(sub, "img"), os.path.join(sub, "slow-once"), os.path.join(sub, "plugin.sh")
     with open(image, "wb") as f:
         f.write(b"\x11" * MiB)
     open(slow, "w").close()
+    with open(script, "w") as f:
+        # Through env: nbdkit may run with a sanitizer runtime preloaded, which the shell must not inherit.
+        f.write(f"""#!/usr/bin/env -S -u LD_PRELOAD /bin/sh
+case "$1" in
+thread_model) echo parallel ;;
+get_size) stat -c %s {image} ;;
+can_write) exit 0 ;;
+pread) dd if={image} skip=$4 count=$3 iflag=skip_bytes,count_bytes status=none
+       if [ -e {slow} ]; then rm -f {slow}; sleep 5; fi ;;
+pwrite) dd of={image} seek=$4 oflag=seek_bytes conv=notrunc status=none ;;
+*) exit 2 ;;
+esac
+""")
+    os.chmod(script, 0o755)
     nbd = Nbdkit(sub, image, ["cache-size=16M", f"cache-donor={donor.url}", f"cache-key={donor.key_file}",
-                              "cache-client-id=test-disk-stale"], plugin=[
-        "eval", "thread_model=echo parallel", f"get_size=stat -c %s {image}", "can_write=exit 0",
-        f"pread=dd if={image} skip=$4 count=$3 iflag=skip_bytes,count_bytes status=none; "
-        f"if [ -e {slow} ]; then rm -f {slow}; sleep 5; fi",
-        f"pwrite=dd of={image} seek=$4 oflag=seek_bytes conv=notrunc status=none"])
+                              "cache-client-id=test-disk-stale"], plugin=["sh", script])
     try:
         nbd.wait_counters(lambda c: c["donors_up"] == 1, "the cache connected")
         qemu_io(nbd.uri(), ["aio_read -P 0x11 0 64k", "sleep 1000", "aio_write -P 0x22 0 64k", "aio_flush",
                             "read -P 0x22 0 64k"])
         check(not os.path.exists(slow), "the slow read happened")
         check(True, "a read overtaken by a write of its block did not cache the old bytes")
+        nbd.stop()
+        check(not sanitizer_report(nbd.read_log()), "no sanitizer report in nbdkit's log (overlapping requests)")
     finally:
         nbd.stop()
 
@@ -328,6 +340,8 @@ def queue_full(tmp, donor):
         qemu_io(nbd.uri(), ["read -P 0x33 1M 1M"])
         c = nbd.wait_counters(lambda c: c["hits"] + c["misses"] == 33, "re-read counted")
         check(c["hits"] == 1, f"the one block stored is a hit, the skipped ones misses ({c})")
+        nbd.stop()
+        check(not sanitizer_report(nbd.read_log()), "no sanitizer report in nbdkit's log (full queue)")
     finally:
         nbd.stop()
 
