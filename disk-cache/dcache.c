@@ -60,10 +60,17 @@
 #define RETRY_NS (5ULL * 1000000000ULL) /* a lost donor is tried again after this */
 #define POLL_MS 20
 #define WRITER_NICE 10
+/*
+ * A queued block is stored while a request waits for the image (the CPU
+ * is idle then, the guest is not running on it), else after this long,
+ * or at once when the queue is half full.
+ */
+#define DEFER_NS (20ULL * 1000000ULL)
 #define ACK_BATCH_MS 5 /* the writer collects acknowledgements in batches: CPU a guest needs more */
 
 struct dc_item {
 	uint64_t key;
+	uint64_t queued_at; /* now_ns() */
 	uint32_t entry;
 	struct dc_item *next; /* queue order */
 	uint8_t data[];
@@ -150,6 +157,7 @@ struct dcache {
 	struct dc_reader rd[READERS];
 	struct dc_item *qhead, **qtail;
 	uint64_t queue_max;
+	unsigned image_busy; /* requests waiting for the image now */
 	struct dcache_stats st;
 	bool warned_full, warned_gen, stop, started, write_fill;
 	pthread_t writer;
@@ -227,10 +235,13 @@ static void insert_queued(struct dcache *dc, uint32_t i, struct dc_item *item)
 	dc->st.used_bytes += dc->block_size;
 	item->entry = i;
 	item->next = NULL;
+	item->queued_at = now_ns();
 	*dc->qtail = item;
 	dc->qtail = &item->next;
 	dc->st.queued_bytes += dc->block_size;
-	pthread_cond_signal(&dc->work);
+	/* Due now, or the first in the queue (the writer may be asleep for long). */
+	if (dc->image_busy || dc->st.queued_bytes * 2 > dc->queue_max || dc->qhead == item)
+		pthread_cond_signal(&dc->work);
 }
 
 static void put_item(struct dcache *dc, struct dc_item *item)
@@ -710,6 +721,13 @@ static struct dc_conn *stores_on(struct dcache *dc)
 	return NULL;
 }
 
+/* Whether the queue's first block is to be stored now (DEFER_NS). */
+static bool store_due(const struct dcache *dc)
+{
+	return dc->qhead && (dc->image_busy || dc->st.queued_bytes * 2 > dc->queue_max ||
+			     now_ns() - dc->qhead->queued_at >= DEFER_NS);
+}
+
 /* The writer: seals and submits queued blocks, collects their acknowledgements, and keeps the connections. */
 static void *writer_main(void *arg)
 {
@@ -733,7 +751,7 @@ static void *writer_main(void *arg)
 		finalize(dc);
 		if (dc->stop)
 			break;
-		if (dc->qhead && (g = free_staging(dc))) {
+		if (store_due(dc) && (g = free_staging(dc))) {
 			store_one(dc, g);
 			continue;
 		}
@@ -743,11 +761,11 @@ static void *writer_main(void *arg)
 			 * store waiting for a staging buffer needs them now. Else a batch
 			 * every few ms, not a wakeup per page.
 			 */
-			bool need = dc->qhead != NULL;
+			bool need = store_due(dc);
 
 			if (!need) {
 				timed_wait(&dc->work, &dc->lock, ACK_BATCH_MS);
-				if (dc->qhead || !(c = stores_on(dc)))
+				if (store_due(dc) || !(c = stores_on(dc)))
 					continue; /* a block to store first; or someone else collected them */
 			}
 			c->refs++;
@@ -757,7 +775,7 @@ static void *writer_main(void *arg)
 			conn_put(dc, c);
 			continue;
 		}
-		timed_wait(&dc->work, &dc->lock, 1000);
+		timed_wait(&dc->work, &dc->lock, dc->qhead ? (unsigned)(DEFER_NS / 1000000ULL) : 1000);
 	}
 	pthread_mutex_unlock(&dc->lock);
 	return NULL;
@@ -873,6 +891,16 @@ miss:
 	dc->st.misses++;
 	pthread_mutex_unlock(&dc->lock);
 	return -ENOENT;
+}
+
+void dcache_image_busy(struct dcache *dc, bool busy)
+{
+	pthread_mutex_lock(&dc->lock);
+	if (busy && dc->image_busy++ == 0 && dc->qhead)
+		pthread_cond_signal(&dc->work);
+	else if (!busy)
+		dc->image_busy--;
+	pthread_mutex_unlock(&dc->lock);
 }
 
 uint32_t dcache_snapshot(struct dcache *dc, uint64_t key)

@@ -14,8 +14,9 @@
  * requests in parallel). A lookup holds the directory lock only to find
  * its block, never across a donor round trip. A store only queues a copy
  * of the block (bounded: a full queue skips the block) for the cache's
- * writer thread, which seals and submits it; until the donor acknowledged
- * it, lookups are served from the queued copy.
+ * writer thread, which seals and submits it (preferably while a request
+ * waits for the image); until the donor acknowledged it, lookups are
+ * served from the queued copy.
  *
  * Stale fills: a read of the image races with a write of the same block.
  * dcache_snapshot() taken before touching the image, handed to
@@ -78,6 +79,12 @@ uint32_t dcache_block_size(const struct dcache *dc);
  * is forgotten then), -EINVAL for pages outside the block.
  */
 int dcache_lookup(struct dcache *dc, uint64_t key, uint32_t first, uint32_t n, void *buf);
+/*
+ * The filter brackets each wait for the image with busy true, then false:
+ * the writer stores queued blocks while a request waits, when the CPU is
+ * free (the guest is waiting too), rather than while the guest runs.
+ */
+void dcache_image_busy(struct dcache *dc, bool busy);
 /* The invalidation count of block key, to take before reading or writing its bytes in the image. */
 uint32_t dcache_snapshot(struct dcache *dc, uint64_t key);
 /*

@@ -361,6 +361,7 @@ static int fill_run(nbdkit_next *next, struct handle *h, uint8_t *buf, uint32_t 
 	_cleanup_free_ uint32_t *snap = NULL;
 	uint32_t snap1 = 0;
 	uint8_t *run;
+	int r;
 	uint64_t served = 0;
 
 	if (start + len > h->size)
@@ -383,7 +384,10 @@ static int fill_run(nbdkit_next *next, struct handle *h, uint8_t *buf, uint32_t 
 		snap[i] = dcache_snapshot(dc, h->key_base | (first + i));
 	if (len < n * bs)
 		memset(run + len, 0, n * bs - len); /* the tail past the end of the image is stored as zeros */
-	if (next->pread(next, run, (uint32_t)len, start, 0, err) == -1)
+	dcache_image_busy(dc, true);
+	r = next->pread(next, run, (uint32_t)len, start, 0, err);
+	dcache_image_busy(dc, false);
+	if (r == -1)
 		return -1;
 	for (uint64_t i = 0; i < n; i++) {
 		served += copy_out(buf, count, offset, first + i, run + i * bs);
@@ -450,7 +454,9 @@ static int cache_pwrite(nbdkit_next *next, void *handle, const void *buf, uint32
 	for (uint64_t b = s.first; b < s.first + s.n; b++)
 		snap[b - s.first] = dcache_snapshot(dc, h->key_base | b);
 	/* The image first: the cache never holds what the image does not. */
+	dcache_image_busy(dc, true);
 	r = next->pwrite(next, buf, count, offset, flags, err);
+	dcache_image_busy(dc, false);
 	for (uint64_t b = s.first; b < s.first + s.n; b++) {
 		bool whole = !(b == s.first && s.head_partial) && !(b == s.first + s.n - 1 && s.tail_partial);
 

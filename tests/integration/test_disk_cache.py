@@ -143,12 +143,15 @@ def tamper():
         nbd.wait_counters(lambda c: c["donors_up"] == 1, "the cache connected through the proxy")
         qemu_io(nbd.uri(), ["write -P 0x11 0 1M", "read -P 0x11 0 1M"])
         nbd.wait_counters(lambda c: c["stores"] == 16, "16 blocks cached")
-        failures = 0
+        failures, stores = 0, 16
         for mode in ("flip", "swap"):
             proxy.mode = mode
             qemu_io(nbd.uri(), ["read -P 0x11 0 1M"])
             c = nbd.wait_counters(lambda c: c["integrity_failures"] >= failures + 16, f"{mode}: copies refused")
             failures = c["integrity_failures"]
+            # Stores are the writer's, after the reads: the next read must find them on the donor, not queued.
+            stores += 16
+            nbd.wait_counters(lambda c: c["stores"] >= stores, f"{mode}: refused blocks stored again")
             check(proxy.tampered[mode] > 0 and c["hits"] == 0,
                   f"{mode}: {proxy.tampered[mode]} tampered pages, every block a miss, data right")
         proxy.mode = "pass"
@@ -156,11 +159,15 @@ def tamper():
         c = nbd.wait_counters(lambda c: c["hits"] == 16, "untampered copies served")
         check(c["integrity_failures"] == failures, "untampered copies open")
         qemu_io(nbd.uri(), ["write -P 0x22 0 1M"])  # whole blocks: the same slots, a new generation
+        stores += 16
+        nbd.wait_counters(lambda c: c["stores"] >= stores, "the rewritten blocks stored")
         proxy.mode = "rollback"
         qemu_io(nbd.uri(), ["read -P 0x22 0 1M"])
         c = nbd.wait_counters(lambda c: c["integrity_failures"] >= failures + 16, "rollback: old copies refused")
         check(proxy.tampered["rollback"] > 0, f"rollback: {proxy.tampered['rollback']} older copies replayed, "
               "all refused, data right")
+        stores += 16
+        nbd.wait_counters(lambda c: c["stores"] >= stores, "rollback: refused blocks stored again")
         proxy.mode = "drop"
         qemu_io(nbd.uri(), ["read -P 0x22 0 1M", "read -P 0x22 0 1M"])
         c = nbd.wait_counters(lambda c: c["donor_failures"] >= 1, "the silent donor dropped")
