@@ -43,8 +43,9 @@ SWAP_CFGS = {"native": [], "cached": [], "cached-wfill": ["cache-block-size=4K",
 
 
 def run_guest(build, kernel, initrd, image, tmp, cfg, args, donor, swap=False):
-    sock, pidfile = os.path.join(tmp, f"{cfg}.sock"), os.path.join(tmp, f"{cfg}.pid")
-    stats_path = os.path.join(tmp, f"{cfg}-stats.json")
+    run_name = f"{cfg}-swap" if swap else cfg  # a run's own files: an old pid file would pass for the new nbdkit's
+    sock, pidfile = os.path.join(tmp, f"{run_name}.sock"), os.path.join(tmp, f"{run_name}.pid")
+    stats_path = os.path.join(tmp, f"{run_name}-stats.json")
     filt = os.path.join(build, "disk-cache", "nbdkit-uffdvm-cache-filter.so")
     cmd = ["nbdkit", "-f", "-U", sock, "-P", pidfile]
     cached = cfg.startswith("cached")
@@ -60,7 +61,7 @@ def run_guest(build, kernel, initrd, image, tmp, cfg, args, donor, swap=False):
     if cached:
         cmd += [f"cache-size={args.disk_cache_mib}M", f"cache-donor={donor.url}", f"cache-key={donor.key_file}",
                 "cache-client-id=bench-disk", f"cache-stats={stats_path}"] + (SWAP_CFGS[cfg] if swap else [])
-    nlog = open(os.path.join(tmp, f"{cfg}-nbdkit.log"), "w")
+    nlog = open(os.path.join(tmp, f"{run_name}-nbdkit.log"), "w")
     nbd = subprocess.Popen(cmd, stdout=nlog, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 30
