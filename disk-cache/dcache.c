@@ -3,14 +3,30 @@
  * The disk cache's store over donors (dcache.h). A directory entry i owns
  * the slots of one block in slab i / entries_per_slab; slabs are allocated
  * from the donors round-robin the first time one of their entries is
- * used, and given up with their donor. Reads are synchronous: submit the
- * pages needed, flush, wait until that many read completions arrived (the
- * transport completes every request, one way or another, within its
- * timeout). Stores are not waited for: the sealed block goes to one of
- * STAGING buffers, its writes are submitted, and the entry is PENDING (a
- * lookup of it waits for it; nothing else reads it) until its completions
- * are collected, by the next operation or by dcache_reap(). Completions of
- * both kinds share the connection and are told apart by their cookie.
+ * stored, and given up with their donor.
+ *
+ * Threads: any number of request threads (lookups, stores, updates, drops)
+ * and one writer. One lock guards the directory, the queue and the
+ * connections' bookkeeping and is never held across a donor round trip or
+ * a seal. An entry is QUEUED (a plaintext copy waits in the queue), PENDING
+ * (the writer sealed it into a staging buffer and submitted its writes;
+ * the plaintext is kept until the donor acknowledged them) or VALID (only
+ * the donor has it). Lookups of a QUEUED or PENDING block copy the
+ * plaintext; lookups of a VALID one take a reader slot (buffers of their
+ * own, so nothing a transport may still write into is ever the caller's),
+ * submit the reads, and wait.
+ *
+ * Completions: whoever waits on a connection polls it for everyone
+ * (leader/follower: one poller per connection at a time, the others wait
+ * on a condition variable), so a lone lookup collects its own completions
+ * with no hand-off to another thread. The cookie says whose a completion
+ * is (reader slot or staging buffer, with a ticket so a late completion
+ * of a slot's former use is ignored).
+ *
+ * Connections are reference counted: a lost one is marked dead, its
+ * donor's blocks are forgotten at once, and the writer closes it when
+ * nobody uses it any more; slots that still had requests on it are freed
+ * only then (closing cancels what a transport might still write).
  */
 #include "dcache.h"
 
@@ -20,6 +36,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -34,14 +52,35 @@
 
 #define NIL UINT32_MAX
 #define STAGING 16			  /* stores in flight */
-#define COOKIE_STORE (1ULL << 63)	  /* | staging index << 32 | page */
-#define DC_PENDING (1u << 4)		  /* written to the donor, not yet acknowledged */
+#define READERS 16			  /* lookups reading from donors at once (nbdkit's default thread count) */
+#define STRIPES 4096			  /* invalidation counts, by block hash */
+#define COOKIE_STORE (1ULL << 63)	  /* | ticket << 32 | slot << 16 | page */
+#define DC_QUEUED (1u << 4)		  /* a plaintext copy waits in the queue */
+#define DC_PENDING (1u << 5)		  /* written to the donor, not yet acknowledged */
 #define RETRY_NS (5ULL * 1000000000ULL) /* a lost donor is tried again after this */
+#define POLL_MS 20
+#define WRITER_NICE 10
+/*
+ * A queued block is stored while a request waits for the image (the CPU
+ * is idle then, the guest is not running on it), else after this long,
+ * or at once when the queue is half full.
+ */
+#define DEFER_NS (20ULL * 1000000ULL)
+#define ACK_BATCH_MS 5 /* the writer collects acknowledgements in batches: CPU a guest needs more */
+
+struct dc_item {
+	uint64_t key;
+	uint64_t queued_at; /* now_ns() */
+	uint32_t entry;
+	struct dc_item *next; /* queue order */
+	uint8_t data[];
+};
 
 struct dc_entry {
 	uint64_t key;
-	uint32_t gen;  /* seal version the copy was stored under */
-	uint32_t next; /* hash chain */
+	uint32_t gen;	      /* seal version the copy was stored under */
+	uint32_t next;	      /* hash chain */
+	struct dc_item *item; /* QUEUED, PENDING: the plaintext */
 };
 
 struct dc_slab {
@@ -49,31 +88,52 @@ struct dc_slab {
 	uint32_t id;
 };
 
-struct dc_revoke {
+struct dc_conn {
+	struct dcache *dc;
+	struct donor_conn *conn;
 	int donor;
+	unsigned refs;	      /* threads using conn now */
+	bool dead, polling;   /* lost (closed once refs is 0); someone polls it */
+	struct dc_conn *next; /* on the dying list */
+};
+
+struct dc_note {
+	struct dc_conn *c;
 	uint32_t slab; /* UINT32_MAX: the whole donor shuts down */
 };
 
 struct dc_staging {
 	bool busy;
-	int donor;
-	uint32_t entry, gen;
+	struct dc_conn *c;
+	uint32_t entry, gen, ticket;
 	uint64_t key;
 	unsigned left; /* completions outstanding */
 	int err;
+	struct dc_item *item;
 	uint8_t *buf, *tags;
 };
 
+struct dc_reader {
+	bool busy;
+	struct dc_conn *c;
+	uint32_t ticket;
+	unsigned left;
+	int err;
+	uint8_t *buf, *tags;
+	struct seal_ctx *sctx;
+};
+
 struct dc_donor {
-	struct dcache *dc;
 	int idx;
 	const char *url;
-	struct donor_conn *conn;
+	struct dc_conn *cur;
 	uint64_t retry_at;
 };
 
 struct dcache {
 	pthread_mutex_t lock;
+	pthread_cond_t done; /* completions dispatched, a slot freed */
+	pthread_cond_t work; /* something for the writer */
 	uint32_t block_size, ppb; /* pages per block */
 	uint32_t n, eps;	  /* entries; entries per slab */
 	uint32_t nslabs, nbuckets;
@@ -81,36 +141,65 @@ struct dcache {
 	uint8_t *flags;
 	uint32_t *bucket;
 	struct dc_slab *slabs;
+	uint32_t stripe[STRIPES];
 	size_t hand;
-	uint32_t gen;
+	uint32_t gen, ticket;
 	unsigned rr;
 	struct dc_donor donors[DCACHE_MAX_DONORS];
 	unsigned n_donors;
+	struct dc_conn *dying;
 	struct donor_key key;
 	char client_id[DONOR_CLIENT_ID_MAX + 1];
 	unsigned timeout_ms;
 	struct seal *seal;
-	struct seal_ctx *sctx;
-	uint8_t *buf;  /* one block read, opened in place */
-	uint8_t *tags; /* ppb x SEAL_TAG_LEN */
+	struct seal_ctx *wctx; /* the writer's */
 	struct dc_staging stg[STAGING];
-	unsigned stg_next;
-	unsigned read_left; /* completions the current lookup waits for */
-	int read_err;
+	struct dc_reader rd[READERS];
+	struct dc_item *qhead, **qtail;
+	uint64_t queue_max;
+	unsigned image_busy; /* requests waiting for the image now */
 	struct dcache_stats st;
-	bool warned_full, warned_gen;
-	/* Donor notifications arrive on the transport's thread: queued here, applied under lock. */
+	bool warned_full, warned_gen, stop, started, write_fill;
+	pthread_t writer;
+	/* Donor notifications arrive on the transport's thread: queued here, applied by the writer. */
 	pthread_mutex_t nq_lock;
-	struct dc_revoke *nq;
+	struct dc_note *nq;
 	size_t nq_len, nq_cap;
+	/*
+	 * Item buffers are recycled (at most the queue's bound of them): a
+	 * malloc/free of a block per miss had glibc's thread arenas give the
+	 * memory back and fault it in again every time.
+	 */
+	pthread_mutex_t free_lock;
+	struct dc_item *free_items;
 };
 
-static uint32_t hash_key(const struct dcache *dc, uint64_t key)
+static uint64_t mix(uint64_t key)
 {
 	key ^= key >> 29;
 	key *= 0xbf58476d1ce4e5b9ULL;
 	key ^= key >> 32;
-	return (uint32_t)key & (dc->nbuckets - 1);
+	return key;
+}
+
+static uint32_t hash_key(const struct dcache *dc, uint64_t key) { return (uint32_t)mix(key) & (dc->nbuckets - 1); }
+static uint32_t *stripe_of(struct dcache *dc, uint64_t key) { return &dc->stripe[(mix(key) >> 20) % STRIPES]; }
+
+static uint64_t deadline_after(const struct dcache *dc)
+{
+	/* The transport completes every request within its timeout; a margin for the rest. */
+	return now_ns() + (uint64_t)dc->timeout_ms * 3000000ULL + 1000000000ULL;
+}
+
+static void timed_wait(pthread_cond_t *cv, pthread_mutex_t *m, unsigned ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += (long)ms * 1000000L;
+	ts.tv_sec += ts.tv_nsec / 1000000000L;
+	ts.tv_nsec %= 1000000000L;
+	pthread_cond_timedwait(cv, m, &ts);
 }
 
 static uint32_t find(const struct dcache *dc, uint64_t key)
@@ -121,28 +210,54 @@ static uint32_t find(const struct dcache *dc, uint64_t key)
 	return NIL;
 }
 
-/* Removes entry i from the directory (its slots simply become unused). */
+/* Removes entry i from the directory (its slots become unused; a queued copy is discarded when its turn comes). */
 static void forget(struct dcache *dc, uint32_t i)
 {
 	uint32_t *p = &dc->bucket[hash_key(dc, dc->e[i].key)];
 
-	if (!(dc->flags[i] & (POLICY_DC_VALID | DC_PENDING)))
+	if (!(dc->flags[i] & (POLICY_DC_VALID | DC_PENDING | DC_QUEUED)))
 		return;
 	while (*p != i)
 		p = &dc->e[*p].next;
 	*p = dc->e[i].next;
 	dc->flags[i] = 0;
+	dc->e[i].item = NULL;
 	dc->st.used_bytes -= dc->block_size;
 }
 
-static void insert(struct dcache *dc, uint32_t i, uint64_t key, uint32_t gen)
+static void insert_queued(struct dcache *dc, uint32_t i, struct dc_item *item)
 {
-	uint32_t b = hash_key(dc, key);
+	uint32_t b = hash_key(dc, item->key);
 
-	dc->e[i] = (struct dc_entry){ .key = key, .gen = gen, .next = dc->bucket[b] };
+	dc->e[i] = (struct dc_entry){ .key = item->key, .next = dc->bucket[b], .item = item };
 	dc->bucket[b] = i;
-	dc->flags[i] = DC_PENDING; /* VALID, unreferenced, once the donor acknowledged it */
+	dc->flags[i] = DC_QUEUED;
 	dc->st.used_bytes += dc->block_size;
+	item->entry = i;
+	item->next = NULL;
+	item->queued_at = now_ns();
+	*dc->qtail = item;
+	dc->qtail = &item->next;
+	dc->st.queued_bytes += dc->block_size;
+	/* Due now, or the first in the queue (the writer may be asleep for long). */
+	if (dc->image_busy || dc->st.queued_bytes * 2 > dc->queue_max || dc->qhead == item)
+		pthread_cond_signal(&dc->work);
+}
+
+static void put_item(struct dcache *dc, struct dc_item *item)
+{
+	if (!item)
+		return;
+	pthread_mutex_lock(&dc->free_lock);
+	item->next = dc->free_items;
+	dc->free_items = item;
+	pthread_mutex_unlock(&dc->free_lock);
+}
+
+static void drop_item(struct dcache *dc, struct dc_item *item)
+{
+	dc->st.queued_bytes -= dc->block_size;
+	put_item(dc, item);
 }
 
 /* Forgets every block in slab k and marks it unallocated. */
@@ -155,23 +270,34 @@ static void slab_gone(struct dcache *dc, uint32_t k)
 	dc->slabs[k].donor = -1;
 }
 
-static void donor_lost(struct dcache *dc, struct dc_donor *d, int err)
+/* Marks c lost: its donor's blocks are misses from now on; the writer closes it once unused. */
+static void conn_failed(struct dcache *dc, struct dc_conn *c, int err)
 {
+	struct dc_donor *d = &dc->donors[c->donor];
+
+	if (c->dead)
+		return;
+	c->dead = true;
 	log_warn("disk cache: donor %s lost (%s); its blocks are misses from now on", d->url, strerrordesc_np(-err));
-	donor_close(d->conn);
-	d->conn = NULL;
-	d->retry_at = now_ns() + RETRY_NS;
+	if (d->cur == c) {
+		d->cur = NULL;
+		d->retry_at = now_ns() + RETRY_NS;
+	}
 	dc->st.donor_failures++;
 	dc->st.donors_up--;
-	/* close() cancelled what was outstanding: those buffers are free again. */
-	for (unsigned k = 0; k < STAGING; k++)
-		if (dc->stg[k].busy && dc->stg[k].donor == d->idx) {
-			dc->stg[k].busy = false;
-			dc->st.store_failures++;
-		}
 	for (uint32_t k = 0; k < dc->nslabs; k++)
-		if (dc->slabs[k].donor == d->idx)
+		if (dc->slabs[k].donor == c->donor)
 			slab_gone(dc, k);
+	c->next = dc->dying;
+	dc->dying = c;
+	pthread_cond_signal(&dc->work);
+	pthread_cond_broadcast(&dc->done);
+}
+
+static void conn_put(struct dcache *dc, struct dc_conn *c)
+{
+	if (--c->refs == 0 && c->dead)
+		pthread_cond_signal(&dc->work);
 }
 
 /* The connection is beyond use after these; other statuses concern one request. */
@@ -181,22 +307,133 @@ static bool conn_error(int r)
 	       r == -EPROTO || r == -EBADMSG;
 }
 
+/* Hands completions to their reader slot or staging buffer; late ones of a slot's former use are ignored. */
+static void dispatch(struct dcache *dc, const struct donor_completion *comp, int n)
+{
+	for (int k = 0; k < n; k++) {
+		uint64_t ck = comp[k].cookie;
+		uint32_t ticket = (uint32_t)(ck >> 32) & 0x7fffffffu, idx = (uint32_t)(ck >> 16) & 0xffffu;
+		unsigned *left;
+		int *err;
+
+		if (ck & COOKIE_STORE) {
+			struct dc_staging *g = &dc->stg[idx % STAGING];
+
+			if (!g->busy || g->ticket != ticket)
+				continue;
+			left = &g->left;
+			err = &g->err;
+		} else {
+			struct dc_reader *r = &dc->rd[idx % READERS];
+
+			if (!r->busy || r->ticket != ticket)
+				continue;
+			left = &r->left;
+			err = &r->err;
+		}
+		if (*left) {
+			--*left;
+			if (comp[k].status && !*err)
+				*err = comp[k].status;
+		}
+	}
+}
+
+/*
+ * One poll of c (waiting up to ms) for everyone, or a wait while another
+ * thread polls it. Lock held (dropped meanwhile). Returns 0 or -ECONNRESET.
+ */
+static int poll_round(struct dcache *dc, struct dc_conn *c, int ms)
+{
+	struct donor_completion comp[64];
+	int got;
+
+	if (c->polling) {
+		if (ms)
+			timed_wait(&dc->done, &dc->lock, (unsigned)ms);
+		return 0;
+	}
+	c->polling = true;
+	pthread_mutex_unlock(&dc->lock);
+	got = donor_poll_completions(c->conn, comp, ARRAY_SIZE(comp), ms);
+	pthread_mutex_lock(&dc->lock);
+	c->polling = false;
+	if (got > 0)
+		dispatch(dc, comp, got);
+	pthread_cond_broadcast(&dc->done);
+	return got < 0 ? -ECONNRESET : 0; /* completions may be left behind: the connection is done */
+}
+
+/* Waits until *left is 0. Lock held; the caller holds a reference on c. Returns 0 or -errno. */
+static int wait_left(struct dcache *dc, struct dc_conn *c, const unsigned *left)
+{
+	uint64_t deadline = deadline_after(dc);
+
+	while (*left) {
+		int r = poll_round(dc, c, POLL_MS);
+
+		if (r < 0)
+			return r;
+		if (*left && now_ns() > deadline)
+			return -ETIMEDOUT; /* the transport broke its promise */
+	}
+	return 0;
+}
+
+/* Settles the stores whose completions are all in. */
+static void settle(struct dcache *dc, struct dc_staging *g)
+{
+	uint32_t i = g->entry;
+	/* The entry may have been dropped or reused meanwhile: then this copy is nobody's. */
+	bool ours = (dc->flags[i] & DC_PENDING) && dc->e[i].key == g->key && dc->e[i].gen == g->gen &&
+		    dc->e[i].item == g->item;
+
+	if (g->err || g->left) {
+		dc->st.store_failures++;
+		if (ours)
+			forget(dc, i);
+	} else {
+		dc->st.stores++;
+		if (ours) {
+			dc->flags[i] = POLICY_DC_VALID;
+			dc->e[i].item = NULL;
+		}
+	}
+	drop_item(dc, g->item);
+	g->item = NULL;
+	g->busy = false;
+	pthread_cond_broadcast(&dc->done);
+}
+
+static void finalize(struct dcache *dc)
+{
+	for (unsigned k = 0; k < STAGING; k++) {
+		struct dc_staging *g = &dc->stg[k];
+
+		if (!g->busy || g->left)
+			continue;
+		if (g->err && conn_error(g->err))
+			conn_failed(dc, g->c, g->err);
+		settle(dc, g);
+	}
+}
+
 static void notify_cb(struct donor_conn *conn, const struct donor_notification *n, void *opaque)
 {
-	struct dc_donor *d = opaque;
-	struct dcache *dc = d->dc;
+	struct dc_conn *c = opaque;
+	struct dcache *dc = c->dc;
 	size_t want = n->kind == DONOR_NOTIFY_REVOKED ? n->nslabs : 1;
 
 	pthread_mutex_lock(&dc->nq_lock);
 	if (dc->nq_len + want > dc->nq_cap) {
 		size_t cap = (dc->nq_len + want) * 2;
-		struct dc_revoke *q = realloc(dc->nq, cap * sizeof(*q));
+		struct dc_note *q = realloc(dc->nq, cap * sizeof(*q));
 
 		if (!q) {
 			/* Cannot queue: treat it as the donor going away, which needs one slot at most. */
 			want = 0;
 			if (dc->nq_len < dc->nq_cap)
-				dc->nq[dc->nq_len++] = (struct dc_revoke){ d->idx, UINT32_MAX };
+				dc->nq[dc->nq_len++] = (struct dc_note){ c, UINT32_MAX };
 		} else {
 			dc->nq = q;
 			dc->nq_cap = cap;
@@ -204,16 +441,20 @@ static void notify_cb(struct donor_conn *conn, const struct donor_notification *
 	}
 	if (want && n->kind == DONOR_NOTIFY_REVOKED)
 		for (uint32_t i = 0; i < n->nslabs; i++)
-			dc->nq[dc->nq_len++] = (struct dc_revoke){ d->idx, n->slabs[i] };
+			dc->nq[dc->nq_len++] = (struct dc_note){ c, n->slabs[i] };
 	else if (want)
-		dc->nq[dc->nq_len++] = (struct dc_revoke){ d->idx, UINT32_MAX };
+		dc->nq[dc->nq_len++] = (struct dc_note){ c, UINT32_MAX };
+	/*
+	 * Not dc->lock: a thread holding it may wait for a reply this thread
+	 * delivers. The writer looks at the queue at least once a second.
+	 */
 	pthread_mutex_unlock(&dc->nq_lock);
 }
 
-/* Applies queued notifications: revoked slabs are dropped and freed (a cache need not move them). */
+/* Writer, lock held (dropped meanwhile): applies notifications; revoked slabs are dropped and freed, not moved. */
 static void apply_notifications(struct dcache *dc)
 {
-	struct dc_revoke *q;
+	struct dc_note *q;
 	size_t len;
 
 	pthread_mutex_lock(&dc->nq_lock);
@@ -223,88 +464,158 @@ static void apply_notifications(struct dcache *dc)
 	dc->nq_len = dc->nq_cap = 0;
 	pthread_mutex_unlock(&dc->nq_lock);
 	for (size_t j = 0; j < len; j++) {
-		struct dc_donor *d = &dc->donors[q[j].donor];
+		struct dc_conn *c = q[j].c;
+		bool ours = false;
 
-		if (!d->conn)
+		if (c->dead)
 			continue;
 		if (q[j].slab == UINT32_MAX) {
-			donor_lost(dc, d, -ESHUTDOWN);
+			conn_failed(dc, c, -ESHUTDOWN);
 			continue;
 		}
 		for (uint32_t k = 0; k < dc->nslabs; k++)
-			if (dc->slabs[k].donor == d->idx && dc->slabs[k].id == q[j].slab) {
+			if (dc->slabs[k].donor == c->donor && dc->slabs[k].id == q[j].slab) {
 				slab_gone(dc, k);
-				(void)donor_free_slab(d->conn, q[j].slab);
+				ours = true;
 			}
+		if (!ours)
+			continue;
+		/* Only the writer closes connections: c stays valid while the lock is dropped. */
+		pthread_mutex_unlock(&dc->lock);
+		(void)donor_free_slab(c->conn, q[j].slab);
+		pthread_mutex_lock(&dc->lock);
 	}
 	free(q);
 }
 
-static int connect_donor(struct dcache *dc, struct dc_donor *d)
+/* Connects donor d (no lock held). Returns the connection or NULL. */
+static struct dc_conn *connect_donor(struct dcache *dc, struct dc_donor *d, uint64_t *ret_free)
 {
-	struct donor_connect_opts opts = { .timeout_ms = dc->timeout_ms, .notify_cb = notify_cb, .notify_opaque = d };
+	struct dc_conn *c = calloc(1, sizeof(*c));
+	struct donor_connect_opts opts = { .timeout_ms = dc->timeout_ms, .notify_cb = notify_cb, .notify_opaque = c };
 	uint64_t cap = 0, used = 0;
 	int r;
 
-	d->retry_at = now_ns() + RETRY_NS;
-	r = donor_connect(d->url, &dc->key, dc->client_id, &opts, &d->conn);
+	*ret_free = 0;
+	if (!c)
+		return NULL;
+	c->dc = dc;
+	c->donor = d->idx;
+	r = donor_connect(d->url, &dc->key, dc->client_id, &opts, &c->conn);
 	if (r < 0) {
-		d->conn = NULL;
 		log_warn("disk cache: cannot connect to donor %s as %s: %s (retrying every %llu s)", d->url,
 			 dc->client_id, strerrordesc_np(-r), (unsigned long long)(RETRY_NS / 1000000000ULL));
-		return r;
+		free(c);
+		return NULL;
 	}
 	/* Slabs this id still holds are a former run's blocks, which nothing can vouch for: free them. */
-	if (d->conn->info.nslabs) {
+	if (c->conn->info.nslabs) {
 		uint32_t ids[256], fl[256];
 		int n;
 
-		while ((n = donor_list_slabs(d->conn, ids, fl, ARRAY_SIZE(ids))) > 0) {
+		while ((n = donor_list_slabs(c->conn, ids, fl, ARRAY_SIZE(ids))) > 0) {
 			int k = n < (int)ARRAY_SIZE(ids) ? n : (int)ARRAY_SIZE(ids);
 
 			for (int i = 0; i < k; i++)
-				if (donor_free_slab(d->conn, ids[i]) < 0)
+				if (donor_free_slab(c->conn, ids[i]) < 0)
 					k = -1;
 			if (k < 0 || n <= (int)ARRAY_SIZE(ids))
 				break;
 		}
 	}
-	if (donor_stats(d->conn, &cap, &used) == 0 && cap > used)
-		dc->st.donor_capacity += cap - used;
-	dc->st.donors_up++;
+	if (donor_stats(c->conn, &cap, &used) == 0 && cap > used)
+		*ret_free = cap - used;
 	log_info("disk cache: donor %s connected as %s", d->url, dc->client_id);
-	return 0;
+	return c;
 }
 
-static struct dc_donor *live_donor(struct dcache *dc, struct dc_donor *d)
+static void install(struct dcache *dc, struct dc_donor *d, struct dc_conn *c, uint64_t free_bytes)
 {
-	if (!d->conn && now_ns() >= d->retry_at)
-		(void)connect_donor(dc, d);
-	return d->conn ? d : NULL;
+	d->cur = c;
+	dc->st.donor_capacity += free_bytes;
+	dc->st.donors_up++;
 }
 
-/* Gives slab k a donor slab. Returns 0 or -errno (-ENOSPC: no donor has room). */
+/* Writer, lock held (dropped meanwhile): reconnects the donors that are due. */
+static void reconnect(struct dcache *dc)
+{
+	for (unsigned i = 0; i < dc->n_donors && !dc->stop; i++) {
+		struct dc_donor *d = &dc->donors[i];
+		struct dc_conn *c;
+		uint64_t fr;
+
+		if (d->cur || now_ns() < d->retry_at)
+			continue;
+		d->retry_at = now_ns() + RETRY_NS;
+		pthread_mutex_unlock(&dc->lock);
+		c = connect_donor(dc, d, &fr);
+		pthread_mutex_lock(&dc->lock);
+		if (c)
+			install(dc, d, c, fr);
+	}
+}
+
+/* Writer, lock held (dropped meanwhile): closes lost connections nobody uses, frees what was outstanding on them. */
+static void close_dying(struct dcache *dc)
+{
+	struct dc_conn **pp = &dc->dying;
+
+	while (*pp) {
+		struct dc_conn *c = *pp;
+
+		if (c->refs) {
+			pp = &c->next;
+			continue;
+		}
+		*pp = c->next;
+		pthread_mutex_unlock(&dc->lock);
+		donor_close(c->conn); /* cancels what was outstanding: nothing writes into our buffers after this */
+		pthread_mutex_lock(&dc->lock);
+		pthread_mutex_lock(&dc->nq_lock);
+		for (size_t j = 0; j < dc->nq_len; j++)
+			if (dc->nq[j].c == c)
+				dc->nq[j--] = dc->nq[--dc->nq_len];
+		pthread_mutex_unlock(&dc->nq_lock);
+		for (unsigned k = 0; k < STAGING; k++)
+			if (dc->stg[k].busy && dc->stg[k].c == c)
+				settle(dc, &dc->stg[k]);
+		for (unsigned k = 0; k < READERS; k++)
+			if (dc->rd[k].busy && dc->rd[k].c == c)
+				dc->rd[k].busy = false;
+		free(c);
+		pthread_cond_broadcast(&dc->done);
+		pp = &dc->dying; /* the list may have changed meanwhile */
+	}
+}
+
+/* Writer, lock held (dropped meanwhile): gives slab k a donor slab. Returns 0 or -errno (-ENOSPC: all full). */
 static int place_slab(struct dcache *dc, uint32_t k)
 {
 	bool full = false;
 
 	for (unsigned a = 0; a < dc->n_donors; a++) {
-		struct dc_donor *d = live_donor(dc, &dc->donors[(dc->rr + a) % dc->n_donors]);
+		struct dc_donor *d = &dc->donors[(dc->rr + a) % dc->n_donors];
+		struct dc_conn *c = d->cur;
 		uint32_t id;
 		int r;
 
-		if (!d)
+		if (!c)
 			continue;
-		r = donor_alloc_slab(d->conn, &id);
-		if (r == 0) {
+		c->refs++;
+		pthread_mutex_unlock(&dc->lock);
+		r = donor_alloc_slab(c->conn, &id);
+		pthread_mutex_lock(&dc->lock);
+		if (r == 0 && !c->dead) {
 			dc->slabs[k] = (struct dc_slab){ .donor = d->idx, .id = id };
 			dc->rr = (unsigned)d->idx + 1;
+			conn_put(dc, c);
 			return 0;
 		}
-		if (conn_error(r))
-			donor_lost(dc, d, r);
-		else
+		if (r < 0 && conn_error(r))
+			conn_failed(dc, c, r);
+		else if (r < 0)
 			full = true;
+		conn_put(dc, c);
 	}
 	if (!full)
 		return -ENOTCONN; /* every donor is down: said when each was lost */
@@ -317,289 +628,369 @@ static int place_slab(struct dcache *dc, uint32_t k)
 	return -ENOSPC;
 }
 
-/* Collects what d has completed, waiting up to timeout_ms for the first. Returns the count or -ECONNRESET. */
-static int drain(struct dcache *dc, struct dc_donor *d, int timeout_ms)
+static bool still_queued(const struct dcache *dc, const struct dc_item *item)
 {
-	struct donor_completion c[64];
-	int got = donor_poll_completions(d->conn, c, 64, timeout_ms);
-
-	if (got < 0)
-		return -ECONNRESET; /* completions may be left behind: the connection is done */
-	for (int k = 0; k < got; k++) {
-		if (c[k].cookie & COOKIE_STORE) {
-			struct dc_staging *g = &dc->stg[(c[k].cookie >> 32) & 0xffff];
-
-			if (g->busy && g->left) {
-				g->left--;
-				if (c[k].status && !g->err)
-					g->err = c[k].status;
-			}
-		} else if (dc->read_left) {
-			dc->read_left--;
-			if (c[k].status && !dc->read_err)
-				dc->read_err = c[k].status;
-		}
-	}
-	return got;
+	return (dc->flags[item->entry] & DC_QUEUED) && dc->e[item->entry].item == item;
 }
 
-/* Settles the stores whose completions are all in. */
-static void finalize(struct dcache *dc)
+/* Writer, lock held (dropped meanwhile): seals the queue's first block into g and submits its writes. */
+static void store_one(struct dcache *dc, struct dc_staging *g)
 {
-	for (unsigned k = 0; k < STAGING; k++) {
-		struct dc_staging *g = &dc->stg[k];
-		uint32_t i = g->entry;
-		bool ours;
+	struct dc_item *item = dc->qhead;
+	uint32_t i = item->entry, k = i / dc->eps, gen, slot, slab;
+	struct dc_conn *c;
+	unsigned sent = 0;
+	int r = 0, rf;
 
-		if (!g->busy || g->left)
-			continue;
-		g->busy = false;
-		/* The entry may have been dropped or reused meanwhile: then this copy is nobody's. */
-		ours = (dc->flags[i] & DC_PENDING) && dc->e[i].key == g->key && dc->e[i].gen == g->gen;
-		if (g->err) {
-			dc->st.store_failures++;
-			if (ours)
-				forget(dc, i);
-			if (conn_error(g->err) && dc->donors[g->donor].conn)
-				donor_lost(dc, &dc->donors[g->donor], g->err);
-			continue;
-		}
-		dc->st.stores++;
-		if (ours)
-			dc->flags[i] = POLICY_DC_VALID;
+	dc->qhead = item->next;
+	if (!dc->qhead)
+		dc->qtail = &dc->qhead;
+	if (!still_queued(dc, item)) {
+		drop_item(dc, item); /* dropped or evicted while it waited */
+		return;
 	}
+	if (dc->gen == UINT32_MAX) {
+		/* (page, generation) is the nonce: never reuse one. */
+		if (!dc->warned_gen)
+			log_warn("disk cache: 2^32 stores under one key; storing no more blocks until restart");
+		dc->warned_gen = true;
+		r = -EOVERFLOW;
+	} else if (dc->slabs[k].donor < 0) {
+		r = place_slab(dc, k);
+		if (!still_queued(dc, item)) {
+			drop_item(dc, item);
+			return;
+		}
+	}
+	if (r < 0) {
+		forget(dc, i);
+		dc->st.store_failures++;
+		drop_item(dc, item);
+		return;
+	}
+	c = dc->donors[dc->slabs[k].donor].cur; /* a slab's donor is up: slabs go with their connection */
+	gen = ++dc->gen;
+	dc->e[i].gen = gen;
+	dc->flags[i] = DC_PENDING;
+	*g = (struct dc_staging){ .busy = true, .c = c, .entry = i, .gen = gen, .ticket = ++dc->ticket & 0x7fffffffu,
+				  .key = item->key, .left = dc->ppb, .item = item, .buf = g->buf, .tags = g->tags };
+	slot = (i % dc->eps) * dc->ppb;
+	slab = dc->slabs[k].id;
+	c->refs++;
+	pthread_mutex_unlock(&dc->lock);
+	memcpy(g->buf, item->data, dc->block_size);
+	for (uint32_t p = 0; p < dc->ppb && r == 0; p++)
+		r = seal_page(dc->wctx, item->key * dc->ppb + p, gen, g->buf + (size_t)p * PAGE_SIZE_4K,
+			      g->tags + p * SEAL_TAG_LEN);
+	for (; r == 0 && sent < dc->ppb; sent++) {
+		uint64_t cookie = COOKIE_STORE | (uint64_t)g->ticket << 32 | (uint64_t)(g - dc->stg) << 16 | sent;
+
+		r = donor_submit_write_tag(c->conn, slab, slot + sent, g->buf + (size_t)sent * PAGE_SIZE_4K,
+					   g->tags + sent * SEAL_TAG_LEN, cookie);
+		if (r < 0)
+			break;
+	}
+	rf = sent ? donor_flush(c->conn) : 0;
+	pthread_mutex_lock(&dc->lock);
+	if (sent < dc->ppb) {
+		g->left -= dc->ppb - sent;
+		if (!g->err)
+			g->err = r < 0 ? r : -EIO;
+	}
+	if (r < 0 && conn_error(r))
+		conn_failed(dc, c, r); /* its stores settle when it is closed */
+	else if (rf < 0 && conn_error(rf))
+		conn_failed(dc, c, rf);
+	conn_put(dc, c);
 }
 
-/* Collects every completion already in, on every donor with stores in flight. */
-static void reap(struct dcache *dc)
+static struct dc_staging *free_staging(struct dcache *dc)
 {
-	for (unsigned n = 0; n < dc->n_donors; n++) {
-		struct dc_donor *d = &dc->donors[n];
-		bool busy = false;
+	for (unsigned k = 0; k < STAGING; k++)
+		if (!dc->stg[k].busy)
+			return &dc->stg[k];
+	return NULL;
+}
+
+/* A live connection with stores to collect, or NULL. */
+static struct dc_conn *stores_on(struct dcache *dc)
+{
+	for (unsigned k = 0; k < STAGING; k++)
+		if (dc->stg[k].busy && dc->stg[k].left && !dc->stg[k].c->dead)
+			return dc->stg[k].c;
+	return NULL;
+}
+
+/* Whether the queue's first block is to be stored now (DEFER_NS). */
+static bool store_due(const struct dcache *dc)
+{
+	return dc->qhead && (dc->image_busy || dc->st.queued_bytes * 2 > dc->queue_max ||
+			     now_ns() - dc->qhead->queued_at >= DEFER_NS);
+}
+
+/* The writer: seals and submits queued blocks, collects their acknowledgements, and keeps the connections. */
+static void *writer_main(void *arg)
+{
+	struct dcache *dc = arg;
+
+	/*
+	 * Caching is worth less than answering: under CPU contention the
+	 * request threads (and the guest) go first; a writer that falls behind
+	 * only makes the queue skip blocks.
+	 */
+	(void)setpriority(PRIO_PROCESS, (id_t)gettid(), WRITER_NICE);
+	pthread_mutex_lock(&dc->lock);
+	while (!dc->stop) {
+		struct dc_staging *g;
+		struct dc_conn *c;
 		int r;
 
-		for (unsigned k = 0; k < STAGING && !busy; k++)
-			busy = dc->stg[k].busy && dc->stg[k].donor == d->idx;
-		if (!busy || !d->conn)
+		apply_notifications(dc);
+		close_dying(dc);
+		reconnect(dc);
+		finalize(dc);
+		if (dc->stop)
+			break;
+		if (store_due(dc) && (g = free_staging(dc))) {
+			store_one(dc, g);
 			continue;
-		while ((r = drain(dc, d, 0)) > 0)
-			;
-		if (r < 0)
-			donor_lost(dc, d, r);
+		}
+		if ((c = stores_on(dc))) {
+			/*
+			 * Blocks are served from their plaintext until acknowledged: only a
+			 * store waiting for a staging buffer needs them now. Else a batch
+			 * every few ms, not a wakeup per page.
+			 */
+			bool need = store_due(dc);
+
+			if (!need) {
+				timed_wait(&dc->work, &dc->lock, ACK_BATCH_MS);
+				if (store_due(dc) || !(c = stores_on(dc)))
+					continue; /* a block to store first; or someone else collected them */
+			}
+			c->refs++;
+			r = poll_round(dc, c, need ? POLL_MS : 0);
+			if (r < 0)
+				conn_failed(dc, c, r);
+			conn_put(dc, c);
+			continue;
+		}
+		timed_wait(&dc->work, &dc->lock, dc->qhead ? (unsigned)(DEFER_NS / 1000000ULL) : 1000);
 	}
-	finalize(dc);
+	pthread_mutex_unlock(&dc->lock);
+	return NULL;
 }
 
-/* Waits until staging buffer g's store is settled. */
-static void wait_store(struct dcache *dc, struct dc_staging *g)
+/* Waits for a free reader slot (lock held). */
+static struct dc_reader *take_reader(struct dcache *dc)
 {
-	uint64_t deadline = now_ns() + (uint64_t)dc->timeout_ms * 3000000ULL + 1000000000ULL;
-	struct dc_donor *d = &dc->donors[g->donor];
-
-	while (g->busy && g->left && d->conn) {
-		int r = drain(dc, d, 100);
-
-		if (r < 0 || (g->left && now_ns() > deadline)) {
-			donor_lost(dc, d, r < 0 ? r : -ETIMEDOUT); /* the transport broke its promise */
-			break;
-		}
+	for (;;) {
+		for (unsigned k = 0; k < READERS; k++)
+			if (!dc->rd[k].busy)
+				return &dc->rd[k];
+		timed_wait(&dc->done, &dc->lock, 100);
 	}
-	finalize(dc);
-}
-
-/* Reads pages [first, first+n) of entry i's block into dc->buf/tags. Returns 0 or -errno. */
-static int block_read(struct dcache *dc, uint32_t i, uint32_t first, uint32_t n)
-{
-	struct dc_slab *s = &dc->slabs[i / dc->eps];
-	struct dc_donor *d = &dc->donors[s->donor];
-	uint32_t slot = (i % dc->eps) * dc->ppb + first;
-	uint64_t deadline = now_ns() + (uint64_t)dc->timeout_ms * 3000000ULL + 1000000000ULL;
-	unsigned sent = 0;
-	int r = 0, r2;
-
-	dc->read_left = 0;
-	dc->read_err = 0;
-	for (; sent < n; sent++) {
-		r = donor_submit_read_tag(d->conn, s->id, slot + sent, dc->buf + (size_t)sent * PAGE_SIZE_4K,
-					  dc->tags + sent * SEAL_TAG_LEN, sent);
-		if (r < 0)
-			break;
-		dc->read_left++;
-	}
-	r2 = donor_flush(d->conn);
-	if (r == 0)
-		r = r2;
-	while (dc->read_left) {
-		r2 = drain(dc, d, 100);
-		if (r2 < 0 || (dc->read_left && now_ns() > deadline)) {
-			dc->read_left = 0;
-			donor_lost(dc, d, r2 < 0 ? r2 : -ETIMEDOUT);
-			finalize(dc);
-			return -ECONNRESET;
-		}
-	}
-	if (r == 0)
-		r = dc->read_err;
-	if (r < 0 && conn_error(r))
-		donor_lost(dc, d, r);
-	finalize(dc);
-	return r;
 }
 
 int dcache_lookup(struct dcache *dc, uint64_t key, uint32_t first, uint32_t n, void *buf)
 {
-	uint32_t i;
-	int r = -ENOENT;
+	struct dc_reader *rk;
+	struct dc_conn *c;
+	uint32_t i, gen = 0, slot, slab;
+	unsigned sent = 0;
+	int r = 0, rf, bad = 0, donor;
 
 	if (first >= dc->ppb || n == 0 || n > dc->ppb - first)
 		return -EINVAL;
 	pthread_mutex_lock(&dc->lock);
-	apply_notifications(dc);
-	reap(dc);
+	rk = take_reader(dc); /* taken first: waiting for one may change the directory */
 	i = find(dc, key);
-	if (i != NIL && (dc->flags[i] & DC_PENDING)) {
-		/* Stored a moment ago: its acknowledgement is close, the image is a millisecond away. */
-		for (unsigned k = 0; k < STAGING; k++)
-			if (dc->stg[k].busy && dc->stg[k].entry == i && dc->stg[k].key == key)
-				wait_store(dc, &dc->stg[k]);
-		i = find(dc, key);
-	}
-	if (i == NIL || !(dc->flags[i] & POLICY_DC_VALID))
+	if (i == NIL)
 		goto miss;
-	r = block_read(dc, i, first, n);
-	if (r < 0) {
-		/* donor_lost may have forgotten it already */
-		forget(dc, i);
+	if (dc->flags[i] & (DC_QUEUED | DC_PENDING)) {
+		/* Not on a donor yet (or not acknowledged): the plaintext is still here. */
+		memcpy(buf, dc->e[i].item->data + (size_t)first * PAGE_SIZE_4K, (size_t)n * PAGE_SIZE_4K);
+		goto hit;
+	}
+	donor = dc->slabs[i / dc->eps].donor;
+	c = dc->donors[donor].cur;
+	gen = dc->e[i].gen;
+	slot = (i % dc->eps) * dc->ppb + first;
+	slab = dc->slabs[i / dc->eps].id;
+	*rk = (struct dc_reader){ .busy = true, .c = c, .ticket = ++dc->ticket & 0x7fffffffu, .left = n, .buf = rk->buf,
+				  .tags = rk->tags, .sctx = rk->sctx };
+	c->refs++;
+	pthread_mutex_unlock(&dc->lock);
+	for (; sent < n; sent++) {
+		r = donor_submit_read_tag(c->conn, slab, slot + sent, rk->buf + (size_t)sent * PAGE_SIZE_4K,
+					  rk->tags + sent * SEAL_TAG_LEN, (uint64_t)rk->ticket << 32 | (uint64_t)(rk - dc->rd) << 16 | sent);
+		if (r < 0)
+			break;
+	}
+	rf = sent ? donor_flush(c->conn) : 0;
+	pthread_mutex_lock(&dc->lock);
+	if (sent < n) {
+		rk->left -= n - sent;
+		rk->err = r;
+	} else if (rf < 0)
+		rk->err = rf;
+	r = wait_left(dc, c, &rk->left);
+	if (r < 0 || (rk->err && conn_error(rk->err))) {
+		conn_failed(dc, c, r < 0 ? r : rk->err); /* forgets this block with the donor's others */
+		if (!rk->left)
+			rk->busy = false; /* else freed when the connection is closed */
+		conn_put(dc, c);
 		dc->st.drops++;
-		r = -ENOENT;
-		goto miss;
+		goto miss_out;
 	}
-	for (uint32_t p = 0; p < n; p++) {
-		r = seal_open(dc->sctx, key * dc->ppb + first + p, dc->e[i].gen, dc->buf + (size_t)p * PAGE_SIZE_4K,
-			      dc->tags + p * SEAL_TAG_LEN);
-		if (r < 0) {
+	conn_put(dc, c);
+	if (rk->err) {
+		rk->busy = false;
+		if ((dc->flags[i] & POLICY_DC_VALID) && dc->e[i].key == key && dc->e[i].gen == gen) {
+			forget(dc, i);
+			dc->st.drops++;
+		}
+		goto miss_out;
+	}
+	/* The slot is ours until released: open the pages without the lock. */
+	pthread_mutex_unlock(&dc->lock);
+	for (uint32_t p = 0; p < n && !bad; p++)
+		bad = seal_open(rk->sctx, key * dc->ppb + first + p, gen, rk->buf + (size_t)p * PAGE_SIZE_4K,
+				rk->tags + p * SEAL_TAG_LEN);
+	if (!bad)
+		memcpy(buf, rk->buf, (size_t)n * PAGE_SIZE_4K);
+	pthread_mutex_lock(&dc->lock);
+	rk->busy = false;
+	pthread_cond_broadcast(&dc->done);
+	if ((dc->flags[i] & POLICY_DC_VALID) && dc->e[i].key == key && dc->e[i].gen == gen) {
+		if (bad) {
 			/* Changed, swapped or stale: this copy is not the block; the image still is. */
 			/* A hostile donor must not flood the log: the first few, then every 1000th. */
 			if (dc->st.integrity_failures < 10 || dc->st.integrity_failures % 1000 == 0)
 				log_warn("disk cache: block %" PRIu64 " from donor %s failed to open (%s; %" PRIu64
 					 " so far); read from the image",
-					 key, dc->donors[dc->slabs[i / dc->eps].donor].url, strerrordesc_np(-r),
-					 dc->st.integrity_failures + 1);
+					 key, dc->donors[donor].url, strerrordesc_np(-bad), dc->st.integrity_failures + 1);
 			dc->st.integrity_failures++;
 			forget(dc, i);
-			r = -ENOENT;
 			goto miss;
 		}
-	}
-	memcpy(buf, dc->buf, (size_t)n * PAGE_SIZE_4K);
+		dc->flags[i] |= POLICY_DC_REF;
+	} else if (bad)
+		goto miss; /* evicted and its slots reused while we read: a plain miss */
+	dc->st.hits++;
+	pthread_mutex_unlock(&dc->lock);
+	return 0;
+hit:
 	dc->flags[i] |= POLICY_DC_REF;
 	dc->st.hits++;
 	pthread_mutex_unlock(&dc->lock);
 	return 0;
+miss_out:
+	pthread_cond_broadcast(&dc->done);
 miss:
 	dc->st.misses++;
 	pthread_mutex_unlock(&dc->lock);
 	return -ENOENT;
 }
 
-/*
- * Seals buf into a staging buffer under a fresh generation and submits its
- * writes to entry i's slots; the entry is PENDING until they are
- * acknowledged. Returns 0 or -errno.
- */
-static int put(struct dcache *dc, uint32_t i, uint64_t key, const void *buf)
+void dcache_image_busy(struct dcache *dc, bool busy)
 {
-	unsigned gi = dc->stg_next;
-	struct dc_staging *g = &dc->stg[gi];
-	struct dc_donor *d;
-	struct dc_slab *s;
-	uint32_t gen, slot;
-	unsigned sent = 0;
-	int r = 0;
-
-	if (dc->gen == UINT32_MAX) {
-		/* (page, generation) is the nonce: never reuse one. */
-		if (!dc->warned_gen)
-			log_warn("disk cache: 2^32 stores under one key; storing no more blocks until restart");
-		dc->warned_gen = true;
-		return -EOVERFLOW;
-	}
-	dc->stg_next = (gi + 1) % STAGING;
-	if (g->busy)
-		wait_store(dc, g);
-	if (dc->slabs[i / dc->eps].donor < 0 && (r = place_slab(dc, i / dc->eps)) < 0)
-		return r;
-	s = &dc->slabs[i / dc->eps];
-	d = &dc->donors[s->donor];
-	slot = (i % dc->eps) * dc->ppb;
-	gen = ++dc->gen;
-	memcpy(g->buf, buf, dc->block_size);
-	for (uint32_t p = 0; p < dc->ppb; p++) {
-		r = seal_page(dc->sctx, key * dc->ppb + p, gen, g->buf + (size_t)p * PAGE_SIZE_4K,
-			      g->tags + p * SEAL_TAG_LEN);
-		if (r < 0)
-			return r;
-	}
-	for (; sent < dc->ppb; sent++) {
-		r = donor_submit_write_tag(d->conn, s->id, slot + sent, g->buf + (size_t)sent * PAGE_SIZE_4K,
-					   g->tags + sent * SEAL_TAG_LEN, COOKIE_STORE | (uint64_t)gi << 32 | sent);
-		if (r < 0)
-			break;
-	}
-	if (sent == 0) {
-		if (conn_error(r))
-			donor_lost(dc, d, r);
-		return r;
-	}
-	*g = (struct dc_staging){ .busy = true, .donor = d->idx, .entry = i, .gen = gen, .key = key, .left = sent,
-				  .err = r, .buf = g->buf, .tags = g->tags };
-	insert(dc, i, key, gen);
-	r = donor_flush(d->conn);
-	if (r < 0 && conn_error(r))
-		donor_lost(dc, d, r); /* settles g as failed and forgets the entry with the slab */
-	return 0;
+	pthread_mutex_lock(&dc->lock);
+	if (busy && dc->image_busy++ == 0 && dc->qhead)
+		pthread_cond_signal(&dc->work);
+	else if (!busy)
+		dc->image_busy--;
+	pthread_mutex_unlock(&dc->lock);
 }
 
-static void store_locked(struct dcache *dc, uint64_t key, const void *buf, bool only_if_cached)
+uint32_t dcache_snapshot(struct dcache *dc, uint64_t key)
 {
+	uint32_t v;
+
+	pthread_mutex_lock(&dc->lock);
+	v = *stripe_of(dc, key);
+	pthread_mutex_unlock(&dc->lock);
+	return v;
+}
+
+static struct dc_item *new_item(struct dcache *dc, uint64_t key, const void *buf)
+{
+	struct dc_item *item;
+
+	pthread_mutex_lock(&dc->free_lock);
+	item = dc->free_items;
+	if (item)
+		dc->free_items = item->next;
+	pthread_mutex_unlock(&dc->free_lock);
+	if (!item)
+		item = malloc(sizeof(*item) + dc->block_size);
+
+	if (item) {
+		item->key = key;
+		memcpy(item->data, buf, dc->block_size);
+	}
+	return item;
+}
+
+void dcache_store(struct dcache *dc, uint64_t key, const void *buf, uint32_t snap)
+{
+	struct dc_item *item = new_item(dc, key, buf);
 	uint32_t i;
-	int r;
 
-	apply_notifications(dc);
-	reap(dc);
-	i = find(dc, key);
-	if (i == NIL && only_if_cached)
-		return;
-	if (i != NIL)
-		forget(dc, i); /* the old copy is void from here: a failed rewrite leaves a miss */
-	else
+	pthread_mutex_lock(&dc->lock);
+	if (*stripe_of(dc, key) != snap || find(dc, key) != NIL || dc->stop) {
+		/* A write came since this was read, or another reader cached the block already. */
+		put_item(dc, item);
+	} else if (!dc->st.donors_up) {
+		dc->st.store_failures++; /* no donor to store it on: not worth a copy in the queue */
+		put_item(dc, item);
+	} else if (!item || dc->st.queued_bytes + dc->block_size > dc->queue_max) {
+		dc->st.store_skips++; /* only a cache: the writer is behind, this block is not kept */
+		put_item(dc, item);
+	} else {
 		i = (uint32_t)policy_dc_clock_pick(dc->flags, dc->n, &dc->hand);
-	forget(dc, i);
-	r = put(dc, i, key, buf);
-	if (r < 0)
-		dc->st.store_failures++; /* stores are counted when acknowledged (finalize) */
-}
-
-void dcache_reap(struct dcache *dc)
-{
-	pthread_mutex_lock(&dc->lock);
-	apply_notifications(dc);
-	reap(dc);
+		forget(dc, i);
+		insert_queued(dc, i, item);
+	}
 	pthread_mutex_unlock(&dc->lock);
 }
 
-void dcache_store(struct dcache *dc, uint64_t key, const void *buf)
+void dcache_update(struct dcache *dc, uint64_t key, const void *buf, uint32_t snap)
 {
-	pthread_mutex_lock(&dc->lock);
-	store_locked(dc, key, buf, false);
-	pthread_mutex_unlock(&dc->lock);
-}
+	struct dc_item *item = NULL;
+	uint32_t *s, i;
 
-void dcache_update(struct dcache *dc, uint64_t key, const void *buf)
-{
 	pthread_mutex_lock(&dc->lock);
-	store_locked(dc, key, buf, true);
+	s = stripe_of(dc, key);
+	if ((dc->write_fill || find(dc, key) != NIL) && *s == snap) {
+		/* Worth a copy: made without the lock, then checked again. */
+		pthread_mutex_unlock(&dc->lock);
+		item = new_item(dc, key, buf);
+		pthread_mutex_lock(&dc->lock);
+	}
+	i = find(dc, key);
+	if (i != NIL) {
+		forget(dc, i); /* the old copy is void from here */
+		/* Another write or drop of the block since snap: which bytes the image has last is not known here. */
+		if (item && *s == snap && !dc->stop && dc->st.queued_bytes + dc->block_size <= dc->queue_max) {
+			insert_queued(dc, i, item);
+			item = NULL;
+		} else
+			dc->st.drops++;
+	} else if (item && *s == snap && !dc->stop) {
+		/* write_fill: a block written whole is cached like one read (the swap case: written, then read back). */
+		if (dc->st.queued_bytes + dc->block_size > dc->queue_max)
+			dc->st.store_skips++;
+		else {
+			i = (uint32_t)policy_dc_clock_pick(dc->flags, dc->n, &dc->hand);
+			forget(dc, i);
+			insert_queued(dc, i, item);
+			item = NULL;
+		}
+	}
+	++*s;
 	pthread_mutex_unlock(&dc->lock);
+	put_item(dc, item);
 }
 
 void dcache_drop(struct dcache *dc, uint64_t key)
@@ -607,6 +998,7 @@ void dcache_drop(struct dcache *dc, uint64_t key)
 	uint32_t i;
 
 	pthread_mutex_lock(&dc->lock);
+	++*stripe_of(dc, key);
 	i = find(dc, key);
 	if (i != NIL) {
 		forget(dc, i);
@@ -646,12 +1038,13 @@ int dcache_write_stats(struct dcache *dc, const char *path)
 	fprintf(f,
 		"{\"size\": %" PRIu64 ", \"block_size\": %" PRIu64 ", \"used_bytes\": %" PRIu64 ", \"hits\": %" PRIu64
 		", \"misses\": %" PRIu64 ", \"bytes_from_memory\": %" PRIu64 ", \"bytes_from_disk\": %" PRIu64
-		", \"stores\": %" PRIu64 ", \"store_failures\": %" PRIu64 ", \"drops\": %" PRIu64
-		", \"integrity_failures\": %" PRIu64 ", \"donor_failures\": %" PRIu64
+		", \"stores\": %" PRIu64 ", \"store_failures\": %" PRIu64 ", \"store_skips\": %" PRIu64
+		", \"queued_bytes\": %" PRIu64 ", \"drops\": %" PRIu64 ", \"integrity_failures\": %" PRIu64
+		", \"donor_failures\": %" PRIu64
 		", \"donors\": %u, \"donors_up\": %u, \"donor_free_bytes_at_start\": %" PRIu64 "}\n",
 		s.size, s.block_size, s.used_bytes, s.hits, s.misses, s.bytes_from_memory, s.bytes_from_disk, s.stores,
-		s.store_failures, s.drops, s.integrity_failures, s.donor_failures, s.donors, s.donors_up,
-		s.donor_capacity);
+		s.store_failures, s.store_skips, s.queued_bytes, s.drops, s.integrity_failures, s.donor_failures,
+		s.donors, s.donors_up, s.donor_capacity);
 	if (fflush(f) != 0 || ferror(f))
 		r = -EIO;
 	if (fclose(f) != 0 && r == 0)
@@ -697,6 +1090,10 @@ int dcache_new(const struct dcache_config *cfg, struct dcache **ret)
 		return -ENOMEM;
 	pthread_mutex_init(&dc->lock, NULL);
 	pthread_mutex_init(&dc->nq_lock, NULL);
+	pthread_mutex_init(&dc->free_lock, NULL);
+	pthread_cond_init(&dc->done, NULL);
+	pthread_cond_init(&dc->work, NULL);
+	dc->qtail = &dc->qhead;
 	dc->block_size = cfg->block_size;
 	dc->ppb = cfg->block_size / PAGE_SIZE_4K;
 	dc->n = (uint32_t)n;
@@ -705,6 +1102,8 @@ int dcache_new(const struct dcache_config *cfg, struct dcache **ret)
 	for (dc->nbuckets = 1; dc->nbuckets < dc->n; dc->nbuckets <<= 1)
 		;
 	dc->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : 2000;
+	dc->queue_max = cfg->queue_bytes ? cfg->queue_bytes : DCACHE_QUEUE_DEFAULT;
+	dc->write_fill = cfg->write_fill;
 	snprintf(dc->client_id, sizeof(dc->client_id), "%s", cfg->client_id);
 	dc->st.size = n * cfg->block_size;
 	dc->st.block_size = cfg->block_size;
@@ -713,9 +1112,7 @@ int dcache_new(const struct dcache_config *cfg, struct dcache **ret)
 	dc->flags = calloc(dc->n, 1);
 	dc->bucket = malloc(dc->nbuckets * sizeof(*dc->bucket));
 	dc->slabs = malloc(dc->nslabs * sizeof(*dc->slabs));
-	dc->buf = aligned_alloc(PAGE_SIZE_4K, dc->block_size);
-	dc->tags = malloc((size_t)dc->ppb * SEAL_TAG_LEN);
-	if (!dc->e || !dc->flags || !dc->bucket || !dc->slabs || !dc->buf || !dc->tags) {
+	if (!dc->e || !dc->flags || !dc->bucket || !dc->slabs) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -727,11 +1124,19 @@ int dcache_new(const struct dcache_config *cfg, struct dcache **ret)
 			goto fail;
 		}
 	}
+	for (unsigned g = 0; g < READERS; g++) {
+		dc->rd[g].buf = aligned_alloc(PAGE_SIZE_4K, dc->block_size);
+		dc->rd[g].tags = malloc((size_t)dc->ppb * SEAL_TAG_LEN);
+		if (!dc->rd[g].buf || !dc->rd[g].tags) {
+			r = -ENOMEM;
+			goto fail;
+		}
+	}
 	memset(dc->bucket, 0xff, dc->nbuckets * sizeof(*dc->bucket));
 	for (uint32_t s = 0; s < dc->nslabs; s++)
 		dc->slabs[s].donor = -1;
 	for (unsigned i = 0; i < cfg->n_donors; i++)
-		dc->donors[i] = (struct dc_donor){ .dc = dc, .idx = (int)i, .url = cfg->donors[i] };
+		dc->donors[i] = (struct dc_donor){ .idx = (int)i, .url = cfg->donors[i] };
 	dc->n_donors = cfg->n_donors;
 	if (cfg->key_file && cfg->key_file[0]) {
 		r = donor_key_load(cfg->key_file, &dc->key);
@@ -746,7 +1151,9 @@ int dcache_new(const struct dcache_config *cfg, struct dcache **ret)
 	r = seal_new_from_key(k, id, &dc->seal);
 	OPENSSL_cleanse(k, sizeof(k));
 	if (r == 0)
-		r = seal_ctx_new(dc->seal, &dc->sctx);
+		r = seal_ctx_new(dc->seal, &dc->wctx);
+	for (unsigned g = 0; g < READERS && r == 0; g++)
+		r = seal_ctx_new(dc->seal, &dc->rd[g].sctx);
 	if (r < 0)
 		goto fail;
 	*ret = dc;
@@ -756,49 +1163,97 @@ fail:
 	return r;
 }
 
-void dcache_start(struct dcache *dc)
+int dcache_start(struct dcache *dc)
 {
-	pthread_mutex_lock(&dc->lock);
-	for (unsigned i = 0; i < dc->n_donors; i++)
-		(void)connect_donor(dc, &dc->donors[i]);
+	int r;
+
+	for (unsigned i = 0; i < dc->n_donors; i++) {
+		struct dc_donor *d = &dc->donors[i];
+		uint64_t fr;
+		struct dc_conn *c = connect_donor(dc, d, &fr);
+
+		pthread_mutex_lock(&dc->lock);
+		if (c)
+			install(dc, d, c, fr);
+		else
+			d->retry_at = now_ns() + RETRY_NS;
+		pthread_mutex_unlock(&dc->lock);
+	}
 	if (dc->st.donor_capacity < dc->st.size)
 		log_warn("disk cache: size %" PRIu64 " MiB is more than the donors' free memory (%" PRIu64
 			 " MiB): at most that much is cached",
 			 dc->st.size >> 20, dc->st.donor_capacity >> 20);
-	pthread_mutex_unlock(&dc->lock);
+	r = pthread_create(&dc->writer, NULL, writer_main, dc);
+	if (r)
+		return -r;
+	dc->started = true;
+	return 0;
 }
 
 void dcache_free(struct dcache *dc)
 {
+	struct dc_item *item;
+
 	if (!dc)
 		return;
+	if (dc->started) {
+		pthread_mutex_lock(&dc->lock);
+		dc->stop = true;
+		pthread_cond_signal(&dc->work);
+		pthread_mutex_unlock(&dc->lock);
+		pthread_join(dc->writer, NULL);
+	}
+	/* No other thread now. */
 	for (unsigned i = 0; i < dc->n_donors; i++) {
-		struct dc_donor *d = &dc->donors[i];
+		struct dc_conn *c = dc->donors[i].cur;
 
-		if (!d->conn)
+		if (!c)
 			continue;
 		/* Give the memory back now rather than after the donor's lease. */
 		for (uint32_t k = 0; k < dc->nslabs; k++)
-			if (dc->slabs[k].donor == d->idx)
-				(void)donor_free_slab(d->conn, dc->slabs[k].id);
-		donor_close(d->conn);
+			if (dc->slabs && dc->slabs[k].donor == c->donor)
+				(void)donor_free_slab(c->conn, dc->slabs[k].id);
+		donor_close(c->conn);
+		free(c);
 	}
-	/* Closed connections write into no staging buffer any more. */
+	while (dc->dying) {
+		struct dc_conn *c = dc->dying;
+
+		dc->dying = c->next;
+		donor_close(c->conn);
+		free(c);
+	}
+	/* Closed connections write into no buffer any more. */
+	while ((item = dc->qhead)) {
+		dc->qhead = item->next;
+		free(item);
+	}
+	while ((item = dc->free_items)) {
+		dc->free_items = item->next;
+		free(item);
+	}
 	for (unsigned k = 0; k < STAGING; k++) {
+		free(dc->stg[k].item);
 		free(dc->stg[k].buf);
 		free(dc->stg[k].tags);
 	}
-	seal_ctx_free(dc->sctx);
+	for (unsigned k = 0; k < READERS; k++) {
+		seal_ctx_free(dc->rd[k].sctx);
+		free(dc->rd[k].buf);
+		free(dc->rd[k].tags);
+	}
+	seal_ctx_free(dc->wctx);
 	seal_free(dc->seal, false); /* no file: nothing kept */
 	OPENSSL_cleanse(&dc->key, sizeof(dc->key));
 	free(dc->e);
 	free(dc->flags);
 	free(dc->bucket);
 	free(dc->slabs);
-	free(dc->buf);
-	free(dc->tags);
 	free(dc->nq);
+	pthread_cond_destroy(&dc->done);
+	pthread_cond_destroy(&dc->work);
 	pthread_mutex_destroy(&dc->lock);
 	pthread_mutex_destroy(&dc->nq_lock);
+	pthread_mutex_destroy(&dc->free_lock);
 	free(dc);
 }

@@ -3,15 +3,15 @@
  * nbdkit-uffdvm-cache-filter: an nbdkit filter that keeps the image's
  * blocks in donor memory (dcache.h) over whatever plugin serves the image.
  * Reads: a hit comes from a donor; a miss is read from the plugin (runs of
- * missing blocks in one request) and stored without waiting for the donor's
- * acknowledgement. Writes are write-through: the
+ * missing blocks in one request), answered, and queued for the cache's
+ * writer thread (a full queue skips the block). Writes are write-through: the
  * plugin has every byte before the client hears back, and a block's cached
  * copy is replaced when the write covers it whole and dropped otherwise, so
  * losing the cache loses nothing. Trim and zero pass through and drop the
  * blocks they touch; flush and FUA pass through (the cache holds nothing
- * the image lacks). Requests run one at a time (the cache is one directory
- * with one scratch block). Counters go to a JSON file (cache-stats=) that
- * is rewritten while they change and at exit.
+ * the image lacks). Requests run in parallel (the plugin below permitting):
+ * the cache takes its lock only to find or queue a block. Counters go to a
+ * JSON file (cache-stats=) that is rewritten while they change and at exit.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -49,6 +49,28 @@ static bool stats_running, stats_stop;
 static pthread_mutex_t stats_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t stats_cond = PTHREAD_COND_INITIALIZER;
 
+/*
+ * Per-thread scratch of two blocks (a hit's pages, a one-block fill), kept
+ * for the thread's life: allocating 64 KiB per request had glibc's thread
+ * arenas return and fault in the memory on every miss.
+ */
+static pthread_key_t scratch_key;
+static bool scratch_key_made;
+
+static uint8_t *scratch(void)
+{
+	uint8_t *p = pthread_getspecific(scratch_key);
+
+	if (!p) {
+		p = aligned_alloc(4096, 2 * (size_t)dcache_block_size(dc));
+		if (p && pthread_setspecific(scratch_key, p) != 0) {
+			free(p);
+			p = NULL;
+		}
+	}
+	return p;
+}
+
 struct handle {
 	uint64_t key_base; /* export index << 40 */
 	uint64_t size;
@@ -56,6 +78,7 @@ struct handle {
 
 static void cache_load(void)
 {
+	scratch_key_made = pthread_key_create(&scratch_key, free) == 0;
 	log_set_prefix("uffdvm-cache");
 	snprintf(default_id, sizeof(default_id), "uffd-disk-%ld", (long)getpid());
 	cfg.client_id = default_id;
@@ -65,6 +88,17 @@ static int cache_config(nbdkit_next_config *next, nbdkit_backend *nxdata, const 
 {
 	int64_t v;
 
+	if (strcmp(key, "cache-queue") == 0) {
+		v = nbdkit_parse_size(value);
+		if (v < 0)
+			return -1;
+		if (v == 0) {
+			nbdkit_error("cache-queue=%s: must be at least one block", value);
+			return -1;
+		}
+		cfg.queue_bytes = (uint64_t)v;
+		return 0;
+	}
 	if (strcmp(key, "cache-size") == 0 || strcmp(key, "cache-block-size") == 0) {
 		v = nbdkit_parse_size(value);
 		if (v < 0)
@@ -107,6 +141,14 @@ static int cache_config(nbdkit_next_config *next, nbdkit_backend *nxdata, const 
 			return -1;
 		return 0;
 	}
+	if (strcmp(key, "cache-write-fill") == 0) {
+		int v2 = nbdkit_parse_bool(value);
+
+		if (v2 < 0)
+			return -1;
+		cfg.write_fill = v2;
+		return 0;
+	}
 	if (strcmp(key, "cache-timeout-ms") == 0)
 		return nbdkit_parse_unsigned(key, value, &cfg.timeout_ms);
 	return next(nxdata, key, value);
@@ -116,6 +158,10 @@ static int cache_config_complete(nbdkit_next_config_complete *next, nbdkit_backe
 {
 	int r;
 
+	if (!scratch_key_made) {
+		nbdkit_error("cannot make the per-thread scratch key");
+		return -1;
+	}
 	if (cfg.size == 0) {
 		nbdkit_error("cache-size is required (a size like 512M or 4G)");
 		return -1;
@@ -161,8 +207,6 @@ static void *stats_main(void *arg)
 	pthread_mutex_lock(&stats_lock);
 	while (!stats_stop) {
 		pthread_mutex_unlock(&stats_lock);
-		/* Stores settle here too when no request comes to settle them. */
-		dcache_reap(dc);
 		dcache_get_stats(dc, &now);
 		if (memcmp(&now, &last, sizeof(now)) != 0) {
 			publish_stats();
@@ -183,7 +227,12 @@ static void *stats_main(void *arg)
 /* Threads start after nbdkit's fork to the background, never before. */
 static int cache_after_fork(nbdkit_backend *nxdata)
 {
-	dcache_start(dc);
+	int r0 = dcache_start(dc);
+
+	if (r0 < 0) {
+		nbdkit_error("cannot start the disk cache's writer thread: %s", strerrordesc_np(-r0));
+		return -1;
+	}
 	publish_stats();
 	if (stats_path) {
 		int r = pthread_create(&stats_thread, NULL, stats_main, NULL);
@@ -224,9 +273,11 @@ static void cache_unload(void)
 	if (cfg.client_id != default_id)
 		free((char *)cfg.client_id);
 	free(stats_path);
+	if (scratch_key_made)
+		pthread_key_delete(scratch_key);
 }
 
-static int cache_thread_model(void) { return NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS; }
+static int cache_thread_model(void) { return NBDKIT_THREAD_MODEL_PARALLEL; }
 
 /* Exports (the file plugin's dir= mode serves one per drive) share the cache, keyed apart. */
 static int export_index(const char *name)
@@ -306,21 +357,41 @@ static int fill_run(nbdkit_next *next, struct handle *h, uint8_t *buf, uint32_t 
 		    uint64_t first, uint64_t n, int *err)
 {
 	uint64_t bs = dcache_block_size(dc), start = first * bs, len = n * bs;
-	_cleanup_free_ uint8_t *run = NULL;
+	_cleanup_free_ uint8_t *big = NULL;
+	_cleanup_free_ uint32_t *snap = NULL;
+	uint32_t snap1 = 0;
+	uint8_t *run;
+	int r;
 	uint64_t served = 0;
 
 	if (start + len > h->size)
 		len = h->size - start;
-	run = calloc(1, n * bs); /* the tail past the end of the image is stored as zeros */
-	if (!run) {
+	if (n == 1) {
+		run = scratch() + bs; /* the caller made sure it exists */
+		snap = NULL;
+	} else {
+		run = big = malloc(n * bs);
+		snap = malloc(n * sizeof(*snap));
+	}
+	if (!run || (n > 1 && !snap)) {
 		*err = ENOMEM;
 		return -1;
 	}
-	if (next->pread(next, run, (uint32_t)len, start, 0, err) == -1)
+	/* Before the image is read: a write of these blocks meanwhile makes the copies void. */
+	if (n == 1)
+		snap1 = dcache_snapshot(dc, h->key_base | first);
+	for (uint64_t i = 0; n > 1 && i < n; i++)
+		snap[i] = dcache_snapshot(dc, h->key_base | (first + i));
+	if (len < n * bs)
+		memset(run + len, 0, n * bs - len); /* the tail past the end of the image is stored as zeros */
+	dcache_image_busy(dc, true);
+	r = next->pread(next, run, (uint32_t)len, start, 0, err);
+	dcache_image_busy(dc, false);
+	if (r == -1)
 		return -1;
 	for (uint64_t i = 0; i < n; i++) {
 		served += copy_out(buf, count, offset, first + i, run + i * bs);
-		dcache_store(dc, h->key_base | (first + i), run + i * bs);
+		dcache_store(dc, h->key_base | (first + i), run + i * bs, n == 1 ? snap1 : snap[i]);
 	}
 	dcache_count_bytes(dc, 0, served);
 	return 0;
@@ -332,11 +403,10 @@ static int cache_pread(nbdkit_next *next, void *handle, void *buf, uint32_t coun
 	struct handle *h = handle;
 	uint32_t bs = dcache_block_size(dc);
 	struct policy_dc_span s;
-	_cleanup_free_ uint8_t *blk = NULL;
+	uint8_t *blk = scratch();
 	uint64_t run_first = 0, run_n = 0, mem = 0;
 
 	policy_dc_span(offset, count, bs, &s);
-	blk = malloc(bs);
 	if (!blk) {
 		*err = ENOMEM;
 		return -1;
@@ -371,16 +441,27 @@ static int cache_pwrite(nbdkit_next *next, void *handle, const void *buf, uint32
 	struct handle *h = handle;
 	uint32_t bs = dcache_block_size(dc);
 	struct policy_dc_span s;
+	_cleanup_free_ uint32_t *snap = NULL;
 	int r;
 
-	/* The image first: the cache never holds what the image does not. */
-	r = next->pwrite(next, buf, count, offset, flags, err);
 	policy_dc_span(offset, count, bs, &s);
+	snap = malloc(s.n * sizeof(*snap));
+	if (!snap) {
+		*err = ENOMEM;
+		return -1;
+	}
+	/* Before the image write: a concurrent write of the same block makes this one drop, not replace, the copy. */
+	for (uint64_t b = s.first; b < s.first + s.n; b++)
+		snap[b - s.first] = dcache_snapshot(dc, h->key_base | b);
+	/* The image first: the cache never holds what the image does not. */
+	dcache_image_busy(dc, true);
+	r = next->pwrite(next, buf, count, offset, flags, err);
+	dcache_image_busy(dc, false);
 	for (uint64_t b = s.first; b < s.first + s.n; b++) {
 		bool whole = !(b == s.first && s.head_partial) && !(b == s.first + s.n - 1 && s.tail_partial);
 
 		if (r == 0 && whole)
-			dcache_update(dc, h->key_base | b, (const uint8_t *)buf + (b * bs - offset));
+			dcache_update(dc, h->key_base | b, (const uint8_t *)buf + (b * bs - offset), snap[b - s.first]);
 		else
 			dcache_drop(dc, h->key_base | b); /* a failed write leaves the image unknown there */
 	}
@@ -412,7 +493,10 @@ static struct nbdkit_filter filter = {
 		       "cache-key=FILE              donors' pre-shared key file\n"
 		       "cache-client-id=ID          who the cache is to the donors (default uffd-disk-PID)\n"
 		       "cache-stats=FILE            JSON counters, rewritten while they change\n"
-		       "cache-timeout-ms=MS         per donor request (default 2000)",
+		       "cache-timeout-ms=MS         per donor request (default 2000)\n"
+		       "cache-queue=SIZE            blocks waiting to be stored, at most (default 32M;\n"
+		       "                            past it, misses are not cached)\n"
+		       "cache-write-fill=BOOL       whole-block writes fill the cache too (default false)",
 	.load = cache_load,
 	.unload = cache_unload,
 	.config = cache_config,

@@ -17,6 +17,10 @@
  * uffdvm.bench_ops= on the kernel command line): O_DIRECT reads of the
  * device, sequential 64 KiB over the first region and random 4 KiB over
  * the second, each pass twice (cold, then warm), one line of JSON per pass.
+ * With uffdvm.swap_mib= as well, "bench" is the swap bench instead: the
+ * device becomes the guest's swap (a swap header written here, swapon(2)),
+ * and the guest writes, then touches at random, that many MiB of anonymous
+ * memory (more than its RAM), verifying every page it reads back.
  * Exit: 0 PASS, 10 reboot me, 1 a block was wrong or I/O failed, 2 usage.
  */
 #ifndef _GNU_SOURCE
@@ -30,28 +34,24 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/swap.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "guest-pattern.h"
 
 #define BLK 4096u
 #define CHUNK 16u /* blocks per 64 KiB chunk */
 
 static uint64_t seed;
 
-static uint64_t mix(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ULL;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-	return x ^ (x >> 31);
-}
-
 static unsigned final_gen(uint64_t b)
 {
-	if (mix(seed ^ 0xc0ffee ^ (b / CHUNK)) % 7 == 0)
+	if (pattern_mix(seed ^ 0xc0ffee ^ (b / CHUNK)) % 7 == 0)
 		return 3;
-	return mix(seed ^ 0xb10c ^ b) % 5 == 0 ? 2 : 1;
+	return pattern_mix(seed ^ 0xb10c ^ b) % 5 == 0 ? 2 : 1;
 }
 
 static void fill(uint8_t *p, uint64_t b, unsigned gen)
@@ -59,7 +59,7 @@ static void fill(uint8_t *p, uint64_t b, unsigned gen)
 	uint64_t *w = (uint64_t *)p;
 
 	for (unsigned i = 0; i < BLK / 8; i++)
-		w[i] = mix(seed ^ (b << 20) ^ ((uint64_t)gen << 56) ^ i);
+		w[i] = pattern_word(seed, b, gen, i);
 }
 
 static void marker(uint8_t *p, const char *text)
@@ -92,7 +92,7 @@ static int verify(int fd, uint64_t nblocks, unsigned (*gen_of)(uint64_t), uint8_
 	uint64_t step = 0, n = random ? nblocks : (nblocks + CHUNK - 1) / CHUNK;
 
 	/* A stride coprime with nblocks visits every block once, in a scattered order. */
-	step = mix(seed) % nblocks | 1;
+	step = pattern_mix(seed) % nblocks | 1;
 	while (random && nblocks % 2 == 0 && step % 2 == 0)
 		step++;
 	for (uint64_t i = 0; i < n; i++) {
@@ -117,7 +117,7 @@ static int verify(int fd, uint64_t nblocks, unsigned (*gen_of)(uint64_t), uint8_
 
 static unsigned g1(uint64_t b) { (void)b; return 1; }
 
-static unsigned after_singles(uint64_t b) { return mix(seed ^ 0xb10c ^ b) % 5 == 0 ? 2 : 1; }
+static unsigned after_singles(uint64_t b) { return pattern_mix(seed ^ 0xb10c ^ b) % 5 == 0 ? 2 : 1; }
 
 static int phase1(int fd, uint64_t nblocks, uint8_t *buf, uint8_t *want)
 {
@@ -195,7 +195,7 @@ static int bench_pass(int fd, const char *name, uint64_t base, uint64_t region, 
 	if (!lat)
 		return -1;
 	for (uint64_t i = 0; i < ops; i++) {
-		uint64_t off = random ? base + (mix(x + i) % (region / len)) * len : base + (i * len) % region;
+		uint64_t off = random ? base + (pattern_mix(x + i) % (region / len)) * len : base + (i * len) % region;
 		uint64_t t = mono_ns();
 
 		if (xpread(fd, buf, len, off) < 0) {
@@ -212,6 +212,76 @@ static int bench_pass(int fd, const char *name, uint64_t base, uint64_t region, 
 	       lat[ops * 99 / 100] / 1e3);
 	fflush(stdout);
 	free(lat);
+	return 0;
+}
+
+static void report(const char *name, uint64_t ops, uint64_t bytes, uint64_t ns, uint64_t *lat)
+{
+	qsort(lat, ops, sizeof(*lat), cmp_u64);
+	printf("UFFDVM-BENCH {\"pass\": \"%s\", \"ops\": %llu, \"bytes\": %llu, \"seconds\": %.3f, "
+	       "\"p50_us\": %.1f, \"p90_us\": %.1f, \"p99_us\": %.1f, \"p999_us\": %.1f}\n",
+	       name, (unsigned long long)ops, (unsigned long long)bytes, ns / 1e9, lat[ops / 2] / 1e3,
+	       lat[ops * 9 / 10] / 1e3, lat[ops * 99 / 100] / 1e3, lat[ops * 999 / 1000] / 1e3);
+	fflush(stdout);
+}
+
+/* The word a swap bench page starts with: its index, its pass. */
+static uint64_t page_word(uint64_t i, unsigned gen) { return pattern_mix(seed ^ (i << 8) ^ gen); }
+
+/*
+ * The seed's case: the guest swaps to its own (cached) disk. fd (O_DIRECT)
+ * becomes swap: a version-1 swap header, then swapon(2) on dev. "swap-fill"
+ * writes every page of mib MiB (more than RAM: the kernel swaps out as it
+ * goes); "swap-rand-1" and "swap-rand-2" each read ops random pages (other
+ * ones each pass: a page read back stays in RAM) and check their first
+ * word, timing each touch (a page in RAM costs ~1 us, one swapped in costs
+ * a disk read).
+ */
+static int swap_bench(int fd, const char *dev, uint64_t size, uint64_t mib, uint64_t ops)
+{
+	uint64_t npages = (mib << 20) / BLK, dev_pages = size / BLK, t0, *lat;
+	uint8_t *hdr, *mem;
+
+	if (posix_memalign((void **)&hdr, BLK, BLK) || !(lat = malloc((npages > ops ? npages : ops) * sizeof(*lat))))
+		return -1;
+	memset(hdr, 0, BLK);
+	((uint32_t *)(hdr + 1024))[0] = 1;			 /* version */
+	((uint32_t *)(hdr + 1024))[1] = (uint32_t)(dev_pages - 1); /* last page */
+	memcpy(hdr + BLK - 10, "SWAPSPACE2", 10);
+	if (xpwrite(fd, hdr, BLK, 0) < 0 || fsync(fd) < 0 || close(fd) < 0)
+		return -1;
+	if (swapon(dev, 0) < 0) {
+		printf("FAIL swapon %s: %s\n", dev, strerror(errno));
+		return -1;
+	}
+	mem = mmap(NULL, npages * BLK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED)
+		return -1;
+	t0 = mono_ns();
+	for (uint64_t i = 0; i < npages; i++) {
+		uint64_t t = mono_ns();
+
+		memset(mem + i * BLK, (int)(i & 0xff) | 1, BLK); /* no zero pages */
+		*(uint64_t *)(mem + i * BLK) = page_word(i, 1);
+		lat[i] = mono_ns() - t;
+	}
+	report("swap-fill", npages, npages * BLK, mono_ns() - t0, lat);
+	sleep(1);
+	for (unsigned pass = 1; pass <= 2; pass++) {
+		t0 = mono_ns();
+		for (uint64_t k = 0; k < ops; k++) {
+			uint64_t i = pattern_mix(seed ^ 0x5a1f ^ ((uint64_t)pass << 40) ^ k) % npages, t = mono_ns();
+
+			if (*(volatile uint64_t *)(mem + i * BLK) != page_word(i, 1)) {
+				printf("FAIL swap page %llu read back wrong\n", (unsigned long long)i);
+				return -1;
+			}
+			lat[k] = mono_ns() - t;
+		}
+		report(pass == 1 ? "swap-rand-1" : "swap-rand-2", ops, ops * BLK, mono_ns() - t0, lat);
+		sleep(1);
+	}
+	printf("PASS swap bench\n");
 	return 0;
 }
 
@@ -272,6 +342,9 @@ int main(int argc, char **argv)
 		printf("FAIL cannot open %s: %s\n", argv[2], strerror(errno));
 		return 1;
 	}
+	if (strcmp(argv[1], "bench") == 0 && cmdline_u64("uffdvm.swap_mib=", 0))
+		return swap_bench(fd, argv[2], size, cmdline_u64("uffdvm.swap_mib=", 0),
+				  cmdline_u64("uffdvm.bench_ops=", 8192)) < 0 ? 1 : 0;
 	if (strcmp(argv[1], "bench") == 0)
 		return bench(fd, size) < 0 ? 1 : 0;
 	nblocks = size / BLK - 1;

@@ -22,20 +22,13 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "guest-pattern.h"
+
 #define PAGE 4096u
 #define WORDS (PAGE / sizeof(uint64_t))
 #define MAGIC UINT64_C(0x7566666477726b00) /* "uffdwrk\0" */
 
 static uint64_t seed;
-
-static uint64_t mix(uint64_t x)
-{
-	/* splitmix64 finalizer: cheap and every input bit reaches every output bit. */
-	x += 0x9e3779b97f4a7c15ULL;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-	return x ^ (x >> 31);
-}
 
 /* Word w of page idx at generation gen. Words 0 and 1 are readable headers. */
 static uint64_t expected_word(uint64_t idx, uint64_t gen, unsigned w)
@@ -44,7 +37,7 @@ static uint64_t expected_word(uint64_t idx, uint64_t gen, unsigned w)
 		return MAGIC ^ idx;
 	if (w == 1)
 		return gen;
-	return mix(seed ^ (idx << 20) ^ (gen << 52) ^ w);
+	return pattern_word(seed, idx, gen, w);
 }
 
 static void fill_page(uint64_t *p, uint64_t idx, uint64_t gen)
@@ -128,7 +121,7 @@ int main(int argc, char **argv)
 
 	for (unsigned p = 0; p < passes; p++) {
 		double ts = now_s();
-		uint64_t stride = coprime_stride(npages, mix(seed + p) % npages);
+		uint64_t stride = coprime_stride(npages, pattern_mix(seed + p) % npages);
 		uint64_t rewritten = 0;
 
 		/* Sequential forward: what a streaming guest does. */
@@ -141,7 +134,7 @@ int main(int argc, char **argv)
 				return 1;
 		/* Rewrite about one page in five so dirty pages must be written back. */
 		for (uint64_t i = 0; i < npages; i++) {
-			if (mix(seed ^ i ^ ((uint64_t)p << 40)) % 5 == 0) {
+			if (pattern_mix(seed ^ i ^ ((uint64_t)p << 40)) % 5 == 0) {
 				gens[i]++;
 				fill_page((uint64_t *)(mem + i * PAGE), i, gens[i]);
 				rewritten++;

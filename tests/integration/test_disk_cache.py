@@ -12,6 +12,7 @@ image equals a reference file written with the same operations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -48,7 +49,7 @@ def nbdkit_env():
 class Nbdkit:
     """nbdkit serving one image file through the cache filter on a Unix socket."""
 
-    def __init__(self, tmp, image, params):
+    def __init__(self, tmp, image, params, plugin=None):
         self.sock = os.path.join(tmp, "nbd.sock")
         self.pidfile = os.path.join(tmp, "nbd.pid")
         self.stats = os.path.join(tmp, "stats.json")
@@ -56,7 +57,7 @@ class Nbdkit:
         self.log = open(self.log_path, "w")
         env = nbdkit_env()
         self.proc = subprocess.Popen(["nbdkit", "-f", "-U", self.sock, "-P", self.pidfile, f"--filter={FILTER}",
-                                      "file", image, f"cache-stats={self.stats}"] + params,
+                                      *(plugin or ["file", image]), f"cache-stats={self.stats}"] + params,
                                      stdout=self.log, stderr=subprocess.STDOUT, env=env)
         # nbdkit writes the pid file once it listens.
         wait_for(lambda: os.path.exists(self.pidfile) and os.path.getsize(self.pidfile) > 0, 30,
@@ -142,12 +143,15 @@ def tamper():
         nbd.wait_counters(lambda c: c["donors_up"] == 1, "the cache connected through the proxy")
         qemu_io(nbd.uri(), ["write -P 0x11 0 1M", "read -P 0x11 0 1M"])
         nbd.wait_counters(lambda c: c["stores"] == 16, "16 blocks cached")
-        failures = 0
+        failures, stores = 0, 16
         for mode in ("flip", "swap"):
             proxy.mode = mode
             qemu_io(nbd.uri(), ["read -P 0x11 0 1M"])
             c = nbd.wait_counters(lambda c: c["integrity_failures"] >= failures + 16, f"{mode}: copies refused")
             failures = c["integrity_failures"]
+            # Stores are the writer's, after the reads: the next read must find them on the donor, not queued.
+            stores += 16
+            nbd.wait_counters(lambda c: c["stores"] >= stores, f"{mode}: refused blocks stored again")
             check(proxy.tampered[mode] > 0 and c["hits"] == 0,
                   f"{mode}: {proxy.tampered[mode]} tampered pages, every block a miss, data right")
         proxy.mode = "pass"
@@ -155,11 +159,15 @@ def tamper():
         c = nbd.wait_counters(lambda c: c["hits"] == 16, "untampered copies served")
         check(c["integrity_failures"] == failures, "untampered copies open")
         qemu_io(nbd.uri(), ["write -P 0x22 0 1M"])  # whole blocks: the same slots, a new generation
+        stores += 16
+        nbd.wait_counters(lambda c: c["stores"] >= stores, "the rewritten blocks stored")
         proxy.mode = "rollback"
         qemu_io(nbd.uri(), ["read -P 0x22 0 1M"])
         c = nbd.wait_counters(lambda c: c["integrity_failures"] >= failures + 16, "rollback: old copies refused")
         check(proxy.tampered["rollback"] > 0, f"rollback: {proxy.tampered['rollback']} older copies replayed, "
               "all refused, data right")
+        stores += 16
+        nbd.wait_counters(lambda c: c["stores"] >= stores, "rollback: refused blocks stored again")
         proxy.mode = "drop"
         qemu_io(nbd.uri(), ["read -P 0x22 0 1M", "read -P 0x22 0 1M"])
         c = nbd.wait_counters(lambda c: c["donor_failures"] >= 1, "the silent donor dropped")
@@ -220,8 +228,9 @@ def over_capacity(tmp, donor):
     image = os.path.join(sub, "big.img")
     with open(image, "wb") as f:
         f.truncate(96 * MiB)
+    # A queue as large as what is read: every block is tried (none skipped for a writer behind).
     nbd = Nbdkit(sub, image, ["cache-size=128M", f"cache-donor={donor.url}", f"cache-key={donor.key_file}",
-                              "cache-client-id=test-disk-big"])
+                              "cache-client-id=test-disk-big", "cache-queue=128M"])
     try:
         nbd.wait_counters(lambda c: c["donors_up"] == 1, "the cache connected")
         check("more than the donors' free memory" in nbd.read_log(), "a cache larger than the donor is warned about")
@@ -248,7 +257,8 @@ def block_sizes(tmp, donor):
         with open(image, "wb") as f:
             f.truncate(40 * MiB + 12345)  # a last block past the end of the image
         nbd = Nbdkit(sub, image, ["cache-size=64M", f"cache-block-size={bs}", f"cache-donor={donor.url}",
-                                  f"cache-key={donor.key_file}", f"cache-client-id=test-disk-bs{kib}"])
+                                  f"cache-key={donor.key_file}", f"cache-client-id=test-disk-bs{kib}",
+                                  "cache-queue=128M"])
         try:
             n = 32 * 1024 // kib
             tail = -(-12345 // (kib * 1024))  # blocks of the image's last 12345 bytes
@@ -263,6 +273,84 @@ def block_sizes(tmp, donor):
                   f"{bs} blocks: {c['hits']} hits, {c['misses']} misses, the partial last block included")
         finally:
             nbd.stop()
+
+
+def thread_model(tmp, image, donor):
+    """The filter lets nbdkit run requests in parallel over a plugin that does."""
+    p = subprocess.run(["nbdkit", f"--filter={FILTER}", "file", image, "cache-size=16M", f"cache-donor={donor.url}",
+                        "--dump-plugin"], capture_output=True, text=True, timeout=60, env=nbdkit_env())
+    check(p.returncode == 0 and "thread_model=parallel" in p.stdout.splitlines(),
+          f"nbdkit runs the filter over the file plugin in parallel ({p.stderr.strip()[-200:]})")
+
+
+def stale_fill(tmp, donor):
+    """A read of the image that a write of the same block overtakes does not cache the old bytes: the
+    plugin (nbdkit's sh, in parallel) reads the block, then sleeps 5 s before answering; 1 s in, a write
+    of the block goes through. The read answers the old bytes (fine for overlapping requests), and a
+    read after both must see the new ones (not the old copy cached on the read's way back)."""
+    sub = os.path.join(tmp, "stale")
+    os.mkdir(sub)
+    image, slow, script = os.path.join(sub, "img"), os.path.join(sub, "slow-once"), os.path.join(sub, "plugin.sh")
+    with open(image, "wb") as f:
+        f.write(b"\x11" * MiB)
+    open(slow, "w").close()
+    with open(script, "w") as f:
+        # Through env: nbdkit may run with a sanitizer runtime preloaded, which the shell must not inherit.
+        f.write(f"""#!/usr/bin/env -S -u LD_PRELOAD /bin/sh
+case "$1" in
+thread_model) echo parallel ;;
+get_size) stat -c %s {image} ;;
+can_write) exit 0 ;;
+pread) dd if={image} skip=$4 count=$3 iflag=skip_bytes,count_bytes status=none
+       if [ -e {slow} ]; then rm -f {slow}; sleep 5; fi ;;
+pwrite) dd of={image} seek=$4 oflag=seek_bytes conv=notrunc status=none ;;
+*) exit 2 ;;
+esac
+""")
+    os.chmod(script, 0o755)
+    nbd = Nbdkit(sub, image, ["cache-size=16M", f"cache-donor={donor.url}", f"cache-key={donor.key_file}",
+                              "cache-client-id=test-disk-stale"], plugin=["sh", script])
+    try:
+        nbd.wait_counters(lambda c: c["donors_up"] == 1, "the cache connected")
+        qemu_io(nbd.uri(), ["aio_read -P 0x11 0 64k", "sleep 1000", "aio_write -P 0x22 0 64k", "aio_flush",
+                            "read -P 0x22 0 64k"])
+        check(not os.path.exists(slow), "the slow read happened")
+        check(True, "a read overtaken by a write of its block did not cache the old bytes")
+        nbd.stop()
+        check(not sanitizer_report(nbd.read_log()), "no sanitizer report in nbdkit's log (overlapping requests)")
+    finally:
+        nbd.stop()
+
+
+def queue_full(tmp, donor):
+    """A store queue that is full skips blocks (counted) and the reads go on: the donor is stopped
+    (SIGSTOP) so the first queued block stays unacknowledged, and the queue holds one block."""
+    sub = os.path.join(tmp, "queue")
+    os.mkdir(sub)
+    image = os.path.join(sub, "img")
+    with open(image, "wb") as f:
+        f.write(b"\x33" * (2 * MiB))
+    nbd = Nbdkit(sub, image, ["cache-size=16M", f"cache-donor={donor.url}", f"cache-key={donor.key_file}",
+                              "cache-client-id=test-disk-queue", "cache-queue=64K", "cache-timeout-ms=20000"])
+    try:
+        nbd.wait_counters(lambda c: c["donors_up"] == 1, "the cache connected")
+        qemu_io(nbd.uri(), ["read -P 0x33 0 64k"])  # its slab is allocated now
+        nbd.wait_counters(lambda c: c["stores"] == 1, "the first block stored")
+        os.kill(donor.proc.pid, signal.SIGSTOP)
+        try:
+            qemu_io(nbd.uri(), ["read -P 0x33 1M 1M"])
+        finally:
+            os.kill(donor.proc.pid, signal.SIGCONT)
+        c = nbd.wait_counters(lambda c: c["stores"] == 2, "the queued block stored once the donor ran again")
+        check(c["store_skips"] == 15 and c["misses"] == 17 and c["store_failures"] == 0,
+              f"a full queue skipped 15 of 16 blocks, the reads were right ({c})")
+        qemu_io(nbd.uri(), ["read -P 0x33 1M 1M"])
+        c = nbd.wait_counters(lambda c: c["hits"] + c["misses"] == 33, "re-read counted")
+        check(c["hits"] == 1, f"the one block stored is a hit, the skipped ones misses ({c})")
+        nbd.stop()
+        check(not sanitizer_report(nbd.read_log()), "no sanitizer report in nbdkit's log (full queue)")
+    finally:
+        nbd.stop()
 
 
 def main():
@@ -280,6 +368,9 @@ def main():
             with open(p, "wb") as f:
                 f.truncate(16 * MiB)
         bad_params(tmp, image, donor)
+        thread_model(tmp, image, donor)
+        stale_fill(tmp, donor)
+        queue_full(tmp, donor)
         over_capacity(tmp, donor)
         block_sizes(tmp, donor)
         nbd = Nbdkit(tmp, image, ["cache-size=32M", f"cache-donor={donor.url}", f"cache-key={donor.key_file}",
@@ -313,8 +404,10 @@ def main():
 
         donor.kill()
         qemu_io(nbd.uri(), PHASE2_CHECK)
-        c = nbd.wait_counters(lambda c: c["donor_failures"] == 1 and c["donors_up"] == 0, "donor loss noticed")
-        check(c["used_bytes"] == 0, "blocks of the killed donor are forgotten")
+        # Blocks read meanwhile may still be queued when the loss is noticed: they fail with no donor to go to.
+        c = nbd.wait_counters(lambda c: c["donor_failures"] == 1 and c["donors_up"] == 0 and c["used_bytes"] == 0,
+                              "donor loss noticed, its blocks forgotten")
+        check(c["queued_bytes"] == 0, "blocks of the killed donor are forgotten")
         qemu_io(nbd.uri(), ["write -P 0xe5 8M 256k", "read -P 0xe5 8M 256k"])
         qemu_io(ref, ["write -P 0xe5 8M 256k"])
         check(nbd.proc.poll() is None, "nbdkit keeps serving without its donor")
