@@ -683,8 +683,8 @@ static const char *vm_state_name(struct vm *vm)
 static void add_disk_cache_stats(json_t *o, pid_t pid, const char *path)
 {
 	static const char *const keys[] = { "size", "block_size", "used_bytes", "hits", "misses", "bytes_from_memory",
-					    "bytes_from_disk", "stores", "store_failures", "drops", "integrity_failures",
-					    "donor_failures", "donors", "donors_up" };
+					    "bytes_from_disk", "stores", "store_failures", "store_skips", "queued_bytes",
+					    "drops", "integrity_failures", "donor_failures", "donors", "donors_up" };
 	char proc[32], buf[4097];
 	struct stat pst, st;
 	json_t *root;

@@ -135,6 +135,8 @@ def main():
               "Prometheus metrics carry the cache's counters (uffdvm_vm_disk_cache_*)")
         check(last["size"] > 0 and last["hit_ratio"] > 0 and last["bytes_from_memory"] > 0,
               f"vm.stats shows the cache: size, hit ratio, bytes from memory vs disk ({last})")
+        check("queued_bytes" in last and "store_skips" in last, "vm.stats shows the filter's store queue")
+        check("uffdvm_vm_disk_cache_queued_bytes{" in metrics, "and so do the metrics")
     finally:
         if guest is not None and guest.poll() is None:
             guest.kill()

@@ -68,6 +68,10 @@ static const struct field vm_fields[] = {
 	  "Bytes of disk reads served from donor memory." },
 	{ "disk_cache_bytes_from_disk", "uffdvm_vm_disk_cache_read_disk_bytes_total", COUNTER,
 	  "Bytes of disk reads served from the image." },
+	{ "disk_cache_queued_bytes", "uffdvm_vm_disk_cache_queued_bytes", GAUGE,
+	  "Bytes of missed blocks waiting for the filter's writer to store them." },
+	{ "disk_cache_store_skips", "uffdvm_vm_disk_cache_store_skips_total", COUNTER,
+	  "Missed blocks not cached because the writer's queue was full." },
 };
 
 static const struct field pager_fields[] = {
