@@ -16,13 +16,12 @@ vm.list. Lacking QEMU, the kernel or the initramfs is a skip (77), or a
 failure when UFFDVM_REQUIRE_ALL=1."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from harness import Donor, Pager, check, exe, fail, require_root_and_uffd, skip  # noqa: E402
+from harness import Donor, Pager, check, exe, fail, guest_boot_files, require_root_and_uffd  # noqa: E402
 
 NAME = "e2e-paged"
 RAM_MB, WORKLOAD_MB, LOCAL_MB = 512, 400, 128
@@ -30,16 +29,7 @@ RAM_MB, WORKLOAD_MB, LOCAL_MB = 512, 400, 128
 
 def main():
     require_root_and_uffd()
-    qemu = os.environ.get("UFFDVM_QEMU", "qemu-system-x86_64")
-    if not shutil.which(qemu):
-        skip(f"{qemu} not found (apt-get install qemu-system-x86)")
-    initrd = os.environ.get("UFFDVM_E2E_INITRD", "")
-    if not initrd or not os.access(initrd, os.R_OK):
-        skip("no e2e initramfs (needs busybox-static and static glibc at configure time)")
-    fetch = subprocess.run([os.environ["UFFDVM_FETCH_KERNEL"]], capture_output=True, text=True)
-    kernel = fetch.stdout.strip()
-    if fetch.returncode != 0 or not kernel:
-        skip(f"cannot fetch the guest kernel: {fetch.stderr.strip()}")
+    qemu, kernel, initrd = guest_boot_files()
 
     mode = sys.argv[1] if len(sys.argv) > 1 else "spill"
     donors, extra, policy = [], [], {"name": NAME, "local_memory": f"{LOCAL_MB}M", "on_data_loss": "kill"}

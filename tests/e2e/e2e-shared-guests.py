@@ -10,13 +10,12 @@ with the guests. Lacking QEMU, the kernel or the initramfs
 is a skip (77), or a failure when UFFDVM_REQUIRE_ALL=1."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from harness import Pager, check, exe, require_root_and_uffd, skip, wait_for  # noqa: E402
+from harness import Pager, check, exe, guest_boot_files, require_root_and_uffd, wait_for  # noqa: E402
 
 GUESTS, RAM_MB = 4, 256
 
@@ -27,16 +26,7 @@ def group(pager):
 
 def main():
     require_root_and_uffd()
-    qemu = os.environ.get("UFFDVM_QEMU", "qemu-system-x86_64")
-    if not shutil.which(qemu):
-        skip(f"{qemu} not found (apt-get install qemu-system-x86)")
-    initrd = os.environ.get("UFFDVM_E2E_INITRD", "")
-    if not initrd or not os.access(initrd, os.R_OK):
-        skip("no e2e initramfs (needs busybox-static and static glibc at configure time)")
-    fetch = subprocess.run([os.environ["UFFDVM_FETCH_KERNEL"]], capture_output=True, text=True)
-    kernel = fetch.stdout.strip()
-    if fetch.returncode != 0 or not kernel:
-        skip(f"cannot fetch the guest kernel: {fetch.stderr.strip()}")
+    qemu, kernel, initrd = guest_boot_files()
     pager = Pager()
     guests = []
     try:

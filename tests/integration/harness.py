@@ -312,6 +312,21 @@ def finish(g, timeout=300):
     return g.wait(timeout=timeout)
 
 
+def guest_boot_files():
+    """(qemu, kernel, initramfs) for an e2e guest; a skip (a failure under CI) names what is missing."""
+    qemu = os.environ.get("UFFDVM_QEMU", "qemu-system-x86_64")
+    if not shutil.which(qemu):
+        skip(f"{qemu} not found (apt-get install qemu-system-x86)")
+    initrd = os.environ.get("UFFDVM_E2E_INITRD", "")
+    if not initrd or not os.access(initrd, os.R_OK):
+        skip("no e2e initramfs (needs busybox-static and static glibc at configure time)")
+    fetch = subprocess.run([os.environ["UFFDVM_FETCH_KERNEL"]], capture_output=True, text=True)
+    kernel = fetch.stdout.strip()
+    if fetch.returncode != 0 or not kernel:
+        skip(f"cannot fetch the guest kernel: {fetch.stderr.strip()}")
+    return qemu, kernel, initrd
+
+
 def kill_procs(procs):
     """Kills and reaps every process of procs still running (test clean-up)."""
     for p in procs:
