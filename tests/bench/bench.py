@@ -471,29 +471,36 @@ def access_evict_gbps(st_fill, st_end):
     return dev * PAGE / dt / 1e9 if dt > 0 and dev > 0 else None
 
 
-def encryption_cost(runner, args):
-    """Same run, same workload, encryption on and off interleaved: pager CPU
-    per page moved and fault p50 over TCP loopback (configuration b)."""
+def policy_cost(runner, args, on_policy, off_policy):
+    """Same run, same workload, a policy feature on and off interleaved: pager
+    CPU per page moved and fault p50 over TCP loopback (configuration b)."""
     w = dict(size=args.size, writes=50, ops=args.ops, seed=1, pattern="uniform", threads=1, local=0.25,
              content="random")
-    runs = {True: [], False: []}
+    runs = {"on": [], "off": []}
     for _ in range(args.reps):
-        for enc in (True, False):
-            m = runner.run("b", dict(w, encryption=enc))
+        for side, pol in (("on", on_policy), ("off", off_policy)):
+            m = runner.run("b", dict(w, policy=pol))
             if "na" in m:
                 return {"na": m["na"]}
-            runs[enc].append(m)
+            runs[side].append(m)
     out = {}
-    for enc, rs in runs.items():
+    for side, rs in runs.items():
         med = median_metrics(rs)
-        out["on" if enc else "off"] = {k: med.get(k) for k in ("pager_cpu_us_per_page", "fault_p50_ns",
-                                                                "fault_p99_ns", "remote_faults", "evictions")}
+        out[side] = {k: med.get(k) for k in ("pager_cpu_us_per_page", "fault_p50_ns", "fault_p99_ns",
+                                             "remote_faults", "evictions")}
     on, off = out["on"], out["off"]
     if on["pager_cpu_us_per_page"] is not None and off["pager_cpu_us_per_page"] is not None:
         out["cpu_us_per_page_delta"] = on["pager_cpu_us_per_page"] - off["pager_cpu_us_per_page"]
     if on["fault_p50_ns"] and off["fault_p50_ns"]:
         out["fault_p50_delta_ns"] = on["fault_p50_ns"] - off["fault_p50_ns"]
     out["workload"] = report.wl_name(w)
+    return out
+
+
+def encryption_cost(runner, args):
+    out = policy_cost(runner, args, {"encryption": True}, {"encryption": False})
+    if "na" in out:
+        return out
     # The crypto alone, same run: the pager's seal.c on one thread.
     sc = subprocess.run([runner.build.exe("bench-seal"), "--pages", "100000"], capture_output=True, text=True,
                         check=True, timeout=120)
@@ -771,8 +778,18 @@ def main():
             idle = idle_cost(runner, args)
             timings["idle"] = time.time() - t
             log("IDLE " + report.idle_brief(idle))
-        enc = None
+        enc = share = None
         if "b" in configs and runner.b_reason is None:
+            def us(v):
+                return "n/a" if v is None else f"{v / 1000:.1f} us"
+
+            def cpu(v):
+                return "n/a" if v is None else f"{v:.2f} us"
+
+            def cost_line(c):
+                return (f"{c['workload']}: pager CPU per page moved {cpu(c['on']['pager_cpu_us_per_page'])} "
+                        f"on vs {cpu(c['off']['pager_cpu_us_per_page'])} off (delta {cpu(c.get('cpu_us_per_page_delta'))}); "
+                        f"fault p50 {us(c['on']['fault_p50_ns'])} on vs {us(c['off']['fault_p50_ns'])} off")
             t = time.time()
             enc = encryption_cost(runner, args)
             timings["encryption"] = time.time() - t
@@ -781,21 +798,21 @@ def main():
             if "na" in enc:
                 log(f"ENCRYPTION n/a: {enc['na']}")
             else:
-                def us(v):
-                    return "n/a" if v is None else f"{v / 1000:.1f} us"
-
-                def cpu(v):
-                    return "n/a" if v is None else f"{v:.2f} us"
-                log(f"ENCRYPTION (b) {enc['workload']}: pager CPU per page moved {cpu(enc['on']['pager_cpu_us_per_page'])} "
-                    f"on vs {cpu(enc['off']['pager_cpu_us_per_page'])} off (delta {cpu(enc.get('cpu_us_per_page_delta'))}); "
-                    f"fault p50 {us(enc['on']['fault_p50_ns'])} on vs {us(enc['off']['fault_p50_ns'])} off; "
-                    f"seal.c alone: seal {enc['seal_only']['seal_ns'] / 1000:.2f} us, "
+                log(f"ENCRYPTION (b) {cost_line(enc)}; seal.c alone: seal {enc['seal_only']['seal_ns'] / 1000:.2f} us, "
                     f"open {enc['seal_only']['open_ns'] / 1000:.2f} us per page")
+            # A lone VM in a sharing group with random contents: every eviction pays the content
+            # key and the index, none is a hit: the cost of sharing, not its savings.
+            t = time.time()
+            share = policy_cost(runner, args, {"sharing_group": "bench"}, {})
+            timings["sharing"] = time.time() - t
+            with open(os.path.join(args.out, "sharing.json"), "w") as f:
+                json.dump(share, f, indent=1)
+            log(f"SHARING n/a: {share['na']}" if "na" in share else f"SHARING (b) {cost_line(share)}")
         timings["total"] = time.time() - t_start
         meta = {"size": args.size, "ops": args.ops, "reps": args.reps, "quick": args.quick,
                 "overhead": runner.overhead, "floor": floor, "b_na": runner.b_reason, "zram_algorithm": zram_algo,
                 "timings_s": timings, "nproc": os.cpu_count(), "kernel": os.uname().release,
-                "halt_poll_ns": halt_poll, "encryption": enc, "idle": idle, "zipf_theta": report.ZIPF_THETA}
+                "halt_poll_ns": halt_poll, "encryption": enc, "sharing": share, "idle": idle, "zipf_theta": report.ZIPF_THETA}
         report.emit(args.out, results, meta, CONFIGS)
         return 0
     except KeyboardInterrupt as e:
