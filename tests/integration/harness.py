@@ -19,6 +19,10 @@ BUILD = os.environ.get("UFFDVM_BUILD_DIR") or os.path.abspath(
     os.path.join(os.path.dirname(__file__), "..", "..", "build"))
 
 
+# scripts/test's budget multiplier: sanitizer builds run the same work several times slower, so
+# donor timeouts and long waits scale with it as the suites' budgets do.
+BUDGET_X = int(os.environ.get("UFFDVM_BUDGET_X", "1"))
+
 def sanitizer_report(log):
     """True when a daemon's log holds a sanitizer report: ASan/LSan/TSan
     ("WARNING: ThreadSanitizer: data race", "ERROR: AddressSanitizer") or UBSan

@@ -23,13 +23,13 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Donor, Pager, check, guestsim, policy, require_root_and_uffd, wait_for  # noqa: E402
+from harness import BUDGET_X, Donor, Pager, check, guestsim, policy, require_root_and_uffd, wait_for  # noqa: E402
 
 SIZE_MB = 64
 LOCAL_MB = SIZE_MB // 4
 # A donor that does not answer within this is marked down. Sanitizer builds run several times
 # slower (UFFDVM_BUDGET_X): a donor busy with revoked slabs must not look dead there.
-DONOR_TIMEOUT_MS = 1000 * int(os.environ.get("UFFDVM_BUDGET_X", "1"))
+DONOR_TIMEOUT_MS = 1000 * BUDGET_X
 
 
 def run(pager, name, pol, ops, mid_run=None, pattern="uniform", finish_when=None):

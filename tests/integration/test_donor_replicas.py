@@ -18,13 +18,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import (  # noqa: E402
-    Donor, Pager, check, guestsim, policy, proc_state, require_root_and_uffd, wait_for)
+    BUDGET_X, Donor, Pager, check, guestsim, policy, proc_state, require_root_and_uffd, wait_for)
 
 SIZE_MB = 128
 LOCAL_MB = SIZE_MB // 4
 # A donor that does not answer within this is marked down. Sanitizer builds run several times
 # slower (UFFDVM_BUDGET_X): a donor busy with revoked slabs must not look dead there.
-DONOR_TIMEOUT_MS = 1000 * int(os.environ.get("UFFDVM_BUDGET_X", "1"))
+DONOR_TIMEOUT_MS = 1000 * BUDGET_X
 
 
 

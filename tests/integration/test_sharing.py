@@ -29,13 +29,13 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Donor, Pager, check, exe, guestsim, policy, require_root_and_uffd, wait_for  # noqa: E402
+from harness import BUDGET_X, Donor, Pager, check, exe, guestsim, policy, require_root_and_uffd, wait_for  # noqa: E402
 
 SIZE_MB = 32
 PAGES = SIZE_MB * 256
 PRIVATE = 512
 # A donor that does not answer within this is marked down (slower under sanitizers).
-DONOR_TIMEOUT_MS = 1000 * int(os.environ.get("UFFDVM_BUDGET_X", "1"))
+DONOR_TIMEOUT_MS = 1000 * BUDGET_X
 
 
 def start(pager, name, group, access_seed, extra=None, ops=PAGES, stderr=None):
