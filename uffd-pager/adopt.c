@@ -41,13 +41,13 @@ static int adopt_range(struct vm *vm, struct vm_region *r, uint64_t first, uint6
 {
 	const uint64_t es = vm->map.hdr->entry_size;
 	const off_t map_base = (off_t)(vm->map.file_off + vm->map.hdr->entries_offset);
-	const off_t mem_end = (off_t)(r->memfd_offset + ((last - r->first_page) << PAGE_SHIFT_4K));
+	const off_t mem_end = region_memfd_off(r, last);
 	off_t data = -1, data_end = -1; /* the memfd's current data run */
 
 	for (uint64_t c = first; c < last; c += ADOPT_CHUNK) {
 		uint64_t cend = c + ADOPT_CHUNK < last ? c + ADOPT_CHUNK : last;
-		off_t m0 = (off_t)(r->memfd_offset + ((c - r->first_page) << PAGE_SHIFT_4K));
-		off_t m1 = (off_t)(r->memfd_offset + ((cend - r->first_page) << PAGE_SHIFT_4K));
+		off_t m0 = region_memfd_off(r, c);
+		off_t m1 = region_memfd_off(r, cend);
 		bool map_any = next_data(vm->vs->fd, map_base + (off_t)(c * es) / PAGE_SIZE_4K * PAGE_SIZE_4K,
 					 map_base + (off_t)(cend * es)) < map_base + (off_t)(cend * es);
 		bool mem_any = next_data(r->memfd, m0, m1) < m1;
@@ -56,7 +56,7 @@ static int adopt_range(struct vm *vm, struct vm_region *r, uint64_t first, uint6
 			continue;
 		pthread_mutex_lock(&vm->lock);
 		for (uint64_t p = c; p < cend; p++) {
-			off_t o = (off_t)(r->memfd_offset + ((p - r->first_page) << PAGE_SHIFT_4K));
+			off_t o = region_memfd_off(r, p);
 			uint32_t locs[STORE_MAX_COPIES];
 
 			while (mem_any && o >= data_end && data_end < mem_end) {

@@ -273,7 +273,7 @@ static void check_clean_pages(struct evict_ctx *ec, bool *ret_spent)
 		if (!ec->clean[i])
 			continue;
 		struct vm_region *rg = vm_region_of_page(vm, ec->pages[i]);
-		off_t off = (off_t)(rg->memfd_offset + ((ec->pages[i] - rg->first_page) << PAGE_SHIFT_4K));
+		off_t off = region_memfd_off(rg, ec->pages[i]);
 		off_t hole = lseek(rg->memfd, off, SEEK_HOLE);
 		for (unsigned j = i; j < i + k; j++)
 			if (hole < off + ((off_t)(j - i + 1) << PAGE_SHIFT_4K))
@@ -400,7 +400,7 @@ static void evict_batch(struct evict_ctx *ec)
 		struct vm_region *rg = vm_region_of_page(vm, ec->pages[i]);
 		size_t want = (size_t)len << PAGE_SHIFT_4K;
 		ssize_t got = pread(rg->memfd, ec->buf + (size_t)i * PAGE_SIZE_4K, want,
-				    (off_t)(rg->memfd_offset + ((ec->pages[i] - rg->first_page) << PAGE_SHIFT_4K)));
+				    region_memfd_off(rg, ec->pages[i]));
 		for (unsigned k = i; k < i + len; k++) {
 			void *dst = ec->buf + (size_t)k * PAGE_SIZE_4K;
 
@@ -494,7 +494,7 @@ static void evict_batch(struct evict_ctx *ec)
 		}
 		unsigned len = run_length(ec, i, ec->commit);
 		struct vm_region *rg = vm_region_of_page(vm, ec->pages[i]);
-		off_t off = (off_t)(rg->memfd_offset + ((ec->pages[i] - rg->first_page) << PAGE_SHIFT_4K));
+		off_t off = region_memfd_off(rg, ec->pages[i]);
 		if (fallocate(rg->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
 			      (off_t)len << PAGE_SHIFT_4K) < 0) {
 			/* A seal the process added after registration: the memfd still holds the pages. */

@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "util.h"
 
@@ -46,6 +47,12 @@ struct vm_region {
 	uint64_t first_page; /* index of the region's first page in the VM's page space */
 	int memfd;
 };
+
+/* Where page (of rg) lies in rg's memfd. */
+static inline off_t region_memfd_off(const struct vm_region *rg, uint64_t page)
+{
+	return (off_t)(rg->memfd_offset + ((page - rg->first_page) << PAGE_SHIFT_4K));
+}
 
 struct vm_stats {
 	_Atomic uint64_t faults_zero;      /* first touch or known-zero page */

@@ -407,7 +407,7 @@ static void restore_shared_pages(struct vm *vm)
 		if (!candidate)
 			continue;
 		struct vm_region *rg = vm_region_of_page(vm, p);
-		off_t off = (off_t)(rg->memfd_offset + ((p - rg->first_page) << PAGE_SHIFT_4K));
+		off_t off = region_memfd_off(rg, p);
 		if (store_read(vm->store, p, locs, crc, buf, &src, false) < 0 ||
 		    pwrite(rg->memfd, buf, PAGE_SIZE_4K, off) != (ssize_t)PAGE_SIZE_4K) {
 			failed++;
