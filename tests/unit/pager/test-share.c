@@ -198,10 +198,28 @@ static int put_one(struct share_group *g, const void *page, uint32_t *ret_loc)
 	return r;
 }
 
+/* Group `group` joined by VM `vm`, spill only, in a fresh state dir (dir; its groups/ in gdir). */
+static struct share_group *join_fresh(char *dir, char *gdir, size_t gdir_len, struct donor_pool **ret_pool,
+				       struct policy_vm *pol, const char *vm, const char *group)
+{
+	struct policy_pager_config cfg;
+	struct share_group *g;
+	char err[256];
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(gdir, gdir_len, "%s/groups", dir);
+	policy_config_init(&cfg);
+	assert_int_equal(donor_pool_new(&cfg, ret_pool), 0);
+	policy_vm_init(pol);
+	snprintf(pol->name, sizeof(pol->name), "%s", vm);
+	snprintf(pol->sharing_group, sizeof(pol->sharing_group), "%s", group);
+	assert_int_equal(share_group_join(pol, *ret_pool, dir, &g, err, sizeof(err)), 0);
+	return g;
+}
+
 static void test_group_spill(void **state)
 {
 	char dir[] = "/var/tmp/uffdvm-share-XXXXXX", gdir[64], err[256];
-	struct policy_pager_config cfg;
 	struct donor_pool *pool;
 	struct share_group *g, *g2, *gx;
 	struct policy_vm pol, other;
@@ -212,14 +230,7 @@ static void test_group_spill(void **state)
 	enum store_source src;
 
 	(void)state;
-	assert_non_null(mkdtemp(dir));
-	snprintf(gdir, sizeof(gdir), "%s/groups", dir);
-	policy_config_init(&cfg);
-	assert_int_equal(donor_pool_new(&cfg, &pool), 0);
-	policy_vm_init(&pol);
-	snprintf(pol.name, sizeof(pol.name), "vm1");
-	snprintf(pol.sharing_group, sizeof(pol.sharing_group), "tenant");
-	assert_int_equal(share_group_join(&pol, pool, dir, &g, err, sizeof(err)), 0);
+	g = join_fresh(dir, gdir, sizeof(gdir), &pool, &pol, "vm1", "tenant");
 	assert_int_equal(share_group_join(&pol, pool, dir, &g2, err, sizeof(err)), 0);
 	assert_ptr_equal(g, g2);
 	assert_int_equal(dir_entries(gdir), 2); /* key and spill file */
@@ -325,8 +336,7 @@ static void *race_put(void *arg)
  */
 static void test_group_batches(void **state)
 {
-	char dir[] = "/var/tmp/uffdvm-share-XXXXXX", gdir[64], err[256];
-	struct policy_pager_config cfg;
+	char dir[] = "/var/tmp/uffdvm-share-XXXXXX", gdir[64];
 	struct donor_pool *pool;
 	struct share_group *g;
 	struct policy_vm pol;
@@ -337,14 +347,7 @@ static void test_group_batches(void **state)
 	enum store_source src;
 
 	(void)state;
-	assert_non_null(mkdtemp(dir));
-	snprintf(gdir, sizeof(gdir), "%s/groups", dir);
-	policy_config_init(&cfg);
-	assert_int_equal(donor_pool_new(&cfg, &pool), 0);
-	policy_vm_init(&pol);
-	snprintf(pol.name, sizeof(pol.name), "vm");
-	snprintf(pol.sharing_group, sizeof(pol.sharing_group), "batch");
-	assert_int_equal(share_group_join(&pol, pool, dir, &g, err, sizeof(err)), 0);
+	g = join_fresh(dir, gdir, sizeof(gdir), &pool, &pol, "vm", "batch");
 	for (unsigned i = 0; i < 16; i++)
 		pg[i] = page_filled(0x5000 + i);
 
