@@ -2,7 +2,9 @@
 # SPDX-License-Identifier: MIT
 """Counts meson test results per suite and prints the closing line.
 
-Usage: testlog-count.py TESTLOG.json SUITE EXIT_CODE   -> one tab-separated line
+Usage: testlog-count.py TESTLOG.json SUITE EXIT_CODE [FAILURES_FILE]
+           -> one tab-separated line; each failed test's name and the last
+              lines of its output are appended to FAILURES_FILE
        testlog-count.py --total SUMMARY_FILE            -> per-suite table + 'N passed, N failed'
 With UFFDVM_REQUIRE_ALL=1 a skipped test counts as failed: CI provides every capability.
 """
@@ -11,8 +13,23 @@ import os
 import sys
 
 
-def count(log, suite, rc):
+FAILURE_TAIL_LINES = 15
+
+
+def failure_report(t):
+    """The test's name, result and the last lines of its output: CI shows
+    only the end of its log, where the plain run's failures would be long
+    scrolled away by the sanitizer runs."""
+    out = (t.get("stdout") or "") + (t.get("stderr") or "")
+    tail = out.rstrip("\n").split("\n")[-FAILURE_TAIL_LINES:]
+    return "".join(
+        [f"--- {t.get('name')}: {t.get('result')} after {t.get('duration', 0):.0f} s\n"]
+        + [f"    {line}\n" for line in tail])
+
+
+def count(log, suite, rc, failures_path=None):
     passed = failed = skipped = 0
+    reports = []
     try:
         with open(log) as f:
             for line in f:
@@ -24,8 +41,12 @@ def count(log, suite, rc):
                     skipped += 1
                 else:
                     failed += 1
+                    reports.append(failure_report(t))
     except FileNotFoundError:
         pass
+    if failures_path and reports:
+        with open(failures_path, "a") as f:
+            f.writelines(reports)
     if rc not in (0,) and failed == 0:
         failed = 1  # the runner itself failed (budget exceeded, build error)
     if passed + failed + skipped == 0:
@@ -55,4 +76,5 @@ if __name__ == "__main__":
     if sys.argv[1] == "--total":
         total(sys.argv[2])
     else:
-        count(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+        count(sys.argv[1], sys.argv[2], int(sys.argv[3]),
+              sys.argv[4] if len(sys.argv) > 4 else None)
