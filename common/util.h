@@ -50,6 +50,16 @@ static inline uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
+/* One step of a busy wait: tells the CPU to back off (and a hyperthread sibling to run). */
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
 /*
  * Parses a size: plain bytes ("4096") or a number with a binary suffix
  * K, M, G, T (optionally followed by "iB" or "B"): "512M", "2G", "1GiB".

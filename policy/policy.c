@@ -235,6 +235,8 @@ static const struct policy_field vm_fields[] = {
 	{ .name = "sharing_group", .kind = POLICY_FIELD_STRING, VM(sharing_group), .lo = 1, .hi = POLICY_NAME_MAX - 1,
 	  .valid = policy_name_valid, .noun = "sharing group name",
 	  .allowed = "1..63 characters from A-Z a-z 0-9 . _ -, not \".\" or \"..\"" },
+	{ .name = "fault_spin_us", .kind = POLICY_FIELD_INT, VM(fault_spin_us), .lo = 0, .hi = 1000,
+	  .allowed = "an integer 0..1000 (microseconds)" },
 	{ 0 },
 };
 

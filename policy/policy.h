@@ -83,6 +83,9 @@ struct policy_vm {
 	char dc_stats_file[256];     /* "disk_cache.stats_file": set by uffd-qemu, the file the cache's counters go to */
 	/* "sharing_group": VMs naming the same group store equal pages once (docs/sharing.md); "" = no sharing. */
 	char sharing_group[POLICY_NAME_MAX];
+	/* "fault_spin_us": how long the fault thread polls for the next fault and for its donor read before it
+	 * sleeps, 0..1000; 0 = always sleep. Trades pager CPU for fewer wake-ups (docs/policy.md). */
+	unsigned fault_spin_us;
 };
 
 #define POLICY_BALLOON_MIN_FLOOR (16ULL << 20)

@@ -663,6 +663,8 @@ static void *event_thread(void *arg)
 {
 	struct rdma_conn *rc = arg;
 
+	pthread_setname_np(pthread_self(), "donor-rdma-ev");
+
 	for (;;) {
 		struct pollfd pfd[3] = { { .fd = rc->cc->fd, .events = POLLIN },
 					 { .fd = rc->ch->fd, .events = POLLIN },

@@ -825,6 +825,8 @@ static void *receiver(void *arg)
 	bool closing;
 	int err = 0;
 
+	pthread_setname_np(pthread_self(), "donor-tcp-rx");
+
 	if (!buf || !in)
 		err = -ENOMEM;
 	/* The handshake may have read past the AUTH reply: what TLS holds comes first. */

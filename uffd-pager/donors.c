@@ -180,7 +180,7 @@ static void complete_one(struct pdonor *d, const struct donor_completion *c)
 		mark_down(d, c->status, c->op == DONOR_COMP_WRITE ? "write" : "read");
 	atomic_fetch_sub(&d->inflight, 1);
 	pthread_mutex_lock(&w->lock);
-	if (--w->pending == 0) {
+	if (__atomic_sub_fetch(&w->pending, 1, __ATOMIC_RELEASE) == 0) {
 		pthread_cond_broadcast(&w->cond);
 		if (w->efd >= 0) {
 			uint64_t one = 1;
@@ -205,6 +205,8 @@ static void *completer_main(void *arg)
 {
 	struct pdonor *d = arg;
 	struct donor_completion out[64];
+
+	pthread_setname_np(pthread_self(), "pager-complete");
 
 	while (!atomic_load(&d->stop)) {
 		int n = donor_poll_completions(d->conn, out, 64, 100);
@@ -321,6 +323,8 @@ static void reconnect(struct donor_pool *p, struct pdonor *d)
 static void *health_main(void *arg)
 {
 	struct donor_pool *p = arg;
+
+	pthread_setname_np(pthread_self(), "pager-health");
 
 	while (!atomic_load(&p->stopping)) {
 		unsigned n = atomic_load(&p->n);
@@ -689,14 +693,14 @@ int donor_pool_submit(struct donor_pool *p, unsigned idx, bool write, uint32_t s
 	op->donor = (uint8_t)idx;
 	atomic_fetch_add(&d->inflight, 1);
 	pthread_mutex_lock(&op->w->lock);
-	op->w->pending++;
+	__atomic_add_fetch(&op->w->pending, 1, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&op->w->lock);
 	r = write ? donor_submit_write_tag(d->conn, slab, slot, page, wtag, (uint64_t)(uintptr_t)op)
 		  : donor_submit_read_tag(d->conn, slab, slot, page, op->tag, (uint64_t)(uintptr_t)op);
 	if (r < 0) {
 		atomic_fetch_sub(&d->inflight, 1);
 		pthread_mutex_lock(&op->w->lock);
-		op->w->pending--;
+		__atomic_sub_fetch(&op->w->pending, 1, __ATOMIC_RELAXED);
 		pthread_mutex_unlock(&op->w->lock);
 		donor_pool_note_failure(p, idx, r, "submitting");
 	}
@@ -735,6 +739,21 @@ void pool_wait_all(struct pool_wait *w)
 	while (w->pending)
 		pthread_cond_wait(&w->cond, &w->lock);
 	pthread_mutex_unlock(&w->lock);
+}
+
+void pool_wait_spin(struct pool_wait *w, unsigned spin_us)
+{
+	uint64_t until = spin_us ? now_ns() + (uint64_t)spin_us * 1000 : 0;
+
+	/* Clock reads are cheap (vDSO), but the pause lets a hyperthread sibling run. */
+	while (until && __atomic_load_n(&w->pending, __ATOMIC_ACQUIRE)) {
+		for (int i = 0; i < 64; i++)
+			cpu_relax();
+		if (now_ns() >= until)
+			break;
+	}
+	/* Even when the spin saw zero: the completer may still hold the lock, which the caller may destroy next. */
+	pool_wait_all(w);
 }
 
 bool pool_wait_done(struct pool_wait *w)

@@ -37,7 +37,7 @@ enum pool_donor_state {
 struct pool_wait {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	unsigned pending;
+	unsigned pending; /* changed under lock with __atomic ops: pool_wait_spin reads it without the lock */
 	int efd; /* -1, or an eventfd poked when pending drops to 0 (for poll loops) */
 };
 
@@ -103,6 +103,11 @@ void pool_wait_init(struct pool_wait *w);
 void pool_wait_destroy(struct pool_wait *w);
 /* Blocks until every op queued on w has completed. Transport timeouts bound it. */
 void pool_wait_all(struct pool_wait *w);
+/*
+ * pool_wait_all, polling for up to spin_us first: a round trip that ends
+ * within it costs the waiter no sleep and the completing thread no wake-up.
+ */
+void pool_wait_spin(struct pool_wait *w, unsigned spin_us);
 /* True when nothing queued on w is outstanding. */
 bool pool_wait_done(struct pool_wait *w);
 

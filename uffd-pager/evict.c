@@ -633,6 +633,8 @@ void *vm_evict_thread(void *arg)
 	struct evict_ctx *ec;
 	struct vm *vm = arg;
 
+	pthread_setname_np(pthread_self(), "pager-evict");
+
 	ec = calloc(1, sizeof(*ec));
 	if (!ec || posix_memalign((void **)&ec->buf, PAGE_SIZE_4K, EVICT_BATCH * PAGE_SIZE_4K)) {
 		vm_log_err(vm->policy.name, "evictor out of memory");

@@ -169,6 +169,8 @@ void *vm_repair_thread(void *arg)
 	bool retry = false;
 	void *buf;
 
+	pthread_setname_np(pthread_self(), "pager-repair");
+
 	if (posix_memalign(&buf, PAGE_SIZE_4K, PAGE_SIZE_4K)) {
 		vm_log_err(vm->policy.name, "repair thread out of memory");
 		return NULL;

@@ -792,7 +792,7 @@ void store_count_rejected(struct store *st)
 }
 
 /* Waits for the copy in flight; 0 when it arrived and passes its check (sealed: then in clear). */
-static int read_finish(struct store *st, struct store_read *rd)
+static int read_finish(struct store *st, struct store_read *rd, unsigned spin_us)
 {
 	const uint8_t *tag = rd->op.tag;
 	int r;
@@ -800,7 +800,7 @@ static int read_finish(struct store *st, struct store_read *rd)
 	switch (rd->inflight) {
 	case RD_DONOR:
 		/* The transport bounds the wait. */
-		pool_wait_all(&rd->w);
+		pool_wait_spin(&rd->w, spin_us);
 		r = rd->op.status;
 		break;
 	case RD_SPILL_RING:
@@ -817,6 +817,7 @@ static int read_finish(struct store *st, struct store_read *rd)
 		/* The group checked (and opened) it already. */
 		if (r < 0)
 			atomic_fetch_add_explicit(&st->stats.bad_copies, 1, memory_order_relaxed);
+		rd->copy_refused |= r == -EBADMSG;
 		return r < 0 ? -EIO : 0;
 	}
 	if (r == 0 && st->seal && rd->src == SRC_SPILL) {
@@ -831,6 +832,7 @@ static int read_finish(struct store *st, struct store_read *rd)
 		 */
 		if (r < 0 && rd->fault_thread)
 			store_count_rejected(st);
+		rd->copy_refused |= r < 0;
 	}
 	if (r < 0)
 		atomic_fetch_add_explicit(&st->stats.bad_copies, 1, memory_order_relaxed);
@@ -845,6 +847,7 @@ int store_read_submit(struct store *st, struct store_read *rd, uint64_t page, co
 	rd->crc = crc;
 	rd->buf = buf;
 	rd->fault_thread = fault_thread;
+	rd->copy_refused = false;
 	rd->ncopies = rd->next = 0;
 	rd->inflight = RD_NONE;
 	pool_wait_init(&rd->w);
@@ -865,12 +868,12 @@ int store_read_submit(struct store *st, struct store_read *rd, uint64_t page, co
 	return read_start_next(st, rd);
 }
 
-int store_read_wait(struct store *st, struct store_read *rd, enum store_source *ret_source)
+int store_read_wait(struct store *st, struct store_read *rd, enum store_source *ret_source, unsigned spin_us)
 {
 	int r = -EIO;
 
 	while (rd->inflight != RD_NONE) {
-		r = read_finish(st, rd);
+		r = read_finish(st, rd, spin_us);
 		if (r == 0)
 			break;
 		r = -EIO;
@@ -880,6 +883,8 @@ int store_read_wait(struct store *st, struct store_read *rd, enum store_source *
 	pool_wait_destroy(&rd->w);
 	if (r == 0)
 		*ret_source = rd->src;
+	else if (rd->copy_refused)
+		r = -EBADMSG;
 	return r;
 }
 
@@ -889,7 +894,7 @@ int store_read(struct store *st, uint64_t page, const uint32_t *locs, uint32_t c
 	struct store_read rd;
 
 	store_read_submit(st, &rd, page, locs, crc, buf, fault_thread);
-	return store_read_wait(st, &rd, ret_source);
+	return store_read_wait(st, &rd, ret_source, 0);
 }
 
 int store_read_async(struct store *st, const uint32_t *locs, void *buf, struct pool_op *op, uint64_t *donors)

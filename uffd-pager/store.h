@@ -208,6 +208,7 @@ struct store_read {
 	uint8_t ncopies, next;
 	uint8_t inflight;                /* enum in store.c */
 	bool fault_thread;
+	bool copy_refused;               /* a copy arrived but failed its check */
 	uint32_t crc;                    /* the page map's check word: CRC32C or version */
 	uint64_t page;
 	uint32_t cur_loc;                /* the copy in flight */
@@ -235,10 +236,12 @@ int store_read_submit(struct store *st, struct store_read *rd, uint64_t page, co
 /*
  * Waits for the read; if that copy fails its read, the CRC32C or (sealed)
  * opening it (buf then holds the page in clear), tries
- * the others in the same order. Returns 0 (ret_source says from where)
- * or -EIO when no copy could be read.
+ * the others in the same order. A donor read is polled for up to spin_us
+ * before the wait sleeps (pool_wait_spin). Returns 0 (ret_source says
+ * from where), -EBADMSG when a copy arrived but none passed its check,
+ * or -EIO when no copy could be read at all (their stores failed).
  */
-int store_read_wait(struct store *st, struct store_read *rd, enum store_source *ret_source);
+int store_read_wait(struct store *st, struct store_read *rd, enum store_source *ret_source, unsigned spin_us);
 /* store_read_submit + store_read_wait. */
 int store_read(struct store *st, uint64_t page, const uint32_t *locs, uint32_t crc, void *buf,
 	       enum store_source *ret_source, bool fault_thread);

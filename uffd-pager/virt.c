@@ -416,6 +416,8 @@ static void *virt_thread(void *arg)
 	unsigned backoff_s = 1;
 	int watch, timer;
 
+	pthread_setname_np(pthread_self(), "pager-libvirt");
+
 	watch = virEventAddHandle(v->wake_fd, VIR_EVENT_HANDLE_READABLE, on_wake, v, NULL);
 	timer = virEventAddTimeout(1000, tick, v, NULL);
 	if (watch < 0 || timer < 0)

@@ -97,6 +97,7 @@ struct vm {
 	int sampler_fd; /* the shim's sampler socket (GLUE_MSG_SAMPLER), -1: no access sampling; under lock */
 	uint64_t sampling_pages; /* pages asked to be unmapped whose REMOVE has not come; under lock */
 	_Atomic bool clean_eviction; /* policy.clean_eviction, for the fault path without the lock */
+	_Atomic unsigned fault_spin_us; /* policy.fault_spin_us, for the fault thread without the lock */
 	char state_dir[256];
 	uint64_t max_guest_memory;
 

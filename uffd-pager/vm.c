@@ -131,6 +131,7 @@ int vm_new(const struct policy_vm *policy, pid_t pid, int pidfd, int uffd, const
 	vm->drain_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	vm->sampler_fd = -1;
 	atomic_init(&vm->clean_eviction, policy->clean_eviction);
+	atomic_init(&vm->fault_spin_us, policy->fault_spin_us);
 	vm->victim = policy_victim_find(policy->victims); /* checked by the policy parser */
 	if (!vm->victim)
 		vm->victim = &policy_victim_fifo;
@@ -623,6 +624,7 @@ int vm_set_policy(struct vm *vm, const struct policy_vm *pol, char *err, size_t 
 	pthread_mutex_lock(&vm->lock);
 	vm->policy = *pol;
 	atomic_store(&vm->clean_eviction, pol->clean_eviction);
+	atomic_store(&vm->fault_spin_us, pol->fault_spin_us);
 	vm->hold_resident = false;
 	vm_update_watermarks(vm);
 	save_policy_locked(vm);

@@ -8,10 +8,13 @@ evicting it again writes nothing to the store. Scenarios (argv[1]):
              write-protect fault as KVM would) verifies every byte and
              evicts a good share of its pages clean; the same run with
              "clean_eviction": false evicts none clean and writes more to
-             the store per eviction.
+             the store per eviction. That VM's fault thread also spins
+             ("fault_spin_us") before it sleeps.
   donor_loss 3 donors, replicas 2: a donor holding clean pages' copies is
              SIGKILLed mid-run; every byte still verifies, no page is lost
-             and clean pages never commit a copy on the dead donor.
+             and clean pages never commit a copy on the dead donor. The
+             fault thread spins: reads that fail while it polls for them
+             go to the other copy as reads it slept on do.
   sampling   1 donor, "victims": "clock": the shim unmaps the pages the
              policy samples, the guest's accesses to them come back as minor
              faults (half of the writes by read(2): the kernel's accesses
@@ -72,7 +75,8 @@ def reads():
         check(on["evictions_clean"] >= on["evictions"] // 4,
               f"clean: at least a quarter of the evictions clean ({on['evictions_clean']} of {on['evictions']})")
         check(on["faults"]["wp"] > 0, f"clean: writes to clean pages took write-protect faults ({on['faults']['wp']})")
-        off = run(pager, "dirty", policy("dirty", f"{LOCAL_MB}M", durability={"replicas": 1}, clean_eviction=False),
+        off = run(pager, "dirty", policy("dirty", f"{LOCAL_MB}M", durability={"replicas": 1}, clean_eviction=False,
+                                       fault_spin_us=200),
                   ops)
         check(off["evictions_clean"] == 0, f"dirty: no clean eviction with clean_eviction off ({off['evictions_clean']})")
         check(on["store_writes_per_eviction"] < off["store_writes_per_eviction"],
@@ -96,7 +100,8 @@ def donor_loss():
                      120, "clean evictions before the donor dies")
             donors[0].kill()
 
-        last = run(pager, "loss", policy("loss", f"{LOCAL_MB}M", durability={"replicas": 2}, on_data_loss="stop"),
+        last = run(pager, "loss", policy("loss", f"{LOCAL_MB}M", durability={"replicas": 2}, on_data_loss="stop",
+                                fault_spin_us=200),
                    8 * SIZE_MB * 256, mid_run=kill_after_clean,
                    finish_when=lambda s: s["remote"]["rereplications"] > 0)
         check(last["evictions_clean"] > 200, f"loss: clean evictions ({last['evictions_clean']})")

@@ -1104,6 +1104,8 @@ static void *server_thread(void *arg)
 	struct ctl_server *s = arg;
 	struct epoll_event evs[32];
 
+	pthread_setname_np(pthread_self(), "pager-control");
+
 	for (;;) {
 		unsigned ms = idle_timeout_ms(s);
 		int n = epoll_wait(s->epoll_fd, evs, ARRAY_SIZE(evs), ms < 1000 ? (int)ms / 2 + 1 : 500);

@@ -257,9 +257,9 @@ static void test_sealed_store_spill(void **state)
 	 * An older version and another page's index fail on both copies. Only the fault thread's
 	 * reads count as rejected: repair reads copies its page may have given up meanwhile.
 	 */
-	assert_int_equal(store_read(st, 12, two, 6, in, &src, false), -EIO);
+	assert_int_equal(store_read(st, 12, two, 6, in, &src, false), -EBADMSG);
 	assert_int_equal(atomic_load(&store_stats(st)->rejected), 0);
-	assert_int_equal(store_read(st, 13, two, 7, in, &src, true), -EIO);
+	assert_int_equal(store_read(st, 13, two, 7, in, &src, true), -EBADMSG);
 	assert_int_equal(atomic_load(&store_stats(st)->rejected), 2);
 
 	/* one flipped bit in the first copy: the second serves, the first is counted */
@@ -274,7 +274,7 @@ static void test_sealed_store_spill(void **state)
 	one[0] = 5;
 	memcpy(buf, plain, PAGE_SIZE_4K);
 	assert_int_equal(store_write_page(st, buf, one, 99, 7), 0);
-	assert_int_equal(store_read(st, 12, two, 7, in, &src, true), -EIO);
+	assert_int_equal(store_read(st, 12, two, 7, in, &src, true), -EBADMSG);
 
 	store_free(st); /* deletes the key file with it */
 	spill_free(spill, false);

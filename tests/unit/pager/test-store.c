@@ -286,19 +286,19 @@ static void test_read_falls_back(void **state)
 	memset(in, 0, PAGE_SIZE_4K);
 	assert_int_equal(store_read_submit(f->st, &rd, 0, two, page_crc(bb), in, true), 0);
 	assert_int_equal(spill_pwrite(f->spill, 20, a), 0);
-	assert_int_equal(store_read_wait(f->st, &rd, &src), 0);
+	assert_int_equal(store_read_wait(f->st, &rd, &src, 0), 0);
 	assert_memory_equal(in, bb, PAGE_SIZE_4K);
 	assert_int_equal(bad_copies(f), 1);
 
-	/* no copy has these bytes: an error, each copy counted */
-	assert_int_equal(store_read(f->st, 0, two, page_crc(a) ^ 1, in, &src, true), -EIO);
-	assert_int_equal(store_read(f->st, 0, two, page_crc(a) ^ 1, in, &src, false), -EIO);
+	/* no copy has these bytes: refused (not "unreadable"), each copy counted */
+	assert_int_equal(store_read(f->st, 0, two, page_crc(a) ^ 1, in, &src, true), -EBADMSG);
+	assert_int_equal(store_read(f->st, 0, two, page_crc(a) ^ 1, in, &src, false), -EBADMSG);
 	assert_int_equal(bad_copies(f), 5);
 
 	/* no copy at all: nothing to start, nothing to wait for */
 	locs_none(locs);
 	assert_int_equal(store_read_submit(f->st, &rd, 0, locs, 0, in, true), -EIO);
-	assert_int_equal(store_read_wait(f->st, &rd, &src), -EIO);
+	assert_int_equal(store_read_wait(f->st, &rd, &src, 0), -EIO);
 	assert_int_equal(bad_copies(f), 5);
 	free(a);
 	free(bb);

@@ -389,6 +389,23 @@ static void test_vm_encryption(void **state)
 	       "expected a boolean, got a string", "true or false");
 }
 
+static void test_vm_fault_spin(void **state)
+{
+	struct policy_vm p;
+	struct policy_error err;
+
+	(void)state;
+	/* The fault thread sleeps unless the policy asks it to spin. */
+	assert_int_equal(vm_parse("{\"name\": \"x\", \"local_memory\": \"1G\"}", &p, &err), 0);
+	assert_int_equal(p.fault_spin_us, 0);
+	assert_int_equal(vm_parse("{\"name\": \"x\", \"local_memory\": \"1G\", \"fault_spin_us\": 1000}", &p, &err), 0);
+	assert_int_equal(p.fault_spin_us, 1000);
+	vm_bad("{\"name\": \"x\", \"local_memory\": \"1G\", \"fault_spin_us\": 1001}", "fault_spin_us", 1, 54,
+	       "1001 is out of range", "0..1000");
+	vm_bad("{\"name\": \"x\", \"local_memory\": \"1G\", \"fault_spin_us\": -1}", "fault_spin_us", 1, 54,
+	       "out of range", "0..1000");
+}
+
 static void test_vm_balloon(void **state)
 {
 	static const char pre[] = "{\"name\": \"x\", \"local_memory\": \"1G\", \"balloon\": ";
@@ -509,6 +526,7 @@ static void roundtrip(const struct policy_vm *in)
 	assert_int_equal(out.on_store_full, in->on_store_full);
 	assert_int_equal(out.balloon_enabled, in->balloon_enabled);
 	assert_int_equal(out.encryption, in->encryption);
+	assert_int_equal(out.fault_spin_us, in->fault_spin_us);
 	assert_string_equal(out.victims, in->victims);
 	assert_string_equal(out.sharing_group, in->sharing_group);
 	assert_int_equal(out.balloon_floor, in->balloon_floor);
@@ -676,6 +694,7 @@ static void test_roundtrip(void **state)
 		snprintf(p.victims, sizeof(p.victims), "%s", i % 2 ? "fifo" : "clock");
 		p.balloon_floor = (16ULL << 20) + i * 4096;
 		p.balloon_settle_ms = (unsigned)i * 1000;
+		p.fault_spin_us = (unsigned)i * 200;
 		roundtrip(&p);
 	}
 	/* What the parser produced serializes back to the same policy. */
@@ -930,6 +949,7 @@ int main(void)
 		cmocka_unit_test(test_examples),
 		cmocka_unit_test(test_vm_balloon),
 		cmocka_unit_test(test_vm_encryption),
+		cmocka_unit_test(test_vm_fault_spin),
 		cmocka_unit_test(test_vm_victims),
 		cmocka_unit_test(test_vm_sharing_group),
 		cmocka_unit_test(test_balloon_target),
