@@ -19,11 +19,14 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import perf_profile  # noqa: E402
 import report  # noqa: E402
 import sysenv  # noqa: E402
 
 MiB = 1 << 20
 PAGE = 4096
+# The SPIN line's fault_spin_us: about two TCP loopback round trips here (bench-floor), so most reads end within it.
+SPIN_US = 100
 CONFIGS = {
     "a": "uffd-pager + spill file",
     "b": "uffd-pager + uffd-donor (TCP loopback)",
@@ -386,14 +389,23 @@ class Runner:
             snaps = {}
             donor_pid = d.donor.pid if config == "b" else None
 
+            # perf over the access phase only: its samples are divided by that phase's remote faults.
+            rec = perf_profile.Recorder(w["perf_out"]) if w.get("perf_out") else None
+
             def snap(key):
+                if rec and key == "end":
+                    rec.stop()
                 snaps[key] = {"st": d.vm_stats("bench"), "cpu": proc_cpu_s(d.pager.pid),
                               "rss": proc_rss(d.pager.pid), "cs_pager": task_ctxt(d.pager.pid),
                               "cs_donor": task_ctxt(donor_pid) if donor_pid else {}}
+                if rec and key == "fill":
+                    rec.start([d.pager.pid, p.pid] + ([donor_pid] if donor_pid else []))
             try:
                 drive(p, self.args.run_timeout, lambda: snap("fill"), lambda: snap("end"))
                 _, err = p.communicate(timeout=self.args.run_timeout)
             finally:
+                if rec:
+                    rec.stop()
                 self.cleanup.run_one(p.bench_undo)
             st_fill = snaps.get("fill", {}).get("st")
             st_end = snaps.get("end", {}).get("st")
@@ -486,8 +498,9 @@ def policy_cost(runner, args, on_policy, off_policy):
     out = {}
     for side, rs in runs.items():
         med = median_metrics(rs)
-        out[side] = {k: med.get(k) for k in ("pager_cpu_us_per_page", "fault_p50_ns", "fault_p99_ns",
-                                             "remote_faults", "evictions")}
+        out[side] = {k: med.get(k) for k in ("pager_cpu_us_per_page", "cpu_us_per_fault", "fault_p50_ns",
+                                             "fault_p99_ns", "remote_faults", "evictions", "pages_per_s",
+                                             "p99_ns", "cs_pager_per_fault", "cs_per_fault")}
     on, off = out["on"], out["off"]
     if on["pager_cpu_us_per_page"] is not None and off["pager_cpu_us_per_page"] is not None:
         out["cpu_us_per_page_delta"] = on["pager_cpu_us_per_page"] - off["pager_cpu_us_per_page"]
@@ -506,6 +519,41 @@ def encryption_cost(runner, args):
                         check=True, timeout=120)
     out["seal_only"] = json.loads(sc.stdout)
     return out
+
+
+def fault_profile(runner, args, tmp):
+    """perf over one access phase of configuration (b), 1 thread, uniform, with
+    the fault thread sleeping and spinning: CPU per remote fault by thread and
+    activity (tests/bench/perf_profile.py), written to profile.md."""
+    if not perf_profile.available():
+        log("PROFILE n/a: needs perf (linux-perf) and root")
+        return 77
+    w = dict(size=args.size, writes=50, ops=args.ops, seed=1, pattern="uniform", threads=1, local=0.25,
+             content="random")
+    cols, metrics = {}, {}
+    for label, spin in (("sleep", 0), (f"spin {SPIN_US} us", SPIN_US)):
+        data = os.path.join(tmp, f"perf-{spin}.data")
+        m = runner.run("b", dict(w, policy={"fault_spin_us": spin}, perf_out=data))
+        if "na" in m:
+            log(f"PROFILE n/a: {m['na']}")
+            return 77
+        cols[label] = perf_profile.breakdown(data, m["remote_faults"])
+        metrics[label] = m
+    head = [f"Workload {report.wl_name(w)}, configuration (b), {args.ops} accesses; CPU per remote fault "
+            "from perf samples (4 kHz) of the access phase.", "",
+            "| | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for key, name in (("remote_faults", "remote faults"), ("pages_per_s", "accesses/s"),
+                      ("fault_p50_ns", "fault p50 (ns)"), ("cpu_us_per_fault", "pager CPU per remote fault (us)"),
+                      ("cs_pager_per_fault", "pager switches per remote fault"),
+                      ("cs_donor_per_fault", "donor switches per remote fault"),
+                      ("cs_guest_per_fault", "guest switches per remote fault")):
+        vals = [metrics[lb].get(key) for lb in cols]
+        head.append(f"| {name} | " + " | ".join("n/a" if v is None else f"{v:.4g}" for v in vals) + " |")
+    text = "\n".join(head) + "\n\n" + perf_profile.table(cols) + "\n"
+    with open(os.path.join(args.out, "profile.md"), "w") as f:
+        f.write(text)
+    log("PROFILE\n" + text)
+    return 0
 
 
 def vmstat():
@@ -666,6 +714,9 @@ def main():
                     help="the idle row's guest size (default 4G)")
     ap.add_argument("--idle-secs", type=float, default=10,
                     help="the idle row's measured idle time in s (0: no idle row)")
+    ap.add_argument("--profile", action="store_true",
+                    help="only the fault profile: where each microsecond of a remote fault goes (perf), "
+                         f"fault thread sleeping vs spinning {SPIN_US} us; writes profile.md")
     ap.add_argument("--restart", action="store_true",
                     help="only the pager-restart measurements (guest pause and recovery for 1, 4, 16 GiB guests)")
     ap.add_argument("--halt-poll-ns", type=int, default=200000,
@@ -729,6 +780,8 @@ def main():
         timings["floor"] = time.time() - t
         runner = Runner(args, build, cleanup, tmp)
         runner.measure_overhead()
+        if args.profile:
+            return fault_profile(runner, args, tmp)
         wl = workloads(args)
         results = []  # (config, workload, median metrics)
         # Order: no swap for (b)/(a)/(e); then the swap file alone; then zram alone.
@@ -778,7 +831,7 @@ def main():
             idle = idle_cost(runner, args)
             timings["idle"] = time.time() - t
             log("IDLE " + report.idle_brief(idle))
-        enc = share = None
+        enc = share = spin = None
         if "b" in configs and runner.b_reason is None:
             def us(v):
                 return "n/a" if v is None else f"{v / 1000:.1f} us"
@@ -808,11 +861,30 @@ def main():
             with open(os.path.join(args.out, "sharing.json"), "w") as f:
                 json.dump(share, f, indent=1)
             log(f"SHARING n/a: {share['na']}" if "na" in share else f"SHARING (b) {cost_line(share)}")
+            # The fault thread polling before it sleeps: fewer wake-ups bought with pager CPU.
+            t = time.time()
+            spin = policy_cost(runner, args, {"fault_spin_us": SPIN_US}, {"fault_spin_us": 0})
+            timings["spin"] = time.time() - t
+            with open(os.path.join(args.out, "spin.json"), "w") as f:
+                json.dump(spin, f, indent=1)
+            if "na" in spin:
+                log(f"SPIN n/a: {spin['na']}")
+            else:
+                on, off = spin["on"], spin["off"]
+
+                def sw(v):
+                    return "n/a" if v is None else f"{v:.2f}"
+                ratio = (on["pages_per_s"] / off["pages_per_s"]) if on["pages_per_s"] and off["pages_per_s"] else None
+                log(f"SPIN (b) fault_spin_us {SPIN_US} vs 0, {spin['workload']}: throughput x{sw(ratio)}, "
+                    f"pager switches per remote fault {sw(on['cs_pager_per_fault'])} vs {sw(off['cs_pager_per_fault'])} "
+                    f"(all {sw(on['cs_per_fault'])} vs {sw(off['cs_per_fault'])}), pager CPU per remote fault "
+                    f"{cpu(on['cpu_us_per_fault'])} vs {cpu(off['cpu_us_per_fault'])}, fault p50 "
+                    f"{us(on['fault_p50_ns'])} vs {us(off['fault_p50_ns'])}, guest p99 {us(on['p99_ns'])} vs {us(off['p99_ns'])}")
         timings["total"] = time.time() - t_start
         meta = {"size": args.size, "ops": args.ops, "reps": args.reps, "quick": args.quick,
                 "overhead": runner.overhead, "floor": floor, "b_na": runner.b_reason, "zram_algorithm": zram_algo,
                 "timings_s": timings, "nproc": os.cpu_count(), "kernel": os.uname().release,
-                "halt_poll_ns": halt_poll, "encryption": enc, "sharing": share, "idle": idle, "zipf_theta": report.ZIPF_THETA}
+                "halt_poll_ns": halt_poll, "encryption": enc, "sharing": share, "spin": spin, "idle": idle, "zipf_theta": report.ZIPF_THETA}
         report.emit(args.out, results, meta, CONFIGS)
         return 0
     except KeyboardInterrupt as e:
