@@ -15,9 +15,11 @@
 #include "dseal.h"
 #include "log.h"
 #include "share-index.h"
+#include "share-state.h"
 #include "share.h"
 #include "spill.h"
 #include "util.h"
+#include "vmstate.h"
 
 #define CTX_KEEP 64 /* idle sealing contexts kept: about one per evictor and fault thread */
 #define PUT_BATCH 32 /* pages a batched put seals and writes at once: the evictor's part */
@@ -44,6 +46,11 @@ struct share_group {
 	struct dseal *seal;
 	struct spill *spill;
 	struct store *store;
+	struct share_state *state; /* the index's records and the members, for the next pager (share-state.h) */
+	bool from_file;            /* loaded from a dead pager's files: failures keep them */
+	/* Members recorded in the state file that have not come back since a crash (under lock). */
+	bool pending[SHARE_STATE_MAX_MEMBERS];
+	unsigned npending;
 	pthread_mutex_t repair_lock; /* one repair pass at a time, whichever member runs it */
 	bool repair_retry;
 	_Atomic uint64_t hits, stored, bad_copies, write_errors;
@@ -149,6 +156,10 @@ static int share_put(void *arg, const void *page, uint32_t *ret_loc)
 		memcpy(e->locs, locs, sizeof(e->locs));
 		memcpy(e->tag, tag, sizeof(tag));
 		e->crc = crc;
+		/* On file before any page map may name it: a page map never names an entry a crash lost. */
+		r = share_state_set_ready(g->state, id, e);
+	}
+	if (r >= 0) {
 		e->state = SE_READY;
 	} else {
 		store_free_locs(g->store, locs);
@@ -242,6 +253,9 @@ static void put_chunk(struct share_group *g, const void *const *pages, unsigned 
 			memcpy(e->locs, locs[i], sizeof(e->locs));
 			memcpy(e->tag, tags[i], sizeof(e->tag));
 			e->crc = crcs[i];
+			results[i] = share_state_set_ready(g->state, id[i], e); /* before any page map names it */
+		}
+		if (results[i] == 0 && widx[i] >= 0 && s->wb->results[widx[i]] == 0) {
 			e->state = SE_READY;
 			ret_locs[i] = LOC_SHARED | id[i];
 			atomic_fetch_add_explicit(&g->stored, 1, memory_order_relaxed);
@@ -279,6 +293,45 @@ static void share_put_batch(void *arg, const void *const *pages, unsigned n, uin
 		put_chunk(arg, pages + i, n - i < PUT_BATCH ? n - i : PUT_BATCH, ret_locs + i, results + i);
 }
 
+/* A ready entry with no reference left goes: off the file first, so its slots are never named twice. Under lock. */
+static void entry_free(struct share_group *g, uint32_t id)
+{
+	share_state_set_free(g->state, id);
+	/* Bookkeeping only (store.h): safe under the group's lock. */
+	store_free_locs(g->store, share_index_entry(&g->ix, id)->locs);
+	share_index_remove(&g->ix, id);
+}
+
+/*
+ * After a crash, once every member recorded in the state file is back
+ * (or gone): copies no page map named are freed. Under lock.
+ */
+static void sweep_unclaimed(struct share_group *g)
+{
+	uint64_t freed = 0;
+
+	for (uint32_t id = 0; id < g->ix.used; id++) {
+		const struct share_entry *e = share_index_entry(&g->ix, id);
+
+		if (e->state == SE_READY && e->refs == 0) {
+			entry_free(g, id);
+			freed++;
+		}
+	}
+	log_info("sharing group %s: every member is back: %llu copies no member names freed, %llu kept", g->name,
+		 (unsigned long long)freed, (unsigned long long)g->ix.live);
+}
+
+/* A recorded member is back, or gone for good. Under lock. */
+static void member_settled(struct share_group *g, uint32_t slot)
+{
+	if (slot >= SHARE_STATE_MAX_MEMBERS || !g->pending[slot])
+		return;
+	g->pending[slot] = false;
+	if (--g->npending == 0)
+		sweep_unclaimed(g);
+}
+
 static void share_unref(void *arg, uint32_t loc)
 {
 	struct share_group *g = arg;
@@ -287,10 +340,9 @@ static void share_unref(void *arg, uint32_t loc)
 	pthread_mutex_lock(&g->lock);
 	if (!share_index_valid(&g->ix, id) || share_index_entry(&g->ix, id)->state != SE_READY) {
 		log_err("sharing group %s: reference to entry %u that is not stored", g->name, id);
-	} else if (share_index_unref(&g->ix, id)) {
-		/* Bookkeeping only (store.h): safe under the group's lock. */
-		store_free_locs(g->store, share_index_entry(&g->ix, id)->locs);
-		share_index_remove(&g->ix, id);
+	} else if (share_index_unref(&g->ix, id) && !g->npending) {
+		/* While members are still to come back, a count of zero may be one of theirs: the sweep decides. */
+		entry_free(g, id);
 	}
 	pthread_mutex_unlock(&g->lock);
 }
@@ -424,6 +476,8 @@ static bool repair_entry(struct share_group *g, uint32_t id, void *buf)
 		struct share_entry *cur = share_index_entry(&g->ix, id);
 		if (share_index_valid(&g->ix, id) && cur->state == SE_READY && cur->locs[c] == e.locs[c] &&
 		    !memcmp(cur->key, e.key, DSEAL_NONCE_LEN)) {
+			/* The file first: the old slot may be handed out once freed. */
+			share_state_set_loc(g->state, id, c, nl);
 			store_free_loc(g->store, e.locs[c]);
 			cur->locs[c] = nl;
 			e.locs[c] = nl;
@@ -439,6 +493,30 @@ static bool repair_entry(struct share_group *g, uint32_t id, void *buf)
 	return done;
 }
 
+/* True while the process of a recorded member lives (a recycled pid has another start time). */
+static bool member_alive(const struct share_member *m)
+{
+	uint64_t started;
+
+	return m->pid > 0 && vmstate_pid_start(m->pid, &started) == 0 && started == m->start_ns;
+}
+
+/* Members still to come back whose process ended meanwhile will never name a copy again. */
+static void check_pending(struct share_group *g)
+{
+	pthread_mutex_lock(&g->lock);
+	for (uint32_t slot = 0; g->npending && slot < SHARE_STATE_MAX_MEMBERS; slot++) {
+		struct share_member m;
+
+		if (!g->pending[slot] || (share_state_member(g->state, slot, &m) && member_alive(&m)))
+			continue;
+		log_info("sharing group %s: member %s (pid %d) ended before it came back", g->name, m.name, (int)m.pid);
+		share_state_member_clear(g->state, slot);
+		member_settled(g, slot);
+	}
+	pthread_mutex_unlock(&g->lock);
+}
+
 bool share_repair(struct share_group *g)
 {
 	bool done = true;
@@ -446,6 +524,8 @@ bool share_repair(struct share_group *g)
 
 	if (!g || pthread_mutex_trylock(&g->repair_lock))
 		return true; /* another member repairs right now */
+	if (g->npending)
+		check_pending(g);
 	if (!store_generation_changed(g->store) && !g->repair_retry) {
 		pthread_mutex_unlock(&g->repair_lock);
 		return true;
@@ -469,23 +549,115 @@ bool share_repair(struct share_group *g)
 	return done;
 }
 
-static void group_free(struct share_group *g)
+/* keep: members live on whose page maps name copies: the files and slabs stay for the next pager. */
+static void group_free(struct share_group *g, bool keep)
 {
 	if (!g)
 		return;
-	if (g->ix.live)
+	if (g->ix.live && !keep)
 		log_warn("sharing group %s: %llu entries still referenced at the end", g->name,
 			 (unsigned long long)g->ix.live);
 	for (unsigned i = 0; i < g->nidle; i++)
 		sctx_free(g->idle[i]);
-	store_free(g->store);
-	spill_free(g->spill, false);
-	dseal_free(g->seal);
+	if (keep) {
+		store_detach(g->store);
+		dseal_close(g->seal);
+	} else {
+		store_free(g->store);
+		dseal_free(g->seal);
+	}
+	spill_free(g->spill, keep);
+	share_state_close(g->state, keep);
 	share_index_destroy(&g->ix);
 	pthread_mutex_destroy(&g->lock);
 	pthread_mutex_destroy(&g->repair_lock);
 	pthread_cond_destroy(&g->settled);
 	free(g);
+}
+
+/*
+ * A group the dead pager left (its key and state files): its store's
+ * slab table adopted, its index rebuilt from the records with no
+ * references (the members' page maps bring them, share_group_adopt),
+ * and the members it recorded whose process still runs awaited. Returns
+ * 0, or -EBADMSG with err naming the file.
+ */
+static int group_load(struct share_group *g, char *err, size_t errlen)
+{
+	uint32_t n = share_state_nrecs(g->state), dup;
+	struct share_entry *entries = calloc(n ? n : 1, sizeof(*entries));
+	int r = 0;
+
+	if (!entries) {
+		snprintf(err, errlen, "sharing_group '%s': out of memory", g->name);
+		return -ENOMEM;
+	}
+	for (uint32_t id = 0; id < n && r == 0; id++) {
+		share_state_get(g->state, id, &entries[id]);
+		for (unsigned c = 0; c < STORE_MAX_COPIES && r == 0 && entries[id].state == SE_READY; c++)
+			if (store_adopt_loc(g->store, entries[id].locs[c]) < 0) {
+				r = -EBADMSG;
+				snprintf(err, errlen, "group state file %s: record %u names copy 0x%x that the group's "
+					 "slab table never had", share_state_path(g->state), id, entries[id].locs[c]);
+			}
+	}
+	if (r == 0 && (r = share_index_restore(&g->ix, entries, n, &dup)) < 0) {
+		if (r == -EEXIST) {
+			r = -EBADMSG;
+			snprintf(err, errlen, "group state file %s: record %u repeats another record's content key",
+				 share_state_path(g->state), dup);
+		} else {
+			snprintf(err, errlen, "sharing_group '%s': out of memory", g->name);
+		}
+	}
+	free(entries);
+	if (r < 0)
+		return r;
+	store_adopt_done(g->store);
+	for (uint32_t slot = 0; slot < SHARE_STATE_MAX_MEMBERS; slot++) {
+		struct share_member m;
+
+		if (!share_state_member(g->state, slot, &m))
+			continue;
+		if (member_alive(&m)) {
+			g->pending[slot] = true;
+			g->npending++;
+		} else {
+			share_state_member_clear(g->state, slot);
+		}
+	}
+	log_info("sharing group %s: recovered from %s: %llu copies, %u members to come back", g->name,
+		 share_state_path(g->state), (unsigned long long)g->ix.live, g->npending);
+	if (!g->npending)
+		sweep_unclaimed(g);
+	return 0;
+}
+
+/* The group's keys and state file: a dead pager's if it left them, else new ones. Returns 0 or -errno, err set. */
+static int group_files(struct share_group *g, const char *dir, char *err, size_t errlen)
+{
+	int r = dseal_load(dir, g->name, &g->seal);
+
+	if (r == 0) {
+		g->from_file = true;
+		r = share_state_open(dir, g->name, dseal_id(g->seal), store_state_bytes(), &g->state, err, errlen);
+		if (r != -ENOENT)
+			return r;
+		/* Keys with no state file: the pager died while creating the group, no page map names it. */
+		g->from_file = false;
+		dseal_free(g->seal);
+		g->seal = NULL;
+	} else if (r != -ENOENT) {
+		snprintf(err, errlen, "sharing_group '%s': cannot read its key file %s/%s.key: %s", g->name, dir, g->name,
+			 strerror(-r));
+		g->from_file = true; /* not ours to delete */
+		return r;
+	}
+	if ((r = dseal_new(dir, g->name, &g->seal)) < 0) {
+		snprintf(err, errlen, "sharing_group '%s': cannot create its key in %s: %s", g->name, dir, strerror(-r));
+		return r;
+	}
+	return share_state_create(dir, g->name, dseal_id(g->seal), store_state_bytes(), &g->state, err, errlen);
 }
 
 static int group_new(const struct policy_vm *pol, struct donor_pool *pool, const char *state_dir,
@@ -516,24 +688,48 @@ static int group_new(const struct policy_vm *pol, struct donor_pool *pool, const
 		snprintf(err, errlen, "sharing_group '%s': cannot create %s: %s", g->name, dir, strerror(-r));
 	} else if ((r = share_index_init(&g->ix)) < 0) {
 		snprintf(err, errlen, "sharing_group '%s': out of memory", g->name);
-	} else if ((r = dseal_new(dir, g->name, &g->seal)) < 0) {
-		snprintf(err, errlen, "sharing_group '%s': cannot create its key in %s: %s", g->name, dir, strerror(-r));
-	} else if ((r = spill_new(dir, g->name, max_slots, false, &g->spill)) < 0) {
-		snprintf(err, errlen, "sharing_group '%s': cannot create its spill file in %s: %s", g->name, dir,
-			 strerror(-r));
-	} else if ((r = store_new(label, pool, g->spill, NULL, pol, NULL, false, &g->store)) < 0) {
-		snprintf(err, errlen, "sharing_group '%s': cannot set up its store: %s", g->name, strerror(-r));
+	} else if ((r = group_files(g, dir, err, errlen)) < 0) {
+		/* err set */
+	} else if ((r = spill_new(dir, g->name, max_slots, g->from_file, &g->spill)) < 0) {
+		snprintf(err, errlen, "sharing_group '%s': cannot %s its spill file in %s: %s", g->name,
+			 g->from_file ? "open" : "create", dir, strerror(-r));
+	} else if ((r = store_new(label, pool, g->spill, NULL, pol, share_state_store_area(g->state), g->from_file,
+				  &g->store)) < 0) {
+		snprintf(err, errlen, "sharing_group '%s': cannot set up its store: %s", g->name,
+			 r == -EBADMSG ? "its state file holds no slab table" : strerror(-r));
+	} else if (g->from_file) {
+		r = group_load(g, err, errlen);
 	}
 	if (r < 0) {
-		group_free(g);
+		group_free(g, g->from_file);
 		return r;
 	}
 	*ret = g;
 	return 0;
 }
 
+/* The member's slot: its own if it is one the dead pager recorded, else a new one. Under lock. */
+static int member_join(struct share_group *g, struct share_member *m, char *err, size_t errlen)
+{
+	for (uint32_t slot = 0; slot < SHARE_STATE_MAX_MEMBERS; slot++) {
+		struct share_member was;
+
+		if (g->pending[slot] && share_state_member(g->state, slot, &was) && was.pid == m->pid &&
+		    was.start_ns == m->start_ns && !strcmp(was.name, m->name)) {
+			m->slot = slot;
+			return 0;
+		}
+	}
+	if (share_state_member_add(g->state, m) < 0) {
+		snprintf(err, errlen, "sharing_group '%s' has %u members, the most a group can have", g->name,
+			 SHARE_STATE_MAX_MEMBERS);
+		return -ENOSPC;
+	}
+	return 0;
+}
+
 int share_group_join(const struct policy_vm *pol, struct donor_pool *pool, const char *state_dir,
-		     struct share_group **ret, char *err, size_t errlen)
+		     struct share_member *m, struct share_group **ret, char *err, size_t errlen)
 {
 	struct share_group *g;
 	int r = 0;
@@ -554,19 +750,61 @@ int share_group_join(const struct policy_vm *pol, struct donor_pool *pool, const
 		groups = g;
 	}
 	if (r == 0) {
+		pthread_mutex_lock(&g->lock);
+		r = member_join(g, m, err, errlen);
+		pthread_mutex_unlock(&g->lock);
+	}
+	if (r == 0) {
 		g->members++;
 		*ret = g;
+	} else if (g && !g->members) {
+		struct share_group **p;
+
+		for (p = &groups; *p && *p != g; p = &(*p)->next)
+			;
+		if (*p)
+			*p = g->next;
+		group_free(g, g->npending > 0 || g->from_file);
 	}
 	pthread_mutex_unlock(&registry_lock);
 	return r;
 }
 
-void share_group_leave(struct share_group *g)
+int share_group_adopt(struct share_group *g, const struct share_member *m, const uint32_t *ids, size_t n, char *err,
+		      size_t errlen)
+{
+	pthread_mutex_lock(&g->lock);
+	for (size_t i = 0; i < n; i++)
+		if (!share_index_valid(&g->ix, ids[i]) || share_index_entry(&g->ix, ids[i])->state != SE_READY) {
+			snprintf(err, errlen, "its page map names entry %u of sharing group '%s', which the group's state "
+				 "file %s does not hold", ids[i], g->name, share_state_path(g->state));
+			pthread_mutex_unlock(&g->lock);
+			return -EBADMSG;
+		}
+	/* The page maps are the truth: each location naming an entry is one reference. */
+	for (size_t i = 0; i < n; i++)
+		share_index_ref(&g->ix, ids[i]);
+	member_settled(g, m->slot);
+	pthread_mutex_unlock(&g->lock);
+	return 0;
+}
+
+void share_group_leave(struct share_group *g, const struct share_member *m, bool still_named)
 {
 	struct share_group **p;
+	bool keep;
 
 	if (!g)
 		return;
+	pthread_mutex_lock(&g->lock);
+	if (still_named && m->slot < SHARE_STATE_MAX_MEMBERS && !g->pending[m->slot]) {
+		g->pending[m->slot] = true; /* the next pager waits for it */
+		g->npending++;
+	} else if (!still_named) {
+		share_state_member_clear(g->state, m->slot);
+		member_settled(g, m->slot);
+	}
+	pthread_mutex_unlock(&g->lock);
 	pthread_mutex_lock(&registry_lock);
 	if (--g->members) {
 		pthread_mutex_unlock(&registry_lock);
@@ -577,7 +815,8 @@ void share_group_leave(struct share_group *g)
 	if (*p)
 		*p = g->next;
 	pthread_mutex_unlock(&registry_lock);
-	group_free(g);
+	keep = g->npending > 0;
+	group_free(g, keep);
 }
 
 void share_group_counts(struct share_group *g, uint64_t *ret_copies, uint64_t *ret_refs)
@@ -595,12 +834,17 @@ json_t *share_stats_json(void)
 	pthread_mutex_lock(&registry_lock);
 	for (struct share_group *g = groups; g && a; g = g->next) {
 		uint64_t copies, refs;
+		unsigned npending;
 
 		share_group_counts(g, &copies, &refs);
+		pthread_mutex_lock(&g->lock);
+		npending = g->npending;
+		pthread_mutex_unlock(&g->lock);
 		json_array_append_new(
-			a, json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "name", g->name, "members",
+			a, json_pack("{s:s, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "name", g->name, "members_pending",
+				     (int)npending, "members",
 				     (int)g->members, "copies", (json_int_t)copies, "references", (json_int_t)refs,
-				     "bytes_saved", (json_int_t)((refs - copies) * PAGE_SIZE_4K), "hits",
+				     "bytes_saved", (json_int_t)(refs > copies ? (refs - copies) * PAGE_SIZE_4K : 0), "hits",
 				     (json_int_t)atomic_load(&g->hits), "stored", (json_int_t)atomic_load(&g->stored),
 				     "bad_copies", (json_int_t)atomic_load(&g->bad_copies), "rereplications",
 				     (json_int_t)atomic_load(&store_stats(g->store)->rereplications), "copies_lost",

@@ -17,6 +17,7 @@
 
 #include "donors.h"
 #include "policy.h"
+#include "share-state.h"
 #include "store.h"
 
 struct share_group;
@@ -25,15 +26,33 @@ struct share_group;
 extern const struct store_shared_ops share_store_ops;
 
 /*
- * Joins the group pol->sharing_group, creating it (keys, spill file,
- * store with pol's durability) for its first member. A member whose
+ * Joins the group pol->sharing_group as member m (recorded in the
+ * group's state file; m->slot set), creating the group for its first
+ * member: from the files a dead pager left in STATE_DIR/groups (keys,
+ * state file, spill file; its copies kept until every member it recorded
+ * is back), else new ones with pol's durability. A member whose
  * durability differs from the group's is refused. Returns 0, or -errno
- * with err naming what failed.
+ * with err naming what failed (a state file that fails its checks: the
+ * file and what is wrong).
  */
 int share_group_join(const struct policy_vm *pol, struct donor_pool *pool, const char *state_dir,
-		     struct share_group **ret, char *err, size_t errlen);
-/* A member leaves (its references dropped first); the last one frees the group and its copies. NULL-safe. */
-void share_group_leave(struct share_group *g);
+		     struct share_member *m, struct share_group **ret, char *err, size_t errlen);
+/*
+ * The member's page map names these entries (one per location, n = 0 for
+ * a new VM): each takes a reference. All or nothing: -EBADMSG with err
+ * set when one names no entry the group holds. Once every recorded member
+ * is back (or its process gone), copies no member named are freed.
+ */
+int share_group_adopt(struct share_group *g, const struct share_member *m, const uint32_t *ids, size_t n, char *err,
+		      size_t errlen);
+/*
+ * A member leaves; the last one frees the group. still_named: its page
+ * map still names copies it holds no references for (the VM lives on,
+ * its adoption unfinished): the member stays recorded, and the group's
+ * files and slabs stay for the next pager. Otherwise its references were
+ * dropped first. NULL-safe.
+ */
+void share_group_leave(struct share_group *g, const struct share_member *m, bool still_named);
 /*
  * Re-creates or moves group copies on dead or departing donors, once for
  * the group whichever member's repair thread calls (the others return at

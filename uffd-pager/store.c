@@ -203,9 +203,9 @@ int store_adopt_loc(struct store *st, uint32_t loc)
 {
 	if (loc == LOC_NONE)
 		return 0;
-	/* Sharing groups live in pager memory only (docs/sharing.md, "Pager restart"). */
+	/* The group counts its own references (share_group_adopt); none without a group. */
 	if (loc_is_shared(loc))
-		return -EXDEV;
+		return st->shared ? 0 : -EXDEV;
 	if (!loc_is_remote(loc))
 		return spill_mark_used(st->spill, loc);
 	uint32_t idx = (loc & ~LOC_REMOTE) >> 12, slot = loc & (STORE_SLAB_SLOTS - 1);

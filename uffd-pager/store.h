@@ -90,7 +90,11 @@ int store_new(const char *vm_name, struct donor_pool *pool, struct spill *spill,
  * -EBADMSG when the area holds no slab table.
  */
 size_t store_state_bytes(void);
-/* Adoption: the page map names this copy. Returns 0, or -EBADMSG for a location the table never had. */
+/*
+ * Adoption: the page map names this copy. Returns 0, -EBADMSG for a
+ * location the table never had, or -EXDEV for a shared one with no
+ * sharing group set (store_set_shared, before adoption).
+ */
 int store_adopt_loc(struct store *st, uint32_t loc);
 /* Adoption: every copy is marked; count them (and repair what lies on dead donors). */
 void store_adopt_done(struct store *st);

@@ -14,12 +14,14 @@
               holding group copies is SIGKILLed; both VMs verify every
               byte, none is lost, and the group re-creates each lost copy
               once (not once per VM).
-  restart     spill only: 2 VMs of one group, parked; the pager is stopped
-              (SIGTERM) and started again: the group's pages went back
-              into the VMs' memory, both are adopted and verify every byte.
-              Then a third VM of the group is parked and the pager
-              SIGKILLed: the next pager refuses to adopt it, naming the
-              group (group copies do not survive a pager crash).
+  restart     spill only: 2 VMs of one group, parked; the pager is
+              SIGKILLed and started again: both are adopted with every page
+              still stored in the group, whose copies and references are
+              what they were before. Then the pager is stopped (SIGTERM)
+              and started again: the group's pages went back into the
+              VMs' memory, both are adopted and verify every byte. Last,
+              a third VM's group state file is corrupted while no pager
+              runs: its adoption is refused, naming the file.
 Prints the stored bytes with and without sharing."""
 import json
 import os
@@ -177,6 +179,14 @@ def scenario_donor_loss():
             d.stop()
 
 
+def wait_adopted(pager, gs):
+    for name in gs:
+        # "adopted" is set once the VM registers again; the pages are counted while it is adopted.
+        # The new pager evicts again at once (the VMs are over their limits): resident or stored anew.
+        wait_for(lambda: (lambda s: s and s["adopted"] and s["resident_pages"] + s["stored_pages"] == PAGES)(
+            pager.vm_stats(name)), 60, f"{name}: adopted with every page resident or stored")
+
+
 def scenario_restart():
     pager = Pager()
     gs = {}
@@ -187,36 +197,57 @@ def scenario_restart():
             wait_filled(g, name)
         for name in gs:
             park(pager, name)
-        check(group_stats(pager, "tenant-s")["copies"] > 0, "group copies stored")
+        before = group_stats(pager, "tenant-s")
+        check(before["copies"] > 0, "group copies stored")
+        state = os.path.join(pager.state, "groups", "tenant-s.state")
+        check(os.path.exists(state) and os.stat(state).st_mode & 0o777 == 0o600,
+              f"the group's state file {state} exists, mode 0600")
+
+        # A crash: the next pager finds the group's copies again through its state file.
+        pager.kill()
+        pager.restart()
+        wait_adopted(pager, gs)
+        after = wait_for(lambda: (lambda s: s if s and s["members"] == 2 and s["members_pending"] == 0 else None)(
+            group_stats(pager, "tenant-s")), 60, "both members back in the recovered group")
+        print(f"tenant-s before the crash: {before['copies']} copies, {before['references']} references; "
+              f"after: {after['copies']} copies, {after['references']} references")
+        check(after["copies"] == before["copies"] and after["references"] == before["references"],
+              f"the group's copies and references are what they were before the crash ({after})")
+        check(all(pager.vm_stats(n)["stored_pages"] == PAGES for n in gs),
+              "every page still stored in the group (none brought back, none lost)")
+        check("recovered from" in pager.read_log(), "the new pager says it recovered the group")
+
+        # A stop: the group's pages go back into the VMs' memory, the group ends with the pager.
         pager.stop_only()
         check(pager.read_log().count(f"{PAGES} pages of sharing group tenant-s back in memory") == 2,
               "the stopping pager brought every page of both VMs back from the group")
+        check(not os.path.exists(state), "the group's state file went with the group")
         pager.restart()
-        for name in gs:
-            # "adopted" is set once the VM registers again; the pages are counted while it is adopted.
-            # The new pager evicts again at once (the VMs are over their limits): resident or stored anew.
-            wait_for(lambda: (lambda s: s and s["adopted"] and s["resident_pages"] + s["stored_pages"] == PAGES)(
-                pager.vm_stats(name)), 60, f"{name}: adopted with every page resident or stored")
-        # The new pager's group stores them again.
+        wait_adopted(pager, gs)
         for name in gs:
             park(pager, name)
         check(group_stats(pager, "tenant-s")["copies"] > 0, "the new pager's group stores the pages again")
+        # guestsim's final pass: every byte of both VMs, through a crash and a stop.
         finish(gs)
 
+        # A state file that fails its checks: the VM is refused, the file named, no page served wrong.
         err_path = os.path.join(pager.tmp, "rs2.stderr")
         err = open(err_path, "w")
         lone = gs["rs2"] = start(pager, "rs2", "tenant-s", 3, stderr=err)
         wait_filled(lone, "rs2")
         park(pager, "rs2")
         pager.kill()
+        with open(state, "r+b") as f:
+            f.seek(8)  # inside the group's name: the header's checksum fails
+            b = f.read(1)
+            f.seek(8)
+            f.write(bytes([b[0] ^ 0xff]))
         pager.restart()
-        # The shim is told why (and keeps trying, its vCPUs waiting, rather than run without the pages).
-        wait_for(lambda: "stored in sharing group 'tenant-s', whose copies do not survive a pager restart"
-                 in open(err_path).read(), 60,
-                 "the adoption of a VM whose pages were the group's is refused, naming the group")
+        wait_for(lambda: f"group state file {state}: header fails its checksum" in open(err_path).read(), 60,
+                 "the adoption of a VM of a group whose state file is corrupted is refused, naming the file")
         check(lone.poll() is None, "rs2 waits for a pager, alive")
         err.close()
-        check(pager.vm_stats("rs2") is None, "rs2 is not served with pages missing")
+        check(pager.vm_stats("rs2") is None, "rs2 is not served with a corrupted group")
         lone.kill()
         lone.wait()
     finally:

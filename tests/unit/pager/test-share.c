@@ -23,8 +23,10 @@
 #include "dseal.h"
 #include "share-index.h"
 #include "share.h"
+#include "share-state.h"
 #include "spill.h"
 #include "store.h"
+#include "vmstate.h"
 
 static const uint8_t mk_a[DSEAL_KEY_LEN] = { 1 }, ek_a[DSEAL_KEY_LEN] = { 2 }, id_a[DSEAL_ID_LEN] = { 3 };
 static const uint8_t mk_b[DSEAL_KEY_LEN] = { 4 }, ek_b[DSEAL_KEY_LEN] = { 5 }, id_b[DSEAL_ID_LEN] = { 6 };
@@ -180,6 +182,17 @@ static unsigned dir_entries(const char *path)
 	return n;
 }
 
+/* Member i: this process (alive, so a group that outlives a pager waits for it), under its own name. */
+static struct share_member *member(unsigned i)
+{
+	static struct share_member m[4];
+
+	snprintf(m[i].name, sizeof(m[i].name), "vm%u", i);
+	m[i].pid = (int32_t)getpid();
+	assert_int_equal(vmstate_pid_start(getpid(), &m[i].start_ns), 0);
+	return &m[i];
+}
+
 static void group_counts(struct share_group *g, uint64_t copies, uint64_t refs)
 {
 	uint64_t c, r;
@@ -213,7 +226,8 @@ static struct share_group *join_fresh(char *dir, char *gdir, size_t gdir_len, st
 	policy_vm_init(pol);
 	snprintf(pol->name, sizeof(pol->name), "%s", vm);
 	snprintf(pol->sharing_group, sizeof(pol->sharing_group), "%s", group);
-	assert_int_equal(share_group_join(pol, *ret_pool, dir, &g, err, sizeof(err)), 0);
+	assert_int_equal(share_group_join(pol, *ret_pool, dir, member(0), &g, err, sizeof(err)), 0);
+	assert_int_equal(share_group_adopt(g, member(0), NULL, 0, err, sizeof(err)), 0);
 	return g;
 }
 
@@ -231,13 +245,13 @@ static void test_group_spill(void **state)
 
 	(void)state;
 	g = join_fresh(dir, gdir, sizeof(gdir), &pool, &pol, "vm1", "tenant");
-	assert_int_equal(share_group_join(&pol, pool, dir, &g2, err, sizeof(err)), 0);
+	assert_int_equal(share_group_join(&pol, pool, dir, member(1), &g2, err, sizeof(err)), 0);
 	assert_ptr_equal(g, g2);
-	assert_int_equal(dir_entries(gdir), 2); /* key and spill file */
+	assert_int_equal(dir_entries(gdir), 3); /* key, state and spill file */
 	/* A member that would store its pages otherwise is refused, naming the field. */
 	other = pol;
 	other.replicas = 2;
-	assert_int_equal(share_group_join(&other, pool, dir, &gx, err, sizeof(err)), -EINVAL);
+	assert_int_equal(share_group_join(&other, pool, dir, member(2), &gx, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "durability"));
 
 	/* One copy for equal contents, whichever member stores them. */
@@ -301,10 +315,10 @@ static void test_group_spill(void **state)
 
 	store_free(vst);
 	spill_free(vspill, false);
-	share_group_leave(g2);
-	assert_int_equal(dir_entries(gdir), 2); /* one member left */
-	share_group_leave(g);
-	assert_int_equal(dir_entries(gdir), 0); /* the last one takes the key and spill file */
+	share_group_leave(g2, member(1), false);
+	assert_int_equal(dir_entries(gdir), 3); /* one member left */
+	share_group_leave(g, member(0), false);
+	assert_int_equal(dir_entries(gdir), 0); /* the last one takes the key, state and spill file */
 	assert_int_equal(rmdir(gdir), 0);
 	assert_int_equal(rmdir(dir), 0);
 	donor_pool_free(pool);
@@ -388,7 +402,7 @@ static void test_group_batches(void **state)
 				share_store_ops.unref(g, rc[k].locs[i]);
 		group_counts(g, 0, 0);
 	}
-	share_group_leave(g);
+	share_group_leave(g, member(0), false);
 	assert_int_equal(dir_entries(gdir), 0);
 	assert_int_equal(rmdir(gdir), 0);
 	assert_int_equal(rmdir(dir), 0);
