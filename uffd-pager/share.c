@@ -421,6 +421,45 @@ static enum loc_health share_health(void *arg, uint32_t loc)
 	return LOC_DEAD;
 }
 
+int share_read_async(struct share_group *g, uint32_t loc, void *buf, struct pool_op *op, uint64_t *donors,
+		     struct share_fetch *ret)
+{
+	struct share_entry e;
+
+	if (!entry_snapshot(g, loc_id(loc), &e))
+		return -ENOENT;
+	ret->id = loc_id(loc);
+	memcpy(ret->key, e.key, sizeof(ret->key));
+	memcpy(ret->tag, e.tag, sizeof(ret->tag));
+	ret->crc = e.crc;
+	return store_read_async(g->store, e.locs, buf, op, donors);
+}
+
+int share_fetch_open(struct share_group *g, const struct share_fetch *f, void *buf)
+{
+	struct sctx *s;
+	int r;
+
+	if (crc32c(0, buf, PAGE_SIZE_4K) != f->crc)
+		return -EBADMSG;
+	if (!(s = sctx_get(g)))
+		return -EBADMSG; /* out of memory: the page is fetched on its fault instead */
+	r = dseal_open(s->c, f->key, buf, f->tag);
+	sctx_put(g, s);
+	return r < 0 ? -EBADMSG : 0;
+}
+
+bool share_fetch_current(struct share_group *g, const struct share_fetch *f)
+{
+	bool same;
+
+	pthread_mutex_lock(&g->lock);
+	same = share_index_valid(&g->ix, f->id) && share_index_entry(&g->ix, f->id)->state == SE_READY &&
+	       !memcmp(share_index_entry(&g->ix, f->id)->key, f->key, DSEAL_NONCE_LEN);
+	pthread_mutex_unlock(&g->lock);
+	return same;
+}
+
 const struct store_shared_ops share_store_ops = {
 	.put_batch = share_put_batch,
 	.unref = share_unref,

@@ -59,6 +59,25 @@ void share_group_leave(struct share_group *g, const struct share_member *m, bool
  * once). Returns false when something must be retried.
  */
 bool share_repair(struct share_group *g);
+/* A group copy being prefetched, and what checks it once read: its entry's key, tag and copy CRC. */
+struct share_fetch {
+	uint32_t id;
+	uint8_t key[DSEAL_NONCE_LEN];
+	uint8_t tag[DSEAL_TAG_LEN];
+	uint32_t crc;
+};
+/*
+ * Queues an asynchronous read of the first healthy donor copy of the
+ * group entry a shared location names (store_read_async on the group's
+ * store; the group shares the VM's pool, so store_flush on the VM's store
+ * sends it). Returns 0, or -ENOENT (no such entry, no healthy donor copy).
+ */
+int share_read_async(struct share_group *g, uint32_t loc, void *buf, struct pool_op *op, uint64_t *donors,
+		     struct share_fetch *ret);
+/* Checks a copy read so (CRC32C, then the tag under the entry's key) and opens it in place. Returns 0 or -EBADMSG. */
+int share_fetch_open(struct share_group *g, const struct share_fetch *f, void *buf);
+/* True while f's entry holds the content it held when the read was queued (its number may be reused). */
+bool share_fetch_current(struct share_group *g, const struct share_fetch *f);
 /* Every group: name, members, copies, references, bytes saved, hits. */
 json_t *share_stats_json(void);
 /* Pages this group stores (distinct contents) and the references to them. */

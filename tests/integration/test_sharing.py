@@ -22,6 +22,9 @@
               VMs' memory, both are adopted and verify every byte. Last,
               a third VM's group state file is corrupted while no pager
               runs: its adoption is refused, naming the file.
+  prefetch    1 donor: a sharing VM scans sequentially (pages 4x its
+              local memory); its group copies are prefetched: at least 4
+              prefetch hits per donor fault, every byte verified.
 Prints the stored bytes with and without sharing."""
 import json
 import os
@@ -258,11 +261,44 @@ def scenario_restart():
         pager.stop()
 
 
+def scenario_prefetch():
+    """A sharing VM scanning sequentially, its pages group copies on a donor: served largely by prefetch."""
+    donor = Donor(capacity="256M")
+    pager = None
+    g = None
+    try:
+        pager = Pager(config={"donors": [donor.url], "donor_key_file": donor.key_file,
+                              "client_id": "test-pager", "donor_timeout_ms": DONOR_TIMEOUT_MS})
+        out = os.path.join(pager.tmp, "pf.json")
+        g = guestsim(pager, "pf", policy("pf", "8M", durability={"replicas": 1}, sharing_group="tenant-p"),
+                     ["--size", f"{SIZE_MB}M", "--threads", "1", "--pattern", "seq", "--writes", "50",
+                      "--ops", str(4 * PAGES), "--seed", "5", "--json", out, "--hold", "1"])
+        pager.wait_vm("pf")
+        last = pager.watch("pf", g, 240, 0.05)
+        rc = g.wait(timeout=30)
+        check(rc == 0, f"pf: guestsim verified every byte (exit {rc})")
+        check(last is not None and last["shared_pages"] > 0, "pf: its stored pages are group copies")
+        pf, f = last["prefetch"], last["faults"]
+        print(f"pf: prefetch {json.dumps(pf)}, faults {json.dumps(f)}")
+        check(f["donor"] > 0, f"pf: faults served from the donor ({f['donor']})")
+        check(pf["hits"] >= 4 * f["donor"],
+              f"pf: >= 4x more group pages prefetched ({pf['hits']}) than fetched on faults ({f['donor']})")
+        check(last["integrity_errors"] == 0 and last["remote"]["pages_lost"] == 0, "pf: no integrity error, no loss")
+    finally:
+        if g and g.poll() is None:
+            g.kill()
+            g.wait()
+        if pager:
+            pager.stop()
+        donor.stop()
+
+
 def main():
     require_root_and_uffd()
     scen = sys.argv[1] if len(sys.argv) > 1 else "group"
     t0 = time.time()
-    {"group": scenario_group, "donor_loss": scenario_donor_loss, "restart": scenario_restart}[scen]()
+    {"group": scenario_group, "donor_loss": scenario_donor_loss, "restart": scenario_restart,
+     "prefetch": scenario_prefetch}[scen]()
     print(f"{scen}: passed in {time.time() - t0:.1f} s")
 
 
