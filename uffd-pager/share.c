@@ -5,11 +5,13 @@
  * repair. Lock order: a VM's lock, then the group's, then its store's;
  * the group never calls into a VM.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "crc32c.h"
 #include "dseal.h"
@@ -891,4 +893,71 @@ json_t *share_stats_json(void)
 	}
 	pthread_mutex_unlock(&registry_lock);
 	return a;
+}
+
+/* One group's files at start-up: deleted (slabs given back) when none of its recorded members runs. */
+static int remove_stale_group(const char *gdir, const char *name, struct donor_pool *pool)
+{
+	struct share_state *st = NULL;
+	struct dseal *seal = NULL;
+	char err[512], path[600];
+	unsigned alive = 0, slabs;
+	int r;
+
+	if ((r = dseal_load(gdir, name, &seal)) < 0) {
+		log_warn("sharing group %s: state file kept, its key file %s/%s.key cannot be read: %s", name, gdir, name,
+			 strerror(-r));
+		return 0;
+	}
+	r = share_state_open(gdir, name, dseal_id(seal), store_state_bytes(), &st, err, sizeof(err));
+	dseal_close(seal);
+	if (r < 0) {
+		log_warn("%s; kept for inspection (its members are refused until it is removed)", err);
+		return 0;
+	}
+	for (uint32_t slot = 0; slot < SHARE_STATE_MAX_MEMBERS; slot++) {
+		struct share_member m;
+
+		alive += share_state_member(st, slot, &m) && member_alive(&m);
+	}
+	if (alive) {
+		log_info("sharing group %s: %u members running; recovered when the first registers again", name, alive);
+		share_state_close(st, true);
+		return 0;
+	}
+	slabs = store_release_orphan(pool, share_state_store_area(st), store_state_bytes());
+	share_state_close(st, false);
+	snprintf(path, sizeof(path), "%s/%s.key", gdir, name);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/%s.spill", gdir, name);
+	unlink(path);
+	log_info("sharing group %s: every member ended while no pager ran: files deleted, %u slabs given back", name,
+		 slabs);
+	return 1;
+}
+
+int share_remove_stale(const char *state_dir, struct donor_pool *pool)
+{
+	char gdir[512];
+	struct dirent *e;
+	DIR *d;
+	int removed = 0;
+
+	if ((size_t)snprintf(gdir, sizeof(gdir), "%s/groups", state_dir) >= sizeof(gdir))
+		return -ENAMETOOLONG;
+	d = opendir(gdir);
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((e = readdir(d))) {
+		size_t n = strlen(e->d_name);
+		char name[POLICY_NAME_MAX];
+
+		if (n <= 6 || n - 6 >= sizeof(name) || strcmp(e->d_name + n - 6, ".state"))
+			continue;
+		memcpy(name, e->d_name, n - 6);
+		name[n - 6] = '\0';
+		removed += remove_stale_group(gdir, name, pool);
+	}
+	closedir(d);
+	return removed;
 }

@@ -78,6 +78,13 @@ int share_read_async(struct share_group *g, uint32_t loc, void *buf, struct pool
 int share_fetch_open(struct share_group *g, const struct share_fetch *f, void *buf);
 /* True while f's entry holds the content it held when the read was queued (its number may be reused). */
 bool share_fetch_current(struct share_group *g, const struct share_fetch *f);
+/*
+ * Start-up: deletes the files of groups in STATE_DIR/groups none of whose
+ * recorded members runs any more, giving their slabs back to the donors
+ * of the pool that are up. Files that fail their checks are kept (and
+ * logged). Returns how many groups went, or -errno.
+ */
+int share_remove_stale(const char *state_dir, struct donor_pool *pool);
 /* Every group: name, members, copies, references, bytes saved, hits. */
 json_t *share_stats_json(void);
 /* Pages this group stores (distinct contents) and the references to them. */

@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -678,6 +679,83 @@ static void test_group_restart(void **state)
 	free(in);
 }
 
+/* A member whose process is gone. */
+static struct share_member *dead_member(void)
+{
+	static struct share_member m = { .name = "gone", .start_ns = 1 };
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(0);
+	assert_int_equal(waitpid(pid, NULL, 0), pid);
+	m.pid = (int32_t)pid;
+	return &m;
+}
+
+/*
+ * Groups whose recorded members are all gone: loaded, every copy is
+ * swept at once; at start-up, their files are deleted (and kept while a
+ * member runs, or when they fail their checks).
+ */
+static void test_group_stale(void **state)
+{
+	char dir[] = "/var/tmp/uffdvm-share-XXXXXX", gdir[64], spath[128], err[512];
+	struct donor_pool *pool;
+	struct share_group *g;
+	struct policy_vm pol;
+	uint8_t *a = page_filled(0xd1), *b = page_filled(0xd2);
+	uint32_t la, lb;
+	struct share_member *gone = dead_member();
+
+	(void)state;
+	g = join_fresh(dir, gdir, sizeof(gdir), &pool, &pol, "vm0", "stale");
+	assert_int_equal(put_one(g, a, &la), 0);
+	share_store_ops.unref(g, la);
+	/* The member's process is what it is recorded as: make the group's only member a dead one. */
+	share_group_leave(g, member(0), false);
+	assert_int_equal(share_group_join(&pol, pool, dir, gone, &g, err, sizeof(err)), 0);
+	assert_int_equal(share_group_adopt(g, gone, NULL, 0, err, sizeof(err)), 0);
+	assert_int_equal(put_one(g, a, &la), 0);
+	assert_int_equal(put_one(g, b, &lb), 0);
+	share_group_leave(g, gone, true);
+	assert_int_equal(dir_entries(gdir), 3);
+
+	/* Loaded by a new member: nobody to wait for, so nothing is kept. */
+	assert_int_equal(share_group_join(&pol, pool, dir, member(0), &g, err, sizeof(err)), 0);
+	group_counts(g, 0, 0);
+	assert_int_equal(share_group_adopt(g, member(0), NULL, 0, err, sizeof(err)), 0);
+	assert_int_equal(put_one(g, b, &lb), 0);
+	group_counts(g, 1, 1);
+
+	/* Start-up with a live member recorded: kept. */
+	share_group_leave(g, member(0), true);
+	assert_int_equal(share_remove_stale(dir, pool), 0);
+	assert_int_equal(dir_entries(gdir), 3);
+	/* A file that fails its checks: kept, whoever its members were. */
+	snprintf(spath, sizeof(spath), "%s/stale.state", gdir);
+	flip_at(spath, 12);
+	assert_int_equal(share_remove_stale(dir, pool), 0);
+	assert_int_equal(dir_entries(gdir), 3);
+	flip_at(spath, 12);
+	/* Every member gone: the files go. */
+	assert_int_equal(share_group_join(&pol, pool, dir, member(0), &g, err, sizeof(err)), 0);
+	share_group_leave(g, member(0), false); /* never adopted: the recorded member leaves for good */
+	assert_int_equal(dir_entries(gdir), 0);
+	assert_int_equal(share_group_join(&pol, pool, dir, gone, &g, err, sizeof(err)), 0);
+	assert_int_equal(share_group_adopt(g, gone, NULL, 0, err, sizeof(err)), 0);
+	assert_int_equal(put_one(g, a, &la), 0);
+	share_group_leave(g, gone, true);
+	assert_int_equal(dir_entries(gdir), 3);
+	assert_int_equal(share_remove_stale(dir, pool), 1);
+	assert_int_equal(dir_entries(gdir), 0);
+	assert_int_equal(rmdir(gdir), 0);
+	assert_int_equal(rmdir(dir), 0);
+	donor_pool_free(pool);
+	free(a);
+	free(b);
+}
+
 static double ns_per(struct timespec t0, struct timespec t1, unsigned n)
 {
 	return ((double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec)) / n;
@@ -724,6 +802,7 @@ int main(void)
 		cmocka_unit_test(test_group_batches),
 		cmocka_unit_test(test_state_file),
 		cmocka_unit_test(test_group_restart),
+		cmocka_unit_test(test_group_stale),
 		cmocka_unit_test(test_cost_per_page),
 	};
 
