@@ -565,8 +565,7 @@ bool share_repair(struct share_group *g)
 
 	if (!g || pthread_mutex_trylock(&g->repair_lock))
 		return true; /* another member repairs right now */
-	if (g->npending)
-		check_pending(g);
+	check_pending(g);
 	if (!store_generation_changed(g->store) && !g->repair_retry) {
 		pthread_mutex_unlock(&g->repair_lock);
 		return true;
