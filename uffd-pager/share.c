@@ -881,8 +881,9 @@ json_t *share_stats_json(void)
 		npending = g->npending;
 		pthread_mutex_unlock(&g->lock);
 		json_array_append_new(
-			a, json_pack("{s:s, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "name", g->name, "members_pending",
-				     (int)npending, "members",
+			a, json_pack("{s:s, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "name", g->name,
+				     "members_pending", (int)npending, "remote_copies",
+				     (json_int_t)atomic_load(&store_stats(g->store)->remote_copies), "members",
 				     (int)g->members, "copies", (json_int_t)copies, "references", (json_int_t)refs,
 				     "bytes_saved", (json_int_t)(refs > copies ? (refs - copies) * PAGE_SIZE_4K : 0), "hits",
 				     (json_int_t)atomic_load(&g->hits), "stored", (json_int_t)atomic_load(&g->stored),

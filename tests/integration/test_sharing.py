@@ -14,10 +14,10 @@
               holding group copies is SIGKILLed; both VMs verify every
               byte, none is lost, and the group re-creates each lost copy
               once (not once per VM).
-  restart     spill only: 2 VMs of one group, parked; the pager is
+  restart     1 donor: 2 VMs of one group, parked; the pager is
               SIGKILLed and started again: both are adopted with every page
-              still stored in the group, whose copies and references are
-              what they were before. Then the pager is stopped (SIGTERM)
+              still stored in the group, whose copies (on the donor, its
+              slabs re-attached), and references are what they were before. Then the pager is stopped (SIGTERM)
               and started again: the group's pages went back into the
               VMs' memory, both are adopted and verify every byte. Last,
               a third VM's group state file is corrupted while no pager
@@ -191,17 +191,21 @@ def wait_adopted(pager, gs):
 
 
 def scenario_restart():
-    pager = Pager()
+    donor = Donor(capacity="256M")
+    # The same client id after the restart: the donor's lease keeps the group's slabs for the next pager.
+    pager = Pager(config={"donors": [donor.url], "donor_key_file": donor.key_file, "client_id": "test-pager",
+                          "donor_timeout_ms": DONOR_TIMEOUT_MS})
     gs = {}
     try:
         for i in range(2):
-            gs[f"rs{i}"] = start(pager, f"rs{i}", "tenant-s", i + 1)
+            gs[f"rs{i}"] = start(pager, f"rs{i}", "tenant-s", i + 1, {"durability": {"replicas": 1}})
         for name, g in gs.items():
             wait_filled(g, name)
         for name in gs:
             park(pager, name)
         before = group_stats(pager, "tenant-s")
-        check(before["copies"] > 0, "group copies stored")
+        check(before["copies"] > 0 and before["remote_copies"] == before["copies"],
+              f"group copies stored, each on the donor ({before})")
         state = os.path.join(pager.state, "groups", "tenant-s.state")
         check(os.path.exists(state) and os.stat(state).st_mode & 0o777 == 0o600,
               f"the group's state file {state} exists, mode 0600")
@@ -216,6 +220,8 @@ def scenario_restart():
               f"after: {after['copies']} copies, {after['references']} references")
         check(after["copies"] == before["copies"] and after["references"] == before["references"],
               f"the group's copies and references are what they were before the crash ({after})")
+        check(after["remote_copies"] == before["remote_copies"],
+              f"the group's slabs on the donor re-attached: {after['remote_copies']} remote copies")
         check(all(pager.vm_stats(n)["stored_pages"] == PAGES for n in gs),
               "every page still stored in the group (none brought back, none lost)")
         check("recovered from" in pager.read_log(), "the new pager says it recovered the group")
@@ -236,7 +242,7 @@ def scenario_restart():
         # A state file that fails its checks: the VM is refused, the file named, no page served wrong.
         err_path = os.path.join(pager.tmp, "rs2.stderr")
         err = open(err_path, "w")
-        lone = gs["rs2"] = start(pager, "rs2", "tenant-s", 3, stderr=err)
+        lone = gs["rs2"] = start(pager, "rs2", "tenant-s", 3, {"durability": {"replicas": 1}}, stderr=err)
         wait_filled(lone, "rs2")
         park(pager, "rs2")
         pager.kill()
@@ -259,6 +265,7 @@ def scenario_restart():
                 g.kill()
                 g.wait()
         pager.stop()
+        donor.stop()
 
 
 def scenario_prefetch():
