@@ -38,8 +38,11 @@ struct share_group {
 	char name[POLICY_NAME_MAX];
 	struct donor_pool *pool;
 	unsigned members;
+	/* The strongest durability of the members (under lock): what new copies get. */
 	unsigned replicas;
 	bool backup;
+	bool complete_pending; /* raised: entries stored before get their missing copies (repair) */
+	bool complete_retry;   /* some could not get them: again once the donors change */
 	pthread_mutex_t lock; /* the index and the idle contexts */
 	pthread_cond_t settled; /* a pending entry became ready or went */
 	struct share_index ix;
@@ -53,6 +56,10 @@ struct share_group {
 	/* Members recorded in the state file that have not come back since a crash (under lock). */
 	bool pending[SHARE_STATE_MAX_MEMBERS];
 	unsigned npending;
+	/* Each joined member's durability, by slot (under lock). */
+	bool in[SHARE_STATE_MAX_MEMBERS];
+	uint8_t m_replicas[SHARE_STATE_MAX_MEMBERS];
+	bool m_backup[SHARE_STATE_MAX_MEMBERS];
 	pthread_mutex_t repair_lock; /* one repair pass at a time, whichever member runs it */
 	bool repair_retry;
 	_Atomic uint64_t hits, stored, bad_copies, write_errors;
@@ -534,6 +541,119 @@ static bool repair_entry(struct share_group *g, uint32_t id, void *buf)
 	return done;
 }
 
+/*
+ * The group's durability becomes the strongest of its members': new
+ * copies follow it at once; a raise also has the copies stored before
+ * completed by the next repair pass. A weaker one after the strongest
+ * member left applies to new copies only. Under lock.
+ */
+static void durability_update(struct share_group *g)
+{
+	unsigned r = 0;
+	bool b = false, raised;
+
+	for (unsigned i = 0; i < SHARE_STATE_MAX_MEMBERS; i++)
+		if (g->in[i]) {
+			r = g->m_replicas[i] > r ? g->m_replicas[i] : r;
+			b |= g->m_backup[i];
+		}
+	if (!r && !b)
+		return; /* no member: keep what the group had */
+	if (r == g->replicas && b == g->backup)
+		return;
+	raised = r > g->replicas || (b && !g->backup);
+	log_info("sharing group %s: durability now replicas %u, backup %s (the strongest of its members')%s", g->name, r,
+		 b ? "spill" : "none", raised ? "; copies stored before get theirs" : "");
+	g->replicas = r;
+	g->backup = b;
+	store_set_durability(g->store, r, b);
+	g->complete_pending |= raised;
+}
+
+/*
+ * Gives one entry the copies the group's durability asks for that it
+ * lacks (after a raise): remote ones on donors it is not on yet, a spill
+ * copy if backup is asked. Returns false if something must be retried.
+ */
+static bool complete_entry(struct share_group *g, uint32_t id, void *buf)
+{
+	struct share_entry e;
+	enum store_source src;
+	unsigned remote = 0, want_r;
+	bool spill = false, want_b, done = true;
+
+	if (!entry_snapshot(g, id, &e))
+		return true;
+	pthread_mutex_lock(&g->lock);
+	want_r = g->replicas;
+	want_b = g->backup;
+	pthread_mutex_unlock(&g->lock);
+	for (unsigned c = 0; c < STORE_MAX_COPIES; c++) {
+		if (e.locs[c] == LOC_NONE)
+			continue;
+		if (loc_is_remote(e.locs[c]))
+			remote += store_loc_health(g->store, e.locs[c]) == LOC_OK;
+		else
+			spill = true;
+	}
+	if (remote >= want_r && (spill || !want_b))
+		return true;
+	/* The sealed copy, CRC-checked: written to the new places as it is. */
+	if (store_read(g->store, id, e.locs, e.crc, buf, &src, false) < 0)
+		return true; /* nothing readable: repair and readers find out */
+	for (unsigned c = 0; c < STORE_MAX_COPIES && done; c++) {
+		uint32_t nl, one[STORE_MAX_COPIES];
+
+		if (e.locs[c] != LOC_NONE)
+			continue;
+		if (remote < want_r) {
+			if (store_place_one(g->store, e.locs, STORE_MAX_COPIES, &nl) < 0) {
+				done = false;
+				break;
+			}
+		} else if (want_b && !spill) {
+			nl = spill_alloc_slot(g->spill);
+			if (nl == SPILL_NO_SLOT || nl >= STORE_SPILL_MAX_SLOTS) {
+				if (nl != SPILL_NO_SLOT)
+					spill_free_slot(g->spill, nl);
+				done = false;
+				break;
+			}
+		} else {
+			break;
+		}
+		for (unsigned k = 0; k < STORE_MAX_COPIES; k++)
+			one[k] = LOC_NONE;
+		one[0] = nl;
+		if (store_write_page(g->store, buf, one, id, 0) < 0) {
+			store_free_loc(g->store, nl);
+			done = false;
+			break;
+		}
+		pthread_mutex_lock(&g->lock);
+		struct share_entry *cur = share_index_entry(&g->ix, id);
+		if (share_index_valid(&g->ix, id) && cur->state == SE_READY && cur->locs[c] == LOC_NONE &&
+		    !memcmp(cur->key, e.key, DSEAL_NONCE_LEN)) {
+			share_state_set_loc(g->state, id, c, nl); /* the file first, as every location change */
+			cur->locs[c] = nl;
+			e.locs[c] = nl;
+		} else {
+			store_free_loc(g->store, nl); /* the entry went or changed meanwhile */
+			nl = LOC_NONE;
+		}
+		pthread_mutex_unlock(&g->lock);
+		if (nl == LOC_NONE)
+			break;
+		if (loc_is_remote(nl))
+			remote++;
+		else
+			spill = true;
+		if (remote >= want_r && (spill || !want_b))
+			break;
+	}
+	return done;
+}
+
 /* True while the process of a recorded member lives (a recycled pid has another start time). */
 static bool member_alive(const struct share_member *m)
 {
@@ -566,6 +686,28 @@ bool share_repair(struct share_group *g)
 	if (!g || pthread_mutex_trylock(&g->repair_lock))
 		return true; /* another member repairs right now */
 	check_pending(g);
+	pthread_mutex_lock(&g->lock);
+	bool complete = g->complete_pending || (g->complete_retry && store_generation_changed(g->store));
+	g->complete_pending = g->complete_retry = false;
+	pthread_mutex_unlock(&g->lock);
+	if (complete && !posix_memalign(&buf, PAGE_SIZE_4K, PAGE_SIZE_4K)) {
+		uint32_t n;
+		bool all = true;
+
+		pthread_mutex_lock(&g->lock);
+		n = g->ix.used;
+		pthread_mutex_unlock(&g->lock);
+		for (uint32_t id = 0; id < n; id++)
+			all &= complete_entry(g, id, buf);
+		free(buf);
+		log_info("sharing group %s: copies completed to the group's durability over %u entries%s", g->name, n,
+			 all ? "" : "; some could not be placed: again when the donors change");
+		if (!all) {
+			pthread_mutex_lock(&g->lock);
+			g->complete_retry = true;
+			pthread_mutex_unlock(&g->lock);
+		}
+	}
 	if (!store_generation_changed(g->store) && !g->repair_retry) {
 		pthread_mutex_unlock(&g->repair_lock);
 		return true;
@@ -706,8 +848,12 @@ static int group_new(const struct policy_vm *pol, struct donor_pool *pool, const
 	struct share_group *g = calloc(1, sizeof(*g));
 	char dir[512], label[POLICY_NAME_MAX + 8];
 	uint64_t max_slots = pol->spill_max / PAGE_SIZE_4K;
+	/* Room in every entry for the strongest durability a member may bring (store_set_durability). */
+	struct policy_vm gpol = *pol;
 	int r;
 
+	gpol.replicas = POLICY_MAX_REPLICAS;
+	gpol.backup_spill = true;
 	if (!g)
 		return -ENOMEM;
 	pthread_mutex_init(&g->lock, NULL);
@@ -715,7 +861,7 @@ static int group_new(const struct policy_vm *pol, struct donor_pool *pool, const
 	pthread_cond_init(&g->settled, NULL);
 	snprintf(g->name, sizeof(g->name), "%s", pol->sharing_group);
 	g->pool = pool;
-	g->replicas = pol->replicas;
+	g->replicas = pol->replicas ? pol->replicas : 1;
 	g->backup = pol->backup_spill;
 	if (!max_slots || max_slots > STORE_SPILL_MAX_SLOTS)
 		max_slots = STORE_SPILL_MAX_SLOTS;
@@ -733,12 +879,14 @@ static int group_new(const struct policy_vm *pol, struct donor_pool *pool, const
 	} else if ((r = spill_new(dir, g->name, max_slots, g->from_file, &g->spill)) < 0) {
 		snprintf(err, errlen, "sharing_group '%s': cannot %s its spill file in %s: %s", g->name,
 			 g->from_file ? "open" : "create", dir, strerror(-r));
-	} else if ((r = store_new(label, pool, g->spill, NULL, pol, share_state_store_area(g->state), g->from_file,
+	} else if ((r = store_new(label, pool, g->spill, NULL, &gpol, share_state_store_area(g->state), g->from_file,
 				  &g->store)) < 0) {
 		snprintf(err, errlen, "sharing_group '%s': cannot set up its store: %s", g->name,
 			 r == -EBADMSG ? "its state file holds no slab table" : strerror(-r));
-	} else if (g->from_file) {
-		r = group_load(g, err, errlen);
+	} else {
+		store_set_durability(g->store, g->replicas, g->backup);
+		if (g->from_file)
+			r = group_load(g, err, errlen);
 	}
 	if (r < 0) {
 		group_free(g, g->from_file);
@@ -778,20 +926,19 @@ int share_group_join(const struct policy_vm *pol, struct donor_pool *pool, const
 	for (g = groups; g; g = g->next)
 		if (!strcmp(g->name, pol->sharing_group) && g->pool == pool)
 			break;
-	if (g && (g->replicas != pol->replicas || g->backup != pol->backup_spill)) {
-		snprintf(err, errlen,
-			 "field 'durability': replicas %u, backup %s differ from sharing_group '%s' "
-			 "(replicas %u, backup %s): members of a group store their pages alike",
-			 pol->replicas, pol->backup_spill ? "spill" : "none", g->name, g->replicas,
-			 g->backup ? "spill" : "none");
-		r = -EINVAL;
-	} else if (!g && (r = group_new(pol, pool, state_dir, &g, err, errlen)) == 0) {
+	if (!g && (r = group_new(pol, pool, state_dir, &g, err, errlen)) == 0) {
 		g->next = groups;
 		groups = g;
 	}
 	if (r == 0) {
 		pthread_mutex_lock(&g->lock);
 		r = member_join(g, m, err, errlen);
+		if (r == 0) {
+			g->in[m->slot] = true;
+			g->m_replicas[m->slot] = (uint8_t)(pol->replicas ? pol->replicas : 1);
+			g->m_backup[m->slot] = pol->backup_spill;
+			durability_update(g);
+		}
 		pthread_mutex_unlock(&g->lock);
 	}
 	if (r == 0) {
@@ -837,6 +984,10 @@ void share_group_leave(struct share_group *g, const struct share_member *m, bool
 	if (!g)
 		return;
 	pthread_mutex_lock(&g->lock);
+	if (m->slot < SHARE_STATE_MAX_MEMBERS) {
+		g->in[m->slot] = false;
+		durability_update(g);
+	}
 	if (still_named && m->slot < SHARE_STATE_MAX_MEMBERS && !g->pending[m->slot]) {
 		g->pending[m->slot] = true; /* the next pager waits for it */
 		g->npending++;

@@ -122,6 +122,12 @@ bool store_shares(const struct store *st);
  */
 void store_put_shared_batch(struct store *st, const void *const *pages, unsigned n, uint32_t *ret_locs, int *results);
 unsigned store_max_copies(const struct store *st);
+/*
+ * A sharing group's store: copies placed from now on follow this
+ * durability (replicas capped so that replicas + backup fit max copies).
+ * Copies already placed keep theirs.
+ */
+void store_set_durability(struct store *st, unsigned replicas, bool backup);
 
 /*
  * Chooses and reserves locations for every copy the policy requires of one

@@ -22,6 +22,10 @@
               VMs' memory, both are adopted and verify every byte. Last,
               a third VM's group state file is corrupted while no pager
               runs: its adoption is refused, naming the file.
+  durability  3 donors: a VM with replicas 1 parked in a group, then one
+              with replicas 2 joins: every group copy gets 2 replicas (the
+              first VM's too); a donor SIGKILLed: no page lost, every byte
+              verified in both.
   prefetch    1 donor: a sharing VM scans sequentially (pages 4x its
               local memory); its group copies are prefetched: at least 4
               prefetch hits per donor fault, every byte verified.
@@ -268,6 +272,45 @@ def scenario_restart():
         donor.stop()
 
 
+def scenario_durability():
+    """Members of one group with replicas 1 and 2: every group copy gets 2, a donor's loss costs no page."""
+    donors = [Donor(capacity="256M") for _ in range(3)]
+    pager = None
+    gs = {}
+    try:
+        pager = Pager(config={"donors": [d.url for d in donors], "donor_key_file": donors[0].key_file,
+                              "client_id": "test-pager", "donor_timeout_ms": DONOR_TIMEOUT_MS})
+        gs["du0"] = start(pager, "du0", "tenant-d", 1, {"durability": {"replicas": 1}})
+        wait_filled(gs["du0"], "du0")
+        park(pager, "du0")
+        one = group_stats(pager, "tenant-d")
+        check(one["remote_copies"] == one["copies"], f"replicas 1 alone: one copy per entry ({one})")
+        # A member asking for 2 replicas: the group's copies, those stored before included, get 2.
+        gs["du1"] = start(pager, "du1", "tenant-d", 2, {"durability": {"replicas": 2}})
+        wait_filled(gs["du1"], "du1")
+        park(pager, "du1")
+        two = wait_for(lambda: (lambda s: s if s and s["remote_copies"] == 2 * s["copies"] else None)(
+            group_stats(pager, "tenant-d")), 60, "every group copy has 2 replicas")
+        print(f"tenant-d: {one['copies']} entries with 1 replica, then {two['copies']} entries, "
+              f"{two['remote_copies']} remote copies")
+        donors[0].kill()
+        wait_for(lambda: (lambda s: s and s["copies_lost"] > 0 and s["rereplications"] >= s["copies_lost"])(
+            group_stats(pager, "tenant-d")), 60, "the group re-creates every copy lost with the donor")
+        for name in gs:
+            st = pager.vm_stats(name)
+            check(st["remote"]["pages_lost"] == 0, f"{name}: no page lost ({st['remote']})")
+        finish(gs)
+    finally:
+        for g in gs.values():
+            if g.poll() is None:
+                g.kill()
+                g.wait()
+        if pager:
+            pager.stop()
+        for d in donors:
+            d.stop()
+
+
 def scenario_prefetch():
     """A sharing VM scanning sequentially, its pages group copies on a donor: served largely by prefetch."""
     donor = Donor(capacity="256M")
@@ -305,7 +348,7 @@ def main():
     scen = sys.argv[1] if len(sys.argv) > 1 else "group"
     t0 = time.time()
     {"group": scenario_group, "donor_loss": scenario_donor_loss, "restart": scenario_restart,
-     "prefetch": scenario_prefetch}[scen]()
+     "prefetch": scenario_prefetch, "durability": scenario_durability}[scen]()
     print(f"{scen}: passed in {time.time() - t0:.1f} s")
 
 
