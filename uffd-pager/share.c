@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Sharing groups (share.h): the pager-wide registry, the path of a page
- * through the content index and the group's store, and the group's own
- * repair. Lock order: a VM's lock, then the group's, then its store's;
+ * through the content index and the group's store, the group's state
+ * file kept in step with its index (and loaded after a crash), and the
+ * group's own repair. Lock order: a VM's lock, then the group's, then its store's;
  * the group never calls into a VM.
  */
 #include <dirent.h>

@@ -3,8 +3,8 @@
  * Sharing groups (docs/sharing.md): the VMs whose policies name the same
  * sharing_group store each distinct page once. A group has its own store
  * (slab table on the pager's donors, spill file STATE_DIR/groups/NAME.spill),
- * deterministic sealing keys (dseal.h) and a content index
- * (share-index.h). Its members' stores reach it through
+ * deterministic sealing keys (dseal.h), a content index (share-index.h)
+ * and a state file that outlives a crashed pager (share-state.h). Its members' stores reach it through
  * share_store_ops (store.h's hooks); the pager keeps one process-wide
  * registry of groups, each living while it has members.
  */
@@ -30,8 +30,9 @@ extern const struct store_shared_ops share_store_ops;
  * group's state file; m->slot set), creating the group for its first
  * member: from the files a dead pager left in STATE_DIR/groups (keys,
  * state file, spill file; its copies kept until every member it recorded
- * is back), else new ones with pol's durability. A member whose
- * durability differs from the group's is refused. Returns 0, or -errno
+ * is back), else new ones. The group's durability becomes the strongest
+ * of its members' (copies stored before are completed by share_repair).
+ * Returns 0, or -errno
  * with err naming what failed (a state file that fails its checks: the
  * file and what is wrong).
  */
@@ -54,9 +55,11 @@ int share_group_adopt(struct share_group *g, const struct share_member *m, const
  */
 void share_group_leave(struct share_group *g, const struct share_member *m, bool still_named);
 /*
- * Re-creates or moves group copies on dead or departing donors, once for
- * the group whichever member's repair thread calls (the others return at
- * once). Returns false when something must be retried.
+ * Re-creates or moves group copies on dead or departing donors, gives
+ * copies the group's raised durability, and settles members a crash left
+ * to come back whose process ended: once for the group, whichever
+ * member's repair thread calls (the others return at once). Returns false
+ * when something must be retried.
  */
 bool share_repair(struct share_group *g);
 /* A group copy being prefetched, and what checks it once read: its entry's key, tag and copy CRC. */
