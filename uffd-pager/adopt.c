@@ -7,6 +7,7 @@
  * sparse guest) are skipped a chunk at a time with SEEK_DATA.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <linux/userfaultfd.h>
 #include <stdio.h>
 #include <string.h>
@@ -74,10 +75,9 @@ static int adopt_range(struct vm *vm, struct vm_region *r, uint64_t first, uint6
 
 				if (ar == -EXDEV) {
 					pthread_mutex_unlock(&vm->lock);
-					snprintf(err, errlen, "page %llu is stored in sharing group '%s', whose copies do not "
-						 "survive a pager restart (docs/sharing.md)", (unsigned long long)p,
-						 vm->policy.sharing_group);
-					return ar;
+					snprintf(err, errlen, "page %llu is stored in a sharing group, but the VM's policy "
+						 "names none (field 'sharing_group')", (unsigned long long)p);
+					return -EBADMSG;
 				}
 				if (ar < 0) {
 					pthread_mutex_unlock(&vm->lock);
@@ -90,6 +90,48 @@ static int adopt_range(struct vm *vm, struct vm_region *r, uint64_t first, uint6
 		pthread_mutex_unlock(&vm->lock);
 	}
 	return 0;
+}
+
+/*
+ * The group entries the adopted page map names, one reference each
+ * (docs/sharing.md, "Pager restart"): the map wins over anything the
+ * group's state file could have counted. All or nothing.
+ */
+static int adopt_shared(struct vm *vm, char *err, size_t errlen)
+{
+	uint32_t locs[STORE_MAX_COPIES], *ids = NULL;
+	size_t n = 0, cap = 0;
+	int r = 0;
+
+	if (!vm->share)
+		return 0;
+	pthread_mutex_lock(&vm->lock);
+	for (uint64_t p = 0; p < pagemap_npages(&vm->map) && r == 0; p++) {
+		pagemap_get_locs(&vm->map, p, locs);
+		for (unsigned c = 0; c < STORE_MAX_COPIES && r == 0; c++) {
+			if (!loc_is_shared(locs[c]))
+				continue;
+			if (n == cap) {
+				uint32_t *g = realloc(ids, (cap = cap ? cap * 2 : 4096) * sizeof(*ids));
+				if (!g) {
+					r = -ENOMEM;
+					snprintf(err, errlen, "out of memory");
+					break;
+				}
+				ids = g;
+			}
+			ids[n++] = locs[c] & (LOC_SHARED - 1);
+		}
+	}
+	pthread_mutex_unlock(&vm->lock);
+	if (r == 0)
+		r = share_group_adopt(vm->share, &vm->share_member, ids, n, err, errlen);
+	if (r == 0) {
+		atomic_store(&store_stats(vm->store)->shared_refs, n);
+		vm->share_held = true;
+	}
+	free(ids);
+	return r;
 }
 
 int vm_adopt_recover(struct vm *vm, char *err, size_t errlen)
@@ -107,6 +149,8 @@ int vm_adopt_recover(struct vm *vm, char *err, size_t errlen)
 			return r;
 	}
 	store_adopt_done(vm->store);
+	if ((r = adopt_shared(vm, err, errlen)) < 0)
+		return r;
 	pthread_mutex_lock(&vm->lock);
 	/* Every resident page queued for eviction again, in page order (the dead pager's order is gone). */
 	r = vm_resize_victims(vm, vm->npages);

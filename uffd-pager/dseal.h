@@ -29,8 +29,17 @@ int dseal_new(const char *dir, const char *name, struct dseal **ret);
 /* From given keys, with no file (tests, tools). Returns 0 or -errno. */
 int dseal_new_from_keys(const uint8_t mac_key[DSEAL_KEY_LEN], const uint8_t enc_key[DSEAL_KEY_LEN],
 			const uint8_t id[DSEAL_ID_LEN], struct dseal **ret);
+/*
+ * The keys a pager wrote to DIR/NAME.key, for a group that outlived it.
+ * Returns 0, -ENOENT, -EPERM (not a 0600 file of this uid) or -EBADMSG.
+ */
+int dseal_load(const char *dir, const char *name, struct dseal **ret);
 /* Wipes the keys and deletes the key file. Every dseal_ctx must be freed first. NULL-safe. */
 void dseal_free(struct dseal *s);
+/* Wipes the keys; the key file stays for the next pager. NULL-safe. */
+void dseal_close(struct dseal *s);
+/* The group's random id (the associated data of every copy, and its state file's). */
+const uint8_t *dseal_id(const struct dseal *s);
 const char *dseal_path(const struct dseal *s);
 
 /* A context for one thread at a time, keys loaded. Returns 0 or -errno. */

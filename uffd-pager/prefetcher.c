@@ -25,6 +25,8 @@ struct pf_entry {
 	uint64_t page;
 	uint32_t crc;
 	uint32_t locs[STORE_MAX_COPIES];
+	bool shared;            /* locs[0] names a copy of the VM's sharing group */
+	struct share_fetch sf;  /* then what checks it */
 	struct pool_op op;
 };
 
@@ -119,8 +121,13 @@ void prefetch_issue(struct prefetcher *pf)
 		struct pf_entry *e = &pf->e[pf->n];
 		if (i != pf->n)
 			*e = pf->e[i];
+		void *buf = pf->bufs + (size_t)pf->n * PAGE_SIZE_4K;
+
 		e->op.w = &pf->w[pf->n / PF_CHUNK];
-		if (store_read_async(vm->store, e->locs, pf->bufs + (size_t)pf->n * PAGE_SIZE_4K, &e->op, &donors) == 0)
+		/* A group copy: read through the group's store, checked under its entry (docs/sharing.md). */
+		e->shared = vm->share && loc_is_shared(e->locs[0]);
+		if ((e->shared ? share_read_async(vm->share, e->locs[0], buf, &e->op, &donors, &e->sf)
+			       : store_read_async(vm->store, e->locs, buf, &e->op, &donors)) == 0)
 			pf->n++;
 	}
 	store_flush(vm->store, donors);
@@ -204,9 +211,12 @@ static unsigned install_chunk(struct prefetcher *pf, unsigned first, unsigned n)
 	bool rejected[PF_MAX_WINDOW];
 
 	for (unsigned i = first; i < first + n; i++) {
+		void *buf = pf->bufs + (size_t)i * PAGE_SIZE_4K;
+
 		rejected[i] = pf->e[i].op.status >= 0 &&
-			      store_check_copy(vm->store, pf->e[i].page, pf->e[i].crc,
-					       pf->bufs + (size_t)i * PAGE_SIZE_4K, pf->e[i].op.tag) < 0;
+			      (pf->e[i].shared ? share_fetch_open(vm->share, &pf->e[i].sf, buf)
+					       : store_check_copy(vm->store, pf->e[i].page, pf->e[i].crc, buf,
+								  pf->e[i].op.tag)) < 0;
 		ok[i] = pf->e[i].op.status >= 0 && !rejected[i];
 	}
 	pthread_mutex_lock(&vm->lock);
@@ -215,8 +225,17 @@ static unsigned install_chunk(struct prefetcher *pf, unsigned first, unsigned n)
 		       vm->high_pages - pagemap_resident(&vm->map) - *pf->reserved : 0;
 	for (unsigned i = first; i < first + n; i++) {
 		const struct page_entry *pe = pagemap_entry(&vm->map, pf->e[i].page);
-		/* Same checksum as now stored: the bytes are the page's (a refault and re-eviction may reuse a slot). */
-		const bool same = pe->state == PG_STORED && pe->crc == pf->e[i].crc;
+		uint32_t now[STORE_MAX_COPIES];
+		bool same = pe->state == PG_STORED;
+
+		if (same && pf->e[i].shared) {
+			/* Same entry, same content: an entry's number is reused for other content only after it went. */
+			pagemap_get_locs(&vm->map, pf->e[i].page, now);
+			same = now[0] == pf->e[i].locs[0] && share_fetch_current(vm->share, &pf->e[i].sf);
+		} else {
+			/* Same checksum as now stored: the bytes are the page's (a refault and re-eviction may reuse a slot). */
+			same = same && pe->crc == pf->e[i].crc;
+		}
 		if (ok[i] && room && same && !(pe->flags & (PGF_LOST | PGF_FETCHING)))
 			room--;
 		else

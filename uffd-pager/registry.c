@@ -39,6 +39,7 @@
 #include "glue-proto.h"
 #include "log.h"
 #include "registry.h"
+#include "share.h"
 #include "spill.h"
 #include "store.h"
 #include "util.h"
@@ -956,6 +957,9 @@ int pager_new(const struct policy_pager_config *cfg, struct pager **ret)
 	r = vmstate_remove_stale(cfg->state_dir, release_orphan_slabs, p->pool);
 	if (r < 0)
 		return log_err_errno(r, "cannot read state directory %s", cfg->state_dir);
+	/* Then groups whose members all ended (their VMs' files just went). */
+	if ((r = share_remove_stale(cfg->state_dir, p->pool)) < 0)
+		log_warn("cannot read %s/groups: %s", cfg->state_dir, strerror(-r));
 	*ret = TAKE_PTR(p);
 	return 0;
 }

@@ -108,6 +108,52 @@ int share_index_insert(struct share_index *ix, const uint8_t key[DSEAL_NONCE_LEN
 	return 0;
 }
 
+int share_index_restore(struct share_index *ix, const struct share_entry *entries, uint32_t n, uint32_t *ret_dup)
+{
+	uint32_t cap = n > 1024 ? n : 1024;
+
+	if (n > SHARE_MAX_ENTRIES)
+		return -ENOSPC;
+	ix->e = calloc(cap, sizeof(*ix->e));
+	if (!ix->e)
+		return -ENOMEM;
+	ix->cap = cap;
+	ix->used = n;
+	for (uint32_t id = 0; id < n; id++)
+		if (entries[id].state == SE_READY)
+			ix->live++;
+	/* Buckets for every entry at once: chains stay about one long. */
+	while (ix->nbuckets < ix->live && ix->nbuckets < SHARE_MAX_ENTRIES) {
+		uint32_t *b = realloc(ix->buckets, (size_t)ix->nbuckets * 2 * sizeof(*b));
+
+		if (!b)
+			return -ENOMEM;
+		ix->buckets = b;
+		ix->nbuckets *= 2;
+	}
+	memset(ix->buckets, 0xff, (size_t)ix->nbuckets * sizeof(*ix->buckets));
+	for (uint32_t i = n; i-- > 0;) {
+		struct share_entry *e = &ix->e[i];
+
+		*e = entries[i];
+		e->refs = 0;
+		if (e->state != SE_READY) {
+			memset(e, 0, sizeof(*e));
+			e->next = ix->free_head;
+			ix->free_head = i;
+			continue;
+		}
+		if (share_index_find(ix, e->key) != SHARE_NONE) {
+			*ret_dup = i;
+			return -EEXIST;
+		}
+		uint32_t k = bucket_of(ix, e->key);
+		e->next = ix->buckets[k];
+		ix->buckets[k] = i;
+	}
+	return 0;
+}
+
 bool share_index_valid(const struct share_index *ix, uint32_t id)
 {
 	return id < ix->used && ix->e[id].state != SE_FREE;

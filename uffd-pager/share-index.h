@@ -62,5 +62,13 @@ void share_index_ref(struct share_index *ix, uint32_t id);
  * frees the entry's copies, then calls share_index_remove.
  */
 bool share_index_unref(struct share_index *ix, uint32_t id);
+/*
+ * Rebuilds a fresh index (share_index_init'ed, nothing inserted) from n
+ * entries numbered 0..n-1 as a state file recorded them (share-state.h):
+ * SE_READY ones keep their number with no references, the others are
+ * free. Returns 0, -ENOMEM, or -EEXIST when two ready entries have the
+ * same key (ret_dup: the second).
+ */
+int share_index_restore(struct share_index *ix, const struct share_entry *entries, uint32_t n, uint32_t *ret_dup);
 /* Unlinks an entry (no references left, or a pending write failed) and frees its number. */
 void share_index_remove(struct share_index *ix, uint32_t id);

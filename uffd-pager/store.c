@@ -46,8 +46,9 @@ struct store {
 	char name[64];
 	struct donor_pool *pool;
 	struct spill *spill;
-	unsigned replicas, max_copies;
-	bool backup;
+	_Atomic unsigned replicas; /* a sharing group's may change (store_set_durability) */
+	unsigned max_copies;
+	_Atomic bool backup;
 	pthread_mutex_t lock;       /* slab table */
 	pthread_mutex_t alloc_lock; /* one slab allocation at a time */
 	struct store_area *area;    /* the state file's (or our own anonymous mapping) */
@@ -203,9 +204,9 @@ int store_adopt_loc(struct store *st, uint32_t loc)
 {
 	if (loc == LOC_NONE)
 		return 0;
-	/* Sharing groups live in pager memory only (docs/sharing.md, "Pager restart"). */
+	/* The group counts its own references (share_group_adopt); none without a group. */
 	if (loc_is_shared(loc))
-		return -EXDEV;
+		return st->shared ? 0 : -EXDEV;
 	if (!loc_is_remote(loc))
 		return spill_mark_used(st->spill, loc);
 	uint32_t idx = (loc & ~LOC_REMOTE) >> 12, slot = loc & (STORE_SLAB_SLOTS - 1);
@@ -293,6 +294,16 @@ void store_put_shared_batch(struct store *st, const void *const *pages, unsigned
 }
 
 unsigned store_max_copies(const struct store *st) { return st->max_copies; }
+
+void store_set_durability(struct store *st, unsigned replicas, bool backup)
+{
+	if (replicas < 1)
+		replicas = 1;
+	if (replicas + backup > st->max_copies)
+		replicas = st->max_copies - backup;
+	atomic_store(&st->replicas, replicas);
+	atomic_store(&st->backup, backup);
+}
 
 uint64_t store_donor_pages(struct store *st, unsigned donor)
 {
@@ -415,10 +426,13 @@ int store_place(struct store *st, uint32_t *locs)
 
 	for (unsigned i = 0; i < st->max_copies; i++)
 		locs[i] = LOC_NONE;
+	const unsigned replicas = atomic_load(&st->replicas);
+	const bool backup = atomic_load(&st->backup);
+
 	if (donor_pool_has_donors(st->pool))
-		got = place_remote(st, st->replicas, 0, locs);
+		got = place_remote(st, replicas, 0, locs);
 	/* The spill file is the backup, stands in for a missing replica, and takes what no donor can. */
-	want_spill = st->backup || got < st->replicas;
+	want_spill = backup || got < replicas;
 	if (want_spill) {
 		uint32_t slot = spill_alloc_slot(st->spill);
 		if (slot != SPILL_NO_SLOT && slot < STORE_SPILL_MAX_SLOTS) {
@@ -429,7 +443,7 @@ int store_place(struct store *st, uint32_t *locs)
 			if (slot != SPILL_NO_SLOT)
 				spill_free_slot(st->spill, slot);
 			/* A required backup or the only copy is missing: the page stays. */
-			if (st->backup || got == 0) {
+			if (backup || got == 0) {
 				store_free_locs(st, locs);
 				for (unsigned i = 0; i < st->max_copies; i++)
 					locs[i] = LOC_NONE;

@@ -90,7 +90,11 @@ int store_new(const char *vm_name, struct donor_pool *pool, struct spill *spill,
  * -EBADMSG when the area holds no slab table.
  */
 size_t store_state_bytes(void);
-/* Adoption: the page map names this copy. Returns 0, or -EBADMSG for a location the table never had. */
+/*
+ * Adoption: the page map names this copy. Returns 0, -EBADMSG for a
+ * location the table never had, or -EXDEV for a shared one with no
+ * sharing group set (store_set_shared, before adoption).
+ */
 int store_adopt_loc(struct store *st, uint32_t loc);
 /* Adoption: every copy is marked; count them (and repair what lies on dead donors). */
 void store_adopt_done(struct store *st);
@@ -118,6 +122,12 @@ bool store_shares(const struct store *st);
  */
 void store_put_shared_batch(struct store *st, const void *const *pages, unsigned n, uint32_t *ret_locs, int *results);
 unsigned store_max_copies(const struct store *st);
+/*
+ * A sharing group's store: copies placed from now on follow this
+ * durability (replicas capped so that replicas + backup fit max copies).
+ * Copies already placed keep theirs.
+ */
+void store_set_durability(struct store *st, unsigned replicas, bool backup);
 
 /*
  * Chooses and reserves locations for every copy the policy requires of one

@@ -128,6 +128,8 @@ struct vm {
 	struct donor_pool *pool; /* the pager's donors (may have none) */
 	struct store *store;     /* spill + donors behind one interface */
 	struct share_group *share; /* policy.sharing_group's, NULL: no sharing (share.h) */
+	struct share_member share_member; /* this VM in its group's state file */
+	bool share_held;                  /* the page map's shared locations hold their references */
 	unsigned ncopies;        /* locations per page (the page map's entries hold as many) */
 	pthread_cond_t repair_cond;
 	pthread_t fault_thread, evict_thread, repair_thread;

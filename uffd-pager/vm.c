@@ -307,20 +307,26 @@ int vm_add_region(struct vm *vm, int memfd, uint64_t host_addr, uint64_t length,
 			snprintf(err, errlen, "cannot set up stores: %s", ret == -EBADMSG ? "the state file holds no slab table" : strerror(-ret));
 			return ret;
 		}
-		if (vm->adopting && (ret = vm_adopt_recover(vm, err, errlen)) < 0)
-			return ret;
-		/* After adoption: a map that named an earlier pager's group copies was refused above. */
+		/* Before adoption: the group (a dead pager's, from its files) counts the map's references. */
 		if (vm->policy.sharing_group[0]) {
 			struct share_group *g;
 
-			ret = share_group_join(&vm->policy, vm->pool, vm->state_dir, &g, err, errlen);
+			snprintf(vm->share_member.name, sizeof(vm->share_member.name), "%s", vm->policy.name);
+			vm->share_member.pid = (int32_t)vm->pid;
+			vm->share_member.start_ns = vm->vs->hdr->start_boot_ns;
+			ret = share_group_join(&vm->policy, vm->pool, vm->state_dir, &vm->share_member, &g, err, errlen);
 			if (ret < 0)
 				return ret;
 			store_set_shared(store, &share_store_ops, g);
 			pthread_mutex_lock(&vm->lock);
 			vm->share = g;
 			pthread_mutex_unlock(&vm->lock);
+			if (!vm->adopting && (ret = share_group_adopt(g, &vm->share_member, NULL, 0, err, errlen)) < 0)
+				return ret;
+			vm->share_held = !vm->adopting;
 		}
+		if (vm->adopting && (ret = vm_adopt_recover(vm, err, errlen)) < 0)
+			return ret;
 		/*
 		 * A recorded region promises the next pager a spill file, a key and a
 		 * slab table: so the first one is recorded only now, before any page
@@ -359,8 +365,8 @@ fail:
 
 /*
  * The references the page map holds in the VM's sharing group, dropped
- * (threads stopped). Also when the VM lives on for the next pager: the
- * group does not outlive this one (docs/sharing.md, "Pager restart").
+ * (threads stopped): the VM exits, or every page it had in the group is
+ * back in its memory (docs/sharing.md, "Pager restart").
  */
 static void drop_shared_refs(struct vm *vm)
 {
@@ -377,16 +383,16 @@ static void drop_shared_refs(struct vm *vm)
 }
 
 /*
- * The pager stops and the VM lives on, but its group's copies do not
- * outlive this pager (docs/sharing.md, "Pager restart"): every stored
- * page whose copy is the group's goes back into the memfd, so the next
- * pager adopts it resident. Threads stopped: no fault is served meanwhile,
- * and a vCPU waiting on such a page is woken by the next pager's
- * adoption. The VM is over its limit until that pager evicts. A page that
- * cannot be read or written stays stored: the next pager refuses the VM,
- * naming the group, rather than serve it without the page.
+ * The pager stops and the VM lives on (docs/sharing.md, "Pager
+ * restart"): every stored page whose copy is the group's goes back into
+ * the memfd, so the next pager adopts it resident and the group can end
+ * with this pager. Threads stopped: no fault is served meanwhile, and a
+ * vCPU waiting on such a page is woken by the next pager's adoption. The
+ * VM is over its limit until that pager evicts. A page that cannot be
+ * read or written stays stored, with its reference: the group's files
+ * then stay, as after a crash. Returns how many stayed.
  */
-static void restore_shared_pages(struct vm *vm)
+static uint64_t restore_shared_pages(struct vm *vm)
 {
 	uint64_t restored = 0, failed = 0;
 	uint32_t locs[STORE_MAX_COPIES], freed[STORE_MAX_COPIES];
@@ -394,7 +400,7 @@ static void restore_shared_pages(struct vm *vm)
 	void *buf;
 
 	if (!vm->share || posix_memalign(&buf, PAGE_SIZE_4K, PAGE_SIZE_4K))
-		return;
+		return 1;
 	for (uint64_t p = 0; p < pagemap_npages(&vm->map); p++) {
 		const struct page_entry *pe;
 		uint32_t crc;
@@ -426,7 +432,9 @@ static void restore_shared_pages(struct vm *vm)
 			    (unsigned long long)restored, vm->policy.sharing_group);
 	if (failed)
 		vm_log_err(vm->policy.name, "pager stops: %llu pages of sharing group %s could not be brought back; "
-			   "the next pager will refuse the VM", (unsigned long long)failed, vm->policy.sharing_group);
+			   "they stay the group's, for the next pager", (unsigned long long)failed,
+			   vm->policy.sharing_group);
+	return failed;
 }
 
 /* Stops the threads and frees the VM; keep: the files (state, spill, key) and donor slabs stay for the next pager. */
@@ -453,14 +461,15 @@ static void vm_release(struct vm *vm, bool keep)
 			 (unsigned long long)vm->stats.evictions_aborted, (unsigned long long)vm->stats.integrity_errors,
 			 (unsigned long long)hist_quantile(&vm->fault_latency, 0.5),
 			 (unsigned long long)hist_quantile(&vm->fault_latency, 0.99));
-	if (keep)
-		restore_shared_pages(vm);
-	drop_shared_refs(vm);
+	/* Pages that could not be brought back keep their references: the group's files keep them. */
+	const bool named = vm->share && keep && (!vm->share_held || restore_shared_pages(vm) > 0);
+	if (vm->share_held && !named)
+		drop_shared_refs(vm);
 	if (keep)
 		store_detach(vm->store);
 	else
 		store_free(vm->store);
-	share_group_leave(vm->share);
+	share_group_leave(vm->share, &vm->share_member, named);
 	spill_free(vm->spill, keep);
 	for (unsigned i = 0; i < vm->nregions; i++)
 		close(vm->regions[i].memfd);

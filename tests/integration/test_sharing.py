@@ -14,12 +14,21 @@
               holding group copies is SIGKILLed; both VMs verify every
               byte, none is lost, and the group re-creates each lost copy
               once (not once per VM).
-  restart     spill only: 2 VMs of one group, parked; the pager is stopped
-              (SIGTERM) and started again: the group's pages went back
-              into the VMs' memory, both are adopted and verify every byte.
-              Then a third VM of the group is parked and the pager
-              SIGKILLed: the next pager refuses to adopt it, naming the
-              group (group copies do not survive a pager crash).
+  restart     1 donor: 2 VMs of one group, parked; the pager is
+              SIGKILLed and started again: both are adopted with every page
+              still stored in the group, whose copies (on the donor, its
+              slabs re-attached), and references are what they were before. Then the pager is stopped (SIGTERM)
+              and started again: the group's pages went back into the
+              VMs' memory, both are adopted and verify every byte. Last,
+              a third VM's group state file is corrupted while no pager
+              runs: its adoption is refused, naming the file.
+  durability  3 donors: a VM with replicas 1 parked in a group, then one
+              with replicas 2 joins: every group copy gets 2 replicas (the
+              first VM's too); a donor SIGKILLed: no page lost, every byte
+              verified in both.
+  prefetch    1 donor: a sharing VM scans sequentially (pages 4x its
+              local memory); its group copies are prefetched: at least 4
+              prefetch hits per donor fault, every byte verified.
 Prints the stored bytes with and without sharing."""
 import json
 import os
@@ -177,46 +186,81 @@ def scenario_donor_loss():
             d.stop()
 
 
+def wait_adopted(pager, gs):
+    for name in gs:
+        # "adopted" is set once the VM registers again; the pages are counted while it is adopted.
+        # The new pager evicts again at once (the VMs are over their limits): resident or stored anew.
+        wait_for(lambda: (lambda s: s and s["adopted"] and s["resident_pages"] + s["stored_pages"] == PAGES)(
+            pager.vm_stats(name)), 60, f"{name}: adopted with every page resident or stored")
+
+
 def scenario_restart():
-    pager = Pager()
+    donor = Donor(capacity="256M")
+    # The same client id after the restart: the donor's lease keeps the group's slabs for the next pager.
+    pager = Pager(config={"donors": [donor.url], "donor_key_file": donor.key_file, "client_id": "test-pager",
+                          "donor_timeout_ms": DONOR_TIMEOUT_MS})
     gs = {}
     try:
         for i in range(2):
-            gs[f"rs{i}"] = start(pager, f"rs{i}", "tenant-s", i + 1)
+            gs[f"rs{i}"] = start(pager, f"rs{i}", "tenant-s", i + 1, {"durability": {"replicas": 1}})
         for name, g in gs.items():
             wait_filled(g, name)
         for name in gs:
             park(pager, name)
-        check(group_stats(pager, "tenant-s")["copies"] > 0, "group copies stored")
+        before = group_stats(pager, "tenant-s")
+        check(before["copies"] > 0 and before["remote_copies"] == before["copies"],
+              f"group copies stored, each on the donor ({before})")
+        state = os.path.join(pager.state, "groups", "tenant-s.state")
+        check(os.path.exists(state) and os.stat(state).st_mode & 0o777 == 0o600,
+              f"the group's state file {state} exists, mode 0600")
+
+        # A crash: the next pager finds the group's copies again through its state file.
+        pager.kill()
+        pager.restart()
+        wait_adopted(pager, gs)
+        after = wait_for(lambda: (lambda s: s if s and s["members"] == 2 and s["members_pending"] == 0 else None)(
+            group_stats(pager, "tenant-s")), 60, "both members back in the recovered group")
+        print(f"tenant-s before the crash: {before['copies']} copies, {before['references']} references; "
+              f"after: {after['copies']} copies, {after['references']} references")
+        check(after["copies"] == before["copies"] and after["references"] == before["references"],
+              f"the group's copies and references are what they were before the crash ({after})")
+        check(after["remote_copies"] == before["remote_copies"],
+              f"the group's slabs on the donor re-attached: {after['remote_copies']} remote copies")
+        check(all(pager.vm_stats(n)["stored_pages"] == PAGES for n in gs),
+              "every page still stored in the group (none brought back, none lost)")
+        check("recovered from" in pager.read_log(), "the new pager says it recovered the group")
+
+        # A stop: the group's pages go back into the VMs' memory, the group ends with the pager.
         pager.stop_only()
         check(pager.read_log().count(f"{PAGES} pages of sharing group tenant-s back in memory") == 2,
               "the stopping pager brought every page of both VMs back from the group")
+        check(not os.path.exists(state), "the group's state file went with the group")
         pager.restart()
-        for name in gs:
-            # "adopted" is set once the VM registers again; the pages are counted while it is adopted.
-            # The new pager evicts again at once (the VMs are over their limits): resident or stored anew.
-            wait_for(lambda: (lambda s: s and s["adopted"] and s["resident_pages"] + s["stored_pages"] == PAGES)(
-                pager.vm_stats(name)), 60, f"{name}: adopted with every page resident or stored")
-        # The new pager's group stores them again.
+        wait_adopted(pager, gs)
         for name in gs:
             park(pager, name)
         check(group_stats(pager, "tenant-s")["copies"] > 0, "the new pager's group stores the pages again")
+        # guestsim's final pass: every byte of both VMs, through a crash and a stop.
         finish(gs)
 
+        # A state file that fails its checks: the VM is refused, the file named, no page served wrong.
         err_path = os.path.join(pager.tmp, "rs2.stderr")
         err = open(err_path, "w")
-        lone = gs["rs2"] = start(pager, "rs2", "tenant-s", 3, stderr=err)
+        lone = gs["rs2"] = start(pager, "rs2", "tenant-s", 3, {"durability": {"replicas": 1}}, stderr=err)
         wait_filled(lone, "rs2")
         park(pager, "rs2")
         pager.kill()
+        with open(state, "r+b") as f:
+            f.seek(8)  # inside the group's name: the header's checksum fails
+            b = f.read(1)
+            f.seek(8)
+            f.write(bytes([b[0] ^ 0xff]))
         pager.restart()
-        # The shim is told why (and keeps trying, its vCPUs waiting, rather than run without the pages).
-        wait_for(lambda: "stored in sharing group 'tenant-s', whose copies do not survive a pager restart"
-                 in open(err_path).read(), 60,
-                 "the adoption of a VM whose pages were the group's is refused, naming the group")
+        wait_for(lambda: f"group state file {state}: header fails its checksum" in open(err_path).read(), 60,
+                 "the adoption of a VM of a group whose state file is corrupted is refused, naming the file")
         check(lone.poll() is None, "rs2 waits for a pager, alive")
         err.close()
-        check(pager.vm_stats("rs2") is None, "rs2 is not served with pages missing")
+        check(pager.vm_stats("rs2") is None, "rs2 is not served with a corrupted group")
         lone.kill()
         lone.wait()
     finally:
@@ -225,13 +269,86 @@ def scenario_restart():
                 g.kill()
                 g.wait()
         pager.stop()
+        donor.stop()
+
+
+def scenario_durability():
+    """Members of one group with replicas 1 and 2: every group copy gets 2, a donor's loss costs no page."""
+    donors = [Donor(capacity="256M") for _ in range(3)]
+    pager = None
+    gs = {}
+    try:
+        pager = Pager(config={"donors": [d.url for d in donors], "donor_key_file": donors[0].key_file,
+                              "client_id": "test-pager", "donor_timeout_ms": DONOR_TIMEOUT_MS})
+        gs["du0"] = start(pager, "du0", "tenant-d", 1, {"durability": {"replicas": 1}})
+        wait_filled(gs["du0"], "du0")
+        park(pager, "du0")
+        one = group_stats(pager, "tenant-d")
+        check(one["remote_copies"] == one["copies"], f"replicas 1 alone: one copy per entry ({one})")
+        # A member asking for 2 replicas: the group's copies, those stored before included, get 2.
+        gs["du1"] = start(pager, "du1", "tenant-d", 2, {"durability": {"replicas": 2}})
+        wait_filled(gs["du1"], "du1")
+        park(pager, "du1")
+        two = wait_for(lambda: (lambda s: s if s and s["remote_copies"] == 2 * s["copies"] else None)(
+            group_stats(pager, "tenant-d")), 60, "every group copy has 2 replicas")
+        print(f"tenant-d: {one['copies']} entries with 1 replica, then {two['copies']} entries, "
+              f"{two['remote_copies']} remote copies")
+        donors[0].kill()
+        wait_for(lambda: (lambda s: s and s["copies_lost"] > 0 and s["rereplications"] >= s["copies_lost"])(
+            group_stats(pager, "tenant-d")), 60, "the group re-creates every copy lost with the donor")
+        for name in gs:
+            st = pager.vm_stats(name)
+            check(st["remote"]["pages_lost"] == 0, f"{name}: no page lost ({st['remote']})")
+        finish(gs)
+    finally:
+        for g in gs.values():
+            if g.poll() is None:
+                g.kill()
+                g.wait()
+        if pager:
+            pager.stop()
+        for d in donors:
+            d.stop()
+
+
+def scenario_prefetch():
+    """A sharing VM scanning sequentially, its pages group copies on a donor: served largely by prefetch."""
+    donor = Donor(capacity="256M")
+    pager = None
+    g = None
+    try:
+        pager = Pager(config={"donors": [donor.url], "donor_key_file": donor.key_file,
+                              "client_id": "test-pager", "donor_timeout_ms": DONOR_TIMEOUT_MS})
+        out = os.path.join(pager.tmp, "pf.json")
+        g = guestsim(pager, "pf", policy("pf", "8M", durability={"replicas": 1}, sharing_group="tenant-p"),
+                     ["--size", f"{SIZE_MB}M", "--threads", "1", "--pattern", "seq", "--writes", "50",
+                      "--ops", str(4 * PAGES), "--seed", "5", "--json", out, "--hold", "1"])
+        pager.wait_vm("pf")
+        last = pager.watch("pf", g, 240, 0.05)
+        rc = g.wait(timeout=30)
+        check(rc == 0, f"pf: guestsim verified every byte (exit {rc})")
+        check(last is not None and last["shared_pages"] > 0, "pf: its stored pages are group copies")
+        pf, f = last["prefetch"], last["faults"]
+        print(f"pf: prefetch {json.dumps(pf)}, faults {json.dumps(f)}")
+        check(f["donor"] > 0, f"pf: faults served from the donor ({f['donor']})")
+        check(pf["hits"] >= 4 * f["donor"],
+              f"pf: >= 4x more group pages prefetched ({pf['hits']}) than fetched on faults ({f['donor']})")
+        check(last["integrity_errors"] == 0 and last["remote"]["pages_lost"] == 0, "pf: no integrity error, no loss")
+    finally:
+        if g and g.poll() is None:
+            g.kill()
+            g.wait()
+        if pager:
+            pager.stop()
+        donor.stop()
 
 
 def main():
     require_root_and_uffd()
     scen = sys.argv[1] if len(sys.argv) > 1 else "group"
     t0 = time.time()
-    {"group": scenario_group, "donor_loss": scenario_donor_loss, "restart": scenario_restart}[scen]()
+    {"group": scenario_group, "donor_loss": scenario_donor_loss, "restart": scenario_restart,
+     "prefetch": scenario_prefetch, "durability": scenario_durability}[scen]()
     print(f"{scen}: passed in {time.time() - t0:.1f} s")
 
 

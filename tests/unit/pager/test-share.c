@@ -6,7 +6,9 @@
  * content's copy; the content index counts references and reuses numbers
  * only after the last one; a group stores a content once for every
  * member, serves it back, frees it with its last reference and deletes
- * its files with its last member. Ends with the per-page cost of the MAC
+ * its files with its last member; its state file is refused when
+ * truncated, corrupted or another group's, and a group that outlived its
+ * pager comes back with the references its members' maps name. Ends with the per-page cost of the MAC
  * and the seal.
  */
 #include <dirent.h>
@@ -14,6 +16,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,8 +26,10 @@
 #include "dseal.h"
 #include "share-index.h"
 #include "share.h"
+#include "share-state.h"
 #include "spill.h"
 #include "store.h"
+#include "vmstate.h"
 
 static const uint8_t mk_a[DSEAL_KEY_LEN] = { 1 }, ek_a[DSEAL_KEY_LEN] = { 2 }, id_a[DSEAL_ID_LEN] = { 3 };
 static const uint8_t mk_b[DSEAL_KEY_LEN] = { 4 }, ek_b[DSEAL_KEY_LEN] = { 5 }, id_b[DSEAL_ID_LEN] = { 6 };
@@ -180,6 +185,17 @@ static unsigned dir_entries(const char *path)
 	return n;
 }
 
+/* Member i: this process (alive, so a group that outlives a pager waits for it), under its own name. */
+static struct share_member *member(unsigned i)
+{
+	static struct share_member m[4];
+
+	snprintf(m[i].name, sizeof(m[i].name), "vm%u", i);
+	m[i].pid = (int32_t)getpid();
+	assert_int_equal(vmstate_pid_start(getpid(), &m[i].start_ns), 0);
+	return &m[i];
+}
+
 static void group_counts(struct share_group *g, uint64_t copies, uint64_t refs)
 {
 	uint64_t c, r;
@@ -213,7 +229,8 @@ static struct share_group *join_fresh(char *dir, char *gdir, size_t gdir_len, st
 	policy_vm_init(pol);
 	snprintf(pol->name, sizeof(pol->name), "%s", vm);
 	snprintf(pol->sharing_group, sizeof(pol->sharing_group), "%s", group);
-	assert_int_equal(share_group_join(pol, *ret_pool, dir, &g, err, sizeof(err)), 0);
+	assert_int_equal(share_group_join(pol, *ret_pool, dir, member(0), &g, err, sizeof(err)), 0);
+	assert_int_equal(share_group_adopt(g, member(0), NULL, 0, err, sizeof(err)), 0);
 	return g;
 }
 
@@ -231,14 +248,15 @@ static void test_group_spill(void **state)
 
 	(void)state;
 	g = join_fresh(dir, gdir, sizeof(gdir), &pool, &pol, "vm1", "tenant");
-	assert_int_equal(share_group_join(&pol, pool, dir, &g2, err, sizeof(err)), 0);
+	assert_int_equal(share_group_join(&pol, pool, dir, member(1), &g2, err, sizeof(err)), 0);
 	assert_ptr_equal(g, g2);
-	assert_int_equal(dir_entries(gdir), 2); /* key and spill file */
-	/* A member that would store its pages otherwise is refused, naming the field. */
+	assert_int_equal(dir_entries(gdir), 3); /* key, state and spill file */
+	/* A member of another durability joins: the group's becomes the strongest (donors: test_sharing.py). */
 	other = pol;
 	other.replicas = 2;
-	assert_int_equal(share_group_join(&other, pool, dir, &gx, err, sizeof(err)), -EINVAL);
-	assert_non_null(strstr(err, "durability"));
+	assert_int_equal(share_group_join(&other, pool, dir, member(2), &gx, err, sizeof(err)), 0);
+	assert_ptr_equal(gx, g);
+	share_group_leave(gx, member(2), false);
 
 	/* One copy for equal contents, whichever member stores them. */
 	assert_int_equal(put_one(g, a, &la), 0);
@@ -301,10 +319,10 @@ static void test_group_spill(void **state)
 
 	store_free(vst);
 	spill_free(vspill, false);
-	share_group_leave(g2);
-	assert_int_equal(dir_entries(gdir), 2); /* one member left */
-	share_group_leave(g);
-	assert_int_equal(dir_entries(gdir), 0); /* the last one takes the key and spill file */
+	share_group_leave(g2, member(1), false);
+	assert_int_equal(dir_entries(gdir), 3); /* one member left */
+	share_group_leave(g, member(0), false);
+	assert_int_equal(dir_entries(gdir), 0); /* the last one takes the key, state and spill file */
 	assert_int_equal(rmdir(gdir), 0);
 	assert_int_equal(rmdir(dir), 0);
 	donor_pool_free(pool);
@@ -388,7 +406,7 @@ static void test_group_batches(void **state)
 				share_store_ops.unref(g, rc[k].locs[i]);
 		group_counts(g, 0, 0);
 	}
-	share_group_leave(g);
+	share_group_leave(g, member(0), false);
 	assert_int_equal(dir_entries(gdir), 0);
 	assert_int_equal(rmdir(gdir), 0);
 	assert_int_equal(rmdir(dir), 0);
@@ -396,6 +414,347 @@ static void test_group_batches(void **state)
 	for (unsigned i = 0; i < 16; i++)
 		free(pg[i]);
 	free(in);
+}
+
+/* share-state.c's record: key, tag, copy CRC, check, 4 locations, state word. */
+#define REC_BYTES (DSEAL_NONCE_LEN + DSEAL_TAG_LEN + 8 + 4 * STORE_MAX_COPIES + 4)
+#define FIRST_RECS 1024u /* the file's first growth */
+
+static struct share_entry entry_of(uint8_t fill, uint32_t loc)
+{
+	struct share_entry e;
+
+	memset(&e, 0, sizeof(e));
+	memset(e.key, fill, sizeof(e.key));
+	memset(e.tag, fill ^ 0x5a, sizeof(e.tag));
+	e.crc = 0x1000u + fill;
+	for (unsigned c = 0; c < STORE_MAX_COPIES; c++)
+		e.locs[c] = LOC_NONE;
+	e.locs[0] = loc;
+	e.state = SE_READY;
+	return e;
+}
+
+/* A state file with ready records 0 and 5 and one member, closed as a dead pager leaves it. */
+static void state_written(const char *dir, const uint8_t *id)
+{
+	struct share_state *s;
+	struct share_entry e0 = entry_of(0x11, 7), e5 = entry_of(0x55, LOC_REMOTE | 3), e9 = entry_of(0x99, 9);
+	char err[256];
+
+	assert_int_equal(share_state_create(dir, "g", id, 8192, &s, err, sizeof(err)), 0);
+	assert_int_equal(share_state_member_add(s, member(0)), 0);
+	assert_int_equal(share_state_set_ready(s, 0, &e0), 0);
+	assert_int_equal(share_state_set_ready(s, 5, &e5), 0);
+	assert_int_equal(share_state_set_ready(s, 9, &e9), 0);
+	share_state_set_free(s, 9); /* gone: its record is ignored */
+	share_state_set_loc(s, 5, 1, 12); /* repair added a copy */
+	share_state_close(s, true);
+}
+
+static void flip_at(const char *path, off_t off)
+{
+	FILE *f = fopen(path, "r+b");
+	int c;
+
+	assert_non_null(f);
+	assert_int_equal(fseeko(f, off, SEEK_SET), 0);
+	c = fgetc(f);
+	assert_int_equal(fseeko(f, off, SEEK_SET), 0);
+	fputc(c ^ 0x40, f);
+	fclose(f);
+}
+
+static off_t rec_off(const char *path, uint32_t id)
+{
+	struct stat st;
+
+	assert_int_equal(stat(path, &st), 0);
+	return st.st_size - (off_t)((FIRST_RECS * REC_BYTES + PAGE_SIZE_4K - 1) & ~(PAGE_SIZE_4K - 1)) +
+	       (off_t)id * REC_BYTES;
+}
+
+/* Opening must fail with -EBADMSG and a message naming the file and the fault. */
+static void open_refused(const char *dir, const uint8_t *id, const char *path, const char *why)
+{
+	struct share_state *s = NULL;
+	char err[512];
+
+	assert_int_equal(share_state_open(dir, "g", id, 8192, &s, err, sizeof(err)), -EBADMSG);
+	assert_null(s);
+	assert_non_null(strstr(err, path));
+	if (!strstr(err, why))
+		fail_msg("expected '%s' in: %s", why, err);
+}
+
+static void test_state_file(void **state)
+{
+	char dir[] = "/var/tmp/uffdvm-sstate-XXXXXX", path[128], path2[128], err[512];
+	static const uint8_t id[DSEAL_ID_LEN] = { 9, 9 }, other_id[DSEAL_ID_LEN] = { 8 };
+	struct share_state *s;
+	struct share_member m;
+	struct share_entry e;
+	struct stat st;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/g.state", dir);
+	snprintf(path2, sizeof(path2), "%s/h.state", dir);
+
+	/* Whole: every ready record back as written, free ones free, the member recorded. */
+	state_written(dir, id);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(share_state_open(dir, "g", id, 8192, &s, err, sizeof(err)), 0);
+	assert_int_equal(share_state_nrecs(s), FIRST_RECS);
+	share_state_get(s, 0, &e);
+	assert_int_equal(e.state, SE_READY);
+	assert_int_equal(e.key[0], 0x11);
+	assert_int_equal(e.locs[0], 7);
+	share_state_get(s, 5, &e);
+	assert_int_equal(e.state, SE_READY);
+	assert_int_equal(e.tag[3], 0x55 ^ 0x5a);
+	assert_int_equal(e.crc, 0x1055);
+	assert_int_equal(e.locs[0], LOC_REMOTE | 3);
+	assert_int_equal(e.locs[1], 12);
+	assert_int_equal(e.refs, 0); /* counts come from the page maps */
+	share_state_get(s, 9, &e);
+	assert_int_equal(e.state, SE_FREE);
+	share_state_get(s, 1, &e);
+	assert_int_equal(e.state, SE_FREE);
+	assert_true(share_state_member(s, 0, &m));
+	assert_string_equal(m.name, "vm0");
+	assert_int_equal(m.pid, getpid());
+	assert_false(share_state_member(s, 1, &m));
+	/* Entry numbers past the first growth: the file grows. */
+	e = entry_of(0x77, 1);
+	assert_int_equal(share_state_set_ready(s, 5000, &e), 0);
+	assert_true(share_state_nrecs(s) > 5000);
+	share_state_close(s, true);
+	assert_int_equal(share_state_open(dir, "g", id, 8192, &s, err, sizeof(err)), 0);
+	share_state_get(s, 5000, &e);
+	assert_int_equal(e.state, SE_READY);
+	assert_int_equal(e.key[0], 0x77);
+	share_state_close(s, false);
+	assert_int_equal(stat(path, &st), -1);
+	assert_int_equal(share_state_open(dir, "g", id, 8192, &s, err, sizeof(err)), -ENOENT);
+
+	/* Another group's id (its key file was replaced), or another group's name. */
+	state_written(dir, id);
+	open_refused(dir, other_id, path, "belongs to another group");
+	{
+		struct share_state *h;
+		assert_int_equal(share_state_create(dir, "h", id, 8192, &h, err, sizeof(err)), 0);
+		share_state_close(h, true);
+	}
+	assert_int_equal(rename(path2, path), 0); /* h's file under g's name */
+	open_refused(dir, id, path, "belongs to another group ('h'");
+
+	/* Truncated: the records the header counts are not all there. */
+	state_written(dir, id);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(truncate(path, st.st_size - 8192), 0);
+	open_refused(dir, id, path, "truncated");
+	assert_int_equal(truncate(path, 100), 0);
+	open_refused(dir, id, path, "bad magic or truncated");
+
+	/* A flipped bit in the header, in a ready record's key, in its state word. */
+	state_written(dir, id);
+	flip_at(path, 10);
+	open_refused(dir, id, path, "header fails its checksum");
+	state_written(dir, id);
+	flip_at(path, rec_off(path, 5) + 2);
+	open_refused(dir, id, path, "record 5 fails its checksum");
+	state_written(dir, id);
+	flip_at(path, rec_off(path, 0) + REC_BYTES - 2);
+	open_refused(dir, id, path, "record 0 fails its checksum");
+	/* A free record's contents are never read. */
+	state_written(dir, id);
+	flip_at(path, rec_off(path, 9) + 1);
+	assert_int_equal(share_state_open(dir, "g", id, 8192, &s, err, sizeof(err)), 0);
+	share_state_close(s, false);
+	assert_int_equal(rmdir(dir), 0);
+}
+
+/*
+ * A group that outlives its pager: a member leaves while its map still
+ * names copies (as a crash leaves it); the next join loads the group,
+ * the member's map brings the references, copies no one names go once
+ * every recorded member is back, and a file that fails its checks is
+ * refused naming it.
+ */
+static void test_group_restart(void **state)
+{
+	char dir[] = "/var/tmp/uffdvm-share-XXXXXX", gdir[64], spath[128], err[512];
+	struct donor_pool *pool;
+	struct share_group *g, *g2;
+	struct policy_vm pol;
+	uint8_t *a = page_filled(0xa1), *b = page_filled(0xb2), *c = page_filled(0xc3), *in = page_filled(0);
+	uint32_t la, la2, lb, lc, ids[3];
+	enum store_source src;
+	json_t *js;
+
+	(void)state;
+	g = join_fresh(dir, gdir, sizeof(gdir), &pool, &pol, "vm0", "keep");
+	assert_int_equal(share_group_join(&pol, pool, dir, member(1), &g2, err, sizeof(err)), 0);
+	assert_int_equal(share_group_adopt(g2, member(1), NULL, 0, err, sizeof(err)), 0);
+	assert_int_equal(put_one(g, a, &la), 0);
+	assert_int_equal(put_one(g2, a, &la2), 0);
+	assert_int_equal(put_one(g, b, &lb), 0);
+	assert_int_equal(put_one(g, c, &lc), 0);
+	group_counts(g, 3, 4);
+	/* The pager goes with both maps naming copies (c's reference count will be wrong: nobody names it). */
+	share_group_leave(g2, member(1), true);
+	share_group_leave(g, member(0), true);
+	assert_int_equal(dir_entries(gdir), 3);
+
+	/* The next pager: every copy loaded, no references until the members' maps bring theirs. */
+	assert_int_equal(share_group_join(&pol, pool, dir, member(0), &g, err, sizeof(err)), 0);
+	group_counts(g, 3, 0);
+	/* A map naming an entry the file does not hold: refused, nothing taken. */
+	ids[0] = la & (LOC_SHARED - 1);
+	ids[1] = 777;
+	assert_int_equal(share_group_adopt(g, member(0), ids, 2, err, sizeof(err)), -EBADMSG);
+	assert_non_null(strstr(err, "keep.state"));
+	group_counts(g, 3, 0);
+	ids[1] = lb & (LOC_SHARED - 1);
+	assert_int_equal(share_group_adopt(g, member(0), ids, 2, err, sizeof(err)), 0);
+	group_counts(g, 3, 2);
+	js = share_stats_json();
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(js, 0), "members_pending")), 1);
+	json_decref(js);
+	/* A reference dropped to zero while a member is still to come back: kept, it may be that member's. */
+	share_store_ops.unref(g, lb);
+	group_counts(g, 3, 1);
+	assert_int_equal(share_group_join(&pol, pool, dir, member(1), &g2, err, sizeof(err)), 0);
+	ids[0] = la2 & (LOC_SHARED - 1);
+	assert_int_equal(share_group_adopt(g2, member(1), ids, 1, err, sizeof(err)), 0);
+	/* Every member back: b and c, named by no map, are freed; a serves both. */
+	group_counts(g, 1, 2);
+	assert_int_equal(share_store_ops.read(g, la, in, &src), 0);
+	assert_memory_equal(in, a, PAGE_SIZE_4K);
+	assert_int_equal(share_store_ops.read(g, lc, in, &src), -EIO);
+	/* New contents after the restart take numbers and slots the sweep freed, and survive again. */
+	assert_int_equal(put_one(g, b, &lb), 0);
+	group_counts(g, 2, 3);
+	share_store_ops.unref(g, la);
+	share_store_ops.unref(g, la2);
+	share_store_ops.unref(g, lb);
+	group_counts(g, 0, 0);
+	share_group_leave(g2, member(1), false);
+	share_group_leave(g, member(0), false);
+	assert_int_equal(dir_entries(gdir), 0);
+
+	/* A group whose state file fails its checks: join refused, the file named and kept. */
+	assert_int_equal(share_group_join(&pol, pool, dir, member(0), &g, err, sizeof(err)), 0);
+	assert_int_equal(share_group_adopt(g, member(0), NULL, 0, err, sizeof(err)), 0);
+	assert_int_equal(put_one(g, a, &la), 0);
+	share_group_leave(g, member(0), true);
+	snprintf(spath, sizeof(spath), "%s/keep.state", gdir);
+	flip_at(spath, rec_off(spath, la & (LOC_SHARED - 1)) + 3);
+	assert_int_equal(share_group_join(&pol, pool, dir, member(0), &g, err, sizeof(err)), -EBADMSG);
+	assert_non_null(strstr(err, spath));
+	assert_non_null(strstr(err, "fails its checksum"));
+	assert_int_equal(dir_entries(gdir), 3);
+	assert_null(json_array_get(js = share_stats_json(), 0)); /* no group half set up */
+	json_decref(js);
+	/* Its key file replaced (another group's id): refused the same way. */
+	flip_at(spath, rec_off(spath, la & (LOC_SHARED - 1)) + 3);
+	{
+		struct dseal *k;
+		assert_int_equal(dseal_new(gdir, "keep", &k), 0);
+		dseal_close(k);
+	}
+	assert_int_equal(share_group_join(&pol, pool, dir, member(0), &g, err, sizeof(err)), -EBADMSG);
+	assert_non_null(strstr(err, "belongs to another group"));
+	for (const char *const *f = (const char *const[]){ "keep.state", "keep.key", "keep.spill", NULL }; *f; f++) {
+		snprintf(spath, sizeof(spath), "%s/%s", gdir, *f);
+		assert_int_equal(unlink(spath), 0);
+	}
+	assert_int_equal(rmdir(gdir), 0);
+	assert_int_equal(rmdir(dir), 0);
+	donor_pool_free(pool);
+	free(a);
+	free(b);
+	free(c);
+	free(in);
+}
+
+/* A member whose process is gone. */
+static struct share_member *dead_member(void)
+{
+	static struct share_member m = { .name = "gone", .start_ns = 1 };
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(0);
+	assert_int_equal(waitpid(pid, NULL, 0), pid);
+	m.pid = (int32_t)pid;
+	return &m;
+}
+
+/*
+ * Groups whose recorded members are all gone: loaded, every copy is
+ * swept at once; at start-up, their files are deleted (and kept while a
+ * member runs, or when they fail their checks).
+ */
+static void test_group_stale(void **state)
+{
+	char dir[] = "/var/tmp/uffdvm-share-XXXXXX", gdir[64], spath[128], err[512];
+	struct donor_pool *pool;
+	struct share_group *g;
+	struct policy_vm pol;
+	uint8_t *a = page_filled(0xd1), *b = page_filled(0xd2);
+	uint32_t la, lb;
+	struct share_member *gone = dead_member();
+
+	(void)state;
+	g = join_fresh(dir, gdir, sizeof(gdir), &pool, &pol, "vm0", "stale");
+	assert_int_equal(put_one(g, a, &la), 0);
+	share_store_ops.unref(g, la);
+	/* The member's process is what it is recorded as: make the group's only member a dead one. */
+	share_group_leave(g, member(0), false);
+	assert_int_equal(share_group_join(&pol, pool, dir, gone, &g, err, sizeof(err)), 0);
+	assert_int_equal(share_group_adopt(g, gone, NULL, 0, err, sizeof(err)), 0);
+	assert_int_equal(put_one(g, a, &la), 0);
+	assert_int_equal(put_one(g, b, &lb), 0);
+	share_group_leave(g, gone, true);
+	assert_int_equal(dir_entries(gdir), 3);
+
+	/* Loaded by a new member: nobody to wait for, so nothing is kept. */
+	assert_int_equal(share_group_join(&pol, pool, dir, member(0), &g, err, sizeof(err)), 0);
+	group_counts(g, 0, 0);
+	assert_int_equal(share_group_adopt(g, member(0), NULL, 0, err, sizeof(err)), 0);
+	assert_int_equal(put_one(g, b, &lb), 0);
+	group_counts(g, 1, 1);
+
+	/* Start-up with a live member recorded: kept. */
+	share_group_leave(g, member(0), true);
+	assert_int_equal(share_remove_stale(dir, pool), 0);
+	assert_int_equal(dir_entries(gdir), 3);
+	/* A file that fails its checks: kept, whoever its members were. */
+	snprintf(spath, sizeof(spath), "%s/stale.state", gdir);
+	flip_at(spath, 12);
+	assert_int_equal(share_remove_stale(dir, pool), 0);
+	assert_int_equal(dir_entries(gdir), 3);
+	flip_at(spath, 12);
+	/* Every member gone: the files go. */
+	assert_int_equal(share_group_join(&pol, pool, dir, member(0), &g, err, sizeof(err)), 0);
+	share_group_leave(g, member(0), false); /* never adopted: the recorded member leaves for good */
+	assert_int_equal(dir_entries(gdir), 0);
+	assert_int_equal(share_group_join(&pol, pool, dir, gone, &g, err, sizeof(err)), 0);
+	assert_int_equal(share_group_adopt(g, gone, NULL, 0, err, sizeof(err)), 0);
+	assert_int_equal(put_one(g, a, &la), 0);
+	share_group_leave(g, gone, true);
+	assert_int_equal(dir_entries(gdir), 3);
+	assert_int_equal(share_remove_stale(dir, pool), 1);
+	assert_int_equal(dir_entries(gdir), 0);
+	assert_int_equal(rmdir(gdir), 0);
+	assert_int_equal(rmdir(dir), 0);
+	donor_pool_free(pool);
+	free(a);
+	free(b);
 }
 
 static double ns_per(struct timespec t0, struct timespec t1, unsigned n)
@@ -442,6 +801,9 @@ int main(void)
 		cmocka_unit_test(test_index_refcount),
 		cmocka_unit_test(test_group_spill),
 		cmocka_unit_test(test_group_batches),
+		cmocka_unit_test(test_state_file),
+		cmocka_unit_test(test_group_restart),
+		cmocka_unit_test(test_group_stale),
 		cmocka_unit_test(test_cost_per_page),
 	};
 
