@@ -393,13 +393,15 @@ class Runner:
             rec = perf_profile.Recorder(w["perf_out"]) if w.get("perf_out") else None
 
             def snap(key):
-                if rec and key == "end":
-                    rec.stop()
                 snaps[key] = {"st": d.vm_stats("bench"), "cpu": proc_cpu_s(d.pager.pid),
                               "rss": proc_rss(d.pager.pid), "cs_pager": task_ctxt(d.pager.pid),
                               "cs_donor": task_ctxt(donor_pid) if donor_pid else {}}
+                # perf stops only after the snapshot: its wait for perf to write its file must not
+                # run into the guest's exit (the VM's stats are gone then).
                 if rec and key == "fill":
                     rec.start([d.pager.pid, p.pid] + ([donor_pid] if donor_pid else []))
+                elif rec and key == "end":
+                    rec.stop()
             try:
                 drive(p, self.args.run_timeout, lambda: snap("fill"), lambda: snap("end"))
                 _, err = p.communicate(timeout=self.args.run_timeout)
@@ -418,7 +420,10 @@ class Runner:
                     self.b_reason = reason
                     return {"na": reason}
                 raise RuntimeError(reason)
-            return pager_metrics(jp, snaps, rss0)
+            m = pager_metrics(jp, snaps, rss0)
+            if rec:
+                m["perf_pids"] = rec.pids
+            return m
         finally:
             d.close()
 
@@ -537,7 +542,7 @@ def fault_profile(runner, args, tmp):
         if "na" in m:
             log(f"PROFILE n/a: {m['na']}")
             return 77
-        cols[label] = perf_profile.breakdown(data, m["remote_faults"])
+        cols[label] = perf_profile.breakdown(data, m["perf_pids"], m["remote_faults"])
         metrics[label] = m
     head = [f"Workload {report.wl_name(w)}, configuration (b), {args.ops} accesses; CPU per remote fault "
             "from perf samples (4 kHz) of the access phase.", "",

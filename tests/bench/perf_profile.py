@@ -56,16 +56,19 @@ def thread_group(comm):
 
 
 class Recorder:
-    """perf record over some processes, started and stopped around a phase."""
+    """perf record over the whole machine, started and stopped around a phase;
+    the samples of the processes of interest are picked out afterwards (perf's
+    -p would miss threads a process starts later, such as guestsim's workers)."""
 
     def __init__(self, out):
         self.out = out
         self.proc = None
+        self.pids = set()
 
     def start(self, pids):
-        self.proc = subprocess.Popen(["perf", "record", "-q", "-g", "-e", "cpu-clock", "-F", "4000",
-                                      "-p", ",".join(str(p) for p in pids), "-o", self.out],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.pids = set(pids)
+        self.proc = subprocess.Popen(["perf", "record", "-q", "-a", "-g", "-e", "cpu-clock", "-F", "4000",
+                                      "-o", self.out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self):
         if self.proc:
@@ -74,9 +77,9 @@ class Recorder:
             self.proc = None
 
 
-def breakdown(data, remote_faults):
-    """{(thread, activity): us per remote fault} from a perf.data file."""
-    out = subprocess.run(["perf", "script", "-i", data, "-F", "comm,tid,period,ip,sym,dso"],
+def breakdown(data, pids, remote_faults):
+    """{(thread, activity): us per remote fault} of the samples of pids in a perf.data file."""
+    out = subprocess.run(["perf", "script", "-i", data, "-F", "comm,pid,period,ip,sym,dso"],
                          capture_output=True, text=True, timeout=600).stdout
     ns = collections.Counter()
     comm, period, frames = None, 0, []
@@ -89,8 +92,12 @@ def breakdown(data, remote_faults):
             continue
         if not line[0].isspace():
             flush()
+            # "COMM PID PERIOD"; a comm may hold spaces
             parts = line.split()
-            comm, period, frames = parts[0], int(parts[-1]) if parts[-1].isdigit() else 0, []
+            pid = int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else -1
+            comm = " ".join(parts[:-2]) if pid in pids else None
+            period = int(parts[-1]) if parts[-1].isdigit() else 0
+            frames = []
             continue
         # "\t ADDR SYM (DSO)"
         body = line.strip().split(" ", 1)
