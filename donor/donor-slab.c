@@ -103,7 +103,7 @@ int donor_slabs_alloc(struct donor_slabs *s, uint32_t owner, uint32_t *ret_id)
 		sl = &s->tab[s->ntab];
 		s->ntab = n;
 	}
-	/* NORESERVE: a slab costs nothing until pages are written into it. */
+	/* NORESERVE: a slab costs nothing until pages are written into it (2 MiB at a time with huge pages). */
 	mem = mmap(NULL, DONOR_SLAB_BYTES, PROT_READ | PROT_WRITE,
 		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (mem == MAP_FAILED)
