@@ -148,7 +148,8 @@ def main():
 
         console_path = os.path.join(work, "console.log")
         last = {}
-        deadline = time.time() + 240
+        # ~30 s idle: two boots and the workload under TCG, which a busy host slows down several times.
+        deadline = time.time() + 480
         while time.time() < deadline and virsh("domstate", name, check_rc=False).stdout.strip() == "running":
             last = dc_stats() or last
             time.sleep(0.2)
