@@ -194,6 +194,8 @@ static const struct policy_field vm_disk_cache_fields[] = {
 	{ .name = "client_id", .kind = POLICY_FIELD_STRING, VM(dc_client_id), .lo = 1, .hi = 64,
 	  .valid = policy_client_id_valid, .noun = "client id",
 	  .allowed = "1..64 characters from A-Z a-z 0-9 . _ : @ -" },
+	/* A swap device's pages are written, then read back: writing them fills the cache. */
+	{ .name = "write_fill", .kind = POLICY_FIELD_BOOL, VM(dc_write_fill), .allowed = "true or false" },
 	{ 0 },
 };
 
@@ -227,7 +229,7 @@ static const struct policy_field vm_fields[] = {
 	  .allowed = "an object {\"enabled\": true|false, \"floor\": SIZE, \"settle_ms\": 0..600000}" },
 	{ .name = "disk_cache", .kind = POLICY_FIELD_OBJECT, .sub = vm_disk_cache_fields, .check = vm_disk_cache_check,
 	  .allowed = "an object {\"size\": SIZE, \"block_size\": SIZE, \"donors\": [URL, ...], "
-		     "\"drives\": [NAME, ...], \"key_file\": PATH, \"client_id\": ID}" },
+		     "\"drives\": [NAME, ...], \"key_file\": PATH, \"client_id\": ID, \"write_fill\": BOOL}" },
 	/* A string rather than an enum: it names an ops table of policy/victim.h, looked up by name. */
 	{ .name = "victims", .kind = POLICY_FIELD_STRING, VM(victims), .valid = victims_valid,
 	  .noun = "victim selector", .allowed = POLICY_VICTIM_NAMES },

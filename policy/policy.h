@@ -81,6 +81,7 @@ struct policy_vm {
 	char dc_key_file[256];       /* "disk_cache.key_file": the donors' pre-shared key; "" = none */
 	char dc_client_id[65];       /* "disk_cache.client_id": "" (default) = "disk-" + the VM's name */
 	char dc_stats_file[256];     /* "disk_cache.stats_file": set by uffd-qemu, the file the cache's counters go to */
+	bool dc_write_fill;          /* "disk_cache.write_fill": whole-block writes fill the cache too, default false */
 	/* "sharing_group": VMs naming the same group store equal pages once (docs/sharing.md); "" = no sharing. */
 	char sharing_group[POLICY_NAME_MAX];
 	/* "fault_spin_us": how long the fault thread polls for the next fault and for its donor read before it

@@ -143,6 +143,8 @@ static int nbdkit_args(const struct policy_vm *p, const char *vm, const struct r
 	else
 		ARG("cache-client-id=disk-%.59s", vm);
 	ARG("cache-stats=%s/cache-stats.json", rd->dir);
+	if (p->dc_write_fill)
+		ARG("cache-write-fill=true");
 #undef ARG
 	args[n] = NULL;
 	return off <= cap ? n : -ENAMETOOLONG;

@@ -273,14 +273,18 @@ static int tls_send(struct tcp_conn *t, const uint8_t *p, size_t len)
 		int w = 0, r;
 
 		pthread_mutex_lock(&t->tls_lock);
-		if (len)
+		/* A send's worth of records, not a send per record (a partial write ends after each). */
+		while (len && donor_tls_net_pending(t->tls) < TCP_CIPHER_CAP) {
 			w = donor_tls_write(t->tls, p, len);
+			if (w <= 0)
+				break;
+			p += w;
+			len -= (size_t)w;
+		}
 		n = w < 0 ? 0 : donor_tls_net_out(t->tls, t->cipher, TCP_CIPHER_CAP);
 		pthread_mutex_unlock(&t->tls_lock);
 		if (w < 0)
 			return w;
-		p += w;
-		len -= (size_t)w;
 		if (n == 0 && len == 0)
 			return 0;
 		r = send_all(t->fd, t->cipher, n);

@@ -211,11 +211,29 @@ def launcher():
             p = uffd_qemu(*drive)
             check(p.returncode == 1 and want in p.stderr, f"uffd-qemu refuses {drive or 'no drive'}: {want}")
             check(not os.listdir(run), "nothing left in the runtime directory")
-        p = uffd_qemu("-drive", f"file={image},format=raw,if=virtio,id=disk0")
-        check(p.returncode == 1 and "served by nbdkit" in p.stderr and "cannot reach uffd-pager" in p.stderr,
-              "uffd-qemu started nbdkit, then stopped short of QEMU (no pager, policy refuse)")
-        wait_for(lambda: not os.listdir(run), 60, "the keeper stopped nbdkit and removed the runtime directory")
-        check(True, "the keeper cleaned up after the launcher that never became QEMU")
+        # disk_cache.write_fill reaches nbdkit's command line: UFFD_NBDKIT is a wrapper that records it.
+        argv_log = os.path.join(tmp, "nbdkit-argv")
+        wrapper = os.path.join(tmp, "nbdkit-wrapper")
+        with open(wrapper, "w") as f:
+            f.write(f'#!/bin/sh\nprintf "%s\\n" "$@" >> {argv_log}\nexec {shutil.which("nbdkit")} "$@"\n')
+        os.chmod(wrapper, 0o755)
+        env["UFFD_NBDKIT"] = wrapper
+        for write_fill in (False, True):
+            with open(pol, "w") as f:
+                json.dump({"name": "dc-launch", "local_memory": "64M", "disk_cache": {
+                    "size": "16M", "donors": [donor.url], "drives": ["disk0"], "key_file": donor.key_file,
+                    "write_fill": write_fill}}, f)
+            if os.path.exists(argv_log):
+                os.unlink(argv_log)
+            p = uffd_qemu("-drive", f"file={image},format=raw,if=virtio,id=disk0")
+            check(p.returncode == 1 and "served by nbdkit" in p.stderr and "cannot reach uffd-pager" in p.stderr,
+                  "uffd-qemu started nbdkit, then stopped short of QEMU (no pager, policy refuse)")
+            wait_for(lambda: not os.listdir(run), 60, "the keeper stopped nbdkit and removed the runtime directory")
+            check(True, "the keeper cleaned up after the launcher that never became QEMU")
+            with open(argv_log) as f:
+                argv = f.read().splitlines()
+            check(("cache-write-fill=true" in argv) == write_fill and "cache-size=16777216" in argv,
+                  f"disk_cache.write_fill {write_fill}: nbdkit's arguments {argv}")
     finally:
         donor.stop()
         shutil.rmtree(tmp, ignore_errors=True)

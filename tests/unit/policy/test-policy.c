@@ -542,6 +542,7 @@ static void roundtrip(const struct policy_vm *in)
 			assert_string_equal(out.dc_drives[i], in->dc_drives[i]);
 		assert_string_equal(out.dc_key_file, in->dc_key_file);
 		assert_string_equal(out.dc_client_id, in->dc_client_id);
+		assert_int_equal(out.dc_write_fill, in->dc_write_fill);
 	}
 	free(s);
 }
@@ -573,11 +574,14 @@ static void test_vm_disk_cache(void **state)
 	assert_string_equal(p.dc_drives[0], "disk0");
 	assert_string_equal(p.dc_key_file, "");
 	assert_string_equal(p.dc_client_id, "");
+	assert_false(p.dc_write_fill);
 	roundtrip(&p);
 
 	snprintf(text, sizeof(text), "%s{\"size\": \"4G\", \"block_size\": \"4K\", \"donors\": [\"tcp://h:1\"], "
-		 "\"drives\": [\"d\"], \"key_file\": \"/etc/uffdvm/donor.key\", \"client_id\": \"web1-disk\"}}", pre);
+		 "\"drives\": [\"d\"], \"key_file\": \"/etc/uffdvm/donor.key\", \"client_id\": \"web1-disk\", "
+		 "\"write_fill\": true}}", pre);
 	assert_int_equal(vm_parse(text, &p, &err), 0);
+	assert_true(p.dc_write_fill);
 	assert_int_equal(p.dc_block_size, 4096);
 	assert_string_equal(p.dc_key_file, "/etc/uffdvm/donor.key");
 	assert_string_equal(p.dc_client_id, "web1-disk");
@@ -607,6 +611,9 @@ static void test_vm_disk_cache(void **state)
 	snprintf(text, sizeof(text), "%s{\"size\": \"1G\", \"donors\": [\"tcp://h:1\"], \"drives\": [\"d\"], "
 		 "\"client_id\": \"a b\"}}", pre);
 	vm_bad(text, "disk_cache.client_id", 1, 121, "a b", "1..64 characters");
+	snprintf(text, sizeof(text), "%s{\"size\": \"1G\", \"donors\": [\"tcp://h:1\"], \"drives\": [\"d\"], "
+		 "\"write_fill\": \"yes\"}}", pre);
+	vm_bad(text, "disk_cache.write_fill", 1, 122, "expected a boolean, got a string", "true or false");
 }
 
 /* victims: "fifo" by default, any name of policy/victim.h, anything else named in the error. */
