@@ -382,61 +382,6 @@ static void drop_shared_refs(struct vm *vm)
 	}
 }
 
-/*
- * The pager stops and the VM lives on (docs/sharing.md, "Pager
- * restart"): every stored page whose copy is the group's goes back into
- * the memfd, so the next pager adopts it resident and the group can end
- * with this pager. Threads stopped: no fault is served meanwhile, and a
- * vCPU waiting on such a page is woken by the next pager's adoption. The
- * VM is over its limit until that pager evicts. A page that cannot be
- * read or written stays stored, with its reference: the group's files
- * then stay, as after a crash. Returns how many stayed.
- */
-static uint64_t restore_shared_pages(struct vm *vm)
-{
-	uint64_t restored = 0, failed = 0;
-	uint32_t locs[STORE_MAX_COPIES], freed[STORE_MAX_COPIES];
-	enum store_source src;
-	void *buf;
-
-	if (!vm->share || posix_memalign(&buf, PAGE_SIZE_4K, PAGE_SIZE_4K))
-		return 1;
-	for (uint64_t p = 0; p < pagemap_npages(&vm->map); p++) {
-		const struct page_entry *pe;
-		uint32_t crc;
-
-		pthread_mutex_lock(&vm->lock);
-		pe = pagemap_entry(&vm->map, p);
-		pagemap_get_locs(&vm->map, p, locs);
-		crc = pe->crc;
-		bool candidate = pe->state == PG_STORED && !(pe->flags & PGF_LOST) && loc_is_shared(locs[0]);
-		pthread_mutex_unlock(&vm->lock);
-		if (!candidate)
-			continue;
-		struct vm_region *rg = vm_region_of_page(vm, p);
-		off_t off = region_memfd_off(rg, p);
-		if (store_read(vm->store, p, locs, crc, buf, &src, false) < 0 ||
-		    pwrite(rg->memfd, buf, PAGE_SIZE_4K, off) != (ssize_t)PAGE_SIZE_4K) {
-			failed++;
-			continue;
-		}
-		pthread_mutex_lock(&vm->lock);
-		if (pagemap_installed(&vm->map, p, freed))
-			store_free_locs(vm->store, freed);
-		pthread_mutex_unlock(&vm->lock);
-		restored++;
-	}
-	free(buf);
-	if (restored)
-		vm_log_info(vm->policy.name, "pager stops: %llu pages of sharing group %s back in memory",
-			    (unsigned long long)restored, vm->policy.sharing_group);
-	if (failed)
-		vm_log_err(vm->policy.name, "pager stops: %llu pages of sharing group %s could not be brought back; "
-			   "they stay the group's, for the next pager", (unsigned long long)failed,
-			   vm->policy.sharing_group);
-	return failed;
-}
-
 /* Stops the threads and frees the VM; keep: the files (state, spill, key) and donor slabs stay for the next pager. */
 static void vm_release(struct vm *vm, bool keep)
 {
@@ -461,8 +406,11 @@ static void vm_release(struct vm *vm, bool keep)
 			 (unsigned long long)vm->stats.evictions_aborted, (unsigned long long)vm->stats.integrity_errors,
 			 (unsigned long long)hist_quantile(&vm->fault_latency, 0.5),
 			 (unsigned long long)hist_quantile(&vm->fault_latency, 0.99));
-	/* Pages that could not be brought back keep their references: the group's files keep them. */
-	const bool named = vm->share && keep && (!vm->share_held || restore_shared_pages(vm) > 0);
+	/*
+	 * The pager stops and the VM lives on: its group pages stay stored, named by the group's
+	 * state file, and the next pager adopts them as after a crash (docs/sharing.md).
+	 */
+	const bool named = vm->share && keep;
 	if (vm->share_held && !named)
 		drop_shared_refs(vm);
 	if (keep)
