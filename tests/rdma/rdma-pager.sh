@@ -24,7 +24,7 @@ PATH=$PATH:/usr/sbin:/sbin command -v mkfs.ext4 >/dev/null ||
 
 prepare_vm
 
-"$harness" --timeout 200 --disk 256 --log "$log" \
+"$harness" --timeout 400 --disk 256 --log "$log" \
 	--file "${bins[0]}" --file "${bins[1]}" --file "${bins[2]}" --file "${bins[3]}" \
 	--file "${bins[4]}:/usr/local/lib/libuffd-glue.so" \
 	--file "$here/guest-pager.sh:/usr/local/bin/guest-pager" -- guest-pager

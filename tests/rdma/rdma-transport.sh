@@ -21,7 +21,7 @@ case "$mode" in verify|isolate|kill|bench) ;; *) echo "usage: $0 verify|isolate|
 
 prepare_vm
 
-"$harness" --timeout 150 --log "$log" --file "$donor" --file "$prog" \
+"$harness" --timeout 300 --log "$log" --file "$donor" --file "$prog" \
 	--file "$here/guest-transport.sh:/usr/local/bin/guest-transport" -- guest-transport "$mode"
 rc=$?
 grep -aE '^(VERIFY|ISOLATE|KILL|BENCH|DONOR-CPU|NODEV|CHECK FAILED|TRANSPORT-)|no RDMA device|does not serve RDMA' "$log" | tr -d '\r'
