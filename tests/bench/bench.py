@@ -393,11 +393,13 @@ class Runner:
             rec = perf_profile.Recorder(w["perf_out"]) if w.get("perf_out") else None
 
             def snap(key):
-                if rec and key == "end":
-                    rec.stop()
+                # Counters first: stopping perf can outlast guestsim's --hold on a loaded machine, and the VM
+                # is gone once guestsim exits.
                 snaps[key] = {"st": d.vm_stats("bench"), "cpu": proc_cpu_s(d.pager.pid),
                               "rss": proc_rss(d.pager.pid), "cs_pager": task_ctxt(d.pager.pid),
                               "cs_donor": task_ctxt(donor_pid) if donor_pid else {}}
+                if rec and key == "end":
+                    rec.stop()
                 if rec and key == "fill":
                     rec.start([d.pager.pid, p.pid] + ([donor_pid] if donor_pid else []))
             try:
