@@ -333,7 +333,6 @@ static void evict_batch(struct evict_ctx *ec)
 	struct vm *vm = ec->vm;
 	uint64_t t0 = now_ns();
 	unsigned i, n_store = 0, n_commit = 0, n_aborted = 0, n_store_failed = 0;
-	bool want_all[EVICT_BATCH];
 	int r;
 
 	ec->n = pick_victims(ec);
@@ -349,7 +348,6 @@ static void evict_batch(struct evict_ctx *ec)
 	for (i = 0; i < ec->n; i++) {
 		const struct page_entry *pe = pagemap_entry(&vm->map, ec->pages[i]);
 
-		want_all[i] = true;
 		ec->protected_[i] = false;
 		ec->commit[i] = false;
 		ec->clean[i] = pe->flags & PGF_CLEAN;
@@ -365,9 +363,26 @@ static void evict_batch(struct evict_ctx *ec)
 	bool spent[EVICT_BATCH];
 	check_clean_pages(ec, spent);
 
-	/* 1. write-protect, one ioctl per contiguous run */
+	/*
+	 * 1. write-protect, one ioctl per contiguous run. A clean page is
+	 * protected already: it went in write-protected, and the only ways out
+	 * (a write's fault, a give-back, adoption) clear PGF_CLEAN first, under
+	 * the lock; it cannot be cleared now that the page is EVICTING. An
+	 * ioctl for it would be a no-op that costs a page-table walk and a TLB
+	 * flush per page.
+	 */
+	bool to_protect[EVICT_BATCH];
+	for (i = 0; i < ec->n; i++) {
+		to_protect[i] = !ec->clean[i];
+		if (ec->clean[i])
+			ec->protected_[i] = !spent[i];
+	}
 	for (i = 0; i < ec->n;) {
-		unsigned len = run_length(ec, i, want_all);
+		if (!to_protect[i]) {
+			i++;
+			continue;
+		}
+		unsigned len = run_length(ec, i, to_protect);
 		r = uffd_wp_range(vm, vm_page_addr(vm, ec->pages[i]), (uint64_t)len << PAGE_SHIFT_4K, true);
 		/* EAGAIN: the pages are not protected and must not be evicted now. */
 		for (unsigned k = i; k < i + len; k++)
