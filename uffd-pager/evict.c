@@ -4,12 +4,14 @@
  * above the low watermark it takes a batch of victims from the policy's
  * victim selector and pushes them out in the order that never loses a
  * write (README, "How it stays correct"): write-protect each contiguous
- * run, read it through the memfd a part at a time, write every non-zero
- * page of a part to the stores while the next part is read, wait until
- * all are durable, then punch the run. A write that lands on a page in
- * the middle of this either takes the page back out of the batch or waits
- * for the punch. Every page-state change goes through pagemap.h's verbs,
- * one lock per step for the whole batch. The pacing (target, trigger,
+ * run (a clean page is protected already), read it through the memfd a
+ * part at a time, write every non-zero page of a part to the stores while
+ * the next part is read, wait until all are durable, then punch the run.
+ * Pages that need no store write (clean, zero) are punched while the
+ * donors take in the others. A write that lands on a page in the middle
+ * of this either takes the page back out of the batch or waits for the
+ * punch. Every page-state change goes through pagemap.h's verbs, one lock
+ * per step for each of the batch's two parts. The pacing (target, trigger,
  * the fault path's wake-up) is here too, at the end of the file.
  */
 #include <errno.h>
@@ -21,6 +23,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "crc32c.h"
@@ -47,6 +50,10 @@ struct evict_ctx {
 	bool protected_[EVICT_BATCH];
 	bool commit[EVICT_BATCH];
 	bool unpunched[EVICT_BATCH]; /* committed, but the memfd refused the punch */
+	bool in_wb[EVICT_BATCH];     /* in wb: finished once its copies are durable */
+	unsigned n_commit, n_unpunched; /* this batch's, over both finish_pages calls */
+	int punch_err;
+	bool crash_counted[2];       /* this batch counted for the crash hook's windows */
 	bool punch_warned;           /* logged once per VM: the memfd's seals do not go away */
 	bool punch_failed;           /* the last batch's punch failed: retry slowly */
 	struct store_batch wb; /* the non-zero pages, in batch order */
@@ -79,7 +86,13 @@ static void crash_hook_init(struct evict_ctx *ec)
 
 static void crash_point(struct evict_ctx *ec, enum crash_window where)
 {
-	if (ec->crash_at != where || !ec->n || --ec->crash_batch)
+	bool *counted = &ec->crash_counted[where == CRASH_AFTER_PUNCH];
+
+	/* A batch is finished in two parts (finish_pages): it counts once, at its first commit or punch. */
+	if (ec->crash_at != where || !ec->n || *counted)
+		return;
+	*counted = true;
+	if (--ec->crash_batch)
 		return;
 	vm_log_warn(ec->vm->policy.name, "test hook: killing the pager %s of %u pages",
 		    where == CRASH_AFTER_COMMIT ? "after the commit, before the punch" : "after the punch, before it is recorded",
@@ -88,6 +101,16 @@ static void crash_point(struct evict_ctx *ec, enum crash_window where)
 }
 
 static bool vm_stopping(struct vm *vm);
+
+/* This thread's CPU time: one syscall, twice per batch. */
+static uint64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) < 0)
+		return 0;
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
 
 static int cmp_u64(const void *a, const void *b)
 {
@@ -328,17 +351,127 @@ static unsigned share_part(struct evict_ctx *ec, unsigned first, unsigned end)
 	return failed;
 }
 
+/*
+ * Steps 4-6 of a batch for the pages sel[] names: pages written to
+ * meanwhile go back and are un-protected, the rest is committed, punched
+ * (one fallocate per contiguous run of them) and recorded, and writers
+ * that waited for the punch are woken. Adds to ec's counts.
+ */
+static void finish_pages(struct evict_ctx *ec, const bool *sel)
+{
+	struct vm *vm = ec->vm;
+	unsigned i, n_commit = 0, n_aborted = 0;
+	bool punch[EVICT_BATCH];
+
+	/* 4. decide: pages written to meanwhile go back; the rest is committed */
+	pthread_mutex_lock(&vm->lock);
+	for (i = 0; i < ec->n; i++) {
+		if (!sel[i])
+			continue;
+		enum evict_verdict verdict = pagemap_evict_verdict(&vm->map, ec->pages[i], ec->protected_[i]);
+		if (verdict != EVICT_COMMIT) {
+			if (ec->protected_[i])
+				n_aborted++;
+			abort_page_locked(vm, ec->pages[i], ec->locs[i], verdict);
+			continue;
+		}
+		/* all LOC_NONE for a zero page; its CRC is never read */
+		pagemap_evict_commit(&vm->map, ec->pages[i], ec->locs[i], ec->crcs[i]);
+		ec->commit[i] = true;
+		n_commit++;
+	}
+	pthread_mutex_unlock(&vm->lock);
+	if (n_aborted)
+		atomic_fetch_add_explicit(&vm->stats.evictions_aborted, n_aborted, memory_order_relaxed);
+	if (n_commit)
+		crash_point(ec, CRASH_AFTER_COMMIT);
+
+	/* Un-protect every page given back; this also wakes its writers. */
+	for (i = 0; i < ec->n; i++)
+		if (sel[i] && !ec->commit[i])
+			uffd_wp_range(vm, vm_page_addr(vm, ec->pages[i]), PAGE_SIZE_4K, false);
+
+	/* 5. punch committed runs: the next access is a MISSING fault. Only this call's: the others may be refaulted by now. */
+	for (i = 0; i < ec->n; i++)
+		punch[i] = sel[i] && ec->commit[i];
+	for (i = 0; i < ec->n;) {
+		if (!punch[i]) {
+			i++;
+			continue;
+		}
+		unsigned len = run_length(ec, i, punch);
+		struct vm_region *rg = vm_region_of_page(vm, ec->pages[i]);
+		off_t off = region_memfd_off(rg, ec->pages[i]);
+		if (fallocate(rg->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
+			      (off_t)len << PAGE_SHIFT_4K) < 0) {
+			/* A seal the process added after registration: the memfd still holds the pages. */
+			ec->punch_err = errno;
+			for (unsigned k = i; k < i + len; k++) {
+				ec->commit[k] = false;
+				ec->unpunched[k] = true;
+			}
+			ec->n_unpunched += len;
+			n_commit -= len;
+		}
+		i += len;
+	}
+
+	if (n_commit)
+		crash_point(ec, CRASH_AFTER_PUNCH);
+
+	/* 6. record, then wake writers that waited for the punch */
+	pthread_mutex_lock(&vm->lock);
+	unsigned n_wake = 0;
+	uint64_t wake[EVICT_BATCH];
+	for (i = 0; i < ec->n; i++) {
+		uint32_t freed[STORE_MAX_COPIES];
+		bool waiter;
+
+		if (!sel[i])
+			continue;
+		/* Not punched: an aborted eviction. The memfd holds the page; its copies go. */
+		if (ec->unpunched[i] && pagemap_entry(&vm->map, ec->pages[i])->state == PG_EVICT_COMMITTED &&
+		    pagemap_installed(&vm->map, ec->pages[i], freed)) {
+			store_free_locs(vm->store, freed);
+			vm->victim->on_resident(vm->victim_state, ec->pages[i]);
+		}
+		if (!ec->commit[i])
+			continue;
+		/* false: refaulted in between, the fault thread took over */
+		if (!pagemap_punched(&vm->map, ec->pages[i], ec->zero[i], &waiter, freed))
+			continue;
+		store_free_locs(vm->store, freed);
+		if (waiter)
+			wake[n_wake++] = ec->pages[i];
+	}
+	pthread_mutex_unlock(&vm->lock);
+	/* The room is there now: throttled faults need not wait for the rest of the batch. */
+	if (n_commit)
+		pthread_cond_broadcast(&vm->space_cond);
+	/* Un-protect the unpunched pages: this wakes the writers that waited for the punch. */
+	for (i = 0; i < ec->n; i++)
+		if (sel[i] && ec->unpunched[i])
+			uffd_wp_range(vm, vm_page_addr(vm, ec->pages[i]), PAGE_SIZE_4K, false);
+	for (i = 0; i < n_wake; i++) {
+		struct uffdio_range rg = { .start = vm_page_addr(vm, wake[i]), .len = PAGE_SIZE_4K };
+		ioctl(vm->uffd, UFFDIO_WAKE, &rg);
+	}
+	ec->n_commit += n_commit;
+}
+
 static void evict_batch(struct evict_ctx *ec)
 {
 	struct vm *vm = ec->vm;
-	uint64_t t0 = now_ns();
-	unsigned i, n_store = 0, n_commit = 0, n_aborted = 0, n_store_failed = 0;
-	bool want_all[EVICT_BATCH];
+	uint64_t t0 = now_ns(), cpu0 = thread_cpu_ns();
+	unsigned i, n_store = 0, n_store_failed = 0;
 	int r;
 
 	ec->n = pick_victims(ec);
 	if (!ec->n)
 		return;
+	ec->n_commit = ec->n_unpunched = 0;
+	ec->punch_err = 0;
+	ec->crash_counted[0] = ec->crash_counted[1] = false;
 	/*
 	 * Sealed copies: each page's version, just bumped by pagemap_evict_begin
 	 * (only this thread writes it). A clean page brings its copies and their
@@ -349,9 +482,10 @@ static void evict_batch(struct evict_ctx *ec)
 	for (i = 0; i < ec->n; i++) {
 		const struct page_entry *pe = pagemap_entry(&vm->map, ec->pages[i]);
 
-		want_all[i] = true;
 		ec->protected_[i] = false;
 		ec->commit[i] = false;
+		ec->unpunched[i] = false;
+		ec->in_wb[i] = false;
 		ec->clean[i] = pe->flags & PGF_CLEAN;
 		if (store_sealed(vm->store) || ec->clean[i])
 			ec->crcs[i] = pe->crc; /* the version, in a sealed map */
@@ -365,9 +499,26 @@ static void evict_batch(struct evict_ctx *ec)
 	bool spent[EVICT_BATCH];
 	check_clean_pages(ec, spent);
 
-	/* 1. write-protect, one ioctl per contiguous run */
+	/*
+	 * 1. write-protect, one ioctl per contiguous run. A clean page is
+	 * protected already: it went in write-protected, and the only ways out
+	 * (a write's fault, a give-back, adoption) clear PGF_CLEAN first, under
+	 * the lock; it cannot be cleared now that the page is EVICTING. An
+	 * ioctl for it would be a no-op that costs a page-table walk and a TLB
+	 * flush per page.
+	 */
+	bool to_protect[EVICT_BATCH];
+	for (i = 0; i < ec->n; i++) {
+		to_protect[i] = !ec->clean[i];
+		if (ec->clean[i])
+			ec->protected_[i] = !spent[i];
+	}
 	for (i = 0; i < ec->n;) {
-		unsigned len = run_length(ec, i, want_all);
+		if (!to_protect[i]) {
+			i++;
+			continue;
+		}
+		unsigned len = run_length(ec, i, to_protect);
 		r = uffd_wp_range(vm, vm_page_addr(vm, ec->pages[i]), (uint64_t)len << PAGE_SHIFT_4K, true);
 		/* EAGAIN: the pages are not protected and must not be evicted now. */
 		for (unsigned k = i; k < i + len; k++)
@@ -426,6 +577,7 @@ static void evict_batch(struct evict_ctx *ec)
 				continue;
 			}
 			store_batch_add(&ec->wb, dst, ec->locs[k], ec->pages[k], ec->crcs[k]);
+			ec->in_wb[k] = true;
 			n_store++;
 		}
 		/* Single pages (random victims) gather into one part: a send per page would cost more than it hides. */
@@ -442,11 +594,22 @@ static void evict_batch(struct evict_ctx *ec)
 	if (sh_pending)
 		n_store_failed += share_part(ec, sh_from, ec->n);
 	store_write_submit(vm->store, &ec->wb, true);
+
+	/*
+	 * 4-6 for every page that waits for no store write (clean, zero,
+	 * shared, given back) while the donors take in the others: the punches
+	 * overlap the acknowledgements instead of following them.
+	 */
+	bool sel[EVICT_BATCH] = { false };
+	for (i = 0; i < ec->n; i++)
+		sel[i] = !ec->in_wb[i];
+	finish_pages(ec, sel);
+
 	store_write_wait(vm->store, &ec->wb);
 	if (n_store) {
 		unsigned k = 0;
 		for (i = 0; i < ec->n; i++) {
-			if (!to_write[i] || !ec->protected_[i] || ec->zero[i] || ec->shared[i])
+			if (!ec->in_wb[i])
 				continue;
 			if (ec->wb.results[k++] < 0) {
 				ec->protected_[i] = false;
@@ -455,92 +618,12 @@ static void evict_batch(struct evict_ctx *ec)
 			}
 		}
 	}
+	/* ... and for the written pages, now that every copy is durable. */
+	finish_pages(ec, ec->in_wb);
 
-	/* 4. decide: pages written to meanwhile go back; the rest is committed */
 	pthread_mutex_lock(&vm->lock);
-	for (i = 0; i < ec->n; i++) {
-		enum evict_verdict verdict = pagemap_evict_verdict(&vm->map, ec->pages[i], ec->protected_[i]);
-		if (verdict != EVICT_COMMIT) {
-			if (ec->protected_[i])
-				n_aborted++;
-			abort_page_locked(vm, ec->pages[i], ec->locs[i], verdict);
-			continue;
-		}
-		/* all LOC_NONE for a zero page; its CRC is never read */
-		pagemap_evict_commit(&vm->map, ec->pages[i], ec->locs[i], ec->crcs[i]);
-		ec->commit[i] = true;
-		n_commit++;
-	}
-	pthread_mutex_unlock(&vm->lock);
-	if (n_aborted)
-		atomic_fetch_add_explicit(&vm->stats.evictions_aborted, n_aborted, memory_order_relaxed);
-	if (n_commit)
-		crash_point(ec, CRASH_AFTER_COMMIT);
-
-	/* Un-protect every page given back; this also wakes its writers. */
-	for (i = 0; i < ec->n; i++)
-		if (!ec->commit[i])
-			uffd_wp_range(vm, vm_page_addr(vm, ec->pages[i]), PAGE_SIZE_4K, false);
-
-	/* 5. punch committed runs: the next access is a MISSING fault */
-	unsigned n_unpunched = 0;
-	int punch_err = 0;
-	for (i = 0; i < ec->n; i++)
-		ec->unpunched[i] = false;
-	for (i = 0; i < ec->n;) {
-		if (!ec->commit[i]) {
-			i++;
-			continue;
-		}
-		unsigned len = run_length(ec, i, ec->commit);
-		struct vm_region *rg = vm_region_of_page(vm, ec->pages[i]);
-		off_t off = region_memfd_off(rg, ec->pages[i]);
-		if (fallocate(rg->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
-			      (off_t)len << PAGE_SHIFT_4K) < 0) {
-			/* A seal the process added after registration: the memfd still holds the pages. */
-			punch_err = errno;
-			for (unsigned k = i; k < i + len; k++) {
-				ec->commit[k] = false;
-				ec->unpunched[k] = true;
-			}
-			n_unpunched += len;
-			n_commit -= len;
-		}
-		i += len;
-	}
-	if (n_unpunched && !ec->punch_warned) {
-		ec->punch_warned = true;
-		vm_log_err(vm->policy.name, "punching %u pages out of the memfd failed: %s; they stay resident "
-			   "(was the memfd sealed against writes after registration?)", n_unpunched, strerror(punch_err));
-	}
-
-	if (n_commit)
-		crash_point(ec, CRASH_AFTER_PUNCH);
-
-	/* 6. record, then wake writers that waited for the punch */
-	pthread_mutex_lock(&vm->lock);
-	unsigned n_wake = 0;
-	uint64_t wake[EVICT_BATCH];
-	for (i = 0; i < ec->n; i++) {
-		uint32_t freed[STORE_MAX_COPIES];
-		bool waiter;
-		/* Not punched: an aborted eviction. The memfd holds the page; its copies go. */
-		if (ec->unpunched[i] && pagemap_entry(&vm->map, ec->pages[i])->state == PG_EVICT_COMMITTED &&
-		    pagemap_installed(&vm->map, ec->pages[i], freed)) {
-			store_free_locs(vm->store, freed);
-			vm->victim->on_resident(vm->victim_state, ec->pages[i]);
-		}
-		if (!ec->commit[i])
-			continue;
-		/* false: refaulted in between, the fault thread took over */
-		if (!pagemap_punched(&vm->map, ec->pages[i], ec->zero[i], &waiter, freed))
-			continue;
-		store_free_locs(vm->store, freed);
-		if (waiter)
-			wake[n_wake++] = ec->pages[i];
-	}
 	/* Degraded while the store refuses pages or the memfd punches; healthy once a batch does all it wanted. */
-	const unsigned n_refused = n_store_failed + n_unpunched;
+	const unsigned n_refused = n_store_failed + ec->n_unpunched;
 	if (n_store_failed && !vm->degraded)
 		vm_log_warn(vm->policy.name, "stores full or failing: pages stay resident");
 	const bool degraded_changed = vm->degraded != (n_refused > 0);
@@ -553,18 +636,16 @@ static void evict_batch(struct evict_ctx *ec)
 	if (degraded_changed)
 		events_emit("vm.degraded", json_pack("{s:s, s:b, s:I}", "vm", vm->policy.name, "degraded",
 							  n_refused > 0, "pages_refused", (json_int_t)n_refused));
-	ec->punch_failed = n_unpunched > 0;
-	if (n_unpunched) {
-		atomic_fetch_add_explicit(&vm->stats.punch_failures, n_unpunched, memory_order_relaxed);
-		atomic_fetch_add_explicit(&vm->stats.evictions_aborted, n_unpunched, memory_order_relaxed);
-		/* Un-protect them: this wakes the writers that waited for the punch. */
-		for (i = 0; i < ec->n; i++)
-			if (ec->unpunched[i])
-				uffd_wp_range(vm, vm_page_addr(vm, ec->pages[i]), PAGE_SIZE_4K, false);
+	if (ec->n_unpunched && !ec->punch_warned) {
+		ec->punch_warned = true;
+		vm_log_err(vm->policy.name, "punching %u pages out of the memfd failed: %s; they stay resident "
+			   "(was the memfd sealed against writes after registration?)", ec->n_unpunched,
+			   strerror(ec->punch_err));
 	}
-	for (i = 0; i < n_wake; i++) {
-		struct uffdio_range rg = { .start = vm_page_addr(vm, wake[i]), .len = PAGE_SIZE_4K };
-		ioctl(vm->uffd, UFFDIO_WAKE, &rg);
+	ec->punch_failed = ec->n_unpunched > 0;
+	if (ec->n_unpunched) {
+		atomic_fetch_add_explicit(&vm->stats.punch_failures, ec->n_unpunched, memory_order_relaxed);
+		atomic_fetch_add_explicit(&vm->stats.evictions_aborted, ec->n_unpunched, memory_order_relaxed);
 	}
 
 	for (i = 0; i < ec->n; i++) {
@@ -573,9 +654,10 @@ static void evict_batch(struct evict_ctx *ec)
 		if (ec->commit[i] && ec->clean[i])
 			atomic_fetch_add_explicit(&vm->stats.evictions_clean, 1, memory_order_relaxed);
 	}
-	atomic_fetch_add_explicit(&vm->stats.evictions, n_commit, memory_order_relaxed);
+	atomic_fetch_add_explicit(&vm->stats.evictions, ec->n_commit, memory_order_relaxed);
 	atomic_fetch_add_explicit(&vm->stats.eviction_batches, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&vm->stats.eviction_ns, now_ns() - t0, memory_order_relaxed);
+	atomic_fetch_add_explicit(&vm->stats.eviction_cpu_ns, thread_cpu_ns() - cpu0, memory_order_relaxed);
 }
 
 /* Pacing: when the evictor works, and how far. */

@@ -74,6 +74,7 @@ struct vm_stats {
 	_Atomic uint64_t remove_events;
 	_Atomic uint64_t eviction_batches;
 	_Atomic uint64_t eviction_ns; /* time spent evicting, for the eviction rate */
+	_Atomic uint64_t eviction_cpu_ns; /* the evictor's CPU time in those batches (no waits, no preemption) */
 	_Atomic uint64_t faults_donor; /* refaults served from a donor */
 	_Atomic uint64_t prefetch_issued; /* predicted pages read from donors */
 	_Atomic uint64_t prefetch_hits;   /* of those, installed before their fault */

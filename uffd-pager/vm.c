@@ -771,6 +771,9 @@ json_t *vm_stats_json(struct vm *vm, bool brief)
 	/* MB/s while the evictor works: the rate it can sustain, not the average over idle time. */
 	json_object_set_new(o, "eviction_mbps",
 			    json_real(evict_ns ? (double)STAT(evictions) * PAGE_SIZE_4K / 1e6 / ((double)evict_ns / 1e9) : 0.0));
+	/* The same per page in the evictor's own CPU time: what a page costs, apart from waits and a busy host. */
+	json_object_set_new(o, "eviction_cpu_us_per_page",
+			    json_real(STAT(evictions) ? (double)STAT(eviction_cpu_ns) / 1e3 / (double)STAT(evictions) : 0.0));
 
 	/* The fault thread writes the histogram unlocked; a copy is a good-enough snapshot. */
 	memcpy(&h, &vm->fault_latency, sizeof(h));
