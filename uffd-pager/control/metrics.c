@@ -60,6 +60,8 @@ static const struct field vm_fields[] = {
 	  "Ranges the guest discarded (balloon, virtio-mem) reported to the pager." },
 	{ "eviction_batches", "uffdvm_vm_eviction_batches_total", COUNTER, "Eviction batches run." },
 	{ "eviction_mbps", "uffdvm_vm_eviction_mbps", GAUGE, "Eviction throughput in MB/s while the evictor works." },
+	{ "eviction_cpu_us_per_page", "uffdvm_vm_eviction_cpu_us_per_page", GAUGE,
+	  "The evictor's own CPU time per evicted page, in microseconds." },
 	{ "disk_cache_size", "uffdvm_vm_disk_cache_size_bytes", GAUGE, "Size of the VM's disk cache in donor memory." },
 	{ "disk_cache_used_bytes", "uffdvm_vm_disk_cache_used_bytes", GAUGE, "Bytes of disk blocks in the cache now." },
 	{ "disk_cache_hits", "uffdvm_vm_disk_cache_hits_total", COUNTER, "Disk reads served from the cache." },
