@@ -745,7 +745,7 @@ void pool_wait_spin(struct pool_wait *w, unsigned spin_us)
 {
 	uint64_t until = spin_us ? now_ns() + (uint64_t)spin_us * 1000 : 0;
 
-	/* Clock reads are cheap (vDSO), but the pause lets a hyperthread sibling run. */
+	/* The clock (vDSO) is read every 64 pauses; a pause hands the core to a hyperthread sibling meanwhile. */
 	while (until && __atomic_load_n(&w->pending, __ATOMIC_ACQUIRE)) {
 		for (int i = 0; i < 64; i++)
 			cpu_relax();
