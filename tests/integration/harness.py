@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 BUILD = os.environ.get("UFFDVM_BUILD_DIR") or os.path.abspath(
     os.path.join(os.path.dirname(__file__), "..", "..", "build"))
@@ -38,6 +39,11 @@ def log_excerpt(log, limit=200000):
 
 
 def fail(msg):
+    # Called from a clean-up (finally) while an exception propagates: that exception is the first
+    # failure, and exiting here would hide it.
+    exc = sys.exc_info()[1]
+    if exc is not None and not isinstance(exc, SystemExit):
+        print("FAIL (first): " + "".join(traceback.format_exception(exc)).rstrip(), flush=True)
     print(f"FAIL: {msg}", flush=True)
     sys.exit(1)
 
@@ -73,6 +79,7 @@ def exe(name):
 def wait_for(pred, timeout, what, alive=None, interval=0.05):
     """Polls pred() until it returns something true and returns that; fails naming `what` after
     timeout seconds, or at once if the process `alive` (a guestsim, say) has ended meanwhile."""
+    timeout *= BUDGET_X  # sanitizer builds run the same work several times slower
     deadline = time.time() + timeout
     while True:
         v = pred()
@@ -201,7 +208,7 @@ class Pager:
         return last
 
     def wait_vm(self, name, timeout=20):
-        deadline = time.time() + timeout
+        deadline = time.time() + timeout * BUDGET_X
         while time.time() < deadline:
             st = self.vm_stats(name)
             if st:
@@ -273,10 +280,16 @@ class Pager:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=20 * BUDGET_X)
             except subprocess.TimeoutExpired:
+                # Where each thread waits, before the kill: a hang is a bug to find, not only to report.
+                stacks = subprocess.run(["gdb", "-p", str(self.proc.pid), "-batch", "-ex", "thread apply all bt"],
+                                        capture_output=True, text=True, timeout=120).stdout \
+                    if shutil.which("gdb") else "(no gdb)"
                 self.proc.kill()
-                fail("uffd-pager did not stop on SIGTERM")
+                self.proc.wait()
+                fail(f"uffd-pager did not stop on SIGTERM within {20 * BUDGET_X} s; its threads:\n{stacks[-20000:]}\n"
+                     f"its log:\n{log_excerpt(self.read_log(), 20000)}")
         self.log.close()
         log = self.read_log()
         rc = self.proc.returncode
@@ -458,6 +471,7 @@ class Subscriber:
 
     def wait(self, kind, timeout, **match):
         """Reads events until one of kind with the given fields arrives; returns it."""
+        timeout *= BUDGET_X
         deadline = time.time() + timeout
         while time.time() < deadline:
             ev = self.line(deadline - time.time())

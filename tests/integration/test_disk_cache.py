@@ -214,9 +214,13 @@ def launcher():
         # disk_cache.write_fill reaches nbdkit's command line: UFFD_NBDKIT is a wrapper that records it.
         argv_log = os.path.join(tmp, "nbdkit-argv")
         wrapper = os.path.join(tmp, "nbdkit-wrapper")
+        # Under TSan the runtime is preloaded for nbdkit (nbdkit_env), but a shell dies of it: the
+        # wrapper gets it under another name and hands it on to nbdkit alone.
         with open(wrapper, "w") as f:
-            f.write(f'#!/bin/sh\nprintf "%s\\n" "$@" >> {argv_log}\nexec {shutil.which("nbdkit")} "$@"\n')
+            f.write(f'#!/bin/sh\nprintf "%s\\n" "$@" >> {argv_log}\n'
+                    f'LD_PRELOAD="$WRAPPED_NBDKIT_PRELOAD" exec {shutil.which("nbdkit")} "$@"\n')
         os.chmod(wrapper, 0o755)
+        env["WRAPPED_NBDKIT_PRELOAD"] = env.pop("LD_PRELOAD", "")
         env["UFFD_NBDKIT"] = wrapper
         for write_fill in (False, True):
             with open(pol, "w") as f:
@@ -227,7 +231,8 @@ def launcher():
                 os.unlink(argv_log)
             p = uffd_qemu("-drive", f"file={image},format=raw,if=virtio,id=disk0")
             check(p.returncode == 1 and "served by nbdkit" in p.stderr and "cannot reach uffd-pager" in p.stderr,
-                  "uffd-qemu started nbdkit, then stopped short of QEMU (no pager, policy refuse)")
+                  f"uffd-qemu started nbdkit, then stopped short of QEMU (no pager, policy refuse): exit {p.returncode}, "
+                  f"{p.stderr.strip()[-600:]}")
             wait_for(lambda: not os.listdir(run), 60, "the keeper stopped nbdkit and removed the runtime directory")
             check(True, "the keeper cleaned up after the launcher that never became QEMU")
             with open(argv_log) as f:
