@@ -91,26 +91,15 @@ int dseal_new(const char *dir, const char *name, struct dseal **ret)
 
 int dseal_load(const char *dir, const char *name, struct dseal **ret)
 {
-	uint8_t blob[2 * DSEAL_KEY_LEN + DSEAL_ID_LEN + 1];
+	uint8_t blob[2 * DSEAL_KEY_LEN + DSEAL_ID_LEN];
 	char path[512];
-	struct stat st;
-	ssize_t n;
 	int r;
-	_cleanup_close_ int fd = -1;
 
 	if ((size_t)snprintf(path, sizeof(path), "%s/%s.key", dir, name) >= sizeof(path))
 		return -ENAMETOOLONG;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return -errno;
-	/* Only keys this uid alone could have written are trusted. */
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077))
-		return -EPERM;
-	n = read(fd, blob, sizeof(blob));
-	if (n != (ssize_t)sizeof(blob) - 1) {
-		OPENSSL_cleanse(blob, sizeof(blob));
-		return n < 0 ? -errno : -EBADMSG;
-	}
+	r = gcm_page_read_key_file(path, blob, sizeof(blob));
+	if (r < 0)
+		return r;
 	r = dseal_new_from_keys(blob, blob + DSEAL_KEY_LEN, blob + 2 * DSEAL_KEY_LEN, ret);
 	OPENSSL_cleanse(blob, sizeof(blob));
 	if (r == 0)

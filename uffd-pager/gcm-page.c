@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include "util.h"
@@ -39,6 +40,25 @@ int gcm_page_open(EVP_CIPHER_CTX *dec, const uint8_t nonce[GCM_PAGE_NONCE_LEN], 
 	if (EVP_DecryptFinal_ex(dec, (uint8_t *)buf + n, &n) != 1)
 		return -EBADMSG;
 	return 0;
+}
+
+int gcm_page_read_key_file(const char *path, void *blob, size_t len)
+{
+	struct stat st;
+	uint8_t extra;
+	ssize_t n;
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+
+	if (fd < 0)
+		return -errno;
+	/* Only a key this uid alone could have written is trusted. */
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077))
+		return -EPERM;
+	n = read(fd, blob, len);
+	if (n == (ssize_t)len && read(fd, &extra, 1) == 0)
+		return 0;
+	OPENSSL_cleanse(blob, len);
+	return n < 0 ? -errno : -EBADMSG;
 }
 
 int gcm_page_write_key_file(const char *path, const void *blob, size_t len)

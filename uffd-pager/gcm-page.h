@@ -30,3 +30,10 @@ int gcm_page_open(EVP_CIPHER_CTX *dec, const uint8_t nonce[GCM_PAGE_NONCE_LEN], 
  * pager, is replaced), synced. Returns 0 or -errno (nothing left behind).
  */
 int gcm_page_write_key_file(const char *path, const void *blob, size_t len);
+/*
+ * Reads exactly len bytes of key material from path into blob, trusting
+ * only a regular file of the pager's uid that nobody else can access (no
+ * symlink). Returns 0, -EPERM (not such a file), -EBADMSG (another size)
+ * or -errno; on failure blob holds nothing of the file.
+ */
+int gcm_page_read_key_file(const char *path, void *blob, size_t len);

@@ -77,26 +77,15 @@ int seal_new(const char *dir, const char *name, struct seal **ret)
 
 int seal_load(const char *dir, const char *name, struct seal **ret)
 {
-	uint8_t blob[SEAL_KEY_LEN + SEAL_ID_LEN + 1];
+	uint8_t blob[SEAL_KEY_LEN + SEAL_ID_LEN];
 	char path[512];
-	struct stat st;
-	ssize_t n;
 	int r;
-	_cleanup_close_ int fd = -1;
 
 	if ((size_t)snprintf(path, sizeof(path), "%s/%s.key", dir, name) >= sizeof(path))
 		return -ENAMETOOLONG;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return -errno;
-	/* Only a key this uid alone could have written is trusted. */
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077))
-		return -EPERM;
-	n = read(fd, blob, sizeof(blob));
-	if (n != SEAL_KEY_LEN + SEAL_ID_LEN) {
-		OPENSSL_cleanse(blob, sizeof(blob));
-		return n < 0 ? -errno : -EBADMSG;
-	}
+	r = gcm_page_read_key_file(path, blob, sizeof(blob));
+	if (r < 0)
+		return r;
 	r = seal_new_from_key(blob, blob + SEAL_KEY_LEN, ret);
 	OPENSSL_cleanse(blob, sizeof(blob));
 	if (r == 0)
