@@ -67,6 +67,7 @@
  */
 #define DEFER_NS (20ULL * 1000000ULL)
 #define ACK_BATCH_MS 5 /* the writer collects acknowledgements in batches: CPU a guest needs more */
+#define IDLE_WAIT_MS 100 /* an idle writer looks at its queues this often (a queued block does not wake it) */
 
 struct dc_item {
 	uint64_t key;
@@ -239,8 +240,13 @@ static void insert_queued(struct dcache *dc, uint32_t i, struct dc_item *item)
 	*dc->qtail = item;
 	dc->qtail = &item->next;
 	dc->st.queued_bytes += dc->block_size;
-	/* Due now, or the first in the queue (the writer may be asleep for long). */
-	if (dc->image_busy || dc->st.queued_bytes * 2 > dc->queue_max || dc->qhead == item)
+	/*
+	 * Only a block due now wakes the writer: a miss queues its block just
+	 * as its answer goes out, and a wake-up then competes with the reply
+	 * for the CPU. The next request that waits for the image wakes it
+	 * (dcache_image_busy), else its own timeout (IDLE_WAIT_MS).
+	 */
+	if (dc->image_busy || dc->st.queued_bytes * 2 > dc->queue_max)
 		pthread_cond_signal(&dc->work);
 }
 
@@ -446,7 +452,7 @@ static void notify_cb(struct donor_conn *conn, const struct donor_notification *
 		dc->nq[dc->nq_len++] = (struct dc_note){ c, UINT32_MAX };
 	/*
 	 * Not dc->lock: a thread holding it may wait for a reply this thread
-	 * delivers. The writer looks at the queue at least once a second.
+	 * delivers. The writer looks at the queue every IDLE_WAIT_MS at most.
 	 */
 	pthread_mutex_unlock(&dc->nq_lock);
 }
@@ -775,7 +781,7 @@ static void *writer_main(void *arg)
 			conn_put(dc, c);
 			continue;
 		}
-		timed_wait(&dc->work, &dc->lock, dc->qhead ? (unsigned)(DEFER_NS / 1000000ULL) : 1000);
+		timed_wait(&dc->work, &dc->lock, dc->qhead ? (unsigned)(DEFER_NS / 1000000ULL) : IDLE_WAIT_MS);
 	}
 	pthread_mutex_unlock(&dc->lock);
 	return NULL;
