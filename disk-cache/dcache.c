@@ -226,6 +226,13 @@ static void forget(struct dcache *dc, uint32_t i)
 	dc->st.used_bytes -= dc->block_size;
 }
 
+/* Whether the queue's first block is to be stored now (DEFER_NS). */
+static bool store_due(const struct dcache *dc)
+{
+	return dc->qhead && (dc->image_busy || dc->st.queued_bytes * 2 > dc->queue_max ||
+			     now_ns() - dc->qhead->queued_at >= DEFER_NS);
+}
+
 static void insert_queued(struct dcache *dc, uint32_t i, struct dc_item *item)
 {
 	uint32_t b = hash_key(dc, item->key);
@@ -246,7 +253,7 @@ static void insert_queued(struct dcache *dc, uint32_t i, struct dc_item *item)
 	 * for the CPU. The next request that waits for the image wakes it
 	 * (dcache_image_busy), else its own timeout (IDLE_WAIT_MS).
 	 */
-	if (dc->image_busy || dc->st.queued_bytes * 2 > dc->queue_max)
+	if (store_due(dc))
 		pthread_cond_signal(&dc->work);
 }
 
@@ -725,13 +732,6 @@ static struct dc_conn *stores_on(struct dcache *dc)
 		if (dc->stg[k].busy && dc->stg[k].left && !dc->stg[k].c->dead)
 			return dc->stg[k].c;
 	return NULL;
-}
-
-/* Whether the queue's first block is to be stored now (DEFER_NS). */
-static bool store_due(const struct dcache *dc)
-{
-	return dc->qhead && (dc->image_busy || dc->st.queued_bytes * 2 > dc->queue_max ||
-			     now_ns() - dc->qhead->queued_at >= DEFER_NS);
 }
 
 /* The writer: seals and submits queued blocks, collects their acknowledgements, and keeps the connections. */
