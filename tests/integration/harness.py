@@ -6,6 +6,7 @@ path QEMU uses (LD_PRELOAD of libuffd-glue.so), and read ground truth from
 UFFDVM_REQUIRE_ALL=1)."""
 import json
 import os
+import random
 import select
 import shutil
 import signal
@@ -377,9 +378,26 @@ def memfd_resident_ok(stats):
 
 
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free TCP port on 127.0.0.1 below the kernel's ephemeral range.
+
+    A port from the ephemeral range can be taken at any moment by any outgoing
+    connection on the host (even by the pager's own reconnect attempts, which
+    can connect a socket to itself), so a test that restarts a listener on the
+    same port would find it in use. Ports below the range are never handed out
+    by connect(); only another test picking the same number could collide,
+    and bind() below checks for that.
+    """
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+    for _ in range(1000):
+        port = random.randrange(10000, max(10001, low))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    fail(f"no free TCP port in 10000..{low - 1}")
 
 
 class Donor:

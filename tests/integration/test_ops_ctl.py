@@ -22,17 +22,11 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Pager, check, exe, fail, guestsim, policy, require_root_and_uffd  # noqa: E402
+from harness import Pager, check, exe, fail, free_port, guestsim, policy, require_root_and_uffd  # noqa: E402
 
 VM = "opsvm"
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})? (\S+)$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ctl(pager, *args, user=None, stdin=None):
