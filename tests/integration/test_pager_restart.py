@@ -143,7 +143,7 @@ def run_kills():
         pager.kill()
         kill_procs([orphan])
         pager.restart()
-        wait_for(lambda: held() == 0, 30 * BUDGET_X, "the dead VM's slabs given back to both donors")
+        wait_for(lambda: held() == 0, 60, "the dead VM's slabs given back to both donors")
         check("gave its" in pager.read_log(), "the release is logged")
     finally:
         kill_procs([g] if g else [])
