@@ -3,6 +3,9 @@
  * Donor slab table and pager slot map (see donor-slab.h). Slab memory is
  * mmap'ed on allocation and unmapped on release, so a donor holds only what
  * is in use and a freed slab's contents are gone before anyone reuses it.
+ * A preallocated table instead faults in its whole capacity at start and
+ * keeps it: a released slab goes back to the pool and is zeroed when it is
+ * handed out again.
  */
 #include "donor-slab.h"
 
@@ -28,7 +31,42 @@ struct donor_slabs {
 	uint64_t capacity;
 	struct slab *tab;
 	unsigned ntab, live;
+	uint8_t **pool; /* preallocated slab memory not in use (zeroed when handed out) */
+	unsigned npool, pool_cap; /* pool_cap 0: not preallocated, released slabs are unmapped */
 };
+
+static unsigned capacity_slabs(const struct donor_slabs *s)
+{
+	uint64_t n = s->capacity / DONOR_SLAB_SIZE;
+
+	return n > MAX_SLABS ? MAX_SLABS : (unsigned)n;
+}
+
+static uint8_t *map_slab(void)
+{
+	/* NORESERVE: a slab costs nothing until pages are written into it (2 MiB at a time with huge pages). */
+	uint8_t *mem = mmap(NULL, DONOR_SLAB_BYTES, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	if (mem == MAP_FAILED)
+		return NULL;
+	/*
+	 * Huge pages where the kernel has them: a slab fills 4 KiB at a time,
+	 * and a fault per page was most of what storing a page cost the donor.
+	 * Advice only: without THP, 4 KiB pages as before.
+	 */
+	(void)madvise(mem, DONOR_SLAB_BYTES, MADV_HUGEPAGE);
+	return mem;
+}
+
+/* Unmaps pooled memory beyond what the capacity leaves room for next to the live slabs. */
+static void trim_pool(struct donor_slabs *s)
+{
+	unsigned room = capacity_slabs(s) > s->live ? capacity_slabs(s) - s->live : 0;
+
+	while (s->npool > room)
+		munmap(s->pool[--s->npool], DONOR_SLAB_BYTES);
+}
 
 struct donor_slabs *donor_slabs_new(uint64_t capacity)
 {
@@ -46,13 +84,48 @@ void donor_slabs_free(struct donor_slabs *s)
 	for (unsigned i = 0; i < s->ntab; i++)
 		if (s->tab[i].mem)
 			munmap(s->tab[i].mem, DONOR_SLAB_BYTES);
+	while (s->npool)
+		munmap(s->pool[--s->npool], DONOR_SLAB_BYTES);
+	free(s->pool);
 	free(s->tab);
 	free(s);
 }
 
+int donor_slabs_preallocate(struct donor_slabs *s, unsigned *ret_done)
+{
+	unsigned want = capacity_slabs(s);
+	int r = 0;
+
+	s->pool = calloc(want ? want : 1, sizeof(*s->pool));
+	if (!s->pool)
+		return -ENOMEM;
+	s->pool_cap = want;
+	while (s->npool < want) {
+		uint8_t *mem = map_slab();
+
+		if (!mem) {
+			r = -ENOMEM;
+			break;
+		}
+		/* Faulted in now, while nobody waits: a first touch costs more than the copy into it. */
+		if (madvise(mem, DONOR_SLAB_BYTES, MADV_POPULATE_WRITE) < 0) {
+			r = -errno;
+			munmap(mem, DONOR_SLAB_BYTES);
+			break;
+		}
+		s->pool[s->npool++] = mem;
+	}
+	*ret_done = s->npool;
+	return r;
+}
+
 uint64_t donor_slabs_capacity(const struct donor_slabs *s) { return s->capacity; }
 uint64_t donor_slabs_used(const struct donor_slabs *s) { return (uint64_t)s->live * DONOR_SLAB_SIZE; }
-void donor_slabs_set_capacity(struct donor_slabs *s, uint64_t capacity) { s->capacity = capacity; }
+void donor_slabs_set_capacity(struct donor_slabs *s, uint64_t capacity)
+{
+	s->capacity = capacity;
+	trim_pool(s);
+}
 
 static struct slab *find(const struct donor_slabs *s, uint32_t id)
 {
@@ -103,17 +176,19 @@ int donor_slabs_alloc(struct donor_slabs *s, uint32_t owner, uint32_t *ret_id)
 		sl = &s->tab[s->ntab];
 		s->ntab = n;
 	}
-	/* NORESERVE: a slab costs nothing until pages are written into it (2 MiB at a time with huge pages). */
-	mem = mmap(NULL, DONOR_SLAB_BYTES, PROT_READ | PROT_WRITE,
-		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (mem == MAP_FAILED)
-		return -ENOMEM;
-	/*
-	 * Huge pages where the kernel has them: a slab fills 4 KiB at a time,
-	 * and a fault per page was most of what storing a page cost the donor.
-	 * Advice only: without THP, 4 KiB pages as before.
-	 */
-	(void)madvise(mem, DONOR_SLAB_BYTES, MADV_HUGEPAGE);
+	if (s->npool) {
+		/*
+		 * Zeroed here, not at release: an RDMA key of the former owner
+		 * works until donor_rdma_reconcile() runs after the request batch
+		 * that freed the slab, so only now can no one write into it.
+		 */
+		mem = s->pool[--s->npool];
+		memset(mem, 0, DONOR_SLAB_BYTES);
+	} else {
+		mem = map_slab();
+		if (!mem)
+			return -ENOMEM;
+	}
 	sl->mem = mem;
 	sl->owner = owner;
 	sl->gen++;
@@ -126,7 +201,10 @@ int donor_slabs_alloc(struct donor_slabs *s, uint32_t owner, uint32_t *ret_id)
 
 static void drop(struct donor_slabs *s, struct slab *sl)
 {
-	munmap(sl->mem, DONOR_SLAB_BYTES);
+	if (s->npool < s->pool_cap && s->live - 1 + s->npool < capacity_slabs(s))
+		s->pool[s->npool++] = sl->mem;
+	else
+		munmap(sl->mem, DONOR_SLAB_BYTES);
 	sl->mem = NULL;
 	sl->owner = 0;
 	sl->revoked = false;

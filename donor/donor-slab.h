@@ -23,7 +23,18 @@ void donor_slabs_free(struct donor_slabs *s);
 
 uint64_t donor_slabs_capacity(const struct donor_slabs *s);
 uint64_t donor_slabs_used(const struct donor_slabs *s);
-/* Changes the capacity; slabs beyond it stay until released or revoked. */
+/*
+ * Faults in the whole capacity now and keeps it while the table lives: a
+ * store never waits for the kernel to find memory, and a released slab is
+ * kept rather than unmapped (zeroed when handed out again). *ret_done says how many slabs were
+ * faulted in. Returns 0, -ENOMEM or the errno of MADV_POPULATE_WRITE.
+ */
+int donor_slabs_preallocate(struct donor_slabs *s, unsigned *ret_done);
+/*
+ * Changes the capacity; slabs beyond it stay until released or revoked.
+ * Preallocated memory not in use beyond the new capacity is unmapped; a
+ * larger capacity is mapped on demand.
+ */
 void donor_slabs_set_capacity(struct donor_slabs *s, uint64_t capacity);
 
 /* Returns 0, -ENOSPC (capacity reached) or -ENOMEM. */

@@ -38,6 +38,7 @@
 #include "config.h"
 #include "ctl-proto.h"
 #include "donor-server.h"
+#include "donor-slab.h"
 #include "donor-tls.h"
 #if HAVE_RDMA
 #include "donor-rdma.h"
@@ -676,7 +677,8 @@ static void handle_cqe(struct daemon *d, struct op *op, int res)
 	}
 }
 
-static int listen_tcp(const char *url, bool loopback_only)
+/* A socket bound to url's address; main listens on it once the donor is ready to serve. */
+static int bind_tcp(const char *url, bool loopback_only)
 {
 	_cleanup_free_ char *host = NULL;
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE }, *res = NULL;
@@ -719,7 +721,7 @@ static int listen_tcp(const char *url, bool loopback_only)
 		return log_err_errno(r, "--listen %s: socket", url);
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 128) < 0) {
+	if (bind(fd, res->ai_addr, res->ai_addrlen) < 0) {
 		r = -errno;
 		freeaddrinfo(res);
 		close(fd);
@@ -760,6 +762,45 @@ static int listen_unix(const char *path)
 	return fd;
 }
 
+/*
+ * --preallocate: fresh memory is slow to fault in on some hosts (a
+ * virtual machine whose host backs its memory lazily pays a trip to the
+ * host per huge page); done here, no store waits for it later.
+ */
+static int preallocate_capacity(struct donor_server *srv, uint64_t capacity)
+{
+	unsigned want = (unsigned)(capacity / DONOR_SLAB_SIZE), done = 0;
+	unsigned long long avail_kib = 0;
+	uint64_t t0 = now_ns();
+	char sz[32], line[128], av[32];
+	FILE *f;
+	int r;
+
+	/* Faulting in more than the host has would wake the OOM killer, not fail. */
+	f = fopen("/proc/meminfo", "re");
+	while (f && fgets(line, sizeof(line), f) && sscanf(line, "MemAvailable: %llu kB", &avail_kib) != 1)
+		;
+	if (f)
+		fclose(f);
+	if (avail_kib && capacity > (uint64_t)avail_kib << 10) {
+		log_err("--preallocate: --capacity %s is more than this host's available memory (%s, MemAvailable "
+			"in /proc/meminfo): lower --capacity, or leave out --preallocate",
+			format_size(capacity, sz, sizeof(sz)), format_size((uint64_t)avail_kib << 10, av, sizeof(av)));
+		return -ENOMEM;
+	}
+	log_info("--preallocate: faulting in %s (%u slabs of %u MiB)", format_size(capacity, sz, sizeof(sz)), want,
+		 DONOR_SLAB_SIZE >> 20);
+	r = donor_slabs_preallocate(donor_server_slabs(srv), &done);
+	if (r < 0) {
+		log_err("--preallocate: only %u of the %u slabs of --capacity %s could be faulted in (%s): "
+			"lower --capacity, or leave out --preallocate to take memory as it is used",
+			done, want, format_size(capacity, sz, sizeof(sz)), strerror(-r));
+		return r;
+	}
+	log_info("--preallocate: %u slabs faulted in in %.2f s", done, (double)(now_ns() - t0) / 1e9);
+	return 0;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -776,6 +817,9 @@ static void usage(FILE *f)
 		"  --client-keys-only        refuse the shared key: only ids with --client-key connect\n"
 		"  --control PATH            Unix socket for JSON control (donor.stats, donor.set-capacity)\n"
 		"  --lease SECONDS           how long a disconnected client keeps its slabs (default 60)\n"
+		"  --preallocate             fault in the whole capacity at start and keep it (released\n"
+		"                            slabs are kept and zeroed for reuse): stores never wait\n"
+		"                            for new memory\n"
 		"  --revoke-grace SECONDS    default deadline to move revoked slabs (default 30)\n"
 		"  --max-connections N       pager connections at once (default 1024)\n"
 		"  --preauth-timeout SECONDS close connections not authenticated by then (default 10)\n"
@@ -847,9 +891,11 @@ int main(int argc, char **argv)
 		{ "preauth-per-address", required_argument, NULL, 'A' },
 		{ "client-key", required_argument, NULL, 'K' },
 		{ "client-keys-only", no_argument, NULL, 'O' },
+		{ "preallocate", no_argument, NULL, 'p' },
 		{ "version", no_argument, NULL, 'V' },	      {}
 	};
 	const char *listen_url = NULL, *key_file = NULL, *control = NULL;
+	bool preallocate = false;
 	struct donor_server_config cfg = { .lease_s = 60, .revoke_grace_s = 30 };
 	struct daemon d = { .lfd = -1, .cfd = -1, .sfd = -1,
 			    .lim = { .preauth_timeout_s = 10, .preauth_max = 256, .preauth_per_addr = 16,
@@ -894,6 +940,9 @@ int main(int argc, char **argv)
 			break;
 		case 'C':
 			control = optarg;
+			break;
+		case 'p':
+			preallocate = true;
 			break;
 		case 'L':
 			if (parse_uint("--lease", optarg, 86400 * 7, &cfg.lease_s) < 0)
@@ -978,7 +1027,7 @@ int main(int argc, char **argv)
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	d.sfd = signalfd(-1, &mask, SFD_CLOEXEC);
 	/* Without any secret key a donor is only for local processes. */
-	d.lfd = listen_tcp(listen_url, d.keys.shared.len == 0 && !d.keys.shared_refused);
+	d.lfd = bind_tcp(listen_url, d.keys.shared.len == 0 && !d.keys.shared_refused);
 	if (d.lfd < 0)
 		return 1;
 	if (strncmp(listen_url, "rdma://", 7) == 0) {
@@ -986,7 +1035,7 @@ int main(int argc, char **argv)
 		_cleanup_free_ char *host = NULL;
 		const char *port;
 
-		/* listen_tcp() above already refused a malformed address. */
+		/* bind_tcp() above already refused a malformed address. */
 		if (split_host_port(listen_url + 7, &host, &port) < 0 || donor_rdma_new(host, port, &d.rd) < 0)
 			return 1;
 		cfg.ext_handler = donor_rdma_ext;
@@ -1010,6 +1059,13 @@ int main(int argc, char **argv)
 	d.srv = donor_server_new(&cfg);
 	if (!d.srv) {
 		log_err("out of memory");
+		return 1;
+	}
+	if (preallocate && preallocate_capacity(d.srv, cfg.capacity) < 0)
+		return 1;
+	/* Only now: a pager that connected earlier would wait for the preallocation and time out. */
+	if (listen(d.lfd, 128) < 0) {
+		log_err_errno(-errno, "--listen %s", listen_url);
 		return 1;
 	}
 #if HAVE_RDMA

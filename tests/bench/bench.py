@@ -734,6 +734,8 @@ def main():
     ap.add_argument("--disk-ops", type=int, default=8192, help="disk cache rows: random reads per pass")
     ap.add_argument("--disk-cache-mib", type=int, default=512, help="disk cache rows: cache size")
     ap.add_argument("--disk-guest-ram", type=int, default=256, help="disk cache rows: guest RAM in MiB")
+    ap.add_argument("--disk-donor-preallocate", action="store_true",
+                    help="disk cache rows: start the donor with --preallocate (its memory faulted in at start)")
     ap.add_argument("--disk-rows", choices=("all", "read", "swap"), default="all", help="disk cache rows: which")
     ap.add_argument("--disk-swap-mib", type=int, default=256, help="disk cache swap rows: guest memory written")
     ap.add_argument("--disk-swap-ram", type=int, default=128, help="disk cache swap rows: guest RAM in MiB")

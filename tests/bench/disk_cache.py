@@ -156,7 +156,8 @@ def run(args, build, out):
             for _ in range(2 * args.disk_region_mib + 1):
                 f.write(os.urandom(MiB))
             os.fsync(f.fileno())
-        donor = Donor(capacity=f"{2 * args.disk_cache_mib}M")
+        donor = Donor(capacity=f"{2 * args.disk_cache_mib}M",
+                      extra_args=["--preallocate"] if args.disk_donor_preallocate else [])
         res = {"delay_ms": args.disk_delay_ms, "region_mib": args.disk_region_mib, "ops": args.disk_ops,
                "cache_mib": args.disk_cache_mib, "guest_ram_mib": args.disk_guest_ram, "block_size": 65536,
                "load_at_start": os.getloadavg()[0]}
@@ -167,7 +168,8 @@ def run(args, build, out):
             res["ratios"] = ratios(res["native"], res["cached"])
             lines += [f"Image behind nbdkit's delay filter ({args.disk_delay_ms} ms per read), file plugin cache=none; "
                       f"guest {args.disk_guest_ram} MiB RAM, TCG, O_DIRECT reads of /dev/vda; cache "
-                      f"{args.disk_cache_mib} MiB on one uffd-donor (TCP loopback, TLS), 64 KiB blocks.", ""]
+                      f"{args.disk_cache_mib} MiB on one uffd-donor (TCP loopback, TLS"
+                      f"{', --preallocate' if args.disk_donor_preallocate else ''}), 64 KiB blocks.", ""]
             lines += table(res, ("nodelay", "native", "cached"), res["ratios"])
         if args.disk_rows in ("all", "swap"):
             res["swap"] = {"ram_mib": args.disk_swap_ram, "mib": args.disk_swap_mib}

@@ -6,8 +6,10 @@ donor crash. Scenarios (argv[1]):
              from donors; guestsim verifies every byte, the donor is marked
              down and lost copies are re-created.
   backup     2 donors, replicas 1 + spill backup: kill one donor, same checks.
-  shrink     2 donors, replicas 1: shrink one donor's capacity mid-run
-             (donor.set-capacity): zero mismatches and pages moved.
+  shrink     2 donors with --preallocate (their capacity resident from the
+             start), replicas 1: shrink one donor's capacity mid-run
+             (donor.set-capacity): zero mismatches, pages moved, and the
+             shrunk donor gives back the memory it no longer offers.
   loss       1 donor, replicas 1, no backup: kill it; guestsim must be
              stopped/killed per on_data_loss, never exit 1 (wrong data).
 Prints the remote fault-service latency (p50/p99) from vm.stats."""
@@ -28,13 +30,19 @@ DONOR_TIMEOUT_MS = 1000 * BUDGET_X
 
 
 
+def rss_mib(donor):
+    with open(f"/proc/{donor.proc.pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) >> 10
+
+
 def main():
     require_root_and_uffd()
     scen = sys.argv[1] if len(sys.argv) > 1 else "replicas2"
     ndonors = {"replicas2": 3, "backup": 2, "shrink": 2, "loss": 1}[scen]
     dur = {"replicas2": {"replicas": 2}, "backup": {"replicas": 1, "backup": "spill"},
            "shrink": {"replicas": 1}, "loss": {"replicas": 1}}[scen]
-    donors = [Donor(capacity="256M") for _ in range(ndonors)]
+    donors = [Donor(capacity="256M", extra_args=["--preallocate"] if scen == "shrink" else [])
+              for _ in range(ndonors)]
     pager = None
     g = None
     try:
@@ -50,6 +58,8 @@ def main():
         check(st["remote"]["copies"] > 0, f"pages stored on donors ({st['remote']['copies']} copies)")
         victim = donors[0]
         if scen == "shrink":
+            for d in donors:
+                check(rss_mib(d) >= 256, f"a preallocated donor holds its 256 MiB from the start ({rss_mib(d)} MiB)")
             r = victim.call("donor.set-capacity", capacity="16M", grace=20)
             check(r.get("ok") and r["result"]["capacity"] == 16 << 20, f"donor capacity shrunk: {r}")
         else:
@@ -80,6 +90,9 @@ def main():
         print("remote:", json.dumps(last["remote"]))
         if scen == "shrink":
             check(last["remote"]["moved"] > 0, f"pages moved off revoked slabs ({last['remote']['moved']})")
+            # Revoked slabs go when moved, or at the 20 s grace: a preallocated donor unmaps them then.
+            wait_for(lambda: rss_mib(victim) < 64, 60, "the shrunk donor's memory given back")
+            check(rss_mib(donors[1]) >= 256, f"the other donor keeps its preallocation ({rss_mib(donors[1])} MiB)")
         else:
             check(dl[0]["state"] == "down", "killed donor marked down")
             check(dl[0]["failures"] >= 1, "donor failure counted")

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <cmocka.h>
 
 #include "donor-slab.h"
@@ -80,6 +81,67 @@ static void test_revoke_and_list(void **state)
 	donor_slabs_free(s);
 }
 
+static bool all_resident(const uint8_t *mem)
+{
+	static unsigned char vec[DONOR_SLAB_BYTES / 4096 + 1];
+
+	assert_int_equal(mincore((void *)mem, DONOR_SLAB_BYTES, vec), 0);
+	for (size_t i = 0; i < (DONOR_SLAB_BYTES + 4095) / 4096; i++)
+		if (!(vec[i] & 1))
+			return false;
+	return true;
+}
+
+static bool all_zero(const uint8_t *mem)
+{
+	for (size_t i = 0; i < DONOR_SLAB_BYTES; i++)
+		if (mem[i])
+			return false;
+	return true;
+}
+
+/* Real memory: the pool is faulted in, reused after a zeroing, and trimmed with the capacity. */
+static void test_preallocate(void **state)
+{
+	struct donor_slabs *s = donor_slabs_new(3ULL * DONOR_SLAB_SIZE + 100);
+	uint32_t ids[4];
+	uint8_t *mem[3], *again;
+	unsigned done = 0;
+
+	assert_int_equal(donor_slabs_preallocate(s, &done), 0);
+	assert_int_equal(done, 3);
+	assert_int_equal(donor_slabs_used(s), 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(donor_slabs_alloc(s, 1, &ids[i]), 0);
+		assert_int_equal(donor_slabs_lookup(s, 1, ids[i], true, &mem[i]), 0);
+		assert_true(all_resident(mem[i]));
+		assert_true(all_zero(mem[i]));
+	}
+	assert_int_equal(donor_slabs_alloc(s, 1, &ids[3]), -ENOSPC);
+
+	/* A released slab's memory comes back zeroed, under a new id. */
+	memset(mem[1], 0xab, DONOR_SLAB_BYTES);
+	assert_int_equal(donor_slabs_release(s, 1, ids[1]), 0);
+	assert_int_equal(donor_slabs_alloc(s, 2, &ids[3]), 0);
+	assert_int_not_equal(ids[3], ids[1]);
+	assert_int_equal(donor_slabs_lookup(s, 2, ids[3], false, &again), 0);
+	assert_ptr_equal(again, mem[1]);
+	assert_true(all_zero(again));
+
+	/* Capacity down to one slab: of the three released, only the last is kept. */
+	donor_slabs_set_capacity(s, DONOR_SLAB_SIZE);
+	assert_int_equal(donor_slabs_release(s, 1, ids[0]), 0);
+	assert_int_equal(donor_slabs_release(s, 1, ids[2]), 0);
+	memset(mem[1], 0xcd, 4096);
+	assert_int_equal(donor_slabs_release_owner(s, 2), 1);
+	assert_int_equal(donor_slabs_alloc(s, 3, &ids[0]), 0);
+	assert_int_equal(donor_slabs_lookup(s, 3, ids[0], false, &again), 0);
+	assert_ptr_equal(again, mem[1]);
+	assert_true(all_zero(again));
+	assert_int_equal(donor_slabs_alloc(s, 3, &ids[1]), -ENOSPC);
+	donor_slabs_free(s);
+}
+
 static void test_slot_map(void **state)
 {
 	static struct donor_slot_map m;
@@ -109,6 +171,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_capacity_and_ownership),
 		cmocka_unit_test(test_revoke_and_list),
+		cmocka_unit_test(test_preallocate),
 		cmocka_unit_test(test_slot_map),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
